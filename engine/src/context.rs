@@ -1,0 +1,196 @@
+//! What a handler may do while it is being called: send, close, connect, set timers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::handler::ConnId;
+use crate::queue::Priority;
+use crate::reactor::{Core, SendError};
+use crate::server::{LoopHandle, ServerHandle};
+use crate::session::State;
+use crate::stats::{bump, ErrorKind, SessionStats};
+use crate::timer::TimerKey;
+
+/// A handle to one user timer, for [`Context::cancel_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(TimerKey);
+
+/// The loop as seen from inside a [`crate::Handler`] callback.
+///
+/// Output is queued, never written in place: every connection with new output is flushed once
+/// at the end of the loop pass (one `writev`), so a burst of pipelined replies costs one syscall.
+pub struct Context<'a, M> {
+    pub(crate) core: &'a mut Core<M>,
+}
+
+impl<M> std::fmt::Debug for Context<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("loop_id", &self.core.loop_id)
+            .field("sessions", &self.core.sessions.len())
+            .finish()
+    }
+}
+
+impl<M: Send + 'static> Context<'_, M> {
+    /// This loop's index, `0..threads`.
+    pub fn loop_id(&self) -> usize {
+        self.core.loop_id
+    }
+
+    /// The time this loop pass started (cheaper than `Instant::now()` and the same for every
+    /// callback of the pass).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Queues `data` as one NORMAL-priority message.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.send_with(conn, Priority::Normal, data.len(), |b| {
+            b.extend_from_slice(data)
+        })
+    }
+
+    /// Queues `data` as one message of the given priority.
+    pub fn send_priority(
+        &mut self,
+        conn: ConnId,
+        prio: Priority,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_with(conn, prio, data.len(), |b| b.extend_from_slice(data))
+    }
+
+    /// Queues one message that `fill` appends straight into the output buffer (no intermediate
+    /// copy). `size_hint` is its expected size. Fails when the connection is closed, or when
+    /// the queue would pass the hard cap — the connection is then closed.
+    pub fn send_with<R>(
+        &mut self,
+        conn: ConnId,
+        prio: Priority,
+        size_hint: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> Result<R, SendError> {
+        self.core.send_with(conn, prio, size_hint, fill)
+    }
+
+    /// Closes `conn` once its queued output is written and the handler is no longer busy with it.
+    /// Calling it again re-checks those conditions.
+    pub fn close(&mut self, conn: ConnId) {
+        self.core
+            .begin_close(conn, crate::CloseReason::Local, false);
+    }
+
+    /// Closes `conn` at the end of this pass, dropping its queued output.
+    pub fn abort(&mut self, conn: ConnId) {
+        self.core.begin_close(conn, crate::CloseReason::Local, true);
+    }
+
+    /// Opens a connection to `addr` on this loop. [`crate::Handler::on_connect`] follows when it
+    /// is established; messages sent before then are queued and written at that point.
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        self.core.connect(addr)
+    }
+
+    /// Calls [`crate::Handler::on_timer`] with `token` after `after` (1 ms resolution).
+    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        TimerId(self.core.set_user_timer(after, token))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.timers.cancel(timer.0).is_some()
+    }
+
+    /// Sets (or, with `None`, removes) the idle timeout of one connection, replacing the
+    /// configured default.
+    pub fn set_idle_timeout(&mut self, conn: ConnId, timeout: Option<Duration>) {
+        if let Some(s) = self.core.session_mut(conn) {
+            s.idle_timeout_ms = timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            self.core.arm(conn);
+        }
+    }
+
+    /// Stops reading from `conn` (its input stays in the kernel, so TCP flow control pushes back
+    /// on the sender) until [`Context::resume_reading`].
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        if let Some(s) = self.core.session_mut(conn) {
+            s.user_paused = true;
+        }
+    }
+
+    /// Resumes reading after [`Context::pause_reading`].
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        if let Some(s) = self.core.session_mut(conn) {
+            s.user_paused = false;
+            if s.readable {
+                self.core.mark_ready(conn);
+            }
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.session(conn).map(|s| s.peer)
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    pub fn queued(&self, conn: ConnId) -> usize {
+        self.core.session(conn).map_or(0, |s| s.queued())
+    }
+
+    /// True while `conn` is open (or connecting) and not closing.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core
+            .session(conn)
+            .is_some_and(|s| matches!(s.state, State::Open | State::Connecting))
+    }
+
+    /// The connection's counters.
+    pub fn session_stats(&self, conn: ConnId) -> Option<SessionStats> {
+        self.core.session(conn).map(|s| s.stats)
+    }
+
+    /// Counts one received message (the engine sees bytes; the handler knows messages).
+    pub fn count_message_in(&mut self, conn: ConnId) {
+        if let Some(s) = self.core.session_mut(conn) {
+            s.stats.messages_in += 1;
+        }
+        bump(&self.core.counters().messages_in, 1);
+    }
+
+    /// Counts an error the handler detected, e.g. [`ErrorKind::Protocol`].
+    pub fn count_error(&mut self, kind: ErrorKind) {
+        self.core.counters().error(kind);
+    }
+
+    /// Number of connections on this loop.
+    pub fn connections(&self) -> usize {
+        self.core.sessions.len()
+    }
+
+    /// A handle other threads use to send this loop messages.
+    pub fn loop_handle(&self) -> LoopHandle<M> {
+        LoopHandle {
+            mailbox: std::sync::Arc::clone(&self.core.mailbox),
+        }
+    }
+
+    /// A handle on the whole server (shutdown, stop, counters).
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle {
+            shared: std::sync::Arc::clone(&self.core.shared),
+        }
+    }
+
+    /// True once a graceful shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.draining
+    }
+
+    /// Ends this loop after the current pass, closing its connections (other loops go on).
+    pub fn exit(&mut self) {
+        self.core.exit = true;
+    }
+}

@@ -1,0 +1,136 @@
+//! The protocol side of a loop: the [`Handler`] trait and the identifiers it is given.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::context::Context;
+
+/// Identifies a connection within its loop. Stays unique after the connection closes (a
+/// generation number guards against slab-slot reuse), so a late worker result for a closed
+/// connection is simply refused by [`Context::send`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) key: u32,
+    pub(crate) gen: u32,
+}
+
+impl ConnId {
+    /// The slab index (also the `mio::Token`); small and dense, handy to index handler state.
+    pub fn index(self) -> usize {
+        self.key as usize
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}.{}", self.key, self.gen)
+    }
+}
+
+/// Why a connection ended; passed to [`Handler::on_close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// The handler called [`Context::close`] or [`Context::abort`].
+    Local,
+    /// Nothing was received within the idle timeout.
+    IdleTimeout,
+    /// Queued output made no progress within the write timeout.
+    WriteTimeout,
+    /// Queued output passed the hard cap: the peer does not read.
+    Overflow,
+    /// The peer sent more than the maximum message size without it being consumed.
+    TooLarge,
+    /// An outbound connection could not be established.
+    ConnectFailed(io::ErrorKind),
+    /// A socket error.
+    Io(io::ErrorKind),
+    /// The server is shutting down (graceful drain finished or its grace period ran out).
+    Shutdown,
+}
+
+/// Protocol logic plugged into a loop. One handler value per loop thread, made by the factory
+/// given to [`crate::Server::run`]; it keeps whatever per-connection state it needs, keyed by
+/// [`ConnId`].
+///
+/// Every method runs on the loop thread and must not block: hand slow work to a thread and send
+/// the result back through [`crate::LoopHandle::send`], which arrives in [`Handler::on_message`].
+///
+/// ```no_run
+/// use engine::{Config, Context, ConnId, Handler, Server};
+///
+/// /// Echoes every byte back.
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type Message = ();
+///     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+///         let _ = ctx.send(conn, data);
+///         data.len()
+///     }
+/// }
+///
+/// let server = Server::new(Config::default())?.listen("127.0.0.1:7000".parse()?)?;
+/// engine::signal::shutdown_on_signals(server.handle())?;
+/// server.run(|_loop_id| Echo)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Handler: 'static {
+    /// What worker threads send to this loop through its [`crate::LoopHandle`].
+    type Message: Send + 'static;
+
+    /// The loop is about to start polling; open outbound connections or timers here.
+    fn on_start(&mut self, _ctx: &mut Context<'_, Self::Message>) {}
+
+    /// A peer connected to one of the listeners.
+    fn on_accept(
+        &mut self,
+        _ctx: &mut Context<'_, Self::Message>,
+        _conn: ConnId,
+        _peer: SocketAddr,
+    ) {
+    }
+
+    /// An outbound connection from [`Context::connect`] is established. (A failed one gets
+    /// [`Handler::on_close`] with [`CloseReason::ConnectFailed`] instead.)
+    fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
+
+    /// Bytes arrived. `data` is everything received and not yet consumed; return how many bytes
+    /// were consumed. Unconsumed bytes are offered again, with more appended, on the next call;
+    /// the buffer grows up to the maximum message size, past which the peer is closed.
+    fn on_data(&mut self, ctx: &mut Context<'_, Self::Message>, conn: ConnId, data: &[u8])
+        -> usize;
+
+    /// A connection's output queue fell to the low-water mark after passing the high-water mark
+    /// (reading from it resumes by itself); a proxy resumes the connection feeding this one here.
+    fn on_drain(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
+
+    /// A timer set with [`Context::set_timer`] fired.
+    fn on_timer(&mut self, _ctx: &mut Context<'_, Self::Message>, _token: u64) {}
+
+    /// A message from another thread arrived.
+    fn on_message(&mut self, _ctx: &mut Context<'_, Self::Message>, _msg: Self::Message) {}
+
+    /// The connection is closed; `conn` is invalid from now on. Called exactly once per
+    /// connection that was accepted or whose connect was attempted.
+    fn on_close(
+        &mut self,
+        _ctx: &mut Context<'_, Self::Message>,
+        _conn: ConnId,
+        _reason: CloseReason,
+    ) {
+    }
+
+    /// A graceful shutdown began: listeners are closed. Tell peers (e.g. a shutdown notice).
+    /// Each connection then closes once its output is written and [`Handler::is_busy`] is false,
+    /// or when the grace period ends.
+    fn on_shutdown(&mut self, _ctx: &mut Context<'_, Self::Message>) {}
+
+    /// True while the handler still owes `conn` an answer (e.g. a database call in flight).
+    /// Graceful closes and shutdown wait for it.
+    fn is_busy(&self, _conn: ConnId) -> bool {
+        false
+    }
+}

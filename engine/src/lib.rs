@@ -1,0 +1,51 @@
+//! A hand-rolled reactor on [`mio`]: the network engine under every server of this project.
+//!
+//! - **Loops**: one `mio::Poll` per thread ([`Config::threads`], default: cores), each with its
+//!   own `SO_REUSEPORT` listening socket; sessions live in a `slab::Slab` whose key is the
+//!   `mio::Token`.
+//! - **Handlers**: protocol logic implements [`Handler`] (accept, data, drain, timer, message,
+//!   close, shutdown) and acts through a [`Context`] (send, close, connect, timers).
+//! - **Buffers**: reads of 8192 bytes, output in pooled 9999-byte chunks written with `writev`;
+//!   idle sessions hold no buffer. Messages up to [`Config::max_message_size`] (1 MiB).
+//! - **Backpressure**: past the high-water mark reading from a peer pauses until its output
+//!   drains; past the hard cap, or with no write progress for the write timeout, it is closed.
+//! - **Timers**: a hashed timing wheel; one entry per session covers its idle, write and connect
+//!   deadlines, so a busy session does no timer work per read.
+//! - **Cross-thread**: [`LoopHandle::send`] + a `mio::Waker`.
+//! - **Limits**: a connection limit (default from the open-file limit) and optional per-IP rate
+//!   limit; refused connections get [`Config::refuse_message`] and a log line.
+//! - **Shutdown**: [`ServerHandle::shutdown`] (wired to SIGTERM/SIGINT by
+//!   [`signal::shutdown_on_signals`]) closes listeners, lets handlers notify peers, and drains.
+//!
+//! The engine knows nothing of any protocol; [`frame`] offers length-prefixed framing for those
+//! that want it.
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod config;
+mod conn_map;
+mod context;
+pub mod frame;
+mod handler;
+mod limits;
+mod pool;
+mod queue;
+mod reactor;
+mod server;
+mod session;
+pub mod signal;
+mod socket;
+mod stats;
+pub mod timer;
+
+pub use config::{
+    Config, Keepalive, Limits, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE, READ_CHUNK,
+    WRITE_CHUNK,
+};
+pub use conn_map::ConnMap;
+pub use context::{Context, TimerId};
+pub use handler::{CloseReason, ConnId, Handler};
+pub use queue::Priority;
+pub use reactor::SendError;
+pub use server::{LoopHandle, Server, ServerHandle};
+pub use stats::{ErrorKind, RttWindow, ServerStats, SessionStats, StatsSnapshot};

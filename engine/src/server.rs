@@ -1,0 +1,341 @@
+//! Building and running a set of loops, and the handles that reach them from outside.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::limits::{ConnectionGate, RateLimiter};
+use crate::reactor::{Loop, WAKER};
+use crate::socket;
+use crate::stats::{ServerStats, StatsSnapshot};
+
+/// Descriptors kept back from the default connection limit for files, pipes and logs.
+const FD_RESERVE: usize = 64;
+
+/// State every loop of one server shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stats: ServerStats,
+    pub(crate) gate: ConnectionGate,
+    pub(crate) rate: Option<RateLimiter>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl Shared {
+    fn wake_all(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+}
+
+/// A loop's inbox for messages from other threads.
+#[derive(Debug)]
+pub(crate) struct Mailbox<M> {
+    pub(crate) queue: Mutex<Vec<M>>,
+    waker: Arc<Waker>,
+    pub(crate) closed: AtomicBool,
+}
+
+/// Sends messages to one loop from any thread (e.g. a database worker handing back a result).
+/// They arrive in [`Handler::on_message`], in the order sent.
+///
+/// ```
+/// use engine::{Config, Context, ConnId, Handler, Server};
+///
+/// struct Count(u32);
+/// impl Handler for Count {
+///     type Message = u32;
+///     fn on_data(&mut self, _: &mut Context<'_, u32>, _: ConnId, d: &[u8]) -> usize { d.len() }
+///     fn on_message(&mut self, ctx: &mut Context<'_, u32>, n: u32) {
+///         self.0 += n;
+///         if self.0 == 3 {
+///             ctx.server().stop();
+///         }
+///     }
+/// }
+///
+/// let server = Server::new(Config { threads: 1, ..Config::default() })?;
+/// let inbox = server.loop_handle(0);
+/// std::thread::spawn(move || for _ in 0..3 { let _ = inbox.send(1); });
+/// server.run(|_| Count(0))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LoopHandle<M> {
+    pub(crate) mailbox: Arc<Mailbox<M>>,
+}
+
+impl<M> Clone for LoopHandle<M> {
+    fn clone(&self) -> Self {
+        LoopHandle {
+            mailbox: Arc::clone(&self.mailbox),
+        }
+    }
+}
+
+impl<M> LoopHandle<M> {
+    /// Queues `msg` for the loop and wakes it; gives the message back if the loop has ended.
+    pub fn send(&self, msg: M) -> Result<(), M> {
+        if self.mailbox.closed.load(Ordering::Acquire) {
+            return Err(msg);
+        }
+        let was_empty = {
+            let mut q = match self.mailbox.queue.lock() {
+                Ok(q) => q,
+                Err(p) => p.into_inner(),
+            };
+            q.push(msg);
+            q.len() == 1
+        };
+        // One wake per batch: the loop drains the whole queue when it wakes.
+        if was_empty {
+            let _ = self.mailbox.waker.wake();
+        }
+        Ok(())
+    }
+}
+
+/// Controls a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Begins a graceful shutdown: stop accepting, let handlers notify peers, finish in-flight
+    /// work within the grace period, then return from [`Server::run`].
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_all();
+    }
+
+    /// Stops every loop at once, closing all connections.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake_all();
+    }
+
+    /// True once [`ServerHandle::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// The server's counters, summed over its loops.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// The connection limit in force.
+    pub fn max_connections(&self) -> usize {
+        self.shared.gate.max()
+    }
+}
+
+struct LoopParts<M> {
+    poll: Poll,
+    mailbox: Arc<Mailbox<M>>,
+    listeners: Vec<TcpListener>,
+}
+
+/// A server: `threads` loops, each with its own poll and, per listening address, its own
+/// `SO_REUSEPORT` socket, so the kernel spreads connections across loops without an acceptor
+/// thread or a shared accept lock.
+///
+/// ```no_run
+/// # use engine::{Config, Context, ConnId, Handler, Server};
+/// # struct Echo;
+/// # impl Handler for Echo {
+/// #     type Message = ();
+/// #     fn on_data(&mut self, c: &mut Context<'_, ()>, id: ConnId, d: &[u8]) -> usize { let _ = c.send(id, d); d.len() }
+/// # }
+/// let server = Server::new(Config::default())?.listen("127.0.0.1:0".parse()?)?;
+/// println!("listening on {}", server.local_addrs()[0]);
+/// server.run(|_| Echo)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<H: Handler> {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    loops: Vec<LoopParts<H::Message>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl<H: Handler> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("threads", &self.loops.len())
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Creates the loops' polls (no thread starts yet). Raises the open-file soft limit to the
+    /// hard limit, from which the default connection limit follows.
+    pub fn new(cfg: Config) -> io::Result<Self> {
+        let threads = cfg.threads.max(1);
+        let nofile = socket::raise_nofile_limit();
+        let max = cfg
+            .limits
+            .max_connections
+            .or_else(|| nofile.map(|n| n.saturating_sub(FD_RESERVE).max(1)))
+            .unwrap_or(usize::MAX);
+        let mut loops = Vec::with_capacity(threads);
+        let mut wakers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            wakers.push(Arc::clone(&waker));
+            loops.push(LoopParts {
+                poll,
+                mailbox: Arc::new(Mailbox {
+                    queue: Mutex::new(Vec::new()),
+                    waker,
+                    closed: AtomicBool::new(false),
+                }),
+                listeners: Vec::new(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            stats: ServerStats::new(threads),
+            gate: ConnectionGate::new(max),
+            rate: cfg.limits.rate.clone().map(RateLimiter::new),
+            shutdown: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            wakers,
+        });
+        Ok(Server {
+            cfg: Arc::new(Config { threads, ..cfg }),
+            shared,
+            loops,
+            addrs: Vec::new(),
+        })
+    }
+
+    /// Listens on `addr` in every loop. With port 0 the first loop's bind picks the port and the
+    /// others bind the same one; [`Server::local_addrs`] tells which.
+    pub fn listen(mut self, addr: SocketAddr) -> io::Result<Self> {
+        let mut bound = addr;
+        for (i, parts) in self.loops.iter_mut().enumerate() {
+            let l = socket::listener(bound, &self.cfg.socket, self.cfg.backlog)?;
+            if i == 0 {
+                bound = l.local_addr()?;
+            }
+            parts.listeners.push(l);
+        }
+        self.addrs.push(bound);
+        Ok(self)
+    }
+
+    /// The addresses actually bound, in the order of [`Server::listen`] calls.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to shut the server down or read its counters.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// A handle to send messages to loop `i` (`0..threads`; out of range is clamped).
+    pub fn loop_handle(&self, i: usize) -> LoopHandle<H::Message> {
+        let i = i.min(self.loops.len() - 1);
+        LoopHandle {
+            mailbox: Arc::clone(&self.loops[i].mailbox),
+        }
+    }
+
+    /// Number of loops.
+    pub fn threads(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Runs every loop, each with a handler made by `factory(loop_id)` on its own thread (loop
+    /// 0 on the calling thread), until the server stops or a graceful shutdown has drained.
+    pub fn run<F>(self, factory: F) -> io::Result<()>
+    where
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let factory = Arc::new(factory);
+        let level = if self.addrs.is_empty() {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "Engine starting {} loop(s) on {:?}, connection limit {}",
+            self.loops.len(),
+            self.addrs,
+            self.shared.gate.max()
+        );
+        let mut parts = self.loops.into_iter().enumerate();
+        let Some((_, first)) = parts.next() else {
+            return Ok(());
+        };
+        let mut threads = Vec::new();
+        for (i, p) in parts {
+            let (cfg, shared, factory) = (
+                Arc::clone(&self.cfg),
+                Arc::clone(&self.shared),
+                Arc::clone(&factory),
+            );
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("loop-{i}"))
+                    .spawn(move || {
+                        let r = Loop::new(
+                            i,
+                            p.poll,
+                            factory(i),
+                            p.listeners,
+                            cfg,
+                            Arc::clone(&shared),
+                            p.mailbox,
+                        )
+                        .and_then(Loop::run);
+                        if r.is_err() {
+                            shared.stop.store(true, Ordering::Release);
+                            shared.wake_all();
+                        }
+                        r
+                    })?,
+            );
+        }
+        let mut result = Loop::new(
+            0,
+            first.poll,
+            factory(0),
+            first.listeners,
+            Arc::clone(&self.cfg),
+            Arc::clone(&self.shared),
+            first.mailbox,
+        )
+        .and_then(Loop::run);
+        if result.is_err() {
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.wake_all();
+        }
+        for t in threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("loop thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,120 @@
+//! One connection's state inside a loop.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!  connect()──► Connecting ──writable, ok──► Open ◄── accept
+//!                   │                          │ close() / EOF / error / timeout
+//!                   └──failed / timeout──┐     ▼
+//!                                        │  Closing { reason, abort }
+//!                                        │     │ output written and handler not busy
+//!                                        ▼     ▼  (abort: at once)
+//!                                   on_close(reason) ── the handler forgets the ConnId
+//!                                        │
+//!                        read side open? ├─yes─► Lingering: shutdown(Write), discard input
+//!                                        │                  until EOF or 2 s, then close
+//!                                        └─no──► closed, slab slot freed
+//! ```
+//!
+//! Lingering (as nginx's `lingering_close`) keeps the kernel from answering unread input with an
+//! RST that would destroy the last replies still in flight to the peer.
+
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::handler::CloseReason;
+use crate::queue::WriteQueue;
+use crate::stats::SessionStats;
+use crate::timer::TimerKey;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum State {
+    Connecting,
+    Open,
+    Closing { reason: CloseReason, abort: bool },
+    Lingering,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) stream: TcpStream,
+    pub(crate) gen: u32,
+    pub(crate) state: State,
+    pub(crate) peer: SocketAddr,
+    /// Read buffer, empty (no allocation) while every received byte is consumed.
+    pub(crate) rbuf: Vec<u8>,
+    pub(crate) rstart: usize,
+    pub(crate) rend: usize,
+    /// Output queue, taken from the loop's spares when there is output and given back after.
+    pub(crate) wq: Option<Box<WriteQueue>>,
+    /// The socket reported readable and we have not read to `WouldBlock` yet.
+    pub(crate) readable: bool,
+    /// Reading stopped because output passed the high-water mark.
+    pub(crate) backpressure: bool,
+    /// Reading stopped by the handler.
+    pub(crate) user_paused: bool,
+    pub(crate) read_closed: bool,
+    pub(crate) in_dirty: bool,
+    pub(crate) in_ready: bool,
+    pub(crate) idle_timeout_ms: Option<u64>,
+    pub(crate) last_read: u64,
+    pub(crate) last_write: u64,
+    pub(crate) created: u64,
+    /// The one wheel entry that checks this session's deadlines, and when it fires.
+    pub(crate) timer: Option<(TimerKey, u64)>,
+    pub(crate) stats: SessionStats,
+}
+
+impl Session {
+    pub(crate) fn new(
+        stream: TcpStream,
+        gen: u32,
+        peer: SocketAddr,
+        state: State,
+        now: u64,
+    ) -> Self {
+        Session {
+            stream,
+            gen,
+            state,
+            peer,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            wq: None,
+            readable: false,
+            backpressure: false,
+            user_paused: false,
+            read_closed: false,
+            in_dirty: false,
+            in_ready: false,
+            idle_timeout_ms: None,
+            last_read: now,
+            last_write: now,
+            created: now,
+            timer: None,
+            stats: SessionStats::default(),
+        }
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.wq.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Still visible to the handler (not yet given to `on_close`).
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(
+            self.state,
+            State::Connecting | State::Open | State::Closing { .. }
+        )
+    }
+
+    pub(crate) fn may_read(&self) -> bool {
+        match self.state {
+            State::Open => !self.backpressure && !self.user_paused && !self.read_closed,
+            State::Lingering => !self.read_closed,
+            _ => false,
+        }
+    }
+}

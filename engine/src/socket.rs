@@ -1,0 +1,94 @@
+//! Socket creation and options, through socket2.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::config::SocketOptions;
+
+/// Binds a non-blocking listener with SO_REUSEPORT (so every loop can bind the same address) and
+/// SO_REUSEADDR when configured.
+pub(crate) fn listener(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    backlog: i32,
+) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(opts.reuse_address)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Applies the per-connection options to an accepted or outbound stream.
+pub(crate) fn apply(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
+    let s = SockRef::from(stream);
+    if opts.nodelay {
+        s.set_tcp_nodelay(true)?;
+    }
+    if let Some(k) = opts.keepalive {
+        let ka = TcpKeepalive::new()
+            .with_time(k.idle)
+            .with_interval(k.interval);
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+        let ka = ka.with_retries(k.retries);
+        s.set_tcp_keepalive(&ka)?;
+    }
+    if let Some(n) = opts.recv_buffer {
+        s.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = opts.send_buffer {
+        s.set_send_buffer_size(n)?;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(t) = opts.user_timeout {
+        s.set_tcp_user_timeout(Some(t))?;
+    }
+    if opts.linger.is_some() {
+        s.set_linger(opts.linger)?;
+    }
+    Ok(())
+}
+
+/// Opens a non-blocking outbound connection; completion is reported by the first writable event.
+pub(crate) fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::TcpStream> {
+    let stream = mio::net::TcpStream::connect(addr)?;
+    apply(&stream, opts)?;
+    Ok(stream)
+}
+
+/// The soft open-file limit, raised to the hard limit first (as nginx and Redis do), so that the
+/// default connection limit follows what the process may really open.
+pub(crate) fn raise_nofile_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let want = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}

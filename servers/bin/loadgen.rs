@@ -1,0 +1,106 @@
+//! loadgen: drives a server with pipelined requests and reports throughput and latency.
+//!
+//! The last line printed is always `rps=<float> p50_us=<float> p99_us=<float> errors=<int>`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use netmod::loadgen::{self, LoadConfig, PingWorkload};
+
+/// Load generator for the netmod servers (runs on the same engine, client side).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Ping/Pong round trips against any frame-protocol server (test-server, db-server).
+    Ping {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Bytes of payload in each ping.
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: SocketAddr,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl LoadArgs {
+    fn config(&self) -> Result<LoadConfig, String> {
+        let duration = Duration::try_from_secs_f64(self.duration)
+            .map_err(|_| "--duration must be ≥ 0".to_string())?;
+        if self.conns == 0 || self.pipeline == 0 {
+            return Err("--conns and --pipeline must be at least 1".into());
+        }
+        Ok(LoadConfig {
+            addr: self.addr,
+            conns: self.conns,
+            pipeline: self.pipeline,
+            duration,
+            threads: self.threads,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    netmod::logging::init();
+    let cli = Cli::parse();
+    let result = match &cli.mode {
+        Mode::Ping { load, payload } => load.config().and_then(|cfg| {
+            println!(
+                "loadgen ping: {} connections x pipeline {} -> {} for {:.1} s",
+                cfg.conns,
+                cfg.pipeline,
+                cfg.addr,
+                cfg.duration.as_secs_f64()
+            );
+            loadgen::run(cfg, PingWorkload::new(*payload)).map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(report) => {
+            println!(
+                "requests={} p90_us={:.1} p999_us={:.1} max_us={} elapsed_s={:.2}",
+                report.ok,
+                report.quantile_us(0.90),
+                report.quantile_us(0.999),
+                report.latency_us.max(),
+                report.elapsed.as_secs_f64()
+            );
+            println!("{}", report.last_line());
+            if report.ok == 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            println!("rps=0.0 p50_us=0.0 p99_us=0.0 errors=1");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! A blocking frame-protocol client for people and tests (one request at a time, or pipelined
+//! by hand with [`FrameClient::send`] then [`FrameClient::recv`]).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use prost::Message as _;
+
+use crate::wire::{self, ErrorBody, Message, MessageType, Next, Operation, Ping, WireError};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed or timed out.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The server sent bytes that are not a message.
+    #[error("bad reply: {0}")]
+    Wire(#[from] WireError),
+    /// The server closed the connection.
+    #[error("connection closed by the server")]
+    Closed,
+    /// The server answered with an ERROR.
+    #[error("server error {code:?}: {message}")]
+    Server {
+        /// The documented code.
+        code: wire::ErrorCode,
+        /// Its text.
+        message: String,
+    },
+}
+
+/// One connection to a frame-protocol server.
+#[derive(Debug)]
+pub struct FrameClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    max: usize,
+    next_id: u32,
+}
+
+impl FrameClient {
+    /// Connects, with `timeout` for the connect and for every later read and write.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(FrameClient {
+            stream,
+            buf: Vec::new(),
+            max: engine::DEFAULT_MAX_MESSAGE,
+            next_id: 0,
+        })
+    }
+
+    /// The socket, e.g. to bind tests' expectations on it.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// A fresh message id.
+    pub fn next_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &Message) -> io::Result<()> {
+        self.stream.write_all(&wire::to_frame(msg))
+    }
+
+    /// Sends raw bytes (tests use it for malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Receives the next message; `Ok(None)` when the server closed cleanly between messages.
+    pub fn recv(&mut self) -> Result<Option<Message>, ClientError> {
+        loop {
+            match wire::next_frame(&self.buf, self.max) {
+                Next::Frame(body, n) => {
+                    let msg = wire::decode(body)?;
+                    self.buf.drain(..n);
+                    return Ok(Some(msg));
+                }
+                Next::Fatal(e) => return Err(e.into()),
+                Next::NeedMore => {}
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                engine::frame::finish(&self.buf, self.max).map_err(WireError::from)?;
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Receives the next message, treating a close as an error.
+    pub fn expect(&mut self) -> Result<Message, ClientError> {
+        self.recv()?.ok_or(ClientError::Closed)
+    }
+
+    /// Sends a Ping with `payload` and waits for its answer; ERROR replies become
+    /// [`ClientError::Server`]. Unrelated messages (notifications) that arrive first are skipped.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<Message, ClientError> {
+        let id = self.next_id();
+        let ping = wire::message(
+            MessageType::Request,
+            Operation::Ping,
+            id,
+            &Ping {
+                payload: payload.to_vec().into(),
+            },
+        );
+        self.send(&ping)?;
+        loop {
+            let m = self.expect()?;
+            if m.message_id != id {
+                continue;
+            }
+            if m.r#type() == MessageType::Error {
+                return Err(server_error(&m));
+            }
+            return Ok(m);
+        }
+    }
+}
+
+/// The [`ClientError::Server`] an ERROR message stands for.
+pub fn server_error(m: &Message) -> ClientError {
+    match ErrorBody::decode(m.data.clone()) {
+        Ok(e) => ClientError::Server {
+            code: e.code(),
+            message: e.message,
+        },
+        Err(e) => ClientError::Wire(e.into()),
+    }
+}

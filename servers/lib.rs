@@ -1,0 +1,17 @@
+//! The programs of the system and the code they share, on top of the `engine` crate.
+//!
+//! - [`wire`]: the frame protocol (`Message` over 4-byte length-prefixed frames).
+//! - [`test_server`]: test-server's frame service.
+//! - [`loadgen`]: the load generator, itself an engine client.
+//! - [`client`]: a blocking client for people and tests.
+//! - [`settings`], [`logging`]: configuration files and log format shared by every binary.
+
+#![deny(rust_2018_idioms)]
+
+pub mod client;
+pub mod loadgen;
+pub mod logging;
+pub mod proto;
+pub mod settings;
+pub mod test_server;
+pub mod wire;

@@ -1,0 +1,299 @@
+//! A load generator on the engine itself (client side): N connections, each keeping D requests
+//! in flight, matched to their answers by `message_id`, for a fixed time.
+//!
+//! What a request is comes from a [`Workload`]; [`PingWorkload`] is the first.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, Server};
+use hdrhistogram::Histogram;
+use log::warn;
+
+use crate::wire::{self, Message, MessageType, Next, Operation, Ping};
+
+/// What one load run sends and what counts as a good answer.
+pub trait Workload: Send + Sync + 'static {
+    /// Request number `id` (ids are per connection, in sending order).
+    fn request(&self, id: u32) -> Message;
+    /// True when `reply` is a successful answer.
+    fn is_success(&self, reply: &Message) -> bool {
+        reply.r#type() == MessageType::Response
+    }
+}
+
+/// Ping requests with a fixed payload.
+#[derive(Debug, Clone)]
+pub struct PingWorkload {
+    data: bytes::Bytes,
+}
+
+impl PingWorkload {
+    /// Pings carrying `payload` bytes.
+    pub fn new(payload: usize) -> Self {
+        let ping = Ping {
+            payload: vec![b'x'; payload].into(),
+        };
+        PingWorkload {
+            data: prost::Message::encode_to_vec(&ping).into(),
+        }
+    }
+}
+
+impl Workload for PingWorkload {
+    fn request(&self, id: u32) -> Message {
+        Message {
+            r#type: MessageType::Request as i32,
+            message_id: id,
+            data: self.data.clone(),
+            op: Operation::Ping as i32,
+            ..Message::default()
+        }
+    }
+}
+
+/// Shape of one run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Connections in all.
+    pub conns: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// How long to send.
+    pub duration: Duration,
+    /// Loop threads of the generator.
+    pub threads: usize,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    /// Successful answers.
+    pub ok: u64,
+    /// ERROR answers, unmatched answers, requests lost with a closed connection, failed connects.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Latency of successful answers, in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Report {
+    fn empty() -> Self {
+        Report {
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency_us: new_histogram(),
+        }
+    }
+
+    /// Successful answers per second.
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The latency at quantile `q` (0..=1), in microseconds.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64
+    }
+
+    /// The contract line other tools parse: `rps=<float> p50_us=<float> p99_us=<float> errors=<int>`.
+    pub fn last_line(&self) -> String {
+        format!(
+            "rps={:.1} p50_us={:.1} p99_us={:.1} errors={}",
+            self.rps(),
+            self.quantile_us(0.50),
+            self.quantile_us(0.99),
+            self.errors
+        )
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("1 µs to 60 s at 3 digits is valid")
+    // invariant: constant bounds
+}
+
+#[derive(Debug, Default)]
+struct LoadConn {
+    next_id: u32,
+    inflight: VecDeque<(u32, Instant)>,
+}
+
+const END: u64 = 1;
+
+struct LoadHandler<W: Workload> {
+    cfg: LoadConfig,
+    work: Arc<W>,
+    my_conns: usize,
+    conns: ConnMap<LoadConn>,
+    report: Report,
+    started: Instant,
+    stopping: bool,
+    results: Arc<Mutex<Vec<Report>>>,
+}
+
+impl<W: Workload> LoadHandler<W> {
+    fn open(&mut self, ctx: &mut Context<'_, ()>) {
+        match ctx.connect(self.cfg.addr) {
+            Ok(c) => {
+                self.conns.insert(c, LoadConn::default());
+            }
+            Err(e) => {
+                warn!("connect to {} failed: {e}", self.cfg.addr);
+                self.report.errors += 1;
+            }
+        }
+    }
+
+    fn send_one(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.next_id = c.next_id.wrapping_add(1);
+        let id = c.next_id;
+        let msg = self.work.request(id);
+        if wire::send(ctx, conn, &msg).is_ok() {
+            c.inflight.push_back((id, ctx.now()));
+        }
+    }
+}
+
+impl<W: Workload> Handler for LoadHandler<W> {
+    type Message = ();
+
+    fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
+        self.started = ctx.now();
+        for _ in 0..self.my_conns {
+            self.open(ctx);
+        }
+        ctx.set_timer(self.cfg.duration, END);
+    }
+
+    fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        for _ in 0..self.cfg.pipeline {
+            self.send_one(ctx, conn);
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+        let mut used = 0;
+        let now = ctx.now();
+        loop {
+            match wire::next_frame(&data[used..], engine::DEFAULT_MAX_MESSAGE) {
+                Next::Frame(body, n) => {
+                    used += n;
+                    let Ok(reply) = wire::decode(body) else {
+                        self.report.errors += 1;
+                        continue;
+                    };
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    let pos = c
+                        .inflight
+                        .iter()
+                        .position(|(id, _)| *id == reply.message_id);
+                    let Some((_, sent)) = pos.and_then(|p| c.inflight.remove(p)) else {
+                        // A notification, or an answer to nothing we sent.
+                        if reply.r#type() != MessageType::Notification {
+                            self.report.errors += 1;
+                        }
+                        continue;
+                    };
+                    if self.work.is_success(&reply) {
+                        self.report.ok += 1;
+                        let us = now.saturating_duration_since(sent).as_micros().max(1);
+                        let _ = self
+                            .report
+                            .latency_us
+                            .record(u64::try_from(us).unwrap_or(u64::MAX));
+                    } else {
+                        self.report.errors += 1;
+                    }
+                    if !self.stopping {
+                        self.send_one(ctx, conn);
+                    }
+                }
+                Next::NeedMore => return used,
+                Next::Fatal(_) => {
+                    self.report.errors += 1;
+                    ctx.abort(conn);
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, _token: u64) {
+        self.stopping = true;
+        let mut report = std::mem::replace(&mut self.report, Report::empty());
+        report.elapsed = ctx.now().saturating_duration_since(self.started);
+        if let Ok(mut r) = self.results.lock() {
+            r.push(report);
+        }
+        ctx.exit();
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.remove(conn) else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        warn!("connection to {} closed: {reason:?}", self.cfg.addr);
+        self.report.errors +=
+            c.inflight.len() as u64 + u64::from(matches!(reason, CloseReason::ConnectFailed(_)));
+        self.open(ctx);
+    }
+}
+
+/// Runs one load and sums what every loop measured.
+pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
+    let threads = cfg.threads.clamp(1, cfg.conns.max(1));
+    let engine_cfg = engine::Config {
+        threads,
+        // Client sockets keep the kernel's buffer auto-tuning.
+        socket: engine::SocketOptions {
+            recv_buffer: None,
+            send_buffer: None,
+            ..engine::SocketOptions::default()
+        },
+        ..engine::Config::default()
+    };
+    let server: Server<LoadHandler<W>> = Server::new(engine_cfg)?;
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let work = Arc::new(work);
+    let shared = Arc::clone(&results);
+    server.run(move |i| {
+        let my_conns = cfg.conns / threads + usize::from(i < cfg.conns % threads);
+        LoadHandler {
+            cfg: cfg.clone(),
+            work: Arc::clone(&work),
+            my_conns,
+            conns: ConnMap::default(),
+            report: Report::empty(),
+            started: Instant::now(),
+            stopping: false,
+            results: Arc::clone(&shared),
+        }
+    })?;
+    let mut total = Report::empty();
+    let parts = results
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    for r in parts {
+        total.ok += r.ok;
+        total.errors += r.errors;
+        total.elapsed = total.elapsed.max(r.elapsed);
+        let _ = total.latency_us.add(&r.latency_us);
+    }
+    Ok(total)
+}

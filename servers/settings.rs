@@ -1,0 +1,266 @@
+//! Configuration files: a TOML `[engine]` table (and `[engine.socket]`) mapped onto
+//! [`engine::Config`]. Command-line flags are applied after the file, so they win.
+//!
+//! ```toml
+//! [engine]
+//! threads = 2
+//! max_connections = 10000
+//! idle_timeout_secs = 300        # 0 turns it off
+//! rate_limit_per_minute = 10     # new connections per IP; 0 turns it off (the default)
+//! rate_limit_allow = ["127.0.0.1", "::1"]
+//!
+//! [engine.socket]
+//! send_buffer = 65536
+//! keepalive = true
+//! ```
+//! Every key is listed in docs/operations.md.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The `[engine]` table; every key is optional and defaults to [`engine::Config::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    pub threads: Option<usize>,
+    pub max_message_size: Option<usize>,
+    pub write_high_water: Option<usize>,
+    pub write_low_water: Option<usize>,
+    pub write_hard_cap: Option<usize>,
+    /// 0 turns it off.
+    pub write_timeout_secs: Option<f64>,
+    /// 0 turns it off.
+    pub idle_timeout_secs: Option<f64>,
+    pub connect_timeout_secs: Option<f64>,
+    pub shutdown_grace_secs: Option<f64>,
+    pub max_connections: Option<usize>,
+    /// New connections per minute per IP (the bucket size); 0 turns the limit off.
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_allow: Option<Vec<IpAddr>>,
+    pub backlog: Option<i32>,
+    pub socket: Option<SocketSettings>,
+}
+
+/// The `[engine.socket]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketSettings {
+    pub nodelay: Option<bool>,
+    pub keepalive: Option<bool>,
+    pub keepalive_idle_secs: Option<f64>,
+    pub keepalive_interval_secs: Option<f64>,
+    pub keepalive_retries: Option<u32>,
+    pub reuse_address: Option<bool>,
+    /// 0 leaves the kernel default.
+    pub recv_buffer: Option<usize>,
+    /// 0 leaves the kernel default.
+    pub send_buffer: Option<usize>,
+    /// 0 turns it off.
+    pub user_timeout_secs: Option<f64>,
+    /// Unset: normal close; 0: reset on close.
+    pub linger_secs: Option<f64>,
+}
+
+/// A whole configuration file. Programs read their own tables besides `[engine]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct File {
+    #[serde(default)]
+    pub engine: EngineSettings,
+}
+
+/// Parses a TOML file into `T`.
+pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SettingsError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| SettingsError::Parse {
+        path: name,
+        source: Box::new(source),
+    })
+}
+
+fn secs(v: f64, key: &str) -> Result<Duration, SettingsError> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| SettingsError::Invalid(format!("{key} must be a number of seconds ≥ 0")))
+}
+
+fn opt_secs(v: f64, key: &str) -> Result<Option<Duration>, SettingsError> {
+    Ok(Some(secs(v, key)?).filter(|d| !d.is_zero()))
+}
+
+impl EngineSettings {
+    /// Writes every key present onto `cfg`.
+    pub fn apply(&self, cfg: &mut engine::Config) -> Result<(), SettingsError> {
+        if let Some(v) = self.threads {
+            cfg.threads = v.max(1);
+        }
+        if let Some(v) = self.max_message_size {
+            cfg.max_message_size = v;
+        }
+        if let Some(v) = self.write_high_water {
+            cfg.write_high_water = v;
+        }
+        if let Some(v) = self.write_low_water {
+            cfg.write_low_water = v;
+        }
+        if let Some(v) = self.write_hard_cap {
+            cfg.write_hard_cap = v;
+        }
+        if let Some(v) = self.write_timeout_secs {
+            cfg.write_timeout = opt_secs(v, "write_timeout_secs")?;
+        }
+        if let Some(v) = self.idle_timeout_secs {
+            cfg.idle_timeout = opt_secs(v, "idle_timeout_secs")?;
+        }
+        if let Some(v) = self.connect_timeout_secs {
+            cfg.connect_timeout = secs(v, "connect_timeout_secs")?;
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            cfg.shutdown_grace = secs(v, "shutdown_grace_secs")?;
+        }
+        if let Some(v) = self.max_connections {
+            cfg.limits.max_connections = Some(v);
+        }
+        if let Some(n) = self.rate_limit_per_minute {
+            set_rate_limit(cfg, n);
+        }
+        if let (Some(allow), Some(rate)) = (&self.rate_limit_allow, cfg.limits.rate.as_mut()) {
+            rate.allow.clone_from(allow);
+        }
+        if let Some(v) = self.backlog {
+            cfg.backlog = v;
+        }
+        if let Some(s) = &self.socket {
+            s.apply(&mut cfg.socket)?;
+        }
+        if cfg.write_low_water > cfg.write_high_water || cfg.write_high_water > cfg.write_hard_cap {
+            return Err(SettingsError::Invalid(
+                "need write_low_water ≤ write_high_water ≤ write_hard_cap".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Turns the per-IP limit on with `per_minute` new connections a minute, or off with 0.
+pub fn set_rate_limit(cfg: &mut engine::Config, per_minute: u32) {
+    cfg.limits.rate = (per_minute > 0).then(|| engine::RateLimit {
+        burst: per_minute,
+        per: Duration::from_secs(60),
+        ..cfg.limits.rate.clone().unwrap_or_default()
+    });
+}
+
+impl SocketSettings {
+    fn apply(&self, s: &mut engine::SocketOptions) -> Result<(), SettingsError> {
+        if let Some(v) = self.nodelay {
+            s.nodelay = v;
+        }
+        if self.keepalive == Some(false) {
+            s.keepalive = None;
+        } else {
+            let mut k = s.keepalive.unwrap_or(engine::Keepalive {
+                idle: Duration::from_secs(30),
+                interval: Duration::from_secs(10),
+                retries: 9,
+            });
+            if let Some(v) = self.keepalive_idle_secs {
+                k.idle = secs(v, "keepalive_idle_secs")?;
+            }
+            if let Some(v) = self.keepalive_interval_secs {
+                k.interval = secs(v, "keepalive_interval_secs")?;
+            }
+            if let Some(v) = self.keepalive_retries {
+                k.retries = v;
+            }
+            s.keepalive = Some(k);
+        }
+        if let Some(v) = self.reuse_address {
+            s.reuse_address = v;
+        }
+        if let Some(v) = self.recv_buffer {
+            s.recv_buffer = (v > 0).then_some(v);
+        }
+        if let Some(v) = self.send_buffer {
+            s.send_buffer = (v > 0).then_some(v);
+        }
+        if let Some(v) = self.user_timeout_secs {
+            s.user_timeout = opt_secs(v, "user_timeout_secs")?;
+        }
+        if let Some(v) = self.linger_secs {
+            s.linger = Some(secs(v, "linger_secs")?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_land_in_the_engine_config() {
+        let f: File = toml::from_str(
+            r#"
+            [engine]
+            threads = 3
+            idle_timeout_secs = 1.5
+            write_timeout_secs = 0
+            rate_limit_per_minute = 10
+            rate_limit_allow = ["10.0.0.1"]
+            [engine.socket]
+            keepalive = false
+            send_buffer = 0
+            "#,
+        )
+        .unwrap();
+        let mut cfg = engine::Config::default();
+        f.engine.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.threads, 3);
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(cfg.write_timeout, None);
+        let rate = cfg.limits.rate.unwrap();
+        assert_eq!(
+            (rate.burst, rate.allow),
+            (10, vec!["10.0.0.1".parse::<IpAddr>().unwrap()])
+        );
+        assert!(cfg.socket.keepalive.is_none());
+        assert_eq!(cfg.socket.send_buffer, None);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<File>("[engine]\nthreadz = 2\n").is_err());
+        let f: File = toml::from_str("[engine]\nidle_timeout_secs = -1\n").unwrap();
+        assert!(f.engine.apply(&mut engine::Config::default()).is_err());
+    }
+}

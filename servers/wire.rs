@@ -1,0 +1,170 @@
+//! The frame protocol on top of the engine: `Message` encoding, decoding and error replies.
+//!
+//! A frame is a 4-byte big-endian length and one protobuf `Message` (see docs/protocol.md).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use engine::frame::{self, Decoded, FrameError};
+use engine::{ConnId, Context, SendError};
+use prost::Message as _;
+
+pub use crate::proto::{
+    AuthLogin, AuthToken, Compression, Error as ErrorBody, ErrorCode, Message, MessageType,
+    Operation, Ping, Priority, ServerMigration, ServerShutdown,
+};
+
+/// Why bytes from a peer are not a message.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The framing is broken (over the maximum size, or cut off).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The frame's bytes are not a protobuf `Message`.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+impl WireError {
+    /// The error code a peer is told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            WireError::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            WireError::Frame(FrameError::Truncated { .. }) | WireError::Decode(_) => {
+                ErrorCode::BadMessage
+            }
+        }
+    }
+}
+
+impl ErrorCode {
+    /// True when the same request may succeed if sent again later.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::ServerBusy
+                | ErrorCode::RateLimited
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Unavailable
+        )
+    }
+}
+
+/// Microseconds since the Unix epoch, for `Message::timestamp`.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Decodes one frame body.
+pub fn decode(body: &[u8]) -> Result<Message, WireError> {
+    Ok(Message::decode(body)?)
+}
+
+/// Bytes `msg` takes on the wire, header included.
+pub fn frame_len(msg: &Message) -> usize {
+    frame::HEADER + msg.encoded_len()
+}
+
+/// Appends `msg` as one frame.
+pub fn encode(msg: &Message, out: &mut Vec<u8>) {
+    out.reserve(frame_len(msg));
+    frame::encode_with(out, |b| msg.encode_raw(b));
+}
+
+/// A `Message` as one frame in a new buffer.
+pub fn to_frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame_len(msg));
+    encode(msg, &mut out);
+    out
+}
+
+/// Builds a message of `ty`/`op` carrying `payload` encoded.
+pub fn message(ty: MessageType, op: Operation, id: u32, payload: &impl prost::Message) -> Message {
+    Message {
+        r#type: ty as i32,
+        message_id: id,
+        timestamp: now_micros(),
+        data: payload.encode_to_vec().into(),
+        op: op as i32,
+        ..Message::default()
+    }
+}
+
+/// An ERROR message answering request `id` (0 when no request can be named).
+pub fn error(id: u32, op: Operation, code: ErrorCode, text: impl Into<String>) -> Message {
+    let mut m = message(
+        MessageType::Error,
+        op,
+        id,
+        &ErrorBody {
+            code: code as i32,
+            message: text.into(),
+            retryable: code.retryable(),
+        },
+    );
+    m.priority = Priority::High as i32;
+    m
+}
+
+/// The engine priority a message is queued with.
+pub fn engine_priority(msg: &Message) -> engine::Priority {
+    match Priority::try_from(msg.priority).unwrap_or(Priority::Normal) {
+        Priority::Critical => engine::Priority::Critical,
+        Priority::High => engine::Priority::High,
+        Priority::Normal => engine::Priority::Normal,
+        Priority::Low => engine::Priority::Low,
+    }
+}
+
+/// Queues `msg` on `conn`, encoded straight into the connection's output buffer.
+pub fn send<M: Send + 'static>(
+    ctx: &mut Context<'_, M>,
+    conn: ConnId,
+    msg: &Message,
+) -> Result<(), SendError> {
+    ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
+        encode(msg, out)
+    })
+}
+
+/// One step of reading frames from `data`: what the caller should do next.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// A whole frame body, and the bytes it took.
+    Frame(&'a [u8], usize),
+    /// Wait for more bytes.
+    NeedMore,
+    /// Broken framing: tell the peer (`error`) and close.
+    Fatal(WireError),
+}
+
+/// Looks at the front of `data` for one frame.
+pub fn next_frame(data: &[u8], max: usize) -> Next<'_> {
+    match frame::decode(data, max) {
+        Ok(Decoded::Frame { body, consumed }) => Next::Frame(body, consumed),
+        Ok(Decoded::Incomplete { .. }) => Next::NeedMore,
+        Err(e) => Next::Fatal(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_round_trip_with_code_and_retryable_flag() {
+        let m = error(7, Operation::Ping, ErrorCode::ServerBusy, "busy");
+        let frame = to_frame(&m);
+        let Next::Frame(body, used) = next_frame(&frame, 1 << 20) else {
+            panic!("expected a frame")
+        };
+        assert_eq!(used, frame.len());
+        let back = decode(body).unwrap();
+        assert_eq!(back.r#type(), MessageType::Error);
+        assert_eq!(back.message_id, 7);
+        let e = ErrorBody::decode(back.data).unwrap();
+        assert_eq!(e.code(), ErrorCode::ServerBusy);
+        assert!(e.retryable);
+    }
+}
