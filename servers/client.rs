@@ -43,7 +43,11 @@ pub struct FrameClient {
 impl FrameClient {
     /// Connects, with `timeout` for the connect and for every later read and write.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        Self::from_stream(TcpStream::connect_timeout(&addr, timeout)?, timeout)
+    }
+
+    /// Wraps a connected stream, with `timeout` for every read and write.
+    pub fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<Self> {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
@@ -53,6 +57,11 @@ impl FrameClient {
             max: engine::DEFAULT_MAX_MESSAGE,
             next_id: 0,
         })
+    }
+
+    /// Sets the largest frame accepted from the server (default 1 MiB).
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// The socket, e.g. to bind tests' expectations on it.

@@ -33,12 +33,14 @@ pub enum SettingsError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("invalid configuration in {path}: {source}")]
+    #[error("invalid configuration in {path} at line {line}: {message}")]
     Parse {
         /// The file.
         path: String,
-        /// What is wrong, with line and column.
-        source: Box<toml::de::Error>,
+        /// Line of the offending key or value (1-based; 0 when unknown).
+        line: usize,
+        /// What is wrong.
+        message: String,
     },
     /// A value is out of its range.
     #[error("invalid configuration: {0}")]
@@ -102,9 +104,10 @@ pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SettingsErro
         path: name.clone(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| SettingsError::Parse {
+    toml::from_str(&text).map_err(|e| SettingsError::Parse {
         path: name,
-        source: Box::new(source),
+        line: e.span().map_or(0, |sp| text[..sp.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().to_string(),
     })
 }
 

@@ -420,9 +420,10 @@ impl<H: Handler> Loop<H> {
                 } else if token.0 > LISTENER_BASE - self.listeners.len() {
                     self.accept(LISTENER_BASE - token.0);
                 } else {
-                    let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    let hup = ev.is_read_closed() || ev.is_error();
+                    let readable = ev.is_readable() || hup;
                     let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                    self.session_event(token.0, readable, writable);
+                    self.session_event(token.0, readable, writable, hup);
                 }
             }
             self.run_ready();
@@ -563,7 +564,7 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    fn session_event(&mut self, key: usize, readable: bool, writable: bool) {
+    fn session_event(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
         let Some(s) = self.core.sessions.get_mut(key) else {
             return;
         };
@@ -581,6 +582,7 @@ impl<H: Handler> Loop<H> {
         if readable {
             if let Some(s) = self.core.sessions.get_mut(key) {
                 s.readable = true;
+                s.hup |= hup;
             }
             self.read(id);
         }
@@ -682,8 +684,9 @@ impl<H: Handler> Loop<H> {
                     return;
                 }
                 Ok(n) => {
-                    if n < space {
-                        s.readable = false; // a short read drained the socket; the next edge will say
+                    if n < space && !s.hup {
+                        // A short read drained the socket: new data will raise a new edge.
+                        s.readable = false;
                     }
                     if lingering {
                         continue; // discard: nobody listens any more

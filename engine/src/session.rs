@@ -55,6 +55,9 @@ pub(crate) struct Session {
     /// Reading stopped by the handler.
     pub(crate) user_paused: bool,
     pub(crate) read_closed: bool,
+    /// The poller said the peer closed its side (or the socket errored): read on to EOF rather
+    /// than trusting a short read to mean "wait for the next edge".
+    pub(crate) hup: bool,
     pub(crate) in_dirty: bool,
     pub(crate) in_ready: bool,
     pub(crate) idle_timeout_ms: Option<u64>,
@@ -87,6 +90,7 @@ impl Session {
             backpressure: false,
             user_paused: false,
             read_closed: false,
+            hup: false,
             in_dirty: false,
             in_ready: false,
             idle_timeout_ms: None,

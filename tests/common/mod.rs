@@ -1,0 +1,168 @@
+//! Shared helpers for the integration tests: servers on ephemeral loopback ports, in-process or
+//! as real child processes, and waiting on events instead of sleeping.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engine::{Handler, Server, ServerHandle};
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// An engine server running on its own thread, stopped when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Waits for `run` to return (after a shutdown) and gives its result.
+    pub fn join(mut self) -> std::io::Result<()> {
+        let t = self.thread.take().expect("joined once");
+        t.join().expect("server thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.stop();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `factory`'s handler on 127.0.0.1:0 with `cfg`.
+pub fn start<H, F>(cfg: engine::Config, factory: F) -> Running
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let server: Server<H> = Server::new(cfg).unwrap().listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run(factory));
+    Running {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+/// The test-server frame service in-process, `threads` loops.
+pub fn start_frame_service(mut cfg: engine::Config) -> Running {
+    cfg.refuse_message = netmod::test_server::refuse_frame();
+    cfg.rate_limited_message = netmod::test_server::rate_limited_frame();
+    let svc = netmod::test_server::ServiceConfig {
+        max_message_size: cfg.max_message_size,
+        ..Default::default()
+    };
+    start(cfg, move |_| netmod::test_server::FrameService::new(svc.clone()))
+}
+
+/// A child process whose stderr lines arrive on a channel; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    /// Spawns one of this package's binaries.
+    pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        let path = match bin {
+            "test-server" => env!("CARGO_BIN_EXE_test-server"),
+            "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
+            other => panic!("unknown binary {other}"),
+        };
+        let mut child = Command::new(path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the "listening on ADDR" line and returns ADDR.
+    pub fn listen_addr(&mut self) -> SocketAddr {
+        let line = self.wait_line("listening on ");
+        let rest = line.split("listening on ").nth(1).expect("address after 'listening on'");
+        rest.split_whitespace().next().unwrap().parse().expect("socket address")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it holds or [`WAIT`] passes.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

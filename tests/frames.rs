@@ -1,0 +1,216 @@
+//! The frame protocol against test-server's frame service: ping/pong, correlation, framing
+//! edge cases and malformed input.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{start_frame_service, WAIT};
+use netmod::client::{ClientError, FrameClient};
+use netmod::wire::{self, ErrorBody, ErrorCode, Message, MessageType, Operation, Ping};
+use prost::Message as _;
+
+fn ping(id: u32, payload: Vec<u8>) -> Message {
+    wire::message(MessageType::Request, Operation::Ping, id, &Ping { payload: payload.into() })
+}
+
+fn error_code(m: &Message) -> ErrorCode {
+    assert_eq!(m.r#type(), MessageType::Error, "expected an ERROR, got {m:?}");
+    ErrorBody::decode(m.data.clone()).unwrap().code()
+}
+
+fn payload_of(m: &Message) -> Vec<u8> {
+    Ping::decode(m.data.clone()).unwrap().payload.to_vec()
+}
+
+#[test]
+fn many_concurrent_clients_with_pipelined_pings_get_every_pong_matched_by_id() {
+    let srv = start_frame_service(engine::Config {
+        threads: 2,
+        ..Default::default()
+    });
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..32)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut cl = FrameClient::connect(addr, WAIT).unwrap();
+                let mut outstanding = HashSet::new();
+                let total = 400u32;
+                let depth = 16u32;
+                let mut sent = 0u32;
+                let mut got = 0u32;
+                while got < total {
+                    // Keep `depth` pings in flight, all written before reading.
+                    let mut batch = Vec::new();
+                    while sent < total && sent - got < depth {
+                        sent += 1;
+                        let id = c * 100_000 + sent;
+                        wire::encode(&ping(id, id.to_be_bytes().to_vec()), &mut batch);
+                        outstanding.insert(id);
+                    }
+                    cl.send_raw(&batch).unwrap();
+                    let m = cl.expect().unwrap();
+                    assert_eq!(m.r#type(), MessageType::Response);
+                    assert!(outstanding.remove(&m.message_id), "unexpected or duplicate id {}", m.message_id);
+                    assert_eq!(payload_of(&m), m.message_id.to_be_bytes());
+                    got += 1;
+                }
+                assert!(outstanding.is_empty());
+                got
+            })
+        })
+        .collect();
+    let total: u32 = clients.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 32 * 400);
+    let stats = srv.handle.stats();
+    assert_eq!(stats.messages_in, 32 * 400);
+    assert_eq!(stats.messages_out, 32 * 400);
+}
+
+#[test]
+fn a_frame_dribbled_one_byte_per_write_decodes() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let frame = wire::to_frame(&ping(5, b"slowly".to_vec()));
+    for b in &frame {
+        cl.send_raw(std::slice::from_ref(b)).unwrap();
+        cl.stream().flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1)); // forces separate segments, not timing-asserted
+    }
+    let m = cl.expect().unwrap();
+    assert_eq!((m.message_id, payload_of(&m)), (5, b"slowly".to_vec()));
+}
+
+#[test]
+fn many_frames_in_one_write_all_decode_in_order() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut batch = Vec::new();
+    for id in 1..=500u32 {
+        wire::encode(&ping(id, vec![id as u8; (id % 50) as usize]), &mut batch);
+    }
+    cl.send_raw(&batch).unwrap();
+    for id in 1..=500u32 {
+        let m = cl.expect().unwrap();
+        assert_eq!(m.message_id, id);
+        assert_eq!(payload_of(&m), vec![id as u8; (id % 50) as usize]);
+    }
+}
+
+#[test]
+fn a_900_kib_frame_round_trips() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let payload: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
+    let m = cl.ping(&payload).unwrap();
+    assert_eq!(payload_of(&m), payload);
+    // The connection keeps working with small frames afterwards.
+    assert_eq!(payload_of(&cl.ping(b"after").unwrap()), b"after");
+}
+
+#[test]
+fn a_frame_announcing_more_than_the_maximum_gets_frame_too_large_and_a_close() {
+    let srv = start_frame_service(engine::Config::default());
+    for announced in [(1u32 << 20) + 1, 0xFFFF_FFFF] {
+        let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+        cl.send_raw(&announced.to_be_bytes()).unwrap();
+        let m = cl.expect().unwrap();
+        assert_eq!(error_code(&m), ErrorCode::FrameTooLarge);
+        assert!(cl.recv().unwrap().is_none(), "the server must close after FRAME_TOO_LARGE");
+    }
+    // A frame of exactly the maximum is fine (its echo carries a few more header bytes).
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    cl.set_max_message_size((1 << 20) + 64);
+    let mut n = 1 << 20;
+    let mut m = ping(1, vec![7; n]);
+    while m.encoded_len() > 1 << 20 {
+        n -= 1;
+        m = ping(1, vec![7; n]);
+    }
+    assert_eq!(m.encoded_len(), 1 << 20);
+    cl.send(&m).unwrap();
+    assert_eq!(cl.expect().unwrap().message_id, 1);
+}
+
+#[test]
+fn undecodable_protobuf_gets_bad_message_and_the_server_keeps_serving() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut bad = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut other = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut frame = Vec::new();
+    engine::frame::encode(&mut frame, &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+    bad.send_raw(&frame).unwrap();
+    let m = bad.expect().unwrap();
+    assert_eq!(error_code(&m), ErrorCode::BadMessage);
+    assert_eq!(m.message_id, 0);
+    // Framing was intact, so the same connection still works, and so do others.
+    assert_eq!(payload_of(&bad.ping(b"still here").unwrap()), b"still here");
+    assert_eq!(payload_of(&other.ping(b"fine").unwrap()), b"fine");
+}
+
+#[test]
+fn random_garbage_is_answered_or_closed_and_others_are_unaffected() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut other = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..20 {
+        let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+        let garbage: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        cl.send_raw(&garbage).unwrap();
+        // Either ERROR frames and a close, or (if the garbage happens to start a frame that
+        // is still incomplete) nothing; never a crash. Reading to a close or a timeout is fine.
+        cl.stream().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        loop {
+            match cl.recv() {
+                Ok(Some(m)) => {
+                    assert_eq!(m.r#type(), MessageType::Error);
+                }
+                Ok(None) => break,
+                Err(ClientError::Io(_)) => break,
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(payload_of(&other.ping(b"ok").unwrap()), b"ok");
+    }
+}
+
+#[test]
+fn unknown_operations_get_unsupported_with_the_request_id() {
+    let srv = start_frame_service(engine::Config::default());
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut m = ping(42, vec![]);
+    m.op = 999;
+    cl.send(&m).unwrap();
+    let reply = cl.expect().unwrap();
+    assert_eq!((error_code(&reply), reply.message_id), (ErrorCode::Unsupported, 42));
+    let mut m = ping(43, vec![]);
+    m.r#type = MessageType::Notification as i32;
+    cl.send(&m).unwrap();
+    let reply = cl.expect().unwrap();
+    assert_eq!((error_code(&reply), reply.message_id), (ErrorCode::Unsupported, 43));
+}
+
+#[test]
+fn a_truncated_frame_then_close_leaves_the_server_healthy() {
+    let srv = start_frame_service(engine::Config::default());
+    {
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        s.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "no reply to a truncated frame, just a close");
+    }
+    let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
+    assert_eq!(payload_of(&cl.ping(b"x").unwrap()), b"x");
+}

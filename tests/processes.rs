@@ -1,0 +1,145 @@
+//! The real binaries as child processes: signals, limits and their log lines, loadgen's output.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+
+use common::{Proc, WAIT};
+use netmod::client::FrameClient;
+use netmod::wire::{ErrorBody, ErrorCode, MessageType, Operation, ServerShutdown};
+use prost::Message as _;
+
+fn connect_from(source: &str, addr: SocketAddr) -> FrameClient {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    let local = stream.local_addr().unwrap();
+    assert_eq!(local.ip().to_string(), source);
+    FrameClient::from_stream(stream, WAIT).unwrap()
+}
+
+fn refused_with(cl: &mut FrameClient) -> ErrorCode {
+    let m = cl.expect().expect("an ERROR frame before the close");
+    assert_eq!(m.r#type(), MessageType::Error);
+    let code = ErrorBody::decode(m.data).unwrap().code();
+    assert!(cl.recv().unwrap().is_none(), "closed after the refusal");
+    code
+}
+
+#[test]
+fn sigterm_sends_server_shutdown_to_clients_and_exits_zero() {
+    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--threads", "2"]);
+    let addr = p.listen_addr();
+    let mut clients: Vec<FrameClient> = (0..4).map(|_| FrameClient::connect(addr, WAIT).unwrap()).collect();
+    for c in &mut clients {
+        c.ping(b"hi").unwrap();
+    }
+    p.signal(libc::SIGTERM);
+    for c in &mut clients {
+        let m = c.expect().unwrap();
+        assert_eq!((m.r#type(), m.op()), (MessageType::Notification, Operation::ServerShutdown));
+        let notice = ServerShutdown::decode(m.data).unwrap();
+        assert_eq!(notice.reconnect_after, 5);
+        assert!(!notice.reason.is_empty());
+        assert!(c.recv().unwrap().is_none(), "closed after the notice");
+    }
+    assert!(p.wait_exit().success());
+    p.wait_line("Received SIGTERM: shutting down gracefully");
+    p.wait_line("test-server stopped");
+}
+
+#[test]
+fn the_connection_over_the_limit_is_refused_and_logged_while_others_keep_working() {
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1", "--max-connections", "3"],
+    );
+    let addr = p.listen_addr();
+    let mut held: Vec<FrameClient> = (0..3).map(|_| FrameClient::connect(addr, WAIT).unwrap()).collect();
+    for c in &mut held {
+        c.ping(b"in").unwrap();
+    }
+    let mut extra = FrameClient::connect(addr, WAIT).unwrap();
+    assert_eq!(refused_with(&mut extra), ErrorCode::ServerBusy);
+    p.wait_line("Refused connection from 127.0.0.1: connection limit of 3 reached");
+    for c in &mut held {
+        c.ping(b"still in").unwrap();
+    }
+    // A freed place is taken again.
+    drop(held.pop());
+    common::eventually("a new connection is accepted after one closed", || {
+        let mut c = FrameClient::connect(addr, WAIT).unwrap();
+        c.ping(b"again").is_ok()
+    });
+}
+
+#[test]
+fn the_per_ip_rate_limit_refuses_the_fourth_connection_from_one_address_only() {
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "2", "--rate-limit", "3"],
+    );
+    let addr = p.listen_addr();
+    let mut ok: Vec<FrameClient> = (0..3).map(|_| connect_from("127.0.0.2", addr)).collect();
+    for c in &mut ok {
+        c.ping(b"x").unwrap();
+    }
+    let mut fourth = connect_from("127.0.0.2", addr);
+    assert_eq!(refused_with(&mut fourth), ErrorCode::RateLimited);
+    p.wait_line("Refused connection from 127.0.0.2: per-IP connection rate limit");
+    // Another address has its own bucket, and loopback 127.0.0.1 is allow-listed by default.
+    let mut other = connect_from("127.0.0.3", addr);
+    other.ping(b"y").unwrap();
+    for _ in 0..10 {
+        let mut c = connect_from("127.0.0.1", addr);
+        c.ping(b"z").unwrap();
+    }
+}
+
+#[test]
+fn loadgen_prints_the_contract_line_last() {
+    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--threads", "1"]);
+    let addr = p.listen_addr().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "4", "--duration", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    let fields: Vec<(&str, &str)> = last.split(' ').map(|kv| kv.split_once('=').unwrap()).collect();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["rps", "p50_us", "p99_us", "errors"]);
+    assert!(fields[0].1.parse::<f64>().unwrap() > 0.0);
+    assert!(fields[1].1.parse::<f64>().unwrap() > 0.0);
+    assert!(fields[2].1.parse::<f64>().unwrap() >= fields[1].1.parse::<f64>().unwrap());
+    assert_eq!(fields[3].1.parse::<u64>().unwrap(), 0);
+}
+
+#[test]
+fn loadgen_against_nothing_fails_with_errors_in_the_contract_line() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["ping", "--addr", &dead.to_string(), "--conns", "2", "--duration", "0.2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("rps=0.0 "), "{last}");
+    assert!(!last.ends_with("errors=0"), "{last}");
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_a_clear_message() {
+    let dir = std::env::temp_dir().join(format!("netmod-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[engine]\nthreadz = 2\n").unwrap();
+    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--config", path.to_str().unwrap()]);
+    let line = p.wait_line("invalid configuration");
+    assert!(line.contains("threadz"), "{line}");
+    assert!(!p.wait_exit().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
