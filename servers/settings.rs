@@ -106,7 +106,9 @@ pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SettingsErro
     })?;
     toml::from_str(&text).map_err(|e| SettingsError::Parse {
         path: name,
-        line: e.span().map_or(0, |sp| text[..sp.start.min(text.len())].matches('\n').count() + 1),
+        line: e.span().map_or(0, |sp| {
+            text[..sp.start.min(text.len())].matches('\n').count() + 1
+        }),
         message: e.message().trim().to_string(),
     })
 }

@@ -74,7 +74,9 @@ fn a_peer_that_never_reads_hits_the_hard_cap_and_is_closed_while_others_are_serv
     );
     let mut sink = TcpStream::connect(srv.addr).unwrap();
     sink.write_all(b"F").unwrap();
-    eventually("the flooded peer is closed", || !reasons.lock().unwrap().is_empty());
+    eventually("the flooded peer is closed", || {
+        !reasons.lock().unwrap().is_empty()
+    });
     assert_eq!(reasons.lock().unwrap()[0], CloseReason::Overflow);
     // The queue never held more than the cap: 16 blocks of 64 KiB fit in 1 MiB, the 17th not.
     assert_eq!(*sends.lock().unwrap(), Some(16));
@@ -107,7 +109,12 @@ fn a_pipelining_peer_that_never_reads_stalls_reading_then_is_closed_by_the_write
                 payload: vec![0u8; 4000].into(),
             },
         ));
-        let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 256).collect();
+        let batch: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 256)
+            .collect();
         let mut sent = 0usize;
         for _ in 0..32 {
             match s.write_all(&batch) {
@@ -122,7 +129,11 @@ fn a_pipelining_peer_that_never_reads_stalls_reading_then_is_closed_by_the_write
     });
     // Backpressure: the server stopped reading long before 32 MiB arrived.
     let stats = srv.handle.stats();
-    assert!(stats.bytes_in < 16 << 20, "server read {} bytes", stats.bytes_in);
+    assert!(
+        stats.bytes_in < 16 << 20,
+        "server read {} bytes",
+        stats.bytes_in
+    );
     let mut other = netmod::client::FrameClient::connect(srv.addr, WAIT).unwrap();
     other.ping(b"still serving").unwrap();
     drop(writer.join().unwrap());
@@ -158,7 +169,9 @@ fn the_idle_timeout_closes_a_silent_session() {
     );
     let s = TcpStream::connect(srv.addr).unwrap();
     assert!(read_all(&s).is_empty());
-    eventually("close reason recorded", || !reasons.lock().unwrap().is_empty());
+    eventually("close reason recorded", || {
+        !reasons.lock().unwrap().is_empty()
+    });
     assert_eq!(reasons.lock().unwrap()[0], CloseReason::IdleTimeout);
 }
 
@@ -209,7 +222,12 @@ struct Offload;
 
 impl Handler for Offload {
     type Message = (ConnId, String);
-    fn on_data(&mut self, ctx: &mut Context<'_, Self::Message>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_, Self::Message>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
         let inbox = ctx.loop_handle();
         let text = String::from_utf8_lossy(data).to_uppercase();
         let loop_thread = std::thread::current().id();
@@ -250,7 +268,9 @@ impl Handler for Dialer {
         ctx.send(conn, b"ping").unwrap();
     }
     fn on_data(&mut self, _: &mut Context<'_, ()>, _: ConnId, data: &[u8]) -> usize {
-        self.events.send(format!("data {}", String::from_utf8_lossy(data))).unwrap();
+        self.events
+            .send(format!("data {}", String::from_utf8_lossy(data)))
+            .unwrap();
         data.len()
     }
     fn on_close(&mut self, _: &mut Context<'_, ()>, _: ConnId, reason: CloseReason) {
@@ -281,7 +301,10 @@ fn outbound_connections_run_on_the_loop_and_failures_reach_on_close() {
     );
     let mut got: Vec<String> = (0..2).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
     got.sort();
-    assert_eq!(got, ["closed ConnectFailed(ConnectionRefused)", "data ping"]);
+    assert_eq!(
+        got,
+        ["closed ConnectFailed(ConnectionRefused)", "data ping"]
+    );
 }
 
 /// Answers `W` after a worker finishes (released by the test), and says `BYE` on shutdown.
@@ -312,7 +335,8 @@ impl Handler for SlowWork {
     }
     fn on_shutdown(&mut self, ctx: &mut Context<'_, ConnId>) {
         if let Some(c) = self.busy {
-            ctx.send_priority(c, engine::Priority::Critical, b"BYE;").unwrap();
+            ctx.send_priority(c, engine::Priority::Critical, b"BYE;")
+                .unwrap();
         }
     }
     fn is_busy(&self, conn: ConnId) -> bool {

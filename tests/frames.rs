@@ -13,11 +13,22 @@ use netmod::wire::{self, ErrorBody, ErrorCode, Message, MessageType, Operation, 
 use prost::Message as _;
 
 fn ping(id: u32, payload: Vec<u8>) -> Message {
-    wire::message(MessageType::Request, Operation::Ping, id, &Ping { payload: payload.into() })
+    wire::message(
+        MessageType::Request,
+        Operation::Ping,
+        id,
+        &Ping {
+            payload: payload.into(),
+        },
+    )
 }
 
 fn error_code(m: &Message) -> ErrorCode {
-    assert_eq!(m.r#type(), MessageType::Error, "expected an ERROR, got {m:?}");
+    assert_eq!(
+        m.r#type(),
+        MessageType::Error,
+        "expected an ERROR, got {m:?}"
+    );
     ErrorBody::decode(m.data.clone()).unwrap().code()
 }
 
@@ -53,7 +64,11 @@ fn many_concurrent_clients_with_pipelined_pings_get_every_pong_matched_by_id() {
                     cl.send_raw(&batch).unwrap();
                     let m = cl.expect().unwrap();
                     assert_eq!(m.r#type(), MessageType::Response);
-                    assert!(outstanding.remove(&m.message_id), "unexpected or duplicate id {}", m.message_id);
+                    assert!(
+                        outstanding.remove(&m.message_id),
+                        "unexpected or duplicate id {}",
+                        m.message_id
+                    );
                     assert_eq!(payload_of(&m), m.message_id.to_be_bytes());
                     got += 1;
                 }
@@ -118,7 +133,10 @@ fn a_frame_announcing_more_than_the_maximum_gets_frame_too_large_and_a_close() {
         cl.send_raw(&announced.to_be_bytes()).unwrap();
         let m = cl.expect().unwrap();
         assert_eq!(error_code(&m), ErrorCode::FrameTooLarge);
-        assert!(cl.recv().unwrap().is_none(), "the server must close after FRAME_TOO_LARGE");
+        assert!(
+            cl.recv().unwrap().is_none(),
+            "the server must close after FRAME_TOO_LARGE"
+        );
     }
     // A frame of exactly the maximum is fine (its echo carries a few more header bytes).
     let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
@@ -168,7 +186,9 @@ fn random_garbage_is_answered_or_closed_and_others_are_unaffected() {
         cl.send_raw(&garbage).unwrap();
         // Either ERROR frames and a close, or (if the garbage happens to start a frame that
         // is still incomplete) nothing; never a crash. Reading to a close or a timeout is fine.
-        cl.stream().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        cl.stream()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         loop {
             match cl.recv() {
                 Ok(Some(m)) => {
@@ -191,12 +211,18 @@ fn unknown_operations_get_unsupported_with_the_request_id() {
     m.op = 999;
     cl.send(&m).unwrap();
     let reply = cl.expect().unwrap();
-    assert_eq!((error_code(&reply), reply.message_id), (ErrorCode::Unsupported, 42));
+    assert_eq!(
+        (error_code(&reply), reply.message_id),
+        (ErrorCode::Unsupported, 42)
+    );
     let mut m = ping(43, vec![]);
     m.r#type = MessageType::Notification as i32;
     cl.send(&m).unwrap();
     let reply = cl.expect().unwrap();
-    assert_eq!((error_code(&reply), reply.message_id), (ErrorCode::Unsupported, 43));
+    assert_eq!(
+        (error_code(&reply), reply.message_id),
+        (ErrorCode::Unsupported, 43)
+    );
 }
 
 #[test]
@@ -209,7 +235,10 @@ fn a_truncated_frame_then_close_leaves_the_server_healthy() {
         let mut rest = Vec::new();
         s.set_read_timeout(Some(WAIT)).unwrap();
         let _ = s.read_to_end(&mut rest);
-        assert!(rest.is_empty(), "no reply to a truncated frame, just a close");
+        assert!(
+            rest.is_empty(),
+            "no reply to a truncated frame, just a close"
+        );
     }
     let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
     assert_eq!(payload_of(&cl.ping(b"x").unwrap()), b"x");

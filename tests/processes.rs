@@ -11,7 +11,8 @@ use prost::Message as _;
 
 fn connect_from(source: &str, addr: SocketAddr) -> FrameClient {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     sock.connect(&addr.into()).unwrap();
     let stream: TcpStream = sock.into();
     let local = stream.local_addr().unwrap();
@@ -29,16 +30,24 @@ fn refused_with(cl: &mut FrameClient) -> ErrorCode {
 
 #[test]
 fn sigterm_sends_server_shutdown_to_clients_and_exits_zero() {
-    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--threads", "2"]);
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "2"],
+    );
     let addr = p.listen_addr();
-    let mut clients: Vec<FrameClient> = (0..4).map(|_| FrameClient::connect(addr, WAIT).unwrap()).collect();
+    let mut clients: Vec<FrameClient> = (0..4)
+        .map(|_| FrameClient::connect(addr, WAIT).unwrap())
+        .collect();
     for c in &mut clients {
         c.ping(b"hi").unwrap();
     }
     p.signal(libc::SIGTERM);
     for c in &mut clients {
         let m = c.expect().unwrap();
-        assert_eq!((m.r#type(), m.op()), (MessageType::Notification, Operation::ServerShutdown));
+        assert_eq!(
+            (m.r#type(), m.op()),
+            (MessageType::Notification, Operation::ServerShutdown)
+        );
         let notice = ServerShutdown::decode(m.data).unwrap();
         assert_eq!(notice.reconnect_after, 5);
         assert!(!notice.reason.is_empty());
@@ -53,10 +62,19 @@ fn sigterm_sends_server_shutdown_to_clients_and_exits_zero() {
 fn the_connection_over_the_limit_is_refused_and_logged_while_others_keep_working() {
     let mut p = Proc::spawn(
         "test-server",
-        &["--listen", "127.0.0.1:0", "--threads", "1", "--max-connections", "3"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--max-connections",
+            "3",
+        ],
     );
     let addr = p.listen_addr();
-    let mut held: Vec<FrameClient> = (0..3).map(|_| FrameClient::connect(addr, WAIT).unwrap()).collect();
+    let mut held: Vec<FrameClient> = (0..3)
+        .map(|_| FrameClient::connect(addr, WAIT).unwrap())
+        .collect();
     for c in &mut held {
         c.ping(b"in").unwrap();
     }
@@ -78,7 +96,14 @@ fn the_connection_over_the_limit_is_refused_and_logged_while_others_keep_working
 fn the_per_ip_rate_limit_refuses_the_fourth_connection_from_one_address_only() {
     let mut p = Proc::spawn(
         "test-server",
-        &["--listen", "127.0.0.1:0", "--threads", "2", "--rate-limit", "3"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+            "--rate-limit",
+            "3",
+        ],
     );
     let addr = p.listen_addr();
     let mut ok: Vec<FrameClient> = (0..3).map(|_| connect_from("127.0.0.2", addr)).collect();
@@ -99,16 +124,36 @@ fn the_per_ip_rate_limit_refuses_the_fourth_connection_from_one_address_only() {
 
 #[test]
 fn loadgen_prints_the_contract_line_last() {
-    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--threads", "1"]);
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
     let addr = p.listen_addr().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "4", "--duration", "0.3"])
+        .args([
+            "ping",
+            "--addr",
+            &addr,
+            "--conns",
+            "4",
+            "--pipeline",
+            "4",
+            "--duration",
+            "0.3",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().unwrap();
-    let fields: Vec<(&str, &str)> = last.split(' ').map(|kv| kv.split_once('=').unwrap()).collect();
+    let fields: Vec<(&str, &str)> = last
+        .split(' ')
+        .map(|kv| kv.split_once('=').unwrap())
+        .collect();
     let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
     assert_eq!(keys, ["rps", "p50_us", "p99_us", "errors"]);
     assert!(fields[0].1.parse::<f64>().unwrap() > 0.0);
@@ -119,9 +164,20 @@ fn loadgen_prints_the_contract_line_last() {
 
 #[test]
 fn loadgen_against_nothing_fails_with_errors_in_the_contract_line() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["ping", "--addr", &dead.to_string(), "--conns", "2", "--duration", "0.2"])
+        .args([
+            "ping",
+            "--addr",
+            &dead.to_string(),
+            "--conns",
+            "2",
+            "--duration",
+            "0.2",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -137,7 +193,15 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[engine]\nthreadz = 2\n").unwrap();
-    let mut p = Proc::spawn("test-server", &["--listen", "127.0.0.1:0", "--config", path.to_str().unwrap()]);
+    let mut p = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+    );
     let line = p.wait_line("invalid configuration");
     assert!(line.contains("threadz"), "{line}");
     assert!(!p.wait_exit().success());

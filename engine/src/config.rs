@@ -76,22 +76,13 @@ impl Default for Config {
 }
 
 /// Accept-time limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Limits {
     /// Most connections (accepted plus outbound) open at once across all loops. `None`: what the
     /// open-file limit allows, less a reserve of 64 descriptors for files, pipes and logs.
     pub max_connections: Option<usize>,
     /// Per-IP new-connection rate limit; `None` (default) disables it.
     pub rate: Option<RateLimit>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: None,
-            rate: None,
-        }
-    }
 }
 
 /// A token bucket per source address: `burst` new connections at once, refilled at `burst` per

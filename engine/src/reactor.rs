@@ -69,6 +69,8 @@ pub(crate) struct Core<M> {
     pub(crate) sessions: Slab<Session>,
     pub(crate) timers: TimerWheel<Timer>,
     pub(crate) pool: BufferPool,
+    /// Sessions hold `Option<Box<WriteQueue>>` (8 bytes when idle); spares are those same boxes.
+    #[allow(clippy::vec_box)]
     spare_queues: Vec<Box<WriteQueue>>,
     pub(crate) cfg: Arc<Config>,
     pub(crate) shared: Arc<Shared>,

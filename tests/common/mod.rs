@@ -44,7 +44,10 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
-    let server: Server<H> = Server::new(cfg).unwrap().listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server: Server<H> = Server::new(cfg)
+        .unwrap()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run(factory));
@@ -63,7 +66,9 @@ pub fn start_frame_service(mut cfg: engine::Config) -> Running {
         max_message_size: cfg.max_message_size,
         ..Default::default()
     };
-    start(cfg, move |_| netmod::test_server::FrameService::new(svc.clone()))
+    start(cfg, move |_| {
+        netmod::test_server::FrameService::new(svc.clone())
+    })
 }
 
 /// A child process whose stderr lines arrive on a channel; killed when dropped.
@@ -119,7 +124,10 @@ impl Proc {
                         return l;
                     }
                 }
-                Err(_) => panic!("no line containing {needle:?}; saw:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line containing {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -127,8 +135,15 @@ impl Proc {
     /// Waits for the "listening on ADDR" line and returns ADDR.
     pub fn listen_addr(&mut self) -> SocketAddr {
         let line = self.wait_line("listening on ");
-        let rest = line.split("listening on ").nth(1).expect("address after 'listening on'");
-        rest.split_whitespace().next().unwrap().parse().expect("socket address")
+        let rest = line
+            .split("listening on ")
+            .nth(1)
+            .expect("address after 'listening on'");
+        rest.split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .expect("socket address")
     }
 
     pub fn signal(&self, sig: i32) {
