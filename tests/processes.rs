@@ -207,3 +207,28 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     assert!(!p.wait_exit().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn stack_starts_the_servers_runs_a_load_and_stops_them() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+        .args(["--listen", "127.0.0.1:0", "--duration", "0.3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("test-server: frames on 127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("rps=") && l.ends_with("errors=0")),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test-server stopped"));
+}

@@ -286,16 +286,13 @@ impl<M> Core<M> {
 
     /// Frees the slab slot and the socket. The handler has already been told, or never knew.
     fn release(&mut self, key: usize) {
+        self.return_queue(key);
         let Some(mut s) = self.sessions.try_remove(key) else {
             return;
         };
         let _ = self.registry.deregister(&mut s.stream);
         if let Some((k, _)) = s.timer.take() {
             self.timers.cancel(k);
-        }
-        if let Some(mut q) = s.wq.take() {
-            q.clear(&mut self.pool);
-            self.spare_queues.push(q);
         }
         if !s.rbuf.is_empty() {
             self.pool.put_read(mem::take(&mut s.rbuf));
@@ -305,11 +302,14 @@ impl<M> Core<M> {
         bump(&c.connections_active, u64::MAX); // wrapping: minus one
     }
 
+    /// Takes the session's output queue back into the spares, emptied.
     fn return_queue(&mut self, key: usize) {
-        if let Some(q) = self.sessions[key].wq.take() {
-            if self.spare_queues.len() < self.cfg.pooled_buffers {
-                self.spare_queues.push(q);
-            }
+        let Some(mut q) = self.sessions.get_mut(key).and_then(|s| s.wq.take()) else {
+            return;
+        };
+        q.clear(&mut self.pool);
+        if self.spare_queues.len() < self.cfg.pooled_buffers {
+            self.spare_queues.push(q);
         }
     }
 }
@@ -929,9 +929,6 @@ impl<H: Handler> Loop<H> {
         }
         self.core.return_queue(key);
         let s = &mut self.core.sessions[key];
-        if let Some(mut q) = s.wq.take() {
-            q.clear(&mut self.core.pool);
-        }
         let _ = s.stream.shutdown(std::net::Shutdown::Write);
         s.last_read = self.core.tick;
         let readable = s.readable;
