@@ -115,7 +115,7 @@ impl FrameClient {
     }
 
     /// Receives the next message, treating a close as an error.
-    pub fn expect(&mut self) -> Result<Message, ClientError> {
+    pub fn next_message(&mut self) -> Result<Message, ClientError> {
         self.recv()?.ok_or(ClientError::Closed)
     }
 
@@ -133,7 +133,7 @@ impl FrameClient {
         );
         self.send(&ping)?;
         loop {
-            let m = self.expect()?;
+            let m = self.next_message()?;
             if m.message_id != id {
                 continue;
             }

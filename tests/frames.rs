@@ -62,7 +62,7 @@ fn many_concurrent_clients_with_pipelined_pings_get_every_pong_matched_by_id() {
                         outstanding.insert(id);
                     }
                     cl.send_raw(&batch).unwrap();
-                    let m = cl.expect().unwrap();
+                    let m = cl.next_message().unwrap();
                     assert_eq!(m.r#type(), MessageType::Response);
                     assert!(
                         outstanding.remove(&m.message_id),
@@ -94,7 +94,7 @@ fn a_frame_dribbled_one_byte_per_write_decodes() {
         cl.stream().flush().unwrap();
         std::thread::sleep(Duration::from_millis(1)); // forces separate segments, not timing-asserted
     }
-    let m = cl.expect().unwrap();
+    let m = cl.next_message().unwrap();
     assert_eq!((m.message_id, payload_of(&m)), (5, b"slowly".to_vec()));
 }
 
@@ -108,7 +108,7 @@ fn many_frames_in_one_write_all_decode_in_order() {
     }
     cl.send_raw(&batch).unwrap();
     for id in 1..=500u32 {
-        let m = cl.expect().unwrap();
+        let m = cl.next_message().unwrap();
         assert_eq!(m.message_id, id);
         assert_eq!(payload_of(&m), vec![id as u8; (id % 50) as usize]);
     }
@@ -131,7 +131,7 @@ fn a_frame_announcing_more_than_the_maximum_gets_frame_too_large_and_a_close() {
     for announced in [(1u32 << 20) + 1, 0xFFFF_FFFF] {
         let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
         cl.send_raw(&announced.to_be_bytes()).unwrap();
-        let m = cl.expect().unwrap();
+        let m = cl.next_message().unwrap();
         assert_eq!(error_code(&m), ErrorCode::FrameTooLarge);
         assert!(
             cl.recv().unwrap().is_none(),
@@ -149,7 +149,7 @@ fn a_frame_announcing_more_than_the_maximum_gets_frame_too_large_and_a_close() {
     }
     assert_eq!(m.encoded_len(), 1 << 20);
     cl.send(&m).unwrap();
-    assert_eq!(cl.expect().unwrap().message_id, 1);
+    assert_eq!(cl.next_message().unwrap().message_id, 1);
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn undecodable_protobuf_gets_bad_message_and_the_server_keeps_serving() {
     let mut frame = Vec::new();
     engine::frame::encode(&mut frame, &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
     bad.send_raw(&frame).unwrap();
-    let m = bad.expect().unwrap();
+    let m = bad.next_message().unwrap();
     assert_eq!(error_code(&m), ErrorCode::BadMessage);
     assert_eq!(m.message_id, 0);
     // Framing was intact, so the same connection still works, and so do others.
@@ -210,7 +210,7 @@ fn unknown_operations_get_unsupported_with_the_request_id() {
     let mut m = ping(42, vec![]);
     m.op = 999;
     cl.send(&m).unwrap();
-    let reply = cl.expect().unwrap();
+    let reply = cl.next_message().unwrap();
     assert_eq!(
         (error_code(&reply), reply.message_id),
         (ErrorCode::Unsupported, 42)
@@ -218,7 +218,7 @@ fn unknown_operations_get_unsupported_with_the_request_id() {
     let mut m = ping(43, vec![]);
     m.r#type = MessageType::Notification as i32;
     cl.send(&m).unwrap();
-    let reply = cl.expect().unwrap();
+    let reply = cl.next_message().unwrap();
     assert_eq!(
         (error_code(&reply), reply.message_id),
         (ErrorCode::Unsupported, 43)

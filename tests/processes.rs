@@ -21,7 +21,7 @@ fn connect_from(source: &str, addr: SocketAddr) -> FrameClient {
 }
 
 fn refused_with(cl: &mut FrameClient) -> ErrorCode {
-    let m = cl.expect().expect("an ERROR frame before the close");
+    let m = cl.next_message().expect("an ERROR frame before the close");
     assert_eq!(m.r#type(), MessageType::Error);
     let code = ErrorBody::decode(m.data).unwrap().code();
     assert!(cl.recv().unwrap().is_none(), "closed after the refusal");
@@ -43,7 +43,7 @@ fn sigterm_sends_server_shutdown_to_clients_and_exits_zero() {
     }
     p.signal(libc::SIGTERM);
     for c in &mut clients {
-        let m = c.expect().unwrap();
+        let m = c.next_message().unwrap();
         assert_eq!(
             (m.r#type(), m.op()),
             (MessageType::Notification, Operation::ServerShutdown)
