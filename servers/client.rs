@@ -21,6 +21,9 @@ pub enum ClientError {
     /// The server closed the connection.
     #[error("connection closed by the server")]
     Closed,
+    /// The server answered with something other than what the request calls for.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
     /// The server answered with an ERROR.
     #[error("server error {code:?}: {message}")]
     Server {
@@ -141,6 +144,55 @@ impl FrameClient {
                 return Err(server_error(&m));
             }
             return Ok(m);
+        }
+    }
+}
+
+impl FrameClient {
+    /// Sends a DATA request and waits for its answer.
+    pub fn data(
+        &mut self,
+        req: &crate::proto::DataRequest,
+    ) -> Result<crate::proto::DataResponse, ClientError> {
+        let id = self.next_id();
+        self.send(&wire::message(
+            MessageType::Request,
+            Operation::Data,
+            id,
+            req,
+        ))?;
+        loop {
+            let m = self.next_message()?;
+            if m.message_id != id {
+                continue;
+            }
+            if m.r#type() == MessageType::Error {
+                return Err(server_error(&m));
+            }
+            return crate::proto::DataResponse::decode(m.data)
+                .map_err(|e| ClientError::Wire(e.into()));
+        }
+    }
+
+    /// Runs one statement with positional arguments.
+    pub fn execute(
+        &mut self,
+        sql: &str,
+        args: Vec<crate::proto::Value>,
+    ) -> Result<crate::proto::StatementResult, ClientError> {
+        let req = crate::proto::DataRequest {
+            kind: Some(crate::proto::data_request::Kind::Execute(
+                crate::proto::Statement {
+                    sql: sql.into(),
+                    args,
+                    named_args: Vec::new(),
+                },
+            )),
+            ..Default::default()
+        };
+        match self.data(&req)?.kind {
+            Some(crate::proto::data_response::Kind::Result(r)) => Ok(r),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 }

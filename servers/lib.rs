@@ -9,6 +9,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod client;
+pub mod db;
 pub mod loadgen;
 pub mod logging;
 pub mod proto;

@@ -15,10 +15,10 @@
 
 use std::net::SocketAddr;
 
-use engine::{CloseReason, ConnId, ConnMap, Context, ErrorKind, Handler};
-use log::{debug, info};
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler};
+use log::debug;
 
-use crate::wire::{self, ErrorCode, Message, MessageType, Next, Operation};
+use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// Behaviour knobs of the frame service.
 #[derive(Debug, Clone)]
@@ -60,51 +60,19 @@ impl FrameService {
         }
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, body: &[u8]) {
-        let msg = match wire::decode(body) {
+    fn handle(ctx: &mut Context<'_, ()>, conn: ConnId, msg: Result<Message, wire::WireError>) {
+        let msg = match msg {
             Ok(m) => m,
-            Err(e) => {
-                debug!("{conn:?}: {e}");
-                ctx.count_error(ErrorKind::Protocol);
-                let _ = wire::send(
-                    ctx,
-                    conn,
-                    &wire::error(0, Operation::OpUnspecified, e.code(), e.to_string()),
-                );
-                return;
-            }
+            Err(e) => return wire::reply_bad_message(ctx, conn, &e),
         };
         match (
             MessageType::try_from(msg.r#type),
             Operation::try_from(msg.op),
         ) {
             (Ok(MessageType::Request), Ok(Operation::Ping)) => {
-                let pong = Message {
-                    r#type: MessageType::Response as i32,
-                    message_id: msg.message_id,
-                    timestamp: wire::now_micros(),
-                    data: msg.data,
-                    op: Operation::Ping as i32,
-                    compression: msg.compression,
-                    priority: wire::Priority::Critical as i32,
-                };
-                let _ = wire::send(ctx, conn, &pong);
+                let _ = wire::send(ctx, conn, &wire::pong(msg));
             }
-            (ty, op) => {
-                ctx.count_error(ErrorKind::Protocol);
-                let text = format!(
-                    "unsupported message: type {:?}, operation {:?}",
-                    ty.ok(),
-                    op.ok()
-                );
-                let reply = wire::error(
-                    msg.message_id,
-                    op.unwrap_or_default(),
-                    ErrorCode::Unsupported,
-                    text,
-                );
-                let _ = wire::send(ctx, conn, &reply);
-            }
+            _ => wire::reply_unsupported(ctx, conn, &msg),
         }
     }
 }
@@ -118,28 +86,9 @@ impl Handler for FrameService {
     }
 
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
-        let mut used = 0;
-        loop {
-            match wire::next_frame(&data[used..], self.cfg.max_message_size) {
-                Next::Frame(body, n) => {
-                    used += n;
-                    ctx.count_message_in(conn);
-                    self.handle(ctx, conn, body);
-                }
-                Next::NeedMore => return used,
-                Next::Fatal(e) => {
-                    info!("Closing {:?}: {e}", ctx.peer_addr(conn));
-                    ctx.count_error(ErrorKind::TooLarge);
-                    let _ = wire::send(
-                        ctx,
-                        conn,
-                        &wire::error(0, Operation::OpUnspecified, e.code(), e.to_string()),
-                    );
-                    ctx.close(conn);
-                    return data.len();
-                }
-            }
-        }
+        wire::for_each_frame(ctx, conn, data, self.cfg.max_message_size, |ctx, msg| {
+            Self::handle(ctx, conn, msg)
+        })
     }
 
     fn on_close(&mut self, _ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::frame::{self, Decoded, FrameError};
-use engine::{ConnId, Context, SendError};
+use engine::{ConnId, Context, ErrorKind, SendError};
 use prost::Message as _;
 
 pub use crate::proto::{
@@ -126,6 +126,86 @@ pub fn send<M: Send + 'static>(
     ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
         encode(msg, out)
     })
+}
+
+/// The answer to a Ping request: same id, payload echoed, CRITICAL.
+pub fn pong(ping: Message) -> Message {
+    Message {
+        r#type: MessageType::Response as i32,
+        message_id: ping.message_id,
+        timestamp: now_micros(),
+        data: ping.data,
+        op: Operation::Ping as i32,
+        compression: ping.compression,
+        priority: Priority::Critical as i32,
+    }
+}
+
+/// Feeds every whole frame at the front of `data` to `handle` and returns the bytes consumed,
+/// for a handler's `on_data`. Broken framing (a length over `max`) is answered with an ERROR
+/// and the connection is closed. Undecodable frames reach `handle` as `Err`.
+pub fn for_each_frame<M: Send + 'static>(
+    ctx: &mut Context<'_, M>,
+    conn: ConnId,
+    data: &[u8],
+    max: usize,
+    mut handle: impl FnMut(&mut Context<'_, M>, Result<Message, WireError>),
+) -> usize {
+    let mut used = 0;
+    loop {
+        match next_frame(&data[used..], max) {
+            Next::Frame(body, n) => {
+                used += n;
+                ctx.count_message_in(conn);
+                handle(ctx, decode(body));
+                if !ctx.is_open(conn) {
+                    return data.len();
+                }
+            }
+            Next::NeedMore => return used,
+            Next::Fatal(e) => {
+                log::info!("Closing {:?}: {e}", ctx.peer_addr(conn));
+                ctx.count_error(ErrorKind::TooLarge);
+                let _ = send(
+                    ctx,
+                    conn,
+                    &error(0, Operation::OpUnspecified, e.code(), e.to_string()),
+                );
+                ctx.close(conn);
+                return data.len();
+            }
+        }
+    }
+}
+
+/// Answers an undecodable frame with BAD_MESSAGE (the connection stays usable: framing is intact).
+pub fn reply_bad_message<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, e: &WireError) {
+    ctx.count_error(ErrorKind::Protocol);
+    let _ = send(
+        ctx,
+        conn,
+        &error(0, Operation::OpUnspecified, e.code(), e.to_string()),
+    );
+}
+
+/// Answers a message this server does not handle with UNSUPPORTED, naming its id.
+pub fn reply_unsupported<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, msg: &Message) {
+    ctx.count_error(ErrorKind::Protocol);
+    let (ty, op) = (
+        MessageType::try_from(msg.r#type).ok(),
+        Operation::try_from(msg.op).ok(),
+    );
+    let text = format!("unsupported message: type {ty:?}, operation {op:?}");
+    let _ = send(
+        ctx,
+        conn,
+        &error(
+            msg.message_id,
+            op.unwrap_or_default(),
+            ErrorCode::Unsupported,
+            text,
+        ),
+    );
 }
 
 /// One step of reading frames from `data`: what the caller should do next.

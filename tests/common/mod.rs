@@ -84,6 +84,7 @@ impl Proc {
         let path = match bin {
             "test-server" => env!("CARGO_BIN_EXE_test-server"),
             "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
+            "db-server" => env!("CARGO_BIN_EXE_db-server"),
             other => panic!("unknown binary {other}"),
         };
         let mut child = Command::new(path)
@@ -180,4 +181,58 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "netmod-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// db-server's service in-process on a SQLite file in `dir`.
+pub fn start_db(dir: &TempDir) -> Running {
+    use netmod::db::{monitor::Monitor, DbService, Pool, PoolConfig};
+    use std::sync::Arc;
+    let pool = Arc::new(
+        Pool::start(
+            PoolConfig {
+                path: dir.path("test.db"),
+                readers: 2,
+                queue: 10_000,
+                max_group: 256,
+                busy_timeout: Duration::from_secs(5),
+            },
+            Arc::new(Monitor::new(None)),
+        )
+        .unwrap(),
+    );
+    start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| DbService::new(Arc::clone(&pool), engine::DEFAULT_MAX_MESSAGE),
+    )
 }

@@ -1,0 +1,203 @@
+//! db-server's frame service: decodes DATA requests on the loop, hands them to the worker pool,
+//! and writes the answers that come back through the loop's waker.
+//!
+//! # Lifecycle of a request
+//!
+//! ```text
+//! frame ─► decode Message ─► REQUEST DATA ─► decode DataRequest ─► Pool::submit ─► worker thread
+//!   │                         REQUEST PING ─► PONG                                    │
+//!   │                         other ─► ERROR UNSUPPORTED                  LoopHandle::send(Reply)
+//!   └─ undecodable ─► ERROR BAD_MESSAGE                                               ▼
+//!                                                on_message ─► RESPONSE DATA (or ERROR) to the peer
+//! ```
+//!
+//! A connection with requests in flight is "busy", so a graceful shutdown waits for its answers.
+
+use std::sync::Arc;
+
+use engine::{ConnId, ConnMap, Context, Handler};
+use prost::Message as _;
+
+use super::sqlite::{DbError, Limit};
+use super::workers::{Job, Pool, Work};
+use crate::proto::{data_request, data_response, DataRequest, DataResponse, ReadConsistency};
+use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
+
+/// Default cap on a result, before the frame size caps it further.
+pub const DEFAULT_RESULT_LIMIT: usize = 10 * 1024 * 1024;
+/// Room left in a frame for the response's own fields.
+const RESPONSE_OVERHEAD: usize = 4096;
+
+/// An answer coming back from a worker.
+#[derive(Debug)]
+pub struct Reply {
+    conn: ConnId,
+    id: u32,
+    result: Result<DataResponse, DbError>,
+}
+
+/// The handler of one loop.
+#[derive(Debug)]
+pub struct DbService {
+    pool: Arc<Pool>,
+    max_message: usize,
+    inflight: ConnMap<u32>,
+}
+
+impl DbService {
+    /// A handler for one loop, sharing `pool` with the others.
+    pub fn new(pool: Arc<Pool>, max_message: usize) -> Self {
+        DbService {
+            pool,
+            max_message,
+            inflight: ConnMap::default(),
+        }
+    }
+
+    fn data(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let req = match DataRequest::decode(msg.data) {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = wire::error(
+                    id,
+                    Operation::Data,
+                    ErrorCode::BadMessage,
+                    format!("bad DataRequest: {e}"),
+                );
+                let _ = wire::send(ctx, conn, &reply);
+                return;
+            }
+        };
+        let max_bytes = match req.max_result_bytes {
+            0 => DEFAULT_RESULT_LIMIT,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+        .min(self.max_message.saturating_sub(RESPONSE_OVERHEAD));
+        let limit = Limit {
+            max_bytes,
+            truncate: req.allow_truncation,
+        };
+        let wants_index = req.consistency() == ReadConsistency::AfterIndex;
+        let work = match req.kind {
+            Some(data_request::Kind::Execute(st)) => Work::Execute(st),
+            Some(data_request::Kind::Batch(b)) => Work::Batch(b),
+            Some(data_request::Kind::Stats(_)) => {
+                let resp = DataResponse {
+                    kind: Some(data_response::Kind::Stats(self.pool.stats())),
+                    commit_index: self.pool.committed_index(),
+                };
+                return self.answer(ctx, conn, id, Ok(resp));
+            }
+            None => {
+                let e = DbError::new(ErrorCode::BadRequest, "DataRequest names no operation");
+                return self.answer(ctx, conn, id, Err(e));
+            }
+        };
+        // With one SQLite database every read is a primary read; an index the primary has not
+        // reached was never acknowledged, so no replica could have it either.
+        if wants_index && req.after_index > self.pool.committed_index() {
+            let e = DbError::new(
+                ErrorCode::Stale,
+                format!(
+                    "commit index {} not reached (at {})",
+                    req.after_index,
+                    self.pool.committed_index()
+                ),
+            );
+            return self.answer(ctx, conn, id, Err(e));
+        }
+        match self.inflight.get_mut(conn) {
+            Some(n) => *n += 1,
+            None => {
+                self.inflight.insert(conn, 1);
+            }
+        }
+        let inbox = ctx.loop_handle();
+        self.pool.submit(Job {
+            work,
+            idempotency_key: req.idempotency_key,
+            limit,
+            reply: Box::new(move |result| {
+                let _ = inbox.send(Reply { conn, id, result });
+            }),
+        });
+    }
+
+    fn answer(
+        &mut self,
+        ctx: &mut Context<'_, Reply>,
+        conn: ConnId,
+        id: u32,
+        result: Result<DataResponse, DbError>,
+    ) {
+        let msg = match result {
+            Ok(resp) => {
+                let mut m = wire::message(MessageType::Response, Operation::Data, id, &resp);
+                m.priority = wire::Priority::High as i32;
+                if wire::frame_len(&m) > self.max_message {
+                    wire::error(
+                        id,
+                        Operation::Data,
+                        ErrorCode::TooLarge,
+                        "response over the maximum message size",
+                    )
+                } else {
+                    m
+                }
+            }
+            Err(e) => wire::error(id, Operation::Data, e.code, e.message),
+        };
+        let _ = wire::send(ctx, conn, &msg);
+    }
+}
+
+impl Handler for DbService {
+    type Message = Reply;
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, data: &[u8]) -> usize {
+        let max = self.max_message;
+        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => return wire::reply_bad_message(ctx, conn, &e),
+            };
+            match (
+                MessageType::try_from(msg.r#type),
+                Operation::try_from(msg.op),
+            ) {
+                (Ok(MessageType::Request), Ok(Operation::Ping)) => {
+                    let _ = wire::send(ctx, conn, &wire::pong(msg));
+                }
+                (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+                _ => wire::reply_unsupported(ctx, conn, &msg),
+            }
+        })
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Reply>, reply: Reply) {
+        if let Some(n) = self.inflight.get_mut(reply.conn) {
+            *n = n.saturating_sub(1);
+        }
+        self.answer(ctx, reply.conn, reply.id, reply.result);
+        if self.inflight.get(reply.conn) == Some(&0) {
+            // Re-check a graceful close that was waiting for this answer.
+            if ctx.is_shutting_down() {
+                ctx.close(reply.conn);
+            }
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        _ctx: &mut Context<'_, Reply>,
+        conn: ConnId,
+        _reason: engine::CloseReason,
+    ) {
+        self.inflight.remove(conn);
+    }
+
+    fn is_busy(&self, conn: ConnId) -> bool {
+        self.inflight.get(conn).is_some_and(|n| *n > 0)
+    }
+}
