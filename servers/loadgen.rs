@@ -298,3 +298,99 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
     }
     Ok(total)
 }
+
+/// What `loadgen db` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbMode {
+    /// Point reads by primary key.
+    Read,
+    /// Single-row durable inserts.
+    Write,
+    /// 90 % reads, 10 % writes.
+    Mixed,
+}
+
+/// SQL requests against db-server's `loadgen_kv` table.
+#[derive(Debug)]
+pub struct DbWorkload {
+    mode: DbMode,
+    rows: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+/// The table `loadgen db` works on.
+pub const DB_TABLE: &str = "loadgen_kv";
+
+impl DbWorkload {
+    /// Creates `loadgen_kv` if missing and seeds it to at least `rows` rows (ids 1..=rows), over
+    /// one blocking connection, so a run can start from an empty database.
+    pub fn prepare(
+        addr: SocketAddr,
+        mode: DbMode,
+        rows: u64,
+    ) -> Result<Self, crate::client::ClientError> {
+        use crate::proto::Value;
+        let mut c = crate::client::FrameClient::connect(addr, Duration::from_secs(30))?;
+        c.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {DB_TABLE} (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+            ),
+            vec![],
+        )?;
+        c.execute(
+            &format!(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1) \
+                 INSERT OR IGNORE INTO {DB_TABLE} (id, v) SELECT x, 'seed-' || x FROM n"
+            ),
+            vec![Value::int(i64::try_from(rows).unwrap_or(i64::MAX))],
+        )?;
+        Ok(DbWorkload {
+            mode,
+            rows: rows.max(1),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn next(&self) -> u64 {
+        // splitmix64 over a shared counter: cheap, well spread, no locking.
+        let mut z = self
+            .counter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Workload for DbWorkload {
+    fn request(&self, id: u32) -> Message {
+        use crate::proto::{data_request, DataRequest, Statement, Value};
+        let r = self.next();
+        let write = match self.mode {
+            DbMode::Read => false,
+            DbMode::Write => true,
+            DbMode::Mixed => r % 10 == 0,
+        };
+        let (sql, arg) = if write {
+            (
+                format!("INSERT INTO {DB_TABLE} (v) VALUES (?1)"),
+                Value::text(format!("w{r:x}")),
+            )
+        } else {
+            let key = (r >> 8) % self.rows + 1;
+            (
+                format!("SELECT v FROM {DB_TABLE} WHERE id = ?1"),
+                Value::int(i64::try_from(key).unwrap_or(1)),
+            )
+        };
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Execute(Statement {
+                sql,
+                args: vec![arg],
+                named_args: Vec::new(),
+            })),
+            ..DataRequest::default()
+        };
+        wire::message(MessageType::Request, Operation::Data, id, &req)
+    }
+}

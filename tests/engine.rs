@@ -375,3 +375,73 @@ fn graceful_shutdown_notifies_finishes_in_flight_work_refuses_new_peers_and_retu
     assert_eq!(read_all(&s), b"DONE");
     srv.join().unwrap();
 }
+
+/// Owes every peer one answer, computed on a worker that waits for the test's go-ahead.
+struct Owe {
+    owed: std::collections::HashSet<ConnId>,
+    received: mpsc::Sender<()>,
+    release: Arc<Mutex<Option<mpsc::Receiver<()>>>>,
+    reasons: Reasons,
+}
+
+impl Handler for Owe {
+    type Message = ConnId;
+    fn on_data(&mut self, ctx: &mut Context<'_, ConnId>, conn: ConnId, data: &[u8]) -> usize {
+        self.owed.insert(conn);
+        let inbox = ctx.loop_handle();
+        let release = self.release.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || {
+            release.recv().unwrap();
+            let _ = inbox.send(conn);
+        });
+        self.received.send(()).unwrap();
+        data.len()
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_, ConnId>, conn: ConnId) {
+        self.owed.remove(&conn);
+        // The peer is gone: this send fails, and nothing else will touch the connection.
+        assert!(ctx.send(conn, b"late").is_err());
+    }
+    fn on_close(&mut self, _: &mut Context<'_, ConnId>, _: ConnId, reason: CloseReason) {
+        self.reasons.lock().unwrap().push(reason);
+    }
+    fn is_busy(&self, conn: ConnId) -> bool {
+        self.owed.contains(&conn)
+    }
+}
+
+#[test]
+fn a_peer_that_leaves_while_the_handler_owes_it_an_answer_is_closed_once_the_work_completes() {
+    let (rtx, rrx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let reasons = Reasons::default();
+    let r = reasons.clone();
+    let srv = start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| Owe {
+            owed: Default::default(),
+            received: rtx.clone(),
+            release: release.clone(),
+            reasons: r.clone(),
+        },
+    );
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.write_all(b"work").unwrap();
+    rrx.recv_timeout(WAIT).unwrap();
+    drop(s); // the peer leaves with its answer still owed
+    release_tx.send(()).unwrap();
+    eventually(
+        "the session is closed after the owed work completes",
+        || !reasons.lock().unwrap().is_empty(),
+    );
+    assert_eq!(reasons.lock().unwrap()[0], CloseReason::PeerClosed);
+    eventually("no connection left", || {
+        srv.handle.stats().connections_active == 0
+    });
+    srv.handle.shutdown();
+    srv.join().unwrap();
+}

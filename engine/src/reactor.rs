@@ -82,6 +82,9 @@ pub(crate) struct Core<M> {
     dirty: Vec<ConnId>,
     ready: Vec<ConnId>,
     closing: Vec<ConnId>,
+    /// Graceful closes waiting for the handler to stop being busy: re-checked after each batch
+    /// of messages and timers, which is how a busy handler's work completes.
+    waiting_on_handler: Vec<ConnId>,
     pub(crate) exit: bool,
     pub(crate) draining: bool,
     drain_deadline: u64,
@@ -364,6 +367,7 @@ impl<H: Handler> Loop<H> {
                 dirty: Vec::new(),
                 ready: Vec::new(),
                 closing: Vec::new(),
+                waiting_on_handler: Vec::new(),
                 exit: false,
                 draining: false,
                 drain_deadline: 0,
@@ -430,6 +434,9 @@ impl<H: Handler> Loop<H> {
             }
             self.run_ready();
             self.run_timers();
+            // Messages and timers are how a busy handler finishes: re-check closes waiting on it.
+            let waiting = mem::take(&mut self.core.waiting_on_handler);
+            self.core.closing.extend(waiting);
             self.finish_pass();
         }
         self.close_all();
@@ -912,8 +919,12 @@ impl<H: Handler> Loop<H> {
         let State::Closing { reason, abort } = s.state.clone() else {
             return;
         };
-        if !abort && (s.queued() > 0 || self.handler.is_busy(id)) {
-            return; // the final flush, or the handler's next send or close, brings it back here
+        if !abort && s.queued() > 0 {
+            return; // the final flush brings it back here
+        }
+        if !abort && self.handler.is_busy(id) {
+            self.core.waiting_on_handler.push(id);
+            return;
         }
         let s = &mut self.core.sessions[id.key as usize];
         s.state = State::Lingering;

@@ -1,4 +1,5 @@
-//! loadgen: drives a server with pipelined requests and reports throughput and latency.
+//! loadgen: drives a server with pipelined requests (pings, or SQL against db-server) and
+//! reports throughput and latency.
 //!
 //! The last line printed is always `rps=<float> p50_us=<float> p99_us=<float> errors=<int>`.
 
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use netmod::loadgen::{self, LoadConfig, PingWorkload};
+use netmod::loadgen::{self, DbMode, DbWorkload, LoadConfig, PingWorkload};
 
 /// Load generator for the netmod servers (runs on the same engine, client side).
 #[derive(Debug, Parser)]
@@ -27,6 +28,25 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         payload: usize,
     },
+    /// SQL against db-server: point reads, single-row durable inserts, or a 90/10 mix. Creates
+    /// and seeds its table (loadgen_kv) when missing.
+    Db {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// read, write or mixed (90 % reads).
+        #[arg(long, value_enum, default_value_t = ModeArg::Read)]
+        mode: ModeArg,
+        /// Rows to seed and read from.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Read,
+    Write,
+    Mixed,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +98,22 @@ fn main() -> ExitCode {
                 cfg.duration.as_secs_f64()
             );
             loadgen::run(cfg, PingWorkload::new(*payload)).map_err(|e| e.to_string())
+        }),
+        Mode::Db { load, mode, rows } => load.config().and_then(|cfg| {
+            let mode = match mode {
+                ModeArg::Read => DbMode::Read,
+                ModeArg::Write => DbMode::Write,
+                ModeArg::Mixed => DbMode::Mixed,
+            };
+            println!(
+                "loadgen db ({mode:?}): {} connections x pipeline {} -> {} for {:.1} s, {rows} rows",
+                cfg.conns,
+                cfg.pipeline,
+                cfg.addr,
+                cfg.duration.as_secs_f64()
+            );
+            let work = DbWorkload::prepare(cfg.addr, mode, *rows).map_err(|e| format!("preparing the table: {e}"))?;
+            loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),
     };
     match result {

@@ -180,12 +180,6 @@ impl Handler for DbService {
             *n = n.saturating_sub(1);
         }
         self.answer(ctx, reply.conn, reply.id, reply.result);
-        if self.inflight.get(reply.conn) == Some(&0) {
-            // Re-check a graceful close that was waiting for this answer.
-            if ctx.is_shutting_down() {
-                ctx.close(reply.conn);
-            }
-        }
     }
 
     fn on_close(
