@@ -232,3 +232,42 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("test-server stopped"));
 }
+
+#[test]
+fn loadgen_db_seeds_its_table_on_an_empty_database_and_prints_the_contract_line() {
+    let dir = common::TempDir::new("lg-db");
+    let db = dir.path("lg.db");
+    let mut p = Proc::spawn(
+        "db-server",
+        &["--listen", "127.0.0.1:0", "--sqlite", db.to_str().unwrap()],
+    );
+    let addr = p.listen_addr().to_string();
+    for mode in ["read", "write", "mixed"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "db", "--addr", &addr, "--mode", mode, "--rows", "500", "--conns", "4",
+            ])
+            .args(["--pipeline", "4", "--duration", "0.3"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let last = stdout.lines().last().unwrap();
+        assert!(
+            last.starts_with("rps=") && last.ends_with(" errors=0"),
+            "{mode}: {last}"
+        );
+    }
+    let mut c = FrameClient::connect(p.listen_addr(), WAIT).unwrap();
+    let r = c
+        .execute(
+            "SELECT count(*) >= 500 FROM loadgen_kv WHERE id <= 500",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(r.rows[0].values, [netmod::proto::Value::int(1)]);
+}
