@@ -84,6 +84,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             queue: args.queue,
             max_group: 256,
             busy_timeout: Duration::from_secs(5),
+            max_txns: 64,
         },
         monitor,
     )

@@ -4,11 +4,13 @@
 //! - [`workers`]: reader threads and the group-committing writer, each with its own connection
 //!   (together, the connection pool).
 //! - [`sqlite`]: statements, batches, values and error codes on SQLite.
+//! - [`txn`]: interactive transactions, a connection and a thread each.
 //! - [`monitor`]: per-statement counts, latency and the slow-query log.
 
 pub mod monitor;
 pub mod service;
 pub mod sqlite;
+pub mod txn;
 pub mod workers;
 
 pub use service::DbService;

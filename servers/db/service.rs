@@ -19,7 +19,7 @@ use engine::{ConnId, ConnMap, Context, Handler};
 use prost::Message as _;
 
 use super::sqlite::{DbError, Limit};
-use super::workers::{Job, Pool, Work};
+use super::workers::{Job, Pool, ReplyFn, Work};
 use crate::proto::{data_request, data_response, DataRequest, DataResponse, ReadConsistency};
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 
@@ -82,6 +82,23 @@ impl DbService {
         let work = match req.kind {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
+            Some(data_request::Kind::Begin(b)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                return self.pool.txns.begin(&b, reply);
+            }
+            Some(data_request::Kind::TxnExecute(t)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                let st = t.stmt.unwrap_or_default();
+                return self.pool.txns.execute(t.txn_id, t.seq, st, limit, reply);
+            }
+            Some(data_request::Kind::Commit(t)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                return self.pool.txns.commit(t.txn_id, t.seq, reply);
+            }
+            Some(data_request::Kind::Rollback(t)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                return self.pool.txns.rollback(t.txn_id, t.seq, reply);
+            }
             Some(data_request::Kind::Stats(_)) => {
                 let resp = DataResponse {
                     kind: Some(data_response::Kind::Stats(self.pool.stats())),
@@ -107,6 +124,17 @@ impl DbService {
             );
             return self.answer(ctx, conn, id, Err(e));
         }
+        let reply = self.reply_fn(ctx, conn, id);
+        self.pool.submit(Job {
+            work,
+            idempotency_key: req.idempotency_key,
+            limit,
+            reply,
+        });
+    }
+
+    /// Counts one answer owed to `conn` and makes the callback a worker delivers it through.
+    fn reply_fn(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, id: u32) -> ReplyFn {
         match self.inflight.get_mut(conn) {
             Some(n) => *n += 1,
             None => {
@@ -114,14 +142,9 @@ impl DbService {
             }
         }
         let inbox = ctx.loop_handle();
-        self.pool.submit(Job {
-            work,
-            idempotency_key: req.idempotency_key,
-            limit,
-            reply: Box::new(move |result| {
-                let _ = inbox.send(Reply { conn, id, result });
-            }),
-        });
+        Box::new(move |result| {
+            let _ = inbox.send(Reply { conn, id, result });
+        })
     }
 
     fn answer(

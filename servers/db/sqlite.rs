@@ -103,11 +103,26 @@ pub fn commit_index(conn: &Connection) -> Result<u64, DbError> {
     Ok(u64::try_from(v).unwrap_or(0))
 }
 
-/// Stores a new commit index (inside the caller's transaction).
-pub fn set_commit_index(conn: &Connection, index: u64) -> Result<(), DbError> {
-    conn.prepare_cached("UPDATE _netmod_meta SET v = ?1 WHERE k = 'commit_index'")?
-        .execute([i64::try_from(index).unwrap_or(i64::MAX)])?;
-    Ok(())
+/// Advances the stored commit index by one and returns it, inside the caller's transaction.
+/// SQLite's write lock orders the writer's groups and interactive transactions, so every commit
+/// gets its own index.
+pub fn next_commit_index(conn: &Connection) -> Result<u64, DbError> {
+    let v: i64 = conn
+        .prepare_cached("UPDATE _netmod_meta SET v = v + 1 WHERE k = 'commit_index' RETURNING v")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Opens a connection for an interactive transaction (the database already exists).
+pub fn open_txn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn to_sql(v: &Value) -> SqlValue {

@@ -72,11 +72,13 @@ pub struct PoolConfig {
     pub max_group: usize,
     /// How long a connection waits for a lock.
     pub busy_timeout: Duration,
+    /// Interactive transactions open at once (each holds a connection and a thread).
+    pub max_txns: usize,
 }
 
 #[derive(Debug)]
 struct Counters {
-    committed: AtomicU64,
+    committed: Arc<AtomicU64>,
     commits: AtomicU64,
     grouped_writes: AtomicU64,
 }
@@ -84,6 +86,8 @@ struct Counters {
 /// The worker pool; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Pool {
+    /// Interactive transactions.
+    pub txns: super::txn::Txns,
     readers: SyncSender<Job>,
     writer: SyncSender<Job>,
     counters: Arc<Counters>,
@@ -127,7 +131,7 @@ pub fn first_keyword(sql: &str) -> String {
 }
 
 /// Statements that would break the server's own transaction handling.
-fn check_allowed(st: &Statement) -> Result<(), DbError> {
+pub(crate) fn check_allowed(st: &Statement) -> Result<(), DbError> {
     match first_keyword(&st.sql).as_str() {
         "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ATTACH" | "DETACH" | "VACUUM" => {
             Err(DbError::new(
@@ -144,7 +148,7 @@ impl Pool {
     pub fn start(cfg: PoolConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
         let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout)?;
         let counters = Arc::new(Counters {
-            committed: AtomicU64::new(sqlite::commit_index(&writer_conn)?),
+            committed: Arc::new(AtomicU64::new(sqlite::commit_index(&writer_conn)?)),
             commits: AtomicU64::new(0),
             grouped_writes: AtomicU64::new(0),
         });
@@ -186,7 +190,15 @@ impl Pool {
             display(&cfg.path),
             cfg.readers.max(1)
         );
+        let txns = super::txn::Txns::new(
+            cfg.path.clone(),
+            cfg.busy_timeout,
+            cfg.max_txns,
+            Arc::clone(&counters.committed),
+            Arc::clone(&monitor),
+        );
         Ok(Pool {
+            txns,
             readers: rtx,
             writer: wtx,
             counters,
@@ -309,15 +321,22 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
-        let index = self.counters.committed.load(Ordering::Acquire) + 1;
         let mut results: Vec<Result<DataResponse, DbError>> = Vec::with_capacity(group.len());
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = DbError::from(e);
-            for job in group.drain(..) {
-                (job.reply)(Err(e.clone()));
+        let begun = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(DbError::from)
+            .and_then(|()| sqlite::next_commit_index(&self.conn));
+        let index = match begun {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                for job in group.drain(..) {
+                    (job.reply)(Err(e.clone()));
+                }
+                return;
             }
-            return;
-        }
+        };
         for job in group.iter() {
             results.push(self.one(job, index));
         }
@@ -325,12 +344,11 @@ impl Writer {
         let committed = if wrote == 0 {
             self.conn.execute_batch("ROLLBACK").map_err(DbError::from)
         } else {
-            sqlite::set_commit_index(&self.conn, index)
-                .and_then(|()| self.conn.execute_batch("COMMIT").map_err(DbError::from))
+            self.conn.execute_batch("COMMIT").map_err(DbError::from)
         };
         match committed {
             Ok(()) if wrote > 0 => {
-                self.counters.committed.store(index, Ordering::Release);
+                self.counters.committed.fetch_max(index, Ordering::AcqRel);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .grouped_writes

@@ -223,6 +223,7 @@ pub fn start_db(dir: &TempDir) -> Running {
                 queue: 10_000,
                 max_group: 256,
                 busy_timeout: Duration::from_secs(5),
+                max_txns: 64,
             },
             Arc::new(Monitor::new(None)),
         )
