@@ -217,3 +217,66 @@ fn a_transaction_id_from_before_a_restart_is_not_found() {
         "the unfinished transaction left nothing"
     );
 }
+
+#[test]
+fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overloaded() {
+    let dir = TempDir::new("txn-busy");
+    let srv = common::start_db_with(&dir, |cfg| {
+        cfg.busy_timeout = std::time::Duration::from_millis(300);
+        cfg.queue = 1;
+    });
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)", vec![])
+        .unwrap();
+    let holder = begin(&mut c, 20_000, 20_000);
+    run(&mut c, holder, 1, "INSERT INTO a VALUES (1)", vec![]).unwrap(); // holds the write lock
+
+    // Five writes at once: the blocked writer holds one, the queue one more, the rest are refused.
+    let mut w = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut burst = Vec::new();
+    for i in 0..5i64 {
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Execute(Statement {
+                sql: "INSERT INTO a VALUES (?1)".into(),
+                args: vec![Value::int(100 + i)],
+                named_args: vec![],
+            })),
+            ..Default::default()
+        };
+        let id = w.next_id();
+        netmod::wire::encode(
+            &netmod::wire::message(
+                netmod::wire::MessageType::Request,
+                netmod::wire::Operation::Data,
+                id,
+                &req,
+            ),
+            &mut burst,
+        );
+    }
+    w.send_raw(&burst).unwrap();
+    let mut codes: Vec<ErrorCode> = (0..5)
+        .map(|_| {
+            code(Err::<(), _>(netmod::client::server_error(
+                &w.next_message().unwrap(),
+            )))
+        })
+        .collect();
+    codes.sort_by_key(|c| *c as i32);
+    let overloaded = codes
+        .iter()
+        .filter(|c| **c == ErrorCode::Overloaded)
+        .count();
+    assert!(overloaded >= 3, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, ErrorCode::Overloaded | ErrorCode::Busy)),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&ErrorCode::Busy), "{codes:?}");
+    // Once the lock is released, writes go through again.
+    rollback(&mut c, holder, 2).unwrap();
+    c.execute("INSERT INTO a VALUES (2)", vec![]).unwrap();
+    assert_eq!(ids(&mut c), [Value::int(2)]);
+}

@@ -213,22 +213,23 @@ impl Drop for TempDir {
 
 /// db-server's service in-process on a SQLite file in `dir`.
 pub fn start_db(dir: &TempDir) -> Running {
+    start_db_with(dir, |_| {})
+}
+
+/// The same, with the pool's configuration adjusted by `tune`.
+pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::PoolConfig)) -> Running {
     use netmod::db::{monitor::Monitor, DbService, Pool, PoolConfig};
     use std::sync::Arc;
-    let pool = Arc::new(
-        Pool::start(
-            PoolConfig {
-                path: dir.path("test.db"),
-                readers: 2,
-                queue: 10_000,
-                max_group: 256,
-                busy_timeout: Duration::from_secs(5),
-                max_txns: 64,
-            },
-            Arc::new(Monitor::new(None)),
-        )
-        .unwrap(),
-    );
+    let mut cfg = PoolConfig {
+        path: dir.path("test.db"),
+        readers: 2,
+        queue: 10_000,
+        max_group: 256,
+        busy_timeout: Duration::from_secs(5),
+        max_txns: 64,
+    };
+    tune(&mut cfg);
+    let pool = Arc::new(Pool::start(cfg, Arc::new(Monitor::new(None))).unwrap());
     start(
         engine::Config {
             threads: 1,
