@@ -271,3 +271,54 @@ fn loadgen_db_seeds_its_table_on_an_empty_database_and_prints_the_contract_line(
         .unwrap();
     assert_eq!(r.rows[0].values, [netmod::proto::Value::int(1)]);
 }
+
+#[test]
+fn sigterm_right_after_a_burst_of_db_writes_answers_every_one_and_keeps_them() {
+    use netmod::proto::{data_request, DataRequest, Statement, Value};
+    let dir = common::TempDir::new("db-term");
+    let db = dir.path("term.db");
+    let db_arg = db.to_str().unwrap();
+    let mut p = Proc::spawn(
+        "db-server",
+        &["--listen", "127.0.0.1:0", "--sqlite", db_arg],
+    );
+    let addr = p.listen_addr();
+    let mut c = FrameClient::connect(addr, WAIT).unwrap();
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", vec![])
+        .unwrap();
+    let mut burst = Vec::new();
+    for i in 0..200i64 {
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Execute(Statement {
+                sql: "INSERT INTO t VALUES (?1)".into(),
+                args: vec![Value::int(i)],
+                named_args: vec![],
+            })),
+            ..Default::default()
+        };
+        let id = c.next_id();
+        netmod::wire::encode(
+            &netmod::wire::message(MessageType::Request, Operation::Data, id, &req),
+            &mut burst,
+        );
+    }
+    c.send_raw(&burst).unwrap();
+    p.signal(libc::SIGTERM);
+    let mut answered = 0;
+    while let Some(m) = c.recv().unwrap() {
+        assert_eq!(m.r#type(), MessageType::Response, "{m:?}");
+        answered += 1;
+    }
+    assert_eq!(
+        answered, 200,
+        "every request sent before the shutdown is answered"
+    );
+    assert!(p.wait_exit().success());
+    let mut p2 = Proc::spawn(
+        "db-server",
+        &["--listen", "127.0.0.1:0", "--sqlite", db_arg],
+    );
+    let mut c = FrameClient::connect(p2.listen_addr(), WAIT).unwrap();
+    let n = c.execute("SELECT count(*) FROM t", vec![]).unwrap();
+    assert_eq!(n.rows[0].values, [Value::int(200)]);
+}

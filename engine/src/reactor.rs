@@ -87,6 +87,8 @@ pub(crate) struct Core<M> {
     waiting_on_handler: Vec<ConnId>,
     pub(crate) exit: bool,
     pub(crate) draining: bool,
+    /// The drain check has not run since the shutdown began: poll without blocking.
+    drain_unchecked: bool,
     drain_deadline: u64,
 }
 
@@ -370,6 +372,7 @@ impl<H: Handler> Loop<H> {
                 waiting_on_handler: Vec::new(),
                 exit: false,
                 draining: false,
+                drain_unchecked: false,
                 drain_deadline: 0,
             },
             listeners,
@@ -406,10 +409,9 @@ impl<H: Handler> Loop<H> {
                 break;
             }
             if self.core.shared.shutdown.load(Ordering::Acquire) && !self.core.draining {
+                // Quiet sessions are closed only at the end of a pass, after this pass's poll
+                // has read whatever peers sent before the shutdown began.
                 self.begin_drain();
-            }
-            if self.core.draining && self.drain_step() {
-                break;
             }
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -438,6 +440,9 @@ impl<H: Handler> Loop<H> {
             let waiting = mem::take(&mut self.core.waiting_on_handler);
             self.core.closing.extend(waiting);
             self.finish_pass();
+            if self.core.draining && self.drain_step() {
+                break;
+            }
         }
         self.close_all();
         Ok(())
@@ -449,12 +454,13 @@ impl<H: Handler> Loop<H> {
             || !self.accept_pending.is_empty()
             || !c.dirty.is_empty()
             || !c.closing.is_empty()
+            || c.drain_unchecked
         {
             return Some(Duration::ZERO);
         }
         let mut wait = c.timers.next_wait();
         if c.draining {
-            let left = c.drain_deadline.saturating_sub(c.tick).max(1);
+            let left = c.drain_deadline.saturating_sub(c.tick);
             wait = Some(wait.map_or(left, |w| w.min(left)));
         }
         wait.map(Duration::from_millis)
@@ -951,6 +957,7 @@ impl<H: Handler> Loop<H> {
 
     fn begin_drain(&mut self) {
         self.core.draining = true;
+        self.core.drain_unchecked = true;
         self.core.drain_deadline = self.core.tick_after(self.core.cfg.shutdown_grace);
         for mut l in self.listeners.drain(..) {
             let _ = self.core.registry.deregister(&mut l);
@@ -970,6 +977,7 @@ impl<H: Handler> Loop<H> {
 
     /// Closes sessions that have gone quiet; true when the loop may exit.
     fn drain_step(&mut self) -> bool {
+        self.core.drain_unchecked = false;
         if self.core.tick >= self.core.drain_deadline {
             warn!(
                 "Loop {}: grace period over, closing {} connections",

@@ -1,8 +1,8 @@
 //! stack: runs the system locally as child processes and shows it working.
 //!
-//! Today the system is test-server alone: `stack` starts it, drives it with `loadgen ping`,
-//! prints the figures, and (with `--keep`) leaves it serving until Ctrl-C. db-server and the
-//! proxy join as they land.
+//! Today: db-server on embedded SQLite and test-server. `stack` starts both, drives test-server
+//! with `loadgen ping` and db-server with `loadgen db --mode mixed`, prints the figures, and
+//! (with `--keep`) leaves them serving until Ctrl-C. The proxy joins when it lands.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,6 +21,12 @@ struct Args {
     /// Frame-protocol address of test-server.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
+    /// Frame-protocol address of db-server.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    db_listen: SocketAddr,
+    /// db-server's SQLite file.
+    #[arg(long, default_value = "netmod.db")]
+    sqlite: PathBuf,
     /// Seconds of load to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -55,13 +61,14 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn start_test_server(listen: SocketAddr) -> Result<(Managed, SocketAddr), String> {
-    let mut child = Command::new(sibling("test-server")?)
-        .args(["--listen", &listen.to_string()])
+/// Starts one of the servers and waits for its "listening on ADDR" log line.
+fn start(bin: &str, args: &[&str]) -> Result<(Managed, SocketAddr), String> {
+    let mut child = Command::new(sibling(bin)?)
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start test-server: {e}"))?;
-    let stderr = child.stderr.take().ok_or("no stderr from test-server")?;
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    let stderr = child.stderr.take().ok_or(format!("no stderr from {bin}"))?;
     let child = Managed(child);
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
@@ -77,32 +84,57 @@ fn start_test_server(listen: SocketAddr) -> Result<(Managed, SocketAddr), String
             return Ok((child, addr));
         }
     }
-    Err("test-server exited before listening (see its log above)".into())
+    Err(format!("{bin} exited before listening (see its log above)"))
+}
+
+fn loadgen(args: &[&str]) -> Result<(), String> {
+    println!("running: loadgen {}", args.join(" "));
+    let status = Command::new(sibling("loadgen")?)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run loadgen: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("loadgen failed: {status}"))
+    }
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let (server, addr) = start_test_server(args.listen)?;
+    let sqlite = args.sqlite.to_string_lossy().into_owned();
+    let (db, db_addr) = start(
+        "db-server",
+        &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
+    )?;
+    println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
+    let (server, addr) = start("test-server", &["--listen", &args.listen.to_string()])?;
     println!("test-server: frames on {addr}");
-    println!(
-        "running: loadgen ping --addr {addr} --conns 50 --pipeline 16 --duration {}",
-        args.duration
-    );
-    let status = Command::new(sibling("loadgen")?)
-        .args([
-            "ping",
-            "--addr",
-            &addr.to_string(),
-            "--conns",
-            "50",
-            "--pipeline",
-            "16",
-        ])
-        .args(["--duration", &args.duration.to_string()])
-        .status()
-        .map_err(|e| format!("cannot run loadgen: {e}"))?;
-    if !status.success() {
-        return Err(format!("loadgen failed: {status}"));
-    }
+    let secs = args.duration.to_string();
+    let (addr_s, db_s) = (addr.to_string(), db_addr.to_string());
+    loadgen(&[
+        "ping",
+        "--addr",
+        &addr_s,
+        "--conns",
+        "50",
+        "--pipeline",
+        "16",
+        "--duration",
+        &secs,
+    ])?;
+    loadgen(&[
+        "db",
+        "--addr",
+        &db_s,
+        "--mode",
+        "mixed",
+        "--conns",
+        "50",
+        "--pipeline",
+        "16",
+        "--duration",
+        &secs,
+    ])?;
     if args.keep {
         println!("servers running; Ctrl-C stops them");
         let stop = Arc::new(AtomicBool::new(false));
@@ -114,6 +146,7 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     drop(server);
+    drop(db);
     println!("stopped");
     Ok(())
 }
