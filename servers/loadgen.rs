@@ -216,6 +216,9 @@ impl<W: Workload> Handler for LoadHandler<W> {
                             .record(u64::try_from(us).unwrap_or(u64::MAX));
                     } else {
                         self.report.errors += 1;
+                        if self.report.errors <= 3 {
+                            warn!("error reply: {}", crate::client::server_error(&reply));
+                        }
                     }
                     if !self.stopping {
                         self.send_one(ctx, conn);
