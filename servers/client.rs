@@ -135,6 +135,12 @@ impl FrameClient {
             },
         );
         self.send(&ping)?;
+        self.await_reply(id)
+    }
+
+    /// Waits for the answer to request `id`, skipping other messages (notifications, answers
+    /// to other requests); an ERROR answer becomes [`ClientError::Server`].
+    pub fn await_reply(&mut self, id: u32) -> Result<Message, ClientError> {
         loop {
             let m = self.next_message()?;
             if m.message_id != id {
@@ -161,17 +167,8 @@ impl FrameClient {
             id,
             req,
         ))?;
-        loop {
-            let m = self.next_message()?;
-            if m.message_id != id {
-                continue;
-            }
-            if m.r#type() == MessageType::Error {
-                return Err(server_error(&m));
-            }
-            return crate::proto::DataResponse::decode(m.data)
-                .map_err(|e| ClientError::Wire(e.into()));
-        }
+        let m = self.await_reply(id)?;
+        crate::proto::DataResponse::decode(m.data).map_err(|e| ClientError::Wire(e.into()))
     }
 
     /// Runs one statement with positional arguments.

@@ -176,6 +176,20 @@ impl EngineSettings {
     }
 }
 
+/// The engine configuration of a program: defaults, then the `[engine]` table of `file` (if
+/// given), then `flags` (the command line), each overriding the one before.
+pub fn engine_config(
+    file: Option<&Path>,
+    flags: &EngineSettings,
+) -> Result<engine::Config, SettingsError> {
+    let mut cfg = engine::Config::default();
+    if let Some(path) = file {
+        load::<File>(path)?.engine.apply(&mut cfg)?;
+    }
+    flags.apply(&mut cfg)?;
+    Ok(cfg)
+}
+
 /// Turns the per-IP limit on with `per_minute` new connections a minute, or off with 0.
 pub fn set_rate_limit(cfg: &mut engine::Config, per_minute: u32) {
     cfg.limits.rate = (per_minute > 0).then(|| engine::RateLimit {

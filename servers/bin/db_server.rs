@@ -11,7 +11,7 @@ use engine::Server;
 use log::{error, info};
 use netmod::db::monitor::Monitor;
 use netmod::db::{DbService, Pool, PoolConfig};
-use netmod::settings::{self, File};
+use netmod::settings;
 
 /// Database server of the netmod system: CRUD and atomic batches over the frame protocol.
 ///
@@ -59,18 +59,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let file: File = match &args.config {
-        Some(p) => settings::load(p)?,
-        None => File::default(),
-    };
-    let mut cfg = engine::Config::default();
-    file.engine.apply(&mut cfg)?;
-    settings::EngineSettings {
+    let flags = settings::EngineSettings {
         threads: Some(args.threads),
         max_connections: args.max_connections,
         ..Default::default()
-    }
-    .apply(&mut cfg)?;
+    };
+    let cfg = settings::engine_config(args.config.as_deref(), &flags)?;
     let readers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

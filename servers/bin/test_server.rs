@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use engine::Server;
 use log::{error, info};
-use netmod::settings::{self, File};
+use netmod::settings;
 use netmod::test_server::{self, FrameService, ServiceConfig};
 
 /// Client-facing server of the netmod system (frame protocol over TCP).
@@ -53,13 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let file: File = match &args.config {
-        Some(p) => settings::load(p)?,
-        None => File::default(),
-    };
-    let mut cfg = engine::Config::default();
-    file.engine.apply(&mut cfg)?;
-    let overrides = settings::EngineSettings {
+    let flags = settings::EngineSettings {
         threads: args.threads,
         max_connections: args.max_connections,
         idle_timeout_secs: args.idle_timeout,
@@ -67,7 +61,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_message_size: args.max_message_size,
         ..Default::default()
     };
-    overrides.apply(&mut cfg)?;
+    let mut cfg = settings::engine_config(args.config.as_deref(), &flags)?;
     cfg.refuse_message = test_server::refuse_frame();
     cfg.rate_limited_message = test_server::rate_limited_frame();
     let service = ServiceConfig {
