@@ -322,3 +322,28 @@ fn sigterm_right_after_a_burst_of_db_writes_answers_every_one_and_keeps_them() {
     let n = c.execute("SELECT count(*) FROM t", vec![]).unwrap();
     assert_eq!(n.rows[0].values, [Value::int(200)]);
 }
+
+#[test]
+fn db_server_logs_statements_over_the_slow_query_threshold() {
+    let dir = common::TempDir::new("db-slow");
+    let db = dir.path("slow.db");
+    let mut p = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db.to_str().unwrap(),
+            "--slow-query-ms",
+            "1",
+        ],
+    );
+    let mut c = FrameClient::connect(p.listen_addr(), WAIT).unwrap();
+    let slow = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 300000) SELECT count(*) FROM n";
+    c.execute(slow, vec![]).unwrap();
+    let line = p.wait_line("Slow query (");
+    assert!(
+        line.contains("[WARN]") && line.contains("SELECT count(*) FROM n"),
+        "{line}"
+    );
+}
