@@ -95,9 +95,17 @@ impl DbService {
                 let reply = self.reply_fn(ctx, conn, id);
                 return self.pool.txns.commit(t.txn_id, t.seq, reply);
             }
-            Some(data_request::Kind::Rollback(t)) => {
+            Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
                 let reply = self.reply_fn(ctx, conn, id);
                 return self.pool.txns.rollback(t.txn_id, t.seq, reply);
+            }
+            Some(data_request::Kind::OpenCursor(c)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                return self.pool.txns.open_cursor(c, limit, reply);
+            }
+            Some(data_request::Kind::Fetch(t)) => {
+                let reply = self.reply_fn(ctx, conn, id);
+                return self.pool.txns.fetch(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::Stats(_)) => {
                 let resp = DataResponse {

@@ -158,17 +158,8 @@ pub struct Limit {
     pub truncate: bool,
 }
 
-/// Runs one statement on `conn` (through its prepared-statement cache).
-pub fn execute(
-    conn: &Connection,
-    st: &Statement,
-    limit: Limit,
-) -> Result<StatementResult, DbError> {
-    if st.sql.trim().is_empty() {
-        return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
-    }
-    let start = Instant::now();
-    let mut stmt = conn.prepare_cached(&st.sql)?;
+/// Binds `st`'s arguments to a prepared statement.
+pub fn bind(stmt: &mut rusqlite::Statement<'_>, st: &Statement) -> Result<(), DbError> {
     let params = stmt.parameter_count();
     if st.args.len() > params {
         return Err(DbError::new(
@@ -191,23 +182,34 @@ pub fn execute(
         };
         stmt.raw_bind_parameter(i, a.value.as_ref().map(to_sql).unwrap_or(SqlValue::Null))?;
     }
-    let columns: Vec<Column> = stmt
-        .columns()
+    Ok(())
+}
+
+/// The result columns of a prepared statement.
+pub fn columns(stmt: &rusqlite::Statement<'_>) -> Vec<Column> {
+    stmt.columns()
         .iter()
         .map(|c| Column {
             name: c.name().to_string(),
             decltype: c.decl_type().unwrap_or_default().to_string(),
         })
-        .collect();
-    let readonly = stmt.readonly();
-    let ncols = columns.len();
-    let mut out = StatementResult {
-        columns,
-        ..StatementResult::default()
-    };
+        .collect()
+}
+
+/// Reads rows until `max_rows`, the size limit (cut or TOO_LARGE per `limit.truncate`), or
+/// the end; returns the rows and whether the end was reached.
+pub fn read_rows(
+    rows: &mut rusqlite::Rows<'_>,
+    ncols: usize,
+    max_rows: usize,
+    limit: Limit,
+) -> Result<(Vec<Row>, bool), DbError> {
+    let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut rows = stmt.raw_query();
-    while let Some(row) = rows.next()? {
+    while out.len() < max_rows {
+        let Some(row) = rows.next()? else {
+            return Ok((out, true));
+        };
         let mut values = Vec::with_capacity(ncols);
         for i in 0..ncols {
             let (v, size) = from_sql(row.get_ref(i)?);
@@ -221,12 +223,38 @@ pub fn execute(
                     format!("result over the limit of {} bytes", limit.max_bytes),
                 ));
             }
-            out.truncated = true;
-            break;
+            // A cursor carries this row on the next page; a plain result is cut here.
+            return Ok((out, false));
         }
-        out.rows.push(Row { values });
+        out.push(Row { values });
     }
+    Ok((out, false))
+}
+
+/// Runs one statement on `conn` (through its prepared-statement cache).
+pub fn execute(
+    conn: &Connection,
+    st: &Statement,
+    limit: Limit,
+) -> Result<StatementResult, DbError> {
+    if st.sql.trim().is_empty() {
+        return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
+    }
+    let start = Instant::now();
+    let mut stmt = conn.prepare_cached(&st.sql)?;
+    bind(&mut stmt, st)?;
+    let columns = columns(&stmt);
+    let readonly = stmt.readonly();
+    let ncols = columns.len();
+    let mut rows = stmt.raw_query();
+    let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit)?;
     drop(rows);
+    let mut out = StatementResult {
+        columns,
+        truncated: !done,
+        ..StatementResult::default()
+    };
+    out.rows = rows_out;
     out.rows_read = out.rows.len() as u64;
     if !readonly {
         out.rows_affected = conn.changes();

@@ -1,4 +1,6 @@
-//! Interactive transactions: each open transaction owns a connection and a thread.
+//! Interactive transactions and cursors: each owns a connection and a thread, and both share
+//! one registry of ids, sequence numbers and expiry. A cursor is a read transaction streaming
+//! one statement page by page (`run_cursor`).
 //!
 //! # Lifecycle
 //!
@@ -31,7 +33,8 @@ use super::monitor::Monitor;
 use super::sqlite::{self, DbError, Limit};
 use super::workers::{check_allowed, ReplyFn};
 use crate::proto::{
-    data_response, DataResponse, ErrorCode, Statement, TxnBegin, TxnEnded, TxnInfo,
+    data_response, CursorOpen, CursorPage, DataResponse, ErrorCode, Statement, TxnBegin, TxnEnded,
+    TxnInfo,
 };
 
 /// Default and largest transaction timeout.
@@ -44,8 +47,21 @@ const REMEMBER_EXPIRED: Duration = Duration::from_secs(600);
 enum Cmd {
     Exec(Statement, Limit, ReplyFn),
     Commit(ReplyFn),
+    /// Rollback of a transaction, close of a cursor.
     Rollback(ReplyFn),
+    Fetch(ReplyFn),
 }
+
+impl Cmd {
+    fn into_reply(self) -> ReplyFn {
+        match self {
+            Cmd::Exec(_, _, r) | Cmd::Commit(r) | Cmd::Rollback(r) | Cmd::Fetch(r) => r,
+        }
+    }
+}
+
+/// Rows per cursor page when the client does not say.
+const DEFAULT_PAGE_ROWS: usize = 1000;
 
 struct Open {
     tx: Sender<Cmd>,
@@ -113,13 +129,21 @@ impl Txns {
         }
     }
 
-    /// Opens a transaction; the reply carries its id.
-    pub fn begin(&self, req: &TxnBegin, reply: ReplyFn) {
-        let timeout = match req.timeout_ms {
+    /// Reserves an id and a command channel, opens a connection, and starts `body` on its own
+    /// thread with them. Shared by transactions and cursors.
+    #[allow(clippy::type_complexity)]
+    fn open(
+        &self,
+        timeout_ms: u32,
+        idle_ms: u32,
+        reply: ReplyFn,
+        body: impl FnOnce(Connection, Session, ReplyFn) + Send + 'static,
+    ) {
+        let timeout = match timeout_ms {
             0 => DEFAULT_TIMEOUT,
             ms => Duration::from_millis(u64::from(ms)).min(MAX_TIMEOUT),
         };
-        let idle = match req.idle_ms {
+        let idle = match idle_ms {
             0 => DEFAULT_IDLE,
             ms => Duration::from_millis(u64::from(ms)),
         }
@@ -132,7 +156,7 @@ impl Txns {
                 drop(t);
                 return reply(Err(DbError::new(
                     ErrorCode::Overloaded,
-                    "too many open transactions",
+                    "too many open transactions and cursors",
                 )));
             }
             t.open.insert(id, Open { tx, next_seq: 1 });
@@ -147,40 +171,77 @@ impl Txns {
                 return reply(Err(e));
             }
         };
-        let (table, committed, monitor) = (
-            Arc::clone(&self.table),
-            Arc::clone(&self.committed),
-            Arc::clone(&self.monitor),
-        );
+        let session = Session {
+            id,
+            rx,
+            deadline: Instant::now() + timeout,
+            timeout,
+            idle,
+            table: Arc::clone(&self.table),
+            committed: Arc::clone(&self.committed),
+            monitor: Arc::clone(&self.monitor),
+        };
+        // The reply travels to the thread through a slot, so that it can still be answered here
+        // if the thread cannot be started (the closure, and anything moved into it, is dropped).
+        let (slot, table) = (Arc::new(Mutex::new(Some(reply))), Arc::clone(&self.table));
+        let for_thread = Arc::clone(&slot);
         let spawned = std::thread::Builder::new()
             .name(format!("db-txn-{:x}", id & 0xFFFF_FFFF))
             .spawn(move || {
-                run(
-                    conn,
-                    id,
-                    &rx,
-                    Instant::now() + timeout,
-                    idle,
-                    &table,
-                    &committed,
-                    &monitor,
-                )
+                let reply = for_thread.lock().ok().and_then(|mut r| r.take());
+                if let Some(reply) = reply {
+                    body(conn, session, reply);
+                }
             });
         if let Err(e) = spawned {
-            lock(&self.table).open.remove(&id);
-            return reply(Err(DbError::new(
-                ErrorCode::Internal,
-                format!("cannot start a transaction: {e}"),
-            )));
+            lock(&table).open.remove(&id);
+            if let Some(reply) = slot.lock().ok().and_then(|mut r| r.take()) {
+                reply(Err(DbError::new(
+                    ErrorCode::Internal,
+                    format!("cannot start a thread: {e}"),
+                )));
+            }
         }
-        reply(Ok(DataResponse {
-            kind: Some(data_response::Kind::Txn(TxnInfo {
-                txn_id: id,
-                timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-                idle_ms: u32::try_from(idle.as_millis()).unwrap_or(u32::MAX),
-            })),
-            commit_index: self.committed.load(Ordering::Acquire),
-        }))
+    }
+
+    /// Opens a transaction; the reply carries its id.
+    pub fn begin(&self, req: &TxnBegin, reply: ReplyFn) {
+        self.open(
+            req.timeout_ms,
+            req.idle_ms,
+            reply,
+            |conn, session, reply| {
+                reply(Ok(DataResponse {
+                    kind: Some(data_response::Kind::Txn(TxnInfo {
+                        txn_id: session.id,
+                        timeout_ms: u32::try_from(session.timeout.as_millis()).unwrap_or(u32::MAX),
+                        idle_ms: u32::try_from(session.idle.as_millis()).unwrap_or(u32::MAX),
+                    })),
+                    commit_index: session.committed.load(Ordering::Acquire),
+                }));
+                run(conn, &session);
+            },
+        );
+    }
+
+    /// Opens a cursor over `req.stmt`; the reply carries its id and first page.
+    pub fn open_cursor(&self, req: CursorOpen, limit: Limit, reply: ReplyFn) {
+        let st = req.stmt.unwrap_or_default();
+        if let Err(e) = check_allowed(&st) {
+            return reply(Err(e));
+        }
+        let page_rows = match req.page_rows {
+            0 => DEFAULT_PAGE_ROWS,
+            n => n as usize,
+        };
+        self.open(
+            req.timeout_ms,
+            req.idle_ms,
+            reply,
+            move |conn, session, reply| {
+                run_cursor(&conn, &session, &st, page_rows, limit, reply);
+            },
+        );
     }
 
     fn send(&self, id: u64, seq: u64, make: impl FnOnce(ReplyFn) -> Cmd, reply: ReplyFn) {
@@ -211,10 +272,7 @@ impl Txns {
         if let Err(mpsc::SendError(cmd)) = open.tx.send(make(reply)) {
             // The thread just expired the transaction.
             drop(t);
-            let reply = match cmd {
-                Cmd::Exec(_, _, r) | Cmd::Commit(r) | Cmd::Rollback(r) => r,
-            };
-            reply(Err(DbError::new(
+            cmd.into_reply()(Err(DbError::new(
                 ErrorCode::TxnExpired,
                 format!("transaction {id:#x} expired"),
             )));
@@ -234,9 +292,14 @@ impl Txns {
         self.send(id, seq, Cmd::Commit, reply);
     }
 
-    /// Rolls transaction `id` back.
+    /// Rolls transaction `id` back, or closes cursor `id`.
     pub fn rollback(&self, id: u64, seq: u64, reply: ReplyFn) {
         self.send(id, seq, Cmd::Rollback, reply);
+    }
+
+    /// The next page of cursor `id`.
+    pub fn fetch(&self, id: u64, seq: u64, reply: ReplyFn) {
+        self.send(id, seq, Cmd::Fetch, reply);
     }
 }
 
@@ -247,43 +310,151 @@ fn ended(index: u64) -> DataResponse {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    conn: Connection,
+/// What the thread of one transaction or cursor owns.
+struct Session {
     id: u64,
-    rx: &mpsc::Receiver<Cmd>,
+    rx: mpsc::Receiver<Cmd>,
     deadline: Instant,
+    timeout: Duration,
     idle: Duration,
-    table: &Mutex<Table>,
-    committed: &AtomicU64,
-    monitor: &Monitor,
+    table: Arc<Mutex<Table>>,
+    committed: Arc<AtomicU64>,
+    monitor: Arc<Monitor>,
+}
+
+impl Session {
+    /// The next command, or `None` when the idle expiry or the timeout came first; then the
+    /// session is marked expired and commands queued meanwhile are answered TXN_EXPIRED. The
+    /// caller rolls back.
+    fn next(&self) -> Option<Cmd> {
+        let wait = self
+            .idle
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        match self.rx.recv_timeout(wait) {
+            Ok(c) => Some(c),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                let mut t = lock(&self.table);
+                t.open.remove(&self.id);
+                t.expired.insert(self.id, Instant::now());
+                drop(t);
+                info!(
+                    "Transaction or cursor {:#x} expired and was rolled back",
+                    self.id
+                );
+                while let Ok(cmd) = self.rx.try_recv() {
+                    cmd.into_reply()(Err(DbError::new(
+                        ErrorCode::TxnExpired,
+                        format!("transaction {:#x} expired", self.id),
+                    )));
+                }
+                None
+            }
+        }
+    }
+
+    fn end(&self) {
+        lock(&self.table).open.remove(&self.id);
+    }
+}
+
+fn misuse(what: &str) -> DbError {
+    DbError::new(ErrorCode::BadRequest, what.to_string())
+}
+
+/// A cursor's thread: pages of one statement from one read snapshot.
+fn run_cursor(
+    conn: &Connection,
+    session: &Session,
+    st: &Statement,
+    page_rows: usize,
+    limit: Limit,
+    first: ReplyFn,
 ) {
+    let start = Instant::now();
+    let prepared = conn
+        .prepare(&st.sql)
+        .map_err(DbError::from)
+        .and_then(|mut stmt| {
+            if !stmt.readonly() {
+                return Err(misuse("a cursor reads: its statement must be read-only"));
+            }
+            sqlite::bind(&mut stmt, st)?;
+            Ok(stmt)
+        });
+    let mut stmt = match prepared {
+        Ok(s) => s,
+        Err(e) => {
+            session.end();
+            let _ = conn.execute_batch("ROLLBACK");
+            session.monitor.record(&st.sql, start.elapsed(), false);
+            return first(Err(e));
+        }
+    };
+    let mut columns = sqlite::columns(&stmt);
+    let ncols = columns.len();
+    let mut rows = stmt.raw_query();
+    // Pages are cut at the size limit rather than failing: the next page carries on.
+    let page_limit = Limit {
+        truncate: true,
+        ..limit
+    };
+    let mut reply = first;
+    loop {
+        let page = sqlite::read_rows(&mut rows, ncols, page_rows, page_limit);
+        let done = !matches!(page, Ok((_, false)));
+        if done {
+            session.end();
+            session
+                .monitor
+                .record(&st.sql, start.elapsed(), page.is_ok());
+        }
+        reply(page.map(|(rows, done)| DataResponse {
+            kind: Some(data_response::Kind::Page(CursorPage {
+                cursor_id: session.id,
+                columns: std::mem::take(&mut columns),
+                rows,
+                done,
+            })),
+            commit_index: session.committed.load(Ordering::Acquire),
+        }));
+        if done {
+            break;
+        }
+        reply = loop {
+            match session.next() {
+                None => {
+                    drop(rows);
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return;
+                }
+                Some(Cmd::Fetch(r)) => break r,
+                Some(Cmd::Rollback(r)) => {
+                    session.end();
+                    r(Ok(ended(session.committed.load(Ordering::Acquire))));
+                    drop(rows);
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return;
+                }
+                Some(other) => {
+                    other.into_reply()(Err(misuse("a cursor takes fetch and close_cursor only")))
+                }
+            }
+        };
+    }
+    drop(rows);
+    let _ = conn.execute_batch("ROLLBACK");
+}
+
+/// A transaction's thread.
+fn run(conn: Connection, session: &Session) {
+    let (committed, monitor) = (&*session.committed, &*session.monitor);
     // Only a transaction that wrote takes a commit index: advancing it is itself a write, which
     // a read-only transaction on an older snapshot could not make (BUSY).
     let mut wrote = false;
     loop {
-        let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-        let cmd = match rx.recv_timeout(wait) {
-            Ok(c) => c,
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                // Remove first, so nothing new is queued; then answer what was queued meanwhile.
-                let mut t = lock(table);
-                t.open.remove(&id);
-                t.expired.insert(id, Instant::now());
-                drop(t);
-                let _ = conn.execute_batch("ROLLBACK");
-                info!("Transaction {id:#x} expired and was rolled back");
-                while let Ok(cmd) = rx.try_recv() {
-                    let r = match cmd {
-                        Cmd::Exec(_, _, r) | Cmd::Commit(r) | Cmd::Rollback(r) => r,
-                    };
-                    r(Err(DbError::new(
-                        ErrorCode::TxnExpired,
-                        format!("transaction {id:#x} expired"),
-                    )));
-                }
-                return;
-            }
+        let Some(cmd) = session.next() else {
+            let _ = conn.execute_batch("ROLLBACK");
+            return;
         };
         match cmd {
             Cmd::Exec(st, limit, reply) => {
@@ -296,8 +467,9 @@ fn run(
                     commit_index: committed.load(Ordering::Acquire),
                 }));
             }
+            Cmd::Fetch(reply) => reply(Err(misuse("fetch is for cursors"))),
             Cmd::Commit(reply) => {
-                lock(table).open.remove(&id);
+                session.end();
                 let r = if wrote {
                     sqlite::next_commit_index(&conn).and_then(|index| {
                         conn.execute_batch("COMMIT")?;
@@ -315,7 +487,7 @@ fn run(
                 return reply(r.map(ended));
             }
             Cmd::Rollback(reply) => {
-                lock(table).open.remove(&id);
+                session.end();
                 let r = conn.execute_batch("ROLLBACK").map_err(DbError::from);
                 return reply(r.map(|()| ended(committed.load(Ordering::Acquire))));
             }
