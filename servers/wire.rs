@@ -66,9 +66,9 @@ pub fn frame_len(msg: &Message) -> usize {
     frame::HEADER + msg.encoded_len()
 }
 
-/// Appends `msg` as one frame.
+/// Appends `msg` as one frame. (No reserve here: `send` has sized the output chunk from
+/// `frame_len` already, and `encoded_len` is not free.)
 pub fn encode(msg: &Message, out: &mut Vec<u8>) {
-    out.reserve(frame_len(msg));
     frame::encode_with(out, |b| msg.encode_raw(b));
 }
 

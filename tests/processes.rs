@@ -20,6 +20,21 @@ fn connect_from(source: &str, addr: SocketAddr) -> FrameClient {
     FrameClient::from_stream(stream, WAIT).unwrap()
 }
 
+/// Runs loadgen with `args`, expects success, and returns its last line.
+fn loadgen_last_line(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().to_string()
+}
+
 fn refused_with(cl: &mut FrameClient) -> ErrorCode {
     let m = cl.next_message().expect("an ERROR frame before the close");
     assert_eq!(m.r#type(), MessageType::Error);
@@ -129,27 +144,17 @@ fn loadgen_prints_the_contract_line_last() {
         &["--listen", "127.0.0.1:0", "--threads", "1"],
     );
     let addr = p.listen_addr().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "ping",
-            "--addr",
-            &addr,
-            "--conns",
-            "4",
-            "--pipeline",
-            "4",
-            "--duration",
-            "0.3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
+    let last = loadgen_last_line(&[
+        "ping",
+        "--addr",
+        &addr,
+        "--conns",
+        "4",
+        "--pipeline",
+        "4",
+        "--duration",
+        "0.3",
+    ]);
     let fields: Vec<(&str, &str)> = last
         .split(' ')
         .map(|kv| kv.split_once('=').unwrap())
@@ -189,9 +194,8 @@ fn loadgen_against_nothing_fails_with_errors_in_the_contract_line() {
 
 #[test]
 fn a_bad_config_file_is_refused_with_a_clear_message() {
-    let dir = std::env::temp_dir().join(format!("netmod-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
+    let dir = common::TempDir::new("cfg");
+    let path = dir.path("bad.toml");
     std::fs::write(&path, "[engine]\nthreadz = 2\n").unwrap();
     let mut p = Proc::spawn(
         "test-server",
@@ -205,7 +209,6 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     let line = p.wait_line("invalid configuration");
     assert!(line.contains("threadz"), "{line}");
     assert!(!p.wait_exit().success());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -243,20 +246,21 @@ fn loadgen_db_seeds_its_table_on_an_empty_database_and_prints_the_contract_line(
     );
     let addr = p.listen_addr().to_string();
     for mode in ["read", "write", "mixed"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args([
-                "db", "--addr", &addr, "--mode", mode, "--rows", "500", "--conns", "4",
-            ])
-            .args(["--pipeline", "4", "--duration", "0.3"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let last = stdout.lines().last().unwrap();
+        let last = loadgen_last_line(&[
+            "db",
+            "--addr",
+            &addr,
+            "--mode",
+            mode,
+            "--rows",
+            "500",
+            "--conns",
+            "4",
+            "--pipeline",
+            "4",
+            "--duration",
+            "0.3",
+        ]);
         assert!(
             last.starts_with("rps=") && last.ends_with(" errors=0"),
             "{mode}: {last}"

@@ -8,9 +8,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -137,13 +134,10 @@ fn run(args: Args) -> Result<(), String> {
     ])?;
     if args.keep {
         println!("servers running; Ctrl-C stops them");
-        let stop = Arc::new(AtomicBool::new(false));
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
-        }
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+            .map_err(|e| e.to_string())?;
+        // Blocks until the first of them arrives.
+        let _ = signals.forever().next();
     }
     drop(server);
     drop(db);

@@ -112,8 +112,9 @@ fn submit(tx: &SyncSender<Job>, job: Job) {
     }
 }
 
-/// First SQL keyword, upper-cased, skipping white space and comments.
-pub fn first_keyword(sql: &str) -> String {
+/// First SQL keyword, as written, skipping white space and comments (no allocation: this runs
+/// on the event loop for every request).
+pub fn first_keyword(sql: &str) -> &str {
     let mut s = sql.trim_start();
     loop {
         if let Some(rest) = s.strip_prefix("--") {
@@ -124,23 +125,38 @@ pub fn first_keyword(sql: &str) -> String {
             break;
         }
     }
-    s.chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// True when `sql` starts with one of `keywords` (upper case), in any case.
+fn starts_with_keyword(sql: &str, keywords: &[&str]) -> bool {
+    let k = first_keyword(sql);
+    keywords.iter().any(|w| w.eq_ignore_ascii_case(k))
 }
 
 /// Statements that would break the server's own transaction handling.
 pub(crate) fn check_allowed(st: &Statement) -> Result<(), DbError> {
-    match first_keyword(&st.sql).as_str() {
-        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ATTACH" | "DETACH" | "VACUUM" => {
-            Err(DbError::new(
-                ErrorCode::BadRequest,
-                "transaction control and ATTACH/DETACH/VACUUM are not allowed in statements; use a batch",
-            ))
-        }
-        _ => Ok(()),
+    const FORBIDDEN: &[&str] = &[
+        "BEGIN",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "ATTACH",
+        "DETACH",
+        "VACUUM",
+    ];
+    if starts_with_keyword(&st.sql, FORBIDDEN) {
+        return Err(DbError::new(
+            ErrorCode::BadRequest,
+            "transaction control and ATTACH/DETACH/VACUUM are not allowed in statements; use a batch",
+        ));
     }
+    Ok(())
 }
 
 impl Pool {
@@ -209,18 +225,25 @@ impl Pool {
     /// Queues `job`: single statements that look like reads go to the readers (which hand
     /// anything SQLite does not call read-only to the writer); everything else to the writer.
     pub fn submit(&self, job: Job) {
-        if let Work::Execute(st) = &job.work {
-            if let Err(e) = check_allowed(st) {
-                return (job.reply)(Err(e));
-            }
-            if matches!(
-                first_keyword(&st.sql).as_str(),
-                "SELECT" | "WITH" | "VALUES" | "EXPLAIN"
-            ) {
-                return submit(&self.readers, job);
-            }
+        let checked = match &job.work {
+            Work::Execute(st) => check_allowed(st),
+            Work::Batch(b) => b
+                .steps
+                .iter()
+                .filter_map(|step| step.stmt.as_ref())
+                .try_for_each(check_allowed),
+        };
+        if let Err(e) = checked {
+            return (job.reply)(Err(e));
         }
-        submit(&self.writer, job)
+        match &job.work {
+            Work::Execute(st)
+                if starts_with_keyword(&st.sql, &["SELECT", "WITH", "VALUES", "EXPLAIN"]) =>
+            {
+                submit(&self.readers, job)
+            }
+            _ => submit(&self.writer, job),
+        }
     }
 
     /// The last commit index made durable.
@@ -415,16 +438,9 @@ impl Writer {
             }
         }
         let kind = match &job.work {
-            Work::Execute(st) => {
-                check_allowed(st)?;
-                data_response::Kind::Result(sqlite::execute(conn, st, job.limit)?)
-            }
-            Work::Batch(b) => {
-                for step in &b.steps {
-                    check_allowed(step.stmt.as_ref().unwrap_or(&Statement::default()))?;
-                }
-                data_response::Kind::Batch(sqlite::run_batch(conn, b, job.limit)?)
-            }
+            // `Pool::submit` has refused transaction control already.
+            Work::Execute(st) => data_response::Kind::Result(sqlite::execute(conn, st, job.limit)?),
+            Work::Batch(b) => data_response::Kind::Batch(sqlite::run_batch(conn, b, job.limit)?),
         };
         let resp = DataResponse {
             kind: Some(kind),
@@ -452,13 +468,15 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::first_keyword;
+    use super::{first_keyword, starts_with_keyword};
 
     #[test]
     fn first_keyword_skips_space_and_comments() {
-        assert_eq!(first_keyword("  select 1"), "SELECT");
-        assert_eq!(first_keyword("-- note\n /* x */ Insert into t"), "INSERT");
+        assert_eq!(first_keyword("  select 1"), "select");
+        assert_eq!(first_keyword("-- note\n /* x */ Insert into t"), "Insert");
         assert_eq!(first_keyword("/* unterminated"), "");
-        assert_eq!(first_keyword("commit;"), "COMMIT");
+        assert_eq!(first_keyword("commit;"), "commit");
+        assert!(starts_with_keyword("  commit;", &["BEGIN", "COMMIT"]));
+        assert!(!starts_with_keyword("committed_rows", &["COMMIT"]));
     }
 }
