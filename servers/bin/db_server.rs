@@ -1,4 +1,5 @@
-//! db-server: executes SQL for the other servers over the frame protocol, on embedded SQLite.
+//! db-server: executes SQL for the other servers over the frame protocol, on embedded SQLite
+//! or on PostgreSQL with read replicas.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,13 +11,14 @@ use clap::Parser;
 use engine::Server;
 use log::{error, info};
 use netmod::db::monitor::Monitor;
-use netmod::db::{DbService, Pool, PoolConfig};
+use netmod::db::{DbService, PgConfig, Pool, PoolConfig, SqliteConfig};
 use netmod::settings;
 
 /// Database server of the netmod system: CRUD and atomic batches over the frame protocol.
 ///
-/// Embedded SQLite (WAL, synchronous=FULL: an acknowledged write survives a crash or power
-/// loss); concurrent writes are group-committed. Database calls run on worker threads, never on
+/// Embedded SQLite by default (WAL, synchronous=FULL: an acknowledged write survives a crash or
+/// power loss; concurrent writes are group-committed), or PostgreSQL with --postgres URL, whose
+/// reads go round-robin to the --replica URLs. Database calls run on worker threads, never on
 /// the event loop. SIGTERM/SIGINT: stop accepting, answer requests in flight, exit 0.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -24,12 +26,26 @@ struct Args {
     /// Address for frame-protocol clients (test-server, loadgen, client).
     #[arg(long, default_value = "127.0.0.1:7100")]
     listen: SocketAddr,
-    /// SQLite database file, created if missing.
-    #[arg(long, default_value = "netmod.db")]
+    /// SQLite database file, created if missing (the default backend).
+    #[arg(long, default_value = "netmod.db", conflicts_with = "postgres")]
     sqlite: PathBuf,
-    /// Reader threads, each with its own connection (one more thread writes) [default: cores].
+    /// Use PostgreSQL: the primary's URL, e.g. postgresql://user:pass@127.0.0.1:5432/db.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// A PostgreSQL read replica (hot standby) URL; repeat for several.
+    #[arg(long, value_name = "URL", requires = "postgres")]
+    replica: Vec<String>,
+    /// Reader threads, each with its own connection(s) [default: cores]. SQLite adds one
+    /// writer thread; PostgreSQL adds as many writers as --writers says.
     #[arg(long)]
     workers: Option<usize>,
+    /// PostgreSQL writer threads, each with a connection to the primary [default: 2 × readers].
+    #[arg(long)]
+    writers: Option<usize>,
+    /// PostgreSQL: how long (ms) an AFTER_INDEX read waits for a replica to catch up before the
+    /// primary answers.
+    #[arg(long, default_value_t = 100)]
+    replica_wait_ms: u64,
     /// Event-loop threads [default: 1; the database, not the network, is the bottleneck].
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -71,18 +87,34 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let monitor = Arc::new(Monitor::new(
         Some(Duration::from_millis(args.slow_query_ms)).filter(|d| !d.is_zero()),
     ));
-    let pool = Pool::start(
-        PoolConfig {
-            path: args.sqlite.clone(),
-            readers,
-            queue: args.queue,
-            max_group: 256,
-            busy_timeout: Duration::from_secs(5),
-            max_txns: 64,
-        },
-        monitor,
-    )
-    .map_err(|e| format!("cannot open {}: {}", args.sqlite.display(), e.message))?;
+    let (backend, what) = match &args.postgres {
+        Some(url) => (
+            PoolConfig::Postgres(PgConfig {
+                url: url.clone(),
+                replicas: args.replica.clone(),
+                readers,
+                writers: args.writers.unwrap_or(2 * readers),
+                queue: args.queue,
+                max_txns: 64,
+                replica_wait: Duration::from_millis(args.replica_wait_ms),
+                replica_retry: Duration::from_secs(5),
+            }),
+            format!("PostgreSQL with {} replica(s)", args.replica.len()),
+        ),
+        None => (
+            PoolConfig::Sqlite(SqliteConfig {
+                path: args.sqlite.clone(),
+                readers,
+                queue: args.queue,
+                max_group: 256,
+                busy_timeout: Duration::from_secs(5),
+                max_txns: 64,
+            }),
+            format!("SQLite {}", args.sqlite.display()),
+        ),
+    };
+    let pool = Pool::start(backend, monitor)
+        .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
     let pool = Arc::new(pool);
     let max = cfg.max_message_size;
     let server = Server::new(cfg)
@@ -90,9 +122,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
     info!(
-        "db-server listening on {} (frames), database {}, commit index {}",
+        "db-server listening on {} (frames), database {what}, commit index {}",
         server.local_addrs()[0],
-        args.sqlite.display(),
         pool.committed_index()
     );
     server.run(move |_| DbService::new(Arc::clone(&pool), max))?;

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use engine::{ConnId, ConnMap, Context, Handler};
 use prost::Message as _;
 
-use super::sqlite::{DbError, Limit};
+use super::error::DbError;
+use super::page::Limit;
 use super::workers::{Job, Pool, ReplyFn, Work};
-use crate::proto::{data_request, data_response, DataRequest, DataResponse, ReadConsistency};
+use crate::proto::{data_request, data_response, DataRequest, DataResponse};
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// Default cap on a result, before the frame size caps it further.
@@ -78,34 +79,34 @@ impl DbService {
             max_bytes,
             truncate: req.allow_truncation,
         };
-        let wants_index = req.consistency() == ReadConsistency::AfterIndex;
+        let consistency = req.consistency();
         let work = match req.kind {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
             Some(data_request::Kind::Begin(b)) => {
                 let reply = self.reply_fn(ctx, conn, id);
-                return self.pool.txns.begin(&b, reply);
+                return self.pool.txns().begin(&b, reply);
             }
             Some(data_request::Kind::TxnExecute(t)) => {
                 let reply = self.reply_fn(ctx, conn, id);
                 let st = t.stmt.unwrap_or_default();
-                return self.pool.txns.execute(t.txn_id, t.seq, st, limit, reply);
+                return self.pool.txns().execute(t.txn_id, t.seq, st, limit, reply);
             }
             Some(data_request::Kind::Commit(t)) => {
                 let reply = self.reply_fn(ctx, conn, id);
-                return self.pool.txns.commit(t.txn_id, t.seq, reply);
+                return self.pool.txns().commit(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
                 let reply = self.reply_fn(ctx, conn, id);
-                return self.pool.txns.rollback(t.txn_id, t.seq, reply);
+                return self.pool.txns().rollback(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::OpenCursor(c)) => {
                 let reply = self.reply_fn(ctx, conn, id);
-                return self.pool.txns.open_cursor(c, limit, reply);
+                return self.pool.txns().open_cursor(c, limit, reply);
             }
             Some(data_request::Kind::Fetch(t)) => {
                 let reply = self.reply_fn(ctx, conn, id);
-                return self.pool.txns.fetch(t.txn_id, t.seq, reply);
+                return self.pool.txns().fetch(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::Stats(_)) => {
                 let resp = DataResponse {
@@ -119,24 +120,13 @@ impl DbService {
                 return self.answer(ctx, conn, id, Err(e));
             }
         };
-        // With one SQLite database every read is a primary read; an index the primary has not
-        // reached was never acknowledged, so no replica could have it either.
-        if wants_index && req.after_index > self.pool.committed_index() {
-            let e = DbError::new(
-                ErrorCode::Stale,
-                format!(
-                    "commit index {} not reached (at {})",
-                    req.after_index,
-                    self.pool.committed_index()
-                ),
-            );
-            return self.answer(ctx, conn, id, Err(e));
-        }
         let reply = self.reply_fn(ctx, conn, id);
         self.pool.submit(Job {
             work,
             idempotency_key: req.idempotency_key,
             limit,
+            consistency,
+            after_index: req.after_index,
             reply,
         });
     }

@@ -1,36 +1,21 @@
 //! The embedded SQLite backend: opening connections, running statements and batches, and
 //! turning SQLite's errors into the protocol's codes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{ffi, Connection, OpenFlags};
 
+pub use super::error::DbError;
+pub use super::page::Limit;
+use super::page::{self, SizedRow};
+use super::txn::{Opener, Page, Purpose, TxnConn};
 use crate::proto::{
-    batch_condition, step_outcome, value, Batch, BatchCondition, BatchResult, Column, ErrorCode,
-    Row, Statement, StatementResult, StepOutcome, Value,
+    value, Batch, BatchResult, Column, ErrorCode, Row, Statement, StatementResult, Value,
 };
-
-/// A failure with the code a client is told.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct DbError {
-    /// The documented code.
-    pub code: ErrorCode,
-    /// What went wrong, in the database's words where it has them.
-    pub message: String,
-}
-
-impl DbError {
-    /// An error of `code`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        DbError {
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
@@ -149,15 +134,6 @@ fn from_sql(v: ValueRef<'_>) -> (Value, usize) {
     (Value { kind: Some(kind) }, size)
 }
 
-/// Result size limit of one request.
-#[derive(Debug, Clone, Copy)]
-pub struct Limit {
-    /// Bytes of rows (estimated as encoded) a result may carry.
-    pub max_bytes: usize,
-    /// Over the limit: cut and flag `truncated` instead of failing with TOO_LARGE.
-    pub truncate: bool,
-}
-
 /// Binds `st`'s arguments to a prepared statement.
 pub fn bind(stmt: &mut rusqlite::Statement<'_>, st: &Statement) -> Result<(), DbError> {
     let params = stmt.parameter_count();
@@ -196,39 +172,28 @@ pub fn columns(stmt: &rusqlite::Statement<'_>) -> Vec<Column> {
         .collect()
 }
 
-/// Reads rows until `max_rows`, the size limit (cut or TOO_LARGE per `limit.truncate`), or
-/// the end; returns the rows and whether the end was reached.
+/// Reads rows until `max_rows`, the size limit, or the end (see [`page::fill`]); returns the
+/// rows and whether the end was reached.
 pub fn read_rows(
     rows: &mut rusqlite::Rows<'_>,
     ncols: usize,
     max_rows: usize,
     limit: Limit,
+    carry: Option<&mut Option<SizedRow>>,
 ) -> Result<(Vec<Row>, bool), DbError> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    while out.len() < max_rows {
+    page::fill(max_rows, limit, carry, || {
         let Some(row) = rows.next()? else {
-            return Ok((out, true));
+            return Ok(None);
         };
         let mut values = Vec::with_capacity(ncols);
+        let mut bytes = 0;
         for i in 0..ncols {
             let (v, size) = from_sql(row.get_ref(i)?);
             bytes += size;
             values.push(v);
         }
-        if bytes > limit.max_bytes {
-            if !limit.truncate {
-                return Err(DbError::new(
-                    ErrorCode::TooLarge,
-                    format!("result over the limit of {} bytes", limit.max_bytes),
-                ));
-            }
-            // A cursor carries this row on the next page; a plain result is cut here.
-            return Ok((out, false));
-        }
-        out.push(Row { values });
-    }
-    Ok((out, false))
+        Ok(Some((Row { values }, bytes)))
+    })
 }
 
 /// Runs one statement on `conn` (through its prepared-statement cache).
@@ -247,7 +212,7 @@ pub fn execute(
     let readonly = stmt.readonly();
     let ncols = columns.len();
     let mut rows = stmt.raw_query();
-    let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit)?;
+    let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit, None)?;
     drop(rows);
     let mut out = StatementResult {
         columns,
@@ -270,78 +235,97 @@ pub fn is_readonly(conn: &Connection, sql: &str) -> Result<bool, DbError> {
     Ok(conn.prepare_cached(sql)?.readonly())
 }
 
-fn holds(cond: &BatchCondition, outcomes: &[StepOutcome], here: usize) -> Result<bool, DbError> {
-    let step = |i: u32| -> Result<&StepOutcome, DbError> {
-        let i = i as usize;
-        if i >= here {
-            return Err(DbError::new(
-                ErrorCode::BadRequest,
-                format!("step {here}'s condition names step {i}, which does not come before it"),
-            ));
-        }
-        Ok(&outcomes[i])
-    };
-    Ok(match &cond.cond {
-        None => true,
-        Some(batch_condition::Cond::Ok(i)) => {
-            matches!(step(*i)?.outcome, Some(step_outcome::Outcome::Ok(_)))
-        }
-        Some(batch_condition::Cond::Error(i)) => {
-            matches!(step(*i)?.outcome, Some(step_outcome::Outcome::Error(_)))
-        }
-        Some(batch_condition::Cond::Not(c)) => !holds(c, outcomes, here)?,
-        Some(batch_condition::Cond::And(l)) => {
-            let mut all = true;
-            for c in &l.conds {
-                all &= holds(c, outcomes, here)?;
-            }
-            all
-        }
-        Some(batch_condition::Cond::Or(l)) => {
-            let mut any = false;
-            for c in &l.conds {
-                any |= holds(c, outcomes, here)?;
-            }
-            any
-        }
+/// Runs a batch's steps in order on `conn`, inside a transaction the caller opened (a failing
+/// SQLite statement undoes only itself, so `may_fail` steps need no savepoint).
+pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<BatchResult, DbError> {
+    super::batch::run(batch, limit, |st, limit, _may_fail| {
+        execute(conn, st, limit)
     })
 }
 
-/// Runs a batch's steps in order on `conn`, inside a transaction the caller opened. Returns the
-/// outcomes, or the error of the first step whose failure rolls the batch back.
-pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<BatchResult, DbError> {
-    let mut outcomes: Vec<StepOutcome> = Vec::with_capacity(batch.steps.len());
-    let mut budget = limit;
-    for (i, step) in batch.steps.iter().enumerate() {
-        let run = match &step.condition {
-            Some(c) => holds(c, &outcomes, i)?,
-            None => true,
-        };
-        let outcome = if !run {
-            step_outcome::Outcome::Skipped(true)
+/// A SQLite connection holding an interactive transaction or a cursor.
+struct SqliteTxn(Connection);
+
+/// Opens connections for interactive transactions and cursors on the database at `path`.
+pub fn txn_opener(path: PathBuf, busy: Duration) -> Opener {
+    Arc::new(move |_purpose: Purpose| {
+        let conn = open_txn(&path, busy)?;
+        // Deferred: the snapshot starts at the first read, the write lock at the first write.
+        conn.execute_batch("BEGIN")?;
+        Ok(Box::new(SqliteTxn(conn)) as Box<dyn TxnConn>)
+    })
+}
+
+impl TxnConn for SqliteTxn {
+    fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        let wrote = !is_readonly(&self.0, &st.sql).unwrap_or(false);
+        execute(&self.0, st, limit).map(|r| (r, wrote))
+    }
+
+    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
+        // Advancing the index is itself a write, which a read-only transaction on an older
+        // snapshot could not make (BUSY); so only a transaction that wrote takes one.
+        if wrote {
+            let index = next_commit_index(&self.0)?;
+            self.0.execute_batch("COMMIT")?;
+            Ok(index)
         } else {
-            let stmt = step.stmt.clone().unwrap_or_default();
-            match execute(conn, &stmt, budget) {
-                Ok(r) => {
-                    budget.max_bytes = budget.max_bytes.saturating_sub(r.rows.len() * 16);
-                    step_outcome::Outcome::Ok(r)
-                }
-                Err(e) if step.may_fail => step_outcome::Outcome::Error(crate::proto::Error {
-                    code: e.code as i32,
-                    message: e.message,
-                    retryable: e.code.retryable(),
-                }),
-                Err(e) => {
+            self.0.execute_batch("COMMIT")?;
+            Ok(committed.load(Ordering::Acquire))
+        }
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+
+    fn cursor(
+        &mut self,
+        st: &Statement,
+        page_rows: usize,
+        limit: Limit,
+        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
+    ) {
+        let prepared = self
+            .0
+            .prepare(&st.sql)
+            .map_err(DbError::from)
+            .and_then(|mut stmt| {
+                if !stmt.readonly() {
                     return Err(DbError::new(
-                        e.code,
-                        format!("batch step {i} failed: {}", e.message),
+                        ErrorCode::BadRequest,
+                        "a cursor reads: its statement must be read-only",
                     ));
                 }
+                bind(&mut stmt, st)?;
+                Ok(stmt)
+            });
+        let mut stmt = match prepared {
+            Ok(s) => s,
+            Err(e) => {
+                page(Err(e));
+                return;
             }
         };
-        outcomes.push(StepOutcome {
-            outcome: Some(outcome),
-        });
+        let mut columns = columns(&stmt);
+        let ncols = columns.len();
+        let mut rows = stmt.raw_query();
+        let mut carry = None;
+        loop {
+            let r = read_rows(&mut rows, ncols, page_rows, limit, Some(&mut carry));
+            let done = !matches!(r, Ok((_, false)));
+            let more = page(r.map(|(rows, done)| Page {
+                columns: std::mem::take(&mut columns),
+                rows,
+                done,
+            }));
+            if done || !more {
+                return;
+            }
+        }
     }
-    Ok(BatchResult { steps: outcomes })
 }

@@ -20,22 +20,65 @@
 //! roll back and retry.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::info;
-use rusqlite::Connection;
 
+use super::error::DbError;
 use super::monitor::Monitor;
-use super::sqlite::{self, DbError, Limit};
-use super::workers::{check_allowed, ReplyFn};
+use super::page::Limit;
+use super::workers::{check_statement, ReplyFn};
 use crate::proto::{
-    data_response, CursorOpen, CursorPage, DataResponse, ErrorCode, Statement, TxnBegin, TxnEnded,
-    TxnInfo,
+    data_response, Column, CursorOpen, CursorPage, DataResponse, ErrorCode, Row, Statement,
+    StatementResult, TxnBegin, TxnEnded, TxnInfo,
 };
+
+/// What a connection is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// An interactive transaction: reads and writes.
+    Transaction,
+    /// A cursor: one read-only statement from one snapshot.
+    Cursor,
+}
+
+/// One page of a cursor.
+#[derive(Debug)]
+pub struct Page {
+    /// The columns, on the first page only.
+    pub columns: Vec<Column>,
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// True on the last page.
+    pub done: bool,
+}
+
+/// A backend's connection inside an open transaction (the opener has run BEGIN).
+pub trait TxnConn: Send {
+    /// Runs a statement; also says whether it may have written.
+    fn execute(&mut self, st: &Statement, limit: Limit)
+        -> Result<(StatementResult, bool), DbError>;
+    /// Commits; returns the commit index of this commit, or `committed`'s value when nothing
+    /// was written.
+    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError>;
+    /// Rolls back (errors are moot: the connection is dropped afterwards).
+    fn rollback(&mut self);
+    /// Streams `st`'s rows page by page: calls `page` with each page (or the error) until the
+    /// last page, an error, or `page` returns false.
+    fn cursor(
+        &mut self,
+        st: &Statement,
+        page_rows: usize,
+        limit: Limit,
+        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
+    );
+}
+
+/// Opens a connection with its transaction begun.
+pub type Opener = Arc<dyn Fn(Purpose) -> Result<Box<dyn TxnConn>, DbError> + Send + Sync>;
 
 /// Default and largest transaction timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,8 +119,7 @@ struct Table {
 
 /// All open transactions of the server.
 pub struct Txns {
-    path: PathBuf,
-    busy: Duration,
+    opener: Opener,
     max_open: usize,
     prefix: u64,
     counter: AtomicU64,
@@ -88,7 +130,9 @@ pub struct Txns {
 
 impl std::fmt::Debug for Txns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txns").field("path", &self.path).finish()
+        f.debug_struct("Txns")
+            .field("max_open", &self.max_open)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,8 +152,7 @@ fn not_found(id: u64) -> DbError {
 
 impl Txns {
     pub(crate) fn new(
-        path: PathBuf,
-        busy: Duration,
+        opener: Opener,
         max_open: usize,
         committed: Arc<AtomicU64>,
         monitor: Arc<Monitor>,
@@ -118,8 +161,7 @@ impl Txns {
         use std::hash::{BuildHasher, RandomState};
         let prefix = RandomState::new().hash_one(std::process::id()) << 32;
         Txns {
-            path,
-            busy,
+            opener,
             max_open,
             prefix,
             counter: AtomicU64::new(1),
@@ -134,10 +176,11 @@ impl Txns {
     #[allow(clippy::type_complexity)]
     fn open(
         &self,
+        purpose: Purpose,
         timeout_ms: u32,
         idle_ms: u32,
         reply: ReplyFn,
-        body: impl FnOnce(Connection, Session, ReplyFn) + Send + 'static,
+        body: impl FnOnce(Box<dyn TxnConn>, Session, ReplyFn) + Send + 'static,
     ) {
         let timeout = match timeout_ms {
             0 => DEFAULT_TIMEOUT,
@@ -161,10 +204,7 @@ impl Txns {
             }
             t.open.insert(id, Open { tx, next_seq: 1 });
         }
-        let conn = match sqlite::open_txn(&self.path, self.busy).and_then(|c| {
-            c.execute_batch("BEGIN")?;
-            Ok(c)
-        }) {
+        let conn = match (self.opener)(purpose) {
             Ok(c) => c,
             Err(e) => {
                 lock(&self.table).open.remove(&id);
@@ -207,10 +247,11 @@ impl Txns {
     /// Opens a transaction; the reply carries its id.
     pub fn begin(&self, req: &TxnBegin, reply: ReplyFn) {
         self.open(
+            Purpose::Transaction,
             req.timeout_ms,
             req.idle_ms,
             reply,
-            |conn, session, reply| {
+            |mut conn, session, reply| {
                 reply(Ok(DataResponse {
                     kind: Some(data_response::Kind::Txn(TxnInfo {
                         txn_id: session.id,
@@ -219,7 +260,7 @@ impl Txns {
                     })),
                     commit_index: session.committed.load(Ordering::Acquire),
                 }));
-                run(conn, &session);
+                run(&mut *conn, &session);
             },
         );
     }
@@ -227,7 +268,7 @@ impl Txns {
     /// Opens a cursor over `req.stmt`; the reply carries its id and first page.
     pub fn open_cursor(&self, req: CursorOpen, limit: Limit, reply: ReplyFn) {
         let st = req.stmt.unwrap_or_default();
-        if let Err(e) = check_allowed(&st) {
+        if let Err(e) = check_statement(&st) {
             return reply(Err(e));
         }
         let page_rows = match req.page_rows {
@@ -235,11 +276,13 @@ impl Txns {
             n => n as usize,
         };
         self.open(
+            Purpose::Cursor,
             req.timeout_ms,
             req.idle_ms,
             reply,
-            move |conn, session, reply| {
-                run_cursor(&conn, &session, &st, page_rows, limit, reply);
+            move |mut conn, session, reply| {
+                run_cursor(&mut *conn, &session, &st, page_rows, limit, reply);
+                conn.rollback();
             },
         );
     }
@@ -281,7 +324,7 @@ impl Txns {
 
     /// Runs a statement in transaction `id`.
     pub fn execute(&self, id: u64, seq: u64, st: Statement, limit: Limit, reply: ReplyFn) {
-        if let Err(e) = check_allowed(&st) {
+        if let Err(e) = check_statement(&st) {
             return reply(Err(e));
         }
         self.send(id, seq, |r| Cmd::Exec(st, limit, r), reply);
@@ -363,7 +406,7 @@ fn misuse(what: &str) -> DbError {
 
 /// A cursor's thread: pages of one statement from one read snapshot.
 fn run_cursor(
-    conn: &Connection,
+    conn: &mut dyn TxnConn,
     session: &Session,
     st: &Statement,
     page_rows: usize,
@@ -371,96 +414,77 @@ fn run_cursor(
     first: ReplyFn,
 ) {
     let start = Instant::now();
-    let prepared = conn
-        .prepare(&st.sql)
-        .map_err(DbError::from)
-        .and_then(|mut stmt| {
-            if !stmt.readonly() {
-                return Err(misuse("a cursor reads: its statement must be read-only"));
-            }
-            sqlite::bind(&mut stmt, st)?;
-            Ok(stmt)
-        });
-    let mut stmt = match prepared {
-        Ok(s) => s,
-        Err(e) => {
-            session.end();
-            let _ = conn.execute_batch("ROLLBACK");
-            session.monitor.record(&st.sql, start.elapsed(), false);
-            return first(Err(e));
-        }
-    };
-    let mut columns = sqlite::columns(&stmt);
-    let ncols = columns.len();
-    let mut rows = stmt.raw_query();
     // Pages are cut at the size limit rather than failing: the next page carries on.
     let page_limit = Limit {
         truncate: true,
         ..limit
     };
-    let mut reply = first;
-    loop {
-        let page = sqlite::read_rows(&mut rows, ncols, page_rows, page_limit);
-        let done = !matches!(page, Ok((_, false)));
+    let mut reply = Some(first);
+    conn.cursor(st, page_rows, page_limit, &mut |page| {
+        let Some(r) = reply.take() else {
+            return false;
+        };
+        let done = !matches!(page, Ok(Page { done: false, .. }));
         if done {
             session.end();
             session
                 .monitor
                 .record(&st.sql, start.elapsed(), page.is_ok());
         }
-        reply(page.map(|(rows, done)| DataResponse {
+        r(page.map(|p| DataResponse {
             kind: Some(data_response::Kind::Page(CursorPage {
                 cursor_id: session.id,
-                columns: std::mem::take(&mut columns),
-                rows,
-                done,
+                columns: p.columns,
+                rows: p.rows,
+                done: p.done,
             })),
             commit_index: session.committed.load(Ordering::Acquire),
         }));
         if done {
-            break;
+            return false;
         }
-        reply = loop {
+        loop {
             match session.next() {
-                None => {
-                    drop(rows);
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return;
+                None => return false,
+                Some(Cmd::Fetch(r)) => {
+                    reply = Some(r);
+                    return true;
                 }
-                Some(Cmd::Fetch(r)) => break r,
                 Some(Cmd::Rollback(r)) => {
                     session.end();
                     r(Ok(ended(session.committed.load(Ordering::Acquire))));
-                    drop(rows);
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return;
+                    return false;
                 }
                 Some(other) => {
                     other.into_reply()(Err(misuse("a cursor takes fetch and close_cursor only")))
                 }
             }
-        };
+        }
+    });
+    if let Some(r) = reply.take() {
+        // The backend stopped without a page (it should not); still answer.
+        session.end();
+        r(Err(DbError::new(ErrorCode::Internal, "cursor ended early")));
     }
-    drop(rows);
-    let _ = conn.execute_batch("ROLLBACK");
 }
 
 /// A transaction's thread.
-fn run(conn: Connection, session: &Session) {
+fn run(conn: &mut dyn TxnConn, session: &Session) {
     let (committed, monitor) = (&*session.committed, &*session.monitor);
-    // Only a transaction that wrote takes a commit index: advancing it is itself a write, which
-    // a read-only transaction on an older snapshot could not make (BUSY).
+    // Only a transaction that wrote takes a new commit index.
     let mut wrote = false;
     loop {
         let Some(cmd) = session.next() else {
-            let _ = conn.execute_batch("ROLLBACK");
+            conn.rollback();
             return;
         };
         match cmd {
             Cmd::Exec(st, limit, reply) => {
                 let start = Instant::now();
-                wrote |= !sqlite::is_readonly(&conn, &st.sql).unwrap_or(false);
-                let r = sqlite::execute(&conn, &st, limit);
+                let r = conn.execute(&st, limit).map(|(res, w)| {
+                    wrote |= w;
+                    res
+                });
                 monitor.record(&st.sql, start.elapsed(), r.is_ok());
                 reply(r.map(|res| DataResponse {
                     kind: Some(data_response::Kind::Result(res)),
@@ -470,26 +494,19 @@ fn run(conn: Connection, session: &Session) {
             Cmd::Fetch(reply) => reply(Err(misuse("fetch is for cursors"))),
             Cmd::Commit(reply) => {
                 session.end();
-                let r = if wrote {
-                    sqlite::next_commit_index(&conn).and_then(|index| {
-                        conn.execute_batch("COMMIT")?;
+                let r = conn.commit(wrote, committed);
+                match r {
+                    Ok(index) => {
                         committed.fetch_max(index, Ordering::AcqRel);
-                        Ok(index)
-                    })
-                } else {
-                    conn.execute_batch("COMMIT")
-                        .map_err(DbError::from)
-                        .map(|()| committed.load(Ordering::Acquire))
-                };
-                if r.is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    Err(_) => conn.rollback(),
                 }
                 return reply(r.map(ended));
             }
             Cmd::Rollback(reply) => {
                 session.end();
-                let r = conn.execute_batch("ROLLBACK").map_err(DbError::from);
-                return reply(r.map(|()| ended(committed.load(Ordering::Acquire))));
+                conn.rollback();
+                return reply(Ok(ended(committed.load(Ordering::Acquire))));
             }
         }
     }

@@ -217,10 +217,8 @@ pub fn start_db(dir: &TempDir) -> Running {
 }
 
 /// The same, with the pool's configuration adjusted by `tune`.
-pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::PoolConfig)) -> Running {
-    use netmod::db::{monitor::Monitor, DbService, Pool, PoolConfig};
-    use std::sync::Arc;
-    let mut cfg = PoolConfig {
+pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::SqliteConfig)) -> Running {
+    let mut cfg = netmod::db::SqliteConfig {
         path: dir.path("test.db"),
         readers: 2,
         queue: 10_000,
@@ -229,6 +227,13 @@ pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::PoolConfi
         max_txns: 64,
     };
     tune(&mut cfg);
+    start_db_pool(netmod::db::PoolConfig::Sqlite(cfg))
+}
+
+/// db-server's service in-process on the backend `cfg` names.
+pub fn start_db_pool(cfg: netmod::db::PoolConfig) -> Running {
+    use netmod::db::{monitor::Monitor, DbService, Pool};
+    use std::sync::Arc;
     let pool = Arc::new(Pool::start(cfg, Arc::new(Monitor::new(None))).unwrap());
     start(
         engine::Config {

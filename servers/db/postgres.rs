@@ -1,0 +1,411 @@
+//! The PostgreSQL backend: statements with the protocol's typed values, results, SQLSTATEs
+//! turned into the protocol's codes, WAL positions as commit indexes, and connections for
+//! interactive transactions and cursors.
+//!
+//! Values map as: integer ↔ `int8` (and `int2`, `int4`, `oid` on the way out; `bool` comes out
+//! as 0/1), real ↔ `float8`/`float4`, blob ↔ `bytea`, text ↔ anything else, sent as text so the
+//! server can read it as the statement needs (`timestamptz`, `numeric`, `uuid`, …). Placeholders
+//! are SQLite's ([`super::placeholders`]), so one SQL text runs on both backends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::error::DbError;
+use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, TxnState};
+use super::page::{self, Limit, SizedRow};
+use super::placeholders::{to_dollar, Translated};
+use super::txn::{Opener, Page, Purpose, TxnConn};
+use crate::proto::{value, Column, ErrorCode, Row, Statement, StatementResult, Value};
+
+impl From<PgError> for DbError {
+    fn from(e: PgError) -> Self {
+        let s = e.sqlstate.as_str();
+        let code = match s {
+            "42P01" => ErrorCode::UnknownTable,
+            "25006" => ErrorCode::ReadOnly,
+            "57014" => ErrorCode::Timeout,
+            "40001" | "40P01" | "55P03" | "55006" => ErrorCode::Busy,
+            "42804" | "42846" | "42883" | "22P02" | "22003" | "22007" | "22008" | "22021"
+            | "2200N" | "22P05" => ErrorCode::TypeMismatch,
+            "54000" | "54001" | "54011" => ErrorCode::TooLarge,
+            "" => ErrorCode::Unavailable,
+            _ if s.starts_with("23") => ErrorCode::Constraint,
+            _ if s.starts_with("08") || s.starts_with("57P") => ErrorCode::Unavailable,
+            _ if s.starts_with("53") => ErrorCode::Overloaded,
+            _ if s.starts_with("XX") => ErrorCode::Internal,
+            _ => ErrorCode::SqlError,
+        };
+        DbError::new(code, format!("{} (SQLSTATE {})", e.message, e.sqlstate))
+    }
+}
+
+/// Statements kept translated per connection before the cache is emptied.
+const TRANSLATED_CAPACITY: usize = 512;
+/// Rows fetched from the server at a time while reading a result.
+const CHUNK_ROWS: usize = 256;
+
+/// A connection with the statement caches of the backend.
+#[derive(Debug)]
+pub struct Pg {
+    conn: PgConn,
+    translated: HashMap<String, Arc<Translated>>,
+}
+
+fn param(v: Option<&Value>) -> Param<'_> {
+    match v.and_then(|v| v.kind.as_ref()) {
+        None | Some(value::Kind::Null(_)) => Param::Null,
+        Some(value::Kind::Integer(i)) => Param::Int(*i),
+        Some(value::Kind::Real(f)) => Param::Real(*f),
+        Some(value::Kind::Text(t)) => Param::Text(t),
+        Some(value::Kind::Blob(b)) => Param::Blob(b),
+    }
+}
+
+fn hex_value(h: u8) -> Option<u8> {
+    match h {
+        b'0'..=b'9' => Some(h - b'0'),
+        b'a'..=b'f' => Some(h - b'a' + 10),
+        b'A'..=b'F' => Some(h - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `bytea` in the text format (`\x` and hex digits).
+pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix(b"\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| Some(hex_value(p[0])? << 4 | hex_value(p[1])?))
+        .collect()
+}
+
+fn to_value(ty: libpq::Oid, text: Option<&[u8]>) -> (Value, usize) {
+    let Some(t) = text else {
+        return (Value::null(), 2);
+    };
+    let s = || String::from_utf8_lossy(t);
+    let kind = match ty {
+        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => s().parse().ok().map(value::Kind::Integer),
+        oid::FLOAT4 | oid::FLOAT8 => s().parse().ok().map(value::Kind::Real),
+        oid::BOOL => Some(value::Kind::Integer(i64::from(t == b"t"))),
+        oid::BYTEA => unhex(t).map(|b| value::Kind::Blob(b.into())),
+        _ => None,
+    }
+    .unwrap_or_else(|| value::Kind::Text(s().into_owned()));
+    let size = match &kind {
+        value::Kind::Text(x) => x.len() + 6,
+        value::Kind::Blob(b) => b.len() + 6,
+        _ => 10,
+    };
+    (Value { kind: Some(kind) }, size)
+}
+
+fn columns(res: &PgResult) -> Vec<Column> {
+    (0..res.columns())
+        .map(|c| Column {
+            name: res.column_name(c),
+            decltype: libpq::type_name(res.column_type(c)).to_string(),
+        })
+        .collect()
+}
+
+fn rows_of(res: &PgResult, types: &[libpq::Oid]) -> std::vec::IntoIter<SizedRow> {
+    (0..res.rows())
+        .map(|r| {
+            let mut size = 0;
+            let values = types
+                .iter()
+                .enumerate()
+                .map(|(c, ty)| {
+                    let (v, n) = to_value(*ty, res.value(r, c));
+                    size += n;
+                    v
+                })
+                .collect();
+            (Row { values }, size)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Commands that only read.
+fn reads_only(command: &str) -> bool {
+    matches!(
+        command,
+        "SELECT" | "SHOW" | "EXPLAIN" | "FETCH" | "VALUES" | "TABLE" | ""
+    )
+}
+
+/// A WAL position (`16/B374D848`) as a number.
+pub fn parse_lsn(text: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(text).ok()?;
+    let (hi, lo) = s.split_once('/')?;
+    Some(u64::from_str_radix(hi, 16).ok()? << 32 | u64::from_str_radix(lo, 16).ok()?)
+}
+
+impl Pg {
+    /// Connects to `url`.
+    pub fn connect(url: &str) -> Result<Pg, DbError> {
+        Ok(Pg {
+            conn: PgConn::connect(url)?,
+            translated: HashMap::new(),
+        })
+    }
+
+    /// True while the connection is usable.
+    pub fn is_ok(&self) -> bool {
+        self.conn.is_ok()
+    }
+
+    /// Where the connection stands with respect to transactions.
+    pub fn txn_state(&self) -> TxnState {
+        self.conn.txn_state()
+    }
+
+    /// Runs control SQL without parameters (`BEGIN`, `COMMIT`, `SET …`).
+    pub fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn.exec(sql)?;
+        Ok(())
+    }
+
+    /// Runs internal SQL with parameters; returns the first column of the first row.
+    pub fn scalar(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Vec<u8>>, DbError> {
+        let res = self.conn.query(sql, params)?;
+        Ok(res.value(0, 0).map(<[u8]>::to_vec))
+    }
+
+    /// The primary's current WAL position: after a COMMIT returns, at or past that commit.
+    pub fn current_lsn(&mut self) -> Result<u64, DbError> {
+        self.lsn("SELECT pg_current_wal_lsn()")
+    }
+
+    /// A standby's replayed WAL position: every commit up to it is visible there.
+    pub fn replay_lsn(&mut self) -> Result<u64, DbError> {
+        self.lsn("SELECT pg_last_wal_replay_lsn()")
+    }
+
+    fn lsn(&mut self, sql: &str) -> Result<u64, DbError> {
+        self.scalar(sql, &[])?
+            .as_deref()
+            .and_then(parse_lsn)
+            .ok_or_else(|| DbError::new(ErrorCode::Internal, format!("{sql}: no WAL position")))
+    }
+
+    fn translate(&mut self, sql: &str) -> Arc<Translated> {
+        if let Some(t) = self.translated.get(sql) {
+            return Arc::clone(t);
+        }
+        if self.translated.len() >= TRANSLATED_CAPACITY {
+            self.translated.clear();
+        }
+        let t = Arc::new(to_dollar(sql));
+        self.translated.insert(sql.to_string(), Arc::clone(&t));
+        t
+    }
+
+    /// The statement's SQL in PostgreSQL's placeholders and its arguments in order.
+    fn bind<'s>(
+        &mut self,
+        st: &'s Statement,
+    ) -> Result<(Arc<Translated>, Vec<Param<'s>>), DbError> {
+        if st.sql.trim().is_empty() {
+            return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
+        }
+        let t = self.translate(&st.sql);
+        if st.args.len() > t.params {
+            return Err(DbError::new(
+                ErrorCode::SqlError,
+                format!(
+                    "{} arguments given, the statement has {} parameters",
+                    st.args.len(),
+                    t.params
+                ),
+            ));
+        }
+        let mut params = vec![Param::Null; t.params];
+        for (i, v) in st.args.iter().enumerate() {
+            params[i] = param(Some(v));
+        }
+        for a in &st.named_args {
+            let Some(i) = t.index_of(&a.name) else {
+                return Err(DbError::new(
+                    ErrorCode::BadRequest,
+                    format!("no parameter named {}", a.name),
+                ));
+            };
+            params[i - 1] = param(a.value.as_ref());
+        }
+        Ok((t, params))
+    }
+
+    /// Runs one statement (prepared once per connection); says whether it may have written.
+    /// Rows stream in chunks, so a result over the limit never sits whole in memory.
+    pub fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        let start = Instant::now();
+        let (t, params) = self.bind(st)?;
+        let mut stream = self.conn.stream(&t.sql, &params, CHUNK_ROWS)?;
+        let mut out = StatementResult::default();
+        let mut types: Vec<libpq::Oid> = Vec::new();
+        let mut pending: std::vec::IntoIter<SizedRow> = Vec::new().into_iter();
+        let mut command = String::new();
+        let mut last: Option<PgResult> = None;
+        let (rows, done) = page::fill(usize::MAX, limit, None, || loop {
+            if let Some(r) = pending.next() {
+                return Ok(Some(r));
+            }
+            let Some(res) = stream.next_result()? else {
+                return Ok(None);
+            };
+            if out.columns.is_empty() && res.columns() > 0 {
+                out.columns = columns(&res);
+                types = (0..res.columns()).map(|c| res.column_type(c)).collect();
+            }
+            pending = rows_of(&res, &types);
+            last = Some(res);
+        })?;
+        // Read what is left (a cut result), so the final command tag is known.
+        while let Some(res) = stream.next_result()? {
+            last = Some(res);
+        }
+        drop(stream);
+        if let Some(res) = &last {
+            command = res.command();
+            if out.columns.is_empty() && res.columns() > 0 {
+                out.columns = columns(res);
+            }
+        }
+        let wrote = !reads_only(&command);
+        out.rows = rows;
+        out.truncated = !done;
+        out.rows_read = out.rows.len() as u64;
+        if wrote {
+            out.rows_affected = last.as_ref().map_or(0, PgResult::rows_affected);
+            out.rows_written = out.rows_affected;
+        }
+        out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok((out, wrote))
+    }
+
+    /// Prepares the tables the server keeps for itself.
+    pub fn create_meta(&mut self) -> Result<(), DbError> {
+        self.exec(
+            "CREATE TABLE IF NOT EXISTS _netmod_idempotency (
+                 key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL,
+                 commit_index BIGINT)",
+        )
+    }
+}
+
+/// A PostgreSQL connection holding an interactive transaction or a cursor.
+struct PgTxn(Pg);
+
+/// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
+/// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
+pub fn txn_opener(url: String) -> Opener {
+    Arc::new(move |purpose: Purpose| {
+        let mut pg = Pg::connect(&url)?;
+        pg.exec(match purpose {
+            Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        })?;
+        Ok(Box::new(PgTxn(pg)) as Box<dyn TxnConn>)
+    })
+}
+
+impl TxnConn for PgTxn {
+    fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        self.0.execute(st, limit)
+    }
+
+    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
+        if self.0.txn_state() == TxnState::Failed {
+            return Err(DbError::new(
+                ErrorCode::BadRequest,
+                "a statement of this transaction failed, so it can only roll back",
+            ));
+        }
+        self.0.exec("COMMIT")?;
+        if wrote {
+            self.0.current_lsn()
+        } else {
+            Ok(committed.load(Ordering::Acquire))
+        }
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.0.exec("ROLLBACK");
+    }
+
+    fn cursor(
+        &mut self,
+        st: &Statement,
+        page_rows: usize,
+        limit: Limit,
+        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
+    ) {
+        let (t, params) = match self.0.bind(st) {
+            Ok(b) => b,
+            Err(e) => {
+                page(Err(e));
+                return;
+            }
+        };
+        let mut stream = match self.0.conn.stream(&t.sql, &params, page_rows.min(4096)) {
+            Ok(s) => s,
+            Err(e) => {
+                page(Err(e.into()));
+                return;
+            }
+        };
+        let mut columns_sent = false;
+        let mut types: Vec<libpq::Oid> = Vec::new();
+        let mut pending: std::vec::IntoIter<SizedRow> = Vec::new().into_iter();
+        let mut carry = None;
+        let mut cols: Vec<Column> = Vec::new();
+        loop {
+            let r = page::fill(page_rows, limit, Some(&mut carry), || loop {
+                if let Some(r) = pending.next() {
+                    return Ok(Some(r));
+                }
+                let Some(res) = stream.next_result()? else {
+                    return Ok(None);
+                };
+                if types.is_empty() && res.columns() > 0 {
+                    cols = columns(&res);
+                    types = (0..res.columns()).map(|c| res.column_type(c)).collect();
+                }
+                pending = rows_of(&res, &types);
+            });
+            let done = !matches!(r, Ok((_, false)));
+            let more = page(r.map(|(rows, done)| Page {
+                columns: if columns_sent {
+                    Vec::new()
+                } else {
+                    columns_sent = true;
+                    std::mem::take(&mut cols)
+                },
+                rows,
+                done,
+            }));
+            if done {
+                return;
+            }
+            if !more {
+                // Closed early: stop the server rather than read the rest.
+                return stream.cancel();
+            }
+        }
+    }
+}

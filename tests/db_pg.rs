@@ -1,0 +1,848 @@
+//! db-server on real PostgreSQL: the SQLite suite's behaviours (CRUD with every value type,
+//! batches, error codes, idempotency, transactions, cursors, durability under kill -9) plus
+//! replica routing against a real streaming-replication hot standby.
+//!
+//! Needs `DATABASE_URL` (the primary) and, for the replica tests, `DATABASE_REPLICA_URL` (a hot
+//! standby of it); `.ci/pg-cluster start DIR PORT` sets both up on loopback. Without them every
+//! test here says it was skipped and passes, unless `NETMOD_REQUIRE_PG=1` (set by `.ci/run`),
+//! which turns a missing database into a failure. Each test works in its own schema.
+
+mod common;
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{start_db_pool, Proc, Running, WAIT};
+use netmod::client::{ClientError, FrameClient};
+use netmod::db::libpq::PgConn;
+use netmod::db::{PgConfig, PoolConfig};
+use netmod::proto::{
+    batch_condition, data_request, data_response, step_outcome, Batch, BatchCondition, BatchStep,
+    CursorOpen, DataRequest, NamedArg, ReadConsistency, Statement, StatementResult, TxnBegin,
+    TxnEnd, TxnStatement, Value,
+};
+use netmod::wire::ErrorCode;
+
+/// The primary's and the replica's URLs, or `None` (skipped) when PostgreSQL is not there.
+fn urls(test: &str) -> Option<(String, Option<String>)> {
+    match std::env::var("DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some((u, std::env::var("DATABASE_REPLICA_URL").ok())),
+        _ => {
+            assert!(
+                std::env::var_os("NETMOD_REQUIRE_PG").is_none(),
+                "NETMOD_REQUIRE_PG is set but DATABASE_URL is not: the PostgreSQL suite must run"
+            );
+            // Straight to stderr: the test harness would swallow eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "PostgreSQL suite skipped ({test}): DATABASE_URL is not set"
+            );
+            None
+        }
+    }
+}
+
+static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
+
+/// A schema of its own for one test, dropped at the end.
+struct Schema {
+    admin: String,
+    name: String,
+    primary: String,
+    replica: Option<String>,
+}
+
+fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+impl Schema {
+    fn new(test: &str) -> Option<Schema> {
+        let (primary, replica) = urls(test)?;
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            SCHEMAS.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut c = PgConn::connect(&primary).expect("DATABASE_URL reachable");
+        c.exec(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))
+        .unwrap();
+        Some(Schema {
+            primary: with_search_path(&primary, &name),
+            replica: replica.map(|r| with_search_path(&r, &name)),
+            admin: primary,
+            name,
+        })
+    }
+
+    fn config(&self, replicas: Vec<String>) -> PgConfig {
+        PgConfig {
+            url: self.primary.clone(),
+            replicas,
+            readers: 2,
+            writers: 4,
+            queue: 10_000,
+            max_txns: 16,
+            replica_wait: Duration::from_secs(5),
+            replica_retry: Duration::from_secs(60),
+        }
+    }
+
+    /// db-server in-process on this schema, without replicas.
+    fn start(&self) -> Running {
+        start_db_pool(PoolConfig::Postgres(self.config(vec![])))
+    }
+
+    /// With the hot standby as replica, or `None` when there is none.
+    fn start_with_replica(&self) -> Option<Running> {
+        let Some(r) = self.replica.clone() else {
+            assert!(
+                std::env::var_os("NETMOD_REQUIRE_PG").is_none(),
+                "NETMOD_REQUIRE_PG is set but DATABASE_REPLICA_URL is not"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "PostgreSQL replica test skipped: DATABASE_REPLICA_URL is not set"
+            );
+            return None;
+        };
+        Some(start_db_pool(PoolConfig::Postgres(self.config(vec![r]))))
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = PgConn::connect(&self.admin) {
+            let _ = c.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+fn stmt(sql: &str, args: Vec<Value>) -> Statement {
+    Statement {
+        sql: sql.into(),
+        args,
+        named_args: vec![],
+    }
+}
+
+fn req(kind: data_request::Kind) -> DataRequest {
+    DataRequest {
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+fn exec(sql: &str, args: Vec<Value>) -> DataRequest {
+    req(data_request::Kind::Execute(stmt(sql, args)))
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+fn result(c: &mut FrameClient, r: &DataRequest) -> (StatementResult, u64) {
+    let resp = c.data(r).unwrap();
+    match resp.kind {
+        Some(data_response::Kind::Result(res)) => (res, resp.commit_index),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn count(c: &mut FrameClient, table: &str) -> i64 {
+    let r = c
+        .execute(&format!("SELECT count(*) FROM {table}"), vec![])
+        .unwrap();
+    match r.rows[0].values[0].kind {
+        Some(netmod::proto::value::Kind::Integer(n)) => n,
+        ref other => panic!("count is {other:?}"),
+    }
+}
+
+#[test]
+fn pg_crud_round_trips_every_value_type_nulls_unicode_and_a_large_blob() {
+    let Some(schema) = Schema::new("crud") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute(
+        "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, s TEXT, \
+         b BYTEA, n TEXT, flag BOOLEAN, small INT)",
+        vec![],
+    )
+    .unwrap();
+    let blob: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
+    let ins = c
+        .execute(
+            "INSERT INTO t (i, r, s, b, n, flag, small) VALUES (?1, ?2, ?3, ?4, ?5, true, ?6)",
+            vec![
+                Value::int(i64::MIN),
+                Value::real(-2.5e-300),
+                Value::text("héllo 世界 🦀"),
+                Value::blob(blob.clone()),
+                Value::null(),
+                Value::int(7),
+            ],
+        )
+        .unwrap();
+    assert_eq!(ins.rows_affected, 1);
+    let r = c
+        .execute(
+            "SELECT id, i, r, s, b, n, flag, small, i + 1 AS next FROM t WHERE i < 0",
+            vec![],
+        )
+        .unwrap();
+    let types: Vec<(&str, &str)> = r
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.decltype.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("id", "int8"),
+            ("i", "int8"),
+            ("r", "float8"),
+            ("s", "text"),
+            ("b", "bytea"),
+            ("n", "text"),
+            ("flag", "bool"),
+            ("small", "int4"),
+            ("next", "int8"),
+        ]
+    );
+    assert_eq!(
+        r.rows[0].values,
+        [
+            Value::int(1),
+            Value::int(i64::MIN),
+            Value::real(-2.5e-300),
+            Value::text("héllo 世界 🦀"),
+            Value::blob(blob),
+            Value::null(),
+            Value::int(1),
+            Value::int(7),
+            Value::int(i64::MIN + 1),
+        ]
+    );
+    // Named parameters, as SQLite spells them, and a NULL through a named one.
+    let named = Statement {
+        sql: "UPDATE t SET s = :s, n = :n WHERE id = :id".into(),
+        args: vec![],
+        named_args: vec![
+            NamedArg {
+                name: ":s".into(),
+                value: Some(Value::text("bye")),
+            },
+            NamedArg {
+                name: ":id".into(),
+                value: Some(Value::int(1)),
+            },
+            NamedArg {
+                name: ":n".into(),
+                value: None,
+            },
+        ],
+    };
+    let up = result(&mut c, &req(data_request::Kind::Execute(named))).0;
+    assert_eq!(up.rows_affected, 1);
+    let r = c
+        .execute("SELECT s, n FROM t WHERE id = ?", vec![Value::int(1)])
+        .unwrap();
+    assert_eq!(r.rows[0].values, [Value::text("bye"), Value::null()]);
+    // A literal '?' and a cast are not parameters.
+    let r = c
+        .execute("SELECT '?'::text AS q, ?::int8 AS p", vec![Value::int(5)])
+        .unwrap();
+    assert_eq!(r.rows[0].values, [Value::text("?"), Value::int(5)]);
+    let del = c
+        .execute("DELETE FROM t WHERE id = $1", vec![Value::int(1)])
+        .unwrap();
+    assert_eq!(del.rows_affected, 1);
+    assert_eq!(count(&mut c, "t"), 0);
+}
+
+fn step(sql: &str) -> BatchStep {
+    BatchStep {
+        stmt: Some(stmt(sql, vec![])),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pg_a_batch_is_all_or_nothing_and_a_step_that_may_fail_does_not_take_it_down() {
+    let Some(schema) = Schema::new("batch") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE k (id INT PRIMARY KEY, v TEXT)", vec![])
+        .unwrap();
+    let batch = |steps| req(data_request::Kind::Batch(Batch { steps }));
+    let failing = batch(vec![
+        step("INSERT INTO k VALUES (1, 'a')"),
+        step("INSERT INTO k VALUES (2, 'b')"),
+        step("INSERT INTO k VALUES (1, 'dup')"),
+    ]);
+    assert_eq!(code(c.data(&failing)), ErrorCode::Constraint);
+    assert_eq!(count(&mut c, "k"), 0, "nothing of a failed batch stays");
+
+    let cond = |c: batch_condition::Cond| Some(BatchCondition { cond: Some(c) });
+    let mut dup = step("INSERT INTO k VALUES (10, 'again')");
+    dup.may_fail = true;
+    let mut fallback = step("INSERT INTO k VALUES (11, 'fallback')");
+    fallback.condition = cond(batch_condition::Cond::Error(1));
+    let mut never = step("INSERT INTO k VALUES (12, 'never')");
+    never.condition = cond(batch_condition::Cond::Ok(1));
+    let resp = c
+        .data(&batch(vec![
+            step("INSERT INTO k VALUES (10, 'first')"),
+            dup,
+            fallback,
+            never,
+        ]))
+        .unwrap();
+    let Some(data_response::Kind::Batch(b)) = resp.kind else {
+        panic!("{resp:?}")
+    };
+    let kinds: Vec<&str> = b
+        .steps
+        .iter()
+        .map(|s| match s.outcome {
+            Some(step_outcome::Outcome::Ok(_)) => "ok",
+            Some(step_outcome::Outcome::Error(_)) => "error",
+            Some(step_outcome::Outcome::Skipped(_)) => "skipped",
+            None => "none",
+        })
+        .collect();
+    assert_eq!(kinds, ["ok", "error", "ok", "skipped"]);
+    let rows = c
+        .execute("SELECT id, v FROM k ORDER BY id", vec![])
+        .unwrap()
+        .rows;
+    assert_eq!(rows.len(), 2, "the failed step alone was undone");
+    assert_eq!(rows[1].values, [Value::int(11), Value::text("fallback")]);
+}
+
+#[test]
+fn pg_each_error_has_its_code_and_the_server_keeps_serving() {
+    let Some(schema) = Schema::new("errors") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute(
+        "CREATE TABLE s (id INT PRIMARY KEY, n INT NOT NULL)",
+        vec![],
+    )
+    .unwrap();
+    c.execute("INSERT INTO s VALUES (1, 1)", vec![]).unwrap();
+    let e = |sql: &str| exec(sql, vec![]);
+    let cases = [
+        (e("SELEC 1"), ErrorCode::SqlError),
+        (e("SELECT nope FROM s"), ErrorCode::SqlError),
+        (e("SELECT 1; SELECT 2"), ErrorCode::SqlError),
+        (e("SELECT * FROM missing"), ErrorCode::UnknownTable),
+        (e("INSERT INTO missing VALUES (1)"), ErrorCode::UnknownTable),
+        (e("INSERT INTO s VALUES (1, 2)"), ErrorCode::Constraint),
+        (e("INSERT INTO s VALUES (2, NULL)"), ErrorCode::Constraint),
+        (
+            e("INSERT INTO s VALUES (3, 'text')"),
+            ErrorCode::TypeMismatch,
+        ),
+        (
+            exec("INSERT INTO s VALUES (4, ?)", vec![Value::text("a\0b")]),
+            ErrorCode::TypeMismatch,
+        ),
+        (e(""), ErrorCode::BadRequest),
+        (e("BEGIN"), ErrorCode::BadRequest),
+        (e("  commit"), ErrorCode::BadRequest),
+        (exec("SELECT 1", vec![Value::int(1)]), ErrorCode::SqlError),
+        (
+            DataRequest {
+                max_result_bytes: 100,
+                ..e("SELECT g FROM generate_series(1, 1000) g")
+            },
+            ErrorCode::TooLarge,
+        ),
+        (
+            DataRequest {
+                consistency: ReadConsistency::AfterIndex as i32,
+                after_index: u64::MAX / 2,
+                ..e("SELECT 1")
+            },
+            ErrorCode::Stale,
+        ),
+    ];
+    for (r, want) in cases {
+        assert_eq!(code(c.data(&r)), want, "for {r:?}");
+        assert_eq!(count(&mut c, "s"), 1, "still serving, nothing changed");
+    }
+    let cut = result(
+        &mut c,
+        &DataRequest {
+            max_result_bytes: 100,
+            allow_truncation: true,
+            ..e("SELECT g FROM generate_series(1, 1000) g")
+        },
+    )
+    .0;
+    assert!(cut.truncated && !cut.rows.is_empty() && cut.rows.len() < 1000);
+
+    // A statement timeout answers TIMEOUT; a write in a read-only cursor answers READ_ONLY.
+    let t = begin(&mut c, 5000);
+    txn_exec(&mut c, t, 1, "SET LOCAL statement_timeout = 50").unwrap();
+    assert_eq!(
+        code(txn_exec(&mut c, t, 2, "SELECT pg_sleep(5)")),
+        ErrorCode::Timeout
+    );
+    end(&mut c, data_request::Kind::Rollback, t, 3).unwrap();
+    let cursor = c.data(&req(data_request::Kind::OpenCursor(CursorOpen {
+        stmt: Some(stmt("INSERT INTO s VALUES (9, 9) RETURNING id", vec![])),
+        ..Default::default()
+    })));
+    assert_eq!(code(cursor), ErrorCode::ReadOnly);
+    assert_eq!(count(&mut c, "s"), 1);
+}
+
+fn begin(c: &mut FrameClient, timeout_ms: u32) -> u64 {
+    match c
+        .data(&req(data_request::Kind::Begin(TxnBegin {
+            timeout_ms,
+            idle_ms: timeout_ms,
+        })))
+        .unwrap()
+        .kind
+    {
+        Some(data_response::Kind::Txn(t)) => t.txn_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn txn_exec(
+    c: &mut FrameClient,
+    txn_id: u64,
+    seq: u64,
+    sql: &str,
+) -> Result<netmod::proto::DataResponse, ClientError> {
+    c.data(&req(data_request::Kind::TxnExecute(TxnStatement {
+        txn_id,
+        seq,
+        stmt: Some(stmt(sql, vec![])),
+    })))
+}
+
+fn end(
+    c: &mut FrameClient,
+    kind: fn(TxnEnd) -> data_request::Kind,
+    txn_id: u64,
+    seq: u64,
+) -> Result<netmod::proto::DataResponse, ClientError> {
+    c.data(&req(kind(TxnEnd { txn_id, seq })))
+}
+
+#[test]
+fn pg_transactions_commit_roll_back_isolate_and_expire() {
+    let Some(schema) = Schema::new("txn") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut other = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE a (id INT PRIMARY KEY)", vec![])
+        .unwrap();
+
+    let t1 = begin(&mut c, 5000);
+    let t2 = begin(&mut other, 5000);
+    txn_exec(&mut c, t1, 1, "INSERT INTO a VALUES (1)").unwrap();
+    txn_exec(&mut other, t2, 1, "INSERT INTO a VALUES (2)").unwrap();
+    let seen = |c: &mut FrameClient, t: u64, seq: u64| -> usize {
+        match txn_exec(c, t, seq, "SELECT id FROM a").unwrap().kind {
+            Some(data_response::Kind::Result(r)) => r.rows.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(seen(&mut c, t1, 2), 1, "its own write only");
+    assert_eq!(seen(&mut other, t2, 2), 1, "its own write only");
+    assert_eq!(count(&mut c, "a"), 0, "nothing visible before commit");
+    let committed = end(&mut c, data_request::Kind::Commit, t1, 3).unwrap();
+    assert!(committed.commit_index > 0);
+    end(&mut other, data_request::Kind::Rollback, t2, 3).unwrap();
+    assert_eq!(count(&mut c, "a"), 1, "commit visible, rollback not");
+    assert_eq!(
+        code(end(&mut c, data_request::Kind::Commit, t1, 4)),
+        ErrorCode::TxnNotFound
+    );
+
+    // A failed statement fails the transaction: it cannot commit.
+    let t3 = begin(&mut c, 5000);
+    txn_exec(&mut c, t3, 1, "INSERT INTO a VALUES (3)").unwrap();
+    assert_eq!(
+        code(txn_exec(&mut c, t3, 2, "INSERT INTO a VALUES (1)")),
+        ErrorCode::Constraint
+    );
+    assert_eq!(
+        code(end(&mut c, data_request::Kind::Commit, t3, 3)),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(count(&mut c, "a"), 1);
+
+    // Abandoned: rolled back after its timeout, then reported expired.
+    let t4 = begin(&mut c, 200);
+    txn_exec(&mut c, t4, 1, "INSERT INTO a VALUES (4)").unwrap();
+    common::eventually("transaction expired", || {
+        txn_exec(&mut c, t4, 2, "SELECT 1").err().is_some_and(|e| {
+            matches!(
+                e,
+                ClientError::Server {
+                    code: ErrorCode::TxnExpired,
+                    ..
+                }
+            )
+        })
+    });
+    assert_eq!(count(&mut c, "a"), 1, "the abandoned write was rolled back");
+}
+
+#[test]
+fn pg_a_cursor_pages_through_a_large_result_from_one_snapshot() {
+    let Some(schema) = Schema::new("cursor") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute(
+        "CREATE TABLE big AS SELECT g AS id, repeat('x', 1000) AS pad FROM generate_series(1, 2500) g",
+        vec![],
+    )
+    .unwrap();
+    let open = req(data_request::Kind::OpenCursor(CursorOpen {
+        stmt: Some(stmt("SELECT id, pad FROM big ORDER BY id", vec![])),
+        page_rows: 1000,
+        ..Default::default()
+    }));
+    let open = DataRequest {
+        max_result_bytes: 300_000,
+        ..open
+    };
+    let mut page = match c.data(&open).unwrap().kind {
+        Some(data_response::Kind::Page(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(page.columns.len(), 2);
+    let id = page.cursor_id;
+    // A write after the cursor opened is not in its snapshot.
+    c.execute("INSERT INTO big VALUES (9999, 'late')", vec![])
+        .unwrap();
+    let mut ids: Vec<i64> = Vec::new();
+    let mut seq = 1;
+    loop {
+        assert!(page.rows.len() <= 1000);
+        for r in &page.rows {
+            match r.values[0].kind {
+                Some(netmod::proto::value::Kind::Integer(i)) => ids.push(i),
+                ref other => panic!("{other:?}"),
+            }
+        }
+        if page.done {
+            break;
+        }
+        page = match c
+            .data(&req(data_request::Kind::Fetch(TxnEnd { txn_id: id, seq })))
+            .unwrap()
+            .kind
+        {
+            Some(data_response::Kind::Page(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        seq += 1;
+    }
+    assert_eq!(
+        ids,
+        (1..=2500).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    assert!(
+        seq > 3,
+        "pages were cut at the byte limit, not only at 1000 rows"
+    );
+}
+
+#[test]
+fn pg_concurrent_writes_fail_alone_and_are_counted() {
+    let Some(schema) = Schema::new("group") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE g (id INT PRIMARY KEY, who INT)", vec![])
+        .unwrap();
+    let addr = srv.addr;
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let failed = Arc::clone(&failed);
+            std::thread::spawn(move || {
+                let mut c = FrameClient::connect(addr, WAIT).unwrap();
+                for i in 0..50 {
+                    // Writer 1's first row collides with writer 0's.
+                    let id = if w == 1 && i == 0 { 0 } else { w * 1000 + i };
+                    let r = c.execute(
+                        "INSERT INTO g VALUES (?1, ?2)",
+                        vec![Value::int(id), Value::int(w)],
+                    );
+                    if r.is_err() {
+                        failed.lock().unwrap().push(w);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Writers 0 and 1 race for id 0: whichever comes second fails, and nothing else does.
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed == [0] || failed == [1],
+        "only the colliding write fails: {failed:?}"
+    );
+    assert_eq!(count(&mut c, "g"), 8 * 50 - 1);
+    let stats = match c
+        .data(&req(data_request::Kind::Stats(Default::default())))
+        .unwrap()
+        .kind
+    {
+        Some(data_response::Kind::Stats(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    assert!(stats.grouped_writes >= 8 * 50 - 1);
+    let ins = stats
+        .statements
+        .iter()
+        .find(|s| s.sql.starts_with("INSERT INTO g"))
+        .expect("monitored");
+    assert_eq!((ins.count, ins.errors), (400, 1));
+}
+
+#[test]
+fn pg_a_write_retried_with_its_idempotency_key_is_applied_once_with_the_same_reply() {
+    let Some(schema) = Schema::new("idem") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE i (id BIGSERIAL PRIMARY KEY, v TEXT)", vec![])
+        .unwrap();
+    let write = DataRequest {
+        idempotency_key: "order-42".into(),
+        ..exec(
+            "INSERT INTO i (v) VALUES (?1) RETURNING id",
+            vec![Value::text("x")],
+        )
+    };
+    let first = c.data(&write).unwrap();
+    let again = c.data(&write).unwrap();
+    assert_eq!(first, again, "the stored reply, byte for byte");
+    assert_eq!(count(&mut c, "i"), 1);
+    let other = DataRequest {
+        idempotency_key: "order-43".into(),
+        ..write.clone()
+    };
+    c.data(&other).unwrap();
+    assert_eq!(count(&mut c, "i"), 2);
+    // A failed write stores nothing: its retry runs again.
+    let bad = DataRequest {
+        idempotency_key: "order-44".into(),
+        ..exec("INSERT INTO i (id, v) VALUES (1, 'dup')", vec![])
+    };
+    assert_eq!(code(c.data(&bad)), ErrorCode::Constraint);
+    assert_eq!(code(c.data(&bad)), ErrorCode::Constraint);
+}
+
+fn on_standby(c: &mut FrameClient, consistency: ReadConsistency) -> bool {
+    let r = DataRequest {
+        consistency: consistency as i32,
+        ..exec("SELECT pg_is_in_recovery()", vec![])
+    };
+    result(c, &r).0.rows[0].values == [Value::int(1)]
+}
+
+#[test]
+fn pg_reads_go_to_the_replica_and_after_index_reads_see_acknowledged_writes() {
+    let Some(schema) = Schema::new("replica") else {
+        return;
+    };
+    let Some(srv) = schema.start_with_replica() else {
+        return;
+    };
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    assert!(on_standby(&mut c, ReadConsistency::AnyReplica));
+    assert!(!on_standby(&mut c, ReadConsistency::Primary));
+    c.execute("CREATE TABLE r (id INT PRIMARY KEY)", vec![])
+        .unwrap();
+    for id in 0..50 {
+        let (_, index) = result(
+            &mut c,
+            &exec("INSERT INTO r VALUES (?1)", vec![Value::int(id)]),
+        );
+        assert!(index > 0);
+        let read = DataRequest {
+            consistency: ReadConsistency::AfterIndex as i32,
+            after_index: index,
+            ..exec(
+                "SELECT id, pg_is_in_recovery() FROM r WHERE id = ?1",
+                vec![Value::int(id)],
+            )
+        };
+        let (r, seen) = result(&mut c, &read);
+        assert_eq!(r.rows.len(), 1, "write {id} visible");
+        assert!(seen >= index);
+        assert_eq!(
+            r.rows[0].values[1],
+            Value::int(1),
+            "answered by the standby"
+        );
+    }
+    // Inside a transaction everything stays on the primary.
+    let t = begin(&mut c, 5000);
+    match txn_exec(&mut c, t, 1, "SELECT pg_is_in_recovery()")
+        .unwrap()
+        .kind
+    {
+        Some(data_response::Kind::Result(r)) => assert_eq!(r.rows[0].values, [Value::int(0)]),
+        other => panic!("{other:?}"),
+    }
+    end(&mut c, data_request::Kind::Rollback, t, 2).unwrap();
+    // A statement that looks like a read but writes is sent to the primary.
+    let (_, index) = result(&mut c, &exec("CREATE SEQUENCE q", vec![]));
+    let next = DataRequest {
+        consistency: ReadConsistency::AfterIndex as i32,
+        after_index: index,
+        ..exec("SELECT nextval('q'), pg_is_in_recovery()", vec![])
+    };
+    let n = result(&mut c, &next).0;
+    assert_eq!(n.rows[0].values, [Value::int(1), Value::int(0)]);
+}
+
+#[test]
+fn pg_a_replica_that_fails_is_skipped() {
+    let Some(schema) = Schema::new("replica-down") else {
+        return;
+    };
+    let Some(live) = schema.replica.clone() else {
+        return;
+    };
+    // A replica nobody listens on, first in the rotation, then the real standby.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=2")
+    };
+    let srv = start_db_pool(PoolConfig::Postgres(schema.config(vec![dead, live])));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut standby = 0;
+    for _ in 0..10 {
+        if on_standby(&mut c, ReadConsistency::AnyReplica) {
+            standby += 1;
+        }
+    }
+    assert!(
+        standby >= 8,
+        "reads went to the live replica ({standby}/10)"
+    );
+}
+
+#[test]
+fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
+    let Some(schema) = Schema::new("kill") else {
+        return;
+    };
+    let url = schema.primary.clone();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--postgres",
+        &url,
+        "--workers",
+        "2",
+    ];
+    let mut p = Proc::spawn("db-server", &args);
+    let addr = p.listen_addr();
+    let mut c = FrameClient::connect(addr, WAIT).unwrap();
+    c.execute(
+        "CREATE TABLE d (id INT PRIMARY KEY, payload TEXT NOT NULL)",
+        vec![],
+    )
+    .unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let acked = Arc::clone(&acked);
+            std::thread::spawn(move || {
+                let Ok(mut c) = FrameClient::connect(addr, WAIT) else {
+                    return;
+                };
+                for i in 0..100_000i64 {
+                    let id = w * 1_000_000 + i;
+                    let payload = format!("row {id} {}", "x".repeat(200));
+                    match c.execute(
+                        "INSERT INTO d VALUES (?1, ?2)",
+                        vec![Value::int(id), Value::text(payload)],
+                    ) {
+                        Ok(_) => acked.lock().unwrap().push(id),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    common::eventually("writes flowing", || acked.lock().unwrap().len() >= 300);
+    p.signal(libc::SIGKILL);
+    p.wait_exit();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut p = Proc::spawn("db-server", &args);
+    let mut c = FrameClient::connect(p.listen_addr(), WAIT).unwrap();
+    let rows = c.execute("SELECT id, payload FROM d", vec![]).unwrap().rows;
+    let present: std::collections::HashSet<i64> = rows
+        .iter()
+        .map(|r| match (&r.values[0].kind, &r.values[1].kind) {
+            (
+                Some(netmod::proto::value::Kind::Integer(id)),
+                Some(netmod::proto::value::Kind::Text(t)),
+            ) => {
+                assert_eq!(
+                    *t,
+                    format!("row {id} {}", "x".repeat(200)),
+                    "no half-written row"
+                );
+                *id
+            }
+            other => panic!("bad row {other:?}"),
+        })
+        .collect();
+    let lost: Vec<i64> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {lost:?}",
+        lost.len()
+    );
+}
