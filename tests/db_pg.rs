@@ -846,3 +846,73 @@ fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
         lost.len()
     );
 }
+
+#[test]
+fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
+    use netmod::wire::{self, MessageType, Operation};
+    let Some(schema) = Schema::new("group-commit") else {
+        return;
+    };
+    // One writer, so that the writes queue behind a lock and then leave as a group.
+    let cfg = PgConfig {
+        writers: 1,
+        ..schema.config(vec![])
+    };
+    let srv = start_db_pool(PoolConfig::Postgres(cfg));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE g (id INT PRIMARY KEY)", vec![])
+        .unwrap();
+    let stats = |c: &mut FrameClient| match c
+        .data(&req(data_request::Kind::Stats(Default::default())))
+        .unwrap()
+        .kind
+    {
+        Some(data_response::Kind::Stats(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    let before = stats(&mut c);
+    let mut locker = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let t = begin(&mut locker, 10_000);
+    txn_exec(&mut locker, t, 1, "LOCK TABLE g IN SHARE MODE").unwrap();
+
+    // 100 inserts in flight on one connection; #50 repeats #10's id.
+    let mut ids = Vec::new();
+    for i in 0..100i64 {
+        let id = c.next_id();
+        let key = if i == 50 { 10 } else { i };
+        let r = exec("INSERT INTO g VALUES (?1)", vec![Value::int(key)]);
+        c.send(&wire::message(
+            MessageType::Request,
+            Operation::Data,
+            id,
+            &r,
+        ))
+        .unwrap();
+        ids.push(id);
+    }
+    // The server reads requests in order: once this answer is back, all 100 are queued.
+    let probe = stats(&mut c);
+    assert_eq!(probe.grouped_writes, before.grouped_writes, "all blocked");
+    end(&mut locker, data_request::Kind::Commit, t, 2).unwrap();
+
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < ids.len() {
+        let m = c.next_message().unwrap();
+        answers.insert(m.message_id, m.r#type());
+    }
+    let failed: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| answers[id] == MessageType::Error)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, [50], "only the duplicate fails");
+    assert_eq!(count(&mut c, "g"), 99);
+    let after = stats(&mut c);
+    let (writes, commits) = (
+        after.grouped_writes - before.grouped_writes,
+        after.commits - before.commits,
+    );
+    assert_eq!(writes, 99);
+    assert!(commits <= 3, "{writes} writes in {commits} commits");
+}

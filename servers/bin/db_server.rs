@@ -39,7 +39,8 @@ struct Args {
     /// writer thread; PostgreSQL adds as many writers as --writers says.
     #[arg(long)]
     workers: Option<usize>,
-    /// PostgreSQL writer threads, each with a connection to the primary [default: 2 × readers].
+    /// PostgreSQL writer threads, each with a connection to the primary. Each commits the
+    /// writes queued for it together, so a few suffice [default: 2].
     #[arg(long)]
     writers: Option<usize>,
     /// PostgreSQL: how long (ms) an AFTER_INDEX read waits for a replica to catch up before the
@@ -93,7 +94,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 url: url.clone(),
                 replicas: args.replica.clone(),
                 readers,
-                writers: args.writers.unwrap_or(2 * readers),
+                writers: args.writers.unwrap_or(2),
                 queue: args.queue,
                 max_txns: 64,
                 replica_wait: Duration::from_millis(args.replica_wait_ms),

@@ -46,6 +46,10 @@ pub mod oid {
     pub const UNKNOWN: Oid = 0;
 }
 
+/// The `sqlstate` of a statement skipped in a pipeline because an earlier one in its
+/// transaction failed (not a PostgreSQL code).
+pub const ABORTED: &str = "ABORT";
+
 /// A failure reported by libpq or the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -310,6 +314,10 @@ impl PgConn {
         let res = PgResult { raw };
         use ffi::ExecStatusType as S;
         match res.status() {
+            S::PGRES_PIPELINE_ABORTED => Err(PgError {
+                sqlstate: ABORTED.into(),
+                message: "not run: an earlier statement of its transaction failed".into(),
+            }),
             S::PGRES_COMMAND_OK
             | S::PGRES_TUPLES_OK
             | S::PGRES_TUPLES_CHUNK
@@ -374,6 +382,10 @@ impl PgConn {
 
     fn send(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), PgError> {
         let name = self.prepare(sql, params)?;
+        self.send_prepared(&name, params)
+    }
+
+    fn send_prepared(&mut self, name: &CStr, params: &[Param<'_>]) -> Result<(), PgError> {
         let mut texts: Vec<Option<Vec<u8>>> = Vec::with_capacity(params.len());
         let mut formats: Vec<c_int> = Vec::with_capacity(params.len());
         for p in params {
@@ -427,6 +439,119 @@ impl PgConn {
                 sqlstate: if self.is_ok() { "" } else { "08006" }.into(),
                 message: self.last_error(),
             });
+        }
+        Ok(())
+    }
+
+    /// Runs statements back to back in one round trip (libpq's pipeline mode). A sync follows
+    /// each statement whose index is in `syncs` (and the last one): the statements since the
+    /// previous sync form one implicit transaction, committed at the sync, or rolled back whole
+    /// when one of them fails; the statements after the failing one, up to the sync, are
+    /// reported [`ABORTED`].
+    ///
+    /// `each(i, stream)` reads statement `i`'s results (rows in chunks of `chunk`), in order;
+    /// a failure to prepare statement `i` comes to it as the stream's error, and the statement
+    /// is left out. An `Err` from `pipeline` itself means the connection failed.
+    pub fn pipeline(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        syncs: &[usize],
+        chunk: usize,
+        mut each: impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
+    ) -> Result<(), PgError> {
+        // Preparing needs a round trip of its own, so it happens before, once per statement.
+        let names: Vec<Result<CString, PgError>> = stmts
+            .iter()
+            .map(|(sql, params)| self.prepare(sql, params))
+            .collect();
+        if !self.is_ok() {
+            return Err(self.broken());
+        }
+        // SAFETY: valid, idle connection.
+        if unsafe { ffi::PQenterPipelineMode(self.raw.as_ptr()) } == 0 {
+            return Err(self.broken());
+        }
+        let r = self.run_pipeline(stmts, &names, syncs, chunk, &mut each);
+        // SAFETY: valid connection; fails (harmlessly) only if results are left unread.
+        if unsafe { ffi::PQexitPipelineMode(self.raw.as_ptr()) } == 0 && r.is_ok() {
+            return Err(self.broken());
+        }
+        r
+    }
+
+    fn broken(&self) -> PgError {
+        PgError {
+            sqlstate: "08006".into(),
+            message: self.last_error(),
+        }
+    }
+
+    fn run_pipeline(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        names: &[Result<CString, PgError>],
+        syncs: &[usize],
+        chunk: usize,
+        each: &mut impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
+    ) -> Result<(), PgError> {
+        let last = stmts.len().saturating_sub(1);
+        let sync_after = |i: usize| i == last || syncs.contains(&i);
+        let mut pending_sync = false;
+        // A statement refused before it is sent (a bad parameter) fails alone.
+        let mut refused: Vec<Option<PgError>> = vec![None; stmts.len()];
+        for (i, ((_, params), name)) in stmts.iter().zip(names).enumerate() {
+            if let Ok(name) = name {
+                match self.send_prepared(name, params) {
+                    Ok(()) => pending_sync = true,
+                    Err(e) if self.is_ok() && !e.sqlstate.starts_with("08") => refused[i] = Some(e),
+                    Err(_) => return Err(self.broken()),
+                }
+            }
+            if sync_after(i) && pending_sync {
+                // SAFETY: valid connection in pipeline mode.
+                if unsafe { ffi::PQsendPipelineSync(self.raw.as_ptr()) } == 0 {
+                    return Err(self.broken());
+                }
+                pending_sync = false;
+            }
+        }
+        // SAFETY: valid connection; a blocking connection flushes everything.
+        if unsafe { ffi::PQflush(self.raw.as_ptr()) } != 0 {
+            return Err(self.broken());
+        }
+        let mut synced_segment = false;
+        for (i, name) in names.iter().enumerate() {
+            if let Err(e) = name {
+                each(i, Err(e.clone()));
+            } else if let Some(e) = refused[i].take() {
+                each(i, Err(e));
+            } else {
+                let chunk = c_int::try_from(chunk.max(1)).unwrap_or(c_int::MAX);
+                // SAFETY: valid connection; this query's results have not been read yet.
+                unsafe { ffi::PQsetChunkedRowsMode(self.raw.as_ptr(), chunk) };
+                let mut stream = RowStream {
+                    conn: self,
+                    finished: false,
+                };
+                each(i, Ok(&mut stream));
+                drop(stream);
+                synced_segment = true;
+            }
+            if sync_after(i) && synced_segment {
+                // SAFETY: valid connection; the sync's own result comes next.
+                let r = unsafe { ffi::PQgetResult(self.raw.as_ptr()) };
+                let Some(raw) = NonNull::new(r) else {
+                    return Err(self.broken());
+                };
+                let res = PgResult { raw };
+                if res.status() != ffi::ExecStatusType::PGRES_PIPELINE_SYNC {
+                    return Err(PgError {
+                        sqlstate: "08P01".into(),
+                        message: format!("pipeline out of step: {:?}", res.status()),
+                    });
+                }
+                synced_segment = false;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::DbError;
-use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, TxnState};
+use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, RowStream, TxnState};
 use super::page::{self, Limit, SizedRow};
 use super::placeholders::{to_dollar, Translated};
 use super::txn::{Opener, Page, Purpose, TxnConn};
@@ -252,46 +252,136 @@ impl Pg {
         let start = Instant::now();
         let (t, params) = self.bind(st)?;
         let mut stream = self.conn.stream(&t.sql, &params, CHUNK_ROWS)?;
-        let mut out = StatementResult::default();
-        let mut types: Vec<libpq::Oid> = Vec::new();
-        let mut pending: std::vec::IntoIter<SizedRow> = Vec::new().into_iter();
-        let mut command = String::new();
-        let mut last: Option<PgResult> = None;
-        let (rows, done) = page::fill(usize::MAX, limit, None, || loop {
-            if let Some(r) = pending.next() {
-                return Ok(Some(r));
-            }
-            let Some(res) = stream.next_result()? else {
-                return Ok(None);
+        match read_result(&mut stream, limit, start) {
+            Ok(r) => Ok(r),
+            Err(Fail::Db(e)) => Err(e),
+            Err(Fail::Aborted) => Err(DbError::new(ErrorCode::Internal, "statement not run")),
+        }
+    }
+
+    /// Runs statements in one round trip: in one transaction (`together`: committed at once,
+    /// or not at all if one fails) or each on its own. `then`, a statement without parameters,
+    /// runs after them (after the commit); its first value comes back.
+    ///
+    /// Per statement: `Some(outcome)`, or `None` when it did not run because another statement
+    /// of its transaction failed. An `Err` means the connection failed (outcomes unknown).
+    #[allow(clippy::type_complexity)]
+    pub fn execute_many(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let start = Instant::now();
+        if let ([(st, limit)], None) = (sts, then) {
+            // One statement alone: no pipeline needed.
+            return match self.execute(st, *limit) {
+                Err(e) if e.code == ErrorCode::Unavailable && !self.is_ok() => Err(e),
+                r => Ok((vec![Some(r)], None)),
             };
-            if out.columns.is_empty() && res.columns() > 0 {
-                out.columns = columns(&res);
-                types = (0..res.columns()).map(|c| res.column_type(c)).collect();
-            }
-            pending = rows_of(&res, &types);
-            last = Some(res);
-        })?;
-        // Read what is left (a cut result), so the final command tag is known.
-        while let Some(res) = stream.next_result()? {
-            last = Some(res);
         }
-        drop(stream);
-        if let Some(res) = &last {
-            command = res.command();
-            if out.columns.is_empty() && res.columns() > 0 {
-                out.columns = columns(res);
+        let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
+            (0..sts.len()).map(|_| None).collect();
+        let mut bound = Vec::with_capacity(sts.len());
+        let mut which = Vec::with_capacity(sts.len());
+        for (i, (st, _)) in sts.iter().enumerate() {
+            match self.bind(st) {
+                Ok(b) => {
+                    bound.push(b);
+                    which.push(i);
+                }
+                Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
-        let wrote = !reads_only(&command);
-        out.rows = rows;
-        out.truncated = !done;
-        out.rows_read = out.rows.len() as u64;
-        if wrote {
-            out.rows_affected = last.as_ref().map_or(0, PgResult::rows_affected);
-            out.rows_written = out.rows_affected;
+        let mut stmts: Vec<(&str, &[Param<'_>])> = bound
+            .iter()
+            .map(|(t, p)| (t.sql.as_str(), p.as_slice()))
+            .collect();
+        let n = stmts.len();
+        if let Some(sql) = then {
+            stmts.push((sql, &[]));
         }
-        out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        Ok((out, wrote))
+        if stmts.is_empty() {
+            return Ok((outcomes, None));
+        }
+        let syncs: Vec<usize> = if together {
+            vec![n.saturating_sub(1)]
+        } else {
+            (0..n).collect()
+        };
+        let mut then_value = None;
+        self.conn
+            .pipeline(&stmts, &syncs, CHUNK_ROWS, |k, stream| {
+                if k >= n {
+                    if let Ok(s) = stream {
+                        if let Ok(Some(res)) = s.next_result() {
+                            then_value = res.value(0, 0).map(<[u8]>::to_vec);
+                        }
+                    }
+                    return;
+                }
+                let i = which[k];
+                let r = match stream {
+                    Ok(s) => read_result(s, sts[i].1, start),
+                    Err(e) => Err(Fail::from(e)),
+                };
+                outcomes[i] = match r {
+                    Ok(r) => Some(Ok(r)),
+                    Err(Fail::Db(e)) => Some(Err(e)),
+                    Err(Fail::Aborted) => None,
+                };
+            })?;
+        Ok((outcomes, then_value))
+    }
+
+    /// Runs statements in one transaction and one round trip: those that succeed are
+    /// committed together; one that fails gets its error alone, and the others (rolled back
+    /// with it) run again without it. `then` runs after the final commit; its first value
+    /// comes back. An `Err` means the connection failed (whether the group committed is
+    /// unknown).
+    #[allow(clippy::type_complexity)]
+    pub fn execute_group(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        then: Option<&str>,
+    ) -> Result<
+        (
+            Vec<Result<(StatementResult, bool), DbError>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
+            (0..sts.len()).map(|_| None).collect();
+        // Indexes still to run.
+        let mut todo: Vec<usize> = (0..sts.len()).collect();
+        loop {
+            let batch: Vec<(&Statement, Limit)> = todo.iter().map(|&i| sts[i]).collect();
+            let (ran, value) = self.execute_many(&batch, true, then)?;
+            let failed = ran.iter().any(|r| !matches!(r, Some(Ok(_))));
+            let mut again = Vec::new();
+            for (&i, r) in todo.iter().zip(ran) {
+                match r {
+                    Some(Err(e)) => outcomes[i] = Some(Err(e)),
+                    Some(Ok(ok)) if !failed => outcomes[i] = Some(Ok(ok)),
+                    _ => again.push(i),
+                }
+            }
+            if !failed || again.is_empty() {
+                let done = outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "not run"))))
+                    .collect();
+                return Ok((done, value));
+            }
+            todo = again;
+        }
     }
 
     /// Prepares the tables the server keeps for itself.
@@ -302,6 +392,84 @@ impl Pg {
                  commit_index BIGINT)",
         )
     }
+}
+
+/// Why a statement of a pipeline has no result.
+enum Fail {
+    /// Another statement of its transaction failed first; it did not run.
+    Aborted,
+    Db(DbError),
+}
+
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Self {
+        if e.sqlstate == libpq::ABORTED {
+            Fail::Aborted
+        } else {
+            Fail::Db(e.into())
+        }
+    }
+}
+
+/// Reads one statement's results from `stream` into a result under `limit`; also says whether
+/// the statement may have written.
+fn read_result(
+    stream: &mut RowStream<'_>,
+    limit: Limit,
+    start: Instant,
+) -> Result<(StatementResult, bool), Fail> {
+    struct Collect {
+        out: StatementResult,
+        types: Vec<libpq::Oid>,
+        pending: std::vec::IntoIter<SizedRow>,
+        last: Option<PgResult>,
+    }
+    impl Collect {
+        fn take(&mut self, res: PgResult) {
+            if self.out.columns.is_empty() && res.columns() > 0 {
+                self.out.columns = columns(&res);
+                self.types = (0..res.columns()).map(|c| res.column_type(c)).collect();
+            }
+            self.pending = rows_of(&res, &self.types);
+            self.last = Some(res);
+        }
+    }
+    let mut c = Collect {
+        out: StatementResult::default(),
+        types: Vec::new(),
+        pending: Vec::new().into_iter(),
+        last: None,
+    };
+    // The first result apart: an aborted statement says so there.
+    if let Some(res) = stream.next_result()? {
+        c.take(res);
+    }
+    let (rows, done) = page::fill(usize::MAX, limit, None, || loop {
+        if let Some(r) = c.pending.next() {
+            return Ok(Some(r));
+        }
+        let Some(res) = stream.next_result()? else {
+            return Ok(None);
+        };
+        c.take(res);
+    })
+    .map_err(Fail::Db)?;
+    // Read what is left (a cut result), so the final command tag is known.
+    while let Some(res) = stream.next_result()? {
+        c.last = Some(res);
+    }
+    let (mut out, last) = (c.out, c.last);
+    let command = last.as_ref().map(PgResult::command).unwrap_or_default();
+    let wrote = !reads_only(&command);
+    out.rows = rows;
+    out.truncated = !done;
+    out.rows_read = out.rows.len() as u64;
+    if wrote {
+        out.rows_affected = last.as_ref().map_or(0, PgResult::rows_affected);
+        out.rows_written = out.rows_affected;
+    }
+    out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    Ok((out, wrote))
 }
 
 /// A PostgreSQL connection holding an interactive transaction or a cursor.

@@ -34,10 +34,14 @@ use super::batch;
 use super::error::DbError;
 use super::libpq::Param;
 use super::monitor::Monitor;
+use super::page::Limit;
 use super::postgres::{self, Pg};
 use super::txn::Txns;
 use super::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
-use crate::proto::{data_response, DataResponse, ErrorCode, ReadConsistency, StatsResult};
+use crate::proto::{
+    data_response, DataResponse, ErrorCode, ReadConsistency, Statement, StatementResult,
+    StatsResult,
+};
 
 /// PostgreSQL pool configuration.
 #[derive(Debug, Clone)]
@@ -98,12 +102,23 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), DbError>
         .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
 }
 
-fn next_job(jobs: &Mutex<Receiver<Job>>) -> Option<Job> {
+/// Requests a worker takes from its queue at once (one round trip, one commit for writes).
+const MAX_GROUP: usize = 64;
+
+/// The next job, waiting for it, and whatever else is queued, up to [`MAX_GROUP`].
+fn next_group(jobs: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
     let rx = match jobs.lock() {
         Ok(rx) => rx,
         Err(p) => p.into_inner(),
     };
-    rx.recv().ok()
+    let mut group = vec![rx.recv().ok()?];
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(j) => group.push(j),
+            Err(_) => break,
+        }
+    }
+    Some(group)
 }
 
 impl PgPool {
@@ -129,8 +144,8 @@ impl PgPool {
             };
             let jobs = Arc::clone(&wrx);
             spawn(format!("db-writer-{i}"), move || {
-                while let Some(job) = next_job(&jobs) {
-                    w.run(job);
+                while let Some(group) = next_group(&jobs) {
+                    w.run_group(group);
                 }
             })?;
         }
@@ -146,6 +161,7 @@ impl PgPool {
                         url: u.clone(),
                         pg: None,
                         down_until: None,
+                        replayed: 0,
                     })
                     .collect(),
                 rr: Arc::clone(&rr),
@@ -157,8 +173,8 @@ impl PgPool {
             };
             let jobs = Arc::clone(&rrx);
             spawn(format!("db-reader-{i}"), move || {
-                while let Some(job) = next_job(&jobs) {
-                    r.run(job);
+                while let Some(group) = next_group(&jobs) {
+                    r.run_group(group);
                 }
             })?;
         }
@@ -255,6 +271,22 @@ enum Outcome {
 }
 
 impl Writer {
+    /// Plain writes (no key, INSERT/UPDATE/DELETE) go together in one transaction and one
+    /// round trip (with the WAL position read after the commit); the rest one by one.
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        let (together, alone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
+            matches!(&j.work, Work::Execute(st)
+                if j.idempotency_key.is_empty()
+                    && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]))
+        });
+        for job in alone {
+            self.run(job);
+        }
+        if !together.is_empty() {
+            self.run_together(together);
+        }
+    }
+
     fn run(&mut self, job: Job) {
         let start = Instant::now();
         let r = match ensure(&mut self.pg, &self.url, "") {
@@ -265,16 +297,55 @@ impl Writer {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
         if let Ok(resp) = &r {
-            self.counters
-                .committed
-                .fetch_max(resp.commit_index, Ordering::AcqRel);
-            self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            self.counters.writes.fetch_add(1, Ordering::Relaxed);
-            if resp.commit_index % 1000 == 0 {
-                self.prune();
-            }
+            self.committed(resp.commit_index, 1);
         }
         (job.reply)(r);
+    }
+
+    fn committed(&mut self, index: u64, writes: u64) {
+        self.counters.committed.fetch_max(index, Ordering::AcqRel);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        let before = self.counters.writes.fetch_add(writes, Ordering::Relaxed);
+        if before / 1000 != (before + writes) / 1000 {
+            self.prune();
+        }
+    }
+
+    /// Group commit: the writes run in one implicit transaction, pipelined, then the WAL
+    /// position is read (see [`Pg::execute_group`]).
+    fn run_together(&mut self, jobs: Vec<Job>) {
+        let start = Instant::now();
+        let ran = ensure(&mut self.pg, &self.url, "").and_then(|pg| {
+            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                Some(i) => i,
+                None => pg.current_lsn()?,
+            };
+            Ok((outcomes, index))
+        });
+        let (outcomes, index) = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                // The connection failed: whether the group committed is unknown.
+                self.pg = None;
+                for job in jobs {
+                    (job.reply)(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let wrote = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            if let Work::Execute(st) = &job.work {
+                self.monitor
+                    .record(&st.sql, start.elapsed(), outcome.is_ok());
+            }
+            (job.reply)(outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index)));
+        }
+        if wrote > 0 {
+            self.committed(index, wrote);
+        }
     }
 
     fn prune(&mut self) {
@@ -414,6 +485,8 @@ struct Replica {
     url: String,
     pg: Option<Pg>,
     down_until: Option<Instant>,
+    /// The replayed WAL position last seen here: a lower bound for what a read there sees.
+    replayed: u64,
 }
 
 struct Reader {
@@ -428,75 +501,78 @@ struct Reader {
     monitor: Arc<Monitor>,
 }
 
+/// A job's statement (groups hold statements only).
+fn statement(j: &Job) -> Option<(&Statement, Limit)> {
+    match &j.work {
+        Work::Execute(st) => Some((st, j.limit)),
+        Work::Batch(_) => None,
+    }
+}
+
+/// Answers a job's read outcome: a "read" that wrote goes to the writers instead.
+fn answer(
+    writers: &SyncSender<Job>,
+    monitor: &Monitor,
+    job: Job,
+    r: Result<DataResponse, DbError>,
+    start: Instant,
+) {
+    if matches!(&r, Err(e) if e.code == ErrorCode::ReadOnly) {
+        return enqueue(writers, job);
+    }
+    if let Work::Execute(st) = &job.work {
+        monitor.record(&st.sql, start.elapsed(), r.is_ok());
+    }
+    (job.reply)(r);
+}
+
 /// A read-only session: a statement that writes fails READ_ONLY and goes to the writers.
 const READ_ONLY_SESSION: &str = "SET default_transaction_read_only = on";
 
-enum Read {
-    Done(Result<DataResponse, DbError>),
-    /// Not answered here: try the primary.
-    Fallback,
-}
-
 impl Reader {
-    fn run(&mut self, job: Job) {
-        let Work::Execute(_) = &job.work else {
-            return enqueue(&self.writers, job);
-        };
+    /// Serves a group of reads: those that may go to a replica on the next healthy one (in one
+    /// round trip), the rest, and any the replica could not serve, on the primary.
+    fn run_group(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
-        let mut r = Read::Fallback;
-        if job.consistency != ReadConsistency::Primary && !self.replicas.is_empty() {
-            r = self.on_replica(&job);
+        let (to_replica, mut to_primary): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.consistency != ReadConsistency::Primary && !self.replicas.is_empty());
+        if !to_replica.is_empty() {
+            to_primary.extend(self.on_replica(to_replica, start));
         }
-        let r = match r {
-            Read::Done(r) => r,
-            Read::Fallback => self.on_primary(&job),
-        };
-        if matches!(&r, Err(e) if e.code == ErrorCode::ReadOnly) {
-            // It writes after all.
-            return enqueue(&self.writers, job);
+        if !to_primary.is_empty() {
+            self.on_primary(to_primary, start);
         }
-        if let Work::Execute(st) = &job.work {
-            self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
-        }
-        (job.reply)(r);
     }
 
-    fn on_replica(&mut self, job: &Job) -> Read {
-        let Work::Execute(st) = &job.work else {
-            return Read::Fallback;
-        };
+    /// Runs `jobs` on a replica; returns those the primary must serve.
+    fn on_replica(&mut self, jobs: Vec<Job>, start: Instant) -> Vec<Job> {
         let n = self.replicas.len();
         let first = self.rr.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         for k in 0..n {
-            let rep = &mut self.replicas[(first + k) % n];
-            if rep.down_until.is_some_and(|t| now < t) {
+            let i = (first + k) % n;
+            if self.replicas[i].down_until.is_some_and(|t| now < t) {
                 continue;
             }
-            let outcome = (|| -> Result<Option<DataResponse>, DbError> {
-                let pg = ensure(&mut rep.pg, &rep.url, READ_ONLY_SESSION)?;
-                let mut index = pg.replay_lsn()?;
-                if job.consistency == ReadConsistency::AfterIndex {
-                    let deadline = Instant::now() + self.wait;
-                    while index < job.after_index {
-                        if Instant::now() >= deadline {
-                            return Ok(None);
+            match self.try_replica(i, &jobs) {
+                Ok((outcomes, replayed)) => {
+                    let mut rest = Vec::new();
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        match outcome {
+                            None => rest.push(job),
+                            Some(r) => {
+                                let r = r.map(|(res, _)| {
+                                    respond(data_response::Kind::Result(res), replayed)
+                                });
+                                answer(&self.writers, &self.monitor, job, r, start);
+                            }
                         }
-                        std::thread::sleep(Duration::from_millis(1));
-                        index = pg.replay_lsn()?;
                     }
+                    return rest;
                 }
-                let (res, _) = pg.execute(st, job.limit)?;
-                Ok(Some(respond(data_response::Kind::Result(res), index)))
-            })();
-            match outcome {
-                Ok(Some(resp)) => {
-                    rep.down_until = None;
-                    return Read::Done(Ok(resp));
-                }
-                Ok(None) => return Read::Fallback,
-                Err(e) if rep.pg.as_ref().is_some_and(Pg::is_ok) => return Read::Done(Err(e)),
                 Err(e) => {
+                    let rep = &mut self.replicas[i];
                     warn!(
                         "Replica {} failed ({}); skipped for {:?}",
                         redact(&rep.url),
@@ -508,26 +584,119 @@ impl Reader {
                 }
             }
         }
-        Read::Fallback
+        jobs
     }
 
-    fn on_primary(&mut self, job: &Job) -> Result<DataResponse, DbError> {
-        let Work::Execute(st) = &job.work else {
-            return Err(DbError::new(ErrorCode::Internal, "not a statement"));
-        };
-        let index = self.committed.load(Ordering::Acquire);
-        let pg = ensure(&mut self.primary, &self.url, READ_ONLY_SESSION)?;
-        if job.consistency == ReadConsistency::AfterIndex && job.after_index > index {
-            // Another db-server may have acknowledged it: ask the primary itself.
-            let at = pg.current_lsn()?;
-            if job.after_index > at {
-                return Err(DbError::new(
-                    ErrorCode::Stale,
-                    format!("commit index {} not reached (at {at})", job.after_index),
-                ));
+    /// Runs on replica `i` the jobs it can serve: `None` for a job that must go to the primary
+    /// (an AFTER_INDEX the replica did not reach within the wait). An `Err` means the replica
+    /// failed.
+    #[allow(clippy::type_complexity)]
+    fn try_replica(
+        &mut self,
+        i: usize,
+        jobs: &[Job],
+    ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
+        let wait = self.wait;
+        let rep = &mut self.replicas[i];
+        let pg = ensure(&mut rep.pg, &rep.url, READ_ONLY_SESSION)?;
+        // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
+        // the last one seen, which they are at least as new as.
+        let needed = jobs
+            .iter()
+            .filter(|j| j.consistency == ReadConsistency::AfterIndex)
+            .map(|j| j.after_index)
+            .max()
+            .unwrap_or(0);
+        if needed > rep.replayed {
+            let deadline = Instant::now() + wait;
+            loop {
+                rep.replayed = rep.replayed.max(pg.replay_lsn()?);
+                if rep.replayed >= needed || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let (res, _) = pg.execute(st, job.limit)?;
-        Ok(respond(data_response::Kind::Result(res), index))
+        let replayed = rep.replayed;
+        let here: Vec<bool> = jobs
+            .iter()
+            .map(|j| j.consistency != ReadConsistency::AfterIndex || j.after_index <= replayed)
+            .collect();
+        let sts: Vec<(&Statement, Limit)> = jobs
+            .iter()
+            .zip(&here)
+            .filter(|(_, h)| **h)
+            .filter_map(|(j, _)| statement(j))
+            .collect();
+        let (ran, _) = pg.execute_group(&sts, None)?;
+        let mut ran = ran.into_iter();
+        let outcomes = here
+            .iter()
+            .map(|h| if *h { ran.next() } else { None })
+            .collect();
+        Ok((outcomes, replayed))
+    }
+
+    fn on_primary(&mut self, jobs: Vec<Job>, start: Instant) {
+        let index = self.committed.load(Ordering::Acquire);
+        let pg = match ensure(&mut self.primary, &self.url, READ_ONLY_SESSION) {
+            Ok(pg) => pg,
+            Err(e) => {
+                for job in jobs {
+                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                }
+                return;
+            }
+        };
+        // An index beyond what this server acknowledged may come from another db-server: ask
+        // the primary itself, once.
+        let needed = jobs
+            .iter()
+            .filter(|j| j.consistency == ReadConsistency::AfterIndex)
+            .map(|j| j.after_index)
+            .max()
+            .unwrap_or(0);
+        let at = if needed > index {
+            match pg.current_lsn() {
+                Ok(at) => at,
+                Err(e) => {
+                    self.primary = None;
+                    for job in jobs {
+                        answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                    }
+                    return;
+                }
+            }
+        } else {
+            index
+        };
+        let (stale, jobs): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.consistency == ReadConsistency::AfterIndex && j.after_index > at);
+        for job in stale {
+            let e = DbError::new(
+                ErrorCode::Stale,
+                format!("commit index {} not reached (at {at})", job.after_index),
+            );
+            answer(&self.writers, &self.monitor, job, Err(e), start);
+        }
+        let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+        let ran = pg.execute_group(&sts, None);
+        drop(sts);
+        match ran {
+            Ok((outcomes, _)) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let r =
+                        outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
+                    answer(&self.writers, &self.monitor, job, r, start);
+                }
+            }
+            Err(e) => {
+                self.primary = None;
+                for job in jobs {
+                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                }
+            }
+        }
     }
 }
