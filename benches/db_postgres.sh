@@ -17,7 +17,7 @@ chmod 755 "$work"
 port=
 cleanup() {
   [ -n "$port" ] && pkill -f "db-server --listen 127.0.0.1:$port" 2>/dev/null
-  .ci/pg-cluster stop "$work" || true
+  .ci/pg-cluster stop "$work/pg" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -33,6 +33,11 @@ psql() { "$pgbin/psql" -qAtX "$url" "$@"; }
 pgbench() { taskset -c 1 "$pgbin/pgbench" -n -M prepared -c "$conns" -j 1 -T "$secs" "$@" "$url" 2>&1; }
 printf '\\set id random(1, 100000)\nSELECT v FROM loadgen_kv WHERE id = :id;\n' >"$work/read.sql"
 printf "INSERT INTO loadgen_kv (v) VALUES ('pgbench');\n" >"$work/write.sql"
+# Pipeline 16, the peer of loadgen --pipeline 16: 16 statements per round trip (one implicit
+# transaction, so the inserts share a commit, as db-server's group commit does).
+for mode in read write; do
+  { echo '\startpipeline'; for _ in $(seq 16); do cat "$work/$mode.sql"; done; echo '\endpipeline'; } >"$work/${mode}16.sql"
+done
 "$pgbin/pgbench" -i -q -s 10 "$url" >/dev/null 2>&1
 
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, secs=$secs conns=$conns, $(psql -c 'SHOW server_version') fsync=$(psql -c 'SHOW fsync') synchronous_commit=$(psql -c 'SHOW synchronous_commit')"
@@ -58,7 +63,10 @@ for round in $(seq "$runs"); do
     out=$(pgbench -f "$work/$mode.sql")
     tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
     lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
-    echo "round=$round pgbench_${mode} tps=$tps latency_avg_ms=$lat"
+    echo "round=$round pgbench_${mode}_p1 statements_per_s=$tps latency_avg_ms=$lat"
+    out=$(pgbench -f "$work/${mode}16.sql")
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    echo "round=$round pgbench_${mode}_p16 statements_per_s=$(awk -v t="$tps" 'BEGIN { printf "%.1f", t * 16 }')"
   done
   out=$(pgbench -S)
   echo "round=$round pgbench_builtin_S tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')"

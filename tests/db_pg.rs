@@ -54,9 +54,11 @@ struct Schema {
     replica: Option<String>,
 }
 
+/// The URL with the schema as search path, and as application name (to find the server's
+/// connections in `pg_stat_activity`).
 fn with_search_path(url: &str, schema: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-csearch_path%3D{schema}")
+    format!("{url}{sep}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
 impl Schema {
@@ -850,6 +852,7 @@ fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
 #[test]
 fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
     use netmod::wire::{self, MessageType, Operation};
+    use prost::Message as _;
     let Some(schema) = Schema::new("group-commit") else {
         return;
     };
@@ -915,4 +918,92 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
     );
     assert_eq!(writes, 99);
     assert!(commits <= 3, "{writes} writes in {commits} commits");
+
+    // Reads in flight together: the one that fails does not take the others with it.
+    let mut reads = Vec::new();
+    for i in 0..60i64 {
+        let id = c.next_id();
+        let sql = if i == 30 {
+            "SELECT id FROM missing"
+        } else {
+            "SELECT id FROM g WHERE id = ?1"
+        };
+        let args = if i == 30 { vec![] } else { vec![Value::int(i)] };
+        c.send(&wire::message(
+            MessageType::Request,
+            Operation::Data,
+            id,
+            &exec(sql, args),
+        ))
+        .unwrap();
+        reads.push(id);
+    }
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < reads.len() {
+        let m = c.next_message().unwrap();
+        answers.insert(m.message_id, m);
+    }
+    for (i, id) in reads.iter().enumerate() {
+        let m = &answers[id];
+        if i == 30 {
+            assert_eq!(m.r#type(), MessageType::Error);
+            continue;
+        }
+        assert_eq!(m.r#type(), MessageType::Response, "read {i}");
+        let resp = netmod::proto::DataResponse::decode(m.data.clone()).unwrap();
+        let Some(data_response::Kind::Result(r)) = resp.kind else {
+            panic!("{resp:?}")
+        };
+        let want = usize::from(i != 50);
+        assert_eq!(r.rows.len(), want, "read {i}");
+    }
+}
+
+#[test]
+fn pg_a_lost_database_connection_answers_unavailable_then_reconnects() {
+    let Some(schema) = Schema::new("reconnect") else {
+        return;
+    };
+    // One writer, connected from the start: the connection the cut hits.
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        writers: 1,
+        ..schema.config(vec![])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE u (id INT PRIMARY KEY)", vec![])
+        .unwrap();
+    c.execute("INSERT INTO u VALUES (1)", vec![]).unwrap();
+    for _ in 0..4 {
+        c.execute("SELECT id FROM u", vec![]).unwrap();
+    }
+    // Cut every connection db-server has (waiting until they are gone).
+    let mut admin = PgConn::connect(&schema.admin).unwrap();
+    let cut = admin
+        .exec(&format!(
+            "WITH v AS MATERIALIZED \
+             (SELECT pid FROM pg_stat_activity WHERE application_name = '{}') \
+             SELECT count(*) FROM v WHERE pg_terminate_backend(pid, 5000)",
+            schema.name
+        ))
+        .unwrap();
+    assert_ne!(cut.value(0, 0), Some(&b"0"[..]), "connections were cut");
+    // A read is safe to repeat: db-server reconnects and answers.
+    assert_eq!(c.execute("SELECT id FROM u", vec![]).unwrap().rows.len(), 1);
+    // The next write finds its connection gone: UNAVAILABLE (retryable), not a hang or a crash.
+    let r = c.execute("INSERT INTO u VALUES (2)", vec![]);
+    match r {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::Unavailable),
+        Ok(_) => panic!("a write on a cut connection cannot succeed"),
+        Err(e) => panic!("{e:?}"),
+    }
+    // And the one after reconnects.
+    c.execute("INSERT INTO u VALUES (3)", vec![]).unwrap();
+    let ids = c.execute("SELECT id FROM u ORDER BY id", vec![]).unwrap();
+    assert_eq!(
+        ids.rows
+            .iter()
+            .map(|r| r.values[0].clone())
+            .collect::<Vec<_>>(),
+        [Value::int(1), Value::int(3)]
+    );
 }

@@ -639,15 +639,39 @@ impl Reader {
 
     fn on_primary(&mut self, jobs: Vec<Job>, start: Instant) {
         let index = self.committed.load(Ordering::Acquire);
-        let pg = match ensure(&mut self.primary, &self.url, READ_ONLY_SESSION) {
-            Ok(pg) => pg,
+        // Reads are safe to repeat: a connection found broken is replaced once.
+        let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        for _ in 0..2 {
+            ran = self.read_primary(&jobs, index);
+            if ran.is_ok() {
+                break;
+            }
+            self.primary = None;
+        }
+        match ran {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let r =
+                        outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
+                    answer(&self.writers, &self.monitor, job, r, start);
+                }
+            }
             Err(e) => {
                 for job in jobs {
                     answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
                 }
-                return;
             }
-        };
+        }
+    }
+
+    /// Runs `jobs` on the primary; `Err` when the connection failed.
+    #[allow(clippy::type_complexity)]
+    fn read_primary(
+        &mut self,
+        jobs: &[Job],
+        index: u64,
+    ) -> Result<Vec<Result<(StatementResult, bool), DbError>>, DbError> {
+        let pg = ensure(&mut self.primary, &self.url, READ_ONLY_SESSION)?;
         // An index beyond what this server acknowledged may come from another db-server: ask
         // the primary itself, once.
         let needed = jobs
@@ -657,46 +681,31 @@ impl Reader {
             .max()
             .unwrap_or(0);
         let at = if needed > index {
-            match pg.current_lsn() {
-                Ok(at) => at,
-                Err(e) => {
-                    self.primary = None;
-                    for job in jobs {
-                        answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
-                    }
-                    return;
-                }
-            }
+            pg.current_lsn()?
         } else {
             index
         };
-        let (stale, jobs): (Vec<Job>, Vec<Job>) = jobs
-            .into_iter()
-            .partition(|j| j.consistency == ReadConsistency::AfterIndex && j.after_index > at);
-        for job in stale {
-            let e = DbError::new(
-                ErrorCode::Stale,
-                format!("commit index {} not reached (at {at})", job.after_index),
-            );
-            answer(&self.writers, &self.monitor, job, Err(e), start);
-        }
-        let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
-        let ran = pg.execute_group(&sts, None);
-        drop(sts);
-        match ran {
-            Ok((outcomes, _)) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let r =
-                        outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
-                    answer(&self.writers, &self.monitor, job, r, start);
+        let stale = |j: &Job| j.consistency == ReadConsistency::AfterIndex && j.after_index > at;
+        let sts: Vec<(&Statement, Limit)> = jobs
+            .iter()
+            .filter(|j| !stale(j))
+            .filter_map(statement)
+            .collect();
+        let (ran, _) = pg.execute_group(&sts, None)?;
+        let mut ran = ran.into_iter();
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                if stale(j) {
+                    Err(DbError::new(
+                        ErrorCode::Stale,
+                        format!("commit index {} not reached (at {at})", j.after_index),
+                    ))
+                } else {
+                    ran.next()
+                        .unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "read not run")))
                 }
-            }
-            Err(e) => {
-                self.primary = None;
-                for job in jobs {
-                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
-                }
-            }
-        }
+            })
+            .collect())
     }
 }
