@@ -272,14 +272,21 @@ enum Outcome {
 
 impl Writer {
     /// Plain writes (no key, INSERT/UPDATE/DELETE) go together in one transaction and one
-    /// round trip (with the WAL position read after the commit); the rest one by one.
+    /// round trip (with the WAL position read after the commit); the rest one by one, in the
+    /// order they were queued.
     fn run_group(&mut self, jobs: Vec<Job>) {
-        let (together, alone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
-            matches!(&j.work, Work::Execute(st)
-                if j.idempotency_key.is_empty()
-                    && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]))
-        });
-        for job in alone {
+        let mut together: Vec<Job> = Vec::new();
+        for job in jobs {
+            let plain = matches!(&job.work, Work::Execute(st)
+                if job.idempotency_key.is_empty()
+                    && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]));
+            if plain {
+                together.push(job);
+                continue;
+            }
+            if !together.is_empty() {
+                self.run_together(std::mem::take(&mut together));
+            }
             self.run(job);
         }
         if !together.is_empty() {

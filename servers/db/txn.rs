@@ -14,10 +14,11 @@
 //! ```
 //!
 //! Ids start with a random per-process prefix, so an id from before a restart is never
-//! mistaken for a new one: it gets TXN_NOT_FOUND. A transaction reads from the snapshot of its
-//! first statement; its first write takes SQLite's write lock (waiting up to the busy timeout for
-//! the group-commit writer), and a write after another commit changed its snapshot gets BUSY:
-//! roll back and retry.
+//! mistaken for a new one: it gets TXN_NOT_FOUND. The backend does the database part through
+//! [`TxnConn`] (opened by an [`Opener`], BEGIN already run). On SQLite a transaction reads from
+//! the snapshot of its first statement; its first write takes the write lock (waiting up to the
+//! busy timeout for the group-commit writer), and a write after another commit changed its
+//! snapshot gets BUSY: roll back and retry. PostgreSQL's REPEATABLE READ behaves the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
