@@ -4,10 +4,12 @@
 //! - [`test_server`]: test-server's frame service.
 //! - [`loadgen`]: the load generator, itself an engine client.
 //! - [`client`]: a blocking client for people and tests.
+//! - [`auth`]: signed, expiring tokens and stored secrets (test-server).
 //! - [`settings`], [`logging`]: configuration files and log format shared by every binary.
 
 #![deny(rust_2018_idioms)]
 
+pub mod auth;
 pub mod client;
 pub mod db;
 pub mod loadgen;
