@@ -10,8 +10,11 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod backoff;
+pub mod breaker;
 pub mod client;
 pub mod db;
+pub mod dblink;
 pub mod loadgen;
 pub mod logging;
 pub mod proto;

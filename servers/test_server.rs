@@ -1,24 +1,116 @@
-//! test-server's frame-protocol side: the handler each loop runs for client connections.
+//! test-server's frame-protocol side: the handler each loop runs for client connections, with
+//! its link to db-server.
 //!
 //! # Lifecycle of a client connection
 //!
 //! ```text
-//! accepted ──► serving: every whole frame is decoded and answered in arrival order
+//! accepted ──► serving: every whole frame is decoded and answered
 //!                │  REQUEST PING            → RESPONSE PING, same message_id, payload echoed (CRITICAL)
+//!                │  REQUEST AUTH_LOGIN      → user's stored secret fetched through the db link,
+//!                │                            checked on a verifier thread → RESPONSE AuthToken
+//!                │                            (the connection is now authenticated) or UNAUTHENTICATED
+//!                │  REQUEST AUTH_TOKEN      → token checked here → authenticated, or UNAUTHENTICATED
+//!                │  REQUEST DATA            → not authenticated (or token expired): UNAUTHENTICATED;
+//!                │                            else forwarded to db-server, its answer relayed with
+//!                │                            the client's message_id (answers in any order)
 //!                │  undecodable frame       → ERROR BAD_MESSAGE (message_id 0), keeps serving
 //!                │  unknown type/operation  → ERROR UNSUPPORTED (same message_id), keeps serving
 //!                │  length over the maximum → ERROR FRAME_TOO_LARGE, then close
 //!                ▼
 //!   shutdown ──► NOTIFICATION SERVER_SHUTDOWN {reason, reconnect_after}; requests already
-//!                received are answered; the connection closes once its output is written
+//!                received are answered (forwarded ones included); then the connection closes
 //! ```
+//!
+//! No client state outlives a connection: a client that reconnects (to this instance or any
+//! other sharing `--token-secret`) presents its token again.
 
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use engine::{CloseReason, ConnId, ConnMap, Context, Handler};
-use log::debug;
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle};
+use log::{debug, info, warn};
+use prost::Message as _;
 
+use crate::auth::{self, TokenSigner};
+use crate::dblink::{DbLink, Event, LinkConfig};
+use crate::proto::{
+    data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
+    DataResponse, Statement, Value,
+};
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
+
+/// The table of users and their stored secrets, in db-server's database.
+pub const USERS_TABLE: &str = "_netmod_users";
+
+/// Checks secrets against their stored (slow, salted) hashes on threads of its own, so that the
+/// loops never spend PBKDF2's deliberate hundreds of milliseconds.
+pub struct Verifier {
+    jobs: SyncSender<VerifyJob>,
+}
+
+/// A stored secret, the secret given, and what to do with the verdict.
+type VerifyJob = (String, String, Box<dyn FnOnce(bool) + Send>);
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// `threads` verifier threads, with room for `queue` waiting logins (more are refused as
+    /// OVERLOADED rather than queued without bound).
+    pub fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<VerifyJob>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("auth-verify-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    let Ok((stored, secret, done)) = job else {
+                        return;
+                    };
+                    done(auth::verify_secret(&secret, &stored).unwrap_or(false));
+                })?;
+        }
+        Ok(Verifier { jobs: tx })
+    }
+
+    /// Checks `secret` against `stored`; `done` runs on a verifier thread. False when the queue
+    /// is full (`done` is dropped).
+    pub fn check(
+        &self,
+        stored: String,
+        secret: String,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) -> bool {
+        match self.jobs.try_send((stored, secret, done)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Authentication settings shared by every loop.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Issues and checks tokens (the key all instances share).
+    pub signer: TokenSigner,
+    /// Checks secrets off the loops.
+    pub verifier: Verifier,
+    /// Stored form of a secret nobody has: checked when the user does not exist, so that an
+    /// unknown user takes as long as a wrong secret.
+    pub decoy: String,
+    /// A user to create (or reset) with this stored secret when the link comes up.
+    pub bootstrap: Option<(String, String)>,
+}
 
 /// Behaviour knobs of the frame service.
 #[derive(Debug, Clone)]
@@ -27,6 +119,10 @@ pub struct ServiceConfig {
     pub max_message_size: usize,
     /// `reconnect_after` in the shutdown notice, in seconds.
     pub reconnect_after: u32,
+    /// db-server to forward data requests to (none: they get UNAVAILABLE).
+    pub db: Option<LinkConfig>,
+    /// Authentication (none: AUTH requests and data requests get UNAVAILABLE).
+    pub auth: Option<Arc<AuthConfig>>,
 }
 
 impl Default for ServiceConfig {
@@ -34,6 +130,8 @@ impl Default for ServiceConfig {
         ServiceConfig {
             max_message_size: engine::DEFAULT_MAX_MESSAGE,
             reconnect_after: 5,
+            db: None,
+            auth: None,
         }
     }
 }
@@ -42,25 +140,103 @@ impl Default for ServiceConfig {
 #[derive(Debug, Default)]
 struct Client {
     peer: Option<SocketAddr>,
+    /// The authenticated user and when its token expires (seconds since the epoch).
+    user: Option<(String, u64)>,
+    /// Requests forwarded and not yet answered.
+    in_flight: u32,
 }
+
+/// Who a request on the db link is for.
+#[derive(Debug)]
+pub enum Owner {
+    /// A client's data request.
+    Data { conn: ConnId, id: u32 },
+    /// A client's login: the user's stored secret was asked for.
+    Login {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+    },
+    /// The service's own setup (users table, bootstrap user).
+    Setup,
+}
+
+/// Work coming back to a loop from other threads.
+#[derive(Debug)]
+pub enum Note {
+    /// A login's secret was checked.
+    Verified {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        ok: bool,
+    },
+}
+
+/// Timer tokens of the db link start here.
+const LINK_TIMERS: u64 = 1 << 32;
 
 /// The handler of one loop.
 #[derive(Debug)]
 pub struct FrameService {
     cfg: ServiceConfig,
     clients: ConnMap<Client>,
+    link: Option<DbLink<Owner>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// True when `data` mentions the server's own tables (`_netmod_…`), which clients may not touch.
+fn names_server_tables(data: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"_netmod_";
+    data.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+fn data_request(sql: &str, args: Vec<Value>) -> DataRequest {
+    DataRequest {
+        kind: Some(data_request::Kind::Execute(Statement {
+            sql: sql.into(),
+            args,
+            named_args: Vec::new(),
+        })),
+        ..Default::default()
+    }
 }
 
 impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
+        let link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
         FrameService {
             cfg,
             clients: ConnMap::default(),
+            link,
         }
     }
 
-    fn handle(ctx: &mut Context<'_, ()>, conn: ConnId, msg: Result<Message, wire::WireError>) {
+    fn reply_error(
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        op: Operation,
+        code: ErrorCode,
+        text: impl Into<String>,
+    ) {
+        let _ = wire::send(ctx, conn, &wire::error(id, op, code, text));
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        msg: Result<Message, wire::WireError>,
+    ) {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => return wire::reply_bad_message(ctx, conn, &e),
@@ -72,32 +248,440 @@ impl FrameService {
             (Ok(MessageType::Request), Ok(Operation::Ping)) => {
                 let _ = wire::send(ctx, conn, &wire::pong(msg));
             }
+            (Ok(MessageType::Request), Ok(Operation::AuthLogin)) => self.login(ctx, conn, msg),
+            (Ok(MessageType::Request), Ok(Operation::AuthToken)) => self.resume(ctx, conn, &msg),
+            (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
             _ => wire::reply_unsupported(ctx, conn, &msg),
+        }
+    }
+
+    fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthLogin;
+        let Ok(login) = AuthLogin::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthLogin");
+        };
+        if self.cfg.auth.is_none() {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        }
+        if !auth::valid_user(&login.user) {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unauthenticated,
+                "wrong user or secret",
+            );
+        }
+        let req = data_request(
+            &format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
+            vec![Value::text(login.user.clone())],
+        );
+        let owner = Owner::Login {
+            conn,
+            id,
+            user: login.user,
+            secret: login.secret,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// Authenticates the connection with an existing token.
+    fn resume(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: &Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthToken;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(t) = AuthToken::decode(msg.data.clone()) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthToken");
+        };
+        match auth.signer.verify(&t.token, SystemTime::now()) {
+            Ok(claims) => {
+                let reply = wire::message(
+                    MessageType::Response,
+                    op,
+                    id,
+                    &AuthToken {
+                        token: t.token,
+                        expires_at: claims.expires_at,
+                    },
+                );
+                if let Some(c) = self.clients.get_mut(conn) {
+                    c.user = Some((claims.user, claims.expires_at));
+                }
+                let _ = wire::send(ctx, conn, &reply);
+            }
+            Err(e) => {
+                debug!("token refused from {:?}: {e}", ctx.peer_addr(conn));
+                Self::reply_error(ctx, conn, id, op, ErrorCode::Unauthenticated, e.to_string());
+            }
+        }
+    }
+
+    fn data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::Data;
+        let authed = self
+            .clients
+            .get(conn)
+            .and_then(|c| c.user.as_ref())
+            .map(|(_, exp)| *exp > now_secs());
+        match authed {
+            None => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Unauthenticated,
+                    "log in first (AUTH_LOGIN or AUTH_TOKEN)",
+                )
+            }
+            Some(false) => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Unauthenticated,
+                    "token expired; log in again",
+                )
+            }
+            Some(true) => {}
+        }
+        if names_server_tables(&msg.data) {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::BadRequest,
+                "the server's own tables (_netmod_*) are not accessible",
+            );
+        }
+        self.forward(ctx, conn, msg, Owner::Data { conn, id });
+    }
+
+    /// Sends `msg` to db-server for `owner`, answering the client at once if it cannot go.
+    fn forward(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message, owner: Owner) {
+        let Some(link) = self.link.as_mut() else {
+            return self.settle(
+                ctx,
+                Event::Failed(
+                    owner,
+                    ErrorCode::Unavailable,
+                    "no db-server configured".into(),
+                ),
+            );
+        };
+        match link.request(ctx, msg, owner) {
+            Ok(()) => {
+                if let Some(c) = self.clients.get_mut(conn) {
+                    c.in_flight += 1;
+                }
+            }
+            Err((owner, code, text)) => {
+                // Not counted in flight: settle answers without the decrement.
+                self.settle_now(ctx, Event::Failed(owner, code, text));
+            }
+        }
+    }
+
+    /// An answer (or failure) for a forwarded request.
+    fn settle(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+        let conn = match &ev {
+            Event::Reply(Owner::Data { conn, .. } | Owner::Login { conn, .. }, _)
+            | Event::Failed(Owner::Data { conn, .. } | Owner::Login { conn, .. }, _, _) => {
+                Some(*conn)
+            }
+            _ => None,
+        };
+        if let Some(c) = conn.and_then(|conn| self.clients.get_mut(conn)) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        self.settle_now(ctx, ev);
+    }
+
+    fn settle_now(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+        match ev {
+            Event::Reply(Owner::Data { conn, id }, mut m) => {
+                m.message_id = id;
+                let _ = wire::send(ctx, conn, &m);
+            }
+            Event::Failed(Owner::Data { conn, id }, code, text) => {
+                Self::reply_error(ctx, conn, id, Operation::Data, code, text);
+            }
+            Event::Reply(
+                Owner::Login {
+                    conn,
+                    id,
+                    user,
+                    secret,
+                },
+                m,
+            ) => {
+                self.check_login(ctx, conn, id, user, secret, &m);
+            }
+            Event::Failed(Owner::Login { conn, id, .. }, code, text) => {
+                Self::reply_error(ctx, conn, id, Operation::AuthLogin, code, text);
+            }
+            Event::Reply(Owner::Setup, m) => {
+                if m.r#type() == MessageType::Error {
+                    let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+                    warn!(
+                        "setting up {USERS_TABLE} on db-server failed: {}",
+                        e.message
+                    );
+                }
+            }
+            Event::Failed(Owner::Setup, _, text) => {
+                warn!("setting up {USERS_TABLE} failed: {text}")
+            }
+        }
+    }
+
+    /// db-server answered a login's lookup: check the secret on a verifier thread.
+    fn check_login(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+        m: &Message,
+    ) {
+        let op = Operation::AuthLogin;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return;
+        };
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                format!("user lookup failed: {}", e.message),
+            );
+        }
+        let stored = DataResponse::decode(m.data.clone())
+            .ok()
+            .and_then(|r| match r.kind {
+                Some(data_response::Kind::Result(res)) => res.rows.into_iter().next(),
+                _ => None,
+            })
+            .and_then(|row| match row.values.into_iter().next()?.kind {
+                Some(value::Kind::Text(t)) => Some(t),
+                _ => None,
+            });
+        let (stored, known) = match stored {
+            Some(s) => (s, true),
+            None => (auth.decoy.clone(), false),
+        };
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let queued = auth.verifier.check(
+            stored,
+            secret,
+            Box::new(move |ok| {
+                let _ = inbox.send(Note::Verified {
+                    conn,
+                    id,
+                    user,
+                    ok: ok && known,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many logins at once; retry later",
+            );
+        }
+    }
+
+    /// Creates the users table and the bootstrap user (idempotent; on every link connection).
+    fn setup(&mut self, ctx: &mut Context<'_, Note>) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let step = |sql: String, args: Vec<Value>| BatchStep {
+            stmt: Some(Statement {
+                sql,
+                args,
+                named_args: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let mut steps = vec![step(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {USERS_TABLE} \
+                 (name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, created BIGINT NOT NULL)"
+            ),
+            vec![],
+        )];
+        if let Some((user, stored)) = self.cfg.auth.as_ref().and_then(|a| a.bootstrap.clone()) {
+            steps.push(step(
+                format!(
+                    "INSERT INTO {USERS_TABLE} (name, secret_hash, created) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET secret_hash = excluded.secret_hash"
+                ),
+                vec![
+                    Value::text(user),
+                    Value::text(stored),
+                    Value::int(i64::try_from(now_secs()).unwrap_or(0)),
+                ],
+            ));
+        }
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Batch(Batch { steps })),
+            ..Default::default()
+        };
+        if let Err((_, _, text)) = link.request(ctx, req_message(&req), Owner::Setup) {
+            warn!("setting up {USERS_TABLE}: {text}");
         }
     }
 }
 
+fn req_message(req: &DataRequest) -> Message {
+    wire::message(MessageType::Request, Operation::Data, 0, req)
+}
+
 impl Handler for FrameService {
-    type Message = ();
+    type Message = Note;
 
-    fn on_accept(&mut self, _ctx: &mut Context<'_, ()>, conn: ConnId, peer: SocketAddr) {
+    fn on_start(&mut self, ctx: &mut Context<'_, Note>) {
+        if let Some(link) = self.link.as_mut() {
+            link.start(ctx);
+        }
+    }
+
+    fn on_accept(&mut self, _ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
         debug!("New connection from {}", peer.ip());
-        self.clients.insert(conn, Client { peer: Some(peer) });
+        self.clients.insert(
+            conn,
+            Client {
+                peer: Some(peer),
+                ..Client::default()
+            },
+        );
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
-        wire::for_each_frame(ctx, conn, data, self.cfg.max_message_size, |ctx, msg| {
-            Self::handle(ctx, conn, msg)
-        })
+    fn on_connect(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                link.on_connect(ctx, conn);
+                self.setup(ctx);
+            }
+        }
     }
 
-    fn on_close(&mut self, _ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, data: &[u8]) -> usize {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                let (used, events) = link.on_data(ctx, conn, data);
+                for ev in events {
+                    self.settle(ctx, ev);
+                }
+                return used;
+            }
+        }
+        let max = self.cfg.max_message_size;
+        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
+        let events = self.link.as_mut().and_then(|l| l.on_timer(ctx, token));
+        for ev in events.into_iter().flatten() {
+            self.settle(ctx, ev);
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Note>, note: Note) {
+        match note {
+            Note::Verified { conn, id, user, ok } => {
+                let Some(c) = self.clients.get_mut(conn) else {
+                    return;
+                };
+                c.in_flight = c.in_flight.saturating_sub(1);
+                let op = Operation::AuthLogin;
+                let issued = self
+                    .cfg
+                    .auth
+                    .as_ref()
+                    .filter(|_| ok)
+                    .and_then(|a| a.signer.issue(&user, SystemTime::now()).ok());
+                match issued {
+                    Some(t) => {
+                        info!("User {user} logged in from {:?}", c.peer.map(|p| p.ip()));
+                        c.user = Some((user, t.expires_at));
+                        let reply = wire::message(
+                            MessageType::Response,
+                            op,
+                            id,
+                            &AuthToken {
+                                token: t.token,
+                                expires_at: t.expires_at,
+                            },
+                        );
+                        let _ = wire::send(ctx, conn, &reply);
+                    }
+                    None => {
+                        info!("Failed login for {user} from {:?}", c.peer.map(|p| p.ip()));
+                        Self::reply_error(
+                            ctx,
+                            conn,
+                            id,
+                            op,
+                            ErrorCode::Unauthenticated,
+                            "wrong user or secret",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, reason: CloseReason) {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                let events = link.on_close(ctx, conn, reason);
+                for ev in events {
+                    self.settle(ctx, ev);
+                }
+                return;
+            }
+        }
         if let Some(c) = self.clients.remove(conn) {
             debug!("Connection from {:?} closed: {reason:?}", c.peer);
         }
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Context<'_, ()>) {
+    fn on_shutdown(&mut self, ctx: &mut Context<'_, Note>) {
         let notice = wire::message(
             MessageType::Notification,
             Operation::ServerShutdown,
@@ -114,6 +698,14 @@ impl Handler for FrameService {
         for conn in self.clients.ids() {
             let _ = wire::send(ctx, conn, &notice);
         }
+    }
+
+    fn is_busy(&self, conn: ConnId) -> bool {
+        self.clients.get(conn).is_some_and(|c| c.in_flight > 0)
+            || self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.owns(conn) && l.in_flight() > 0)
     }
 }
 

@@ -231,7 +231,8 @@ fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overlo
     let holder = begin(&mut c, 20_000, 20_000);
     run(&mut c, holder, 1, "INSERT INTO a VALUES (1)", vec![]).unwrap(); // holds the write lock
 
-    // Five writes at once: the blocked writer holds one, the queue one more, the rest are refused.
+    // Five writes at once: the blocked writer holds one (or two, if the second was queued before
+    // it took its group), the queue one more, the rest are refused.
     let mut w = FrameClient::connect(srv.addr, WAIT).unwrap();
     let mut burst = Vec::new();
     for i in 0..5i64 {
@@ -267,7 +268,7 @@ fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overlo
         .iter()
         .filter(|c| **c == ErrorCode::Overloaded)
         .count();
-    assert!(overloaded >= 3, "{codes:?}");
+    assert!(overloaded >= 2, "{codes:?}");
     assert!(
         codes
             .iter()

@@ -104,8 +104,19 @@ fn run(args: Args) -> Result<(), String> {
         &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
     )?;
     println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
-    let (server, addr) = start("test-server", &["--listen", &args.listen.to_string()])?;
-    println!("test-server: frames on {addr}");
+    let (server, addr) = start(
+        "test-server",
+        &[
+            "--listen",
+            &args.listen.to_string(),
+            "--db",
+            &db_addr.to_string(),
+        ],
+    )?;
+    println!("test-server: frames on {addr}, data through db-server {db_addr}");
+    if std::env::var_os("NETMOD_ADMIN_SECRET").is_none() {
+        println!("  (set NETMOD_ADMIN_SECRET to have test-server create the user `admin`)");
+    }
     let secs = args.duration.to_string();
     let (addr_s, db_s) = (addr.to_string(), db_addr.to_string());
     loadgen(&[

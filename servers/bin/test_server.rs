@@ -1,15 +1,20 @@
-//! test-server: the client-facing server. This version answers the frame protocol's Ping and
-//! reports errors; authentication, the db-server link and the HTTP front come next.
+//! test-server: the client-facing server. Frame-protocol clients ping, log in (tokens signed
+//! with a key all instances share) and send data requests, which go to db-server over a
+//! multiplexed link. The HTTP front comes next.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use engine::Server;
-use log::{error, info};
+use log::{error, info, warn};
+use netmod::auth::{self, TokenSigner};
+use netmod::dblink::LinkConfig;
 use netmod::settings;
-use netmod::test_server::{self, FrameService, ServiceConfig};
+use netmod::test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifier};
 
 /// Client-facing server of the netmod system (frame protocol over TCP).
 ///
@@ -39,6 +44,37 @@ struct Args {
     /// Largest frame accepted, in bytes.
     #[arg(long)]
     max_message_size: Option<usize>,
+    /// db-server's address; data requests and logins go there.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    db: SocketAddr,
+    /// Connections to db-server per loop thread (requests are multiplexed on them).
+    #[arg(long, default_value_t = 2)]
+    db_conns: usize,
+    /// Key that signs login tokens. Give every instance the same one so that a token from one
+    /// is accepted by all; without it a random key is made, good for this process only.
+    #[arg(long, env = "NETMOD_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_lifetime: u64,
+    /// Create (or reset) the user `admin` with this secret when db-server is reached.
+    #[arg(long, env = "NETMOD_ADMIN_SECRET", hide_env_values = true)]
+    admin_secret: Option<String>,
+    /// Consecutive db-server failures that open the circuit breaker.
+    #[arg(long, default_value_t = 5)]
+    breaker_failures: u32,
+    /// Seconds the breaker stays open before a trial request.
+    #[arg(long, default_value_t = 60.0)]
+    breaker_open: f64,
+    /// First delay (seconds) between reconnections to db-server, doubling each time (±10 %).
+    #[arg(long, default_value_t = 2.0)]
+    reconnect_base: f64,
+    /// Largest delay between reconnections to db-server, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    reconnect_max: f64,
+    /// PBKDF2 rounds for the secrets this process hashes (lower only for tests).
+    #[arg(long, default_value_t = auth::DEFAULT_ITERATIONS, hide = true)]
+    pbkdf2_iterations: u32,
 }
 
 fn main() -> ExitCode {
@@ -64,8 +100,42 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = settings::engine_config(args.config.as_deref(), &flags)?;
     cfg.refuse_message = test_server::refuse_frame();
     cfg.rate_limited_message = test_server::rate_limited_frame();
+    let secret = match args.token_secret {
+        Some(s) if !s.is_empty() => s.into_bytes(),
+        _ => {
+            warn!("no --token-secret: tokens from this process are valid here only");
+            let mut k = vec![0u8; 32];
+            getrandom::fill(&mut k).map_err(|e| format!("no randomness for a key: {e}"))?;
+            k
+        }
+    };
+    let decoy = auth::hash_secret("no such user", args.pbkdf2_iterations)
+        .map_err(|e| format!("no randomness: {e}"))?;
+    let bootstrap = match args.admin_secret.filter(|s| !s.is_empty()) {
+        Some(s) => Some((
+            "admin".to_string(),
+            auth::hash_secret(&s, args.pbkdf2_iterations)
+                .map_err(|e| format!("no randomness: {e}"))?,
+        )),
+        None => None,
+    };
+    let auth = Arc::new(AuthConfig {
+        signer: TokenSigner::new(&secret, Duration::from_secs(args.token_lifetime)),
+        verifier: Verifier::new(2, 1024)?,
+        decoy,
+        bootstrap,
+    });
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let mut link = LinkConfig::new(args.db);
+    link.conns = args.db_conns;
+    link.breaker_failures = args.breaker_failures;
+    link.breaker_open = secs(args.breaker_open);
+    link.backoff = (secs(args.reconnect_base), secs(args.reconnect_max), 0.1);
+    link.max_message = cfg.max_message_size;
     let service = ServiceConfig {
         max_message_size: cfg.max_message_size,
+        db: Some(link),
+        auth: Some(auth),
         ..ServiceConfig::default()
     };
     let server = Server::new(cfg)
@@ -73,9 +143,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
     info!(
-        "test-server listening on {} (frames), {} loop thread(s)",
+        "test-server listening on {} (frames), {} loop thread(s), db-server {}",
         server.local_addrs()[0],
-        server.threads()
+        server.threads(),
+        args.db
     );
     server.run(move |_| FrameService::new(service.clone()))?;
     info!("test-server stopped");

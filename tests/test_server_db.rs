@@ -1,0 +1,305 @@
+//! test-server in front of db-server: login and tokens, data requests forwarded over the db
+//! link (many in flight, matched by id), and the link's behaviour when db-server dies and comes
+//! back (circuit breaker, reconnection) — all on real loopback sockets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{start, start_db, Proc, Running, TempDir, WAIT};
+use netmod::auth::{self, TokenSigner};
+use netmod::client::{ClientError, FrameClient};
+use netmod::dblink::LinkConfig;
+use netmod::proto::{value, AuthLogin, AuthToken, Value};
+use netmod::test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
+use netmod::wire::{self, ErrorCode, MessageType, Operation};
+use prost::Message as _;
+
+const KEY: &[u8] = b"test key shared by the instances";
+const ADMIN: &str = "s3cret admin";
+
+fn service(db: SocketAddr) -> ServiceConfig {
+    let mut link = LinkConfig::new(db);
+    link.backoff = (Duration::from_millis(20), Duration::from_millis(200), 0.1);
+    link.breaker_failures = 2;
+    link.breaker_open = Duration::from_millis(300);
+    let auth = AuthConfig {
+        signer: TokenSigner::new(KEY, auth::DEFAULT_LIFETIME),
+        verifier: Verifier::new(1, 64).unwrap(),
+        decoy: auth::hash_secret("decoy", 1000).unwrap(),
+        bootstrap: Some(("admin".into(), auth::hash_secret(ADMIN, 1000).unwrap())),
+    };
+    ServiceConfig {
+        db: Some(link),
+        auth: Some(Arc::new(auth)),
+        ..ServiceConfig::default()
+    }
+}
+
+fn start_test_server(db: SocketAddr) -> Running {
+    let svc = service(db);
+    start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| FrameService::new(svc.clone()),
+    )
+}
+
+fn login(c: &mut FrameClient, user: &str, secret: &str) -> Result<AuthToken, ClientError> {
+    let id = c.next_id();
+    let req = AuthLogin {
+        user: user.into(),
+        secret: secret.into(),
+    };
+    c.send(&wire::message(
+        MessageType::Request,
+        Operation::AuthLogin,
+        id,
+        &req,
+    ))?;
+    let m = c.await_reply(id)?;
+    Ok(AuthToken::decode(m.data).unwrap())
+}
+
+fn present(c: &mut FrameClient, token: &str) -> Result<AuthToken, ClientError> {
+    let id = c.next_id();
+    let req = AuthToken {
+        token: token.into(),
+        expires_at: 0,
+    };
+    c.send(&wire::message(
+        MessageType::Request,
+        Operation::AuthToken,
+        id,
+        &req,
+    ))?;
+    let m = c.await_reply(id)?;
+    Ok(AuthToken::decode(m.data).unwrap())
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// Logs in as admin once the link is up (the users table is made when it connects).
+fn admin(addr: SocketAddr) -> (FrameClient, AuthToken) {
+    let mut c = FrameClient::connect(addr, WAIT).unwrap();
+    let mut token = None;
+    common::eventually("admin can log in", || {
+        token = login(&mut c, "admin", ADMIN).ok();
+        token.is_some()
+    });
+    (c, token.unwrap())
+}
+
+#[test]
+fn login_gives_a_token_that_data_requests_need_and_another_instance_accepts() {
+    let dir = TempDir::new("ts-auth");
+    let db = start_db(&dir);
+    let a = start_test_server(db.addr);
+    let b = start_test_server(db.addr);
+
+    let mut anon = FrameClient::connect(a.addr, WAIT).unwrap();
+    assert_eq!(
+        code(anon.execute("SELECT 1", vec![])),
+        ErrorCode::Unauthenticated,
+        "no data before login"
+    );
+    let (mut c, token) = admin(a.addr);
+    assert!(token.expires_at > 0);
+    c.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        vec![],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO notes (body) VALUES (?1)",
+        vec![Value::text("hello")],
+    )
+    .unwrap();
+    let r = c.execute("SELECT body FROM notes", vec![]).unwrap();
+    assert_eq!(r.rows[0].values, [Value::text("hello")]);
+
+    // Wrong secret, unknown user, malformed name: the same refusal.
+    for (user, secret) in [("admin", "wrong"), ("nobody", ADMIN), ("bad name", ADMIN)] {
+        let mut x = FrameClient::connect(a.addr, WAIT).unwrap();
+        assert_eq!(
+            code(login(&mut x, user, secret)),
+            ErrorCode::Unauthenticated
+        );
+        assert_eq!(
+            code(x.execute("SELECT 1", vec![])),
+            ErrorCode::Unauthenticated
+        );
+    }
+
+    // The token works on instance B, over a fresh connection.
+    let mut on_b = FrameClient::connect(b.addr, WAIT).unwrap();
+    present(&mut on_b, &token.token).unwrap();
+    let r = on_b.execute("SELECT count(*) FROM notes", vec![]).unwrap();
+    assert_eq!(r.rows[0].values, [Value::int(1)]);
+
+    // Tampered, forged with another key, expired: refused.
+    let mut tampered = token.token.clone();
+    tampered.insert(8, 'A');
+    let other_key = TokenSigner::new(b"another key", auth::DEFAULT_LIFETIME)
+        .issue("admin", SystemTime::now())
+        .unwrap();
+    let expired = TokenSigner::new(KEY, Duration::from_secs(60))
+        .issue("admin", SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    for bad in [tampered, other_key.token, expired.token, "garbage".into()] {
+        let mut x = FrameClient::connect(b.addr, WAIT).unwrap();
+        assert_eq!(code(present(&mut x, &bad)), ErrorCode::Unauthenticated);
+        assert_eq!(
+            code(x.execute("SELECT 1", vec![])),
+            ErrorCode::Unauthenticated
+        );
+    }
+
+    // The server's own tables stay out of reach, even for admin.
+    assert_eq!(
+        code(c.execute("SELECT secret_hash FROM _NetMod_users", vec![])),
+        ErrorCode::BadRequest
+    );
+}
+
+#[test]
+fn many_clients_with_pipelined_requests_get_every_answer_under_its_own_id() {
+    let dir = TempDir::new("ts-pipe");
+    let db = start_db(&dir);
+    let ts = start_test_server(db.addr);
+    let (mut c, token) = admin(ts.addr);
+    c.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)", vec![])
+        .unwrap();
+    let addr = ts.addr;
+    let workers: Vec<_> = (0..8i64)
+        .map(|w| {
+            let token = token.token.clone();
+            std::thread::spawn(move || {
+                let mut c = FrameClient::connect(addr, WAIT).unwrap();
+                present(&mut c, &token).unwrap();
+                // 50 writes in flight at once, then 50 reads of them.
+                let mut ids = Vec::new();
+                for i in 0..50i64 {
+                    let k = w * 1000 + i;
+                    let id = c.next_id();
+                    let req = netmod::proto::DataRequest {
+                        kind: Some(netmod::proto::data_request::Kind::Execute(
+                            netmod::proto::Statement {
+                                sql: "INSERT INTO kv VALUES (?1, ?2)".into(),
+                                args: vec![Value::int(k), Value::text(format!("v{k}"))],
+                                named_args: vec![],
+                            },
+                        )),
+                        ..Default::default()
+                    };
+                    c.send(&wire::message(
+                        MessageType::Request,
+                        Operation::Data,
+                        id,
+                        &req,
+                    ))
+                    .unwrap();
+                    ids.push((id, k));
+                }
+                let mut seen = std::collections::HashSet::new();
+                while seen.len() < ids.len() {
+                    let m = c.next_message().unwrap();
+                    assert_eq!(m.r#type(), MessageType::Response, "{m:?}");
+                    assert!(ids.iter().any(|(id, _)| *id == m.message_id));
+                    assert!(seen.insert(m.message_id), "one answer per request");
+                }
+                for (_, k) in ids {
+                    let r = c
+                        .execute("SELECT v FROM kv WHERE k = ?1", vec![Value::int(k)])
+                        .unwrap();
+                    assert_eq!(r.rows[0].values, [Value::text(format!("v{k}"))]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let r = c.execute("SELECT count(*) FROM kv", vec![]).unwrap();
+    assert_eq!(r.rows[0].values, [Value::int(400)]);
+}
+
+fn count(r: &netmod::proto::StatementResult) -> i64 {
+    match r.rows[0].values[0].kind {
+        Some(value::Kind::Integer(n)) => n,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn with_db_server_dead_clients_get_a_fast_error_and_the_link_comes_back_by_itself() {
+    let dir = TempDir::new("ts-breaker");
+    let db_file = dir.path("link.db");
+    let db_arg = db_file.to_str().unwrap().to_string();
+    let mut db = Proc::spawn(
+        "db-server",
+        &["--listen", "127.0.0.1:0", "--sqlite", &db_arg],
+    );
+    let db_addr = db.listen_addr();
+    let ts = start_test_server(db_addr);
+    let (mut c, _) = admin(ts.addr);
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", vec![])
+        .unwrap();
+    c.execute("INSERT INTO t VALUES (1)", vec![]).unwrap();
+
+    db.signal(libc::SIGKILL);
+    db.wait_exit();
+    // Every request is answered (no hang): UNAVAILABLE while db-server is gone.
+    for _ in 0..20 {
+        assert_eq!(
+            code(c.execute("SELECT count(*) FROM t", vec![])),
+            ErrorCode::Unavailable
+        );
+    }
+    // db-server back on the same address: test-server reconnects without a restart.
+    let port = db_addr.port().to_string();
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--sqlite",
+            &db_arg,
+        ],
+    );
+    db.listen_addr();
+    let mut back = None;
+    common::eventually("requests succeed again", || {
+        back = c.execute("SELECT count(*) FROM t", vec![]).ok();
+        back.is_some()
+    });
+    assert_eq!(count(&back.unwrap()), 1, "the row written before the crash");
+}
+
+#[test]
+fn without_a_db_server_logins_and_data_get_unavailable_at_once() {
+    // Nothing listens here.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let ts = start_test_server(dead);
+    let mut c = FrameClient::connect(ts.addr, WAIT).unwrap();
+    assert_eq!(code(login(&mut c, "admin", ADMIN)), ErrorCode::Unavailable);
+    let token = TokenSigner::new(KEY, auth::DEFAULT_LIFETIME)
+        .issue("admin", SystemTime::now())
+        .unwrap();
+    present(&mut c, &token.token).unwrap();
+    assert_eq!(code(c.execute("SELECT 1", vec![])), ErrorCode::Unavailable);
+    // Still serving pings.
+    c.ping(b"x").unwrap();
+}
