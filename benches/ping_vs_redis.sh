@@ -15,7 +15,7 @@ ulimit -n "$(ulimit -Hn)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_server() { # port -> pid
-  taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$1" --threads 1 >/dev/null 2>&1 &
+  taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$1" --http-listen 127.0.0.1:0 --threads 1 >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.05; done
   echo "$pid"

@@ -15,6 +15,8 @@ pub mod breaker;
 pub mod client;
 pub mod db;
 pub mod dblink;
+pub mod http1;
+pub mod http_front;
 pub mod loadgen;
 pub mod logging;
 pub mod proto;

@@ -35,6 +35,7 @@ use prost::Message as _;
 
 use crate::auth::{self, TokenSigner};
 use crate::dblink::{DbLink, Event, LinkConfig};
+use crate::http_front::{self, DocOp, HttpConfig, HttpFront};
 use crate::proto::{
     data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
     DataResponse, Statement, Value,
@@ -123,6 +124,8 @@ pub struct ServiceConfig {
     pub db: Option<LinkConfig>,
     /// Authentication (none: AUTH requests and data requests get UNAVAILABLE).
     pub auth: Option<Arc<AuthConfig>>,
+    /// The HTTP front, served on the server's second listener (none: no HTTP).
+    pub http: Option<HttpConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -132,6 +135,7 @@ impl Default for ServiceConfig {
             reconnect_after: 5,
             db: None,
             auth: None,
+            http: None,
         }
     }
 }
@@ -158,7 +162,9 @@ pub enum Owner {
         user: String,
         secret: String,
     },
-    /// The service's own setup (users table, bootstrap user).
+    /// An HTTP request on the front (`seq`: its place on the connection).
+    Http { conn: ConnId, seq: u64, op: DocOp },
+    /// The service's own setup (users and documents tables, bootstrap user).
     Setup,
 }
 
@@ -183,6 +189,9 @@ pub struct FrameService {
     cfg: ServiceConfig,
     clients: ConnMap<Client>,
     link: Option<DbLink<Owner>>,
+    http: Option<HttpFront>,
+    /// db-server answered the setup (tables exist).
+    ready: bool,
 }
 
 fn now_secs() -> u64 {
@@ -213,10 +222,13 @@ impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
         let link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
+        let http = cfg.http.clone().map(HttpFront::new);
         FrameService {
             cfg,
             clients: ConnMap::default(),
             link,
+            http,
+            ready: false,
         }
     }
 
@@ -420,6 +432,16 @@ impl FrameService {
 
     fn settle_now(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
         match ev {
+            Event::Reply(Owner::Http { conn, seq, op }, m) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_reply(ctx, conn, seq, op, Ok(m));
+                }
+            }
+            Event::Failed(Owner::Http { conn, seq, op }, code, text) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_reply(ctx, conn, seq, op, Err((code, text)));
+                }
+            }
             Event::Reply(Owner::Data { conn, id }, mut m) => {
                 m.message_id = id;
                 let _ = wire::send(ctx, conn, &m);
@@ -448,6 +470,8 @@ impl FrameService {
                         "setting up {USERS_TABLE} on db-server failed: {}",
                         e.message
                     );
+                } else {
+                    self.ready = true;
                 }
             }
             Event::Failed(Owner::Setup, _, text) => {
@@ -537,13 +561,16 @@ impl FrameService {
             }),
             ..Default::default()
         };
-        let mut steps = vec![step(
-            format!(
-                "CREATE TABLE IF NOT EXISTS {USERS_TABLE} \
-                 (name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, created BIGINT NOT NULL)"
+        let mut steps = vec![
+            step(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {USERS_TABLE} \
+                     (name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, created BIGINT NOT NULL)"
+                ),
+                vec![],
             ),
-            vec![],
-        )];
+            step(http_front::create_docs_table(), vec![]),
+        ];
         if let Some((user, stored)) = self.cfg.auth.as_ref().and_then(|a| a.bootstrap.clone()) {
             steps.push(step(
                 format!(
@@ -580,8 +607,13 @@ impl Handler for FrameService {
         }
     }
 
-    fn on_accept(&mut self, _ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
         debug!("New connection from {}", peer.ip());
+        if let Some(h) = self.http.as_mut() {
+            if ctx.listener(conn) == Some(1) {
+                return h.on_accept(conn, peer);
+            }
+        }
         self.clients.insert(
             conn,
             Client {
@@ -608,6 +640,25 @@ impl Handler for FrameService {
                     self.settle(ctx, ev);
                 }
                 return used;
+            }
+        }
+        if let Some(h) = self.http.as_mut() {
+            if h.owns(conn) {
+                let status = match self.link.as_mut() {
+                    Some(l) => http_front::Status {
+                        db_up: l.up(),
+                        db_breaker_closed: l.breaker() == crate::breaker::State::Closed,
+                        db_in_flight: l.in_flight(),
+                        ready: self.ready,
+                    },
+                    None => http_front::Status {
+                        db_up: 0,
+                        db_breaker_closed: false,
+                        db_in_flight: 0,
+                        ready: false,
+                    },
+                };
+                return h.on_data(ctx, conn, data, self.link.as_mut(), status);
             }
         }
         let max = self.cfg.max_message_size;
@@ -676,6 +727,9 @@ impl Handler for FrameService {
                 return;
             }
         }
+        if let Some(h) = self.http.as_mut() {
+            h.on_close(conn);
+        }
         if let Some(c) = self.clients.remove(conn) {
             debug!("Connection from {:?} closed: {reason:?}", c.peer);
         }
@@ -706,6 +760,7 @@ impl Handler for FrameService {
                 .link
                 .as_ref()
                 .is_some_and(|l| l.owns(conn) && l.in_flight() > 0)
+            || self.http.as_ref().is_some_and(|h| h.is_busy(conn))
     }
 }
 

@@ -78,8 +78,9 @@ impl Default for Config {
 /// Accept-time limits.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
-    /// Most connections (accepted plus outbound) open at once across all loops. `None`: what the
-    /// open-file limit allows, less a reserve of 64 descriptors for files, pipes and logs.
+    /// Most accepted connections open at once across all loops. `None`: what the open-file
+    /// limit allows, less a reserve of 64 descriptors for files, pipes, logs and the few
+    /// outbound connections a server opens itself (those are not counted here).
     pub max_connections: Option<usize>,
     /// Per-IP new-connection rate limit; `None` (default) disables it.
     pub rate: Option<RateLimit>,

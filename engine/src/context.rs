@@ -135,6 +135,16 @@ impl<M: Send + 'static> Context<'_, M> {
         self.core.session(conn).map(|s| s.peer)
     }
 
+    /// Which listener accepted `conn`: its index in the order of [`crate::Server::listen`]
+    /// calls (a server serving two protocols tells them apart by it); `None` for outbound
+    /// connections.
+    pub fn listener(&self, conn: ConnId) -> Option<usize> {
+        self.core
+            .session(conn)
+            .and_then(|s| s.listener)
+            .map(usize::from)
+    }
+
     /// Bytes queued for `conn` and not yet written.
     pub fn queued(&self, conn: ConnId) -> usize {
         self.core.session(conn).map_or(0, |s| s.queued())

@@ -201,21 +201,17 @@ impl<M> Core<M> {
     }
 
     /// Opens an outbound connection; see [`Context::connect`].
+    /// Outbound connections are not counted against the connection limit, which is about
+    /// clients: the server opens few of them, from the descriptors the limit keeps in reserve.
     pub(crate) fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        if !self.shared.gate.try_acquire() {
-            self.counters().error(ErrorKind::RefusedLimit);
-            return Err(io::Error::other("connection limit reached"));
-        }
         let stream = match socket::connect(addr, &self.cfg.socket) {
             Ok(s) => s,
             Err(e) => {
-                self.shared.gate.release();
                 self.counters().error(ErrorKind::Connect);
                 return Err(e);
             }
         };
         self.insert(stream, addr, State::Connecting)
-            .inspect_err(|_| self.shared.gate.release())
     }
 
     /// Registers a stream and puts a session for it in the slab.
@@ -302,7 +298,10 @@ impl<M> Core<M> {
         if !s.rbuf.is_empty() {
             self.pool.put_read(mem::take(&mut s.rbuf));
         }
-        self.shared.gate.release();
+        if s.listener.is_some() {
+            // Only accepted connections hold a place under the limit.
+            self.shared.gate.release();
+        }
         let c = &self.shared.stats.loops[self.loop_id];
         bump(&c.connections_active, u64::MAX); // wrapping: minus one
     }
@@ -488,7 +487,7 @@ impl<H: Handler> Loop<H> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, li),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(
@@ -508,7 +507,7 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, li: usize) {
         let shared = Arc::clone(&self.core.shared);
         if !shared.gate.try_acquire() {
             self.core.counters().error(ErrorKind::RefusedLimit);
@@ -549,6 +548,9 @@ impl<H: Handler> Loop<H> {
                 return;
             }
         };
+        if let Some(s) = self.core.sessions.get_mut(id.key as usize) {
+            s.listener = u16::try_from(li).ok();
+        }
         let (h, mut ctx) = self.ctx();
         h.on_accept(&mut ctx, id, peer);
     }

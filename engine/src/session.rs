@@ -67,6 +67,8 @@ pub(crate) struct Session {
     /// The one wheel entry that checks this session's deadlines, and when it fires.
     pub(crate) timer: Option<(TimerKey, u64)>,
     pub(crate) stats: SessionStats,
+    /// Which listener accepted it (index in `Server::listen` order); `None` when outbound.
+    pub(crate) listener: Option<u16>,
 }
 
 impl Session {
@@ -99,6 +101,7 @@ impl Session {
             created: now,
             timer: None,
             stats: SessionStats::default(),
+            listener: None,
         }
     }
 

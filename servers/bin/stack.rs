@@ -18,6 +18,9 @@ struct Args {
     /// Frame-protocol address of test-server.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
+    /// HTTP address of test-server (documents, /health, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http_listen: SocketAddr,
     /// Frame-protocol address of db-server.
     #[arg(long, default_value = "127.0.0.1:7100")]
     db_listen: SocketAddr,
@@ -104,16 +107,20 @@ fn run(args: Args) -> Result<(), String> {
         &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
     )?;
     println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
+    let http = args.http_listen.to_string();
     let (server, addr) = start(
         "test-server",
         &[
             "--listen",
             &args.listen.to_string(),
+            "--http-listen",
+            &http,
             "--db",
             &db_addr.to_string(),
         ],
     )?;
-    println!("test-server: frames on {addr}, data through db-server {db_addr}");
+    println!("test-server: frames on {addr}, HTTP on {http}, data through db-server {db_addr}");
+    println!("  try: curl http://{http}/health   curl http://{http}/docs/example");
     if std::env::var_os("NETMOD_ADMIN_SECRET").is_none() {
         println!("  (set NETMOD_ADMIN_SECRET to have test-server create the user `admin`)");
     }

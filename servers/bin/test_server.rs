@@ -13,6 +13,8 @@ use engine::Server;
 use log::{error, info, warn};
 use netmod::auth::{self, TokenSigner};
 use netmod::dblink::LinkConfig;
+use netmod::http1::Limits;
+use netmod::http_front::HttpConfig;
 use netmod::settings;
 use netmod::test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifier};
 
@@ -44,6 +46,16 @@ struct Args {
     /// Largest frame accepted, in bytes.
     #[arg(long)]
     max_message_size: Option<usize>,
+    /// Address of the HTTP/1.1 front (documents, /health, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http_listen: SocketAddr,
+    /// Accept HTTP PUT and DELETE without a token. For local development and benchmarks only:
+    /// anyone who reaches the port can then change documents.
+    #[arg(long)]
+    insecure_http_writes: bool,
+    /// Largest HTTP request body, in bytes (over it: 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_body: usize,
     /// db-server's address; data requests and logins go there.
     #[arg(long, default_value = "127.0.0.1:7100")]
     db: SocketAddr,
@@ -132,19 +144,38 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     link.breaker_open = secs(args.breaker_open);
     link.backoff = (secs(args.reconnect_base), secs(args.reconnect_max), 0.1);
     link.max_message = cfg.max_message_size;
+    if args.insecure_http_writes {
+        warn!(
+            "--insecure-http-writes: anyone reaching {} can change documents",
+            args.http_listen
+        );
+    }
+    let http = HttpConfig {
+        limits: Limits {
+            max_head: 8192,
+            max_body: args.max_body,
+        },
+        insecure_writes: args.insecure_http_writes,
+        auth: Some(Arc::clone(&auth)),
+        ..HttpConfig::default()
+    };
     let service = ServiceConfig {
         max_message_size: cfg.max_message_size,
         db: Some(link),
         auth: Some(auth),
+        http: Some(http),
         ..ServiceConfig::default()
     };
     let server = Server::new(cfg)
         .and_then(|s| s.listen(args.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
+        .listen(args.http_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http_listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
     info!(
-        "test-server listening on {} (frames), {} loop thread(s), db-server {}",
+        "test-server listening on {} (frames) and {} (HTTP), {} loop thread(s), db-server {}",
         server.local_addrs()[0],
+        server.local_addrs()[1],
         server.threads(),
         args.db
     );

@@ -87,8 +87,20 @@ impl Proc {
             "db-server" => env!("CARGO_BIN_EXE_db-server"),
             other => panic!("unknown binary {other}"),
         };
+        // test-server's second port and its startup hashing: ephemeral and cheap in tests,
+        // unless a test says otherwise.
+        let mut extra: Vec<&str> = Vec::new();
+        if bin == "test-server" {
+            if !args.contains(&"--http-listen") {
+                extra.extend(["--http-listen", "127.0.0.1:0"]);
+            }
+            if !args.contains(&"--pbkdf2-iterations") {
+                extra.extend(["--pbkdf2-iterations", "1000"]);
+            }
+        }
         let mut child = Command::new(path)
             .args(args)
+            .args(&extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,627 @@
+//! test-server's HTTP/1.1 front, on the same loops as the frame protocol: documents stored
+//! through db-server, `/health` and `/metrics`.
+//!
+//! ```text
+//! GET    /docs/<name>  → 200 {"docName": name, "content": …} | 404 {"error": "Document not found"}
+//! PUT    /docs/<name>  {"content": "…"} → 201 created | 200 replaced      (Bearer token needed)
+//! DELETE /docs/<name>  → 204 | 404                                          (Bearer token needed)
+//! GET    /health       → 200 {"status": "ok", …} | 503 {"status": "degraded", …} (no db link)
+//! GET    /metrics      → Prometheus text
+//! ```
+//!
+//! Requests on a connection may be pipelined: each gets a sequence number and answers go out in
+//! that order, whatever order db-server answers in. A request that cannot be framed (bad
+//! syntax, head over 8192 bytes, body over the limit) is answered and the connection closed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use engine::{ConnId, ConnMap, Context};
+use log::{error, info};
+use prost::Message as _;
+
+use crate::dblink::DbLink;
+use crate::http1::{self, HttpError, Limits, Parsed, Request};
+use crate::proto::{
+    data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
+    Statement, Value,
+};
+use crate::test_server::{AuthConfig, Note, Owner};
+use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
+
+/// The documents table in db-server's database.
+pub const DOCS_TABLE: &str = "docs";
+
+/// Statement creating [`DOCS_TABLE`] (run with the service's setup).
+pub fn create_docs_table() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {DOCS_TABLE} \
+         (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated BIGINT NOT NULL)"
+    )
+}
+
+/// Counters shared by every loop's front.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    by_class: [AtomicU64; 5],
+}
+
+impl HttpCounters {
+    fn count(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Settings of the HTTP front.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// Head and body limits.
+    pub limits: Limits,
+    /// Accept PUT and DELETE without a token (local development and benchmarks only).
+    pub insecure_writes: bool,
+    /// Token checking for writes.
+    pub auth: Option<Arc<AuthConfig>>,
+    /// Counters for `/metrics`, shared by the loops.
+    pub counters: Arc<HttpCounters>,
+}
+
+/// A document operation waiting for db-server.
+#[derive(Debug, Clone)]
+pub enum DocOp {
+    /// GET.
+    Get(String),
+    /// PUT.
+    Put(String),
+    /// DELETE.
+    Delete,
+}
+
+#[derive(Debug, Default)]
+struct HttpConn {
+    peer: Option<SocketAddr>,
+    next_seq: u64,
+    next_out: u64,
+    /// Answers ready but waiting for earlier ones.
+    ready: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Close after answering this request.
+    close_after: Option<u64>,
+    /// Requests waiting for db-server.
+    waiting: u32,
+}
+
+/// The HTTP front of one loop.
+#[derive(Debug)]
+pub struct HttpFront {
+    cfg: HttpConfig,
+    conns: ConnMap<HttpConn>,
+    date: (u64, String),
+}
+
+/// What `/health` and `/metrics` report about the rest of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    /// db link connections up (this loop).
+    pub db_up: usize,
+    /// Whether the db link's breaker lets requests through.
+    pub db_breaker_closed: bool,
+    /// Requests in flight on the db link (this loop).
+    pub db_in_flight: usize,
+    /// The documents table is known to exist (the link's setup was answered).
+    pub ready: bool,
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    json: bool,
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Answer {
+            status,
+            body,
+            json: true,
+            allow: None,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Answer::json(status, http1::error_body(message))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn statement(sql: String, args: Vec<Value>) -> Statement {
+    Statement {
+        sql,
+        args,
+        named_args: Vec::new(),
+    }
+}
+
+fn execute(sql: String, args: Vec<Value>) -> DataRequest {
+    DataRequest {
+        kind: Some(data_request::Kind::Execute(statement(sql, args))),
+        ..Default::default()
+    }
+}
+
+/// A document name from the path: one non-empty segment of at most 255 bytes.
+fn doc_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/docs/")?;
+    (!name.is_empty() && name.len() <= 255 && !name.contains('/')).then_some(name)
+}
+
+impl HttpFront {
+    /// The front of one loop.
+    pub fn new(cfg: HttpConfig) -> Self {
+        HttpFront {
+            cfg,
+            conns: ConnMap::default(),
+            date: (0, String::new()),
+        }
+    }
+
+    /// A client connected to the HTTP listener.
+    pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr) {
+        self.conns.insert(
+            conn,
+            HttpConn {
+                peer: Some(peer),
+                ..HttpConn::default()
+            },
+        );
+    }
+
+    /// True when `conn` is an HTTP client of this front.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some()
+    }
+
+    /// The connection closed.
+    pub fn on_close(&mut self, conn: ConnId) {
+        self.conns.remove(conn);
+    }
+
+    /// Answers owed to `conn`.
+    pub fn is_busy(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.waiting > 0)
+    }
+
+    /// Bytes from a client: every whole request is answered (or sent on to db-server).
+    pub fn on_data(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        data: &[u8],
+        link: Option<&mut DbLink<Owner>>,
+        status: Status,
+    ) -> usize {
+        let mut link = link;
+        let mut used = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(conn) else {
+                return data.len();
+            };
+            if c.close_after.is_some() {
+                // Nothing after a request that ends the connection is read.
+                return data.len();
+            }
+            let parsed = http1::parse_request(&data[used..], self.cfg.limits);
+            let seq = c.next_seq;
+            match parsed {
+                Ok(Parsed::Incomplete) => return used,
+                Err(e) => {
+                    c.next_seq += 1;
+                    c.close_after = Some(seq);
+                    let answer = Answer::error(e.status(), &self.refusal(&e));
+                    self.complete(ctx, conn, seq, answer, false);
+                    return data.len();
+                }
+                Ok(Parsed::Request(req, n)) => {
+                    used += n;
+                    c.next_seq += 1;
+                    let keep = req.keep_alive();
+                    if !keep {
+                        c.close_after = Some(seq);
+                    }
+                    ctx.count_message_in(conn);
+                    match self.route(ctx, conn, seq, &req, link.as_deref_mut(), status) {
+                        Some(answer) => self.complete(ctx, conn, seq, answer, keep),
+                        None => {
+                            if let Some(c) = self.conns.get_mut(conn) {
+                                c.waiting += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn refusal(&self, e: &HttpError) -> String {
+        match e {
+            HttpError::HeadTooLarge(n) => format!("request head over {n} bytes"),
+            HttpError::BodyTooLarge(n) => format!("request body over {n} bytes"),
+            HttpError::Bad(why) => format!("bad request: {why}"),
+            HttpError::NotImplemented(c) => format!("transfer coding not supported: {c}"),
+        }
+    }
+
+    /// Answers at once (`Some`) or sends the work to db-server (`None`).
+    fn route(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        req: &Request,
+        link: Option<&mut DbLink<Owner>>,
+        status: Status,
+    ) -> Option<Answer> {
+        let path = req.path();
+        let method = req.method.as_str();
+        match path {
+            "/health" | "/metrics" if method != "GET" => {
+                return Some(Answer {
+                    allow: Some("GET"),
+                    ..Answer::error(405, "method not allowed")
+                })
+            }
+            "/health" => return Some(self.health(ctx, status)),
+            "/metrics" => return Some(self.metrics(ctx, status)),
+            _ => {}
+        }
+        let Some(name) = doc_name(path) else {
+            return Some(Answer::error(404, "Not found"));
+        };
+        if !status.ready {
+            return Some(Answer::error(
+                503,
+                "database unavailable: db-server not reached (or not set up) yet",
+            ));
+        }
+        let (op, data) = match method {
+            "GET" => (
+                DocOp::Get(name.to_string()),
+                execute(
+                    format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
+                    vec![Value::text(name)],
+                ),
+            ),
+            "PUT" | "DELETE" => {
+                if let Some(refused) = self.check_writer(req) {
+                    return Some(refused);
+                }
+                if method == "DELETE" {
+                    (
+                        DocOp::Delete,
+                        execute(
+                            format!("DELETE FROM {DOCS_TABLE} WHERE name = ?1"),
+                            vec![Value::text(name)],
+                        ),
+                    )
+                } else {
+                    let content = match serde_json::from_slice::<serde_json::Value>(&req.body) {
+                        Ok(v) => match v.get("content").and_then(|c| c.as_str()) {
+                            Some(c) => c.to_string(),
+                            None => {
+                                return Some(Answer::error(
+                                    400,
+                                    "body must be a JSON object with a string \"content\"",
+                                ))
+                            }
+                        },
+                        Err(e) => {
+                            return Some(Answer::error(400, &format!("body is not JSON: {e}")))
+                        }
+                    };
+                    (DocOp::Put(name.to_string()), put_batch(name, content))
+                }
+            }
+            _ => {
+                return Some(Answer {
+                    allow: Some("GET, PUT, DELETE"),
+                    ..Answer::error(405, "method not allowed")
+                })
+            }
+        };
+        let Some(link) = link else {
+            return Some(Answer::error(503, "no db-server configured"));
+        };
+        let msg = wire::message(MessageType::Request, Operation::Data, 0, &data);
+        match link.request(ctx, msg, Owner::Http { conn, seq, op }) {
+            Ok(()) => None,
+            Err((_, code, text)) => Some(db_failure(code, &text)),
+        }
+    }
+
+    /// `None` when `req` may write; else the 401.
+    fn check_writer(&self, req: &Request) -> Option<Answer> {
+        if self.cfg.insecure_writes {
+            return None;
+        }
+        let token = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let (Some(token), Some(auth)) = (token, self.cfg.auth.as_ref()) else {
+            return Some(Answer::error(
+                401,
+                "writes need Authorization: Bearer <token>",
+            ));
+        };
+        match auth.signer.verify(token, SystemTime::now()) {
+            Ok(_) => None,
+            Err(e) => Some(Answer::error(401, &e.to_string())),
+        }
+    }
+
+    /// db-server answered (or failed) request `seq` of `conn`.
+    pub fn on_reply(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        op: DocOp,
+        reply: Result<Message, (ErrorCode, String)>,
+    ) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.waiting = c.waiting.saturating_sub(1);
+        let answer = match reply {
+            Err((code, text)) => db_failure(code, &text),
+            Ok(m) if m.r#type() == MessageType::Error => {
+                let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+                error!("db-server refused a document request: {}", e.message);
+                db_failure(e.code(), &e.message)
+            }
+            Ok(m) => match DataResponse::decode(m.data) {
+                Ok(resp) => doc_answer(op, resp),
+                Err(_) => Answer::error(502, "unreadable answer from db-server"),
+            },
+        };
+        let keep = c.close_after != Some(seq);
+        self.complete(ctx, conn, seq, answer, keep);
+    }
+
+    /// Queues the answer to request `seq` and writes every answer now in order.
+    fn complete(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        answer: Answer,
+        keep_alive: bool,
+    ) {
+        self.cfg.counters.count(answer.status);
+        let now = now_secs();
+        if self.date.0 != now || self.date.1.is_empty() {
+            self.date = (
+                now,
+                chrono::Utc::now()
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            );
+        }
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        access_log(c.peer, answer.status, &answer.body);
+        let mut out = Vec::with_capacity(answer.body.len() + 160);
+        let mut headers: Vec<(&str, &str)> = vec![("Server", "netmod"), ("Date", &self.date.1)];
+        if answer.json {
+            headers.push(("Content-Type", "application/json"));
+        } else {
+            headers.push(("Content-Type", "text/plain; version=0.0.4"));
+        }
+        if let Some(allow) = answer.allow {
+            headers.push(("Allow", allow));
+        }
+        http1::write_response(&mut out, answer.status, &headers, &answer.body, keep_alive);
+        c.ready.insert(seq, out);
+        while let Some(bytes) = c.ready.remove(&c.next_out) {
+            let _ = ctx.send(conn, &bytes);
+            if c.close_after == Some(c.next_out) {
+                ctx.close(conn);
+            }
+            c.next_out += 1;
+        }
+    }
+
+    fn health(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let stats = ctx.server().stats();
+        let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "connections": stats.connections_active,
+            "db": {
+                "connections_up": status.db_up,
+                "circuit": if status.db_breaker_closed { "closed" } else { "open" },
+            },
+        });
+        Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
+    }
+
+    fn metrics(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let s = ctx.server().stats();
+        let mut t = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                t,
+                "# HELP netmod_{name} {help}\n# TYPE netmod_{name} {kind}\nnetmod_{name} {value}\n"
+            );
+        };
+        metric(
+            "connections_active",
+            "gauge",
+            "Connections open now.",
+            s.connections_active,
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Connections since start.",
+            s.connections_total,
+        );
+        metric("bytes_in_total", "counter", "Bytes received.", s.bytes_in);
+        metric("bytes_out_total", "counter", "Bytes sent.", s.bytes_out);
+        metric(
+            "messages_in_total",
+            "counter",
+            "Frames and HTTP requests received.",
+            s.messages_in,
+        );
+        metric(
+            "messages_out_total",
+            "counter",
+            "Messages queued for sending.",
+            s.messages_out,
+        );
+        metric(
+            "db_link_connections_up",
+            "gauge",
+            "Connections to db-server up (loop serving this request).",
+            status.db_up as u64,
+        );
+        metric(
+            "db_link_in_flight",
+            "gauge",
+            "Requests waiting for db-server (loop serving this request).",
+            status.db_in_flight as u64,
+        );
+        metric(
+            "db_link_circuit_open",
+            "gauge",
+            "1 while the db-server circuit breaker is open.",
+            u64::from(!status.db_breaker_closed),
+        );
+        t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
+        t.push_str("# TYPE netmod_http_requests_total counter\n");
+        for (i, n) in self.cfg.counters.by_class.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "netmod_http_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                n.load(Ordering::Relaxed)
+            );
+        }
+        Answer {
+            status: 200,
+            body: t.into_bytes(),
+            json: false,
+            allow: None,
+        }
+    }
+}
+
+fn put_batch(name: &str, content: String) -> DataRequest {
+    let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
+    let step = |sql: String, args: Vec<Value>| BatchStep {
+        stmt: Some(statement(sql, args)),
+        ..Default::default()
+    };
+    // Step 0 creates (1 row affected: 201), step 1 replaces; one transaction.
+    DataRequest {
+        kind: Some(data_request::Kind::Batch(Batch {
+            steps: vec![
+                step(
+                    format!(
+                        "INSERT INTO {DOCS_TABLE} (name, content, updated) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (name) DO NOTHING"
+                    ),
+                    vec![Value::text(name), Value::text(content.clone()), now.clone()],
+                ),
+                step(
+                    format!("UPDATE {DOCS_TABLE} SET content = ?2, updated = ?3 WHERE name = ?1"),
+                    vec![Value::text(name), Value::text(content), now],
+                ),
+            ],
+        })),
+        ..Default::default()
+    }
+}
+
+/// `{"docName": …, "content": …}`, keys in SPEC's order.
+fn doc_json(name: &str, content: &str) -> Vec<u8> {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    format!(r#"{{"docName":{},"content":{}}}"#, q(name), q(content)).into_bytes()
+}
+
+fn doc_answer(op: DocOp, resp: DataResponse) -> Answer {
+    let not_found = || Answer::error(404, "Document not found");
+    match (op, resp.kind) {
+        (DocOp::Get(name), Some(data_response::Kind::Result(r))) => {
+            let content = r.rows.into_iter().next().and_then(|row| {
+                match row.values.into_iter().next()?.kind {
+                    Some(value::Kind::Text(t)) => Some(t),
+                    _ => None,
+                }
+            });
+            match content {
+                Some(content) => Answer::json(200, doc_json(&name, &content)),
+                None => not_found(),
+            }
+        }
+        (DocOp::Put(name), Some(data_response::Kind::Batch(b))) => {
+            let created = matches!(
+                b.steps.first().and_then(|s| s.outcome.as_ref()),
+                Some(step_outcome::Outcome::Ok(r)) if r.rows_affected == 1
+            );
+            Answer::json(
+                if created { 201 } else { 200 },
+                format!(
+                    r#"{{"docName":{},"created":{created}}}"#,
+                    serde_json::Value::from(name.as_str())
+                )
+                .into_bytes(),
+            )
+        }
+        (DocOp::Delete, Some(data_response::Kind::Result(r))) => {
+            if r.rows_affected > 0 {
+                Answer::json(204, Vec::new())
+            } else {
+                not_found()
+            }
+        }
+        _ => Answer::error(502, "unexpected answer from db-server"),
+    }
+}
+
+/// The status for a request db-server could not serve.
+fn db_failure(code: ErrorCode, text: &str) -> Answer {
+    match code {
+        ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => {
+            Answer::error(503, &format!("database unavailable: {text}"))
+        }
+        ErrorCode::Timeout => Answer::error(504, &format!("database timeout: {text}")),
+        _ => Answer::error(500, &format!("database error: {text}")),
+    }
+}
+
+/// `[..][INFO] Client IP: 192.168.1.100, Status: 200, Response: {...}` (404 and 5xx at ERROR).
+fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
+    const MAX: usize = 200;
+    let ip = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let more = if body.len() > MAX { "…" } else { "" };
+    if status == 404 || status >= 500 {
+        error!("Client IP: {ip}, Status: {status}, Response: {text}{more}");
+    } else {
+        info!("Client IP: {ip}, Status: {status}, Response: {text}{more}");
+    }
+}

@@ -1,0 +1,411 @@
+//! test-server's HTTP/1.1 front against a real db-server: documents with their exact JSON
+//! bodies, tokens for writes, pipelining, keep-alive, chunked uploads, every refusal status,
+//! /health and /metrics, the access log, and curl as a real client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{start_db, Proc, TempDir, WAIT};
+use engine::Server;
+use netmod::auth::{self, TokenSigner};
+use netmod::dblink::LinkConfig;
+use netmod::http1::Limits;
+use netmod::http_front::HttpConfig;
+use netmod::test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
+
+const KEY: &[u8] = b"http test key";
+
+struct Front {
+    http: SocketAddr,
+    handle: engine::ServerHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_front(db: SocketAddr, insecure: bool) -> Front {
+    let auth = Arc::new(AuthConfig {
+        signer: TokenSigner::new(KEY, auth::DEFAULT_LIFETIME),
+        verifier: Verifier::new(1, 16).unwrap(),
+        decoy: auth::hash_secret("decoy", 1000).unwrap(),
+        bootstrap: None,
+    });
+    let mut link = LinkConfig::new(db);
+    link.backoff = (Duration::from_millis(20), Duration::from_millis(200), 0.1);
+    let svc = ServiceConfig {
+        db: Some(link),
+        auth: Some(Arc::clone(&auth)),
+        http: Some(HttpConfig {
+            limits: Limits {
+                max_head: 8192,
+                max_body: 64 * 1024,
+            },
+            insecure_writes: insecure,
+            auth: Some(auth),
+            ..HttpConfig::default()
+        }),
+        ..ServiceConfig::default()
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server: Server<FrameService> = Server::new(engine::Config {
+        threads: 1,
+        ..Default::default()
+    })
+    .unwrap()
+    .listen(any)
+    .unwrap()
+    .listen(any)
+    .unwrap();
+    let http = server.local_addrs()[1];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run(move |_| FrameService::new(svc.clone())));
+    Front {
+        http,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+/// One response: status, headers (lower-case names), body.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `s` (Content-Length framed), keeping extra bytes in `buf`.
+fn read_resp(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            buf.drain(..end + 4 + len);
+            return Some(Resp {
+                status,
+                headers,
+                body,
+            });
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn call(addr: SocketAddr, raw: &str) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    read_resp(&mut s, &mut Vec::new()).expect("a response")
+}
+
+fn put(name: &str, content: &str, token: Option<&str>) -> String {
+    let body = serde_json::json!({ "content": content }).to_string();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "PUT /docs/{name} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn token() -> String {
+    TokenSigner::new(KEY, auth::DEFAULT_LIFETIME)
+        .issue("writer", SystemTime::now())
+        .unwrap()
+        .token
+}
+
+/// Waits until the front's link to db-server is up (its /health says ok).
+fn wait_ready(addr: SocketAddr) {
+    common::eventually("HTTP front ready", || {
+        call(addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status == 200
+    });
+}
+
+#[test]
+fn documents_round_trip_with_exact_bodies_and_writes_need_a_token() {
+    let dir = TempDir::new("http-docs");
+    let db = start_db(&dir);
+    let front = start_front(db.addr, false);
+    let a = front.http;
+    wait_ready(a);
+
+    let missing = call(a, "GET /docs/example HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body, r#"{"error":"Document not found"}"#);
+    assert_eq!(missing.header("content-type"), Some("application/json"));
+
+    let refused = call(a, &put("example", "hi", None));
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.starts_with(r#"{"error":"#), "{}", refused.body);
+    let forged = TokenSigner::new(b"other", auth::DEFAULT_LIFETIME)
+        .issue("x", SystemTime::now())
+        .unwrap()
+        .token;
+    assert_eq!(call(a, &put("example", "hi", Some(&forged))).status, 401);
+
+    let t = token();
+    assert_eq!(
+        call(a, &put("example", "Hello \"world\" é", Some(&t))).status,
+        201
+    );
+    let got = call(a, "GET /docs/example HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(
+        got.body,
+        r#"{"docName":"example","content":"Hello \"world\" é"}"#
+    );
+    assert_eq!(
+        call(a, &put("example", "v2", Some(&t))).status,
+        200,
+        "replaced"
+    );
+    let got = call(a, "GET /docs/example HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(got.body, r#"{"docName":"example","content":"v2"}"#);
+
+    let del =
+        format!("DELETE /docs/example HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\r\n");
+    assert_eq!(call(a, &del).status, 204);
+    assert_eq!(call(a, &del).status, 404);
+    assert_eq!(call(a, "DELETE /docs/example HTTP/1.1\r\n\r\n").status, 401);
+}
+
+#[test]
+fn pipelined_and_keep_alive_requests_are_answered_in_order_and_chunked_uploads_work() {
+    let dir = TempDir::new("http-pipe");
+    let db = start_db(&dir);
+    let front = start_front(db.addr, true);
+    let a = front.http;
+    wait_ready(a);
+    for (name, content) in [("one", "1"), ("two", "2")] {
+        assert_eq!(call(a, &put(name, content, None)).status, 201);
+    }
+    // Three requests in one write: answers in request order.
+    let mut s = connect(a);
+    s.write_all(
+        b"GET /docs/one HTTP/1.1\r\nHost: x\r\n\r\nGET /docs/none HTTP/1.1\r\nHost: x\r\n\r\nGET /docs/two HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let got: Vec<(u16, String)> = (0..3)
+        .map(|_| {
+            let r = read_resp(&mut s, &mut buf).unwrap();
+            (r.status, r.body)
+        })
+        .collect();
+    assert_eq!(got[0], (200, r#"{"docName":"one","content":"1"}"#.into()));
+    assert_eq!(got[1].0, 404);
+    assert_eq!(got[2], (200, r#"{"docName":"two","content":"2"}"#.into()));
+    // The same connection again (keep-alive), with a chunked upload.
+    let body = r#"{"content":"chunked!"}"#;
+    let (x, y) = body.split_at(10);
+    let chunked = format!(
+        "PUT /docs/three HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{x}\r\n{:x}\r\n{y}\r\n0\r\n\r\n",
+        x.len(),
+        y.len()
+    );
+    s.write_all(chunked.as_bytes()).unwrap();
+    assert_eq!(read_resp(&mut s, &mut buf).unwrap().status, 201);
+    s.write_all(b"GET /docs/three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let last = read_resp(&mut s, &mut buf).unwrap();
+    assert_eq!(last.body, r#"{"docName":"three","content":"chunked!"}"#);
+    assert_eq!(last.header("connection"), Some("close"));
+    assert!(
+        read_resp(&mut s, &mut buf).is_none(),
+        "closed after Connection: close"
+    );
+}
+
+#[test]
+fn refusals_have_their_status_and_a_json_body() {
+    let dir = TempDir::new("http-refuse");
+    let db = start_db(&dir);
+    let front = start_front(db.addr, true);
+    let a = front.http;
+    wait_ready(a);
+    let long_head = format!(
+        "GET /docs/x HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let big_body = format!(
+        "PUT /docs/x HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        128 * 1024
+    );
+    for (raw, want) in [
+        (long_head.as_str(), 431),
+        (big_body.as_str(), 413),
+        ("\x01\x02 garbage\r\n\r\n", 400),
+        ("POST /docs/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
+        ("DELETE /health HTTP/1.1\r\n\r\n", 405),
+        ("GET /nowhere HTTP/1.1\r\n\r\n", 404),
+        ("PUT /docs/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400),
+        ("PUT /docs/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (
+            "PUT /docs/x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+        ),
+    ] {
+        let r = call(a, raw);
+        assert_eq!(r.status, want, "for {:.60}", raw);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(v["error"].is_string(), "{}", r.body);
+    }
+    let r = call(a, "POST /docs/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"));
+
+    let health = call(a, "GET /health HTTP/1.1\r\n\r\n");
+    let v: serde_json::Value = serde_json::from_str(&health.body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["db"]["circuit"], "closed");
+    let metrics = call(a, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    for name in [
+        "netmod_connections_active ",
+        "netmod_http_requests_total{class=\"4xx\"} ",
+        "netmod_db_link_connections_up 2",
+    ] {
+        assert!(metrics.body.contains(name), "{name} in\n{}", metrics.body);
+    }
+}
+
+#[test]
+fn health_says_degraded_without_db_server() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let front = start_front(dead, true);
+    let r = call(front.http, "GET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 503);
+    let doc = call(front.http, "GET /docs/x HTTP/1.1\r\n\r\n");
+    assert_eq!(doc.status, 503);
+    assert!(doc.body.contains("database unavailable"), "{}", doc.body);
+}
+
+#[test]
+fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
+    let dir = TempDir::new("http-log");
+    let db_file = dir.path("log.db");
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    let db_addr = db.listen_addr().to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--threads",
+            "1",
+            "--insecure-http-writes",
+        ],
+    );
+    let line = ts.wait_line("(HTTP)");
+    let http: SocketAddr = line
+        .split(" and ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_ready(http);
+    assert_eq!(call(http, &put("logged", "x", None)).status, 201);
+    assert_eq!(call(http, "GET /docs/absent HTTP/1.1\r\n\r\n").status, 404);
+    let ok = ts.wait_line("Status: 201");
+    let shape = |l: &str, level: &str| {
+        // [YYYY-MM-DD HH:MM:SS][LEVEL] Client IP: 127.0.0.1, Status: …, Response: {…}
+        let b = l.as_bytes();
+        b.len() > 22
+            && b[0] == b'['
+            && b[11] == b' '
+            && b[20] == b']'
+            && l[21..].starts_with(&format!("[{level}] Client IP: 127.0.0.1, Status: "))
+            && l.contains(", Response: {")
+    };
+    assert!(shape(&ok, "INFO"), "{ok}");
+    let nf = ts.wait_line("Status: 404");
+    assert!(shape(&nf, "ERROR"), "{nf}");
+    assert!(
+        nf.ends_with(r#"Response: {"error":"Document not found"}"#),
+        "{nf}"
+    );
+
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-i", &format!("http://{http}/docs/logged")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Type: application/json"), "{text}");
+        assert!(
+            text.ends_with(r#"{"docName":"logged","content":"x"}"#),
+            "{text}"
+        );
+    }
+}
