@@ -78,9 +78,11 @@ impl FrameClient {
         self.next_id
     }
 
-    /// Sends one message.
+    /// Sends one message (a payload over 10 KiB gzip-compressed when that pays).
     pub fn send(&mut self, msg: &Message) -> io::Result<()> {
-        self.stream.write_all(&wire::to_frame(msg))
+        let packed = wire::compressed(msg);
+        self.stream
+            .write_all(&wire::to_frame(packed.as_ref().unwrap_or(msg)))
     }
 
     /// Sends raw bytes (tests use it for malformed input).
@@ -93,8 +95,9 @@ impl FrameClient {
         loop {
             match wire::next_frame(&self.buf, self.max) {
                 Next::Frame(body, n) => {
-                    let msg = wire::decode(body)?;
+                    let mut msg = wire::decode(body)?;
                     self.buf.drain(..n);
+                    wire::decompress(&mut msg, self.max)?;
                     return Ok(Some(msg));
                 }
                 Next::Fatal(e) => return Err(e.into()),

@@ -22,6 +22,9 @@ pub enum WireError {
     /// The frame's bytes are not a protobuf `Message`.
     #[error("undecodable message: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// `compression = GZIP` but `data` does not inflate, or inflates past the maximum size.
+    #[error("bad compressed payload: {0}")]
+    Compression(String),
 }
 
 impl WireError {
@@ -32,6 +35,7 @@ impl WireError {
             WireError::Frame(FrameError::Truncated { .. }) | WireError::Decode(_) => {
                 ErrorCode::BadMessage
             }
+            WireError::Compression(_) => ErrorCode::BadCompression,
         }
     }
 }
@@ -117,12 +121,63 @@ pub fn engine_priority(msg: &Message) -> engine::Priority {
     }
 }
 
-/// Queues `msg` on `conn`, encoded straight into the connection's output buffer.
+/// Payloads over this many bytes are gzip-compressed when that saves at least 10 % (SPEC §4).
+pub const COMPRESS_OVER: usize = 10 * 1024;
+
+/// `msg` with its payload gzip-compressed, if it is over [`COMPRESS_OVER`], not compressed
+/// yet, and compression saves at least 10 %; `None` otherwise.
+pub fn compressed(msg: &Message) -> Option<Message> {
+    use std::io::Write as _;
+    if msg.data.len() <= COMPRESS_OVER || msg.compression != Compression::None as i32 {
+        return None;
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(msg.data.len() / 2),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&msg.data).ok()?;
+    let packed = gz.finish().ok()?;
+    (packed.len() * 10 <= msg.data.len() * 9).then(|| Message {
+        data: packed.into(),
+        compression: Compression::Gzip as i32,
+        ..msg.clone()
+    })
+}
+
+/// Inflates a GZIP payload in place (no more than `max` bytes); plain payloads are left alone.
+pub fn decompress(msg: &mut Message, max: usize) -> Result<(), WireError> {
+    use std::io::Read as _;
+    match Compression::try_from(msg.compression) {
+        Ok(Compression::None) => Ok(()),
+        Ok(Compression::Gzip) => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&msg.data[..])
+                .take(max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| WireError::Compression(e.to_string()))?;
+            if out.len() > max {
+                return Err(WireError::Compression(format!("inflates past {max} bytes")));
+            }
+            msg.data = out.into();
+            msg.compression = Compression::None as i32;
+            Ok(())
+        }
+        Err(_) => Err(WireError::Compression(format!(
+            "unknown compression {}",
+            msg.compression
+        ))),
+    }
+}
+
+/// Queues `msg` on `conn`, encoded straight into the connection's output buffer (a large
+/// payload compressed first).
 pub fn send<M: Send + 'static>(
     ctx: &mut Context<'_, M>,
     conn: ConnId,
     msg: &Message,
 ) -> Result<(), SendError> {
+    let packed = compressed(msg);
+    let msg = packed.as_ref().unwrap_or(msg);
     ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
         encode(msg, out)
     })
@@ -143,7 +198,8 @@ pub fn pong(ping: Message) -> Message {
 
 /// Feeds every whole frame at the front of `data` to `handle` and returns the bytes consumed,
 /// for a handler's `on_data`. Broken framing (a length over `max`) is answered with an ERROR
-/// and the connection is closed. Undecodable frames reach `handle` as `Err`.
+/// and the connection is closed. Undecodable frames (and payloads that do not inflate) reach
+/// `handle` as `Err`; compressed payloads arrive inflated.
 pub fn for_each_frame<M: Send + 'static>(
     ctx: &mut Context<'_, M>,
     conn: ConnId,
@@ -157,7 +213,8 @@ pub fn for_each_frame<M: Send + 'static>(
             Next::Frame(body, n) => {
                 used += n;
                 ctx.count_message_in(conn);
-                handle(ctx, decode(body));
+                let msg = decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m));
+                handle(ctx, msg);
                 if !ctx.is_open(conn) {
                     return data.len();
                 }

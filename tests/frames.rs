@@ -243,3 +243,82 @@ fn a_truncated_frame_then_close_leaves_the_server_healthy() {
     let mut cl = FrameClient::connect(srv.addr, WAIT).unwrap();
     assert_eq!(payload_of(&cl.ping(b"x").unwrap()), b"x");
 }
+
+/// Reads one frame from a raw socket without inflating it.
+fn raw_frame(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Message {
+    loop {
+        if let wire::Next::Frame(body, n) = wire::next_frame(buf, 1 << 20) {
+            let m = wire::decode(body).unwrap();
+            buf.drain(..n);
+            return m;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
+    use netmod::wire::Compression;
+    let srv = start_frame_service(engine::Config::default());
+    // Compressible but not trivial: 200 KiB of text-like bytes.
+    let big: Vec<u8> = (0..200 * 1024u32)
+        .map(|i| b"netmod frames "[(i % 14) as usize] ^ ((i / 4096) as u8 & 1))
+        .collect();
+    let small = vec![7u8; 1024];
+
+    // Client → server: FrameClient compresses; the server inflates and echoes the payload.
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let packed = wire::compressed(&ping(1, big.clone())).expect("worth compressing");
+    assert_eq!(packed.compression, Compression::Gzip as i32);
+    assert!(packed.data.len() < big.len() / 4);
+    assert_eq!(payload_of(&c.ping(&big).unwrap()), big);
+
+    // Server → client, seen raw on the wire: the big pong compressed, the small one plain.
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut out = Vec::new();
+    wire::encode(&ping(2, big.clone()), &mut out);
+    wire::encode(&ping(3, small.clone()), &mut out);
+    s.write_all(&out).unwrap();
+    let mut buf = Vec::new();
+    let mut pong = raw_frame(&mut s, &mut buf);
+    assert_eq!(pong.compression, Compression::Gzip as i32, "flag set");
+    assert!(
+        pong.data.len() < big.len() / 4,
+        "{} bytes on the wire",
+        pong.data.len()
+    );
+    wire::decompress(&mut pong, 1 << 20).unwrap();
+    assert_eq!(payload_of(&pong), big);
+    let plain = raw_frame(&mut s, &mut buf);
+    assert_eq!(plain.compression, Compression::None as i32);
+    assert_eq!(payload_of(&plain), small);
+
+    // A payload flagged GZIP that does not inflate: BAD_COMPRESSION, and the connection serves on.
+    let mut bad = ping(4, vec![1, 2, 3]);
+    bad.compression = Compression::Gzip as i32;
+    c.send(&bad).unwrap();
+    assert_eq!(
+        error_code(&c.next_message().unwrap()),
+        ErrorCode::BadCompression
+    );
+    // A gzip bomb: inflates past the maximum message size.
+    let bomb = {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 4 << 20]).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut b = ping(5, vec![]);
+    b.data = bomb.into();
+    b.compression = Compression::Gzip as i32;
+    c.send(&b).unwrap();
+    assert_eq!(
+        error_code(&c.next_message().unwrap()),
+        ErrorCode::BadCompression
+    );
+    assert_eq!(payload_of(&c.ping(b"after").unwrap()), b"after");
+}
