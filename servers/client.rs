@@ -91,6 +91,7 @@ impl FrameClient {
     }
 
     /// Receives the next message; `Ok(None)` when the server closed cleanly between messages.
+    /// The server's own pings are answered here and not returned.
     pub fn recv(&mut self) -> Result<Option<Message>, ClientError> {
         loop {
             match wire::next_frame(&self.buf, self.max) {
@@ -98,6 +99,11 @@ impl FrameClient {
                     let mut msg = wire::decode(body)?;
                     self.buf.drain(..n);
                     wire::decompress(&mut msg, self.max)?;
+                    if msg.r#type() == MessageType::Request && msg.op() == Operation::Ping {
+                        // The server checking we are alive: answer and read on.
+                        self.send(&wire::pong(msg))?;
+                        continue;
+                    }
                     return Ok(Some(msg));
                 }
                 Next::Fatal(e) => return Err(e.into()),

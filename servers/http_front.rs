@@ -112,6 +112,8 @@ pub struct Status {
     pub db_in_flight: usize,
     /// The documents table is known to exist (the link's setup was answered).
     pub ready: bool,
+    /// Server pings answered, and the sum of their round trips in µs (all loops).
+    pub rtt: (u64, u64),
 }
 
 struct Answer {
@@ -509,6 +511,14 @@ impl HttpFront {
             "gauge",
             "1 while the db-server circuit breaker is open.",
             u64::from(!status.db_breaker_closed),
+        );
+        let (n, sum_us) = status.rtt;
+        let _ = write!(
+            t,
+            "# HELP netmod_ping_rtt_seconds Round trips of the server's pings to frame clients.\n\
+             # TYPE netmod_ping_rtt_seconds summary\n\
+             netmod_ping_rtt_seconds_sum {}\nnetmod_ping_rtt_seconds_count {n}\n",
+            sum_us as f64 / 1e6
         );
         t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
         t.push_str("# TYPE netmod_http_requests_total counter\n");

@@ -25,11 +25,12 @@
 //! other sharing `--token-secret`) presents its token again.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle};
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle, RttWindow};
 use log::{debug, info, warn};
 use prost::Message as _;
 
@@ -126,6 +127,42 @@ pub struct ServiceConfig {
     pub auth: Option<Arc<AuthConfig>>,
     /// The HTTP front, served on the server's second listener (none: no HTTP).
     pub http: Option<HttpConfig>,
+    /// Server-initiated pings (none: the server never pings).
+    pub liveness: Option<Liveness>,
+    /// Round-trip times of those pings, summed over every loop (for /metrics).
+    pub rtt: Arc<RttTotals>,
+}
+
+/// When the server pings its clients and gives up on them (SPEC §4).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Between pings.
+    pub interval: Duration,
+    /// The first ping comes after a random delay in this range, so that clients that
+    /// connected together are not pinged together.
+    pub first: (Duration, Duration),
+    /// A client that has not answered a ping this long after it was sent is disconnected.
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    /// Every 30 s, the first after 1–59 s, disconnect after 90 s without an answer.
+    fn default() -> Self {
+        Liveness {
+            interval: Duration::from_secs(30),
+            first: (Duration::from_secs(1), Duration::from_secs(59)),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Ping round trips of every connection: a Prometheus summary's sum and count.
+#[derive(Debug, Default)]
+pub struct RttTotals {
+    /// Sum of the round trips, µs.
+    pub sum_us: AtomicU64,
+    /// Round trips measured.
+    pub count: AtomicU64,
 }
 
 impl Default for ServiceConfig {
@@ -136,6 +173,8 @@ impl Default for ServiceConfig {
             db: None,
             auth: None,
             http: None,
+            liveness: None,
+            rtt: Arc::default(),
         }
     }
 }
@@ -148,6 +187,10 @@ struct Client {
     user: Option<(String, u64)>,
     /// Requests forwarded and not yet answered.
     in_flight: u32,
+    /// The server's ping waiting for its answer: id and when it went out.
+    ping_out: Option<(u32, Instant)>,
+    /// Round trips of the last 100 answered pings.
+    rtt: RttWindow,
 }
 
 /// Who a request on the db link is for.
@@ -182,6 +225,8 @@ pub enum Note {
 
 /// Timer tokens of the db link start here.
 const LINK_TIMERS: u64 = 1 << 32;
+/// Timer tokens with this bit set are a client's ping timer (the rest is its `ConnId`).
+const PING_TIMER: u64 = 1 << 63;
 
 /// The handler of one loop.
 #[derive(Debug)]
@@ -192,6 +237,10 @@ pub struct FrameService {
     http: Option<HttpFront>,
     /// db-server answered the setup (tables exist).
     ready: bool,
+    /// Ids of the server's own pings.
+    next_ping: u32,
+    /// For the first ping's random delay.
+    rng: u64,
 }
 
 fn now_secs() -> u64 {
@@ -229,6 +278,12 @@ impl FrameService {
             link,
             http,
             ready: false,
+            next_ping: 0,
+            rng: {
+                let mut seed = [0u8; 8];
+                let _ = getrandom::fill(&mut seed);
+                u64::from_le_bytes(seed) | 1
+            },
         }
     }
 
@@ -263,8 +318,80 @@ impl FrameService {
             (Ok(MessageType::Request), Ok(Operation::AuthLogin)) => self.login(ctx, conn, msg),
             (Ok(MessageType::Request), Ok(Operation::AuthToken)) => self.resume(ctx, conn, &msg),
             (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+            (Ok(MessageType::Response), Ok(Operation::Ping)) => self.pong(conn, &msg),
             _ => wire::reply_unsupported(ctx, conn, &msg),
         }
+    }
+
+    /// A client answered the server's ping.
+    fn pong(&mut self, conn: ConnId, msg: &Message) {
+        let Some(c) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if let Some((id, sent)) = c.ping_out {
+            if id == msg.message_id {
+                let rtt = sent.elapsed();
+                c.rtt.record(rtt);
+                c.ping_out = None;
+                let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                self.cfg.rtt.sum_us.fetch_add(us, Ordering::Relaxed);
+                self.cfg.rtt.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A client's ping timer: disconnect it if its last ping went unanswered too long, else
+    /// ping it (if no ping is out) and set the next tick.
+    fn ping_tick(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        let Some(live) = self.cfg.liveness else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(conn) else {
+            return;
+        };
+        let now = Instant::now();
+        match c.ping_out {
+            Some((_, sent)) if now.duration_since(sent) >= live.timeout => {
+                info!(
+                    "Client {:?} did not answer a ping within {:?}: disconnecting",
+                    c.peer.map(|p| p.ip()),
+                    live.timeout
+                );
+                ctx.close(conn);
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.next_ping = self.next_ping.wrapping_add(1).max(1);
+                c.ping_out = Some((self.next_ping, now));
+                let ping = wire::message(
+                    MessageType::Request,
+                    Operation::Ping,
+                    self.next_ping,
+                    &wire::Ping::default(),
+                );
+                let _ = wire::send(ctx, conn, &ping);
+            }
+        }
+        let next = match c.ping_out {
+            Some((_, sent)) => live
+                .interval
+                .min((sent + live.timeout).saturating_duration_since(now)),
+            None => live.interval,
+        };
+        ctx.set_timer(
+            next.max(Duration::from_millis(1)),
+            PING_TIMER | conn.to_u64(),
+        );
+    }
+
+    fn first_ping_delay(&mut self, live: &Liveness) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let (lo, hi) = live.first;
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(if span == 0 { 0 } else { self.rng % (span + 1) })
     }
 
     fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
@@ -621,6 +748,10 @@ impl Handler for FrameService {
                 ..Client::default()
             },
         );
+        if let Some(live) = self.cfg.liveness {
+            let delay = self.first_ping_delay(&live);
+            ctx.set_timer(delay, PING_TIMER | conn.to_u64());
+        }
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
@@ -644,18 +775,24 @@ impl Handler for FrameService {
         }
         if let Some(h) = self.http.as_mut() {
             if h.owns(conn) {
+                let rtt = (
+                    self.cfg.rtt.count.load(Ordering::Relaxed),
+                    self.cfg.rtt.sum_us.load(Ordering::Relaxed),
+                );
                 let status = match self.link.as_mut() {
                     Some(l) => http_front::Status {
                         db_up: l.up(),
                         db_breaker_closed: l.breaker() == crate::breaker::State::Closed,
                         db_in_flight: l.in_flight(),
                         ready: self.ready,
+                        rtt,
                     },
                     None => http_front::Status {
                         db_up: 0,
                         db_breaker_closed: false,
                         db_in_flight: 0,
                         ready: false,
+                        rtt,
                     },
                 };
                 return h.on_data(ctx, conn, data, self.link.as_mut(), status);
@@ -666,6 +803,9 @@ impl Handler for FrameService {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
+        if token & PING_TIMER != 0 {
+            return self.ping_tick(ctx, ConnId::from_u64(token));
+        }
         let events = self.link.as_mut().and_then(|l| l.on_timer(ctx, token));
         for ev in events.into_iter().flatten() {
             self.settle(ctx, ev);

@@ -322,3 +322,78 @@ fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
     );
     assert_eq!(payload_of(&c.ping(b"after").unwrap()), b"after");
 }
+
+fn start_with_liveness() -> common::Running {
+    let live = netmod::test_server::Liveness {
+        interval: Duration::from_millis(40),
+        first: (Duration::from_millis(5), Duration::from_millis(20)),
+        timeout: Duration::from_millis(400),
+    };
+    let svc = netmod::test_server::ServiceConfig {
+        liveness: Some(live),
+        ..Default::default()
+    };
+    common::start(engine::Config::default(), move |_| {
+        netmod::test_server::FrameService::new(svc.clone())
+    })
+}
+
+#[test]
+fn the_server_pings_its_clients_and_drops_one_that_stops_answering() {
+    let srv = start_with_liveness();
+    // A client that answers every ping stays well past the timeout.
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..8 {
+        let m = raw_frame(&mut s, &mut buf);
+        assert_eq!(
+            (m.r#type(), m.op()),
+            (MessageType::Request, Operation::Ping)
+        );
+        s.write_all(&wire::to_frame(&wire::pong(m))).unwrap();
+    }
+    let mut out = Vec::new();
+    wire::encode(&ping(77, b"still here".to_vec()), &mut out);
+    s.write_all(&out).unwrap();
+    let answer = loop {
+        let m = raw_frame(&mut s, &mut buf);
+        if m.r#type() == MessageType::Request {
+            s.write_all(&wire::to_frame(&wire::pong(m))).unwrap();
+            continue;
+        }
+        break m;
+    };
+    assert_eq!(
+        (answer.message_id, payload_of(&answer)),
+        (77, b"still here".to_vec())
+    );
+
+    // A client that reads but never answers is disconnected after a ping goes unanswered.
+    let mut mute = std::net::TcpStream::connect(srv.addr).unwrap();
+    mute.set_read_timeout(Some(WAIT)).unwrap();
+    let mut pings = 0;
+    let mut chunk = [0u8; 1024];
+    let mut mbuf = Vec::new();
+    loop {
+        match mute.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => mbuf.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+        while let wire::Next::Frame(body, n) = wire::next_frame(&mbuf, 1 << 20) {
+            let m = wire::decode(body).unwrap();
+            assert_eq!(m.op(), Operation::Ping);
+            pings += 1;
+            mbuf.drain(..n);
+        }
+    }
+    assert!(pings >= 1, "pinged before being dropped");
+    // FrameClient answers pings inside its reads, so it stays.
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    // (Idle 40 ms at a time: longer than the ping interval, for longer than the timeout.)
+    for i in 0..12u8 {
+        assert_eq!(payload_of(&c.ping(&[i]).unwrap()), [i]);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}

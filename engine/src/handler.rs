@@ -20,6 +20,20 @@ impl ConnId {
     pub fn index(self) -> usize {
         self.key as usize
     }
+
+    /// The id as one number (e.g. to name a connection in a timer token); the top bit is
+    /// always clear, so a handler may use it as a tag.
+    pub fn to_u64(self) -> u64 {
+        (u64::from(self.key & 0x7FFF_FFFF) << 32) | u64::from(self.gen)
+    }
+
+    /// The id [`ConnId::to_u64`] made (the top bit is ignored).
+    pub fn from_u64(v: u64) -> ConnId {
+        ConnId {
+            key: ((v >> 32) & 0x7FFF_FFFF) as u32,
+            gen: v as u32,
+        }
+    }
 }
 
 impl fmt::Debug for ConnId {

@@ -222,7 +222,11 @@ impl<M> Core<M> {
         state: State,
     ) -> io::Result<ConnId> {
         let entry = self.sessions.vacant_entry();
-        let key = u32::try_from(entry.key()).map_err(|_| io::Error::other("too many sessions"))?;
+        // Keys stay under 2^31 so that `ConnId::to_u64` keeps its top bit free.
+        let key = u32::try_from(entry.key())
+            .ok()
+            .filter(|k| *k < 1 << 31)
+            .ok_or_else(|| io::Error::other("too many sessions"))?;
         self.registry.register(
             &mut stream,
             Token(key as usize),

@@ -84,6 +84,13 @@ struct Args {
     /// Largest delay between reconnections to db-server, in seconds.
     #[arg(long, default_value_t = 60.0)]
     reconnect_max: f64,
+    /// Seconds between the server's pings to each frame client (0 = never ping); the first
+    /// comes after a random 1–59 s.
+    #[arg(long, default_value_t = 30.0)]
+    ping_interval: f64,
+    /// Disconnect a frame client that has not answered a ping within this many seconds.
+    #[arg(long, default_value_t = 90.0)]
+    ping_timeout: f64,
     /// PBKDF2 rounds for the secrets this process hashes (lower only for tests).
     #[arg(long, default_value_t = auth::DEFAULT_ITERATIONS, hide = true)]
     pbkdf2_iterations: u32,
@@ -159,11 +166,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         auth: Some(Arc::clone(&auth)),
         ..HttpConfig::default()
     };
+    let liveness = (args.ping_interval > 0.0).then(|| test_server::Liveness {
+        interval: secs(args.ping_interval),
+        timeout: secs(args.ping_timeout),
+        ..test_server::Liveness::default()
+    });
     let service = ServiceConfig {
         max_message_size: cfg.max_message_size,
         db: Some(link),
         auth: Some(auth),
         http: Some(http),
+        liveness,
         ..ServiceConfig::default()
     };
     let server = Server::new(cfg)
