@@ -129,8 +129,34 @@ pub struct ServiceConfig {
     pub http: Option<HttpConfig>,
     /// Server-initiated pings (none: the server never pings).
     pub liveness: Option<Liveness>,
-    /// Round-trip times of those pings, summed over every loop (for /metrics).
+    /// Round trips of those pings, summed over every loop (for /metrics).
     pub rtt: Arc<RttTotals>,
+    /// Every loop's inbox, so that other threads can reach all clients (see [`migrate`]).
+    pub loops: Arc<Mutex<Vec<LoopHandle<Note>>>>,
+}
+
+/// Tells every frame client of every loop to move to `new_host:new_port` within
+/// `migrate_after` seconds (a SERVER_MIGRATION notification), for a zero-downtime upgrade.
+/// Returns the loops reached.
+pub fn migrate(
+    loops: &Mutex<Vec<LoopHandle<Note>>>,
+    new_host: &str,
+    new_port: u16,
+    migrate_after: u32,
+) -> usize {
+    let loops = match loops.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    let note = wire::ServerMigration {
+        new_host: new_host.to_string(),
+        new_port: u32::from(new_port),
+        migrate_after,
+    };
+    loops
+        .iter()
+        .filter(|l| l.send(Note::Migrate(note.clone())).is_ok())
+        .count()
 }
 
 /// When the server pings its clients and gives up on them (SPEC §4).
@@ -175,6 +201,7 @@ impl Default for ServiceConfig {
             http: None,
             liveness: None,
             rtt: Arc::default(),
+            loops: Arc::default(),
         }
     }
 }
@@ -214,6 +241,8 @@ pub enum Owner {
 /// Work coming back to a loop from other threads.
 #[derive(Debug)]
 pub enum Note {
+    /// Send every client a SERVER_MIGRATION notification.
+    Migrate(wire::ServerMigration),
     /// A login's secret was checked.
     Verified {
         conn: ConnId,
@@ -729,6 +758,10 @@ impl Handler for FrameService {
     type Message = Note;
 
     fn on_start(&mut self, ctx: &mut Context<'_, Note>) {
+        match self.cfg.loops.lock() {
+            Ok(mut l) => l.push(ctx.loop_handle()),
+            Err(p) => p.into_inner().push(ctx.loop_handle()),
+        }
         if let Some(link) = self.link.as_mut() {
             link.start(ctx);
         }
@@ -814,6 +847,14 @@ impl Handler for FrameService {
 
     fn on_message(&mut self, ctx: &mut Context<'_, Note>, note: Note) {
         match note {
+            Note::Migrate(m) => {
+                let mut notice =
+                    wire::message(MessageType::Notification, Operation::ServerMigration, 0, &m);
+                notice.priority = wire::Priority::Critical as i32;
+                for conn in self.clients.ids() {
+                    let _ = wire::send(ctx, conn, &notice);
+                }
+            }
             Note::Verified { conn, id, user, ok } => {
                 let Some(c) = self.clients.get_mut(conn) else {
                     return;

@@ -351,3 +351,42 @@ fn db_server_logs_statements_over_the_slow_query_threshold() {
         "{line}"
     );
 }
+
+#[test]
+fn sigusr1_tells_every_client_to_migrate_to_the_configured_instance() {
+    let mut p = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+            "--migrate-to",
+            "10.0.0.7:7001",
+            "--migrate-after",
+            "12",
+        ],
+    );
+    let addr = p.listen_addr();
+    let mut clients: Vec<FrameClient> = (0..4)
+        .map(|_| FrameClient::connect(addr, WAIT).unwrap())
+        .collect();
+    for c in &mut clients {
+        c.ping(b"here").unwrap();
+    }
+    p.signal(libc::SIGUSR1);
+    for c in &mut clients {
+        let m = c.next_message().unwrap();
+        assert_eq!(
+            (m.r#type(), m.op()),
+            (MessageType::Notification, Operation::ServerMigration)
+        );
+        let note = netmod::wire::ServerMigration::decode(m.data).unwrap();
+        assert_eq!(
+            (note.new_host.as_str(), note.new_port, note.migrate_after),
+            ("10.0.0.7", 7001, 12)
+        );
+        c.ping(b"still served until it moves").unwrap();
+    }
+    p.wait_line("SIGUSR1: clients of 2 loop(s) told to move to 10.0.0.7:7001 within 12 s");
+}

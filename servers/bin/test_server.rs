@@ -91,6 +91,13 @@ struct Args {
     /// Disconnect a frame client that has not answered a ping within this many seconds.
     #[arg(long, default_value_t = 90.0)]
     ping_timeout: f64,
+    /// Where SIGUSR1 sends clients (HOST:PORT): every frame client gets a SERVER_MIGRATION
+    /// notification naming it, to move there within --migrate-after seconds.
+    #[arg(long, value_name = "HOST:PORT")]
+    migrate_to: Option<String>,
+    /// Seconds clients get to move after SIGUSR1.
+    #[arg(long, default_value_t = 5)]
+    migrate_after: u32,
     /// PBKDF2 rounds for the secrets this process hashes (lower only for tests).
     #[arg(long, default_value_t = auth::DEFAULT_ITERATIONS, hide = true)]
     pbkdf2_iterations: u32,
@@ -185,6 +192,23 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .listen(args.http_listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
+    if let Some(target) = args.migrate_to.clone() {
+        let (host, port) = target
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("--migrate-to wants HOST:PORT, got {target:?}"))?;
+        let loops = Arc::clone(&service.loops);
+        let after = args.migrate_after;
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
+        std::thread::Builder::new()
+            .name("migrate".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    let n = test_server::migrate(&loops, &host, port, after);
+                    info!("SIGUSR1: clients of {n} loop(s) told to move to {host}:{port} within {after} s");
+                }
+            })?;
+    }
     info!(
         "test-server listening on {} (frames) and {} (HTTP), {} loop thread(s), db-server {}",
         server.local_addrs()[0],
