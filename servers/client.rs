@@ -203,6 +203,42 @@ impl FrameClient {
     }
 }
 
+impl FrameClient {
+    /// Logs in to test-server; the connection is authenticated after it.
+    pub fn login(&mut self, user: &str, secret: &str) -> Result<wire::AuthToken, ClientError> {
+        let id = self.next_id();
+        let req = wire::AuthLogin {
+            user: user.into(),
+            secret: secret.into(),
+        };
+        self.send(&wire::message(
+            MessageType::Request,
+            Operation::AuthLogin,
+            id,
+            &req,
+        ))?;
+        let m = self.await_reply(id)?;
+        wire::AuthToken::decode(m.data).map_err(|e| ClientError::Wire(e.into()))
+    }
+
+    /// Authenticates the connection with a token from an earlier login (on any instance).
+    pub fn authenticate(&mut self, token: &str) -> Result<wire::AuthToken, ClientError> {
+        let id = self.next_id();
+        let req = wire::AuthToken {
+            token: token.into(),
+            expires_at: 0,
+        };
+        self.send(&wire::message(
+            MessageType::Request,
+            Operation::AuthToken,
+            id,
+            &req,
+        ))?;
+        let m = self.await_reply(id)?;
+        wire::AuthToken::decode(m.data).map_err(|e| ClientError::Wire(e.into()))
+    }
+}
+
 /// The [`ClientError::Server`] an ERROR message stands for.
 pub fn server_error(m: &Message) -> ClientError {
     match ErrorBody::decode(m.data.clone()) {

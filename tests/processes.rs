@@ -390,3 +390,183 @@ fn sigusr1_tells_every_client_to_migrate_to_the_configured_instance() {
     }
     p.wait_line("SIGUSR1: clients of 2 loop(s) told to move to 10.0.0.7:7001 within 12 s");
 }
+
+/// Runs the `client` binary; returns its exit code and stdout.
+fn client(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(args)
+        .env_remove("NETMOD_TOKEN")
+        .env_remove("NETMOD_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
+    let dir = common::TempDir::new("client-cli");
+    let db_file = dir.path("cli.db");
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    let db_addr = db.listen_addr().to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--admin-secret",
+            "pw",
+            "--threads",
+            "1",
+        ],
+    );
+    let addr = ts.listen_addr().to_string();
+    let a = addr.as_str();
+
+    let (code, out) = client(&["--addr", a, "ping", "--count", "2"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("pong from ")).count(),
+        2
+    );
+
+    let mut token = String::new();
+    common::eventually("admin can log in", || {
+        let (code, out) = client(
+            &["--addr", a, "--user", "admin", "login"],
+            &[("NETMOD_SECRET", "pw")],
+        );
+        token = out.trim().to_string();
+        code == 0
+    });
+    assert!(token.starts_with("nm1."), "{token}");
+    let (code, _) = client(
+        &["--addr", a, "--user", "admin", "login"],
+        &[("NETMOD_SECRET", "nope")],
+    );
+    assert_eq!(code, 1, "wrong secret");
+    assert_eq!(
+        client(&["--addr", a, "sql", "SELECT 1"], &[]).0,
+        2,
+        "no login given"
+    );
+
+    let t = [("NETMOD_TOKEN", token.as_str())];
+    assert_eq!(
+        client(&["--addr", a, "put", "readme", "hello, world"], &t).0,
+        0
+    );
+    assert_eq!(
+        client(&["--addr", a, "get", "readme"], &t),
+        (0, "hello, world\n".to_string())
+    );
+    let (code, out) = client(
+        &[
+            "--addr",
+            a,
+            "sql",
+            "SELECT name, ?1 + 1 AS n FROM docs",
+            "41",
+        ],
+        &t,
+    );
+    assert_eq!((code, out.as_str()), (0, "name\tn\nreadme\t42\n"));
+    assert_eq!(client(&["--addr", a, "delete", "readme"], &t).0, 0);
+    assert_eq!(
+        client(&["--addr", a, "get", "readme"], &t).0,
+        4,
+        "not found"
+    );
+    assert_eq!(
+        client(&["--addr", a, "sql", "SELEC"], &t).0,
+        1,
+        "server refusal"
+    );
+
+    // Nothing listening: exit 3.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (code, _) = client(
+        &["--addr", &dead.to_string(), "--timeout", "1", "ping"],
+        &[],
+    );
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn client_watch_follows_a_migration_to_the_new_instance() {
+    let mut b = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let b_addr = b.listen_addr();
+    let target = b_addr.to_string();
+    let mut a = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--migrate-to",
+            &target,
+        ],
+    );
+    let a_addr = a.listen_addr().to_string();
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--addr", &a_addr, "watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        format!("connected to {a_addr}")
+    );
+    // The watcher's connection may not be registered with a loop yet when "connected" is
+    // printed: signal until it hears (each signal tells every client; repeats are harmless).
+    let heard = (0..50).find_map(|_| {
+        a.signal(libc::SIGUSR1);
+        rx.recv_timeout(std::time::Duration::from_millis(200)).ok()
+    });
+    assert_eq!(
+        heard.as_deref(),
+        Some(
+            format!(
+                "server asks to move to 127.0.0.1:{} within 5 s",
+                b_addr.port()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        format!("connected to {target}")
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
