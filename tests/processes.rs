@@ -213,8 +213,24 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
 
 #[test]
 fn stack_starts_the_servers_runs_a_load_and_stops_them() {
+    let dir = common::TempDir::new("stack");
+    let db = dir.path("stack.db");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
-        .args(["--listen", "127.0.0.1:0", "--duration", "0.3"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--db-listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db.to_str().unwrap(),
+            "--duration",
+            "0.3",
+            "--pbkdf2-iterations",
+            "1000",
+        ])
+        .env_remove("NETMOD_ADMIN_SECRET")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -223,10 +239,13 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("test-server: frames on 127.0.0.1:"),
-        "{stdout}"
-    );
+    for i in 0..2 {
+        assert!(
+            stdout.contains(&format!("test-server {i}: frames on 127.0.0.1:")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("user admin, secret "), "{stdout}");
     assert!(
         stdout
             .lines()

@@ -1,8 +1,9 @@
 //! stack: runs the system locally as child processes and shows it working.
 //!
-//! Today: db-server on embedded SQLite and test-server. `stack` starts both, drives test-server
-//! with `loadgen ping` and db-server with `loadgen db --mode mixed`, prints the figures, and
-//! (with `--keep`) leaves them serving until Ctrl-C. The proxy joins when it lands.
+//! db-server on embedded SQLite and two test-server instances sharing one token key (so a
+//! token from one works on the other), the document `example` stored, a short load (`loadgen
+//! ping` on test-server, `loadgen db --mode mixed` on db-server), the figures printed, and
+//! (with `--keep`) the servers left serving until Ctrl-C. The proxy joins when it lands.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ struct Args {
     /// Frame-protocol address of test-server.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
+    /// test-server instances (each takes the next ports after --listen and --http-listen).
+    #[arg(long, default_value_t = 2)]
+    instances: u16,
     /// HTTP address of test-server (documents, /health, /metrics).
     #[arg(long, default_value = "127.0.0.1:8000")]
     http_listen: SocketAddr,
@@ -30,6 +34,9 @@ struct Args {
     /// Seconds of load to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// PBKDF2 rounds test-server uses for secrets (lower only for tests).
+    #[arg(long, hide = true)]
+    pbkdf2_iterations: Option<u32>,
     /// Keep the servers running after the load, until Ctrl-C.
     #[arg(long)]
     keep: bool,
@@ -62,9 +69,10 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 }
 
 /// Starts one of the servers and waits for its "listening on ADDR" log line.
-fn start(bin: &str, args: &[&str]) -> Result<(Managed, SocketAddr), String> {
+fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(Managed, SocketAddr), String> {
     let mut child = Command::new(sibling(bin)?)
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {bin}: {e}"))?;
@@ -100,30 +108,108 @@ fn loadgen(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `n` random bytes as hex.
+fn random_hex(n: usize) -> Result<String, String> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// `addr` moved up by `i` ports (port 0 stays 0: any free port).
+fn nth(addr: SocketAddr, i: u16) -> SocketAddr {
+    let mut a = addr;
+    if a.port() != 0 {
+        a.set_port(a.port().saturating_add(i));
+    }
+    a
+}
+
+/// Stores the document `example` (logging in as admin once test-server has set up its tables).
+fn seed(addr: SocketAddr, admin_secret: &str) -> Result<(), String> {
+    use netmod::client::FrameClient;
+    use netmod::proto::Value;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tried = FrameClient::connect(addr, std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                c.login("admin", admin_secret).map_err(|e| e.to_string())?;
+                c.execute(
+                    "INSERT INTO docs (name, content, updated) VALUES ('example', ?1, 0) \
+                     ON CONFLICT (name) DO NOTHING",
+                    vec![Value::text(
+                        "Hello from netmod: this document lives in db-server.",
+                    )],
+                )
+                .map_err(|e| e.to_string())
+            });
+        match tried {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("cannot store the example document: {e}"))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     let sqlite = args.sqlite.to_string_lossy().into_owned();
     let (db, db_addr) = start(
         "db-server",
         &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
+        &[],
     )?;
     println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
-    let http = args.http_listen.to_string();
-    let (server, addr) = start(
-        "test-server",
-        &[
+    let key = match std::env::var("NETMOD_TOKEN_SECRET") {
+        Ok(k) if !k.is_empty() => k,
+        _ => random_hex(32)?,
+    };
+    let (admin, generated) = match std::env::var("NETMOD_ADMIN_SECRET") {
+        Ok(s) if !s.is_empty() => (s, false),
+        _ => (random_hex(12)?, true),
+    };
+    let env = [
+        ("NETMOD_TOKEN_SECRET", key.as_str()),
+        ("NETMOD_ADMIN_SECRET", admin.as_str()),
+    ];
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..args.instances.max(1) {
+        let (frames, http) = (nth(args.listen, i), nth(args.http_listen, i));
+        let (frames_s, http_s, db_s) = (frames.to_string(), http.to_string(), db_addr.to_string());
+        let iterations = args.pbkdf2_iterations.map(|n| n.to_string());
+        let mut ts_args = vec![
             "--listen",
-            &args.listen.to_string(),
+            frames_s.as_str(),
             "--http-listen",
-            &http,
+            http_s.as_str(),
             "--db",
-            &db_addr.to_string(),
-        ],
-    )?;
-    println!("test-server: frames on {addr}, HTTP on {http}, data through db-server {db_addr}");
-    println!("  try: curl http://{http}/health   curl http://{http}/docs/example");
-    if std::env::var_os("NETMOD_ADMIN_SECRET").is_none() {
-        println!("  (set NETMOD_ADMIN_SECRET to have test-server create the user `admin`)");
+            db_s.as_str(),
+        ];
+        if let Some(n) = &iterations {
+            ts_args.extend(["--pbkdf2-iterations", n.as_str()]);
+        }
+        let (server, addr) = start("test-server", &ts_args, &env)?;
+        println!("test-server {i}: frames on {addr}, HTTP on {http}");
+        servers.push(server);
+        addrs.push((addr, http));
     }
+    let (addr, http) = addrs[0];
+    seed(addr, &admin)?;
+    if generated {
+        println!("user admin, secret {admin} (generated; set NETMOD_ADMIN_SECRET to choose one)");
+    }
+    println!("try:");
+    println!("  curl http://{http}/docs/example");
+    println!("  curl http://{http}/health");
+    println!("  ./target/release/client --addr {addr} ping");
+    println!(
+        "  export NETMOD_TOKEN=$(NETMOD_SECRET={admin} ./target/release/client --addr {addr} --user admin login)"
+    );
+    println!(
+        "  curl -X PUT -H \"Authorization: Bearer $NETMOD_TOKEN\" -d '{{\"content\":\"hi\"}}' http://{http}/docs/hello"
+    );
     let secs = args.duration.to_string();
     let (addr_s, db_s) = (addr.to_string(), db_addr.to_string());
     loadgen(&[
@@ -157,7 +243,7 @@ fn run(args: Args) -> Result<(), String> {
         // Blocks until the first of them arrives.
         let _ = signals.forever().next();
     }
-    drop(server);
+    drop(servers);
     drop(db);
     println!("stopped");
     Ok(())
