@@ -22,6 +22,11 @@ pub trait Workload: Send + Sync + 'static {
     fn is_success(&self, reply: &Message) -> bool {
         reply.r#type() == MessageType::Response
     }
+    /// A request sent first on every connection (e.g. authentication), answered before the
+    /// load starts on it; not measured.
+    fn handshake(&self) -> Option<Message> {
+        None
+    }
 }
 
 /// Ping requests with a fixed payload.
@@ -124,7 +129,12 @@ fn new_histogram() -> Histogram<u64> {
 struct LoadConn {
     next_id: u32,
     inflight: VecDeque<(u32, Instant)>,
+    /// Waiting for the handshake's answer.
+    handshaking: bool,
 }
+
+/// The handshake's message id (load requests count from 1).
+const HANDSHAKE_ID: u32 = 0;
 
 const END: u64 = 1;
 
@@ -177,6 +187,14 @@ impl<W: Workload> Handler for LoadHandler<W> {
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        if let Some(mut hello) = self.work.handshake() {
+            hello.message_id = HANDSHAKE_ID;
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.handshaking = true;
+            }
+            let _ = wire::send(ctx, conn, &hello);
+            return;
+        }
         for _ in 0..self.cfg.pipeline {
             self.send_one(ctx, conn);
         }
@@ -189,13 +207,37 @@ impl<W: Workload> Handler for LoadHandler<W> {
             match wire::next_frame(&data[used..], engine::DEFAULT_MAX_MESSAGE) {
                 Next::Frame(body, n) => {
                     used += n;
-                    let Ok(reply) = wire::decode(body) else {
+                    let Ok(mut reply) = wire::decode(body) else {
                         self.report.errors += 1;
                         continue;
                     };
+                    if wire::decompress(&mut reply, engine::DEFAULT_MAX_MESSAGE).is_err() {
+                        self.report.errors += 1;
+                        continue;
+                    }
+                    if reply.r#type() == MessageType::Request && reply.op() == Operation::Ping {
+                        // The server checking we are alive.
+                        let _ = wire::send(ctx, conn, &wire::pong(reply));
+                        continue;
+                    }
                     let Some(c) = self.conns.get_mut(conn) else {
                         continue;
                     };
+                    if c.handshaking && reply.message_id == HANDSHAKE_ID {
+                        if reply.r#type() != MessageType::Response {
+                            self.report.errors += 1;
+                            if self.report.errors <= 3 {
+                                warn!("handshake refused: {}", crate::client::server_error(&reply));
+                            }
+                            ctx.close(conn);
+                            continue;
+                        }
+                        c.handshaking = false;
+                        for _ in 0..self.cfg.pipeline {
+                            self.send_one(ctx, conn);
+                        }
+                        continue;
+                    }
                     let pos = c
                         .inflight
                         .iter()
@@ -311,6 +353,110 @@ pub enum DbMode {
     Write,
     /// 90 % reads, 10 % writes.
     Mixed,
+}
+
+/// What `loadgen frames` sends through test-server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOp {
+    /// Ping (answered by test-server itself).
+    Ping,
+    /// Read a document (a point read through test-server to db-server).
+    Get,
+    /// Replace a document (a durable write through test-server to db-server).
+    Put,
+}
+
+/// Authenticated requests to test-server: every connection presents a token first.
+#[derive(Debug)]
+pub struct FramesWorkload {
+    op: FrameOp,
+    token: String,
+    docs: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl FramesWorkload {
+    /// Logs in as `user` and, for `get` and `put`, stores documents `bench-0` … `bench-<docs-1>`
+    /// (over one blocking connection), so a run can start from an empty database.
+    pub fn prepare(
+        addr: SocketAddr,
+        op: FrameOp,
+        user: &str,
+        secret: &str,
+        docs: u64,
+    ) -> Result<Self, crate::client::ClientError> {
+        use crate::proto::Value;
+        let mut c = crate::client::FrameClient::connect(addr, Duration::from_secs(30))?;
+        let token = c.login(user, secret)?.token;
+        if op != FrameOp::Ping {
+            for i in 0..docs {
+                c.execute(
+                    "INSERT INTO docs (name, content, updated) VALUES (?1, ?2, 0) \
+                     ON CONFLICT (name) DO NOTHING",
+                    vec![
+                        Value::text(format!("bench-{i}")),
+                        Value::text(format!("document {i} of the frames benchmark")),
+                    ],
+                )?;
+            }
+        }
+        Ok(FramesWorkload {
+            op,
+            token,
+            docs: docs.max(1),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn next(&self) -> u64 {
+        let z = self
+            .counter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z ^ (z >> 31)
+    }
+}
+
+impl Workload for FramesWorkload {
+    fn request(&self, id: u32) -> Message {
+        use crate::proto::{data_request, DataRequest, Statement, Value};
+        let name = || Value::text(format!("bench-{}", self.next() % self.docs));
+        let (sql, args) = match self.op {
+            FrameOp::Ping => {
+                return wire::message(MessageType::Request, Operation::Ping, id, &Ping::default())
+            }
+            FrameOp::Get => ("SELECT content FROM docs WHERE name = ?1", vec![name()]),
+            FrameOp::Put => (
+                "UPDATE docs SET content = ?2, updated = ?3 WHERE name = ?1",
+                vec![
+                    name(),
+                    Value::text(format!("v{id}")),
+                    Value::int(i64::from(id)),
+                ],
+            ),
+        };
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Execute(Statement {
+                sql: sql.into(),
+                args,
+                named_args: Vec::new(),
+            })),
+            ..DataRequest::default()
+        };
+        wire::message(MessageType::Request, Operation::Data, id, &req)
+    }
+
+    fn handshake(&self) -> Option<Message> {
+        Some(wire::message(
+            MessageType::Request,
+            Operation::AuthToken,
+            0,
+            &wire::AuthToken {
+                token: self.token.clone(),
+                expires_at: 0,
+            },
+        ))
+    }
 }
 
 /// SQL requests against db-server's `loadgen_kv` table.

@@ -589,3 +589,75 @@ fn client_watch_follows_a_migration_to_the_new_instance() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
+    let dir = common::TempDir::new("lg-frames");
+    let db_file = dir.path("frames.db");
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    let db_addr = db.listen_addr().to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--admin-secret",
+            "pw",
+        ],
+    );
+    let addr = ts.listen_addr().to_string();
+    // The users table exists once test-server's link has set it up.
+    common::eventually("admin can log in", || {
+        FrameClient::connect(addr.parse().unwrap(), WAIT)
+            .ok()
+            .and_then(|mut c| c.login("admin", "pw").ok())
+            .is_some()
+    });
+    for op in ["get", "put", "ping"] {
+        let last = loadgen_last_line(&[
+            "frames",
+            "--addr",
+            &addr,
+            "--op",
+            op,
+            "--secret",
+            "pw",
+            "--docs",
+            "20",
+            "--conns",
+            "4",
+            "--pipeline",
+            "8",
+            "--duration",
+            "0.3",
+        ]);
+        assert!(
+            last.starts_with("rps=") && last.ends_with(" errors=0"),
+            "{op}: {last}"
+        );
+    }
+    // A wrong secret: loadgen says so and fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "frames",
+            "--addr",
+            &addr,
+            "--secret",
+            "wrong",
+            "--duration",
+            "0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use netmod::loadgen::{self, DbMode, DbWorkload, LoadConfig, PingWorkload};
+use netmod::loadgen::{
+    self, DbMode, DbWorkload, FrameOp, FramesWorkload, LoadConfig, PingWorkload,
+};
 
 /// Load generator for the netmod servers (runs on the same engine, client side).
 #[derive(Debug, Parser)]
@@ -40,6 +42,31 @@ enum Mode {
         #[arg(long, default_value_t = 10_000)]
         rows: u64,
     },
+    /// Authenticated requests through test-server (to db-server for get and put): every
+    /// connection presents a token from one login first.
+    Frames {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// ping (test-server alone), get (document reads) or put (document updates).
+        #[arg(long, value_enum, default_value_t = OpArg::Get)]
+        op: OpArg,
+        /// User to log in as.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// The user's secret.
+        #[arg(long, env = "NETMOD_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Documents to store and spread the requests over.
+        #[arg(long, default_value_t = 1000)]
+        docs: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OpArg {
+    Ping,
+    Get,
+    Put,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -113,6 +140,29 @@ fn main() -> ExitCode {
                 cfg.duration.as_secs_f64()
             );
             let work = DbWorkload::prepare(cfg.addr, mode, *rows).map_err(|e| format!("preparing the table: {e}"))?;
+            loadgen::run(cfg, work).map_err(|e| e.to_string())
+        }),
+        Mode::Frames {
+            load,
+            op,
+            user,
+            secret,
+            docs,
+        } => load.config().and_then(|cfg| {
+            let op = match op {
+                OpArg::Ping => FrameOp::Ping,
+                OpArg::Get => FrameOp::Get,
+                OpArg::Put => FrameOp::Put,
+            };
+            println!(
+                "loadgen frames ({op:?}): {} connections x pipeline {} -> {} for {:.1} s, as {user}",
+                cfg.conns,
+                cfg.pipeline,
+                cfg.addr,
+                cfg.duration.as_secs_f64()
+            );
+            let work = FramesWorkload::prepare(cfg.addr, op, user, secret, *docs)
+                .map_err(|e| format!("logging in / storing documents: {e}"))?;
             loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),
     };
