@@ -548,3 +548,121 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
     assert_eq!(check.rows[0].values, [Value::text("ok")]);
     drop(p2);
 }
+
+fn watch(c: &mut FrameClient, tables: &[&str]) {
+    let id = c.next_id();
+    let w = netmod::proto::Watch {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+    };
+    c.send(&wire::message(
+        MessageType::Request,
+        Operation::Watch,
+        id,
+        &w,
+    ))
+    .unwrap();
+    let m = c.await_reply(id).unwrap();
+    assert_eq!(m.op(), Operation::Watch);
+}
+
+/// The next message on a watching connection: a change notice.
+fn notice(c: &mut FrameClient) -> netmod::proto::TablesChanged {
+    use prost::Message as _;
+    let m = c.next_message().unwrap();
+    assert_eq!(
+        (m.r#type(), m.op()),
+        (MessageType::Notification, Operation::Watch)
+    );
+    netmod::proto::TablesChanged::decode(m.data).unwrap()
+}
+
+#[test]
+fn watchers_hear_of_committed_writes_to_their_tables_on_every_loop() {
+    let dir = TempDir::new("db-watch");
+    let db = common::start_db_loops(
+        netmod::db::PoolConfig::Sqlite(common::sqlite_config(&dir)),
+        2,
+    );
+    let mut writer = FrameClient::connect(db.addr, WAIT).unwrap();
+    writer
+        .execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)",
+            vec![],
+        )
+        .unwrap();
+    writer
+        .execute("CREATE TABLE other (id INTEGER PRIMARY KEY)", vec![])
+        .unwrap();
+    // Several watchers, so that with two loops some sit on the writer's loop and some do not.
+    let mut watchers: Vec<FrameClient> = (0..6)
+        .map(|_| FrameClient::connect(db.addr, WAIT).unwrap())
+        .collect();
+    for w in &mut watchers {
+        watch(w, &["Items"]);
+    }
+    writer.execute("SELECT * FROM items", vec![]).unwrap();
+    writer
+        .execute("INSERT INTO other (id) VALUES (1)", vec![])
+        .unwrap();
+    let insert = DataRequest {
+        kind: Some(data_request::Kind::Execute(stmt(
+            "INSERT INTO items (v) VALUES ('a')",
+            vec![],
+        ))),
+        ..Default::default()
+    };
+    let index = writer.data(&insert).unwrap().commit_index;
+    for w in &mut watchers {
+        // Neither the read nor the write to `other` was announced: the first notice is this one.
+        let n = notice(w);
+        assert_eq!(n.tables, vec!["items".to_string()]);
+        assert_eq!(n.commit_index, index);
+    }
+    let b = batch(vec![
+        step("UPDATE items SET v = 'b'", vec![]),
+        step("DELETE FROM other", vec![]),
+    ]);
+    writer.data(&b).unwrap();
+    for w in &mut watchers {
+        let n = notice(w);
+        assert!(n.tables.contains(&"items".to_string()), "{n:?}");
+        assert!(n.tables.contains(&"other".to_string()), "{n:?}");
+    }
+    // DDL cannot be told apart: it is announced as "*".
+    writer.execute("CREATE TABLE third (x)", vec![]).unwrap();
+    for w in &mut watchers {
+        assert_eq!(notice(w).tables, vec!["*".to_string()]);
+    }
+    // An empty list ends the subscription: the next thing that arrives is the ping's answer.
+    let (first, rest) = watchers.split_at_mut(1);
+    watch(&mut first[0], &[]);
+    writer
+        .execute("INSERT INTO items (v) VALUES ('c')", vec![])
+        .unwrap();
+    for w in rest {
+        assert_eq!(notice(w).tables, vec!["items".to_string()]);
+    }
+    let id = first[0].next_id();
+    first[0]
+        .send(&wire::message(
+            MessageType::Request,
+            Operation::Ping,
+            id,
+            &netmod::wire::Ping::default(),
+        ))
+        .unwrap();
+    let m = first[0].next_message().unwrap();
+    assert_eq!((m.r#type(), m.message_id), (MessageType::Response, id));
+    // A malformed subscription is refused and the connection keeps serving.
+    let id = first[0].next_id();
+    let mut bad = wire::message(
+        MessageType::Request,
+        Operation::Watch,
+        id,
+        &netmod::wire::Ping::default(),
+    );
+    bad.data = vec![0xff, 0xff].into();
+    first[0].send(&bad).unwrap();
+    assert_eq!(code(first[0].await_reply(id)), ErrorCode::BadMessage);
+    first[0].ping(b"still here").unwrap();
+}

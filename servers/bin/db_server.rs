@@ -11,6 +11,7 @@ use clap::Parser;
 use engine::Server;
 use log::{error, info};
 use netmod::db::monitor::Monitor;
+use netmod::db::watch::Watchers;
 use netmod::db::{DbService, PgConfig, Pool, PoolConfig, SqliteConfig};
 use netmod::settings;
 
@@ -127,7 +128,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         server.local_addrs()[0],
         pool.committed_index()
     );
-    server.run(move |_| DbService::new(Arc::clone(&pool), max))?;
+    let watchers = Watchers::new();
+    server.run(move |_| DbService::new(Arc::clone(&pool), Arc::clone(&watchers), max))?;
     info!("db-server stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`placeholders`]: one parameter syntax for both.
 //! - [`batch`], [`page`], [`error`]: batches, result limits and errors, the same everywhere.
 //! - [`txn`]: interactive transactions and cursors, a connection and a thread each.
+//! - [`watch`]: table-change notifications for subscribed connections.
 //! - [`monitor`]: per-statement counts, latency and the slow-query log.
 
 pub mod batch;
@@ -23,6 +24,7 @@ pub mod service;
 pub mod sqlite;
 pub mod sqlite_pool;
 pub mod txn;
+pub mod watch;
 pub mod workers;
 
 pub use error::DbError;

@@ -20,8 +20,9 @@ use prost::Message as _;
 
 use super::error::DbError;
 use super::page::Limit;
+use super::watch::{self, Subscription, Watchers};
 use super::workers::{Job, Pool, ReplyFn, Work};
-use crate::proto::{data_request, data_response, DataRequest, DataResponse};
+use crate::proto::{data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch};
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// Default cap on a result, before the frame size caps it further.
@@ -35,27 +36,89 @@ pub struct Reply {
     conn: ConnId,
     id: u32,
     result: Result<DataResponse, DbError>,
+    /// Tables the work writes, when somebody watches (see [`watch`]).
+    tables: Vec<String>,
+}
+
+/// What a loop's mailbox carries.
+#[derive(Debug)]
+pub enum Inbox {
+    /// A worker's answer.
+    Reply(Reply),
+    /// Another loop committed a write: tell this loop's subscribers.
+    Changed(Arc<TablesChanged>),
 }
 
 /// The handler of one loop.
 #[derive(Debug)]
 pub struct DbService {
     pool: Arc<Pool>,
+    watchers: Arc<Watchers<Inbox>>,
     max_message: usize,
     inflight: ConnMap<u32>,
+    subscriptions: ConnMap<Subscription>,
 }
 
 impl DbService {
-    /// A handler for one loop, sharing `pool` with the others.
-    pub fn new(pool: Arc<Pool>, max_message: usize) -> Self {
+    /// A handler for one loop, sharing `pool` and `watchers` with the others.
+    pub fn new(pool: Arc<Pool>, watchers: Arc<Watchers<Inbox>>, max_message: usize) -> Self {
         DbService {
             pool,
+            watchers,
             max_message,
             inflight: ConnMap::default(),
+            subscriptions: ConnMap::default(),
         }
     }
 
-    fn data(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, msg: Message) {
+    /// `WATCH` request: (re)subscribes `conn`, answered with the list it now watches.
+    fn watch(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let req = match Watch::decode(msg.data) {
+            Ok(w) => w,
+            Err(e) => {
+                let reply = wire::error(
+                    id,
+                    Operation::Watch,
+                    ErrorCode::BadMessage,
+                    format!("bad Watch: {e}"),
+                );
+                let _ = wire::send(ctx, conn, &reply);
+                return;
+            }
+        };
+        let before = self.subscriptions.remove(conn).is_some();
+        let now = match Subscription::new(&req.tables) {
+            Some(sub) => {
+                self.subscriptions.insert(conn, sub);
+                true
+            }
+            None => false,
+        };
+        if before != now {
+            self.watchers.subscribed(now);
+        }
+        let reply = wire::message(MessageType::Response, Operation::Watch, id, &req);
+        let _ = wire::send(ctx, conn, &reply);
+    }
+
+    /// Tells this loop's subscribers about a committed change.
+    fn notify(&mut self, ctx: &mut Context<'_, Inbox>, changed: &TablesChanged) {
+        let mut note: Option<Message> = None;
+        for (conn, sub) in self.subscriptions.iter() {
+            if sub.wants(changed) {
+                let m = note.get_or_insert_with(|| {
+                    let mut m =
+                        wire::message(MessageType::Notification, Operation::Watch, 0, changed);
+                    m.priority = wire::Priority::High as i32;
+                    m
+                });
+                let _ = wire::send(ctx, conn, m);
+            }
+        }
+    }
+
+    fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let req = match DataRequest::decode(msg.data) {
             Ok(r) => r,
@@ -80,32 +143,38 @@ impl DbService {
             truncate: req.allow_truncation,
         };
         let consistency = req.consistency();
+        let watched = self.watchers.any();
         let work = match req.kind {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
             Some(data_request::Kind::Begin(b)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 return self.pool.txns().begin(&b, reply);
             }
             Some(data_request::Kind::TxnExecute(t)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 let st = t.stmt.unwrap_or_default();
                 return self.pool.txns().execute(t.txn_id, t.seq, st, limit, reply);
             }
             Some(data_request::Kind::Commit(t)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let tables = if watched {
+                    vec!["*".into()]
+                } else {
+                    Vec::new()
+                };
+                let reply = self.reply_fn(ctx, conn, id, tables);
                 return self.pool.txns().commit(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 return self.pool.txns().rollback(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::OpenCursor(c)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 return self.pool.txns().open_cursor(c, limit, reply);
             }
             Some(data_request::Kind::Fetch(t)) => {
-                let reply = self.reply_fn(ctx, conn, id);
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 return self.pool.txns().fetch(t.txn_id, t.seq, reply);
             }
             Some(data_request::Kind::Stats(_)) => {
@@ -120,7 +189,12 @@ impl DbService {
                 return self.answer(ctx, conn, id, Err(e));
             }
         };
-        let reply = self.reply_fn(ctx, conn, id);
+        let tables = if watched {
+            watch::written_tables(&work)
+        } else {
+            Vec::new()
+        };
+        let reply = self.reply_fn(ctx, conn, id, tables);
         self.pool.submit(Job {
             work,
             idempotency_key: req.idempotency_key,
@@ -132,7 +206,13 @@ impl DbService {
     }
 
     /// Counts one answer owed to `conn` and makes the callback a worker delivers it through.
-    fn reply_fn(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, id: u32) -> ReplyFn {
+    fn reply_fn(
+        &mut self,
+        ctx: &mut Context<'_, Inbox>,
+        conn: ConnId,
+        id: u32,
+        tables: Vec<String>,
+    ) -> ReplyFn {
         match self.inflight.get_mut(conn) {
             Some(n) => *n += 1,
             None => {
@@ -141,13 +221,18 @@ impl DbService {
         }
         let inbox = ctx.loop_handle();
         Box::new(move |result| {
-            let _ = inbox.send(Reply { conn, id, result });
+            let _ = inbox.send(Inbox::Reply(Reply {
+                conn,
+                id,
+                result,
+                tables,
+            }));
         })
     }
 
     fn answer(
         &mut self,
-        ctx: &mut Context<'_, Reply>,
+        ctx: &mut Context<'_, Inbox>,
         conn: ConnId,
         id: u32,
         result: Result<DataResponse, DbError>,
@@ -174,9 +259,13 @@ impl DbService {
 }
 
 impl Handler for DbService {
-    type Message = Reply;
+    type Message = Inbox;
 
-    fn on_data(&mut self, ctx: &mut Context<'_, Reply>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_start(&mut self, ctx: &mut Context<'_, Inbox>) {
+        self.watchers.add_loop(ctx.loop_id(), ctx.loop_handle());
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, data: &[u8]) -> usize {
         let max = self.max_message;
         wire::for_each_frame(ctx, conn, data, max, |ctx, msg| {
             let msg = match msg {
@@ -191,25 +280,43 @@ impl Handler for DbService {
                     let _ = wire::send(ctx, conn, &wire::pong(msg));
                 }
                 (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+                (Ok(MessageType::Request), Ok(Operation::Watch)) => self.watch(ctx, conn, msg),
                 _ => wire::reply_unsupported(ctx, conn, &msg),
             }
         })
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_, Reply>, reply: Reply) {
+    fn on_message(&mut self, ctx: &mut Context<'_, Inbox>, msg: Inbox) {
+        let reply = match msg {
+            Inbox::Reply(r) => r,
+            Inbox::Changed(changed) => return self.notify(ctx, &changed),
+        };
         if let Some(n) = self.inflight.get_mut(reply.conn) {
             *n = n.saturating_sub(1);
+        }
+        if let (Ok(resp), false) = (&reply.result, reply.tables.is_empty()) {
+            // Committed: subscribers hear of it before the writer hears back.
+            let changed = Arc::new(TablesChanged {
+                tables: reply.tables,
+                commit_index: resp.commit_index,
+            });
+            self.watchers
+                .broadcast(ctx.loop_id(), || Inbox::Changed(Arc::clone(&changed)));
+            self.notify(ctx, &changed);
         }
         self.answer(ctx, reply.conn, reply.id, reply.result);
     }
 
     fn on_close(
         &mut self,
-        _ctx: &mut Context<'_, Reply>,
+        _ctx: &mut Context<'_, Inbox>,
         conn: ConnId,
         _reason: engine::CloseReason,
     ) {
         self.inflight.remove(conn);
+        if self.subscriptions.remove(conn).is_some() {
+            self.watchers.subscribed(false);
+        }
     }
 
     fn is_busy(&self, conn: ConnId) -> bool {

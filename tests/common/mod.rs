@@ -230,28 +230,45 @@ pub fn start_db(dir: &TempDir) -> Running {
 
 /// The same, with the pool's configuration adjusted by `tune`.
 pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::SqliteConfig)) -> Running {
-    let mut cfg = netmod::db::SqliteConfig {
+    let mut cfg = sqlite_config(dir);
+    tune(&mut cfg);
+    start_db_pool(netmod::db::PoolConfig::Sqlite(cfg))
+}
+
+/// The tests' SQLite settings for a database file in `dir`.
+pub fn sqlite_config(dir: &TempDir) -> netmod::db::SqliteConfig {
+    netmod::db::SqliteConfig {
         path: dir.path("test.db"),
         readers: 2,
         queue: 10_000,
         max_group: 256,
         busy_timeout: Duration::from_secs(5),
         max_txns: 64,
-    };
-    tune(&mut cfg);
-    start_db_pool(netmod::db::PoolConfig::Sqlite(cfg))
+    }
 }
 
 /// db-server's service in-process on the backend `cfg` names.
 pub fn start_db_pool(cfg: netmod::db::PoolConfig) -> Running {
+    start_db_loops(cfg, 1)
+}
+
+/// The same on `threads` loops (connections spread over them by the kernel).
+pub fn start_db_loops(cfg: netmod::db::PoolConfig, threads: usize) -> Running {
     use netmod::db::{monitor::Monitor, DbService, Pool};
     use std::sync::Arc;
     let pool = Arc::new(Pool::start(cfg, Arc::new(Monitor::new(None))).unwrap());
+    let watchers = netmod::db::watch::Watchers::new();
     start(
         engine::Config {
-            threads: 1,
+            threads,
             ..Default::default()
         },
-        move |_| DbService::new(Arc::clone(&pool), engine::DEFAULT_MAX_MESSAGE),
+        move |_| {
+            DbService::new(
+                Arc::clone(&pool),
+                Arc::clone(&watchers),
+                engine::DEFAULT_MAX_MESSAGE,
+            )
+        },
     )
 }
