@@ -24,6 +24,8 @@ use log::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::breaker::Breaker;
+use prost::Message as _;
+
 use crate::wire::{self, ErrorCode, Message, MessageType};
 
 /// Link settings.
@@ -61,13 +63,18 @@ impl LinkConfig {
     }
 }
 
-/// What became of a request.
+/// What became of a request, or what db-server said unasked.
 #[derive(Debug)]
 pub enum Event<T> {
     /// db-server answered (RESPONSE or ERROR; `message_id` is the link's, not the caller's).
     Reply(T, Message),
     /// No answer will come: UNAVAILABLE or TIMEOUT, with a reason.
     Failed(T, ErrorCode, String),
+    /// A NOTIFICATION for the link's subscription (see [`DbLink::subscribe`]).
+    Notice(Message),
+    /// The subscription was taken (`true`: a connection's WATCH was answered) or lost (`false`:
+    /// a subscribed connection closed, so notices may have been missed).
+    Watching(bool),
 }
 
 #[derive(Debug)]
@@ -81,6 +88,8 @@ enum SlotState {
 struct Slot {
     state: SlotState,
     backoff: Backoff,
+    /// db-server answered this connection's subscription.
+    watched: bool,
 }
 
 #[derive(Debug)]
@@ -102,6 +111,10 @@ pub struct DbLink<T> {
     rr: usize,
     timer_base: u64,
     sweeping: bool,
+    /// Sent on every connection as it comes up.
+    subscription: Option<Message>,
+    /// Subscriptions sent and not yet answered: message id → slot.
+    subscribing: HashMap<u32, usize>,
 }
 
 /// Timer tokens the link uses: `timer_base + slot` for reconnections, this offset for the
@@ -117,6 +130,7 @@ impl<T> DbLink<T> {
             .map(|_| Slot {
                 state: SlotState::Down,
                 backoff: Backoff::new(base, max, jitter),
+                watched: false,
             })
             .collect();
         DbLink {
@@ -129,6 +143,33 @@ impl<T> DbLink<T> {
             rr: 0,
             timer_base,
             sweeping: false,
+            subscription: None,
+            subscribing: HashMap::new(),
+        }
+    }
+
+    /// Sends `request` (e.g. a WATCH) on every connection when it comes up, so that db-server's
+    /// notifications keep arriving across reconnections; they come back as [`Event::Notice`],
+    /// and [`Event::Watching`] tells when the subscription is taken or may have missed some.
+    pub fn subscribe(&mut self, request: Message) {
+        self.subscription = Some(request);
+    }
+
+    /// True while some connection is up with its subscription answered.
+    pub fn watching(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.watched && matches!(s.state, SlotState::Up(_)))
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&self.next_id)
+                && !self.subscribing.contains_key(&self.next_id)
+            {
+                return self.next_id;
+            }
         }
     }
 
@@ -198,7 +239,7 @@ impl<T> DbLink<T> {
     }
 
     /// An outbound connection came up.
-    pub fn on_connect<M: Send + 'static>(&mut self, _ctx: &mut Context<'_, M>, conn: ConnId) {
+    pub fn on_connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, conn: ConnId) {
         let Some(&i) = self.by_conn.get(conn) else {
             return;
         };
@@ -208,6 +249,12 @@ impl<T> DbLink<T> {
         }
         slot.backoff.reset();
         slot.state = SlotState::Up(conn);
+        if let Some(mut msg) = self.subscription.clone() {
+            msg.message_id = self.fresh_id();
+            if wire::send(ctx, conn, &msg).is_ok() {
+                self.subscribing.insert(msg.message_id, i);
+            }
+        }
     }
 
     /// One of the link's connections closed (or failed to connect): its requests fail.
@@ -220,13 +267,15 @@ impl<T> DbLink<T> {
         let Some(i) = self.by_conn.remove(conn) else {
             return Vec::new();
         };
+        self.subscribing.retain(|_, slot| *slot != i);
+        let was_watched = std::mem::replace(&mut self.slots[i].watched, false);
         let ids: Vec<u32> = self
             .pending
             .iter()
             .filter(|(_, p)| p.slot == i)
             .map(|(id, _)| *id)
             .collect();
-        let failed = ids
+        let mut events: Vec<Event<T>> = ids
             .into_iter()
             .filter_map(|id| self.pending.remove(&id))
             .map(|p| {
@@ -237,8 +286,11 @@ impl<T> DbLink<T> {
                 )
             })
             .collect();
+        if was_watched {
+            events.push(Event::Watching(false));
+        }
         self.lost(ctx, i, &format!("{reason:?}"));
-        failed
+        events
     }
 
     /// A timer fired: `None` when it is not the link's.
@@ -321,13 +373,7 @@ impl<T> DbLink<T> {
             ));
         };
         self.rr = i + 1;
-        loop {
-            self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.pending.contains_key(&self.next_id) {
-                break;
-            }
-        }
-        msg.message_id = self.next_id;
+        msg.message_id = self.fresh_id();
         if let Err(e) = wire::send(ctx, conn, &msg) {
             return Err((
                 owner,
@@ -364,12 +410,31 @@ impl<T> DbLink<T> {
                 warn!("db link: undecodable frame from db-server");
                 return;
             };
-            match MessageType::try_from(msg.r#type) {
+            let kind = MessageType::try_from(msg.r#type);
+            if let Some(i) = matches!(kind, Ok(MessageType::Response | MessageType::Error))
+                .then(|| self.subscribing.remove(&msg.message_id))
+                .flatten()
+            {
+                if kind == Ok(MessageType::Error) {
+                    let e = wire::ErrorBody::decode(msg.data).unwrap_or_default();
+                    warn!("db link {i}: subscription refused: {}", e.message);
+                } else {
+                    self.slots[i].watched = true;
+                    out.push(Event::Watching(true));
+                }
+                return;
+            }
+            match kind {
                 Ok(MessageType::Response | MessageType::Error) => {
                     if let Some(p) = self.pending.remove(&msg.message_id) {
                         self.breaker.success();
                         out.push(Event::Reply(p.owner, msg));
                     }
+                }
+                Ok(MessageType::Notification)
+                    if self.subscription.as_ref().is_some_and(|s| s.op == msg.op) =>
+                {
+                    out.push(Event::Notice(msg));
                 }
                 // db-server's shutdown notice: the close that follows reconnects.
                 _ => info!("db link: notification from db-server (op {})", msg.op),

@@ -47,6 +47,8 @@ pub fn create_docs_table() -> String {
 #[derive(Debug, Default)]
 pub struct HttpCounters {
     by_class: [AtomicU64; 5],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 impl HttpCounters {
@@ -67,17 +69,76 @@ pub struct HttpConfig {
     pub auth: Option<Arc<AuthConfig>>,
     /// Counters for `/metrics`, shared by the loops.
     pub counters: Arc<HttpCounters>,
+    /// Bytes of documents each loop may keep in memory (0: no cache). The cache is used only
+    /// while db-server's change notifications arrive, see [`DocCache`].
+    pub cache_bytes: usize,
+}
+
+/// Default for [`HttpConfig::cache_bytes`] in the binary: 16 MiB per loop.
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+/// Documents answered from memory.
+///
+/// Coherence comes from db-server: the link subscribes to changes of [`DOCS_TABLE`] and every
+/// committed write there, by any instance or client, empties the cache. So that an answer read
+/// before a change cannot be stored after it, every change (a notice, this front's own write, the
+/// subscription taken or lost) moves `generation` on, a read remembers the generation it was
+/// sent in, and its answer is kept only if nothing moved in between. While the link is not
+/// subscribed, nothing is served from or stored in the cache. Another instance's write is seen
+/// here as soon as its notice arrives (asynchronous, as with Redis' client-side caching); this
+/// instance's own writes are seen at once.
+#[derive(Debug, Default)]
+struct DocCache {
+    /// Name → the 200 answer's body.
+    docs: std::collections::HashMap<String, Vec<u8>>,
+    bytes: usize,
+    cap: usize,
+    generation: u64,
+}
+
+impl DocCache {
+    fn reset(&mut self) {
+        self.docs.clear();
+        self.bytes = 0;
+        self.generation += 1;
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(body) = self.docs.remove(name) {
+            self.bytes -= body.len() + name.len();
+        }
+        self.generation += 1;
+    }
+
+    fn offer(&mut self, generation: u64, name: &str, body: &[u8]) {
+        let size = body.len() + name.len();
+        if generation == self.generation
+            && self.bytes + size <= self.cap
+            && !self.docs.contains_key(name)
+        {
+            self.bytes += size;
+            self.docs.insert(name.to_string(), body.to_vec());
+        }
+    }
+}
+
+/// The subscription the db link sends for the cache: changes of [`DOCS_TABLE`].
+pub fn watch_request() -> Message {
+    let watch = crate::proto::Watch {
+        tables: vec![DOCS_TABLE.to_string()],
+    };
+    wire::message(MessageType::Request, Operation::Watch, 0, &watch)
 }
 
 /// A document operation waiting for db-server.
 #[derive(Debug, Clone)]
 pub enum DocOp {
-    /// GET.
-    Get(String),
+    /// GET, with the cache generation it was sent in (`None`: not to be cached).
+    Get(String, Option<u64>),
     /// PUT.
     Put(String),
     /// DELETE.
-    Delete,
+    Delete(String),
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +160,7 @@ pub struct HttpFront {
     cfg: HttpConfig,
     conns: ConnMap<HttpConn>,
     date: (u64, String),
+    cache: DocCache,
 }
 
 /// What `/health` and `/metrics` report about the rest of the process.
@@ -114,6 +176,8 @@ pub struct Status {
     pub ready: bool,
     /// Server pings answered, and the sum of their round trips in µs (all loops).
     pub rtt: (u64, u64),
+    /// The link's change subscription is up, so the document cache is in use.
+    pub db_watching: bool,
 }
 
 struct Answer {
@@ -168,10 +232,33 @@ fn doc_name(path: &str) -> Option<&str> {
 impl HttpFront {
     /// The front of one loop.
     pub fn new(cfg: HttpConfig) -> Self {
+        let cache = DocCache {
+            cap: cfg.cache_bytes,
+            ..DocCache::default()
+        };
         HttpFront {
             cfg,
             conns: ConnMap::default(),
             date: (0, String::new()),
+            cache,
+        }
+    }
+
+    /// The link's subscription was taken or lost: whatever is cached may be stale.
+    pub fn on_db_watching(&mut self, _watching: bool) {
+        self.cache.reset();
+    }
+
+    /// A change notice from db-server.
+    pub fn on_db_notice(&mut self, msg: Message) {
+        let changed = crate::proto::TablesChanged::decode(msg.data).unwrap_or_default();
+        if changed.tables.is_empty()
+            || changed
+                .tables
+                .iter()
+                .any(|t| t == "*" || t.eq_ignore_ascii_case(DOCS_TABLE))
+        {
+            self.cache.reset();
         }
     }
 
@@ -293,21 +380,37 @@ impl HttpFront {
                 "database unavailable: db-server not reached (or not set up) yet",
             ));
         }
+        let cached = self.cfg.cache_bytes > 0 && link.as_ref().is_some_and(|l| l.watching());
         let (op, data) = match method {
-            "GET" => (
-                DocOp::Get(name.to_string()),
-                execute(
-                    format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
-                    vec![Value::text(name)],
-                ),
-            ),
+            "GET" => {
+                if cached {
+                    if let Some(body) = self.cache.docs.get(name) {
+                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Some(Answer::json(200, body.clone()));
+                    }
+                    self.cfg
+                        .counters
+                        .cache_misses
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let generation = cached.then_some(self.cache.generation);
+                (
+                    DocOp::Get(name.to_string(), generation),
+                    execute(
+                        format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
+                        vec![Value::text(name)],
+                    ),
+                )
+            }
             "PUT" | "DELETE" => {
                 if let Some(refused) = self.check_writer(req) {
                     return Some(refused);
                 }
+                // Reads sent from now on until the answer may see either version.
+                self.cache.forget(name);
                 if method == "DELETE" {
                     (
-                        DocOp::Delete,
+                        DocOp::Delete(name.to_string()),
                         execute(
                             format!("DELETE FROM {DOCS_TABLE} WHERE name = ?1"),
                             vec![Value::text(name)],
@@ -393,7 +496,17 @@ impl HttpFront {
                 db_failure(e.code(), &e.message)
             }
             Ok(m) => match DataResponse::decode(m.data) {
-                Ok(resp) => doc_answer(op, resp),
+                Ok(resp) => {
+                    let answer = doc_answer(&op, resp);
+                    match &op {
+                        DocOp::Get(name, Some(generation)) if answer.status == 200 => {
+                            self.cache.offer(*generation, name, &answer.body)
+                        }
+                        DocOp::Put(name) | DocOp::Delete(name) => self.cache.forget(name),
+                        DocOp::Get(..) => {}
+                    }
+                    answer
+                }
                 Err(_) => Answer::error(502, "unreadable answer from db-server"),
             },
         };
@@ -455,6 +568,7 @@ impl HttpFront {
                 "connections_up": status.db_up,
                 "circuit": if status.db_breaker_closed { "closed" } else { "open" },
             },
+            "doc_cache": if self.cfg.cache_bytes > 0 && status.db_watching { "on" } else { "off" },
         });
         Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
     }
@@ -511,6 +625,25 @@ impl HttpFront {
             "gauge",
             "1 while the db-server circuit breaker is open.",
             u64::from(!status.db_breaker_closed),
+        );
+        let cache = &self.cfg.counters;
+        metric(
+            "doc_cache_hits_total",
+            "counter",
+            "GET /docs answered from memory (all loops).",
+            cache.cache_hits.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_misses_total",
+            "counter",
+            "GET /docs sent to db-server while the cache was on (all loops).",
+            cache.cache_misses.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_entries",
+            "gauge",
+            "Documents kept in memory (loop serving this request).",
+            self.cache.docs.len() as u64,
         );
         let (n, sum_us) = status.rtt;
         let _ = write!(
@@ -572,10 +705,10 @@ fn doc_json(name: &str, content: &str) -> Vec<u8> {
     format!(r#"{{"docName":{},"content":{}}}"#, q(name), q(content)).into_bytes()
 }
 
-fn doc_answer(op: DocOp, resp: DataResponse) -> Answer {
+fn doc_answer(op: &DocOp, resp: DataResponse) -> Answer {
     let not_found = || Answer::error(404, "Document not found");
     match (op, resp.kind) {
-        (DocOp::Get(name), Some(data_response::Kind::Result(r))) => {
+        (DocOp::Get(name, _), Some(data_response::Kind::Result(r))) => {
             let content = r.rows.into_iter().next().and_then(|row| {
                 match row.values.into_iter().next()?.kind {
                     Some(value::Kind::Text(t)) => Some(t),
@@ -583,7 +716,7 @@ fn doc_answer(op: DocOp, resp: DataResponse) -> Answer {
                 }
             });
             match content {
-                Some(content) => Answer::json(200, doc_json(&name, &content)),
+                Some(content) => Answer::json(200, doc_json(name, &content)),
                 None => not_found(),
             }
         }
@@ -601,7 +734,7 @@ fn doc_answer(op: DocOp, resp: DataResponse) -> Answer {
                 .into_bytes(),
             )
         }
-        (DocOp::Delete, Some(data_response::Kind::Result(r))) => {
+        (DocOp::Delete(_), Some(data_response::Kind::Result(r))) => {
             if r.rows_affected > 0 {
                 Answer::json(204, Vec::new())
             } else {

@@ -299,7 +299,12 @@ fn data_request(sql: &str, args: Vec<Value>) -> DataRequest {
 impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
-        let link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
+        let mut link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
+        if let (Some(link), Some(http)) = (link.as_mut(), cfg.http.as_ref()) {
+            if http.cache_bytes > 0 {
+                link.subscribe(http_front::watch_request());
+            }
+        }
         let http = cfg.http.clone().map(HttpFront::new);
         FrameService {
             cfg,
@@ -633,6 +638,16 @@ impl FrameService {
             Event::Failed(Owner::Setup, _, text) => {
                 warn!("setting up {USERS_TABLE} failed: {text}")
             }
+            Event::Notice(m) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_db_notice(m);
+                }
+            }
+            Event::Watching(yes) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_db_watching(yes);
+                }
+            }
         }
     }
 
@@ -819,6 +834,7 @@ impl Handler for FrameService {
                         db_in_flight: l.in_flight(),
                         ready: self.ready,
                         rtt,
+                        db_watching: l.watching(),
                     },
                     None => http_front::Status {
                         db_up: 0,
@@ -826,6 +842,7 @@ impl Handler for FrameService {
                         db_in_flight: 0,
                         ready: false,
                         rtt,
+                        db_watching: false,
                     },
                 };
                 return h.on_data(ctx, conn, data, self.link.as_mut(), status);

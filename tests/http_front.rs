@@ -53,6 +53,7 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
             },
             insecure_writes: insecure,
             auth: Some(auth),
+            cache_bytes: netmod::http_front::DEFAULT_CACHE_BYTES,
             ..HttpConfig::default()
         }),
         ..ServiceConfig::default()
@@ -408,4 +409,91 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
             "{text}"
         );
     }
+}
+
+/// `netmod_doc_cache_hits_total` of the front at `addr`.
+fn cache_hits(addr: SocketAddr) -> u64 {
+    let m = call(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the hit counter in /metrics")
+}
+
+fn get_body(addr: SocketAddr, name: &str) -> String {
+    call(
+        addr,
+        &format!("GET /docs/{name} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .body
+}
+
+#[test]
+fn a_document_cached_on_one_instance_follows_writes_made_through_another() {
+    let dir = TempDir::new("http-cache");
+    let db = start_db(&dir);
+    let a = start_front(db.addr, true);
+    let b = start_front(db.addr, true);
+    for front in [&a, &b] {
+        common::eventually("document cache on", || {
+            let h = call(front.http, "GET /health HTTP/1.1\r\n\r\n");
+            h.status == 200 && h.body.contains(r#""doc_cache":"on""#)
+        });
+    }
+    let doc = |content: &str| format!(r#"{{"docName":"shared","content":"{content}"}}"#);
+    assert_eq!(call(a.http, &put("shared", "v1", None)).status, 201);
+    for _ in 0..3 {
+        assert_eq!(get_body(b.http, "shared"), doc("v1"));
+    }
+    assert!(cache_hits(b.http) >= 2, "B answered from its cache");
+
+    // A write through A reaches B's cache through db-server's notice.
+    assert_eq!(call(a.http, &put("shared", "v2", None)).status, 200);
+    common::eventually("B sees A's write", || {
+        get_body(b.http, "shared") == doc("v2")
+    });
+    let hits = cache_hits(b.http);
+    for _ in 0..5 {
+        assert_eq!(get_body(b.http, "shared"), doc("v2"), "never the old copy");
+    }
+    assert!(cache_hits(b.http) > hits, "the new copy is cached again");
+
+    // So does a write that bypasses test-server entirely, straight SQL to db-server.
+    let mut sql = netmod::client::FrameClient::connect(db.addr, WAIT).unwrap();
+    let r = sql
+        .execute(
+            "UPDATE docs SET content = ?1 WHERE name = ?2",
+            vec![
+                netmod::proto::Value::text("v3"),
+                netmod::proto::Value::text("shared"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.rows_affected, 1);
+    common::eventually("B sees the SQL write", || {
+        get_body(b.http, "shared") == doc("v3")
+    });
+    common::eventually("A sees the SQL write", || {
+        get_body(a.http, "shared") == doc("v3")
+    });
+
+    // The writer's own instance never serves its old copy after the write is acknowledged.
+    let mut previous = "v3".to_string();
+    for i in 0..20 {
+        assert_eq!(get_body(a.http, "shared"), doc(&previous));
+        let content = format!("w{i}");
+        assert_eq!(call(a.http, &put("shared", &content, None)).status, 200);
+        assert_eq!(get_body(a.http, "shared"), doc(&content));
+        previous = content;
+    }
+    let del = "DELETE /docs/shared HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(call(a.http, del).status, 204);
+    assert_eq!(
+        call(a.http, "GET /docs/shared HTTP/1.1\r\n\r\n").status,
+        404
+    );
+    common::eventually("B sees the delete", || {
+        call(b.http, "GET /docs/shared HTTP/1.1\r\n\r\n").status == 404
+    });
 }

@@ -56,6 +56,11 @@ struct Args {
     /// Largest HTTP request body, in bytes (over it: 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// Memory for documents served without asking db-server, MiB per loop thread (0: off).
+    /// Kept coherent by db-server's change notifications: a write through any instance empties
+    /// every instance's cache.
+    #[arg(long, default_value_t = 16)]
+    doc_cache_mb: usize,
     /// db-server's address; data requests and logins go there.
     #[arg(long, default_value = "127.0.0.1:7100")]
     db: SocketAddr,
@@ -171,6 +176,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         insecure_writes: args.insecure_http_writes,
         auth: Some(Arc::clone(&auth)),
+        cache_bytes: args.doc_cache_mb.saturating_mul(1 << 20),
         ..HttpConfig::default()
     };
     let liveness = (args.ping_interval > 0.0).then(|| test_server::Liveness {
