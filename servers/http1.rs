@@ -15,7 +15,6 @@
 //! assert!(req.keep_alive());
 //! ```
 
-use std::fmt::Write as _;
 
 /// Size limits of one request.
 #[derive(Debug, Clone, Copy)]
@@ -61,11 +60,9 @@ impl Request {
 
     /// Whether the client wants the connection kept after this request.
     pub fn keep_alive(&self) -> bool {
-        let conn = self.header("connection").map(str::to_ascii_lowercase);
-        let has = |t: &str| {
-            conn.as_deref()
-                .is_some_and(|c| c.split(',').any(|x| x.trim() == t))
-        };
+        let conn = self.header("connection");
+        let has =
+            |t: &str| conn.is_some_and(|c| c.split(',').any(|x| x.trim().eq_ignore_ascii_case(t)));
         if self.minor == 0 {
             has("keep-alive")
         } else {
@@ -295,22 +292,45 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
-    let mut head = String::with_capacity(128);
-    let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
+    // Plain appends: this runs once per response, formatting machinery would dominate it.
+    out.reserve(body.len() + 128);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (n, v) in headers {
-        let _ = write!(head, "{n}: {v}\r\n");
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if status != 204 {
-        let _ = write!(head, "Content-Length: {}\r\n", body.len());
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
-        head.push_str("Connection: close\r\n");
+        out.extend_from_slice(b"Connection: close\r\n");
     }
-    head.push_str("\r\n");
-    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if status != 204 {
         out.extend_from_slice(body);
     }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `{"error": "<message>"}`, the body of every error response.

@@ -161,6 +161,8 @@ pub struct HttpFront {
     conns: ConnMap<HttpConn>,
     date: (u64, String),
     cache: DocCache,
+    /// Reused for responses written at once.
+    scratch: Vec<u8>,
 }
 
 /// What `/health` and `/metrics` report about the rest of the process.
@@ -241,6 +243,7 @@ impl HttpFront {
             conns: ConnMap::default(),
             date: (0, String::new()),
             cache,
+            scratch: Vec::with_capacity(1024),
         }
     }
 
@@ -537,18 +540,44 @@ impl HttpFront {
             return;
         };
         access_log(c.peer, answer.status, &answer.body);
-        let mut out = Vec::with_capacity(answer.body.len() + 160);
-        let mut headers: Vec<(&str, &str)> = vec![("Server", "netmod"), ("Date", &self.date.1)];
-        if answer.json {
-            headers.push(("Content-Type", "application/json"));
+        let content_type = if answer.json {
+            "application/json"
         } else {
-            headers.push(("Content-Type", "text/plain; version=0.0.4"));
+            "text/plain; version=0.0.4"
+        };
+        let headers = [
+            ("Server", "netmod"),
+            ("Date", self.date.1.as_str()),
+            ("Content-Type", content_type),
+            ("Allow", answer.allow.unwrap_or_default()),
+        ];
+        let n = if answer.allow.is_some() { 4 } else { 3 };
+        if seq == c.next_out {
+            // The usual case, nothing owed before it: straight out, no reordering.
+            self.scratch.clear();
+            http1::write_response(
+                &mut self.scratch,
+                answer.status,
+                &headers[..n],
+                &answer.body,
+                keep_alive,
+            );
+            let _ = ctx.send(conn, &self.scratch);
+            if c.close_after == Some(seq) {
+                ctx.close(conn);
+            }
+            c.next_out += 1;
+        } else {
+            let mut out = Vec::new();
+            http1::write_response(
+                &mut out,
+                answer.status,
+                &headers[..n],
+                &answer.body,
+                keep_alive,
+            );
+            c.ready.insert(seq, out);
         }
-        if let Some(allow) = answer.allow {
-            headers.push(("Allow", allow));
-        }
-        http1::write_response(&mut out, answer.status, &headers, &answer.body, keep_alive);
-        c.ready.insert(seq, out);
         while let Some(bytes) = c.ready.remove(&c.next_out) {
             let _ = ctx.send(conn, &bytes);
             if c.close_after == Some(c.next_out) {
@@ -759,6 +788,14 @@ fn db_failure(code: ErrorCode, text: &str) -> Answer {
 /// `[..][INFO] Client IP: 192.168.1.100, Status: 200, Response: {...}` (404 and 5xx at ERROR).
 fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
     const MAX: usize = 200;
+    let level = if status == 404 || status >= 500 {
+        log::Level::Error
+    } else {
+        log::Level::Info
+    };
+    if !log::log_enabled!(level) {
+        return;
+    }
     let ip = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
     let more = if body.len() > MAX { "…" } else { "" };
