@@ -15,7 +15,6 @@
 //! assert!(req.keep_alive());
 //! ```
 
-
 /// Size limits of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -85,6 +85,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Latency of successful answers, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Connections open (and past their handshake, if any) when the run ended.
+    pub open: u64,
 }
 
 impl Report {
@@ -94,6 +96,7 @@ impl Report {
             errors: 0,
             elapsed: Duration::ZERO,
             latency_us: new_histogram(),
+            open: 0,
         }
     }
 
@@ -131,6 +134,8 @@ struct LoadConn {
     inflight: VecDeque<(u32, Instant)>,
     /// Waiting for the handshake's answer.
     handshaking: bool,
+    /// Connected and past the handshake.
+    ready: bool,
 }
 
 /// The handshake's message id (load requests count from 1).
@@ -195,6 +200,9 @@ impl<W: Workload> Handler for LoadHandler<W> {
             let _ = wire::send(ctx, conn, &hello);
             return;
         }
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.ready = true;
+        }
         for _ in 0..self.cfg.pipeline {
             self.send_one(ctx, conn);
         }
@@ -233,6 +241,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
                             continue;
                         }
                         c.handshaking = false;
+                        c.ready = true;
                         for _ in 0..self.cfg.pipeline {
                             self.send_one(ctx, conn);
                         }
@@ -280,6 +289,11 @@ impl<W: Workload> Handler for LoadHandler<W> {
         self.stopping = true;
         let mut report = std::mem::replace(&mut self.report, Report::empty());
         report.elapsed = ctx.now().saturating_duration_since(self.started);
+        report.open = self
+            .conns
+            .iter()
+            .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
+            .count() as u64;
         if let Ok(mut r) = self.results.lock() {
             r.push(report);
         }
@@ -339,6 +353,7 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         total.ok += r.ok;
         total.errors += r.errors;
         total.elapsed = total.elapsed.max(r.elapsed);
+        total.open += r.open;
         let _ = total.latency_us.add(&r.latency_us);
     }
     Ok(total)

@@ -59,6 +59,12 @@ enum Mode {
         /// Documents to store and spread the requests over.
         #[arg(long, default_value_t = 1000)]
         docs: u64,
+        /// Send nothing after the handshake: hold the authenticated connections open for the
+        /// duration, answering the server's pings (for memory-per-client measurements). A line
+        /// `held=<open at the end> of=<asked>` comes before the usual last line; the exit status
+        /// is 0 only if every connection was still open.
+        #[arg(long)]
+        hold: bool,
     },
 }
 
@@ -115,6 +121,12 @@ impl LoadArgs {
 fn main() -> ExitCode {
     netmod::logging::init();
     let cli = Cli::parse();
+    let holding = match &cli.mode {
+        Mode::Frames {
+            hold: true, load, ..
+        } => Some(load.conns as u64),
+        _ => None,
+    };
     let result = match &cli.mode {
         Mode::Ping { load, payload } => load.config().and_then(|cfg| {
             println!(
@@ -148,7 +160,11 @@ fn main() -> ExitCode {
             user,
             secret,
             docs,
-        } => load.config().and_then(|cfg| {
+            hold,
+        } => load.config().and_then(|mut cfg| {
+            if *hold {
+                cfg.pipeline = 0;
+            }
             let op = match op {
                 OpArg::Ping => FrameOp::Ping,
                 OpArg::Get => FrameOp::Get,
@@ -176,8 +192,15 @@ fn main() -> ExitCode {
                 report.latency_us.max(),
                 report.elapsed.as_secs_f64()
             );
+            if let Some(asked) = holding {
+                println!("held={} of={asked}", report.open);
+            }
             println!("{}", report.last_line());
-            if report.ok == 0 {
+            let ok = match holding {
+                Some(asked) => report.open == asked && report.errors == 0,
+                None => report.ok > 0,
+            };
+            if !ok {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
