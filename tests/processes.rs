@@ -661,3 +661,115 @@ fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
+    let dir = common::TempDir::new("ts-drain");
+    let db_file = dir.path("drain.db");
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    let db_addr = db.listen_addr().to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--admin-secret",
+            "pw",
+        ],
+    );
+    let addr = ts.listen_addr();
+    let mut c = None;
+    common::eventually("admin can log in", || {
+        c = FrameClient::connect(addr, WAIT)
+            .ok()
+            .filter(|c| c.stream().set_nodelay(true).is_ok())
+            .and_then(|mut c| c.login("admin", "pw").ok().map(|_| c));
+        c.is_some()
+    });
+    let mut c = c.unwrap();
+    // Queries that keep db-server busy for a while, all sent before the signal.
+    let slow = netmod::proto::DataRequest {
+        kind: Some(netmod::proto::data_request::Kind::Execute(
+            netmod::proto::Statement {
+                sql: "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                      WHERE x < 200000) SELECT count(*) FROM n"
+                    .into(),
+                args: vec![],
+                named_args: vec![],
+            },
+        )),
+        ..Default::default()
+    };
+    let ids: Vec<u32> = (0..16)
+        .map(|_| {
+            let id = c.next_id();
+            c.send(&netmod::wire::message(
+                MessageType::Request,
+                Operation::Data,
+                id,
+                &slow,
+            ))
+            .unwrap();
+            id
+        })
+        .collect();
+    // A ping answered means test-server has read (and forwarded) everything sent before it.
+    let ping = c.next_id();
+    c.send(&netmod::wire::message(
+        MessageType::Request,
+        Operation::Ping,
+        ping,
+        &netmod::wire::Ping::default(),
+    ))
+    .unwrap();
+    let mut answered = Vec::new();
+    loop {
+        let m = c.next_message().unwrap();
+        if m.message_id == ping && m.op() == Operation::Ping {
+            break;
+        }
+        answered.push(m);
+    }
+    assert!(
+        answered.len() < ids.len(),
+        "requests still in flight at the signal"
+    );
+    ts.signal(libc::SIGTERM);
+    let mut notices = 0;
+    while let Some(m) = c.recv().unwrap() {
+        match (m.r#type(), m.op()) {
+            (MessageType::Notification, Operation::ServerShutdown) => notices += 1,
+            _ => answered.push(m),
+        }
+    }
+    assert_eq!(notices, 1, "one serverShutdown notice");
+    let mut got: Vec<u32> = answered
+        .iter()
+        .map(|m| {
+            assert_eq!(m.r#type(), MessageType::Response, "{m:?}");
+            let r = netmod::proto::DataResponse::decode(m.data.clone()).unwrap();
+            let Some(netmod::proto::data_response::Kind::Result(res)) = r.kind else {
+                panic!("a result: {r:?}");
+            };
+            assert_eq!(
+                res.rows[0].values[0].kind,
+                Some(netmod::proto::value::Kind::Integer(200_000))
+            );
+            m.message_id
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, ids, "every request answered before the close");
+    assert!(ts.wait_exit().success());
+    ts.wait_line("test-server stopped");
+}

@@ -303,3 +303,81 @@ fn without_a_db_server_logins_and_data_get_unavailable_at_once() {
     // Still serving pings.
     c.ping(b"x").unwrap();
 }
+
+#[test]
+fn a_pong_overtakes_a_long_queue_of_data_replies() {
+    let dir = TempDir::new("ts-priority");
+    let db = start_db(&dir);
+    let svc = service(db.addr);
+    // Backpressure would (rightly) stop reading this client once its replies pile up, and the
+    // Ping would then wait in the socket; raise the marks so that the queue can be long.
+    let ts = start(
+        engine::Config {
+            threads: 1,
+            write_high_water: 64 << 20,
+            write_low_water: 32 << 20,
+            write_hard_cap: 64 << 20,
+            ..Default::default()
+        },
+        move |_| FrameService::new(svc.clone()),
+    );
+    let (mut c, _) = admin(ts.addr);
+    const REPLIES: u32 = 120;
+    let select = netmod::proto::DataRequest {
+        kind: Some(netmod::proto::data_request::Kind::Execute(
+            netmod::proto::Statement {
+                sql: "SELECT randomblob(100000)".into(),
+                args: vec![],
+                named_args: vec![],
+            },
+        )),
+        ..Default::default()
+    };
+    let queued_before = ts.handle.stats().messages_out;
+    let mut ids = Vec::new();
+    for _ in 0..REPLIES {
+        let id = c.next_id();
+        ids.push(id);
+        c.send(&wire::message(
+            MessageType::Request,
+            Operation::Data,
+            id,
+            &select,
+        ))
+        .unwrap();
+    }
+    // Each request goes out on the link and its ~100 kB answer is queued for us (we do not
+    // read): 12 MB, far more than the kernel's socket buffers take.
+    common::eventually("every reply queued", || {
+        ts.handle.stats().messages_out >= queued_before + 2 * u64::from(REPLIES)
+    });
+    let ping_id = c.next_id();
+    c.send(&wire::message(
+        MessageType::Request,
+        Operation::Ping,
+        ping_id,
+        &wire::Ping::default(),
+    ))
+    .unwrap();
+    common::eventually("the pong queued", || {
+        ts.handle.stats().messages_out > queued_before + 2 * u64::from(REPLIES)
+    });
+    let mut replies_before_pong = None;
+    let mut replies = 0;
+    while replies < REPLIES || replies_before_pong.is_none() {
+        let m = c.next_message().unwrap();
+        if m.message_id == ping_id && m.op() == Operation::Ping {
+            replies_before_pong = Some(replies);
+        } else {
+            assert_eq!(m.r#type(), MessageType::Response, "{m:?}");
+            assert!(ids.contains(&m.message_id), "an answer to one of ours");
+            replies += 1;
+        }
+    }
+    let before = replies_before_pong.unwrap();
+    // Only what the kernel already held (a few MB) comes before the pong.
+    assert!(
+        REPLIES - before >= 20,
+        "the pong came after {before} of {REPLIES} replies"
+    );
+}
