@@ -204,6 +204,29 @@ impl FrameClient {
 }
 
 impl FrameClient {
+    /// The admin user creates (or re-keys) user `name`, or removes it.
+    pub fn change_user(
+        &mut self,
+        name: &str,
+        secret: &str,
+        remove: bool,
+    ) -> Result<wire::UserChanged, ClientError> {
+        let id = self.next_id();
+        let req = wire::UserChange {
+            name: name.into(),
+            secret: secret.into(),
+            remove,
+        };
+        self.send(&wire::message(
+            MessageType::Request,
+            Operation::Users,
+            id,
+            &req,
+        ))?;
+        let m = self.await_reply(id)?;
+        wire::UserChanged::decode(m.data).map_err(|e| ClientError::Wire(e.into()))
+    }
+
     /// Logs in to test-server; the connection is authenticated after it.
     pub fn login(&mut self, user: &str, secret: &str) -> Result<wire::AuthToken, ClientError> {
         let id = self.next_id();

@@ -52,8 +52,13 @@ pub struct Verifier {
     jobs: SyncSender<VerifyJob>,
 }
 
-/// A stored secret, the secret given, and what to do with the verdict.
-type VerifyJob = (String, String, Box<dyn FnOnce(bool) + Send>);
+/// Work for the verifier threads.
+enum VerifyJob {
+    /// A stored secret, the secret given, and what to do with the verdict.
+    Check(String, String, Box<dyn FnOnce(bool) + Send>),
+    /// A new secret, the PBKDF2 iterations, and what to do with its stored form.
+    Hash(String, u32, Box<dyn FnOnce(Option<String>) + Send>),
+}
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,10 +81,15 @@ impl Verifier {
                         Ok(r) => r.recv(),
                         Err(p) => p.into_inner().recv(),
                     };
-                    let Ok((stored, secret, done)) = job else {
-                        return;
-                    };
-                    done(auth::verify_secret(&secret, &stored).unwrap_or(false));
+                    match job {
+                        Ok(VerifyJob::Check(stored, secret, done)) => {
+                            done(auth::verify_secret(&secret, &stored).unwrap_or(false))
+                        }
+                        Ok(VerifyJob::Hash(secret, iterations, done)) => {
+                            done(auth::hash_secret(&secret, iterations).ok())
+                        }
+                        Err(_) => return,
+                    }
                 })?;
         }
         Ok(Verifier { jobs: tx })
@@ -93,7 +103,22 @@ impl Verifier {
         secret: String,
         done: Box<dyn FnOnce(bool) + Send>,
     ) -> bool {
-        match self.jobs.try_send((stored, secret, done)) {
+        self.submit(VerifyJob::Check(stored, secret, done))
+    }
+
+    /// Hashes `secret` for storing; `done` runs on a verifier thread (with `None` if the system
+    /// has no randomness for a salt). False when the queue is full.
+    pub fn hash(
+        &self,
+        secret: String,
+        iterations: u32,
+        done: Box<dyn FnOnce(Option<String>) + Send>,
+    ) -> bool {
+        self.submit(VerifyJob::Hash(secret, iterations, done))
+    }
+
+    fn submit(&self, job: VerifyJob) -> bool {
+        match self.jobs.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
@@ -110,8 +135,18 @@ pub struct AuthConfig {
     /// Stored form of a secret nobody has: checked when the user does not exist, so that an
     /// unknown user takes as long as a wrong secret.
     pub decoy: String,
-    /// A user to create (or reset) with this stored secret when the link comes up.
+    /// A user to create (or reset) with this stored secret when the link comes up. That user
+    /// (or `admin` when there is none) is the one allowed to manage users.
     pub bootstrap: Option<(String, String)>,
+    /// PBKDF2 iterations for secrets stored through user management.
+    pub iterations: u32,
+}
+
+impl AuthConfig {
+    /// The user allowed to manage users.
+    pub fn admin(&self) -> &str {
+        self.bootstrap.as_ref().map_or("admin", |(name, _)| name)
+    }
 }
 
 /// Behaviour knobs of the frame service.
@@ -234,6 +269,13 @@ pub enum Owner {
     },
     /// An HTTP request on the front (`seq`: its place on the connection).
     Http { conn: ConnId, seq: u64, op: DocOp },
+    /// The admin's user change.
+    User {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+    },
     /// The service's own setup (users and documents tables, bootstrap user).
     Setup,
 }
@@ -249,6 +291,13 @@ pub enum Note {
         id: u32,
         user: String,
         ok: bool,
+    },
+    /// A new user's secret was hashed (`None`: it could not be).
+    Hashed {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: Option<String>,
     },
 }
 
@@ -352,6 +401,7 @@ impl FrameService {
             (Ok(MessageType::Request), Ok(Operation::AuthLogin)) => self.login(ctx, conn, msg),
             (Ok(MessageType::Request), Ok(Operation::AuthToken)) => self.resume(ctx, conn, &msg),
             (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+            (Ok(MessageType::Request), Ok(Operation::Users)) => self.users(ctx, conn, msg),
             (Ok(MessageType::Response), Ok(Operation::Ping)) => self.pong(conn, &msg),
             _ => wire::reply_unsupported(ctx, conn, &msg),
         }
@@ -551,6 +601,181 @@ impl FrameService {
         self.forward(ctx, conn, msg, Owner::Data { conn, id });
     }
 
+    /// USERS: the admin creates, re-keys or removes a user.
+    fn users(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::Users;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(change) = wire::UserChange::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad UserChange");
+        };
+        let user = self.clients.get(conn).and_then(|c| c.user.clone());
+        let refusal = match user {
+            None => Some((ErrorCode::Unauthenticated, "log in first")),
+            Some((_, exp)) if exp <= now_secs() => {
+                Some((ErrorCode::Unauthenticated, "token expired; log in again"))
+            }
+            Some((name, _)) if name != auth.admin() => {
+                Some((ErrorCode::Forbidden, "only the admin user manages users"))
+            }
+            Some(_) if !auth::valid_user(&change.name) => Some((
+                ErrorCode::BadRequest,
+                "a user name is 1-64 characters: letters, digits, _ . @ -",
+            )),
+            Some(_) if change.remove && change.name == auth.admin() => {
+                Some((ErrorCode::BadRequest, "the admin user cannot be removed"))
+            }
+            Some(_) if !change.remove && change.secret.chars().count() < 8 => {
+                Some((ErrorCode::BadRequest, "a secret has at least 8 characters"))
+            }
+            Some(_) => None,
+        };
+        if let Some((code, text)) = refusal {
+            return Self::reply_error(ctx, conn, id, op, code, text);
+        }
+        if change.remove {
+            let req = data_request(
+                &format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
+                vec![Value::text(change.name.clone())],
+            );
+            let owner = Owner::User {
+                conn,
+                id,
+                name: change.name,
+                remove: true,
+            };
+            return self.forward(ctx, conn, req_message(&req), owner);
+        }
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let name = change.name;
+        let queued = auth.verifier.hash(
+            change.secret,
+            auth.iterations,
+            Box::new(move |stored| {
+                let _ = inbox.send(Note::Hashed {
+                    conn,
+                    id,
+                    name,
+                    stored,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many secrets being checked; retry later",
+            );
+        }
+    }
+
+    /// The new user's secret is hashed: store it.
+    fn store_user(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: String,
+    ) {
+        let step = |sql: String, args: Vec<Value>| BatchStep {
+            stmt: Some(Statement {
+                sql,
+                args,
+                named_args: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
+        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Batch(Batch {
+                steps: vec![
+                    step(
+                        format!(
+                            "INSERT INTO {USERS_TABLE} (name, secret_hash, created) \
+                             VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING"
+                        ),
+                        vec![Value::text(name.clone()), Value::text(stored.clone()), now],
+                    ),
+                    step(
+                        format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
+                        vec![Value::text(name.clone()), Value::text(stored)],
+                    ),
+                ],
+            })),
+            ..Default::default()
+        };
+        let owner = Owner::User {
+            conn,
+            id,
+            name,
+            remove: false,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// db-server answered a user change.
+    fn user_changed(
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+        m: Message,
+    ) {
+        let op = Operation::Users;
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+            return Self::reply_error(ctx, conn, id, op, e.code(), e.message);
+        }
+        let affected = |outcome: Option<&crate::proto::step_outcome::Outcome>| matches!(outcome, Some(crate::proto::step_outcome::Outcome::Ok(r)) if r.rows_affected > 0);
+        let (created, removed) = match DataResponse::decode(m.data).ok().and_then(|r| r.kind) {
+            Some(data_response::Kind::Result(r)) if remove => (false, r.rows_affected > 0),
+            Some(data_response::Kind::Batch(b)) if !remove => (
+                affected(b.steps.first().and_then(|s| s.outcome.as_ref())),
+                false,
+            ),
+            _ => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Internal,
+                    "unexpected answer from db-server",
+                )
+            }
+        };
+        let reply = wire::message(
+            MessageType::Response,
+            op,
+            id,
+            &wire::UserChanged {
+                name,
+                created,
+                removed,
+            },
+        );
+        let _ = wire::send(ctx, conn, &reply);
+    }
+
     /// Sends `msg` to db-server for `owner`, answering the client at once if it cannot go.
     fn forward(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message, owner: Owner) {
         let Some(link) = self.link.as_mut() else {
@@ -579,10 +804,15 @@ impl FrameService {
     /// An answer (or failure) for a forwarded request.
     fn settle(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
         let conn = match &ev {
-            Event::Reply(Owner::Data { conn, .. } | Owner::Login { conn, .. }, _)
-            | Event::Failed(Owner::Data { conn, .. } | Owner::Login { conn, .. }, _, _) => {
-                Some(*conn)
-            }
+            Event::Reply(
+                Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
+                _,
+            )
+            | Event::Failed(
+                Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
+                _,
+                _,
+            ) => Some(*conn),
             _ => None,
         };
         if let Some(c) = conn.and_then(|conn| self.clients.get_mut(conn)) {
@@ -634,6 +864,18 @@ impl FrameService {
                 } else {
                     self.ready = true;
                 }
+            }
+            Event::Reply(
+                Owner::User {
+                    conn,
+                    id,
+                    name,
+                    remove,
+                },
+                m,
+            ) => Self::user_changed(ctx, conn, id, name, remove, m),
+            Event::Failed(Owner::User { conn, id, .. }, code, text) => {
+                Self::reply_error(ctx, conn, id, Operation::Users, code, text);
             }
             Event::Failed(Owner::Setup, _, text) => {
                 warn!("setting up {USERS_TABLE} failed: {text}")
@@ -870,6 +1112,28 @@ impl Handler for FrameService {
                 notice.priority = wire::Priority::Critical as i32;
                 for conn in self.clients.ids() {
                     let _ = wire::send(ctx, conn, &notice);
+                }
+            }
+            Note::Hashed {
+                conn,
+                id,
+                name,
+                stored,
+            } => {
+                let Some(c) = self.clients.get_mut(conn) else {
+                    return;
+                };
+                c.in_flight = c.in_flight.saturating_sub(1);
+                match stored {
+                    Some(stored) => self.store_user(ctx, conn, id, name, stored),
+                    None => Self::reply_error(
+                        ctx,
+                        conn,
+                        id,
+                        Operation::Users,
+                        ErrorCode::Internal,
+                        "could not hash the secret",
+                    ),
                 }
             }
             Note::Verified { conn, id, user, ok } => {

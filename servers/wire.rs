@@ -10,7 +10,7 @@ use prost::Message as _;
 
 pub use crate::proto::{
     AuthLogin, AuthToken, Compression, Error as ErrorBody, ErrorCode, Message, MessageType,
-    Operation, Ping, Priority, ServerMigration, ServerShutdown,
+    Operation, Ping, Priority, ServerMigration, ServerShutdown, UserChange, UserChanged,
 };
 
 /// Why bytes from a peer are not a message.

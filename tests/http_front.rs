@@ -40,6 +40,7 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
         verifier: Verifier::new(1, 16).unwrap(),
         decoy: auth::hash_secret("decoy", 1000).unwrap(),
         bootstrap: None,
+        iterations: 1000,
     });
     let mut link = LinkConfig::new(db);
     link.backoff = (Duration::from_millis(20), Duration::from_millis(200), 0.1);

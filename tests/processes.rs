@@ -515,6 +515,32 @@ fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
         "server refusal"
     );
 
+    // Users: the admin adds one, who can then log in; nobody else may add users.
+    let (code, out) = client(
+        &["--addr", a, "user", "add", "carol"],
+        &[
+            ("NETMOD_TOKEN", token.as_str()),
+            ("NETMOD_NEW_SECRET", "carol-secret"),
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "user \"carol\" created\n"));
+    let (code, carol) = client(
+        &["--addr", a, "--user", "carol", "login"],
+        &[("NETMOD_SECRET", "carol-secret")],
+    );
+    assert_eq!(code, 0);
+    let (code, _) = client(
+        &["--addr", a, "user", "add", "dave"],
+        &[
+            ("NETMOD_TOKEN", carol.trim()),
+            ("NETMOD_NEW_SECRET", "dave-secret"),
+        ],
+    );
+    assert_eq!(code, 1, "FORBIDDEN for a non-admin");
+    let (code, out) = client(&["--addr", a, "user", "remove", "carol"], &t);
+    assert_eq!((code, out.as_str()), (0, "user \"carol\" removed\n"));
+    assert_eq!(client(&["--addr", a, "user", "remove", "carol"], &t).0, 4);
+
     // Nothing listening: exit 3.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -30,6 +30,7 @@ fn service(db: SocketAddr) -> ServiceConfig {
         verifier: Verifier::new(1, 64).unwrap(),
         decoy: auth::hash_secret("decoy", 1000).unwrap(),
         bootstrap: Some(("admin".into(), auth::hash_secret(ADMIN, 1000).unwrap())),
+        iterations: 1000,
     };
     ServiceConfig {
         db: Some(link),
@@ -379,5 +380,70 @@ fn a_pong_overtakes_a_long_queue_of_data_replies() {
     assert!(
         REPLIES - before >= 20,
         "the pong came after {before} of {REPLIES} replies"
+    );
+}
+
+#[test]
+fn the_admin_manages_users_and_only_the_admin() {
+    let dir = TempDir::new("ts-users");
+    let db = start_db(&dir);
+    let ts = start_test_server(db.addr);
+    let (mut root, _) = admin(ts.addr);
+
+    let made = root.change_user("alice", "alice-secret-1", false).unwrap();
+    assert!(made.created && !made.removed);
+    let mut alice = FrameClient::connect(ts.addr, WAIT).unwrap();
+    login(&mut alice, "alice", "alice-secret-1").unwrap();
+    alice.execute("SELECT 1", vec![]).unwrap();
+    assert_eq!(
+        code(alice.change_user("mallory", "mallory-secret", false)),
+        ErrorCode::Forbidden
+    );
+    let mut anon = FrameClient::connect(ts.addr, WAIT).unwrap();
+    assert_eq!(
+        code(anon.change_user("mallory", "mallory-secret", false)),
+        ErrorCode::Unauthenticated
+    );
+    for (name, secret, remove) in [
+        ("bad name!", "long enough", false),
+        ("bob", "short", false),
+        ("admin", "", true),
+    ] {
+        assert_eq!(
+            code(root.change_user(name, secret, remove)),
+            ErrorCode::BadRequest,
+            "{name} {secret} {remove}"
+        );
+    }
+
+    // A new secret replaces the old one; the stored form is a salted hash, never the secret.
+    let rekeyed = root.change_user("alice", "alice-secret-2", false).unwrap();
+    assert!(!rekeyed.created);
+    let mut again = FrameClient::connect(ts.addr, WAIT).unwrap();
+    assert_eq!(
+        code(login(&mut again, "alice", "alice-secret-1")),
+        ErrorCode::Unauthenticated
+    );
+    login(&mut again, "alice", "alice-secret-2").unwrap();
+    let mut raw = FrameClient::connect(db.addr, WAIT).unwrap();
+    let stored = raw
+        .execute(
+            "SELECT secret_hash FROM _netmod_users WHERE name = 'alice'",
+            vec![],
+        )
+        .unwrap();
+    let Some(value::Kind::Text(hash)) = stored.rows[0].values[0].kind.clone() else {
+        panic!("{stored:?}");
+    };
+    assert!(hash.starts_with("pbkdf2-sha256$1000$"), "{hash}");
+    assert!(!hash.contains("alice-secret-2"));
+
+    let gone = root.change_user("alice", "", true).unwrap();
+    assert!(gone.removed);
+    assert!(!root.change_user("alice", "", true).unwrap().removed);
+    let mut late = FrameClient::connect(ts.addr, WAIT).unwrap();
+    assert_eq!(
+        code(login(&mut late, "alice", "alice-secret-2")),
+        ErrorCode::Unauthenticated
     );
 }

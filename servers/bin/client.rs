@@ -62,6 +62,23 @@ enum Cmd {
     /// Stay connected and print what the server sends (shutdown and migration notices);
     /// reconnect with backoff, and follow migrations.
     Watch,
+    /// Manage users (log in as the admin user).
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user, or give an existing one a new secret (at least 8 characters; stored
+    /// hashed).
+    Add {
+        name: String,
+        /// The new user's secret (prefer the environment variable: `ps` shows flags).
+        #[arg(long, env = "NETMOD_NEW_SECRET", hide_env_values = true)]
+        new_secret: String,
+    },
+    /// Remove a user (its tokens stay valid until they expire).
+    Remove { name: String },
 }
 
 /// A failure and the exit code it maps to.
@@ -234,6 +251,21 @@ fn run(args: &Args) -> Result<(), Fail> {
                 ],
             )?;
             println!("stored {name:?} ({} row)", r.rows_affected);
+            Ok(())
+        }
+        Cmd::User(cmd) => {
+            let mut c = session(args, addr, true)?;
+            let (name, secret, remove) = match cmd {
+                UserCmd::Add { name, new_secret } => (name, new_secret.as_str(), false),
+                UserCmd::Remove { name } => (name, "", true),
+            };
+            let done = c.change_user(name, secret, remove)?;
+            match (remove, done.created, done.removed) {
+                (false, true, _) => println!("user {name:?} created"),
+                (false, false, _) => println!("user {name:?} has a new secret"),
+                (true, _, true) => println!("user {name:?} removed"),
+                (true, _, false) => return Err(Fail(4, format!("no user {name:?}"))),
+            }
             Ok(())
         }
         Cmd::Delete { name } => {

@@ -155,6 +155,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         verifier: Verifier::new(2, 1024)?,
         decoy,
         bootstrap,
+        iterations: args.pbkdf2_iterations,
     });
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut link = LinkConfig::new(args.db);
