@@ -33,22 +33,37 @@ impl Default for Limits {
     }
 }
 
-/// A whole request.
+/// How a message's body is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the connection closes (responses only).
+    UntilClose,
+}
+
+/// A request or response head: what a proxy reads before it streams the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// `GET`, `PUT`, … as sent.
+pub struct Head {
+    /// `GET`, `PUT`, … as sent (empty for a response).
     pub method: String,
-    /// The request target (path and query) as sent.
+    /// The request target (path and query) as sent (empty for a response).
     pub target: String,
+    /// The status (0 for a request).
+    pub status: u16,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Header names and values in order (values as text, lossy for non-UTF-8 bytes).
     pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
+    /// How the body that follows is delimited.
+    pub body: BodyKind,
 }
 
-impl Request {
+impl Head {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -57,15 +72,21 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the client wants the connection kept after this request.
+    /// True when a header `name` lists `token` (comma-separated, case-insensitive), as in
+    /// `Connection: keep-alive, Upgrade`.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    }
+
+    /// Whether the sender wants the connection kept after this message.
     pub fn keep_alive(&self) -> bool {
-        let conn = self.header("connection");
-        let has =
-            |t: &str| conn.is_some_and(|c| c.split(',').any(|x| x.trim().eq_ignore_ascii_case(t)));
         if self.minor == 0 {
-            has("keep-alive")
+            self.has_token("connection", "keep-alive")
         } else {
-            !has("close")
+            !self.has_token("connection", "close")
         }
     }
 
@@ -75,7 +96,24 @@ impl Request {
     }
 }
 
-/// Why a request was refused, with the status to answer (the connection closes after it).
+/// A whole request: its head and its body (de-chunked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method, target, headers.
+    pub head: Head,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl std::ops::Deref for Request {
+    type Target = Head;
+
+    fn deref(&self) -> &Head {
+        &self.head
+    }
+}
+
+/// Why a message was refused, with the status to answer (the connection closes after it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
     /// 431.
@@ -115,30 +153,8 @@ pub enum Parsed {
 
 const MAX_HEADERS: usize = 64;
 
-/// Parses the request at the front of `buf`.
-pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let head = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > limits.max_head {
-                Err(HttpError::HeadTooLarge(limits.max_head))
-            } else {
-                Ok(Parsed::Incomplete)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::HeadTooLarge(limits.max_head))
-        }
-        Err(e) => return Err(HttpError::Bad(e.to_string())),
-    };
-    if head > limits.max_head {
-        return Err(HttpError::HeadTooLarge(limits.max_head));
-    }
-    let minor = req.version.unwrap_or(1);
-    let headers: Vec<(String, String)> = req
-        .headers
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|h| {
             (
@@ -146,118 +162,335 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
                 String::from_utf8_lossy(h.value).into_owned(),
             )
         })
-        .collect();
-    let find_all = |name: &str| -> Vec<&str> {
+        .collect()
+}
+
+/// The body framing the headers declare, refusing what could desynchronise a connection:
+/// both Content-Length and Transfer-Encoding, differing lengths, a coding other than a final
+/// chunked (requests: 501; responses: read until close), Transfer-Encoding on HTTP/1.0.
+fn framing(
+    headers: &[(String, String)],
+    minor: u8,
+    request: bool,
+) -> Result<BodyKind, HttpError> {
+    let values = |name: &str| -> Vec<&str> {
         headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
             .collect()
     };
-    let te = find_all("transfer-encoding");
-    let cl = find_all("content-length");
-    if !te.is_empty() && !cl.is_empty() {
-        return Err(HttpError::Bad(
-            "both Content-Length and Transfer-Encoding".into(),
-        ));
-    }
-    let rest = &buf[head..];
-    let (body, used) = if !te.is_empty() {
+    let te = values("transfer-encoding");
+    let cl = values("content-length");
+    if !te.is_empty() {
+        if !cl.is_empty() {
+            return Err(HttpError::Bad(
+                "both Content-Length and Transfer-Encoding".into(),
+            ));
+        }
+        if minor == 0 {
+            return Err(HttpError::Bad("Transfer-Encoding in HTTP/1.0".into()));
+        }
         let coding = te.join(",").to_ascii_lowercase();
-        if coding.trim() != "chunked" {
-            return Err(HttpError::NotImplemented(coding));
+        let codings: Vec<&str> = coding.split(',').map(str::trim).collect();
+        return match codings.as_slice() {
+            ["chunked"] => Ok(BodyKind::Chunked),
+            _ if request => Err(HttpError::NotImplemented(coding)),
+            _ => Ok(BodyKind::UntilClose),
+        };
+    }
+    let mut len: Option<u64> = None;
+    for v in cl.iter().flat_map(|v| v.split(',')) {
+        let v = v.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HttpError::Bad(format!("bad Content-Length {v:?}")));
         }
-        match dechunk(rest, limits.max_body)? {
-            Some((body, used)) => (body, used),
-            None => return Ok(Parsed::Incomplete),
+        let n: u64 = v
+            .parse()
+            .map_err(|_| HttpError::Bad(format!("bad Content-Length {v:?}")))?;
+        if len.is_some_and(|l| l != n) {
+            return Err(HttpError::Bad("differing Content-Length values".into()));
         }
-    } else if !cl.is_empty() {
-        let mut len: Option<u64> = None;
-        for v in cl.iter().flat_map(|v| v.split(',')) {
-            let n: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| HttpError::Bad(format!("bad Content-Length {v:?}")))?;
-            if len.is_some_and(|l| l != n) {
-                return Err(HttpError::Bad("differing Content-Length values".into()));
-            }
-            len = Some(n);
+        len = Some(n);
+    }
+    Ok(match len {
+        Some(0) => BodyKind::None,
+        Some(n) => BodyKind::Length(n),
+        None if request => BodyKind::None,
+        None => BodyKind::UntilClose,
+    })
+}
+
+/// Parses the request head at the front of `buf`: the head and its length, `None` while
+/// incomplete.
+pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(HttpError::HeadTooLarge(max_head))
         }
-        let len = usize::try_from(len.unwrap_or(0)).unwrap_or(usize::MAX);
-        if len > limits.max_body {
-            return Err(HttpError::BodyTooLarge(limits.max_body));
-        }
-        if rest.len() < len {
-            return Ok(Parsed::Incomplete);
-        }
-        (rest[..len].to_vec(), len)
-    } else {
-        (Vec::new(), 0)
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge(max_head)),
+        Err(e) => return Err(HttpError::Bad(e.to_string())),
     };
-    Ok(Parsed::Request(
-        Request {
+    if n > max_head {
+        return Err(HttpError::HeadTooLarge(max_head));
+    }
+    let minor = req.version.unwrap_or(1);
+    let headers = owned_headers(req.headers);
+    let body = framing(&headers, minor, true)?;
+    Ok(Some((
+        Head {
             method: req.method.unwrap_or_default().to_string(),
             target: req.path.unwrap_or_default().to_string(),
+            status: 0,
             minor,
             headers,
             body,
         },
-        head + used,
-    ))
+        n,
+    )))
 }
 
-/// A line at the front of `b`, without its CRLF, and the bytes it took; `None` if incomplete.
-fn line(b: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, HttpError> {
-    match b.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= max => Ok(Some((&b[..i], i + 2))),
-        Some(_) => Err(HttpError::Bad("chunk line too long".into())),
-        None if b.len() > max => Err(HttpError::Bad("chunk line too long".into())),
-        None => Ok(None),
+/// Parses the response head at the front of `buf`, the answer to a `method` request (a HEAD
+/// answer, 1xx, 204 and 304 have no body).
+pub fn parse_response_head(
+    buf: &[u8],
+    max_head: usize,
+    method: &str,
+) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(HttpError::HeadTooLarge(max_head))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HttpError::Bad(e.to_string())),
+    };
+    let status = resp.code.unwrap_or(0);
+    let minor = resp.version.unwrap_or(1);
+    let headers = owned_headers(resp.headers);
+    let bodiless = method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    let body = if bodiless {
+        BodyKind::None
+    } else {
+        framing(&headers, minor, false)?
+    };
+    Ok(Some((
+        Head {
+            method: String::new(),
+            target: String::new(),
+            status,
+            minor,
+            headers,
+            body,
+        },
+        n,
+    )))
+}
+
+/// Parses the whole request at the front of `buf`, body included (for servers that answer
+/// whole requests; a proxy streams with [`parse_request_head`] and [`BodyReader`]).
+pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
+    let Some((head, n)) = parse_request_head(buf, limits.max_head)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let max = limits.max_body as u64;
+    if matches!(head.body, BodyKind::Length(len) if len > max) {
+        return Err(HttpError::BodyTooLarge(limits.max_body));
     }
+    let mut reader = BodyReader::new(head.body, max);
+    let mut body = Vec::new();
+    let used = reader.advance(&buf[n..], Some(&mut body))?;
+    if !reader.is_done() {
+        return Ok(Parsed::Incomplete);
+    }
+    Ok(Parsed::Request(Request { head, body }, n + used))
 }
 
-/// Decodes a chunked body at the front of `b`: the body and the bytes taken, or `None` when
-/// more is needed.
-fn dechunk(b: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
-    const MAX_LINE: usize = 1024;
-    let mut body = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some((size_line, n)) = line(&b[at..], MAX_LINE)? else {
-            return Ok(None);
+/// Follows a body as its bytes arrive, without holding them: which bytes belong to it and when
+/// it ends. Chunked framing is checked (size lines, CRLF after data, trailers) but the bytes
+/// are left as they are, so a proxy forwards them unchanged.
+#[derive(Debug, Clone)]
+pub struct BodyReader {
+    state: BodyState,
+    /// Payload bytes so far.
+    total: u64,
+    max: u64,
+    /// A size or trailer line being read.
+    line: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Length(u64),
+    Size,
+    Data(u64),
+    DataEnd(u8),
+    Trailer,
+    Done,
+    UntilClose,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 1024;
+
+impl BodyReader {
+    /// A reader for a `kind` body of at most `max` payload bytes (over it: 413).
+    pub fn new(kind: BodyKind, max: u64) -> Self {
+        let state = match kind {
+            BodyKind::None | BodyKind::Length(0) => BodyState::Done,
+            BodyKind::Length(n) => BodyState::Length(n),
+            BodyKind::Chunked => BodyState::Size,
+            BodyKind::UntilClose => BodyState::UntilClose,
         };
-        let hex = std::str::from_utf8(size_line)
-            .ok()
-            .and_then(|s| s.split(';').next())
-            .map(str::trim)
-            .ok_or_else(|| HttpError::Bad("bad chunk size".into()))?;
-        let size = usize::from_str_radix(hex, 16)
-            .map_err(|_| HttpError::Bad(format!("bad chunk size {hex:?}")))?;
-        at += n;
-        if size == 0 {
-            // Trailers, then an empty line.
-            loop {
-                let Some((t, n)) = line(&b[at..], MAX_LINE)? else {
-                    return Ok(None);
-                };
-                at += n;
-                if t.is_empty() {
-                    return Ok(Some((body, at)));
+        BodyReader {
+            state,
+            total: 0,
+            max,
+            line: Vec::new(),
+        }
+    }
+
+    /// True once the whole body has been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// True for a body that ends when the connection closes.
+    pub fn is_until_close(&self) -> bool {
+        self.state == BodyState::UntilClose
+    }
+
+    /// Payload bytes seen so far (chunk framing not counted).
+    pub fn payload(&self) -> u64 {
+        self.total
+    }
+
+    fn count(&mut self, n: u64) -> Result<(), HttpError> {
+        self.total = self.total.saturating_add(n);
+        if self.total > self.max {
+            return Err(HttpError::BodyTooLarge(
+                usize::try_from(self.max).unwrap_or(usize::MAX),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the body's bytes at the front of `data` and returns how many there were (fewer
+    /// than `data.len()` only once the body ended: the rest is the next message). Payload
+    /// bytes are appended to `sink` when one is given (de-chunked).
+    pub fn advance(
+        &mut self,
+        data: &[u8],
+        mut sink: Option<&mut Vec<u8>>,
+    ) -> Result<usize, HttpError> {
+        let mut at = 0;
+        while at < data.len() {
+            match self.state {
+                BodyState::Done => break,
+                BodyState::UntilClose => {
+                    self.count((data.len() - at) as u64)?;
+                    if let Some(s) = sink.as_deref_mut() {
+                        s.extend_from_slice(&data[at..]);
+                    }
+                    at = data.len();
+                }
+                BodyState::Length(left) | BodyState::Data(left) => {
+                    let n = left.min((data.len() - at) as u64) as usize;
+                    if let BodyState::Length(_) = self.state {
+                        self.count(n as u64)?;
+                    }
+                    if let Some(s) = sink.as_deref_mut() {
+                        s.extend_from_slice(&data[at..at + n]);
+                    }
+                    at += n;
+                    let left = left - n as u64;
+                    self.state = match (self.state, left) {
+                        (BodyState::Length(_), 0) => BodyState::Done,
+                        (BodyState::Length(_), l) => BodyState::Length(l),
+                        (_, 0) => BodyState::DataEnd(0),
+                        (_, l) => BodyState::Data(l),
+                    };
+                }
+                BodyState::DataEnd(seen) => {
+                    let want = if seen == 0 { b'\r' } else { b'\n' };
+                    if data[at] != want {
+                        return Err(HttpError::Bad("chunk not followed by CRLF".into()));
+                    }
+                    at += 1;
+                    self.state = if seen == 0 {
+                        BodyState::DataEnd(1)
+                    } else {
+                        BodyState::Size
+                    };
+                }
+                BodyState::Size | BodyState::Trailer => {
+                    let Some(line) = self.take_line(data, &mut at)? else {
+                        break;
+                    };
+                    if self.state == BodyState::Trailer {
+                        if line.is_empty() {
+                            self.state = BodyState::Done;
+                        }
+                        continue;
+                    }
+                    let size = chunk_size(&line)?;
+                    if size == 0 {
+                        self.state = BodyState::Trailer;
+                    } else {
+                        self.count(size)?;
+                        self.state = BodyState::Data(size);
+                    }
                 }
             }
         }
-        if body.len().saturating_add(size) > max_body {
-            return Err(HttpError::BodyTooLarge(max_body));
-        }
-        if b.len() < at + size + 2 {
-            return Ok(None);
-        }
-        if &b[at + size..at + size + 2] != b"\r\n" {
-            return Err(HttpError::Bad("chunk not followed by CRLF".into()));
-        }
-        body.extend_from_slice(&b[at..at + size]);
-        at += size + 2;
+        Ok(at)
     }
+
+    /// A whole CRLF-ended line from `self.line` plus `data[*at..]`, or `None` when it goes on.
+    fn take_line(&mut self, data: &[u8], at: &mut usize) -> Result<Option<Vec<u8>>, HttpError> {
+        let rest = &data[*at..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.line.extend_from_slice(&rest[..i]);
+                *at += i + 1;
+                let mut line = std::mem::take(&mut self.line);
+                if line.pop() != Some(b'\r') {
+                    return Err(HttpError::Bad("bare LF in chunked framing".into()));
+                }
+                if line.len() > MAX_LINE {
+                    return Err(HttpError::Bad("chunk line too long".into()));
+                }
+                Ok(Some(line))
+            }
+            None => {
+                self.line.extend_from_slice(rest);
+                *at = data.len();
+                if self.line.len() > MAX_LINE {
+                    return Err(HttpError::Bad("chunk line too long".into()));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The size on a chunk-size line (extensions after `;` ignored); at most 15 hex digits.
+fn chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let text = std::str::from_utf8(line).map_err(|_| HttpError::Bad("bad chunk size".into()))?;
+    let hex = text.split(';').next().unwrap_or_default().trim();
+    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(HttpError::Bad(format!("bad chunk size {hex:?}")));
+    }
+    u64::from_str_radix(hex, 16).map_err(|_| HttpError::Bad(format!("bad chunk size {hex:?}")))
 }
 
 /// The reason phrase of `status`.

@@ -4,6 +4,8 @@
 //! - [`test_server`]: test-server's frame service.
 //! - [`loadgen`]: the load generator, itself an engine client.
 //! - [`client`]: a blocking client for people and tests.
+//! - [`proxy`]: the reverse proxy and load balancer.
+//! - [`http1`], [`http_front`]: HTTP/1.1 framing (shared) and test-server's HTTP front.
 //! - [`auth`]: signed, expiring tokens and stored secrets (test-server).
 //! - [`settings`], [`logging`]: configuration files and log format shared by every binary.
 
@@ -20,6 +22,7 @@ pub mod http_front;
 pub mod loadgen;
 pub mod logging;
 pub mod proto;
+pub mod proxy;
 pub mod settings;
 pub mod test_server;
 pub mod wire;

@@ -19,7 +19,7 @@ use prost::Message as _;
 /// Data commands need a login: give --user (and the secret in NETMOD_SECRET, or --secret),
 /// or a token from `client login` in NETMOD_TOKEN (or --token).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// test-server's frame-protocol address (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:7000")]

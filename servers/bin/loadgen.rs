@@ -14,7 +14,7 @@ use netmod::loadgen::{
 
 /// Load generator for the netmod servers (runs on the same engine, client side).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,

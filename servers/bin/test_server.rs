@@ -23,7 +23,7 @@ use netmod::test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifie
 /// Stops gracefully on SIGTERM or SIGINT: stops accepting, sends every client a SERVER_SHUTDOWN
 /// notice, answers requests already received, and exits 0 within the grace period (30 s).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// Address for frame-protocol clients.
     #[arg(long, default_value = "127.0.0.1:7000")]

@@ -1,0 +1,246 @@
+//! proxy: HTTP/1.1 reverse proxy and load balancer (or, with `--mode tcp`, a TCP balancer for
+//! frame-protocol clients), with health checks and an admin API. See docs/proxy.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use engine::Server;
+use log::{error, info};
+use netmod::proxy::pool::{Pool, Thresholds};
+use netmod::proxy::strategy::Strategy;
+use netmod::proxy::{CheckConfig, Mode, Proxy, ProxyConfig};
+use netmod::settings;
+use serde::Deserialize;
+
+/// Reverse proxy and load balancer of the netmod system.
+///
+/// Balances HTTP requests (or, with --mode tcp, whole connections) over the backends, checks
+/// their health, and serves an admin API (GET /status, POST and DELETE /backends, POST
+/// /strategy, GET /metrics). SIGTERM or SIGINT: stops accepting, finishes what is in flight.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address for clients.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin: SocketAddr,
+    /// A backend, HOST:PORT or HOST:PORT,weight=N (repeat the flag for each).
+    #[arg(long = "backend", value_name = "ADDR[,weight=N]")]
+    backends: Vec<String>,
+    /// round_robin, weighted_round_robin, least_connections, power_of_two or consistent_hash
+    /// [default: round_robin].
+    #[arg(long)]
+    strategy: Option<String>,
+    /// What consistent_hash hashes: client_ip (default) or header:<Name>.
+    #[arg(long)]
+    hash_key: Option<String>,
+    /// What is balanced [default: http].
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Event-loop threads [default: number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// TOML file with [engine] and [proxy] tables (see docs/proxy.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Most connections open at once [default: open-file limit less 64].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds between health checks of each backend [default: 2].
+    #[arg(long)]
+    check_interval: Option<f64>,
+    /// Seconds a health check may take [default: 1].
+    #[arg(long)]
+    check_timeout: Option<f64>,
+    /// Path health checks GET [default: /health].
+    #[arg(long)]
+    check_path: Option<String>,
+    /// Passed checks that bring a backend back [default: 2].
+    #[arg(long)]
+    rise: Option<u32>,
+    /// Failed checks (or failed requests in a row) that take a backend out [default: 3].
+    #[arg(long)]
+    fall: Option<u32>,
+    /// Seconds to open a backend connection [default: 3].
+    #[arg(long)]
+    connect_timeout: Option<f64>,
+    /// Seconds a backend may stay silent once it has the request: then 504 [default: 30].
+    #[arg(long)]
+    response_timeout: Option<f64>,
+    /// Seconds within which a request must keep arriving: then 408 [default: 30].
+    #[arg(long)]
+    client_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open [default: 60].
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Seconds between [METRIC] log lines, 0 for none [default: 10].
+    #[arg(long)]
+    metrics_interval: Option<f64>,
+    /// Largest request body in bytes (over it: 413) [default: 1 GiB].
+    #[arg(long)]
+    max_body: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ModeArg {
+    Http,
+    Tcp,
+}
+
+/// The `[proxy]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxy {
+    #[serde(default)]
+    backends: Vec<FileBackend>,
+    strategy: Option<String>,
+    hash_key: Option<String>,
+    mode: Option<ModeArg>,
+    check_interval_secs: Option<f64>,
+    check_timeout_secs: Option<f64>,
+    check_path: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    connect_timeout_secs: Option<f64>,
+    response_timeout_secs: Option<f64>,
+    client_timeout_secs: Option<f64>,
+    idle_timeout_secs: Option<f64>,
+    metrics_interval_secs: Option<f64>,
+    max_body: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileBackend {
+    Plain(String),
+    Weighted { address: String, weight: Option<u32> },
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct File {
+    #[serde(default)]
+    proxy: FileProxy,
+}
+
+fn main() -> ExitCode {
+    netmod::logging::init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("proxy: {e}");
+            eprintln!("proxy: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn backend(spec: &str) -> Result<(SocketAddr, u32), String> {
+    let (addr, rest) = spec.split_once(',').unwrap_or((spec, ""));
+    let addr: SocketAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("backend {spec:?}: want IP:PORT or IP:PORT,weight=N"))?;
+    let weight = match rest.trim() {
+        "" => 1,
+        w => w
+            .strip_prefix("weight=")
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("backend {spec:?}: weight is weight=1..1000"))?,
+    };
+    Ok((addr, weight))
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{what} must be a number of seconds ≥ 0"))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let file: File = match &args.config {
+        Some(p) => settings::load(p).map_err(|e| e.to_string())?,
+        None => File::default(),
+    };
+    let fp = file.proxy;
+    let mut backends = Vec::new();
+    for b in &fp.backends {
+        backends.push(match b {
+            FileBackend::Plain(s) => backend(s)?,
+            FileBackend::Weighted { address, weight } => {
+                backend(&format!("{address},weight={}", weight.unwrap_or(1)))?
+            }
+        });
+    }
+    for b in &args.backends {
+        backends.push(backend(b)?);
+    }
+    let strategy = Strategy::parse(
+        args.strategy
+            .as_deref()
+            .or(fp.strategy.as_deref())
+            .unwrap_or("round_robin"),
+        args.hash_key.as_deref().or(fp.hash_key.as_deref()),
+    )?;
+    let d = ProxyConfig::default();
+    let pick = |flag: Option<f64>, file: Option<f64>, default: Duration, what: &str| {
+        flag.or(file).map_or(Ok(default), |v| secs(v, what))
+    };
+    let mode = match args.mode.or(fp.mode).unwrap_or(ModeArg::Http) {
+        ModeArg::Http => Mode::Http,
+        ModeArg::Tcp => Mode::Tcp,
+    };
+    let metrics = args.metrics_interval.or(fp.metrics_interval_secs).unwrap_or(10.0);
+    let cfg = ProxyConfig {
+        mode,
+        max_head: d.max_head,
+        max_body: args.max_body.or(fp.max_body).unwrap_or(d.max_body),
+        connect_timeout: pick(args.connect_timeout, fp.connect_timeout_secs, d.connect_timeout, "--connect-timeout")?,
+        response_timeout: pick(args.response_timeout, fp.response_timeout_secs, d.response_timeout, "--response-timeout")?,
+        client_timeout: pick(args.client_timeout, fp.client_timeout_secs, d.client_timeout, "--client-timeout")?,
+        idle_timeout: pick(args.idle_timeout, fp.idle_timeout_secs, d.idle_timeout, "--idle-timeout")?,
+        check: CheckConfig {
+            interval: pick(args.check_interval, fp.check_interval_secs, d.check.interval, "--check-interval")?
+                .max(Duration::from_millis(10)),
+            timeout: pick(args.check_timeout, fp.check_timeout_secs, d.check.timeout, "--check-timeout")?,
+            path: args.check_path.or(fp.check_path).unwrap_or(d.check.path),
+        },
+        metrics_interval: (metrics > 0.0).then(|| secs(metrics, "--metrics-interval")).transpose()?,
+    };
+    let thresholds = Thresholds {
+        rise: args.rise.or(fp.rise).unwrap_or(2).max(1),
+        fall: args.fall.or(fp.fall).unwrap_or(3).max(1),
+    };
+    let flags = settings::EngineSettings {
+        threads: args.threads,
+        max_connections: args.max_connections,
+        ..Default::default()
+    };
+    let engine_cfg = settings::engine_config(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
+    let pool = Arc::new(Pool::new(&backends, strategy.clone(), thresholds));
+    let server = Server::new(engine_cfg)
+        .and_then(|s| s.listen(args.listen))
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
+        .listen(args.admin)
+        .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
+    engine::signal::shutdown_on_signals(server.handle()).map_err(|e| e.to_string())?;
+    info!(
+        "proxy listening on {} ({}) and {} (admin), {} backend(s), strategy {strategy}, {} loop thread(s)",
+        server.local_addrs()[0],
+        if mode == Mode::Http { "http" } else { "tcp" },
+        server.local_addrs()[1],
+        backends.len(),
+        server.threads()
+    );
+    let cfg = Arc::new(cfg);
+    server
+        .run(move |_| Proxy::new(Arc::clone(&cfg), Arc::clone(&pool)))
+        .map_err(|e| e.to_string())?;
+    info!("proxy stopped");
+    Ok(())
+}
