@@ -168,11 +168,7 @@ fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 /// The body framing the headers declare, refusing what could desynchronise a connection:
 /// both Content-Length and Transfer-Encoding, differing lengths, a coding other than a final
 /// chunked (requests: 501; responses: read until close), Transfer-Encoding on HTTP/1.0.
-fn framing(
-    headers: &[(String, String)],
-    minor: u8,
-    request: bool,
-) -> Result<BodyKind, HttpError> {
+fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<BodyKind, HttpError> {
     let values = |name: &str| -> Vec<&str> {
         headers
             .iter()

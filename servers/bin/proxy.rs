@@ -120,7 +120,10 @@ struct FileProxy {
 #[serde(untagged)]
 enum FileBackend {
     Plain(String),
-    Weighted { address: String, weight: Option<u32> },
+    Weighted {
+        address: String,
+        weight: Option<u32>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,22 +198,57 @@ fn run(args: Args) -> Result<(), String> {
         ModeArg::Http => Mode::Http,
         ModeArg::Tcp => Mode::Tcp,
     };
-    let metrics = args.metrics_interval.or(fp.metrics_interval_secs).unwrap_or(10.0);
+    let metrics = args
+        .metrics_interval
+        .or(fp.metrics_interval_secs)
+        .unwrap_or(10.0);
     let cfg = ProxyConfig {
         mode,
         max_head: d.max_head,
         max_body: args.max_body.or(fp.max_body).unwrap_or(d.max_body),
-        connect_timeout: pick(args.connect_timeout, fp.connect_timeout_secs, d.connect_timeout, "--connect-timeout")?,
-        response_timeout: pick(args.response_timeout, fp.response_timeout_secs, d.response_timeout, "--response-timeout")?,
-        client_timeout: pick(args.client_timeout, fp.client_timeout_secs, d.client_timeout, "--client-timeout")?,
-        idle_timeout: pick(args.idle_timeout, fp.idle_timeout_secs, d.idle_timeout, "--idle-timeout")?,
+        connect_timeout: pick(
+            args.connect_timeout,
+            fp.connect_timeout_secs,
+            d.connect_timeout,
+            "--connect-timeout",
+        )?,
+        response_timeout: pick(
+            args.response_timeout,
+            fp.response_timeout_secs,
+            d.response_timeout,
+            "--response-timeout",
+        )?,
+        client_timeout: pick(
+            args.client_timeout,
+            fp.client_timeout_secs,
+            d.client_timeout,
+            "--client-timeout",
+        )?,
+        idle_timeout: pick(
+            args.idle_timeout,
+            fp.idle_timeout_secs,
+            d.idle_timeout,
+            "--idle-timeout",
+        )?,
         check: CheckConfig {
-            interval: pick(args.check_interval, fp.check_interval_secs, d.check.interval, "--check-interval")?
-                .max(Duration::from_millis(10)),
-            timeout: pick(args.check_timeout, fp.check_timeout_secs, d.check.timeout, "--check-timeout")?,
+            interval: pick(
+                args.check_interval,
+                fp.check_interval_secs,
+                d.check.interval,
+                "--check-interval",
+            )?
+            .max(Duration::from_millis(10)),
+            timeout: pick(
+                args.check_timeout,
+                fp.check_timeout_secs,
+                d.check.timeout,
+                "--check-timeout",
+            )?,
             path: args.check_path.or(fp.check_path).unwrap_or(d.check.path),
         },
-        metrics_interval: (metrics > 0.0).then(|| secs(metrics, "--metrics-interval")).transpose()?,
+        metrics_interval: (metrics > 0.0)
+            .then(|| secs(metrics, "--metrics-interval"))
+            .transpose()?,
     };
     let thresholds = Thresholds {
         rise: args.rise.or(fp.rise).unwrap_or(2).max(1),
@@ -221,7 +259,8 @@ fn run(args: Args) -> Result<(), String> {
         max_connections: args.max_connections,
         ..Default::default()
     };
-    let engine_cfg = settings::engine_config(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
+    let engine_cfg =
+        settings::engine_config(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
     let pool = Arc::new(Pool::new(&backends, strategy.clone(), thresholds));
     let server = Server::new(engine_cfg)
         .and_then(|s| s.listen(args.listen))

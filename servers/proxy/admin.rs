@@ -68,7 +68,12 @@ fn bad(status: u16, msg: impl std::fmt::Display) -> Reply {
 }
 
 /// Bytes from an admin connection: every whole request is answered in order.
-pub(super) fn on_data(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+pub(super) fn on_data(
+    proxy: &mut Proxy,
+    ctx: &mut Context<'_, ()>,
+    conn: ConnId,
+    data: &[u8],
+) -> usize {
     let limits = Limits {
         max_head: 8192,
         max_body: 64 * 1024,
@@ -103,7 +108,13 @@ fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool) {
         "text/plain; version=0.0.4"
     };
     let mut out = Vec::new();
-    http1::write_response(&mut out, r.status, &[("Content-Type", kind)], r.body.as_bytes(), keep);
+    http1::write_response(
+        &mut out,
+        r.status,
+        &[("Content-Type", kind)],
+        r.body.as_bytes(),
+        keep,
+    );
     let _ = ctx.send(conn, &out);
 }
 
@@ -138,7 +149,10 @@ fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
                 return bad(400, "weight is 1 to 1000");
             }
             match pool.add(addr, add.weight) {
-                Ok(()) => reply(201, json!({ "added": addr.to_string(), "weight": add.weight })),
+                Ok(()) => reply(
+                    201,
+                    json!({ "added": addr.to_string(), "weight": add.weight }),
+                ),
                 Err(e) => bad(409, e),
             }
         }
@@ -152,10 +166,7 @@ fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
                 Err(r) => return r,
             };
             match pool.drain(addr) {
-                Ok(n) => reply(
-                    200,
-                    json!({ "draining": addr.to_string(), "in_flight": n }),
-                ),
+                Ok(n) => reply(200, json!({ "draining": addr.to_string(), "in_flight": n })),
                 Err(e) => bad(404, e),
             }
         }
@@ -166,7 +177,8 @@ fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
             };
             match Strategy::parse(&s.strategy, s.hash_key.as_deref()) {
                 Ok(strategy) => {
-                    let body = json!({ "strategy": strategy.name(), "hash_key": strategy.hash_key() });
+                    let body =
+                        json!({ "strategy": strategy.name(), "hash_key": strategy.hash_key() });
                     pool.set_strategy(strategy);
                     reply(200, body)
                 }
@@ -184,12 +196,7 @@ fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
 pub fn status_json(pool: &Pool, mode: Mode) -> serde_json::Value {
     let s = pool.strategy();
     let t = pool.totals();
-    let backends: Vec<_> = pool
-        .members()
-        .backends
-        .iter()
-        .map(|b| b.status())
-        .collect();
+    let backends: Vec<_> = pool.members().backends.iter().map(|b| b.status()).collect();
     json!({
         "mode": match mode { Mode::Http => "http", Mode::Tcp => "tcp" },
         "strategy": s.name(),
@@ -211,22 +218,73 @@ fn metrics(pool: &Pool, connections: u64) -> String {
             "# HELP netmod_proxy_{name} {help}\n# TYPE netmod_proxy_{name} {kind}\nnetmod_proxy_{name} {v}\n"
         );
     };
-    counter("requests_total", "counter", "Requests (TCP mode: connections) balanced.", t.requests);
-    counter("failures_total", "counter", "Requests answered 502/503/504 by the proxy.", t.failures);
-    counter("retries_total", "counter", "Requests retried on another backend.", t.retries);
-    counter("connections_active", "gauge", "Connections open now (clients, backends, admin).", connections);
+    counter(
+        "requests_total",
+        "counter",
+        "Requests (TCP mode: connections) balanced.",
+        t.requests,
+    );
+    counter(
+        "failures_total",
+        "counter",
+        "Requests answered 502/503/504 by the proxy.",
+        t.failures,
+    );
+    counter(
+        "retries_total",
+        "counter",
+        "Requests retried on another backend.",
+        t.retries,
+    );
+    counter(
+        "connections_active",
+        "gauge",
+        "Connections open now (clients, backends, admin).",
+        connections,
+    );
     let members = pool.members();
-    let per = |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&super::pool::Backend) -> String| {
+    let per = |out: &mut String,
+               name: &str,
+               kind: &str,
+               help: &str,
+               f: &dyn Fn(&super::pool::Backend) -> String| {
         let _ = write!(out, "# HELP netmod_proxy_backend_{name} {help}\n# TYPE netmod_proxy_backend_{name} {kind}\n");
         for b in members.backends.iter() {
-            let _ = writeln!(out, "netmod_proxy_backend_{name}{{backend=\"{}\"}} {}", b.addr, f(b));
+            let _ = writeln!(
+                out,
+                "netmod_proxy_backend_{name}{{backend=\"{}\"}} {}",
+                b.addr,
+                f(b)
+            );
         }
     };
-    per(&mut out, "up", "gauge", "1 while the backend passes its health checks.", &|b| u8::from(b.is_healthy()).to_string());
-    per(&mut out, "active", "gauge", "Requests in flight.", &|b| b.active().to_string());
-    per(&mut out, "requests_total", "counter", "Requests sent.", &|b| b.status().total.to_string());
-    per(&mut out, "failures_total", "counter", "Failed connections, timeouts and 5xx answers.", &|b| b.status().failures.to_string());
-    out.push_str("# HELP netmod_proxy_backend_response_seconds Response time of answered requests.\n");
+    per(
+        &mut out,
+        "up",
+        "gauge",
+        "1 while the backend passes its health checks.",
+        &|b| u8::from(b.is_healthy()).to_string(),
+    );
+    per(&mut out, "active", "gauge", "Requests in flight.", &|b| {
+        b.active().to_string()
+    });
+    per(
+        &mut out,
+        "requests_total",
+        "counter",
+        "Requests sent.",
+        &|b| b.status().total.to_string(),
+    );
+    per(
+        &mut out,
+        "failures_total",
+        "counter",
+        "Failed connections, timeouts and 5xx answers.",
+        &|b| b.status().failures.to_string(),
+    );
+    out.push_str(
+        "# HELP netmod_proxy_backend_response_seconds Response time of answered requests.\n",
+    );
     out.push_str("# TYPE netmod_proxy_backend_response_seconds histogram\n");
     for b in members.backends.iter() {
         let (buckets, count, sum) = b.histogram();
@@ -244,8 +302,16 @@ fn metrics(pool: &Pool, connections: u64) -> String {
             "netmod_proxy_backend_response_seconds_bucket{{backend=\"{}\",le=\"+Inf\"}} {count}",
             b.addr
         );
-        let _ = writeln!(out, "netmod_proxy_backend_response_seconds_sum{{backend=\"{}\"}} {sum}", b.addr);
-        let _ = writeln!(out, "netmod_proxy_backend_response_seconds_count{{backend=\"{}\"}} {count}", b.addr);
+        let _ = writeln!(
+            out,
+            "netmod_proxy_backend_response_seconds_sum{{backend=\"{}\"}} {sum}",
+            b.addr
+        );
+        let _ = writeln!(
+            out,
+            "netmod_proxy_backend_response_seconds_count{{backend=\"{}\"}} {count}",
+            b.addr
+        );
     }
     out
 }

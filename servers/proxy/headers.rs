@@ -23,10 +23,7 @@ fn hop_by_hop(head: &Head, name: &str) -> bool {
 /// A request id: the client's if it sent a sane one, else 16 random hex digits.
 pub fn request_id(head: &Head) -> String {
     match head.header("x-request-id") {
-        Some(id)
-            if (1..=128).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
+        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
             id.to_string()
         }
         _ => {
@@ -162,10 +159,14 @@ mod tests {
             b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
               Keep-Alive: 5\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
         );
-        let out = String::from_utf8(request(&h, "127.0.0.9".parse().unwrap(), "abc", false)).unwrap();
+        let out =
+            String::from_utf8(request(&h, "127.0.0.9".parse().unwrap(), "abc", false)).unwrap();
         assert!(out.starts_with("GET /a?b HTTP/1.1\r\nHost: x\r\n"), "{out}");
         assert!(out.contains("Accept: */*\r\n"));
-        assert!(out.contains("X-Forwarded-For: 10.0.0.1, 127.0.0.9\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 10.0.0.1, 127.0.0.9\r\n"),
+            "{out}"
+        );
         assert!(out.contains("X-Forwarded-Proto: http\r\n"));
         assert!(out.contains("X-Request-Id: abc\r\n"));
         for gone in ["Connection", "X-Secret", "Keep-Alive", "https"] {
@@ -175,7 +176,10 @@ mod tests {
 
     #[test]
     fn the_clients_request_id_is_kept_and_a_missing_one_made() {
-        assert_eq!(request_id(&head(b"GET / HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n")), "r-1");
+        assert_eq!(
+            request_id(&head(b"GET / HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n")),
+            "r-1"
+        );
         let made = request_id(&head(b"GET / HTTP/1.1\r\n\r\n"));
         assert_eq!(made.len(), 16);
     }

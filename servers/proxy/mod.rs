@@ -221,7 +221,13 @@ impl Proxy {
         }
     }
 
-    fn arm(&mut self, ctx: &mut Context<'_, ()>, kind: u64, conn: ConnId, after: Duration) -> TimerId {
+    fn arm(
+        &mut self,
+        ctx: &mut Context<'_, ()>,
+        kind: u64,
+        conn: ConnId,
+        after: Duration,
+    ) -> TimerId {
         ctx.set_timer(after, token(kind, conn))
     }
 
@@ -374,7 +380,12 @@ impl Proxy {
         };
         let peer = c.peer;
         if matches!(head.body, BodyKind::Length(n) if n > self.cfg.max_body) {
-            self.refuse(ctx, conn, 413, &format!("request body over {} bytes", self.cfg.max_body));
+            self.refuse(
+                ctx,
+                conn,
+                413,
+                &format!("request body over {} bytes", self.cfg.max_body),
+            );
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
@@ -410,7 +421,12 @@ impl Proxy {
                 return false;
             };
             let Some(bytes) = ex.replay.clone() else {
-                return self.fail(ctx, conn, 502, "backend failed and the request is too long to retry");
+                return self.fail(
+                    ctx,
+                    conn,
+                    502,
+                    "backend failed and the request is too long to retry",
+                );
             };
             let chosen = self
                 .pool
@@ -429,7 +445,8 @@ impl Proxy {
                 None => match ctx.connect(backend.addr) {
                     Ok(up) => up,
                     Err(e) => {
-                        self.pool.traffic_result(&backend, false, &format!("connect: {e}"));
+                        self.pool
+                            .traffic_result(&backend, false, &format!("connect: {e}"));
                         if let Some(ex) = self.exchange(conn) {
                             ex.tried.push(backend.addr);
                         }
@@ -617,7 +634,18 @@ impl Proxy {
                 if (100..200).contains(&head.status) {
                     // 100 Continue and friends: pass on to an HTTP/1.1 client, then the real one.
                     if minor > 0 {
-                        let _ = ctx.send(client, &headers::response(&head, headers::ResponseShape { client_minor: 1, close: false, dechunk: false }, &ex.request_id));
+                        let _ = ctx.send(
+                            client,
+                            &headers::response(
+                                &head,
+                                headers::ResponseShape {
+                                    client_minor: 1,
+                                    close: false,
+                                    dechunk: false,
+                                },
+                                &ex.request_id,
+                            ),
+                        );
                     }
                     continue;
                 }
@@ -630,7 +658,8 @@ impl Proxy {
                     dechunk,
                 };
                 let _ = ctx.send(client, &headers::response(&head, shape, &ex.request_id));
-                self.pool.traffic_result(&backend, head.status < 500, "5xx answer");
+                self.pool
+                    .traffic_result(&backend, head.status < 500, "5xx answer");
                 ex.resp = Some(Resp {
                     status: head.status,
                     body: BodyReader::new(head.body, u64::MAX),
@@ -754,7 +783,11 @@ impl Proxy {
             }
             if self.cfg.mode == Mode::Tcp && !u.connected {
                 // The backend never answered the connect: try another.
-                self.pool.traffic_result(&u.backend, false, &format!("connect failed ({reason:?})"));
+                self.pool.traffic_result(
+                    &u.backend,
+                    false,
+                    &format!("connect failed ({reason:?})"),
+                );
                 return self.tcp_connect(ctx, client);
             }
             ctx.close(client);
@@ -788,7 +821,12 @@ impl Proxy {
                     // The rest of the body, if any, follows from the client's buffer.
                     self.pump(ctx, client);
                 } else {
-                    self.fail(ctx, client, 502, "the backend closed the connection before answering");
+                    self.fail(
+                        ctx,
+                        client,
+                        502,
+                        "the backend closed the connection before answering",
+                    );
                 }
             }
             Some(r) if r.body.is_done() || r.body.is_until_close() => {
@@ -835,7 +873,8 @@ impl Proxy {
             b.end(None);
         }
         let answering = got || ex.resp.is_some();
-        self.pool.traffic_result(&backend, false, "response timeout");
+        self.pool
+            .traffic_result(&backend, false, "response timeout");
         if answering {
             ctx.abort(client);
         } else {
@@ -904,7 +943,9 @@ impl Proxy {
                     }
                     return;
                 }
-                Err(e) => self.pool.traffic_result(&backend, false, &format!("connect: {e}")),
+                Err(e) => self
+                    .pool
+                    .traffic_result(&backend, false, &format!("connect: {e}")),
             }
         }
     }
@@ -970,7 +1011,11 @@ impl Proxy {
             "[METRIC][SYSTEM] Total Requests: {}, Total Failures: {}, Avg Response: {:.1}ms",
             t.requests,
             t.failures,
-            if answered == 0 { 0.0 } else { sum_ms / answered as f64 }
+            if answered == 0 {
+                0.0
+            } else {
+                sum_ms / answered as f64
+            }
         );
         if let Some(every) = self.cfg.metrics_interval {
             ctx.set_timer(every, T_METRICS_TICK << KIND_SHIFT);
@@ -1096,7 +1141,12 @@ impl Handler for Proxy {
                 Ok(None) => 0,
                 Ok(Some((head, _))) => {
                     let ok = (200..400).contains(&head.status);
-                    self.check_done(ctx, conn, ok, &format!("health check answered {}", head.status));
+                    self.check_done(
+                        ctx,
+                        conn,
+                        ok,
+                        &format!("health check answered {}", head.status),
+                    );
                     data.len()
                 }
                 Err(e) => {
@@ -1210,4 +1260,3 @@ impl Handler for Proxy {
         }
     }
 }
-

@@ -184,7 +184,8 @@ pub fn least_loaded(candidates: &[(usize, u64, u32)], start: usize) -> Option<us
         .map(|k| candidates[(start + k) % n])
         .min_by(|a, b| {
             // a.active / a.weight < b.active / b.weight, without division.
-            (u128::from(a.1) * u128::from(b.2.max(1))).cmp(&(u128::from(b.1) * u128::from(a.2.max(1))))
+            (u128::from(a.1) * u128::from(b.2.max(1)))
+                .cmp(&(u128::from(b.1) * u128::from(a.2.max(1))))
         })
         .map(|(i, _, _)| i)
 }
@@ -199,7 +200,10 @@ mod tests {
             assert_eq!(Strategy::parse(name, None).unwrap().name(), *name);
         }
         let h = Strategy::parse("consistent_hash", Some("header:X-User")).unwrap();
-        assert_eq!(h, Strategy::ConsistentHash(HashKey::Header("X-User".into())));
+        assert_eq!(
+            h,
+            Strategy::ConsistentHash(HashKey::Header("X-User".into()))
+        );
         assert!(Strategy::parse("random", None).is_err());
         assert!(Strategy::parse("consistent_hash", Some("cookie")).is_err());
         assert!(Strategy::parse("round_robin", Some("client_ip")).is_err());

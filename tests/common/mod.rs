@@ -2,6 +2,9 @@
 //! as real child processes, and waiting on events instead of sleeping.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -85,6 +88,7 @@ impl Proc {
             "test-server" => env!("CARGO_BIN_EXE_test-server"),
             "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
             "db-server" => env!("CARGO_BIN_EXE_db-server"),
+            "proxy" => env!("CARGO_BIN_EXE_proxy"),
             other => panic!("unknown binary {other}"),
         };
         // test-server's second port and its startup hashing: ephemeral and cheap in tests,

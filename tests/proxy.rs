@@ -1,0 +1,673 @@
+//! The `proxy` binary against real backends on loopback: distribution under every strategy,
+//! upgrades, forwarded headers, pipelining, streaming, errors, the admin API, health checks
+//! with a backend killed and restarted, TCP mode in front of test-server, and nginx backends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::backend::TestBackend;
+use common::http::{call, connect, read_resp, Resp};
+use common::{Proc, WAIT};
+
+struct ProxyProc {
+    p: Proc,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// Starts the proxy binary (one loop, checks every 100 ms, no metric lines) with `args` added.
+fn proxy(args: &[&str]) -> ProxyProc {
+    let mut all: Vec<&str> = args.to_vec();
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0"),
+        ("--admin", "127.0.0.1:0"),
+        ("--threads", "1"),
+        ("--check-interval", "0.1"),
+        ("--metrics-interval", "0"),
+    ] {
+        if !args.contains(&flag) {
+            all.extend([flag, value]);
+        }
+    }
+    let mut p = Proc::spawn("proxy", &all);
+    let line = p.wait_line("proxy listening on ");
+    let word = |after: &str| -> SocketAddr {
+        line.split(after)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address after {after:?} in {line}"))
+    };
+    ProxyProc {
+        addr: word("listening on "),
+        admin: word(" and "),
+        p,
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    call(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+}
+
+fn backend_of(r: &Resp) -> String {
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON body");
+    v["backend"].as_str().unwrap_or_default().to_string()
+}
+
+fn admin(p: &ProxyProc, method: &str, path: &str, body: &str) -> Resp {
+    call(
+        p.admin,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Sends `n` GETs for `path` on one keep-alive connection; the backends that answered.
+fn spread(addr: SocketAddr, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_resp(&mut s, &mut buf).expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.body);
+        *seen.entry(backend_of(&r)).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn addr_arg(b: &TestBackend) -> String {
+    b.addr.to_string()
+}
+
+#[test]
+fn round_robin_and_weights_spread_requests_as_configured() {
+    let bs: Vec<TestBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TestBackend::start(n))
+        .collect();
+    let args: Vec<String> = bs
+        .iter()
+        .flat_map(|b| ["--backend".into(), addr_arg(b)])
+        .collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = proxy(&refs);
+    let seen = spread(p.addr, "/", 30);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+
+    let w = [
+        "--backend",
+        &format!("{},weight=3", bs[0].addr),
+        "--backend",
+        &format!("{},weight=1", bs[1].addr),
+        "--strategy",
+        "weighted_round_robin",
+    ]
+    .map(str::to_string);
+    let wrefs: Vec<&str> = w.iter().map(String::as_str).collect();
+    let q = proxy(&wrefs);
+    let seen = spread(q.addr, "/", 40);
+    assert_eq!((seen["a"], seen["b"]), (30, 10), "{seen:?}");
+}
+
+#[test]
+fn least_connections_sends_new_requests_away_from_a_busy_backend() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let p = proxy(&[
+        "--backend",
+        &addr_arg(&a),
+        "--backend",
+        &addr_arg(&b),
+        "--strategy",
+        "least_connections",
+    ]);
+    let addr = p.addr;
+    let slow = std::thread::spawn(move || get(addr, "/slow/1500"));
+    common::eventually("the slow request reached a backend", || {
+        a.hits() + b.hits() == 1
+    });
+    let (busy, free) = if a.hits() == 1 { (&a, &b) } else { (&b, &a) };
+    let seen = spread(p.addr, "/", 12);
+    assert_eq!(seen.get(&free.name), Some(&12), "{seen:?}");
+    assert_eq!(busy.hits(), 1);
+    assert_eq!(slow.join().unwrap().status, 200);
+}
+
+#[test]
+fn consistent_hashing_keeps_each_key_on_one_backend_and_moves_few_when_one_joins() {
+    let bs: Vec<TestBackend> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| TestBackend::start(n))
+        .collect();
+    let p = proxy(&[
+        "--backend",
+        &addr_arg(&bs[0]),
+        "--backend",
+        &addr_arg(&bs[1]),
+        "--backend",
+        &addr_arg(&bs[2]),
+        "--strategy",
+        "consistent_hash",
+        "--hash-key",
+        "header:X-User",
+    ]);
+    let where_is = |user: usize| {
+        backend_of(&call(
+            p.addr,
+            &format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: user-{user}\r\n\r\n"),
+        ))
+    };
+    let before: Vec<String> = (0..90).map(where_is).collect();
+    for (u, b) in before.iter().enumerate().take(20) {
+        assert_eq!(&where_is(u), b, "user-{u} moved without a change");
+    }
+    let used: std::collections::HashSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 3, "keys spread over every backend");
+    let added = admin(
+        &p,
+        "POST",
+        "/backends",
+        &format!(r#"{{"address":"{}"}}"#, bs[3].addr),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    let after: Vec<String> = (0..90).map(where_is).collect();
+    let moved: Vec<usize> = (0..90).filter(|&u| before[u] != after[u]).collect();
+    // About a quarter should move, and only to the newcomer.
+    assert!(
+        (8..=40).contains(&moved.len()),
+        "{} of 90 moved",
+        moved.len()
+    );
+    assert!(moved.iter().all(|&u| after[u] == "d"));
+}
+
+#[test]
+fn an_upgraded_connection_is_tunnelled_both_ways() {
+    let a = TestBackend::start("a");
+    let p = proxy(&["--backend", &addr_arg(&a)]);
+    let mut s = connect(p.addr);
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the 101");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [
+        &b"hello"[..],
+        &[0u8, 1, 2, 255][..],
+        &vec![7u8; 100_000][..],
+    ] {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+#[test]
+fn forwarding_headers_are_added_and_hop_by_hop_ones_dropped() {
+    let a = TestBackend::start("a");
+    let p = proxy(&["--backend", &addr_arg(&a)]);
+    let r = call(
+        p.addr,
+        "GET /headers HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nX-Forwarded-For: 10.1.2.3\r\nX-Request-Id: req-42\r\nAccept: */*\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-request-id"], "req-42");
+    assert_eq!(h["accept"], "*/*");
+    for gone in ["x-secret", "keep-alive", "connection"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the backend: {h}");
+    }
+    assert_eq!(r.header("x-request-id"), Some("req-42"), "propagated back");
+    let made = get(p.addr, "/headers");
+    let v: serde_json::Value = serde_json::from_str(&made.body).unwrap();
+    let id = v["headers"]["x-request-id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16);
+    assert_eq!(made.header("x-request-id"), Some(id.as_str()));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let p = proxy(&["--backend", &addr_arg(&a), "--backend", &addr_arg(&b)]);
+    let mut s = connect(p.addr);
+    s.write_all(
+        b"GET /slow/100 HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let paths: Vec<String> = (0..3)
+        .map(|_| {
+            let r = read_resp(&mut s, &mut buf).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(paths, ["/slow/100", "/one", "/two"]);
+    // A chunked upload on the same connection, then one more request behind it.
+    s.write_all(
+        b"PUT /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let up = read_resp(&mut s, &mut buf).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&up.body).unwrap();
+    assert_eq!(v["received"], 11, "{}", up.body);
+    let last = read_resp(&mut s, &mut buf).unwrap();
+    assert!(last.body.contains("/three"), "{}", last.body);
+    assert_eq!(last.header("connection"), Some("close"));
+    assert!(
+        read_resp(&mut s, &mut buf).is_none(),
+        "closed after Connection: close"
+    );
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    let a = TestBackend::start("a");
+    let p = proxy(&["--backend", &addr_arg(&a)]);
+    let pid = p.p.child.id();
+    let before = rss_kb(pid);
+
+    // Up: a Content-Length body, written while the answer is awaited.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(
+            format!("PUT /count HTTP/1.1\r\nHost: t\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let piece = vec![b'u'; 1 << 20];
+        for _ in 0..SIZE / piece.len() {
+            w.write_all(&piece).unwrap();
+        }
+    });
+    let mut peak = 0;
+    let mut buf = Vec::new();
+    let r = read_resp(&mut s, &mut buf).expect("an answer to the upload");
+    writer.join().unwrap();
+    peak = peak.max(rss_kb(pid));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["received"], SIZE);
+
+    // Down: a chunked body, read slowly at first so that backpressure has to act.
+    s.write_all(format!("GET /big/{SIZE} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    peak = peak.max(rss_kb(pid));
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut reads = 0;
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed mid-body");
+        total += n;
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > 16 {
+            tail.drain(..tail.len() - 16);
+        }
+        reads += 1;
+        if reads % 20 == 0 {
+            peak = peak.max(rss_kb(pid));
+        }
+        if tail.ends_with(b"\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    assert!(total > SIZE, "{total} bytes");
+    // The proxy holds at most a few high-water marks of data, never the body.
+    assert!(
+        peak < before + 48 * 1024,
+        "proxy RSS went from {before} kB to {peak} kB"
+    );
+}
+
+#[test]
+fn failures_get_json_502_503_504_and_bad_admin_input_400() {
+    let a = TestBackend::start("a");
+    let p = proxy(&[
+        "--backend",
+        &addr_arg(&a),
+        "--response-timeout",
+        "0.3",
+        "--client-timeout",
+        "0.3",
+    ]);
+    let json = |r: &Resp| {
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(v["error"].is_string(), "{}", r.body);
+    };
+    let slow = get(p.addr, "/slow/2000");
+    assert_eq!(slow.status, 504);
+    json(&slow);
+    // A head that stops arriving: 408, then the connection closes.
+    let mut s = connect(p.addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let mut buf = Vec::new();
+    let late = read_resp(&mut s, &mut buf).expect("a 408");
+    assert_eq!(late.status, 408);
+    json(&late);
+    assert!(read_resp(&mut s, &mut buf).is_none());
+    let cut = call(
+        p.addr,
+        "POST /close HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(cut.status, 502);
+    json(&cut);
+    for (body, path) in [
+        ("{not json", "/backends"),
+        (r#"{"address":"nowhere"}"#, "/backends"),
+        (r#"{"strategy":"random"}"#, "/strategy"),
+    ] {
+        let r = admin(&p, "POST", path, body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        json(&r);
+    }
+    assert_eq!(
+        admin(&p, "DELETE", "/backends", r#"{"address":"10.9.9.9:1"}"#).status,
+        404
+    );
+    let drained = admin(
+        &p,
+        "DELETE",
+        "/backends",
+        &format!(r#"{{"address":"{}"}}"#, a.addr),
+    );
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    let none = get(p.addr, "/");
+    assert_eq!(none.status, 503);
+    json(&none);
+}
+
+#[test]
+fn the_admin_api_adds_drains_and_switches_strategy_at_runtime() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let p = proxy(&["--backend", &addr_arg(&a)]);
+    assert_eq!(spread(p.addr, "/", 4).get("a"), Some(&4));
+    let r = admin(
+        &p,
+        "POST",
+        "/backends",
+        &format!(r#"{{"address":"{}","weight":2}}"#, b.addr),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let seen = spread(p.addr, "/", 10);
+    assert_eq!(seen.get("b"), Some(&5), "new backend in rotation: {seen:?}");
+    assert_eq!(
+        admin(
+            &p,
+            "POST",
+            "/backends",
+            &format!(r#"{{"address":"{}"}}"#, b.addr)
+        )
+        .status,
+        409
+    );
+
+    // A slow request on a, then a is removed: that request finishes, nothing new reaches a.
+    let slow = {
+        let addr = p.addr;
+        let before = a.hits();
+        let t = std::thread::spawn(move || {
+            // Round-robin: one of two consecutive requests lands on a.
+            let x = get(addr, "/slow/800");
+            let y = get(addr, "/slow/800");
+            (x, y)
+        });
+        common::eventually("a slow request on a", || a.hits() > before);
+        t
+    };
+    let r = admin(
+        &p,
+        "DELETE",
+        "/backends",
+        &format!(r#"{{"address":"{}"}}"#, a.addr),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hits_a = a.hits();
+    let (x, y) = slow.join().unwrap();
+    assert_eq!((x.status, y.status), (200, 200));
+    let seen = spread(p.addr, "/", 6);
+    assert_eq!(seen.get("b"), Some(&6), "{seen:?}");
+    assert_eq!(
+        a.hits(),
+        hits_a,
+        "no new request reached the drained backend"
+    );
+
+    let r = admin(
+        &p,
+        "POST",
+        "/strategy",
+        r#"{"strategy":"least_connections"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    common::eventually("a leaves the pool once drained", || {
+        let st = admin(&p, "GET", "/status", "");
+        let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+        v["strategy"] == "least_connections" && v["backends"].as_array().unwrap().len() == 1
+    });
+    let st: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    let only = &st["backends"][0];
+    assert_eq!(only["address"], b.addr.to_string());
+    assert_eq!(only["healthy"], true);
+    assert!(only["total"].as_u64().unwrap() >= 11, "{only}");
+    let m = admin(&p, "GET", "/metrics", "");
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    for needle in [
+        format!(
+            "netmod_proxy_backend_requests_total{{backend=\"{}\"}}",
+            b.addr
+        ),
+        format!(
+            "netmod_proxy_backend_response_seconds_bucket{{backend=\"{}\",le=\"+Inf\"}}",
+            b.addr
+        ),
+        "netmod_proxy_requests_total ".to_string(),
+    ] {
+        assert!(m.body.contains(&needle), "{needle} in\n{}", m.body);
+    }
+}
+
+#[test]
+fn a_killed_backend_is_taken_out_and_comes_back_without_failed_requests() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let b_addr = b.addr;
+    let mut p = proxy(&[
+        "--backend",
+        &addr_arg(&a),
+        "--backend",
+        &addr_arg(&b),
+        "--fall",
+        "2",
+        "--rise",
+        "2",
+    ]);
+    let addr = p.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && ok < 200_000 {
+                let r = get(addr, "/");
+                if r.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(r.status);
+                }
+            }
+            (ok, failed)
+        })
+    };
+    common::eventually("load reaches b", || b.hits() > 20);
+    b.kill();
+    p.p.wait_line(&format!("[STATUS] Server {b_addr} marked as unhealthy"));
+    let b2 = TestBackend::start_on("b", b_addr);
+    p.p.wait_line(&format!("[STATUS] Server {b_addr} marked as healthy"));
+    common::eventually("load reaches b again", || b2.hits() > 20);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 40, "{ok} requests");
+    assert!(failed.is_empty(), "failed answers: {failed:?}");
+}
+
+#[test]
+fn tcp_mode_spreads_frame_clients_and_skips_a_killed_instance() {
+    let mut one = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let mut two = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let (a1, a2) = (one.listen_addr(), two.listen_addr());
+    let p = proxy(&[
+        "--mode",
+        "tcp",
+        "--backend",
+        &a1.to_string(),
+        "--backend",
+        &a2.to_string(),
+        "--check-interval",
+        "60",
+        "--fall",
+        "1",
+    ]);
+    let mut clients: Vec<netmod::client::FrameClient> = (0..4)
+        .map(|_| netmod::client::FrameClient::connect(p.addr, WAIT).unwrap())
+        .collect();
+    for c in &mut clients {
+        c.ping(b"through the proxy").unwrap();
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    let active: Vec<u64> = st["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["active"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active, vec![2, 2], "{st}");
+    two.signal(libc::SIGKILL);
+    two.wait_exit();
+    // New connections: one may try the dead instance first; it is retried on the live one.
+    for _ in 0..4 {
+        let mut c = netmod::client::FrameClient::connect(p.addr, WAIT).unwrap();
+        c.ping(b"after the kill").unwrap();
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    assert_eq!(st["mode"], "tcp");
+    assert_eq!(st["backends"][1]["healthy"], false, "{st}");
+    drop(one.wait_line("listening on"));
+}
+
+#[test]
+fn nginx_backends_serve_through_the_proxy() {
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("nginx not installed: skipped");
+        return;
+    }
+    let dir = common::TempDir::new("proxy-nginx");
+    let mut addrs = Vec::new();
+    let mut pids = Vec::new();
+    for i in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let prefix = dir.path(&format!("n{i}"));
+        std::fs::create_dir_all(&prefix).unwrap();
+        let conf = format!(
+            "worker_processes 1; pid nginx.pid; error_log error.log warn; daemon on;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{port};\n\
+               location = /health {{ return 200 '{{\"status\":\"ok\"}}'; }}\n\
+               location / {{ default_type application/json; return 200 '{{\"backend\":\"nginx{i}\"}}'; }} }} }}\n"
+        );
+        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        let out = std::process::Command::new("nginx")
+            .args(["-p", prefix.to_str().unwrap(), "-c", "nginx.conf"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::eventually("nginx pid file", || prefix.join("nginx.pid").exists());
+        pids.push(
+            std::fs::read_to_string(prefix.join("nginx.pid"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+        addrs.push(format!("127.0.0.1:{port}"));
+    }
+    let p = proxy(&["--backend", &addrs[0], "--backend", &addrs[1]]);
+    common::eventually("nginx answers through the proxy", || {
+        get(p.addr, "/").status == 200
+    });
+    let seen = spread(p.addr, "/docs/example", 10);
+    assert_eq!(
+        (seen.get("nginx0"), seen.get("nginx1")),
+        (Some(&5), Some(&5)),
+        "{seen:?}"
+    );
+    for pid in pids {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+}
