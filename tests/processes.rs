@@ -223,6 +223,10 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
             "127.0.0.1:0",
             "--db-listen",
             "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--proxy-admin",
+            "127.0.0.1:0",
             "--sqlite",
             db.to_str().unwrap(),
             "--duration",
@@ -246,6 +250,13 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
         );
     }
     assert!(stdout.contains("user admin, secret "), "{stdout}");
+    assert!(stdout.contains("proxy: HTTP on 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "GET /docs/example through the proxy: HTTP/1.1 200 OK {\"docName\":\"example\""
+        ),
+        "{stdout}"
+    );
     assert!(
         stdout
             .lines()

@@ -1,9 +1,10 @@
 //! stack: runs the system locally as child processes and shows it working.
 //!
-//! db-server on embedded SQLite and two test-server instances sharing one token key (so a
-//! token from one works on the other), the document `example` stored, a short load (`loadgen
-//! ping` on test-server, `loadgen db --mode mixed` on db-server), the figures printed, and
-//! (with `--keep`) the servers left serving until Ctrl-C. The proxy joins when it lands.
+//! db-server on embedded SQLite, two test-server instances sharing one token key (so a token
+//! from one works on the other) and the proxy balancing their HTTP fronts; the document
+//! `example` stored and fetched through the proxy, a short load (`loadgen ping` on test-server,
+//! `loadgen db --mode mixed` on db-server), the figures printed, and (with `--keep`) the
+//! servers left serving until Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,6 +29,12 @@ struct Args {
     /// Frame-protocol address of db-server.
     #[arg(long, default_value = "127.0.0.1:7100")]
     db_listen: SocketAddr,
+    /// The proxy's address, in front of the test-servers' HTTP fronts.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    proxy_listen: SocketAddr,
+    /// The proxy's admin API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    proxy_admin: SocketAddr,
     /// db-server's SQLite file.
     #[arg(long, default_value = "netmod.db")]
     sqlite: PathBuf,
@@ -68,8 +75,13 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Starts one of the servers and waits for its "listening on ADDR" log line.
-fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(Managed, SocketAddr), String> {
+/// Starts one of the servers and waits for its "listening on ADDR … and ADDR" log line: the
+/// first address, and the second if there is one.
+fn start(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(Managed, SocketAddr, Option<SocketAddr>), String> {
     let mut child = Command::new(sibling(bin)?)
         .args(args)
         .envs(env.iter().copied())
@@ -86,10 +98,15 @@ fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(Managed, Soc
             let addr = rest.split_whitespace().next().unwrap_or_default();
             let addr = addr
                 .parse()
-                .map_err(|_| format!("unexpected line from test-server: {line}"))?;
+                .map_err(|_| format!("unexpected line from {bin}: {line}"))?;
+            let second = rest
+                .split(" and ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok());
             // Keep echoing the server's log.
             std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-            return Ok((child, addr));
+            return Ok((child, addr, second));
         }
     }
     Err(format!("{bin} exited before listening (see its log above)"))
@@ -155,7 +172,7 @@ fn seed(addr: SocketAddr, admin_secret: &str) -> Result<(), String> {
 
 fn run(args: Args) -> Result<(), String> {
     let sqlite = args.sqlite.to_string_lossy().into_owned();
-    let (db, db_addr) = start(
+    let (db, db_addr, _) = start(
         "db-server",
         &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
         &[],
@@ -190,19 +207,37 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(n) = &iterations {
             ts_args.extend(["--pbkdf2-iterations", n.as_str()]);
         }
-        let (server, addr) = start("test-server", &ts_args, &env)?;
+        let (server, addr, real_http) = start("test-server", &ts_args, &env)?;
+        let http = real_http.unwrap_or(http);
         println!("test-server {i}: frames on {addr}, HTTP on {http}");
         servers.push(server);
         addrs.push((addr, http));
     }
-    let (addr, http) = addrs[0];
+    let (addr, _) = addrs[0];
     seed(addr, &admin)?;
+    let (listen_s, admin_s) = (args.proxy_listen.to_string(), args.proxy_admin.to_string());
+    let backends: Vec<String> = addrs.iter().map(|(_, h)| h.to_string()).collect();
+    let mut proxy_args = vec!["--listen", listen_s.as_str(), "--admin", admin_s.as_str()];
+    for b in &backends {
+        proxy_args.extend(["--backend", b.as_str()]);
+    }
+    let (proxy, http, proxy_admin) = start("proxy", &proxy_args, &[])?;
+    let proxy_admin = proxy_admin.unwrap_or(args.proxy_admin);
+    println!(
+        "proxy: HTTP on {http} (admin API on {proxy_admin}), balancing {}",
+        backends.join(" ")
+    );
+    println!(
+        "GET /docs/example through the proxy: {}",
+        fetch(http, "/docs/example")?
+    );
     if generated {
         println!("user admin, secret {admin} (generated; set NETMOD_ADMIN_SECRET to choose one)");
     }
     println!("try:");
     println!("  curl http://{http}/docs/example");
     println!("  curl http://{http}/health");
+    println!("  curl http://{proxy_admin}/status");
     println!("  ./target/release/client --addr {addr} ping");
     println!(
         "  export NETMOD_TOKEN=$(NETMOD_SECRET={admin} ./target/release/client --addr {addr} --user admin login)"
@@ -243,10 +278,42 @@ fn run(args: Args) -> Result<(), String> {
         // Blocks until the first of them arrives.
         let _ = signals.forever().next();
     }
+    drop(proxy);
     drop(servers);
     drop(db);
     println!("stopped");
     Ok(())
+}
+
+/// `GET path` on `addr` (retried while the proxy's first health checks run): the status line
+/// and body.
+fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: stack\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match got {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => {
+                let status = text.lines().next().unwrap_or_default().to_string();
+                let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+                return Ok(format!("{status} {body}"));
+            }
+            Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(text) => return Err(format!("the proxy answered: {text}")),
+            Err(e) => return Err(format!("cannot reach the proxy on {addr}: {e}")),
+        }
+    }
 }
 
 fn main() -> ExitCode {

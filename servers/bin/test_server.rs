@@ -1,6 +1,6 @@
 //! test-server: the client-facing server. Frame-protocol clients ping, log in (tokens signed
 //! with a key all instances share) and send data requests, which go to db-server over a
-//! multiplexed link. The HTTP front comes next.
+//! multiplexed link; the HTTP front serves documents, /health and /metrics.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use netmod::http_front::HttpConfig;
 use netmod::settings;
 use netmod::test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifier};
 
-/// Client-facing server of the netmod system (frame protocol over TCP).
+/// Client-facing server of the netmod system (frame protocol, and an HTTP/1.1 front).
 ///
 /// Stops gracefully on SIGTERM or SIGINT: stops accepting, sends every client a SERVER_SHUTDOWN
 /// notice, answers requests already received, and exits 0 within the grace period (30 s).
