@@ -671,3 +671,44 @@ fn nginx_backends_serve_through_the_proxy() {
         let _ = std::process::Command::new("kill").arg(pid).status();
     }
 }
+
+#[test]
+fn several_loop_threads_share_one_pool_and_the_logs_keep_the_original_format() {
+    let bs: Vec<TestBackend> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| TestBackend::start(n))
+        .collect();
+    let mut args: Vec<String> = bs
+        .iter()
+        .flat_map(|b| ["--backend".into(), addr_arg(b)])
+        .collect();
+    args.extend(["--threads", "2", "--metrics-interval", "0.2"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = proxy(&refs);
+    // A new connection per request: the kernel spreads them over both loops, the shared
+    // round-robin counter still gives each backend its turn.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..40 {
+        *seen.entry(backend_of(&get(p.addr, "/"))).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+    for line in [
+        "[INFO] Backend server pool initialized with 4 servers",
+        "[INFO] New connection from 127.0.0.1",
+        "[INFO] Selected backend server 127.0.0.1:",
+        "[INFO] Client IP: 127.0.0.1, Status: 200, Response: {\"backend\":",
+        "[INFO] [METRIC][SERVER 127.0.0.1:",
+        "[INFO] [METRIC][SYSTEM] Total Requests: ",
+    ] {
+        let l = p.p.wait_line(line);
+        assert!(l.starts_with('[') && l.as_bytes()[20] == b']', "{l}");
+    }
+    let m = p.p.wait_line("[METRIC][SERVER ");
+    assert!(
+        m.contains("] Active: ")
+            && m.contains(", Total: ")
+            && m.contains(", Failures: ")
+            && m.ends_with("ms"),
+        "{m}"
+    );
+}

@@ -79,6 +79,9 @@ struct Args {
     /// Seconds an idle keep-alive connection stays open [default: 60].
     #[arg(long)]
     idle_timeout: Option<f64>,
+    /// Idle keep-alive connections kept per backend and loop thread [default: 64].
+    #[arg(long)]
+    backend_idle: Option<usize>,
     /// Seconds between [METRIC] log lines, 0 for none [default: 10].
     #[arg(long)]
     metrics_interval: Option<f64>,
@@ -112,6 +115,7 @@ struct FileProxy {
     response_timeout_secs: Option<f64>,
     client_timeout_secs: Option<f64>,
     idle_timeout_secs: Option<f64>,
+    backend_idle: Option<usize>,
     metrics_interval_secs: Option<f64>,
     max_body: Option<u64>,
 }
@@ -230,6 +234,10 @@ fn run(args: Args) -> Result<(), String> {
             d.idle_timeout,
             "--idle-timeout",
         )?,
+        idle_per_backend: args
+            .backend_idle
+            .or(fp.backend_idle)
+            .unwrap_or(d.idle_per_backend),
         check: CheckConfig {
             interval: pick(
                 args.check_interval,

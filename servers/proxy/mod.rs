@@ -75,6 +75,8 @@ pub struct ProxyConfig {
     pub client_timeout: Duration,
     /// Idle keep-alive connections (client and backend) close after this.
     pub idle_timeout: Duration,
+    /// Idle connections kept per backend and loop; more are closed as they come back.
+    pub idle_per_backend: usize,
     /// Health checks.
     pub check: CheckConfig,
     /// Period of the `[METRIC]` log lines (none: off).
@@ -91,6 +93,7 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            idle_per_backend: 64,
             check: CheckConfig {
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(1),
@@ -743,8 +746,9 @@ impl Proxy {
                 if let Some(t) = u.timer.take() {
                     ctx.cancel_timer(t);
                 }
-                if reusable {
-                    self.idle.entry(u.backend.addr).or_default().push(up);
+                let idle = self.idle.entry(u.backend.addr).or_default();
+                if reusable && idle.len() < self.cfg.idle_per_backend {
+                    idle.push(up);
                     ctx.set_idle_timeout(up, Some(self.cfg.idle_timeout));
                     ctx.resume_reading(up);
                 } else {
