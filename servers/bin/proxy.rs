@@ -79,7 +79,7 @@ struct Args {
     /// Seconds an idle keep-alive connection stays open [default: 60].
     #[arg(long)]
     idle_timeout: Option<f64>,
-    /// Idle keep-alive connections kept per backend and loop thread [default: 64].
+    /// Idle keep-alive connections kept per backend and loop thread [default: 512].
     #[arg(long)]
     backend_idle: Option<usize>,
     /// Seconds between [METRIC] log lines, 0 for none [default: 10].

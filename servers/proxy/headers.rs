@@ -20,22 +20,50 @@ fn hop_by_hop(head: &Head, name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) || head.has_token("connection", name)
 }
 
-/// A request id: the client's if it sent a sane one, else 16 random hex digits.
-pub fn request_id(head: &Head) -> String {
-    match head.header("x-request-id") {
-        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
-            id.to_string()
+/// Makes request ids: 16 hex digits from splitmix64 over a randomly seeded counter, so ids are
+/// unique within a loop and unpredictable across runs, at no system call per request.
+#[derive(Debug)]
+pub struct RequestIds {
+    state: u64,
+}
+
+impl RequestIds {
+    /// A generator seeded from the system's randomness (the clock if there is none).
+    pub fn new() -> Self {
+        let mut seed = [0u8; 8];
+        if getrandom::fill(&mut seed).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            seed = (t ^ u64::from(std::process::id())).to_le_bytes();
         }
-        _ => {
-            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-            let mut b = [0u8; 8];
-            if getrandom::fill(&mut b).is_err() {
-                // No randomness: still unique within this process.
-                let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                b = (n ^ u64::from(std::process::id()) << 40).to_le_bytes();
+        RequestIds {
+            state: u64::from_le_bytes(seed),
+        }
+    }
+
+    /// The client's id if it sent a sane one (printable, at most 128 bytes), else a new one.
+    pub fn for_request(&mut self, head: &Head) -> String {
+        match head.header("x-request-id") {
+            Some(id)
+                if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                id.to_string()
             }
-            b.iter().map(|x| format!("{x:02x}")).collect()
+            _ => {
+                self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                format!("{:016x}", z ^ (z >> 31))
+            }
         }
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -176,11 +204,13 @@ mod tests {
 
     #[test]
     fn the_clients_request_id_is_kept_and_a_missing_one_made() {
-        assert_eq!(
-            request_id(&head(b"GET / HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n")),
-            "r-1"
-        );
-        let made = request_id(&head(b"GET / HTTP/1.1\r\n\r\n"));
-        assert_eq!(made.len(), 16);
+        let mut ids = RequestIds::new();
+        let with = head(b"GET / HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n");
+        assert_eq!(ids.for_request(&with), "r-1");
+        let without = head(b"GET / HTTP/1.1\r\n\r\n");
+        let made: std::collections::HashSet<String> =
+            (0..1000).map(|_| ids.for_request(&without)).collect();
+        assert_eq!(made.len(), 1000, "no repeats");
+        assert!(made.iter().all(|id| id.len() == 16));
     }
 }

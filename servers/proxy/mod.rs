@@ -93,7 +93,7 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
-            idle_per_backend: 64,
+            idle_per_backend: 512,
             check: CheckConfig {
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(1),
@@ -209,6 +209,7 @@ pub struct Proxy {
     idle: HashMap<SocketAddr, Vec<ConnId>>,
     checking: HashMap<SocketAddr, ConnId>,
     is_first_loop: bool,
+    ids: headers::RequestIds,
 }
 
 impl Proxy {
@@ -221,6 +222,7 @@ impl Proxy {
             idle: HashMap::new(),
             checking: HashMap::new(),
             is_first_loop: false,
+            ids: headers::RequestIds::new(),
         }
     }
 
@@ -392,7 +394,7 @@ impl Proxy {
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
-        let request_id = headers::request_id(&head);
+        let request_id = self.ids.for_request(&head);
         let bytes = headers::request(&head, peer.ip(), &request_id, upgrade);
         self.pool.count_request();
         let ex = Exchange {
