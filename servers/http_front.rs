@@ -27,7 +27,7 @@ use crate::dblink::DbLink;
 use crate::http1::{self, HttpError, Limits, Parsed, Request};
 use crate::proto::{
     data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
-    Statement, Value,
+    Value,
 };
 use crate::test_server::{AuthConfig, Note, Owner};
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
@@ -210,21 +210,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn statement(sql: String, args: Vec<Value>) -> Statement {
-    Statement {
-        sql,
-        args,
-        named_args: Vec::new(),
-    }
-}
-
-fn execute(sql: String, args: Vec<Value>) -> DataRequest {
-    DataRequest {
-        kind: Some(data_request::Kind::Execute(statement(sql, args))),
-        ..Default::default()
-    }
-}
-
 /// A document name from the path: one non-empty segment of at most 255 bytes.
 fn doc_name(path: &str) -> Option<&str> {
     let name = path.strip_prefix("/docs/")?;
@@ -399,7 +384,7 @@ impl HttpFront {
                 let generation = cached.then_some(self.cache.generation);
                 (
                     DocOp::Get(name.to_string(), generation),
-                    execute(
+                    DataRequest::execute(
                         format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
                         vec![Value::text(name)],
                     ),
@@ -414,7 +399,7 @@ impl HttpFront {
                 if method == "DELETE" {
                     (
                         DocOp::Delete(name.to_string()),
-                        execute(
+                        DataRequest::execute(
                             format!("DELETE FROM {DOCS_TABLE} WHERE name = ?1"),
                             vec![Value::text(name)],
                         ),
@@ -703,22 +688,18 @@ impl HttpFront {
 
 fn put_batch(name: &str, content: String) -> DataRequest {
     let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
-    let step = |sql: String, args: Vec<Value>| BatchStep {
-        stmt: Some(statement(sql, args)),
-        ..Default::default()
-    };
     // Step 0 creates (1 row affected: 201), step 1 replaces; one transaction.
     DataRequest {
         kind: Some(data_request::Kind::Batch(Batch {
             steps: vec![
-                step(
+                BatchStep::new(
                     format!(
                         "INSERT INTO {DOCS_TABLE} (name, content, updated) VALUES (?1, ?2, ?3) \
                          ON CONFLICT (name) DO NOTHING"
                     ),
                     vec![Value::text(name), Value::text(content.clone()), now.clone()],
                 ),
-                step(
+                BatchStep::new(
                     format!("UPDATE {DOCS_TABLE} SET content = ?2, updated = ?3 WHERE name = ?1"),
                     vec![Value::text(name), Value::text(content), now],
                 ),

@@ -35,3 +35,42 @@ impl Value {
         }
     }
 }
+
+impl Statement {
+    /// `sql` with positional arguments.
+    pub fn new(sql: impl Into<String>, args: Vec<Value>) -> Self {
+        Statement {
+            sql: sql.into(),
+            args,
+            named_args: Vec::new(),
+        }
+    }
+}
+
+impl BatchStep {
+    /// A step that always runs.
+    pub fn new(sql: impl Into<String>, args: Vec<Value>) -> Self {
+        BatchStep {
+            stmt: Some(Statement::new(sql, args)),
+            ..Default::default()
+        }
+    }
+}
+
+impl DataRequest {
+    /// One statement on its own.
+    pub fn execute(sql: impl Into<String>, args: Vec<Value>) -> Self {
+        DataRequest {
+            kind: Some(data_request::Kind::Execute(Statement::new(sql, args))),
+            ..Default::default()
+        }
+    }
+
+    /// An atomic batch of `steps`.
+    pub fn batch(steps: Vec<BatchStep>) -> Self {
+        DataRequest {
+            kind: Some(data_request::Kind::Batch(Batch { steps })),
+            ..Default::default()
+        }
+    }
+}

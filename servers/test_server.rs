@@ -39,7 +39,7 @@ use crate::dblink::{DbLink, Event, LinkConfig};
 use crate::http_front::{self, DocOp, HttpConfig, HttpFront};
 use crate::proto::{
     data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
-    DataResponse, Statement, Value,
+    DataResponse, Value,
 };
 use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 
@@ -334,17 +334,6 @@ fn names_server_tables(data: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
-fn data_request(sql: &str, args: Vec<Value>) -> DataRequest {
-    DataRequest {
-        kind: Some(data_request::Kind::Execute(Statement {
-            sql: sql.into(),
-            args,
-            named_args: Vec::new(),
-        })),
-        ..Default::default()
-    }
-}
-
 impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
@@ -504,8 +493,8 @@ impl FrameService {
                 "wrong user or secret",
             );
         }
-        let req = data_request(
-            &format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
+        let req = DataRequest::execute(
+            format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
             vec![Value::text(login.user.clone())],
         );
         let owner = Owner::Login {
@@ -643,8 +632,8 @@ impl FrameService {
             return Self::reply_error(ctx, conn, id, op, code, text);
         }
         if change.remove {
-            let req = data_request(
-                &format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
+            let req = DataRequest::execute(
+                format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
                 vec![Value::text(change.name.clone())],
             );
             let owner = Owner::User {
@@ -694,27 +683,19 @@ impl FrameService {
         name: String,
         stored: String,
     ) {
-        let step = |sql: String, args: Vec<Value>| BatchStep {
-            stmt: Some(Statement {
-                sql,
-                args,
-                named_args: Vec::new(),
-            }),
-            ..Default::default()
-        };
         let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
         // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
         let req = DataRequest {
             kind: Some(data_request::Kind::Batch(Batch {
                 steps: vec![
-                    step(
+                    BatchStep::new(
                         format!(
                             "INSERT INTO {USERS_TABLE} (name, secret_hash, created) \
                              VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING"
                         ),
                         vec![Value::text(name.clone()), Value::text(stored.clone()), now],
                     ),
-                    step(
+                    BatchStep::new(
                         format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
                         vec![Value::text(name.clone()), Value::text(stored)],
                     ),
@@ -966,26 +947,18 @@ impl FrameService {
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        let step = |sql: String, args: Vec<Value>| BatchStep {
-            stmt: Some(Statement {
-                sql,
-                args,
-                named_args: Vec::new(),
-            }),
-            ..Default::default()
-        };
         let mut steps = vec![
-            step(
+            BatchStep::new(
                 format!(
                     "CREATE TABLE IF NOT EXISTS {USERS_TABLE} \
                      (name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, created BIGINT NOT NULL)"
                 ),
                 vec![],
             ),
-            step(http_front::create_docs_table(), vec![]),
+            BatchStep::new(http_front::create_docs_table(), vec![]),
         ];
         if let Some((user, stored)) = self.cfg.auth.as_ref().and_then(|a| a.bootstrap.clone()) {
-            steps.push(step(
+            steps.push(BatchStep::new(
                 format!(
                     "INSERT INTO {USERS_TABLE} (name, secret_hash, created) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (name) DO UPDATE SET secret_hash = excluded.secret_hash"
@@ -997,10 +970,7 @@ impl FrameService {
                 ],
             ));
         }
-        let req = DataRequest {
-            kind: Some(data_request::Kind::Batch(Batch { steps })),
-            ..Default::default()
-        };
+        let req = DataRequest::batch(steps);
         if let Err((_, _, text)) = link.request(ctx, req_message(&req), Owner::Setup) {
             warn!("setting up {USERS_TABLE}: {text}");
         }

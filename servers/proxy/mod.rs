@@ -506,17 +506,7 @@ impl Proxy {
             ClientState::Busy(ex) => (ex.keep_alive && ex.req.is_done(), c.peer),
             _ => (false, c.peer),
         };
-        let body = http1::error_body(msg);
-        let mut out = Vec::new();
-        http1::write_response(
-            &mut out,
-            status,
-            &[("Content-Type", "application/json")],
-            &body,
-            keep,
-        );
-        let _ = ctx.send(conn, &out);
-        access_log(peer, status, &body);
+        send_error(ctx, conn, peer, status, msg, keep);
         if keep {
             c.state = ClientState::Idle;
             ctx.resume_reading(conn);
@@ -535,18 +525,7 @@ impl Proxy {
         };
         c.state = ClientState::Done;
         c.buf.clear();
-        let peer = c.peer;
-        let body = http1::error_body(msg);
-        let mut out = Vec::new();
-        http1::write_response(
-            &mut out,
-            status,
-            &[("Content-Type", "application/json")],
-            &body,
-            false,
-        );
-        let _ = ctx.send(conn, &out);
-        access_log(peer, status, &body);
+        send_error(ctx, conn, c.peer, status, msg, false);
         ctx.close(conn);
     }
 
@@ -1037,6 +1016,28 @@ impl Client {
             _ => 1,
         }
     }
+}
+
+/// Writes an error the proxy makes itself, `{"error": msg}`, and logs it.
+fn send_error(
+    ctx: &mut Context<'_, ()>,
+    conn: ConnId,
+    peer: SocketAddr,
+    status: u16,
+    msg: &str,
+    keep_alive: bool,
+) {
+    let body = http1::error_body(msg);
+    let mut out = Vec::new();
+    http1::write_response(
+        &mut out,
+        status,
+        &[("Content-Type", "application/json")],
+        &body,
+        keep_alive,
+    );
+    let _ = ctx.send(conn, &out);
+    access_log(peer, status, &body);
 }
 
 fn idempotent(method: &str) -> bool {
