@@ -712,3 +712,112 @@ fn several_loop_threads_share_one_pool_and_the_logs_keep_the_original_format() {
         "{m}"
     );
 }
+
+/// test-server's HTTP front on a fixed HTTP port, in front of `db`: the process and its port.
+fn front(db: SocketAddr, http: &str) -> (Proc, SocketAddr) {
+    let mut p = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            http,
+            "--db",
+            &db.to_string(),
+            "--threads",
+            "1",
+            "--insecure-http-writes",
+        ],
+    );
+    let line = p.wait_line("(HTTP)");
+    let addr = line
+        .split(" and ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .expect("HTTP address");
+    (p, addr)
+}
+
+#[test]
+fn a_test_server_killed_under_load_is_taken_out_and_comes_back_without_failed_requests() {
+    let dir = common::TempDir::new("proxy-kill");
+    let db_file = dir.path("kill.db");
+    let mut db = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    let db_addr = db.listen_addr();
+    let (_one, h1) = front(db_addr, "127.0.0.1:0");
+    let (mut two, h2) = front(db_addr, "127.0.0.1:0");
+    let mut p = proxy(&[
+        "--backend",
+        &h1.to_string(),
+        "--backend",
+        &h2.to_string(),
+        "--fall",
+        "2",
+        "--rise",
+        "2",
+    ]);
+    let body = r#"{"content":"hi"}"#;
+    let put = format!(
+        "PUT /docs/k HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    common::eventually("both instances ready behind the proxy", || {
+        let st: serde_json::Value =
+            serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+        st["healthy"] == 2 && [200, 201].contains(&call(p.addr, &put).status)
+    });
+    let addr = p.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut s = connect(addr);
+            let mut buf = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && ok < 1_000_000 {
+                s.write_all(b"GET /docs/k HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                match read_resp(&mut s, &mut buf) {
+                    Some(r) if r.status == 200 => ok += 1,
+                    Some(r) => failed.push(r.status),
+                    None => {
+                        failed.push(0);
+                        s = connect(addr);
+                        buf.clear();
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let admin_addr = p.admin;
+    let total = |i: usize| -> u64 {
+        let st: serde_json::Value = serde_json::from_str(&get(admin_addr, "/status").body).unwrap();
+        st["backends"][i]["total"].as_u64().unwrap()
+    };
+    common::eventually("load on both instances", || total(0) > 50 && total(1) > 50);
+    two.signal(libc::SIGKILL);
+    two.wait_exit();
+    p.p.wait_line(&format!("[STATUS] Server {h2} marked as unhealthy"));
+    let (_two_again, back) = front(db_addr, &h2.to_string());
+    assert_eq!(back, h2);
+    p.p.wait_line(&format!("[STATUS] Server {h2} marked as healthy"));
+    let served_before = total(1);
+    common::eventually("traffic reaches the restarted instance", || {
+        total(1) > served_before + 20
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 100, "{ok} requests");
+    assert!(failed.is_empty(), "failed answers: {failed:?}");
+    drop(db.wait_line("listening on"));
+}
