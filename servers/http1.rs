@@ -119,6 +119,9 @@ pub enum HttpError {
     /// 431.
     #[error("request head over {0} bytes")]
     HeadTooLarge(usize),
+    /// 414: the request line alone is over the head limit.
+    #[error("request line over {0} bytes")]
+    UriTooLong(usize),
     /// 413.
     #[error("request body over {0} bytes")]
     BodyTooLarge(usize),
@@ -135,6 +138,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::HeadTooLarge(_) => 431,
+            HttpError::UriTooLong(_) => 414,
             HttpError::BodyTooLarge(_) => 413,
             HttpError::Bad(_) => 400,
             HttpError::NotImplemented(_) => 501,
@@ -222,17 +226,24 @@ fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<Bod
 pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
+    // Over the limit: 414 if the request line alone does not fit, else 431.
+    let too_large = || {
+        let line_fits = buf[..buf.len().min(max_head + 1)].contains(&b'\n');
+        if line_fits {
+            HttpError::HeadTooLarge(max_head)
+        } else {
+            HttpError::UriTooLong(max_head)
+        }
+    };
     let n = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > max_head => {
-            return Err(HttpError::HeadTooLarge(max_head))
-        }
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(too_large()),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge(max_head)),
         Err(e) => return Err(HttpError::Bad(e.to_string())),
     };
     if n > max_head {
-        return Err(HttpError::HeadTooLarge(max_head));
+        return Err(too_large());
     }
     let minor = req.version.unwrap_or(1);
     let headers = owned_headers(req.headers);
@@ -492,6 +503,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, HttpError> {
 /// The reason phrase of `status`.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -500,7 +512,9 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

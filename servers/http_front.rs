@@ -24,7 +24,7 @@ use log::{error, info};
 use prost::Message as _;
 
 use crate::dblink::DbLink;
-use crate::http1::{self, HttpError, Limits, Parsed, Request};
+use crate::http1::{self, Limits, Parsed, Request};
 use crate::proto::{
     data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
     Value,
@@ -302,7 +302,7 @@ impl HttpFront {
                 Err(e) => {
                     c.next_seq += 1;
                     c.close_after = Some(seq);
-                    let answer = Answer::error(e.status(), &self.refusal(&e));
+                    let answer = Answer::error(e.status(), &e.to_string());
                     self.complete(ctx, conn, seq, answer, false);
                     return data.len();
                 }
@@ -324,15 +324,6 @@ impl HttpFront {
                     }
                 }
             }
-        }
-    }
-
-    fn refusal(&self, e: &HttpError) -> String {
-        match e {
-            HttpError::HeadTooLarge(n) => format!("request head over {n} bytes"),
-            HttpError::BodyTooLarge(n) => format!("request body over {n} bytes"),
-            HttpError::Bad(why) => format!("bad request: {why}"),
-            HttpError::NotImplemented(c) => format!("transfer coding not supported: {c}"),
         }
     }
 

@@ -612,52 +612,18 @@ fn tcp_mode_spreads_frame_clients_and_skips_a_killed_instance() {
 
 #[test]
 fn nginx_backends_serve_through_the_proxy() {
-    if std::process::Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
+    if !common::nginx::Nginx::installed() {
         eprintln!("nginx not installed: skipped");
         return;
     }
-    let dir = common::TempDir::new("proxy-nginx");
-    let mut addrs = Vec::new();
-    let mut pids = Vec::new();
-    for i in 0..2 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let prefix = dir.path(&format!("n{i}"));
-        std::fs::create_dir_all(&prefix).unwrap();
-        let conf = format!(
-            "worker_processes 1; pid nginx.pid; error_log error.log warn; daemon on;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{port};\n\
-               location = /health {{ return 200 '{{\"status\":\"ok\"}}'; }}\n\
-               location / {{ default_type application/json; return 200 '{{\"backend\":\"nginx{i}\"}}'; }} }} }}\n"
-        );
-        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        let out = std::process::Command::new("nginx")
-            .args(["-p", prefix.to_str().unwrap(), "-c", "nginx.conf"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        common::eventually("nginx pid file", || prefix.join("nginx.pid").exists());
-        pids.push(
-            std::fs::read_to_string(prefix.join("nginx.pid"))
-                .unwrap()
-                .trim()
-                .to_string(),
-        );
-        addrs.push(format!("127.0.0.1:{port}"));
-    }
-    let p = proxy(&["--backend", &addrs[0], "--backend", &addrs[1]]);
+    let n0 = common::nginx::Nginx::start("nginx0", "1m");
+    let n1 = common::nginx::Nginx::start("nginx1", "1m");
+    let p = proxy(&[
+        "--backend",
+        &n0.addr.to_string(),
+        "--backend",
+        &n1.addr.to_string(),
+    ]);
     common::eventually("nginx answers through the proxy", || {
         get(p.addr, "/").status == 200
     });
@@ -667,9 +633,6 @@ fn nginx_backends_serve_through_the_proxy() {
         (Some(&5), Some(&5)),
         "{seen:?}"
     );
-    for pid in pids {
-        let _ = std::process::Command::new("kill").arg(pid).status();
-    }
 }
 
 #[test]

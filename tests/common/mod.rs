@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod nginx;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
