@@ -69,10 +69,16 @@ pub struct HttpConfig {
     pub auth: Option<Arc<AuthConfig>>,
     /// Counters for `/metrics`, shared by the loops.
     pub counters: Arc<HttpCounters>,
+    /// A request must be whole this long after its first byte (else 408); zero: no limit.
+    pub request_timeout: std::time::Duration,
     /// Bytes of documents each loop may keep in memory (0: no cache). The cache is used only
     /// while db-server's change notifications arrive, see [`DocCache`].
     pub cache_bytes: usize,
 }
+
+/// Timer tokens with this bit set are an HTTP connection's request deadline (the rest is its
+/// `ConnId`, whose key stays far below 2^30). Bit 63 is test-server's ping timers.
+pub const HTTP_TIMER: u64 = 1 << 62;
 
 /// Default for [`HttpConfig::cache_bytes`] in the binary: 16 MiB per loop.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
@@ -152,6 +158,8 @@ struct HttpConn {
     close_after: Option<u64>,
     /// Requests waiting for db-server.
     waiting: u32,
+    /// Armed while part of a request is buffered: the rest must come before it fires.
+    deadline: Option<engine::TimerId>,
 }
 
 /// The HTTP front of one loop.
@@ -271,6 +279,23 @@ impl HttpFront {
         self.conns.remove(conn);
     }
 
+    /// A request timer fired (token `HTTP_TIMER | conn`): a request still incomplete gets 408
+    /// and the connection closes after the answers owed before it.
+    pub fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
+        let conn = ConnId::from_u64(token & !HTTP_TIMER);
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.deadline.take().is_none() || c.close_after.is_some() {
+            return;
+        }
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.close_after = Some(seq);
+        let answer = Answer::error(408, "the request did not arrive in time");
+        self.complete(ctx, conn, seq, answer, false);
+    }
+
     /// Answers owed to `conn`.
     pub fn is_busy(&self, conn: ConnId) -> bool {
         self.conns.get(conn).is_some_and(|c| c.waiting > 0)
@@ -298,7 +323,24 @@ impl HttpFront {
             let parsed = http1::parse_request(&data[used..], self.cfg.limits);
             let seq = c.next_seq;
             match parsed {
-                Ok(Parsed::Incomplete) => return used,
+                Ok(Parsed::Incomplete) => {
+                    // Part of a request: it must be whole within the request timeout, however
+                    // slowly its bytes trickle in (slowloris, slow POST).
+                    let pending = used < data.len();
+                    match (pending, c.deadline) {
+                        (true, None) if !self.cfg.request_timeout.is_zero() => {
+                            c.deadline = Some(
+                                ctx.set_timer(self.cfg.request_timeout, HTTP_TIMER | conn.to_u64()),
+                            );
+                        }
+                        (false, Some(t)) => {
+                            ctx.cancel_timer(t);
+                            c.deadline = None;
+                        }
+                        _ => {}
+                    }
+                    return used;
+                }
                 Err(e) => {
                     c.next_seq += 1;
                     c.close_after = Some(seq);

@@ -1068,6 +1068,12 @@ impl Handler for FrameService {
         if token & PING_TIMER != 0 {
             return self.ping_tick(ctx, ConnId::from_u64(token));
         }
+        if token & http_front::HTTP_TIMER != 0 {
+            if let Some(h) = self.http.as_mut() {
+                h.on_timer(ctx, token);
+            }
+            return;
+        }
         let events = self.link.as_mut().and_then(|l| l.on_timer(ctx, token));
         for ev in events.into_iter().flatten() {
             self.settle(ctx, ev);

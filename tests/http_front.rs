@@ -56,6 +56,7 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
             insecure_writes: insecure,
             auth: Some(auth),
             cache_bytes: netmod::http_front::DEFAULT_CACHE_BYTES,
+            request_timeout: Duration::from_millis(300),
             ..HttpConfig::default()
         }),
         ..ServiceConfig::default()
@@ -432,4 +433,48 @@ fn a_document_cached_on_one_instance_follows_writes_made_through_another() {
     common::eventually("B sees the delete", || {
         call(b.http, "GET /docs/shared HTTP/1.1\r\n\r\n").status == 404
     });
+}
+
+#[test]
+fn requests_that_trickle_in_get_408_while_other_clients_are_served() {
+    let dir = TempDir::new("http-slow");
+    let db = start_db(&dir);
+    let front = start_front(db.addr, true);
+    let a = front.http;
+    wait_ready(a);
+    // Slowloris: a head that keeps getting a byte at a time and never ends.
+    let mut loris = connect(a);
+    let mut dribble = loris.try_clone().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for b in b"GET /docs/x HTTP/1.1\r\nX-Long: "
+            .iter()
+            .chain([b'a'; 100].iter())
+        {
+            if dribble.write_all(&[*b]).is_err() {
+                break;
+            }
+            // Pacing a slow client, not synchronisation: nothing waits on it.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // Slow POST: the head is whole, the body never is.
+    let mut slow_body = connect(a);
+    slow_body
+        .write_all(b"PUT /docs/x HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"con")
+        .unwrap();
+    assert_eq!(
+        call(a, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200,
+        "others are served meanwhile"
+    );
+    for s in [&mut loris, &mut slow_body] {
+        let mut buf = Vec::new();
+        let r = read_resp(s, &mut buf).expect("a 408");
+        assert_eq!(r.status, 408);
+        assert!(r.body.starts_with(r#"{"error":"#), "{}", r.body);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(read_resp(s, &mut buf).is_none(), "closed after the 408");
+    }
+    // (The server lingers after closing, discarding what still arrives; the feeder just ends.)
+    feeder.join().unwrap();
 }

@@ -56,6 +56,9 @@ struct Args {
     /// Largest HTTP request body, in bytes (over it: 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// Seconds an HTTP request may take to arrive, from its first byte (then 408; 0: no limit).
+    #[arg(long, default_value_t = 30.0)]
+    http_request_timeout: f64,
     /// Memory for documents served without asking db-server, MiB per loop thread (0: off).
     /// Kept coherent by db-server's change notifications: a write through any instance empties
     /// every instance's cache.
@@ -178,6 +181,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         insecure_writes: args.insecure_http_writes,
         auth: Some(Arc::clone(&auth)),
         cache_bytes: args.doc_cache_mb.saturating_mul(1 << 20),
+        request_timeout: Duration::try_from_secs_f64(args.http_request_timeout)
+            .map_err(|_| "--http-request-timeout must be ≥ 0")?,
         ..HttpConfig::default()
     };
     let liveness = (args.ping_interval > 0.0).then(|| test_server::Liveness {
