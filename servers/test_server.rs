@@ -140,6 +140,9 @@ pub struct AuthConfig {
     pub bootstrap: Option<(String, String)>,
     /// PBKDF2 iterations for secrets stored through user management.
     pub iterations: u32,
+    /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
+    /// hashing, so a flood of wrong secrets costs the server next to nothing.
+    pub login_limit: Option<engine::RateLimiter>,
 }
 
 impl AuthConfig {
@@ -473,7 +476,7 @@ impl FrameService {
         let Ok(login) = AuthLogin::decode(msg.data) else {
             return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthLogin");
         };
-        if self.cfg.auth.is_none() {
+        let Some(auth) = self.cfg.auth.clone() else {
             return Self::reply_error(
                 ctx,
                 conn,
@@ -482,6 +485,21 @@ impl FrameService {
                 ErrorCode::Unavailable,
                 "authentication is not configured",
             );
+        };
+        // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
+            if !limit.allow(ip, Instant::now()) {
+                debug!("login from {ip} refused: too many failed logins");
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::RateLimited,
+                    "too many failed logins from this address; retry later",
+                );
+            }
         }
         if !auth::valid_user(&login.user) {
             return Self::reply_error(
@@ -833,6 +851,7 @@ impl FrameService {
                 self.check_login(ctx, conn, id, user, secret, &m);
             }
             Event::Failed(Owner::Login { conn, id, .. }, code, text) => {
+                self.refund_login(conn);
                 Self::reply_error(ctx, conn, id, Operation::AuthLogin, code, text);
             }
             Event::Reply(Owner::Setup, m) => {
@@ -890,6 +909,7 @@ impl FrameService {
         };
         if m.r#type() == MessageType::Error {
             let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
+            self.refund_login(conn);
             return Self::reply_error(
                 ctx,
                 conn,
@@ -931,6 +951,7 @@ impl FrameService {
                 c.in_flight += 1;
             }
         } else {
+            self.refund_login(conn);
             Self::reply_error(
                 ctx,
                 conn,
@@ -939,6 +960,15 @@ impl FrameService {
                 ErrorCode::Overloaded,
                 "too many logins at once; retry later",
             );
+        }
+    }
+
+    /// A login ended otherwise than with a wrong secret: its token goes back.
+    fn refund_login(&self, conn: ConnId) {
+        let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (limit, ip) {
+            limit.refund(ip);
         }
     }
 
@@ -1126,6 +1156,12 @@ impl Handler for FrameService {
                     .and_then(|a| a.signer.issue(&user, SystemTime::now()).ok());
                 match issued {
                     Some(t) => {
+                        if let (Some(limit), Some(p)) = (
+                            self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
+                            c.peer,
+                        ) {
+                            limit.refund(p.ip());
+                        }
                         info!("User {user} logged in from {:?}", c.peer.map(|p| p.ip()));
                         c.user = Some((user, t.expires_at));
                         let reply = wire::message(

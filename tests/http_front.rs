@@ -42,6 +42,7 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
         decoy: auth::hash_secret("decoy", 1000).unwrap(),
         bootstrap: None,
         iterations: 1000,
+        login_limit: None,
     });
     let mut link = LinkConfig::new(db);
     link.backoff = (Duration::from_millis(20), Duration::from_millis(200), 0.1);

@@ -9,17 +9,6 @@ use netmod::client::FrameClient;
 use netmod::wire::{ErrorBody, ErrorCode, MessageType, Operation, ServerShutdown};
 use prost::Message as _;
 
-fn connect_from(source: &str, addr: SocketAddr) -> FrameClient {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.connect(&addr.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    let local = stream.local_addr().unwrap();
-    assert_eq!(local.ip().to_string(), source);
-    FrameClient::from_stream(stream, WAIT).unwrap()
-}
-
 /// Runs loadgen with `args`, expects success, and returns its last line.
 fn loadgen_last_line(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -121,18 +110,20 @@ fn the_per_ip_rate_limit_refuses_the_fourth_connection_from_one_address_only() {
         ],
     );
     let addr = p.listen_addr();
-    let mut ok: Vec<FrameClient> = (0..3).map(|_| connect_from("127.0.0.2", addr)).collect();
+    let mut ok: Vec<FrameClient> = (0..3)
+        .map(|_| common::connect_from("127.0.0.2", addr))
+        .collect();
     for c in &mut ok {
         c.ping(b"x").unwrap();
     }
-    let mut fourth = connect_from("127.0.0.2", addr);
+    let mut fourth = common::connect_from("127.0.0.2", addr);
     assert_eq!(refused_with(&mut fourth), ErrorCode::RateLimited);
     p.wait_line("Refused connection from 127.0.0.2: per-IP connection rate limit");
     // Another address has its own bucket, and loopback 127.0.0.1 is allow-listed by default.
-    let mut other = connect_from("127.0.0.3", addr);
+    let mut other = common::connect_from("127.0.0.3", addr);
     other.ping(b"y").unwrap();
     for _ in 0..10 {
-        let mut c = connect_from("127.0.0.1", addr);
+        let mut c = common::connect_from("127.0.0.1", addr);
         c.ping(b"z").unwrap();
     }
 }

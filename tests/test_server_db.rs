@@ -31,6 +31,11 @@ fn service(db: SocketAddr) -> ServiceConfig {
         decoy: auth::hash_secret("decoy", 1000).unwrap(),
         bootstrap: Some(("admin".into(), auth::hash_secret(ADMIN, 1000).unwrap())),
         iterations: 1000,
+        login_limit: Some(engine::RateLimiter::new(engine::RateLimit {
+            burst: 10,
+            per: Duration::from_secs(60),
+            allow: Vec::new(),
+        })),
     };
     ServiceConfig {
         db: Some(link),
@@ -445,5 +450,71 @@ fn the_admin_manages_users_and_only_the_admin() {
     assert_eq!(
         code(login(&mut late, "alice", "alice-secret-2")),
         ErrorCode::Unauthenticated
+    );
+}
+
+#[test]
+fn a_flood_of_wrong_secrets_is_cut_off_before_hashing_and_others_are_not_slowed() {
+    let dir = TempDir::new("ts-login-flood");
+    let db = start_db(&dir);
+    let ts = start_test_server(db.addr);
+    let (_, _) = admin(ts.addr);
+    let mut attacker = common::connect_from("127.0.0.2", ts.addr);
+    let codes: Vec<ErrorCode> = (0..15)
+        .map(|_| code(login(&mut attacker, "admin", "guess")))
+        .collect();
+    assert!(
+        codes[..10].iter().all(|c| *c == ErrorCode::Unauthenticated),
+        "{codes:?}"
+    );
+    assert!(
+        codes[10..].iter().all(|c| *c == ErrorCode::RateLimited),
+        "{codes:?}"
+    );
+    // Limited means not even checked: the right secret is refused too, at once.
+    assert_eq!(
+        code(login(&mut attacker, "admin", ADMIN)),
+        ErrorCode::RateLimited
+    );
+
+    // A flood from four more connections of that address, pipelined, while a client from
+    // another address logs in and works.
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = ts.addr;
+            std::thread::spawn(move || {
+                let mut c = common::connect_from("127.0.0.2", addr);
+                let ids: Vec<u32> = (0..100)
+                    .map(|_| {
+                        let id = c.next_id();
+                        let req = AuthLogin {
+                            user: "admin".into(),
+                            secret: "guess".into(),
+                        };
+                        c.send(&wire::message(
+                            MessageType::Request,
+                            Operation::AuthLogin,
+                            id,
+                            &req,
+                        ))
+                        .unwrap();
+                        id
+                    })
+                    .collect();
+                ids.iter()
+                    .filter(|id| code(c.await_reply(**id)) == ErrorCode::RateLimited)
+                    .count()
+            })
+        })
+        .collect();
+    let mut victim = common::connect_from("127.0.0.3", ts.addr);
+    login(&mut victim, "admin", ADMIN).unwrap();
+    for _ in 0..50 {
+        victim.execute("SELECT 1", vec![]).unwrap();
+    }
+    let limited: usize = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        limited, 400,
+        "every attempt of the flood refused before hashing"
     );
 }

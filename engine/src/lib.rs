@@ -45,6 +45,7 @@ pub use config::{
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};
 pub use handler::{CloseReason, ConnId, Handler};
+pub use limits::RateLimiter;
 pub use queue::Priority;
 pub use reactor::SendError;
 pub use server::{LoopHandle, Server, ServerHandle};

@@ -47,9 +47,11 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token bucket per source IP. Touched only when accepting, so one mutex for all loops is cheap.
+/// Token bucket per source IP: the engine's limit on new connections, and any per-address limit
+/// a handler needs (test-server's failed logins). Touched once per event it limits, so one mutex
+/// for all loops is cheap.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     cfg: RateLimit,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
@@ -58,15 +60,16 @@ pub(crate) struct RateLimiter {
 const PRUNE_AT: usize = 10_000;
 
 impl RateLimiter {
-    pub(crate) fn new(cfg: RateLimit) -> Self {
+    /// A limiter with `cfg`'s burst, refill period and allow-list.
+    pub fn new(cfg: RateLimit) -> Self {
         RateLimiter {
             cfg,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True when a new connection from `ip` may be accepted at `now`.
-    pub(crate) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+    /// Takes a token for `ip` at `now`: true when there was one (the event may go ahead).
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         if self.cfg.allow.contains(&ip) {
             return true;
         }
@@ -92,6 +95,19 @@ impl RateLimiter {
             true
         } else {
             false
+        }
+    }
+
+    /// Gives back the token an event took (it turned out not to count, e.g. a login that
+    /// succeeded).
+    pub fn refund(&self, ip: IpAddr) {
+        let burst = f64::from(self.cfg.burst);
+        let mut map = match self.buckets.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(b) = map.get_mut(&ip) {
+            b.tokens = (b.tokens + 1.0).min(burst);
         }
     }
 }

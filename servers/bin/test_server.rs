@@ -56,6 +56,10 @@ struct Args {
     /// Largest HTTP request body, in bytes (over it: 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// Failed logins per minute allowed from one client address (then RATE_LIMITED, before any
+    /// hashing; 0: no limit). Successful logins do not count.
+    #[arg(long, default_value_t = 10)]
+    login_rate: u32,
     /// Seconds an HTTP request may take to arrive, from its first byte (then 408; 0: no limit).
     #[arg(long, default_value_t = 30.0)]
     http_request_timeout: f64,
@@ -159,6 +163,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         decoy,
         bootstrap,
         iterations: args.pbkdf2_iterations,
+        login_limit: (args.login_rate > 0).then(|| {
+            engine::RateLimiter::new(engine::RateLimit {
+                burst: args.login_rate,
+                per: Duration::from_secs(60),
+                allow: Vec::new(),
+            })
+        }),
     });
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut link = LinkConfig::new(args.db);

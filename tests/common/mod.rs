@@ -277,3 +277,15 @@ pub fn start_db_loops(cfg: netmod::db::PoolConfig, threads: usize) -> Running {
         },
     )
 }
+
+/// A frame client whose connection leaves from `source` (e.g. 127.0.0.2: every 127.0.0.0/8
+/// address binds here), to test per-address limits.
+pub fn connect_from(source: &str, addr: SocketAddr) -> netmod::client::FrameClient {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    assert_eq!(stream.local_addr().unwrap().ip().to_string(), source);
+    netmod::client::FrameClient::from_stream(stream, WAIT).unwrap()
+}
