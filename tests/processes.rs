@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 
 use common::{Proc, WAIT};
 use netmod::client::FrameClient;
