@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use common::{Proc, WAIT};
 use netmod::client::FrameClient;
 use netmod::wire::{ErrorBody, ErrorCode, MessageType, Operation, ServerShutdown};

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Reruns the hardening measurements of docs/RELIABILITY.md, bounded in time, on loopback only:
+#  1. the HTTP/1.1 conformance battery (front, proxy, and where nginx differs);
+#  2. slowhttptest in slowloris (-H), slow body (-B) and slow read (-X) modes, 1,000 connections,
+#     against test-server's HTTP front and the proxy in front of it;
+#  3. a normal client's rps (wrk) with and without 5,000 slowloris connections held.
+# usage: benches/reliability.sh   (env: SLOW_SECS=45 WRK_SECS=10; about 8 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+slow_secs=${SLOW_SECS:-45} wrk_secs=${WRK_SECS:-10}
+command -v slowhttptest >/dev/null || { apt-get install -y -qq slowhttptest >/dev/null; }
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+ulimit -n "$(ulimit -Hn)"
+echo "# $(date -u '+%F %T') UTC, $(nproc) cores"
+
+echo "## conformance battery"
+cargo test -q --test conformance -- --nocapture 2>&1 | grep -E "nginx differs|test result|expected" || true
+
+cargo build --release -q --bin test-server --bin db-server --bin proxy
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+dbp=$(free_port) fp=$(free_port) hp=$(free_port) pp=$(free_port) pa=$(free_port)
+RUST_LOG=warn "$bin/db-server" --listen "127.0.0.1:$dbp" --sqlite "$work/r.db" --threads 1 >"$work/db.log" 2>&1 &
+pids+=($!); wait_port "$dbp"
+RUST_LOG=warn taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$fp" --http-listen "127.0.0.1:$hp" \
+  --db "127.0.0.1:$dbp" --threads 1 --insecure-http-writes >"$work/ts.log" 2>&1 &
+pids+=($!); wait_port "$hp"
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hp/health" >/dev/null && break; sleep 0.05; done
+curl -sf -X PUT -d '{"content":"reliability"}' "http://127.0.0.1:$hp/docs/example" >/dev/null
+RUST_LOG=warn taskset -c 0 "$bin/proxy" --listen "127.0.0.1:$pp" --admin "127.0.0.1:$pa" --threads 1 \
+  --metrics-interval 0 --backend "127.0.0.1:$hp" >"$work/px.log" 2>&1 &
+pids+=($!); wait_port "$pp"
+sleep 1
+
+# slowhttptest's own summary: how many connections it held, how many the server closed, and
+# whether a probe request was served during the test.
+slow() { # name port mode-flags...
+  local name=$1 port=$2; shift 2
+  local out="$work/slow-$name"
+  taskset -c 1 slowhttptest -c 1000 "$@" -r 200 -l "$slow_secs" -p 3 -x 24 -g -o "$out" \
+    -u "http://127.0.0.1:$port/docs/example" >"$out.txt" 2>&1 || true
+  local last; last=$(tail -n 1 "$out.csv" 2>/dev/null || echo "")
+  local unavailable; unavailable=$(awk -F, 'NR > 1 && $NF == "NO" {n++} END {print n + 0}' "$out.csv" 2>/dev/null || echo "?")
+  echo "slow $name seconds=$slow_secs last_sample(seconds,closed,pending,connected,available)=${last:-none} seconds_unavailable=$unavailable"
+}
+echo "## slowhttptest, 1000 connections"
+for target in "front $hp" "proxy $pp"; do
+  read -r name port <<<"$target"
+  slow "$name-slowloris" "$port" -H -i 10
+  slow "$name-slowbody" "$port" -B -i 10 -s 8192 -t PUT
+  slow "$name-slowread" "$port" -X -w 10 -y 20 -n 5 -z 32 -k 3
+done
+
+echo "## normal client rps with 5000 slowloris connections held (front)"
+base=$(taskset -c 1 wrk -t1 -c16 -d"${wrk_secs}s" "http://127.0.0.1:$hp/docs/example" | awk '/Requests\/sec/ {print $2}')
+taskset -c 1 slowhttptest -c 5000 -H -i 5 -r 1000 -l $((wrk_secs + 20)) -p 3 -x 24 \
+  -u "http://127.0.0.1:$hp/docs/example" >"$work/loris5k.txt" 2>&1 &
+lp=$!; pids+=("$lp")
+sleep 10
+held=$(taskset -c 1 wrk -t1 -c16 -d"${wrk_secs}s" "http://127.0.0.1:$hp/docs/example" | awk '/Requests\/sec/ {print $2}')
+wait "$lp" || true
+echo "loris5000 baseline_rps=$base with_loris_rps=$held ratio=$(awk -v a="$held" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
