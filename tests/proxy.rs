@@ -784,3 +784,29 @@ fn a_test_server_killed_under_load_is_taken_out_and_comes_back_without_failed_re
     assert!(failed.is_empty(), "failed answers: {failed:?}");
     drop(db.wait_line("listening on"));
 }
+
+#[test]
+fn a_request_that_trickles_in_gets_408_from_the_proxy() {
+    let a = TestBackend::start("a");
+    let p = proxy(&["--backend", &addr_arg(&a), "--client-timeout", "0.3"]);
+    let mut loris = connect(p.addr);
+    let mut dribble = loris.try_clone().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for b in b"GET / HTTP/1.1\r\nX-Long: "
+            .iter()
+            .chain([b'a'; 100].iter())
+        {
+            if dribble.write_all(&[*b]).is_err() {
+                break;
+            }
+            // Pacing a slow client, not synchronisation: nothing waits on it.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut buf = Vec::new();
+    let r = read_resp(&mut loris, &mut buf).expect("a 408");
+    assert_eq!(r.status, 408);
+    assert_eq!(a.hits(), 0, "nothing reached the backend");
+    assert_eq!(get(p.addr, "/").status, 200, "others are served");
+    feeder.join().unwrap();
+}

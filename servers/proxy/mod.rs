@@ -150,12 +150,21 @@ enum ClientState {
     Done,
 }
 
+/// What a client's timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientTimer {
+    /// Between requests: close quietly.
+    Idle,
+    /// A request under way must be whole by then: 408.
+    Deadline,
+}
+
 #[derive(Debug)]
 struct Client {
     peer: SocketAddr,
     buf: Vec<u8>,
     state: ClientState,
-    timer: Option<TimerId>,
+    timer: Option<(TimerId, ClientTimer)>,
     /// TCP mode: backends tried for this connection.
     tried: Vec<SocketAddr>,
 }
@@ -236,23 +245,38 @@ impl Proxy {
         ctx.set_timer(after, token(kind, conn))
     }
 
+    /// Sets the client's timer for its state: the idle timeout between requests; a deadline
+    /// `client_timeout` after the first byte of a request that is not whole yet — not moved by
+    /// later bytes, so a client that trickles bytes (slowloris, slow POST) still runs out of
+    /// time; none while the backend has the whole request.
     fn arm_client(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
         let Some(Conn::Client(c)) = self.conns.get(conn) else {
             return;
         };
-        let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
-        let after = if idle {
-            self.cfg.idle_timeout
-        } else {
-            self.cfg.client_timeout
+        let want = match &c.state {
+            ClientState::Idle if c.buf.is_empty() => Some(ClientTimer::Idle),
+            ClientState::Idle => Some(ClientTimer::Deadline),
+            ClientState::Busy(ex) if !ex.req.is_done() => Some(ClientTimer::Deadline),
+            _ => None,
         };
-        let old = c.timer;
-        if let Some(t) = old {
+        let current = c.timer;
+        if want == Some(ClientTimer::Deadline)
+            && matches!(current, Some((_, ClientTimer::Deadline)))
+        {
+            return;
+        }
+        if let Some((t, _)) = current {
             ctx.cancel_timer(t);
         }
-        let t = self.arm(ctx, T_CLIENT, conn, after);
+        let timer = want.map(|kind| {
+            let after = match kind {
+                ClientTimer::Idle => self.cfg.idle_timeout,
+                ClientTimer::Deadline => self.cfg.client_timeout,
+            };
+            (self.arm(ctx, T_CLIENT, conn, after), kind)
+        });
         if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
-            c.timer = Some(t);
+            c.timer = timer;
         }
     }
 
@@ -608,7 +632,7 @@ impl Proxy {
                     if let Some(Conn::Client(c)) = self.conns.get_mut(client) {
                         // Bytes the client sent after its handshake go through too.
                         let early = std::mem::take(&mut c.buf);
-                        if let Some(t) = c.timer.take() {
+                        if let Some((t, _)) = c.timer.take() {
                             ctx.cancel_timer(t);
                         }
                         let _ = ctx.send(up, &early);
@@ -1201,18 +1225,21 @@ impl Handler for Proxy {
                 let partial = match &c.state {
                     ClientState::Idle => !c.buf.is_empty(),
                     ClientState::Busy(ex) => !ex.req.is_done(),
-                    ClientState::Tunnel(_) | ClientState::Done => return,
+                    ClientState::Tunnel(_) | ClientState::Done => false,
                 };
-                if let ClientState::Busy(ex) = &c.state {
-                    if ex.req.is_done() {
-                        return;
-                    }
+                let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
+                let kind = c.timer.map(|(_, k)| k);
+                if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
+                    c.timer = None;
                 }
-                if partial {
-                    self.abandon(ctx, conn);
-                    self.refuse(ctx, conn, 408, "the request did not arrive in time");
-                } else {
-                    ctx.close(conn);
+                match kind {
+                    Some(ClientTimer::Deadline) if partial => {
+                        self.abandon(ctx, conn);
+                        self.refuse(ctx, conn, 408, "the request did not arrive in time");
+                    }
+                    Some(ClientTimer::Idle) if idle => ctx.close(conn),
+                    // The state moved on since the timer was set: set the right one.
+                    _ => self.arm_client(ctx, conn),
                 }
             }
             (T_UPSTREAM, Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
@@ -1232,7 +1259,7 @@ impl Handler for Proxy {
             }
             Some(Conn::Client(_)) => {
                 if let Some(Conn::Client(c)) = self.conns.remove(conn) {
-                    if let Some(t) = c.timer {
+                    if let Some((t, _)) = c.timer {
                         ctx.cancel_timer(t);
                     }
                     match c.state {
