@@ -73,7 +73,7 @@ struct Args {
     /// Seconds a backend may stay silent once it has the request: then 504 [default: 30].
     #[arg(long)]
     response_timeout: Option<f64>,
-    /// Seconds within which a request must keep arriving: then 408 [default: 30].
+    /// Seconds a request may take to arrive whole, from its first byte: then 408 [default: 30].
     #[arg(long)]
     client_timeout: Option<f64>,
     /// Seconds an idle keep-alive connection stays open [default: 60].

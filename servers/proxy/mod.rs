@@ -71,7 +71,7 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// A backend that sends nothing for this long after the request: 504.
     pub response_timeout: Duration,
-    /// A request (head and body) must keep arriving within this (else 408).
+    /// A request (head and body) must be whole this long after its first byte (else 408).
     pub client_timeout: Duration,
     /// Idle keep-alive connections (client and backend) close after this.
     pub idle_timeout: Duration,
