@@ -412,9 +412,7 @@ impl BodyReader {
                 }
                 BodyState::Length(left) | BodyState::Data(left) => {
                     let n = left.min((data.len() - at) as u64) as usize;
-                    if let BodyState::Length(_) = self.state {
-                        self.count(n as u64)?;
-                    }
+                    self.count(n as u64)?;
                     if let Some(s) = sink.as_deref_mut() {
                         s.extend_from_slice(&data[at..at + n]);
                     }
@@ -453,7 +451,12 @@ impl BodyReader {
                     if size == 0 {
                         self.state = BodyState::Trailer;
                     } else {
-                        self.count(size)?;
+                        // Refused from the size line, before its data is read.
+                        if self.total.saturating_add(size) > self.max {
+                            return Err(HttpError::BodyTooLarge(
+                                usize::try_from(self.max).unwrap_or(usize::MAX),
+                            ));
+                        }
                         self.state = BodyState::Data(size);
                     }
                 }
@@ -649,6 +652,25 @@ mod tests {
         let gzip = b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
         assert_eq!(parse(gzip).unwrap_err().status(), 501);
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn payload_counts_the_bytes_seen_even_mid_chunk() {
+        // Found by the http_response fuzz target: a chunk was counted whole from its size
+        // line, before its bytes arrived.
+        let mut r = BodyReader::new(BodyKind::Chunked, 100);
+        let mut plain = Vec::new();
+        let n = r.advance(b"a\r\n0123", Some(&mut plain)).unwrap();
+        assert_eq!((n, r.payload(), plain.len()), (7, 4, 4));
+        assert!(!r.is_done());
+        r.advance(b"456789\r\n0\r\n\r\n", Some(&mut plain)).unwrap();
+        assert_eq!(
+            (r.payload(), plain.as_slice(), r.is_done()),
+            (10, &b"0123456789"[..], true)
+        );
+        // A size over the limit is refused from its line, before any data.
+        let mut small = BodyReader::new(BodyKind::Chunked, 8);
+        assert_eq!(small.advance(b"9\r\n", None).unwrap_err().status(), 413);
     }
 
     #[test]

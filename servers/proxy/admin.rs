@@ -118,77 +118,86 @@ fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool) {
     let _ = ctx.send(conn, &out);
 }
 
-fn json_body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Reply> {
-    serde_json::from_slice(&req.body).map_err(|e| bad(400, format!("bad JSON body: {e}")))
+/// What an admin request asks for, once its method, path and body are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `GET /status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `POST /backends`.
+    Add(SocketAddr, u32),
+    /// `DELETE /backends`.
+    Drain(SocketAddr),
+    /// `POST /strategy`.
+    SetStrategy(Strategy),
 }
 
-fn address(text: &str) -> Result<SocketAddr, Reply> {
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, (u16, String)> {
+    serde_json::from_slice(body).map_err(|e| (400, format!("bad JSON body: {e}")))
+}
+
+fn address(text: &str) -> Result<SocketAddr, (u16, String)> {
     text.parse()
-        .map_err(|_| bad(400, format!("address {text:?} is not IP:PORT")))
+        .map_err(|_| (400, format!("address {text:?} is not IP:PORT")))
+}
+
+/// Checks an admin request without acting on it: the command, or the status and message to
+/// refuse it with. (Pure, so that it can be fuzzed.)
+pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, String)> {
+    let not_allowed = || Err((405, "method not allowed".to_string()));
+    match (method, path) {
+        ("GET", "/status") => Ok(Command::Status),
+        ("GET", "/metrics") => Ok(Command::Metrics),
+        ("POST", "/backends") => {
+            let add: AddBackend = json_body(body)?;
+            let addr = address(&add.address)?;
+            if !(1..=1000).contains(&add.weight) {
+                return Err((400, "weight is 1 to 1000".into()));
+            }
+            Ok(Command::Add(addr, add.weight))
+        }
+        ("DELETE", "/backends") => {
+            let rm: RemoveBackend = json_body(body)?;
+            Ok(Command::Drain(address(&rm.address)?))
+        }
+        ("POST", "/strategy") => {
+            let s: SetStrategy = json_body(body)?;
+            Strategy::parse(&s.strategy, s.hash_key.as_deref())
+                .map(Command::SetStrategy)
+                .map_err(|e| (400, e))
+        }
+        (_, "/status" | "/metrics" | "/backends" | "/strategy") => not_allowed(),
+        _ => Err((404, "Not found".into())),
+    }
 }
 
 fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
     let pool = &proxy.pool;
-    match (req.method.as_str(), req.path()) {
-        ("GET", "/status") => reply(200, status_json(pool, proxy.cfg.mode)),
-        ("GET", "/metrics") => Reply {
+    let command = match parse(req.method.as_str(), req.path(), &req.body) {
+        Ok(c) => c,
+        Err((status, msg)) => return bad(status, msg),
+    };
+    match command {
+        Command::Status => reply(200, status_json(pool, proxy.cfg.mode)),
+        Command::Metrics => Reply {
             status: 200,
             body: metrics(pool, ctx.server().stats().connections_active),
             json: false,
         },
-        ("POST", "/backends") => {
-            let add: AddBackend = match json_body(req) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            let addr = match address(&add.address) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            if !(1..=1000).contains(&add.weight) {
-                return bad(400, "weight is 1 to 1000");
-            }
-            match pool.add(addr, add.weight) {
-                Ok(()) => reply(
-                    201,
-                    json!({ "added": addr.to_string(), "weight": add.weight }),
-                ),
-                Err(e) => bad(409, e),
-            }
+        Command::Add(addr, weight) => match pool.add(addr, weight) {
+            Ok(()) => reply(201, json!({ "added": addr.to_string(), "weight": weight })),
+            Err(e) => bad(409, e),
+        },
+        Command::Drain(addr) => match pool.drain(addr) {
+            Ok(n) => reply(200, json!({ "draining": addr.to_string(), "in_flight": n })),
+            Err(e) => bad(404, e),
+        },
+        Command::SetStrategy(strategy) => {
+            let body = json!({ "strategy": strategy.name(), "hash_key": strategy.hash_key() });
+            pool.set_strategy(strategy);
+            reply(200, body)
         }
-        ("DELETE", "/backends") => {
-            let rm: RemoveBackend = match json_body(req) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            let addr = match address(&rm.address) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            match pool.drain(addr) {
-                Ok(n) => reply(200, json!({ "draining": addr.to_string(), "in_flight": n })),
-                Err(e) => bad(404, e),
-            }
-        }
-        ("POST", "/strategy") => {
-            let s: SetStrategy = match json_body(req) {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            match Strategy::parse(&s.strategy, s.hash_key.as_deref()) {
-                Ok(strategy) => {
-                    let body =
-                        json!({ "strategy": strategy.name(), "hash_key": strategy.hash_key() });
-                    pool.set_strategy(strategy);
-                    reply(200, body)
-                }
-                Err(e) => bad(400, e),
-            }
-        }
-        (_, "/status" | "/metrics") => bad(405, "method not allowed"),
-        (_, "/backends") => bad(405, "method not allowed"),
-        (_, "/strategy") => bad(405, "method not allowed"),
-        _ => bad(404, "Not found"),
     }
 }
 
