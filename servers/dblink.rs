@@ -10,6 +10,8 @@
 //! ```text
 //! slot: Down ──connect──► Connecting ──on_connect──► Up ──lost──► Down (retry after backoff)
 //!                              └──failed──► Down (retry after backoff)
+//! breaker: 5 failures → open (requests refused) → after the open period one trial, or a slot
+//!          that connects again → closed.
 //! request: breaker open → Failed(UNAVAILABLE) at once; no slot Up → Failed(UNAVAILABLE) at once;
 //!          else sent on the next Up slot → Reply, or Failed(UNAVAILABLE) if the connection
 //!          drops, or Failed(TIMEOUT) after the request timeout.
@@ -249,6 +251,17 @@ impl<T> DbLink<T> {
         }
         slot.backoff.reset();
         slot.state = SlotState::Up(conn);
+        // db-server accepted a connection: that is the trial the open breaker waits for. Left
+        // open, it would refuse every request (and the service's setup) until a request came
+        // by after the open period — which may be never, behind a proxy that stopped sending
+        // traffic because /health reports the open breaker.
+        if self.breaker.state() != crate::breaker::State::Closed {
+            info!(
+                "db link {i} to {}: circuit closed (connected)",
+                self.cfg.addr
+            );
+            self.breaker.success();
+        }
         if let Some(mut msg) = self.subscription.clone() {
             msg.message_id = self.fresh_id();
             if wire::send(ctx, conn, &msg).is_ok() {

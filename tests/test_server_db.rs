@@ -256,7 +256,19 @@ fn with_db_server_dead_clients_get_a_fast_error_and_the_link_comes_back_by_itsel
         &["--listen", "127.0.0.1:0", "--sqlite", &db_arg],
     );
     let db_addr = db.listen_addr();
-    let ts = start_test_server(db_addr);
+    // A breaker that would stay open a minute: reconnecting must close it, or requests (and
+    // /health behind a proxy that waits for it) would stay refused that long.
+    let mut svc = service(db_addr);
+    if let Some(link) = svc.db.as_mut() {
+        link.breaker_open = Duration::from_secs(60);
+    }
+    let ts = start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| FrameService::new(svc.clone()),
+    );
     let (mut c, _) = admin(ts.addr);
     c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", vec![])
         .unwrap();

@@ -288,7 +288,7 @@ fn metrics(pool: &Pool, connections: u64) -> String {
         &mut out,
         "failures_total",
         "counter",
-        "Failed connections, timeouts and 5xx answers.",
+        "Failed connections, timeouts and 502/503/504 answers.",
         &|b| b.status().failures.to_string(),
     );
     out.push_str(

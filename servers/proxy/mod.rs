@@ -666,8 +666,11 @@ impl Proxy {
                     dechunk,
                 };
                 let _ = ctx.send(client, &headers::response(&head, shape, &ex.request_id));
-                self.pool
-                    .traffic_result(&backend, head.status < 500, "5xx answer");
+                self.pool.traffic_result(
+                    &backend,
+                    !backend_trouble(head.status),
+                    "502/503/504 answer",
+                );
                 ex.resp = Some(Resp {
                     status: head.status,
                     body: BodyReader::new(head.body, u64::MAX),
@@ -1062,6 +1065,13 @@ fn send_error(
     );
     let _ = ctx.send(conn, &out);
     access_log(peer, status, &body);
+}
+
+/// Answers that say the backend itself cannot serve (502, 503, 504), counted by passive health
+/// detection. A 500 is an answer about one request (e.g. its database refused the write): a
+/// streak of them must not take out every backend while reads still work.
+fn backend_trouble(status: u16) -> bool {
+    matches!(status, 502..=504)
 }
 
 fn idempotent(method: &str) -> bool {

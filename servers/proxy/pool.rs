@@ -52,7 +52,7 @@ pub struct BackendStatus {
     pub active: u64,
     /// Requests sent to it.
     pub total: u64,
-    /// Failed connections, timeouts and 5xx answers.
+    /// Failed connections, timeouts and 502/503/504 answers.
     pub failures: u64,
     /// Mean response time of its answered requests, ms.
     pub avg_response_ms: f64,
@@ -374,7 +374,7 @@ impl Pool {
     }
 
     /// Real traffic to `b` succeeded (`true`) or failed: a connection that failed, timed out or
-    /// answered 5xx. `fall` failures in a row take the backend out until checks bring it back.
+    /// answered 502/503/504. `fall` failures in a row take the backend out until checks bring it back.
     pub fn traffic_result(&self, b: &Backend, ok: bool, why: &str) {
         if ok {
             b.passive_fail.store(0, Ordering::Relaxed);
