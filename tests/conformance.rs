@@ -154,16 +154,8 @@ fn verdicts(who: &str, cases: &[Case], got: &[u16]) -> Vec<String> {
 fn the_http_front_and_the_proxy_pass_the_battery() {
     let dir = TempDir::new("conformance");
     let db_file = dir.path("c.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr().to_string();
+    let (_db, db_addr) = common::spawn_db(&db_file);
+    let db_addr = db_addr.to_string();
     let mut ts = Proc::spawn(
         "test-server",
         &[

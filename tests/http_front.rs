@@ -276,16 +276,8 @@ fn health_says_degraded_without_db_server() {
 fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
     let dir = TempDir::new("http-log");
     let db_file = dir.path("log.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr().to_string();
+    let (_db, db_addr) = common::spawn_db(&db_file);
+    let db_addr = db_addr.to_string();
     let mut ts = Proc::spawn(
         "test-server",
         &[

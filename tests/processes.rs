@@ -429,16 +429,8 @@ fn client(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
     let dir = common::TempDir::new("client-cli");
     let db_file = dir.path("cli.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr().to_string();
+    let (_db, db_addr) = common::spawn_db(&db_file);
+    let db_addr = db_addr.to_string();
     let mut ts = Proc::spawn(
         "test-server",
         &[
@@ -620,16 +612,8 @@ fn client_watch_follows_a_migration_to_the_new_instance() {
 fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
     let dir = common::TempDir::new("lg-frames");
     let db_file = dir.path("frames.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr().to_string();
+    let (_db, db_addr) = common::spawn_db(&db_file);
+    let db_addr = db_addr.to_string();
     let mut ts = Proc::spawn(
         "test-server",
         &[
@@ -692,16 +676,8 @@ fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
 fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     let dir = common::TempDir::new("ts-drain");
     let db_file = dir.path("drain.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr().to_string();
+    let (_db, db_addr) = common::spawn_db(&db_file);
+    let db_addr = db_addr.to_string();
     let mut ts = Proc::spawn(
         "test-server",
         &[

@@ -706,16 +706,7 @@ fn front(db: SocketAddr, http: &str) -> (Proc, SocketAddr) {
 fn a_test_server_killed_under_load_is_taken_out_and_comes_back_without_failed_requests() {
     let dir = common::TempDir::new("proxy-kill");
     let db_file = dir.path("kill.db");
-    let mut db = Proc::spawn(
-        "db-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--sqlite",
-            db_file.to_str().unwrap(),
-        ],
-    );
-    let db_addr = db.listen_addr();
+    let (mut db, db_addr) = common::spawn_db(&db_file);
     let (_one, h1) = front(db_addr, "127.0.0.1:0");
     let (mut two, h2) = front(db_addr, "127.0.0.1:0");
     let mut p = proxy(&[

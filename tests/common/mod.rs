@@ -289,3 +289,11 @@ pub fn connect_from(source: &str, addr: SocketAddr) -> netmod::client::FrameClie
     assert_eq!(stream.local_addr().unwrap().ip().to_string(), source);
     netmod::client::FrameClient::from_stream(stream, WAIT).unwrap()
 }
+
+/// db-server on the SQLite file `path`, as a child process: the process and its address.
+pub fn spawn_db(path: &std::path::Path) -> (Proc, SocketAddr) {
+    let file = path.to_str().expect("a UTF-8 temp path");
+    let mut p = Proc::spawn("db-server", &["--listen", "127.0.0.1:0", "--sqlite", file]);
+    let addr = p.listen_addr();
+    (p, addr)
+}
