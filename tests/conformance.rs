@@ -155,28 +155,7 @@ fn the_http_front_and_the_proxy_pass_the_battery() {
     let dir = TempDir::new("conformance");
     let db_file = dir.path("c.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
-    let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--threads",
-            "1",
-            "--insecure-http-writes",
-            "--max-body",
-            "65536",
-        ],
-    );
-    let line = ts.wait_line("(HTTP)");
-    let front: SocketAddr = line
-        .split(" and ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap();
+    let (_ts, front) = common::spawn_front(db_addr, &["--max-body", "65536"]);
     common::eventually("the front is ready", || {
         common::http::call(front, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
     });

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::http::{call, connect, read_resp};
-use common::{start_db, Proc, TempDir, WAIT};
+use common::{start_db, TempDir, WAIT};
 use engine::Server;
 use netmod::auth::{self, TokenSigner};
 use netmod::dblink::LinkConfig;
@@ -277,27 +277,7 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
     let dir = TempDir::new("http-log");
     let db_file = dir.path("log.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
-    let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--threads",
-            "1",
-            "--insecure-http-writes",
-        ],
-    );
-    let line = ts.wait_line("(HTTP)");
-    let http: SocketAddr = line
-        .split(" and ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut ts, http) = common::spawn_front(db_addr, &[]);
     wait_ready(http);
     assert_eq!(call(http, &put("logged", "x", None)).status, 201);
     assert_eq!(call(http, "GET /docs/absent HTTP/1.1\r\n\r\n").status, 404);

@@ -676,30 +676,9 @@ fn several_loop_threads_share_one_pool_and_the_logs_keep_the_original_format() {
     );
 }
 
-/// test-server's HTTP front on a fixed HTTP port, in front of `db`: the process and its port.
+/// test-server's HTTP front on HTTP address `http` (port 0: any), in front of `db`.
 fn front(db: SocketAddr, http: &str) -> (Proc, SocketAddr) {
-    let mut p = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            http,
-            "--db",
-            &db.to_string(),
-            "--threads",
-            "1",
-            "--insecure-http-writes",
-        ],
-    );
-    let line = p.wait_line("(HTTP)");
-    let addr = line
-        .split(" and ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("HTTP address");
-    (p, addr)
+    common::spawn_front(db, &["--http-listen", http])
 }
 
 #[test]

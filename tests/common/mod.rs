@@ -297,3 +297,28 @@ pub fn spawn_db(path: &std::path::Path) -> (Proc, SocketAddr) {
     let addr = p.listen_addr();
     (p, addr)
 }
+
+/// test-server as a child process in front of db-server `db` (one loop, HTTP writes without a
+/// token), with `extra` flags: the process and its HTTP address.
+pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
+    let db = db.to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.as_str(),
+        "--threads",
+        "1",
+        "--insecure-http-writes",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn("test-server", &args);
+    let line = p.wait_line("(HTTP)");
+    let http = line
+        .split(" and ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the HTTP address in the listening line");
+    (p, http)
+}
