@@ -3,10 +3,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
+
+use engine::tls::rustls;
 
 use prost::Message as _;
 
+use crate::tls::{ClientStream, TlsError};
 use crate::wire::{self, ErrorBody, Message, MessageType, Next, Operation, Ping, WireError};
 
 /// Why a call failed.
@@ -24,6 +28,9 @@ pub enum ClientError {
     /// The server answered with something other than what the request calls for.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The server answered with an ERROR.
     #[error("server error {code:?}: {message}")]
     Server {
@@ -37,7 +44,7 @@ pub enum ClientError {
 /// One connection to a frame-protocol server.
 #[derive(Debug)]
 pub struct FrameClient {
-    stream: TcpStream,
+    stream: ClientStream,
     buf: Vec<u8>,
     max: usize,
     next_id: u32,
@@ -49,17 +56,40 @@ impl FrameClient {
         Self::from_stream(TcpStream::connect_timeout(&addr, timeout)?, timeout)
     }
 
+    /// Connects with TLS, verifying the server as `name` with `config`; the handshake is
+    /// completed here, so an untrusted certificate fails this call.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        timeout: Duration,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Self, ClientError> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+        Self::set_options(&tcp, timeout)?;
+        let mut stream = ClientStream::tls(tcp, config, name)?;
+        stream.handshake()?;
+        Ok(Self::with(stream))
+    }
+
     /// Wraps a connected stream, with `timeout` for every read and write.
     pub fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<Self> {
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
-        Ok(FrameClient {
+        Self::set_options(&stream, timeout)?;
+        Ok(Self::with(ClientStream::Plain(stream)))
+    }
+
+    fn set_options(tcp: &TcpStream, timeout: Duration) -> io::Result<()> {
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)
+    }
+
+    fn with(stream: ClientStream) -> Self {
+        FrameClient {
             stream,
             buf: Vec::new(),
             max: engine::DEFAULT_MAX_MESSAGE,
             next_id: 0,
-        })
+        }
     }
 
     /// Sets the largest frame accepted from the server (default 1 MiB).
@@ -69,7 +99,7 @@ impl FrameClient {
 
     /// The socket, e.g. to bind tests' expectations on it.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 
     /// A fresh message id.
@@ -112,7 +142,15 @@ impl FrameClient {
             let mut chunk = [0u8; 16 * 1024];
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+                // A reset, or a TLS peer gone without close_notify: both end the stream.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    0
+                }
                 Err(e) => return Err(e.into()),
             };
             if n == 0 {

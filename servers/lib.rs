@@ -8,6 +8,7 @@
 //! - [`http1`], [`http_front`]: HTTP/1.1 framing (shared) and test-server's HTTP front.
 //! - [`auth`]: signed, expiring tokens and stored secrets (test-server).
 //! - [`settings`], [`logging`]: configuration files and log format shared by every binary.
+//! - [`tls`]: certificate and key files into rustls configs (every program's TLS options).
 
 #![deny(rust_2018_idioms)]
 
@@ -25,4 +26,5 @@ pub mod proto;
 pub mod proxy;
 pub mod settings;
 pub mod test_server;
+pub mod tls;
 pub mod wire;

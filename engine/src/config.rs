@@ -51,6 +51,9 @@ pub struct Config {
     pub backlog: i32,
     /// Read buffers kept per loop for reuse; beyond this, released buffers are freed.
     pub pooled_buffers: usize,
+    /// A TLS session whose handshake has not finished this long after it was opened is closed
+    /// (a client that opens TLS connections and never completes them holds nothing for long).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             rate_limited_message: Vec::new(),
             backlog: 1024,
             pooled_buffers: 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -93,6 +93,25 @@ impl<M: Send + 'static> Context<'_, M> {
         self.core.connect(addr)
     }
 
+    /// Opens a TLS connection to `addr`, verifying the server as `name` with `config` (build it
+    /// with [`crate::tls::client_config_builder`]). The handler sees plaintext as with
+    /// [`Context::connect`]; [`crate::Handler::on_connect`] comes once the handshake is done.
+    /// A failed handshake (e.g. an untrusted certificate) closes the connection with
+    /// [`crate::CloseReason::Tls`].
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        config: std::sync::Arc<crate::tls::rustls::ClientConfig>,
+        name: crate::tls::rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<ConnId> {
+        self.core.connect_tls(addr, config, name)
+    }
+
+    /// True when `conn` is a TLS connection.
+    pub fn is_tls(&self, conn: ConnId) -> bool {
+        self.core.session(conn).is_some_and(|s| s.tls.is_some())
+    }
+
     /// Calls [`crate::Handler::on_timer`] with `token` after `after` (1 ms resolution).
     pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
         TimerId(self.core.set_user_timer(after, token))
@@ -124,7 +143,7 @@ impl<M: Send + 'static> Context<'_, M> {
     pub fn resume_reading(&mut self, conn: ConnId) {
         if let Some(s) = self.core.session_mut(conn) {
             s.user_paused = false;
-            if s.readable {
+            if s.has_input() {
                 self.core.mark_ready(conn);
             }
         }

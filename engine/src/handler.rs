@@ -63,6 +63,9 @@ pub enum CloseReason {
     Io(io::ErrorKind),
     /// The server is shutting down (graceful drain finished or its grace period ran out).
     Shutdown,
+    /// TLS failed: a bad certificate, a protocol error, a handshake that took too long, or
+    /// plain text on a TLS port. The text says which.
+    Tls(String),
 }
 
 /// Protocol logic plugged into a loop. One handler value per loop thread, made by the factory
@@ -107,7 +110,8 @@ pub trait Handler: 'static {
     ) {
     }
 
-    /// An outbound connection from [`Context::connect`] is established. (A failed one gets
+    /// An outbound connection from [`Context::connect`] is established (from
+    /// [`Context::connect_tls`]: its handshake is done as well). (A failed one gets
     /// [`Handler::on_close`] with [`CloseReason::ConnectFailed`] instead.)
     fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
 

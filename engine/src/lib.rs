@@ -14,6 +14,8 @@
 //! - **Cross-thread**: [`LoopHandle::send`] + a `mio::Waker`.
 //! - **Limits**: a connection limit (default from the open-file limit) and optional per-IP rate
 //!   limit; refused connections get [`Config::refuse_message`] and a log line.
+//! - **TLS**: optional, per listener ([`Server::listen_tls`]) and per outbound connection
+//!   ([`Context::connect_tls`]), with rustls under the same buffers; see [`tls`].
 //! - **Shutdown**: [`ServerHandle::shutdown`] (wired to SIGTERM/SIGINT by
 //!   [`signal::shutdown_on_signals`]) closes listeners, lets handlers notify peers, and drains.
 //!
@@ -37,6 +39,7 @@ pub mod signal;
 mod socket;
 mod stats;
 pub mod timer;
+pub mod tls;
 
 pub use config::{
     Config, Keepalive, Limits, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE, READ_CHUNK,

@@ -31,6 +31,7 @@ use crate::session::{Session, State};
 use crate::socket;
 use crate::stats::{bump, Counters, ErrorKind};
 use crate::timer::{TimerKey, TimerWheel};
+use crate::tls::{rustls, Tls, TlsListener, TlsRead};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
@@ -123,7 +124,7 @@ impl<M> Core<M> {
         self.tick.saturating_add(ms(d))
     }
 
-    fn mark_dirty(&mut self, id: ConnId) {
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
         if let Some(s) = self.sessions.get_mut(id.key as usize) {
             if !s.in_dirty {
                 s.in_dirty = true;
@@ -214,6 +215,51 @@ impl<M> Core<M> {
         self.insert(stream, addr, State::Connecting)
     }
 
+    /// Opens an outbound TLS connection; see [`Context::connect_tls`].
+    pub(crate) fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<ConnId> {
+        let tls = Tls::client(config, name).map_err(io::Error::other)?;
+        let id = self.connect(addr)?;
+        self.sessions[id.key as usize].tls = Some(Box::new(tls));
+        Ok(id)
+    }
+
+    /// Makes room in the session's read buffer for at least one byte: takes a pooled buffer,
+    /// compacts, or grows it up to the maximum message size. False when the peer sent more than
+    /// that without it being consumed (the session is then being closed).
+    fn read_room(&mut self, id: ConnId) -> bool {
+        let limit = self.cfg.max_message_size + READ_SLACK;
+        let s = &mut self.sessions[id.key as usize];
+        if s.rbuf.is_empty() {
+            s.rbuf = self.pool.take_read();
+            s.rstart = 0;
+            s.rend = 0;
+        }
+        if s.rend == s.rbuf.len() {
+            if s.rstart > 0 {
+                s.rbuf.copy_within(s.rstart..s.rend, 0);
+                s.rend -= s.rstart;
+                s.rstart = 0;
+            } else if s.rbuf.len() < limit {
+                let n = (s.rbuf.len() * 2).min(limit);
+                s.rbuf.resize(n, 0);
+            } else {
+                warn!(
+                    "Closing {}: message over {} bytes",
+                    s.peer, self.cfg.max_message_size
+                );
+                self.counters().error(ErrorKind::TooLarge);
+                self.begin_close(id, CloseReason::TooLarge, true);
+                return false;
+            }
+        }
+        true
+    }
+
     /// Registers a stream and puts a session for it in the slab.
     fn insert(
         &mut self,
@@ -248,6 +294,7 @@ impl<M> Core<M> {
     /// Makes sure the session's deadline check fires no later than its nearest deadline.
     pub(crate) fn arm(&mut self, id: ConnId) {
         let (connect_ms, write_ms) = (ms(self.cfg.connect_timeout), self.cfg.write_timeout.map(ms));
+        let handshake_ms = ms(self.cfg.tls_handshake_timeout);
         let Some(s) = self
             .sessions
             .get_mut(id.key as usize)
@@ -263,6 +310,9 @@ impl<M> Core<M> {
             State::Open | State::Closing { .. } => {
                 if let (Some(idle), State::Open) = (s.idle_timeout_ms, &s.state) {
                     consider(s.last_read.saturating_add(idle));
+                }
+                if s.state == State::Open && s.handshaking() {
+                    consider(s.created.saturating_add(handshake_ms));
                 }
                 if let (Some(w), true) = (write_ms, s.queued() > 0) {
                     consider(s.last_write.saturating_add(w));
@@ -328,6 +378,8 @@ pub(crate) struct Loop<H: Handler> {
     handler: H,
     core: Core<H::Message>,
     listeners: Vec<TcpListener>,
+    /// TLS settings per listener (same index), `None` for plain ones.
+    tls: Vec<Option<Arc<TlsListener>>>,
     accept_pending: Vec<usize>,
     inbox: Vec<H::Message>,
     refusals: RefusalLog,
@@ -341,11 +393,13 @@ struct RefusalLog {
 }
 
 impl<H: Handler> Loop<H> {
+    #[allow(clippy::too_many_arguments)] // crate-private; each part comes from `Server::run`
     pub(crate) fn new(
         loop_id: usize,
         poll: Poll,
         handler: H,
         listeners: Vec<TcpListener>,
+        tls: Vec<Option<Arc<TlsListener>>>,
         cfg: Arc<Config>,
         shared: Arc<Shared>,
         mailbox: Arc<Mailbox<H::Message>>,
@@ -379,6 +433,7 @@ impl<H: Handler> Loop<H> {
                 drain_deadline: 0,
             },
             listeners,
+            tls,
             accept_pending: Vec::new(),
             inbox: Vec::new(),
             refusals: RefusalLog::default(),
@@ -555,6 +610,19 @@ impl<H: Handler> Loop<H> {
         if let Some(s) = self.core.sessions.get_mut(id.key as usize) {
             s.listener = u16::try_from(li).ok();
         }
+        if let Some(Some(listener)) = self.tls.get(li) {
+            match Tls::server(listener) {
+                Ok(tls) => {
+                    self.core.sessions[id.key as usize].tls = Some(Box::new(tls));
+                    self.core.arm(id); // the handshake deadline
+                }
+                Err(e) => {
+                    error!("dropping {peer}: cannot start TLS: {e}");
+                    self.core.release(id.key as usize);
+                    return;
+                }
+            }
+        }
         let (h, mut ctx) = self.ctx();
         h.on_accept(&mut ctx, id, peer);
     }
@@ -628,7 +696,14 @@ impl<H: Handler> Loop<H> {
         s.state = State::Open;
         s.last_read = self.core.tick;
         s.last_write = self.core.tick;
+        let tls = s.tls.is_some();
         self.core.arm(id);
+        if tls {
+            // The handler hears of it once the handshake is done (see `read_tls`); for now the
+            // ClientHello goes out.
+            self.flush(id);
+            return;
+        }
         {
             let (h, mut ctx) = self.ctx();
             h.on_connect(&mut ctx, id);
@@ -641,7 +716,13 @@ impl<H: Handler> Loop<H> {
     /// Reads until `WouldBlock`, the pass budget, backpressure or a close, handing data to the
     /// handler after every read so pipelined input never needs a larger buffer.
     fn read(&mut self, id: ConnId) {
-        let limit = self.core.cfg.max_message_size + READ_SLACK;
+        if self
+            .core
+            .session(id)
+            .is_some_and(|s| s.tls.is_some() && s.state == State::Open)
+        {
+            return self.read_tls(id);
+        }
         let mut reads = 0;
         loop {
             let core = &mut self.core;
@@ -660,29 +741,10 @@ impl<H: Handler> Loop<H> {
                 core.mark_ready(id);
                 return;
             }
-            if s.rbuf.is_empty() {
-                s.rbuf = core.pool.take_read();
-                s.rstart = 0;
-                s.rend = 0;
+            if !core.read_room(id) {
+                return;
             }
-            if s.rend == s.rbuf.len() {
-                if s.rstart > 0 {
-                    s.rbuf.copy_within(s.rstart..s.rend, 0);
-                    s.rend -= s.rstart;
-                    s.rstart = 0;
-                } else if s.rbuf.len() < limit {
-                    let n = (s.rbuf.len() * 2).min(limit);
-                    s.rbuf.resize(n, 0);
-                } else {
-                    warn!(
-                        "Closing {}: message over {} bytes",
-                        s.peer, core.cfg.max_message_size
-                    );
-                    core.counters().error(ErrorKind::TooLarge);
-                    core.begin_close(id, CloseReason::TooLarge, true);
-                    return;
-                }
-            }
+            let s = &mut core.sessions[id.key as usize];
             reads += 1;
             let space = s.rbuf.len() - s.rend;
             let lingering = s.state == State::Lingering;
@@ -739,6 +801,94 @@ impl<H: Handler> Loop<H> {
         }
     }
 
+    /// The TLS form of [`Loop::read`]: socket bytes go through rustls, plaintext into the read
+    /// buffer, each batch handed to the handler as it comes.
+    fn read_tls(&mut self, id: ConnId) {
+        let mut reads = 0;
+        loop {
+            let core = &mut self.core;
+            let tick = core.tick;
+            let Some(s) = core.session(id) else {
+                return;
+            };
+            if !s.has_input() || !s.may_read() {
+                return;
+            }
+            if reads == READS_PER_PASS {
+                core.mark_ready(id);
+                return;
+            }
+            if !core.read_room(id) {
+                return;
+            }
+            let s = &mut core.sessions[id.key as usize];
+            let Some(tls) = s.tls.as_mut() else {
+                return;
+            };
+            let step = tls.read(&s.stream, &mut s.rbuf[s.rend..], s.readable);
+            let wants_write = tls.wants_write();
+            match step {
+                TlsRead::Plain(n) => {
+                    s.rend += n;
+                    self.deliver(id);
+                }
+                TlsRead::Wire(n) => {
+                    reads += 1;
+                    s.stats.bytes_in += n as u64;
+                    s.last_read = tick;
+                    let connected = tls.connect_pending && !tls.conn.is_handshaking();
+                    if connected {
+                        tls.connect_pending = false;
+                    }
+                    bump(&core.counters().bytes_in, n as u64);
+                    if wants_write {
+                        core.mark_dirty(id); // handshake messages to answer
+                    }
+                    if connected {
+                        let (h, mut ctx) = self.ctx();
+                        h.on_connect(&mut ctx, id);
+                    }
+                }
+                TlsRead::WouldBlock => {
+                    s.readable = false;
+                    return;
+                }
+                TlsRead::Eof => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    core.begin_close(id, CloseReason::PeerClosed, false);
+                    return;
+                }
+                TlsRead::NotTls(listener) => {
+                    debug!("Closing {}: plain text on a TLS port", s.peer);
+                    if !listener.plaintext_reply.is_empty() {
+                        let _ = (&s.stream).write(&listener.plaintext_reply);
+                    }
+                    core.counters().error(ErrorKind::Tls);
+                    let why = "plain text on a TLS port".to_string();
+                    core.begin_close(id, CloseReason::Tls(why), true);
+                    return;
+                }
+                TlsRead::Failed(why) => {
+                    info!("Closing {}: TLS failed: {why}", s.peer);
+                    let mut wire = 0;
+                    let _ = tls.push(&s.stream, &mut wire); // the alert, best effort
+                    core.counters().error(ErrorKind::Tls);
+                    core.begin_close(id, CloseReason::Tls(why), true);
+                    return;
+                }
+                TlsRead::Io(e) => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    debug!("read from {} failed: {e}", s.peer);
+                    core.counters().error(ErrorKind::Io);
+                    core.begin_close(id, CloseReason::Io(e.kind()), true);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Offers the unconsumed input to the handler and keeps what it leaves.
     fn deliver(&mut self, id: ConnId) {
         let s = &mut self.core.sessions[id.key as usize];
@@ -779,23 +929,24 @@ impl<H: Handler> Loop<H> {
         if matches!(s.state, State::Connecting | State::Lingering) {
             return;
         }
-        let Some(wq) = s.wq.as_mut() else {
-            return;
-        };
         let before = s.stats.bytes_out;
-        let res = wq.flush(&mut &s.stream, pool, &mut s.stats.bytes_out);
+        let res = match (s.tls.as_mut(), s.wq.as_mut()) {
+            (Some(tls), wq) => flush_tls(tls, &s.stream, wq, pool, &mut s.stats.bytes_out),
+            (None, Some(wq)) => wq.flush(&mut &s.stream, pool, &mut s.stats.bytes_out),
+            (None, None) => return,
+        };
         let wrote = s.stats.bytes_out - before;
         if wrote > 0 {
             s.last_write = *tick;
             bump(&shared.stats.loops[*loop_id].bytes_out, wrote);
         }
-        let queued = wq.len();
+        let queued = s.wq.as_ref().map_or(0, |q| q.len());
         let relieved = s.backpressure && queued <= cfg.write_low_water;
         if relieved {
             s.backpressure = false;
         }
         let closing = matches!(s.state, State::Closing { .. });
-        let readable = s.readable;
+        let readable = s.has_input();
         match res {
             Ok(Flush::Done) => {
                 self.core.return_queue(id.key as usize);
@@ -888,6 +1039,16 @@ impl<H: Handler> Loop<H> {
                 core.begin_close(id, CloseReason::WriteTimeout, true);
                 return;
             }
+            State::Open
+                if s.handshaking()
+                    && tick >= s.created.saturating_add(ms(core.cfg.tls_handshake_timeout)) =>
+            {
+                debug!("Closing {}: TLS handshake timed out", s.peer);
+                core.counters().error(ErrorKind::Tls);
+                let why = "handshake timed out".to_string();
+                core.begin_close(id, CloseReason::Tls(why), true);
+                return;
+            }
             State::Open => {
                 if s.idle_timeout_ms
                     .is_some_and(|t| tick >= s.last_read.saturating_add(t))
@@ -940,6 +1101,9 @@ impl<H: Handler> Loop<H> {
         }
         let s = &mut self.core.sessions[id.key as usize];
         s.state = State::Lingering;
+        if let (Some(tls), false) = (s.tls.as_mut(), abort) {
+            tls.close_notify(&s.stream);
+        }
         let linger = !abort && !s.read_closed;
         {
             let (h, mut ctx) = self.ctx();
@@ -1032,4 +1196,25 @@ impl<H: Handler> Loop<H> {
         }
         self.core.mailbox.closed.store(true, Ordering::Release);
     }
+}
+
+/// Moves a TLS session's queued plaintext into rustls and its records to the socket.
+fn flush_tls(
+    tls: &mut Tls,
+    stream: &TcpStream,
+    wq: Option<&mut Box<WriteQueue>>,
+    pool: &mut BufferPool,
+    wire: &mut u64,
+) -> io::Result<Flush> {
+    if let Some(wq) = wq {
+        let mut plain = 0;
+        if wq.flush(&mut tls.writer(stream, wire), pool, &mut plain)? == Flush::Blocked {
+            return Ok(Flush::Blocked);
+        }
+    }
+    Ok(if tls.push(stream, wire)? {
+        Flush::Done
+    } else {
+        Flush::Blocked
+    })
 }

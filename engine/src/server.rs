@@ -15,6 +15,7 @@ use crate::limits::{ConnectionGate, RateLimiter};
 use crate::reactor::{Loop, WAKER};
 use crate::socket;
 use crate::stats::{ServerStats, StatsSnapshot};
+use crate::tls::TlsListener;
 
 /// Descriptors kept back from the default connection limit for files, pipes and logs.
 const FD_RESERVE: usize = 64;
@@ -168,6 +169,8 @@ pub struct Server<H: Handler> {
     shared: Arc<Shared>,
     loops: Vec<LoopParts<H::Message>>,
     addrs: Vec<SocketAddr>,
+    /// Per listener, in `addrs` order: its TLS settings, if any.
+    tls: Vec<Option<Arc<TlsListener>>>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -219,6 +222,7 @@ impl<H: Handler> Server<H> {
             shared,
             loops,
             addrs: Vec::new(),
+            tls: Vec::new(),
         })
     }
 
@@ -234,7 +238,19 @@ impl<H: Handler> Server<H> {
             parts.listeners.push(l);
         }
         self.addrs.push(bound);
+        self.tls.push(None);
         Ok(self)
+    }
+
+    /// Like [`Server::listen`], with TLS: every connection accepted there does a TLS handshake
+    /// first and the handler sees only plaintext. [`crate::Context::listener`] tells which
+    /// listener a connection came from.
+    pub fn listen_tls(self, addr: SocketAddr, tls: TlsListener) -> io::Result<Self> {
+        let mut this = self.listen(addr)?;
+        if let Some(last) = this.tls.last_mut() {
+            *last = Some(Arc::new(tls));
+        }
+        Ok(this)
     }
 
     /// The addresses actually bound, in the order of [`Server::listen`] calls.
@@ -287,6 +303,7 @@ impl<H: Handler> Server<H> {
         };
         let mut threads = Vec::new();
         for (i, p) in parts {
+            let tls = self.tls.clone();
             let (cfg, shared, factory) = (
                 Arc::clone(&self.cfg),
                 Arc::clone(&self.shared),
@@ -301,6 +318,7 @@ impl<H: Handler> Server<H> {
                             p.poll,
                             factory(i),
                             p.listeners,
+                            tls.clone(),
                             cfg,
                             Arc::clone(&shared),
                             p.mailbox,
@@ -319,6 +337,7 @@ impl<H: Handler> Server<H> {
             first.poll,
             factory(0),
             first.listeners,
+            self.tls.clone(),
             Arc::clone(&self.cfg),
             Arc::clone(&self.shared),
             first.mailbox,

@@ -27,6 +27,7 @@ use crate::handler::CloseReason;
 use crate::queue::WriteQueue;
 use crate::stats::SessionStats;
 use crate::timer::TimerKey;
+use crate::tls::Tls;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum State {
@@ -69,6 +70,8 @@ pub(crate) struct Session {
     pub(crate) stats: SessionStats,
     /// Which listener accepted it (index in `Server::listen` order); `None` when outbound.
     pub(crate) listener: Option<u16>,
+    /// TLS state; `None` for plain TCP.
+    pub(crate) tls: Option<Box<Tls>>,
 }
 
 impl Session {
@@ -102,11 +105,24 @@ impl Session {
             timer: None,
             stats: SessionStats::default(),
             listener: None,
+            tls: None,
         }
     }
 
+    /// Output not yet on the wire: the write queue, plus one for records still held by TLS.
     pub(crate) fn queued(&self) -> usize {
         self.wq.as_ref().map_or(0, |q| q.len())
+            + usize::from(self.tls.as_ref().is_some_and(|t| t.wants_write()))
+    }
+
+    /// Input may be waiting: the socket has unread bytes, or TLS holds decrypted ones.
+    pub(crate) fn has_input(&self) -> bool {
+        self.readable || self.tls.as_ref().is_some_and(|t| t.plain_pending)
+    }
+
+    /// A TLS session whose handshake has not finished.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking())
     }
 
     /// Still visible to the handler (not yet given to `on_close`).

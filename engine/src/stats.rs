@@ -24,11 +24,13 @@ pub enum ErrorKind {
     TooLarge,
     /// A protocol error reported by a handler (bad frame, bad message).
     Protocol,
+    /// A TLS handshake or record failed, or a peer spoke plain text to a TLS port.
+    Tls,
 }
 
 impl ErrorKind {
     /// All kinds, in counter order.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Accept,
         ErrorKind::Io,
         ErrorKind::Connect,
@@ -38,6 +40,7 @@ impl ErrorKind {
         ErrorKind::Overflow,
         ErrorKind::TooLarge,
         ErrorKind::Protocol,
+        ErrorKind::Tls,
     ];
 
     /// A short snake_case name, used as a metrics label.
@@ -52,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Overflow => "overflow",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Tls => "tls",
         }
     }
 }
@@ -68,7 +72,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
-    pub(crate) errors: [AtomicU64; 9],
+    pub(crate) errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
 /// Adds to a counter that only the calling loop writes.
@@ -105,7 +109,7 @@ pub struct StatsSnapshot {
     /// Messages queued for sending (one per `Context::send*` call).
     pub messages_out: u64,
     /// Error counts, in the order of [`ErrorKind::ALL`].
-    pub errors: [u64; 9],
+    pub errors: [u64; ErrorKind::ALL.len()],
 }
 
 impl StatsSnapshot {

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod http;
 pub mod nginx;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -51,6 +52,26 @@ where
     let server: Server<H> = Server::new(cfg)
         .unwrap()
         .listen("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run(factory));
+    Running {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+/// Starts `factory`'s handler on 127.0.0.1:0 with TLS.
+pub fn start_tls<H, F>(cfg: engine::Config, tls: engine::tls::TlsListener, factory: F) -> Running
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let server: Server<H> = Server::new(cfg)
+        .unwrap()
+        .listen_tls("127.0.0.1:0".parse().unwrap(), tls)
         .unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();

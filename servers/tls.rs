@@ -1,0 +1,193 @@
+//! TLS settings shared by every program: PEM certificate and key files turned into rustls
+//! configs (TLS 1.3 only, ring), and a blocking client stream for the `client` binary and tests.
+//!
+//! The loops do the TLS work themselves ([`engine::tls`]); this module only builds the configs.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! // A server with a certificate, requiring client certificates signed by `clients-ca.pem`:
+//! let server = netmod::tls::server_config(
+//!     Path::new("cert.pem"), Path::new("key.pem"), Some(Path::new("clients-ca.pem")))?;
+//! // A client trusting `ca.pem`, presenting no certificate:
+//! let client = netmod::tls::client_config(Some(Path::new("ca.pem")), None)?;
+//! # Ok::<(), netmod::tls::TlsError>(())
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::tls::rustls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Where clients look for trusted roots when no CA file is given (Debian's bundle).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// rustls refused the certificates or key (e.g. the key does not match the certificate).
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built from the CA file.
+    #[error("client CA: {0}")]
+    Verifier(String),
+    /// Not a valid DNS name or IP address to verify the server as.
+    #[error("invalid TLS server name {0:?}")]
+    Name(String),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file (a chain: leaf first).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
+}
+
+fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(load_certs(path)?);
+    if added == 0 {
+        return Err(file_error(path, "no usable CA certificate in the file"));
+    }
+    Ok(store)
+}
+
+/// A server config from a certificate chain and key; with `client_ca`, clients must present a
+/// certificate signed by one of its CAs (mutual TLS).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = engine::tls::server_config_builder()?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                engine::tls::provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    Ok(Arc::new(config))
+}
+
+/// A client config trusting the CAs in `ca` (default: [`SYSTEM_ROOTS`]); with `identity`
+/// (certificate, key) it presents a client certificate when the server asks for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = roots(ca.unwrap_or(Path::new(SYSTEM_ROOTS)))?;
+    let builder = engine::tls::client_config_builder()?.with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name a server's certificate is checked against: a DNS name or an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string()).map_err(|_| TlsError::Name(host.to_string()))
+}
+
+/// A blocking client connection, plain or TLS.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl ClientStream {
+    /// Starts TLS on a connected socket; the handshake runs with the first read or write (or
+    /// [`ClientStream::handshake`]).
+    pub fn tls(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Self, TlsError> {
+        let conn = rustls::ClientConnection::new(config, name)?;
+        Ok(ClientStream::Tls(Box::new(rustls::StreamOwned::new(
+            conn, tcp,
+        ))))
+    }
+
+    /// Completes the TLS handshake now, so that a bad certificate shows up here (no-op for
+    /// plain TCP).
+    pub fn handshake(&mut self) -> io::Result<()> {
+        if let ClientStream::Tls(s) = self {
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf),
+            ClientStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf),
+            ClientStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush(),
+            ClientStream::Tls(s) => s.flush(),
+        }
+    }
+}
