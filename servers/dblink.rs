@@ -47,6 +47,12 @@ pub struct LinkConfig {
     pub request_timeout: Duration,
     /// Largest frame accepted from db-server.
     pub max_message: usize,
+    /// TLS to db-server: the client config (trusted CA, optional client certificate for mutual
+    /// TLS) and the name its certificate must carry. `None`: plain TCP.
+    pub tls: Option<(
+        std::sync::Arc<engine::tls::rustls::ClientConfig>,
+        engine::tls::rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl LinkConfig {
@@ -61,6 +67,7 @@ impl LinkConfig {
             breaker_open: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             max_message: engine::DEFAULT_MAX_MESSAGE,
+            tls: None,
         }
     }
 }
@@ -206,7 +213,13 @@ impl<T> DbLink<T> {
     }
 
     fn connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, i: usize) {
-        match ctx.connect(self.cfg.addr) {
+        let dialed = match &self.cfg.tls {
+            Some((config, name)) => {
+                ctx.connect_tls(self.cfg.addr, std::sync::Arc::clone(config), name.clone())
+            }
+            None => ctx.connect(self.cfg.addr),
+        };
+        match dialed {
             Ok(conn) => {
                 self.slots[i].state = SlotState::Connecting;
                 self.by_conn.insert(conn, i);

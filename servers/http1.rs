@@ -585,6 +585,20 @@ pub fn error_body(message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// What an HTTP listener with TLS writes, in the clear, to a client that sent plain HTTP to it
+/// (as nginx's "The plain HTTP request was sent to HTTPS port"): a complete `400` with a JSON
+/// body, then the connection closes.
+pub fn plain_http_on_tls_reply() -> Vec<u8> {
+    let body = error_body("plain HTTP request sent to a TLS port; use https");
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

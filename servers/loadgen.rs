@@ -72,6 +72,28 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Loop threads of the generator.
     pub threads: usize,
+    /// TLS: the client config and the name the server's certificate must carry. `None`: plain.
+    pub tls: Option<(
+        Arc<engine::tls::rustls::ClientConfig>,
+        engine::tls::rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl LoadConfig {
+    /// One blocking client connection to the server (with TLS when the run uses it), for the
+    /// set-up before a run.
+    pub fn client(&self) -> Result<crate::client::FrameClient, crate::client::ClientError> {
+        let timeout = Duration::from_secs(30);
+        match &self.tls {
+            Some((config, name)) => crate::client::FrameClient::connect_tls(
+                self.addr,
+                timeout,
+                Arc::clone(config),
+                name.clone(),
+            ),
+            None => Ok(crate::client::FrameClient::connect(self.addr, timeout)?),
+        }
+    }
 }
 
 /// What a run measured.
@@ -156,7 +178,13 @@ struct LoadHandler<W: Workload> {
 
 impl<W: Workload> LoadHandler<W> {
     fn open(&mut self, ctx: &mut Context<'_, ()>) {
-        match ctx.connect(self.cfg.addr) {
+        let dialed = match &self.cfg.tls {
+            Some((config, name)) => {
+                ctx.connect_tls(self.cfg.addr, Arc::clone(config), name.clone())
+            }
+            None => ctx.connect(self.cfg.addr),
+        };
+        match dialed {
             Ok(c) => {
                 self.conns.insert(c, LoadConn::default());
             }
@@ -394,14 +422,14 @@ impl FramesWorkload {
     /// Logs in as `user` and, for `get` and `put`, stores documents `bench-0` … `bench-<docs-1>`
     /// (over one blocking connection), so a run can start from an empty database.
     pub fn prepare(
-        addr: SocketAddr,
+        load: &LoadConfig,
         op: FrameOp,
         user: &str,
         secret: &str,
         docs: u64,
     ) -> Result<Self, crate::client::ClientError> {
         use crate::proto::Value;
-        let mut c = crate::client::FrameClient::connect(addr, Duration::from_secs(30))?;
+        let mut c = load.client()?;
         let token = c.login(user, secret)?.token;
         if op != FrameOp::Ping {
             for i in 0..docs {
@@ -489,12 +517,12 @@ impl DbWorkload {
     /// Creates `loadgen_kv` if missing and seeds it to at least `rows` rows (ids 1..=rows), over
     /// one blocking connection, so a run can start from an empty database.
     pub fn prepare(
-        addr: SocketAddr,
+        load: &LoadConfig,
         mode: DbMode,
         rows: u64,
     ) -> Result<Self, crate::client::ClientError> {
         use crate::proto::Value;
-        let mut c = crate::client::FrameClient::connect(addr, Duration::from_secs(30))?;
+        let mut c = load.client()?;
         let rows_arg = vec![Value::int(i64::try_from(rows).unwrap_or(i64::MAX))];
         // The same table on either backend: ids given for the seed, made by the database for
         // the writes. `sqlite_version()` exists on SQLite only.

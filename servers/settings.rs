@@ -62,6 +62,7 @@ pub struct EngineSettings {
     pub idle_timeout_secs: Option<f64>,
     pub connect_timeout_secs: Option<f64>,
     pub shutdown_grace_secs: Option<f64>,
+    pub tls_handshake_timeout_secs: Option<f64>,
     pub max_connections: Option<usize>,
     /// New connections per minute per IP (the bucket size); 0 turns the limit off.
     pub rate_limit_per_minute: Option<u32>,
@@ -151,6 +152,9 @@ impl EngineSettings {
         }
         if let Some(v) = self.shutdown_grace_secs {
             cfg.shutdown_grace = secs(v, "shutdown_grace_secs")?;
+        }
+        if let Some(v) = self.tls_handshake_timeout_secs {
+            cfg.tls_handshake_timeout = secs(v, "tls_handshake_timeout_secs")?;
         }
         if let Some(v) = self.max_connections {
             cfg.limits.max_connections = Some(v);

@@ -191,3 +191,69 @@ impl Write for ClientStream {
         }
     }
 }
+
+/// Adds a listener to `server`, with TLS when `tls` is given.
+pub fn listen<H: engine::Handler>(
+    server: engine::Server<H>,
+    addr: std::net::SocketAddr,
+    tls: Option<engine::tls::TlsListener>,
+) -> io::Result<engine::Server<H>> {
+    match tls {
+        Some(t) => server.listen_tls(addr, t),
+        None => server.listen(addr),
+    }
+}
+
+/// The TLS flags of a server's client-facing listener(s), flattened into its command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTlsArgs {
+    /// Certificate chain (PEM, leaf first) for TLS 1.3 on the client-facing listener(s);
+    /// with --tls-key turns TLS on (off by default).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The server config when TLS is on; `client_ca` requires client certificates.
+    pub fn config(
+        &self,
+        client_ca: Option<&Path>,
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => server_config(cert, key, client_ca).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The TLS flags of a client program (`client`, `loadgen`), flattened into its command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Connect with TLS 1.3.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) trusted for the server's certificate [default: the system's
+    /// bundle]; implies --tls.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must carry (DNS name or IP address).
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
+}
+
+impl ClientTlsArgs {
+    /// The client config and server name when TLS is asked for.
+    #[allow(clippy::type_complexity)]
+    pub fn config(
+        &self,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, TlsError> {
+        if !self.tls && self.tls_ca.is_none() {
+            return Ok(None);
+        }
+        let config = client_config(self.tls_ca.as_deref(), None)?;
+        Ok(Some((config, server_name(&self.tls_name)?)))
+    }
+}

@@ -95,6 +95,17 @@ pub fn message(ty: MessageType, op: Operation, id: u32, payload: &impl prost::Me
     }
 }
 
+/// The frame a TLS listener sends, in the clear, to a client that speaks plain frames to it
+/// (`BAD_MESSAGE`), before closing.
+pub fn plaintext_on_tls_frame() -> Vec<u8> {
+    to_frame(&error(
+        0,
+        Operation::OpUnspecified,
+        ErrorCode::BadMessage,
+        "this port speaks TLS; connect with TLS",
+    ))
+}
+
 /// An ERROR message answering request `id` (0 when no request can be named).
 pub fn error(id: u32, op: Operation, code: ErrorCode, text: impl Into<String>) -> Message {
     let mut m = message(

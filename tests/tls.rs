@@ -255,3 +255,314 @@ fn outbound_tls_connections_verify_the_server_and_report_after_the_handshake() {
         "{got}"
     );
 }
+
+// ---- The servers with TLS, as real child processes ----
+
+const ADMIN: &str = "tls admin secret";
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 temp path")
+}
+
+/// db-server requiring client certificates (mutual TLS).
+fn spawn_tls_db(certs: &Certs, file: &std::path::Path) -> (common::Proc, SocketAddr) {
+    let mut p = common::Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sqlite",
+            path(file),
+            "--tls-cert",
+            path(&certs.server_cert),
+            "--tls-key",
+            path(&certs.server_key),
+            "--tls-client-ca",
+            path(&certs.ca),
+        ],
+    );
+    let addr = p.listen_addr();
+    (p, addr)
+}
+
+/// test-server with `extra` flags: the process, its frame address and its HTTP address.
+fn spawn_test_server(db: SocketAddr, extra: &[&str]) -> (common::Proc, SocketAddr, SocketAddr) {
+    let db = db.to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--threads",
+        "1",
+        "--admin-secret",
+        ADMIN,
+        "--reconnect-base",
+        "0.05",
+        "--reconnect-max",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = common::Proc::spawn("test-server", &args);
+    let line = p.wait_line("test-server listening on ");
+    let addr_after = |after: &str| -> SocketAddr {
+        line.split(after)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address after {after:?} in {line}"))
+    };
+    let (frames, http) = (addr_after("listening on "), addr_after(" and "));
+    (p, frames, http)
+}
+
+/// One HTTP/1.1 exchange over TLS (the response is read to the close).
+fn https(addr: SocketAddr, certs: &Certs, request: &str) -> (u16, String) {
+    let mut s = tls_client(addr, certs.client_config());
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // Servers close after `Connection: close` without a close_notify sometimes; what came
+        // before is complete.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("reading the response: {e}"),
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn ping_login_and_crud_run_over_tls_with_mutual_tls_to_db_server() {
+    let certs = Certs::temp("stack");
+    let dir = common::TempDir::new("tls-stack");
+    let (_db, db) = spawn_tls_db(&certs, &dir.path("tls.db"));
+    let (mut ts, frames, http) = spawn_test_server(
+        db,
+        &[
+            "--tls-cert",
+            path(&certs.server_cert),
+            "--tls-key",
+            path(&certs.server_key),
+            "--db-tls-ca",
+            path(&certs.ca),
+            "--db-tls-cert",
+            path(&certs.client_cert),
+            "--db-tls-key",
+            path(&certs.client_key),
+        ],
+    );
+    let line = ts.wait_line("listening on");
+    assert!(
+        line.contains("(frames, TLS)") && line.contains("(HTTP, TLS)") && line.ends_with("(TLS)"),
+        "{line}"
+    );
+
+    // Frames: ping, login, then create/read/update/delete.
+    let mut c =
+        netmod::client::FrameClient::connect_tls(frames, WAIT, certs.client_config(), localhost())
+            .unwrap();
+    c.ping(b"over tls").unwrap();
+    let mut token = None;
+    eventually("admin logs in once the TLS db link is up", || {
+        token = c.login("admin", ADMIN).ok();
+        token.is_some()
+    });
+    let token = token.unwrap().token;
+    use netmod::proto::Value;
+    c.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        vec![],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO notes (body) VALUES (?1)",
+        vec![Value::text("a")],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE notes SET body = ?1 WHERE id = 1",
+        vec![Value::text("b")],
+    )
+    .unwrap();
+    let r = c.execute("SELECT body FROM notes", vec![]).unwrap();
+    assert_eq!(r.rows[0].values, [Value::text("b")]);
+    c.execute("DELETE FROM notes WHERE id = 1", vec![]).unwrap();
+    let r = c.execute("SELECT body FROM notes", vec![]).unwrap();
+    assert!(r.rows.is_empty());
+
+    // The HTTP front over TLS: write with the token, read back, health.
+    let (status, _) = https(
+        http,
+        &certs,
+        &format!(
+            "PUT /docs/secure HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 22\r\nConnection: close\r\n\r\n{{\"content\": \"sealed!\"}}"
+        ),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = https(
+        http,
+        &certs,
+        "GET /docs/secure HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("sealed!"), "{body}");
+    let (status, _) = https(
+        http,
+        &certs,
+        "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+
+    // Plain clients on the TLS ports: told so, in the clear, and closed.
+    let mut plain = netmod::client::FrameClient::connect(frames, WAIT).unwrap();
+    plain.send_raw(b"\0\0\0\x02hi").unwrap();
+    let m = plain.next_message().expect("an ERROR frame in the clear");
+    assert_eq!(m.r#type(), netmod::wire::MessageType::Error);
+    let e = <netmod::wire::ErrorBody as prost::Message>::decode(m.data).unwrap();
+    assert_eq!(e.code(), netmod::wire::ErrorCode::BadMessage);
+    assert!(e.message.contains("TLS"), "{}", e.message);
+    assert!(plain.recv().unwrap().is_none(), "then closed");
+    let resp = common::http::call(http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    assert!(resp.body.contains("TLS"), "{}", resp.body);
+}
+
+#[test]
+fn a_db_link_without_a_client_certificate_or_with_the_wrong_ca_fails_cleanly() {
+    let certs = Certs::temp("badlink");
+    let dir = common::TempDir::new("tls-badlink");
+    let (_db, db) = spawn_tls_db(&certs, &dir.path("tls.db"));
+    let cases: [(&str, &[&str]); 2] = [
+        ("no client certificate", &["--db-tls-ca", path(&certs.ca)]),
+        (
+            "db-server's CA not trusted",
+            &[
+                "--db-tls-ca",
+                path(&certs.rogue_ca),
+                "--db-tls-cert",
+                path(&certs.client_cert),
+                "--db-tls-key",
+                path(&certs.client_key),
+            ],
+        ),
+    ];
+    for (what, flags) in cases {
+        let (mut ts, frames, _) = spawn_test_server(db, flags);
+        ts.wait_line("TLS failed");
+        // Clients get a clear answer, not a hang: db-server is unavailable to this instance.
+        let mut c = netmod::client::FrameClient::connect(frames, WAIT).unwrap();
+        match c.login("admin", ADMIN) {
+            Err(netmod::client::ClientError::Server { code, .. }) => {
+                assert_eq!(code, netmod::wire::ErrorCode::Unavailable, "{what}")
+            }
+            other => panic!("{what}: expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
+    let certs = Certs::temp("proxy");
+    let backend = common::backend::TestBackend::start("b1");
+    let b = backend.addr.to_string();
+    let mut p = common::Proc::spawn(
+        "proxy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--backend",
+            &b,
+            "--metrics-interval",
+            "0",
+            "--tls-cert",
+            path(&certs.server_cert),
+            "--tls-key",
+            path(&certs.server_key),
+        ],
+    );
+    let addr = p.listen_addr();
+    assert!(p.wait_line("proxy listening on").contains("(https)"));
+    let (status, body) = https(
+        addr,
+        &certs,
+        "GET /headers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{body}");
+    assert_eq!(seen["backend"], "b1");
+    // Plain HTTP to the TLS port: a 400 with a JSON body, nothing forwarded.
+    let resp = common::http::call(addr, "GET /headers HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    assert!(resp.body.contains("TLS"), "{}", resp.body);
+    assert_eq!(backend.hits(), 1);
+}
+
+#[test]
+fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
+    let certs = Certs::temp("tools");
+    let mut ts = common::Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--tls-cert",
+            path(&certs.server_cert),
+            "--tls-key",
+            path(&certs.server_key),
+            "--tls-on",
+            "frames",
+        ],
+    );
+    let addr = ts.listen_addr().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "4"])
+        .args(["--duration", "0.3", "--tls-ca", path(&certs.ca)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("rps="), "{last}");
+    assert!(last.ends_with(" errors=0"), "{last}");
+
+    let client = |ca: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(["--addr", &addr, "--tls-ca", path(ca), "ping"])
+            .output()
+            .unwrap()
+    };
+    let ok = client(&certs.ca);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = client(&certs.rogue_ca);
+    assert_eq!(
+        bad.status.code(),
+        Some(3),
+        "a failed handshake is a failed connect"
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}

@@ -36,6 +36,8 @@ struct Args {
     /// Seconds to wait for the server on each step.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    #[command(flatten)]
+    tls: netmod::tls::ClientTlsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -119,10 +121,20 @@ fn timeout(args: &Args) -> Duration {
     Duration::from_secs_f64(args.timeout.max(0.001))
 }
 
+/// A connection, with TLS when asked for (a bad CA file: exit 2; a failed handshake, e.g. an
+/// untrusted certificate: exit 3, as any failed connect).
+fn connect(args: &Args, addr: SocketAddr) -> Result<FrameClient, Fail> {
+    let tls = args.tls.config().map_err(|e| Fail(2, e.to_string()))?;
+    match tls {
+        Some((config, name)) => FrameClient::connect_tls(addr, timeout(args), config, name),
+        None => FrameClient::connect(addr, timeout(args)).map_err(Into::into),
+    }
+    .map_err(|e| Fail(3, format!("cannot connect to {addr}: {e}")))
+}
+
 /// Connected and, when the command needs it, authenticated.
 fn session(args: &Args, addr: SocketAddr, auth: bool) -> Result<FrameClient, Fail> {
-    let mut c = FrameClient::connect(addr, timeout(args))
-        .map_err(|e| Fail(3, format!("cannot connect to {addr}: {e}")))?;
+    let mut c = connect(args, addr)?;
     if auth {
         match (&args.token, &args.user) {
             (_, Some(user)) => {
@@ -299,14 +311,12 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
     let mut addr = first;
     let mut backoff = Backoff::standard();
     loop {
-        let mut c = match FrameClient::connect(addr, timeout(args)) {
+        let mut c = match connect(args, addr) {
             Ok(c) => c,
-            Err(e) => {
+            Err(Fail(2, why)) => return Err(Fail(2, why)),
+            Err(Fail(_, e)) => {
                 let d = backoff.next_delay();
-                eprintln!(
-                    "cannot connect to {addr}: {e}; retrying in {:.1} s",
-                    d.as_secs_f64()
-                );
+                eprintln!("{e}; retrying in {:.1} s", d.as_secs_f64());
                 std::thread::sleep(d);
                 continue;
             }

@@ -63,6 +63,12 @@ struct Args {
     /// Most connections open at once [default: open-file limit less 64].
     #[arg(long)]
     max_connections: Option<usize>,
+    #[command(flatten)]
+    tls: netmod::tls::ServerTlsArgs,
+    /// Require TLS clients (test-servers) to present a certificate signed by a CA in this file
+    /// (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -119,12 +125,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
     let pool = Arc::new(pool);
     let max = cfg.max_message_size;
+    let tls = args
+        .tls
+        .config(args.tls_client_ca.as_deref())?
+        .map(|config| engine::tls::TlsListener {
+            config,
+            plaintext_reply: netmod::wire::plaintext_on_tls_frame(),
+        });
+    let scheme = match (&tls, &args.tls_client_ca) {
+        (None, _) => "plain",
+        (Some(_), None) => "TLS",
+        (Some(_), Some(_)) => "TLS, client certificates required",
+    };
     let server = Server::new(cfg)
-        .and_then(|s| s.listen(args.listen))
+        .and_then(|s| netmod::tls::listen(s, args.listen, tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
     info!(
-        "db-server listening on {} (frames), database {what}, commit index {}",
+        "db-server listening on {} (frames, {scheme}), database {what}, commit index {}",
         server.local_addrs()[0],
         pool.committed_index()
     );

@@ -99,6 +99,8 @@ struct LoadArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[command(flatten)]
+    tls: netmod::tls::ClientTlsArgs,
 }
 
 impl LoadArgs {
@@ -114,6 +116,7 @@ impl LoadArgs {
             pipeline: self.pipeline,
             duration,
             threads: self.threads,
+            tls: self.tls.config().map_err(|e| e.to_string())?,
         })
     }
 }
@@ -151,7 +154,7 @@ fn main() -> ExitCode {
                 cfg.addr,
                 cfg.duration.as_secs_f64()
             );
-            let work = DbWorkload::prepare(cfg.addr, mode, *rows).map_err(|e| format!("preparing the table: {e}"))?;
+            let work = DbWorkload::prepare(&cfg, mode, *rows).map_err(|e| format!("preparing the table: {e}"))?;
             loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),
         Mode::Frames {
@@ -177,7 +180,7 @@ fn main() -> ExitCode {
                 cfg.addr,
                 cfg.duration.as_secs_f64()
             );
-            let work = FramesWorkload::prepare(cfg.addr, op, user, secret, *docs)
+            let work = FramesWorkload::prepare(&cfg, op, user, secret, *docs)
                 .map_err(|e| format!("logging in / storing documents: {e}"))?;
             loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),

@@ -52,6 +52,9 @@ struct Args {
     /// Most connections open at once [default: open-file limit less 64].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// TLS termination on --listen (the admin API stays plain, for loopback use).
+    #[command(flatten)]
+    tls: netmod::tls::ServerTlsArgs,
     /// Seconds between health checks of each backend [default: 2].
     #[arg(long)]
     check_interval: Option<f64>,
@@ -270,16 +273,32 @@ fn run(args: Args) -> Result<(), String> {
     let engine_cfg =
         settings::engine_config(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
     let pool = Arc::new(Pool::new(&backends, strategy.clone(), thresholds));
+    let tls = args
+        .tls
+        .config(None)
+        .map_err(|e| e.to_string())?
+        .map(|config| engine::tls::TlsListener {
+            config,
+            plaintext_reply: match mode {
+                Mode::Http => netmod::http1::plain_http_on_tls_reply(),
+                Mode::Tcp => Vec::new(),
+            },
+        });
+    let scheme = match (mode, tls.is_some()) {
+        (Mode::Http, false) => "http",
+        (Mode::Http, true) => "https",
+        (Mode::Tcp, false) => "tcp",
+        (Mode::Tcp, true) => "tcp over TLS",
+    };
     let server = Server::new(engine_cfg)
-        .and_then(|s| s.listen(args.listen))
+        .and_then(|s| netmod::tls::listen(s, args.listen, tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
         .listen(args.admin)
         .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
     engine::signal::shutdown_on_signals(server.handle()).map_err(|e| e.to_string())?;
     info!(
-        "proxy listening on {} ({}) and {} (admin), {} backend(s), strategy {strategy}, {} loop thread(s)",
+        "proxy listening on {} ({scheme}) and {} (admin), {} backend(s), strategy {strategy}, {} loop thread(s)",
         server.local_addrs()[0],
-        if mode == Mode::Http { "http" } else { "tcp" },
         server.local_addrs()[1],
         backends.len(),
         server.threads()

@@ -15,8 +15,8 @@ use netmod::auth::{self, TokenSigner};
 use netmod::dblink::LinkConfig;
 use netmod::http1::Limits;
 use netmod::http_front::HttpConfig;
-use netmod::settings;
 use netmod::test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifier};
+use netmod::{settings, tls};
 
 /// Client-facing server of the netmod system (frame protocol, and an HTTP/1.1 front).
 ///
@@ -110,9 +110,38 @@ struct Args {
     /// Seconds clients get to move after SIGUSR1.
     #[arg(long, default_value_t = 5)]
     migrate_after: u32,
+    #[command(flatten)]
+    tls: tls::ServerTlsArgs,
+    /// Which listeners use TLS when --tls-cert is given.
+    #[arg(long, value_enum, default_value_t = TlsOn::All)]
+    tls_on: TlsOn,
+    /// Talk to db-server over TLS 1.3, trusting its certificate from this CA file (PEM).
+    #[arg(long, value_name = "PEM")]
+    db_tls_ca: Option<PathBuf>,
+    /// Name db-server's certificate must carry (with --db-tls-ca).
+    #[arg(long, default_value = "localhost")]
+    db_tls_name: String,
+    /// Client certificate (PEM) shown to db-server, for a db-server started with
+    /// --tls-client-ca (mutual TLS). Needs --db-tls-ca and --db-tls-key.
+    #[arg(long, value_name = "PEM", requires_all = ["db_tls_key", "db_tls_ca"])]
+    db_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --db-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "db_tls_cert")]
+    db_tls_key: Option<PathBuf>,
     /// PBKDF2 rounds for the secrets this process hashes (lower only for tests).
     #[arg(long, default_value_t = auth::DEFAULT_ITERATIONS, hide = true)]
     pbkdf2_iterations: u32,
+}
+
+/// The listeners --tls-cert applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TlsOn {
+    /// Frame clients and the HTTP front.
+    All,
+    /// Frame clients only (e.g. behind a proxy that terminates HTTPS).
+    Frames,
+    /// The HTTP front only.
+    Http,
 }
 
 fn main() -> ExitCode {
@@ -178,6 +207,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     link.breaker_open = secs(args.breaker_open);
     link.backoff = (secs(args.reconnect_base), secs(args.reconnect_max), 0.1);
     link.max_message = cfg.max_message_size;
+    if let Some(ca) = &args.db_tls_ca {
+        let identity = args.db_tls_cert.as_deref().zip(args.db_tls_key.as_deref());
+        link.tls = Some((
+            tls::client_config(Some(ca), identity)?,
+            tls::server_name(&args.db_tls_name)?,
+        ));
+    }
+    let link_scheme = if link.tls.is_some() { "TLS" } else { "plain" };
+    let server_tls = args.tls.config(None)?;
+    let listener_tls = |on: TlsOn, reply: Vec<u8>| {
+        server_tls
+            .as_ref()
+            .filter(|_| args.tls_on == TlsOn::All || args.tls_on == on)
+            .map(|config| engine::tls::TlsListener {
+                config: Arc::clone(config),
+                plaintext_reply: reply,
+            })
+    };
+    let frames_tls = listener_tls(TlsOn::Frames, netmod::wire::plaintext_on_tls_frame());
+    let http_tls = listener_tls(TlsOn::Http, netmod::http1::plain_http_on_tls_reply());
     if args.insecure_http_writes {
         warn!(
             "--insecure-http-writes: anyone reaching {} can change documents",
@@ -209,10 +258,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         liveness,
         ..ServiceConfig::default()
     };
+    let scheme = |t: &Option<engine::tls::TlsListener>| if t.is_some() { "TLS" } else { "plain" };
+    let schemes = (scheme(&frames_tls), scheme(&http_tls), link_scheme);
     let server = Server::new(cfg)
-        .and_then(|s| s.listen(args.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
-        .listen(args.http_listen)
+        .and_then(|s| tls::listen(s, args.listen, frames_tls))
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let server = tls::listen(server, args.http_listen, http_tls)
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_listen))?;
     engine::signal::shutdown_on_signals(server.handle())?;
     if let Some(target) = args.migrate_to.clone() {
@@ -233,11 +284,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             })?;
     }
     info!(
-        "test-server listening on {} (frames) and {} (HTTP), {} loop thread(s), db-server {}",
+        "test-server listening on {} (frames, {}) and {} (HTTP, {}), {} loop thread(s), db-server {} ({})",
         server.local_addrs()[0],
+        schemes.0,
         server.local_addrs()[1],
+        schemes.1,
         server.threads(),
-        args.db
+        args.db,
+        schemes.2
     );
     server.run(move |_| FrameService::new(service.clone()))?;
     info!("test-server stopped");

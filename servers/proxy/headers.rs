@@ -69,8 +69,8 @@ impl Default for RequestIds {
 
 /// The request head as the backend gets it. `upgrade` keeps `Connection: Upgrade` and the
 /// `Upgrade` field (a WebSocket handshake); the body framing fields are kept unchanged, since
-/// the body is forwarded as it came.
-pub fn request(head: &Head, client: IpAddr, id: &str, upgrade: bool) -> Vec<u8> {
+/// the body is forwarded as it came. `proto` (`http` or `https`) is how the client reached us.
+pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -98,7 +98,7 @@ pub fn request(head: &Head, client: IpAddr, id: &str, upgrade: bool) -> Vec<u8> 
         None => client.to_string(),
     };
     field(&mut out, "X-Forwarded-For", &xff);
-    field(&mut out, "X-Forwarded-Proto", "http");
+    field(&mut out, "X-Forwarded-Proto", proto);
     field(&mut out, "X-Request-Id", id);
     if upgrade {
         field(&mut out, "Connection", "Upgrade");
@@ -187,8 +187,14 @@ mod tests {
             b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
               Keep-Alive: 5\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
         );
-        let out =
-            String::from_utf8(request(&h, "127.0.0.9".parse().unwrap(), "abc", false)).unwrap();
+        let out = String::from_utf8(request(
+            &h,
+            "127.0.0.9".parse().unwrap(),
+            "http",
+            "abc",
+            false,
+        ))
+        .unwrap();
         assert!(out.starts_with("GET /a?b HTTP/1.1\r\nHost: x\r\n"), "{out}");
         assert!(out.contains("Accept: */*\r\n"));
         assert!(

@@ -419,7 +419,8 @@ impl Proxy {
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
         let request_id = self.ids.for_request(&head);
-        let bytes = headers::request(&head, peer.ip(), &request_id, upgrade);
+        let proto = if ctx.is_tls(conn) { "https" } else { "http" };
+        let bytes = headers::request(&head, peer.ip(), proto, &request_id, upgrade);
         self.pool.count_request();
         let ex = Exchange {
             req: BodyReader::new(head.body, self.cfg.max_body),

@@ -334,7 +334,7 @@ pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
     ];
     args.extend_from_slice(extra);
     let mut p = Proc::spawn("test-server", &args);
-    let line = p.wait_line("(HTTP)");
+    let line = p.wait_line("(HTTP");
     let http = line
         .split(" and ")
         .nth(1)
