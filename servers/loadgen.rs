@@ -336,8 +336,10 @@ impl<W: Workload> Handler for LoadHandler<W> {
             return;
         }
         warn!("connection to {} closed: {reason:?}", self.cfg.addr);
-        self.report.errors +=
-            c.inflight.len() as u64 + u64::from(matches!(reason, CloseReason::ConnectFailed(_)));
+        // A connection that never became usable (refused, or its TLS handshake failed) is an
+        // error of its own; one lost later costs the requests it had in flight.
+        let unusable = matches!(reason, CloseReason::ConnectFailed(_) | CloseReason::Tls(_));
+        self.report.errors += c.inflight.len() as u64 + u64::from(unusable);
         self.open(ctx);
     }
 }

@@ -545,6 +545,20 @@ fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
     assert!(last.starts_with("rps="), "{last}");
     assert!(last.ends_with(" errors=0"), "{last}");
 
+    // Against a server it cannot verify, every connection is an error and the run fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["ping", "--addr", &addr, "--conns", "2", "--duration", "0.2"])
+        .args(["--tls-ca", path(&certs.rogue_ca)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with("rps=0.0 ") && !last.ends_with(" errors=0"),
+        "{last}"
+    );
+
     let client = |ca: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_client"))
             .args(["--addr", &addr, "--tls-ca", path(ca), "ping"])
