@@ -72,6 +72,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Loop threads of the generator.
     pub threads: usize,
+    /// Close each connection after this many answers and open a new one (connect, requests,
+    /// close cycles); `None`: connections live for the whole run.
+    pub requests_per_conn: Option<u64>,
     /// TLS: the client config and the name the server's certificate must carry. `None`: plain.
     pub tls: Option<(
         Arc<engine::tls::rustls::ClientConfig>,
@@ -109,6 +112,8 @@ pub struct Report {
     pub latency_us: Histogram<u64>,
     /// Connections open (and past their handshake, if any) when the run ended.
     pub open: u64,
+    /// Connections closed after their share of requests (`LoadConfig::requests_per_conn`).
+    pub cycles: u64,
 }
 
 impl Report {
@@ -119,6 +124,7 @@ impl Report {
             elapsed: Duration::ZERO,
             latency_us: new_histogram(),
             open: 0,
+            cycles: 0,
         }
     }
 
@@ -158,6 +164,10 @@ struct LoadConn {
     handshaking: bool,
     /// Connected and past the handshake.
     ready: bool,
+    /// Requests sent on this connection.
+    sent: u64,
+    /// Closed by us after its share of requests (`LoadConfig::requests_per_conn`).
+    retired: bool,
 }
 
 /// The handshake's message id (load requests count from 1).
@@ -199,6 +209,14 @@ impl<W: Workload> LoadHandler<W> {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
+        if self.cfg.requests_per_conn.is_some_and(|n| c.sent >= n) {
+            if c.inflight.is_empty() {
+                c.retired = true;
+                ctx.close(conn);
+            }
+            return;
+        }
+        c.sent += 1;
         c.next_id = c.next_id.wrapping_add(1);
         let id = c.next_id;
         let msg = self.work.request(id);
@@ -335,6 +353,11 @@ impl<W: Workload> Handler for LoadHandler<W> {
         if self.stopping {
             return;
         }
+        if c.retired {
+            self.report.cycles += 1;
+            self.open(ctx);
+            return;
+        }
         warn!("connection to {} closed: {reason:?}", self.cfg.addr);
         // A connection that never became usable (refused, or its TLS handshake failed) is an
         // error of its own; one lost later costs the requests it had in flight.
@@ -384,6 +407,7 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         total.errors += r.errors;
         total.elapsed = total.elapsed.max(r.elapsed);
         total.open += r.open;
+        total.cycles += r.cycles;
         let _ = total.latency_us.add(&r.latency_us);
     }
     Ok(total)

@@ -99,6 +99,10 @@ struct LoadArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Close each connection after this many answers and open a new one: connect, request,
+    /// close cycles (with 1, a new connection per request). Default: keep connections open.
+    #[arg(long, value_name = "N")]
+    requests_per_conn: Option<u64>,
     #[command(flatten)]
     tls: netmod::tls::ClientTlsArgs,
 }
@@ -117,6 +121,7 @@ impl LoadArgs {
             duration,
             threads: self.threads,
             tls: self.tls.config().map_err(|e| e.to_string())?,
+            requests_per_conn: self.requests_per_conn.map(|n| n.max(1)),
         })
     }
 }
@@ -197,6 +202,9 @@ fn main() -> ExitCode {
             );
             if let Some(asked) = holding {
                 println!("held={} of={asked}", report.open);
+            }
+            if report.cycles > 0 {
+                println!("connections_cycled={}", report.cycles);
             }
             println!("{}", report.last_line());
             let ok = match holding {
