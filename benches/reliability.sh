@@ -7,7 +7,8 @@
 #  4. sslscan and testssl against a TLS listener;
 #  5. benches/cycles.sh: 1 million connect/request/close cycles per server, RSS sampled;
 #  6. benches/faults.sh (as root: it mounts a tmpfs): kill -9s and a full disk under load;
-#  7. every fuzz target for FUZZ_SECS under AddressSanitizer.
+#  7. the engine's tests under LeakSanitizer (benches/lsan.sh);
+#  8. every fuzz target for FUZZ_SECS under AddressSanitizer.
 # usage: benches/reliability.sh   (env: SLOW_SECS=45 WRK_SECS=10 CYCLES=1000000 FUZZ_SECS=60;
 #        about 25 minutes)
 set -euo pipefail
@@ -99,6 +100,9 @@ fi
 
 echo "## resource bounds: connect/request/close cycles with RSS sampled (benches/cycles.sh)"
 CYCLES=${CYCLES:-1000000} bash benches/cycles.sh
+
+echo "## the engine's tests under LeakSanitizer (benches/lsan.sh)"
+bash benches/lsan.sh
 
 if [ "$(id -u)" = 0 ]; then
   echo "## faults under load (benches/faults.sh)"

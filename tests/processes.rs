@@ -157,6 +157,44 @@ fn loadgen_prints_the_contract_line_last() {
 }
 
 #[test]
+fn loadgen_cycles_connections_when_asked_and_counts_no_errors_for_them() {
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let addr = p.listen_addr().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "2"])
+        .args(["--duration", "0.3", "--requests-per-conn", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let cycled: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("connections_cycled="))
+        .expect("a connections_cycled line")
+        .parse()
+        .unwrap();
+    assert!(cycled > 0, "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with(" errors=0"), "{last}");
+    // Every cycle answered all three of its requests before closing.
+    let requests: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("requests="))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(requests >= cycled * 3, "{stdout}");
+}
+
+#[test]
 fn loadgen_against_nothing_fails_with_errors_in_the_contract_line() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
