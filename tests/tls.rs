@@ -580,3 +580,41 @@ fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
+
+/// Sends a large greeting the moment a connection is accepted, before its handshake is done.
+struct Greeter;
+
+impl Handler for Greeter {
+    type Message = ();
+    fn on_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, _: SocketAddr) {
+        // More than rustls holds before the handshake (64 KiB): the rest must wait, not fail.
+        let greeting: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        ctx.send(conn, &greeting).unwrap();
+    }
+    fn on_data(&mut self, _: &mut Context<'_, ()>, _: ConnId, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+#[test]
+fn output_queued_before_the_handshake_ends_is_sent_after_it_whole() {
+    let certs = Certs::temp("greet");
+    let server = start_tls(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        TlsListener::new(certs.server_config(false)),
+        |_| Greeter,
+    );
+    let mut c = tls_client(server.addr, certs.client_config());
+    let mut got = vec![0u8; 200_000];
+    c.read_exact(&mut got).unwrap();
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i as u32 % 253) as u8),
+        "greeting corrupted"
+    );
+    assert_eq!(server.handle.stats().error(ErrorKind::Io), 0);
+}

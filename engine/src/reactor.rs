@@ -840,9 +840,12 @@ impl<H: Handler> Loop<H> {
                     if connected {
                         tls.connect_pending = false;
                     }
+                    let queued = s.queued() > 0;
                     bump(&core.counters().bytes_in, n as u64);
-                    if wants_write {
-                        core.mark_dirty(id); // handshake messages to answer
+                    if wants_write || queued {
+                        // Handshake messages to answer, or output that waited for the
+                        // handshake to end.
+                        core.mark_dirty(id);
                     }
                     if connected {
                         let (h, mut ctx) = self.ctx();

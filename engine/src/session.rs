@@ -135,6 +135,9 @@ impl Session {
 
     pub(crate) fn may_read(&self) -> bool {
         match self.state {
+            // A TLS handshake reads on regardless of pauses: output queued meanwhile can only
+            // drain once it is done.
+            State::Open if self.handshaking() => !self.read_closed,
             State::Open => !self.backpressure && !self.user_paused && !self.read_closed,
             State::Lingering => !self.read_closed,
             _ => false,

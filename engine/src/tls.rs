@@ -237,9 +237,14 @@ impl Write for Writer<'_> {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             if !before {
-                // Nothing was pending and still nothing was accepted: the session cannot carry
-                // data (closed for writing); do not spin.
-                return Err(io::ErrorKind::WriteZero.into());
+                // Nothing to send and nothing accepted: before the handshake ends, rustls holds
+                // only so much plaintext — the rest waits for the handshake (which marks the
+                // session for a flush). After it, the session cannot carry data: do not spin.
+                return Err(if self.tls.conn.is_handshaking() {
+                    io::ErrorKind::WouldBlock.into()
+                } else {
+                    io::ErrorKind::WriteZero.into()
+                });
             }
         }
     }
