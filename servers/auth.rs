@@ -7,8 +7,9 @@
 //! (`--token-secret`). Any instance can so check a token another one issued, and a restart loses
 //! nothing. Checking compares MACs in constant time.
 //!
-//! Secrets are stored as `pbkdf2-sha256$<iterations>$<salt>$<hash>` (a random 16-byte salt),
-//! compared in constant time.
+//! Secrets are stored as argon2id PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`,
+//! a random 16-byte salt; OWASP's parameters), compared in constant time. Secrets stored by
+//! earlier versions as `pbkdf2-sha256$<iterations>$<salt>$<hash>` still verify.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -167,30 +168,83 @@ impl TokenSigner {
     }
 }
 
-/// PBKDF2 rounds for new secrets (OWASP's 2023 figure for PBKDF2-HMAC-SHA256 is 600,000;
-/// logins are rare next to requests, and each runs off the event loop).
-pub const DEFAULT_ITERATIONS: u32 = 600_000;
+/// How hard new secrets are hashed: argon2id with `memory_kib` KiB of memory and `passes`
+/// passes over it, one lane. Logins are rare next to requests, and each runs off the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    /// Memory per hash, in KiB (at least 8).
+    pub memory_kib: u32,
+    /// Passes over the memory (at least 1).
+    pub passes: u32,
+}
 
-/// The stored form of `secret`: salted and stretched with `iterations` rounds.
-pub fn hash_secret(secret: &str, iterations: u32) -> Result<String, getrandom::Error> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt)?;
-    let mut out = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), &salt, iterations, &mut out);
-    Ok(format!(
-        "pbkdf2-sha256${iterations}${}${}",
-        B64.encode(salt),
-        B64.encode(out)
+impl HashCost {
+    /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane (about 30 ms here).
+    pub const DEFAULT: HashCost = HashCost {
+        memory_kib: 19 * 1024,
+        passes: 2,
+    };
+    /// Cheap, for tests only.
+    pub const TEST: HashCost = HashCost {
+        memory_kib: 64,
+        passes: 1,
+    };
+}
+
+impl Default for HashCost {
+    fn default() -> Self {
+        HashCost::DEFAULT
+    }
+}
+
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// No randomness for the salt.
+    #[error("no randomness for a salt: {0}")]
+    Random(getrandom::Error),
+    /// The cost is out of argon2's range.
+    #[error("argon2: {0}")]
+    Argon2(String),
+}
+
+fn argon2(cost: HashCost) -> Result<argon2::Argon2<'static>, HashError> {
+    let params = argon2::Params::new(cost.memory_kib, cost.passes, 1, Some(32))
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params,
     ))
 }
+
+/// The stored form of `secret`: an argon2id PHC string with a fresh salt.
+pub fn hash_secret(secret: &str, cost: HashCost) -> Result<String, HashError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(HashError::Random)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
+    let hash = argon2(cost)?
+        .hash_password(secret.as_bytes(), &salt)
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Costs above these in a stored secret are refused (a corrupted or hostile row must not make a
+/// verifier thread allocate gigabytes or spin for minutes).
+const MAX_MEMORY_KIB: u64 = 256 * 1024;
+const MAX_PASSES: u64 = 64;
 
 /// Iterations above this in a stored secret are refused (a corrupted or hostile row must not
 /// stall a worker).
 const MAX_ITERATIONS: u32 = 10_000_000;
 
-/// True when `secret` matches the stored form made by [`hash_secret`] (compared in constant
-/// time).
+/// True when `secret` matches the stored form made by [`hash_secret`] — or by earlier versions'
+/// PBKDF2 (compared in constant time either way).
 pub fn verify_secret(secret: &str, stored: &str) -> Result<bool, AuthError> {
+    if stored.starts_with("$argon2id$") {
+        return verify_argon2(secret, stored);
+    }
     let mut parts = stored.split('$');
     let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(hash), None) = (
         parts.next(),
@@ -213,6 +267,27 @@ pub fn verify_secret(secret: &str, stored: &str) -> Result<bool, AuthError> {
     let mut got = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), &salt, iterations, &mut got);
     Ok(bool::from(got.ct_eq(want.as_slice())))
+}
+
+fn verify_argon2(secret: &str, stored: &str) -> Result<bool, AuthError> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let hash = PasswordHash::new(stored).map_err(|_| AuthError::BadStoredSecret)?;
+    let within = |name: &str, max: u64| {
+        hash.params
+            .get_decimal(name)
+            .is_some_and(|v| v >= 1 && u64::from(v) <= max)
+    };
+    if !(within("m", MAX_MEMORY_KIB) && within("t", MAX_PASSES) && within("p", 1)) {
+        return Err(AuthError::BadStoredSecret);
+    }
+    match argon2(HashCost::DEFAULT)
+        .map_err(|_| AuthError::BadStoredSecret)?
+        .verify_password(secret.as_bytes(), &hash)
+    {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(_) => Err(AuthError::BadStoredSecret),
+    }
 }
 
 #[cfg(test)]
@@ -274,9 +349,10 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_salted_and_checked() {
-        let h1 = hash_secret("correct horse", 1000).unwrap();
-        let h2 = hash_secret("correct horse", 1000).unwrap();
+    fn secrets_are_salted_argon2id_and_checked() {
+        let h1 = hash_secret("correct horse", HashCost::TEST).unwrap();
+        let h2 = hash_secret("correct horse", HashCost::TEST).unwrap();
+        assert!(h1.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h1}");
         assert_ne!(h1, h2, "a fresh salt each time");
         assert_eq!(verify_secret("correct horse", &h1), Ok(true));
         assert_eq!(verify_secret("correct horse!", &h1), Ok(false));
@@ -287,6 +363,10 @@ mod tests {
             "pbkdf2-sha256$0$AA$AA",
             "pbkdf2-sha256$99999999$AA$AA",
             "md5$1$a$b",
+            "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$garbage",
         ] {
             assert_eq!(
                 verify_secret("x", bad),
@@ -294,5 +374,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn secrets_stored_with_pbkdf2_by_earlier_versions_still_verify() {
+        // pbkdf2-sha256, 1000 iterations, salt "salt-salt-salt-s", secret "correct horse".
+        let mut out = [0u8; 32];
+        let salt = b"salt-salt-salt-s";
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"correct horse", salt, 1000, &mut out);
+        let stored = format!(
+            "pbkdf2-sha256$1000${}${}",
+            B64.encode(salt),
+            B64.encode(out)
+        );
+        assert_eq!(verify_secret("correct horse", &stored), Ok(true));
+        assert_eq!(verify_secret("wrong", &stored), Ok(false));
     }
 }

@@ -47,7 +47,7 @@ use crate::wire::{self, ErrorCode, Message, MessageType, Operation};
 pub const USERS_TABLE: &str = "_netmod_users";
 
 /// Checks secrets against their stored (slow, salted) hashes on threads of its own, so that the
-/// loops never spend PBKDF2's deliberate hundreds of milliseconds.
+/// loops never spend argon2's deliberate tens of milliseconds (and megabytes).
 pub struct Verifier {
     jobs: SyncSender<VerifyJob>,
 }
@@ -56,8 +56,12 @@ pub struct Verifier {
 enum VerifyJob {
     /// A stored secret, the secret given, and what to do with the verdict.
     Check(String, String, Box<dyn FnOnce(bool) + Send>),
-    /// A new secret, the PBKDF2 iterations, and what to do with its stored form.
-    Hash(String, u32, Box<dyn FnOnce(Option<String>) + Send>),
+    /// A new secret, how hard to hash it, and what to do with its stored form.
+    Hash(
+        String,
+        auth::HashCost,
+        Box<dyn FnOnce(Option<String>) + Send>,
+    ),
 }
 
 impl std::fmt::Debug for Verifier {
@@ -85,8 +89,8 @@ impl Verifier {
                         Ok(VerifyJob::Check(stored, secret, done)) => {
                             done(auth::verify_secret(&secret, &stored).unwrap_or(false))
                         }
-                        Ok(VerifyJob::Hash(secret, iterations, done)) => {
-                            done(auth::hash_secret(&secret, iterations).ok())
+                        Ok(VerifyJob::Hash(secret, cost, done)) => {
+                            done(auth::hash_secret(&secret, cost).ok())
                         }
                         Err(_) => return,
                     }
@@ -111,10 +115,10 @@ impl Verifier {
     pub fn hash(
         &self,
         secret: String,
-        iterations: u32,
+        cost: auth::HashCost,
         done: Box<dyn FnOnce(Option<String>) + Send>,
     ) -> bool {
-        self.submit(VerifyJob::Hash(secret, iterations, done))
+        self.submit(VerifyJob::Hash(secret, cost, done))
     }
 
     fn submit(&self, job: VerifyJob) -> bool {
@@ -138,8 +142,8 @@ pub struct AuthConfig {
     /// A user to create (or reset) with this stored secret when the link comes up. That user
     /// (or `admin` when there is none) is the one allowed to manage users.
     pub bootstrap: Option<(String, String)>,
-    /// PBKDF2 iterations for secrets stored through user management.
-    pub iterations: u32,
+    /// How hard secrets stored through user management are hashed.
+    pub hash_cost: auth::HashCost,
     /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
     /// hashing, so a flood of wrong secrets costs the server next to nothing.
     pub login_limit: Option<engine::RateLimiter>,
@@ -666,7 +670,7 @@ impl FrameService {
         let name = change.name;
         let queued = auth.verifier.hash(
             change.secret,
-            auth.iterations,
+            auth.hash_cost,
             Box::new(move |stored| {
                 let _ = inbox.send(Note::Hashed {
                     conn,

@@ -39,9 +39,9 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
     let auth = Arc::new(AuthConfig {
         signer: TokenSigner::new(KEY, auth::DEFAULT_LIFETIME),
         verifier: Verifier::new(1, 16).unwrap(),
-        decoy: auth::hash_secret("decoy", 1000).unwrap(),
+        decoy: auth::hash_secret("decoy", auth::HashCost::TEST).unwrap(),
         bootstrap: None,
-        iterations: 1000,
+        hash_cost: auth::HashCost::TEST,
         login_limit: None,
     });
     let mut link = LinkConfig::new(db);

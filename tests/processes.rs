@@ -258,8 +258,8 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
             db.to_str().unwrap(),
             "--duration",
             "0.3",
-            "--pbkdf2-iterations",
-            "1000",
+            "--argon2-memory-kib",
+            "64",
         ])
         .env_remove("NETMOD_ADMIN_SECRET")
         .output()

@@ -28,9 +28,12 @@ fn service(db: SocketAddr) -> ServiceConfig {
     let auth = AuthConfig {
         signer: TokenSigner::new(KEY, auth::DEFAULT_LIFETIME),
         verifier: Verifier::new(1, 64).unwrap(),
-        decoy: auth::hash_secret("decoy", 1000).unwrap(),
-        bootstrap: Some(("admin".into(), auth::hash_secret(ADMIN, 1000).unwrap())),
-        iterations: 1000,
+        decoy: auth::hash_secret("decoy", auth::HashCost::TEST).unwrap(),
+        bootstrap: Some((
+            "admin".into(),
+            auth::hash_secret(ADMIN, auth::HashCost::TEST).unwrap(),
+        )),
+        hash_cost: auth::HashCost::TEST,
         login_limit: Some(engine::RateLimiter::new(engine::RateLimit {
             burst: 10,
             per: Duration::from_secs(60),
@@ -452,7 +455,7 @@ fn the_admin_manages_users_and_only_the_admin() {
     let Some(value::Kind::Text(hash)) = stored.rows[0].values[0].kind.clone() else {
         panic!("{stored:?}");
     };
-    assert!(hash.starts_with("pbkdf2-sha256$1000$"), "{hash}");
+    assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
     assert!(!hash.contains("alice-secret-2"));
 
     let gone = root.change_user("alice", "", true).unwrap();

@@ -41,9 +41,9 @@ struct Args {
     /// Seconds of load to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// PBKDF2 rounds test-server uses for secrets (lower only for tests).
+    /// argon2id memory (KiB) test-server uses for secrets (lower only for tests).
     #[arg(long, hide = true)]
-    pbkdf2_iterations: Option<u32>,
+    argon2_memory_kib: Option<u32>,
     /// Keep the servers running after the load, until Ctrl-C.
     #[arg(long)]
     keep: bool,
@@ -195,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
     for i in 0..args.instances.max(1) {
         let (frames, http) = (nth(args.listen, i), nth(args.http_listen, i));
         let (frames_s, http_s, db_s) = (frames.to_string(), http.to_string(), db_addr.to_string());
-        let iterations = args.pbkdf2_iterations.map(|n| n.to_string());
+        let memory_kib = args.argon2_memory_kib.map(|n| n.to_string());
         let mut ts_args = vec![
             "--listen",
             frames_s.as_str(),
@@ -204,8 +204,8 @@ fn run(args: Args) -> Result<(), String> {
             "--db",
             db_s.as_str(),
         ];
-        if let Some(n) = &iterations {
-            ts_args.extend(["--pbkdf2-iterations", n.as_str()]);
+        if let Some(n) = &memory_kib {
+            ts_args.extend(["--argon2-memory-kib", n.as_str()]);
         }
         let (server, addr, real_http) = start("test-server", &ts_args, &env)?;
         let http = real_http.unwrap_or(http);

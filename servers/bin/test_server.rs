@@ -128,9 +128,9 @@ struct Args {
     /// Private key (PEM) of --db-tls-cert.
     #[arg(long, value_name = "PEM", requires = "db_tls_cert")]
     db_tls_key: Option<PathBuf>,
-    /// PBKDF2 rounds for the secrets this process hashes (lower only for tests).
-    #[arg(long, default_value_t = auth::DEFAULT_ITERATIONS, hide = true)]
-    pbkdf2_iterations: u32,
+    /// argon2id memory (KiB) for the secrets this process hashes (lower only for tests).
+    #[arg(long, default_value_t = auth::HashCost::DEFAULT.memory_kib, hide = true)]
+    argon2_memory_kib: u32,
 }
 
 /// The listeners --tls-cert applies to.
@@ -176,14 +176,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             k
         }
     };
-    let decoy = auth::hash_secret("no such user", args.pbkdf2_iterations)
-        .map_err(|e| format!("no randomness: {e}"))?;
+    let hash_cost = auth::HashCost {
+        memory_kib: args.argon2_memory_kib,
+        passes: if args.argon2_memory_kib < auth::HashCost::DEFAULT.memory_kib {
+            1
+        } else {
+            auth::HashCost::DEFAULT.passes
+        },
+    };
+    let decoy = auth::hash_secret("no such user", hash_cost)?;
     let bootstrap = match args.admin_secret.filter(|s| !s.is_empty()) {
-        Some(s) => Some((
-            "admin".to_string(),
-            auth::hash_secret(&s, args.pbkdf2_iterations)
-                .map_err(|e| format!("no randomness: {e}"))?,
-        )),
+        Some(s) => Some(("admin".to_string(), auth::hash_secret(&s, hash_cost)?)),
         None => None,
     };
     let auth = Arc::new(AuthConfig {
@@ -191,7 +194,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         verifier: Verifier::new(2, 1024)?,
         decoy,
         bootstrap,
-        iterations: args.pbkdf2_iterations,
+        hash_cost,
         login_limit: (args.login_rate > 0).then(|| {
             engine::RateLimiter::new(engine::RateLimit {
                 burst: args.login_rate,

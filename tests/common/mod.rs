@@ -120,8 +120,8 @@ impl Proc {
             if !args.contains(&"--http-listen") {
                 extra.extend(["--http-listen", "127.0.0.1:0"]);
             }
-            if !args.contains(&"--pbkdf2-iterations") {
-                extra.extend(["--pbkdf2-iterations", "1000"]);
+            if !args.contains(&"--argon2-memory-kib") {
+                extra.extend(["--argon2-memory-kib", "64"]);
             }
         }
         let mut child = Command::new(path)
