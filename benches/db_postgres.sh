@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # The primary only, pinned to core 0 (its backends inherit the affinity).

@@ -12,7 +12,7 @@ hz=$(getconf CLK_TCK)
 work=$(mktemp -d "${DIR:-/tmp}/netmod-dbbench.XXXXXX")
 trap 'pkill -f "db-server --listen 127.0.0.1:$port" 2>/dev/null; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 cpu_ticks() { # the process and all its threads
   awk '{print $14 + $15}' "/proc/$1/stat"
 }

@@ -28,7 +28,8 @@ cleanup() {
   sleep 0.3; umount "$mnt" 2>/dev/null || true; rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
+# Finer than common.sh's: recovery times are measured with it.
 wait_port() { for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.025; done; return 1; }
 now() { date +%s.%N; }
 

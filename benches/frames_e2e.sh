@@ -13,8 +13,7 @@ bin=target/release
 ulimit -n "$(ulimit -Hn)"
 export NETMOD_SECRET=bench-secret RUST_LOG=warn
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. benches/common.sh
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 work=$(mktemp -d)

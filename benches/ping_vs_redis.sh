@@ -12,7 +12,7 @@ bin=target/release
 hz=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_server() { # port -> pid
   taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$1" --http-listen 127.0.0.1:0 --threads 1 >/dev/null 2>&1 &

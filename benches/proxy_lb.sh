@@ -19,8 +19,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. benches/common.sh
 workers() { pgrep -P "$1" | tr '\n' ' '; }
 start_proxy() { # port admin_port log strategy backend_ports... -> pid
   local port=$1 admin=$2 log=$3 strategy=$4; shift 4

@@ -28,8 +28,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. benches/common.sh
 
 dbp=$(free_port) fp=$(free_port) hp=$(free_port) pp=$(free_port) pa=$(free_port)
 RUST_LOG=warn "$bin/db-server" --listen "127.0.0.1:$dbp" --sqlite "$work/r.db" --threads 1 >"$work/db.log" 2>&1 &

@@ -9,17 +9,13 @@ use prost::Message as _;
 
 /// Runs loadgen with `args`, expects success, and returns its last line.
 fn loadgen_last_line(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::loadgen(args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().unwrap().to_string()
+    common::last_line(&out)
 }
 
 fn refused_with(cl: &mut FrameClient) -> ErrorCode {
@@ -163,17 +159,25 @@ fn loadgen_cycles_connections_when_asked_and_counts_no_errors_for_them() {
         &["--listen", "127.0.0.1:0", "--threads", "1"],
     );
     let addr = p.listen_addr().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "2"])
-        .args(["--duration", "0.3", "--requests-per-conn", "3"])
-        .output()
-        .unwrap();
+    let out = common::loadgen(&[
+        "ping",
+        "--addr",
+        &addr,
+        "--conns",
+        "4",
+        "--pipeline",
+        "2",
+        "--duration",
+        "0.3",
+        "--requests-per-conn",
+        "3",
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let cycled: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("connections_cycled="))
@@ -200,18 +204,15 @@ fn loadgen_against_nothing_fails_with_errors_in_the_contract_line() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "ping",
-            "--addr",
-            &dead.to_string(),
-            "--conns",
-            "2",
-            "--duration",
-            "0.2",
-        ])
-        .output()
-        .unwrap();
+    let out = common::loadgen(&[
+        "ping",
+        "--addr",
+        &dead.to_string(),
+        "--conns",
+        "2",
+        "--duration",
+        "0.2",
+    ]);
     assert!(!out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().unwrap();
@@ -695,18 +696,15 @@ fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
         );
     }
     // A wrong secret: loadgen says so and fails.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "frames",
-            "--addr",
-            &addr,
-            "--secret",
-            "wrong",
-            "--duration",
-            "0.1",
-        ])
-        .output()
-        .unwrap();
+    let out = common::loadgen(&[
+        "frames",
+        "--addr",
+        &addr,
+        "--secret",
+        "wrong",
+        "--duration",
+        "0.1",
+    ]);
     assert!(!out.status.success());
 }
 

@@ -214,41 +214,38 @@ impl Handler for Dialer {
     }
 }
 
+/// A one-loop engine that dials `addr` over TLS with `config` on start; what happens comes
+/// back on the channel.
+fn dial(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> (common::Running, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let targets = vec![(addr, config)];
+    let running = start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| Dialer {
+            targets: targets.clone(),
+            events: tx.clone(),
+        },
+    );
+    (running, rx)
+}
+
 #[test]
 fn outbound_tls_connections_verify_the_server_and_report_after_the_handshake() {
     let certs = Certs::temp("dial");
     let reasons = Reasons::default();
     let server = echo_server(TlsListener::new(certs.server_config(false)), &reasons);
-    let (tx, rx) = mpsc::channel();
-    let good = certs.client_config();
-    let targets = vec![(server.addr, good)];
-    let _dialer = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
-        move |_| Dialer {
-            targets: targets.clone(),
-            events: tx.clone(),
-        },
-    );
+    let (_dialer, rx) = dial(server.addr, certs.client_config());
     let got: Vec<String> = (0..3).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
     assert_eq!(got, ["connected", "data ping", "closed Local"]);
 
     // A server whose certificate the dialer does not trust: no on_connect, a TLS close.
-    let (tx, rx) = mpsc::channel();
-    let rogue = certs.rogue_client_config();
-    let targets = vec![(server.addr, rogue)];
-    let _dialer = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
-        move |_| Dialer {
-            targets: targets.clone(),
-            events: tx.clone(),
-        },
-    );
+    let (_dialer, rx) = dial(server.addr, certs.rogue_client_config());
     let got = rx.recv_timeout(WAIT).unwrap();
     assert!(
         got.starts_with("tls failed") && got.contains("UnknownIssuer"),
@@ -530,30 +527,28 @@ fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
         ],
     );
     let addr = ts.listen_addr().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["ping", "--addr", &addr, "--conns", "4", "--pipeline", "4"])
-        .args(["--duration", "0.3", "--tls-ca", path(&certs.ca)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
+    let run = |ca: &std::path::Path| {
+        let out = common::loadgen(&[
+            "ping",
+            "--addr",
+            &addr,
+            "--conns",
+            "4",
+            "--duration",
+            "0.3",
+            "--tls-ca",
+            path(ca),
+        ]);
+        (out.status.success(), common::last_line(&out))
+    };
+    let (ok, last) = run(&certs.ca);
+    assert!(ok, "{last}");
     assert!(last.starts_with("rps="), "{last}");
     assert!(last.ends_with(" errors=0"), "{last}");
 
     // Against a server it cannot verify, every connection is an error and the run fails.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["ping", "--addr", &addr, "--conns", "2", "--duration", "0.2"])
-        .args(["--tls-ca", path(&certs.rogue_ca)])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
+    let (ok, last) = run(&certs.rogue_ca);
+    assert!(!ok);
     assert!(
         last.starts_with("rps=0.0 ") && !last.ends_with(" errors=0"),
         "{last}"

@@ -49,10 +49,33 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
-    let server: Server<H> = Server::new(cfg)
+    let server = Server::new(cfg).unwrap().listen(any_port()).unwrap();
+    run(server, factory)
+}
+
+/// Starts `factory`'s handler on 127.0.0.1:0 with TLS.
+pub fn start_tls<H, F>(cfg: engine::Config, tls: engine::tls::TlsListener, factory: F) -> Running
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let server = Server::new(cfg)
         .unwrap()
-        .listen("127.0.0.1:0".parse().unwrap())
+        .listen_tls(any_port(), tls)
         .unwrap();
+    run(server, factory)
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Runs `server` on a thread of its own until the `Running` is dropped.
+fn run<H, F>(server: Server<H>, factory: F) -> Running
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run(factory));
@@ -63,24 +86,21 @@ where
     }
 }
 
-/// Starts `factory`'s handler on 127.0.0.1:0 with TLS.
-pub fn start_tls<H, F>(cfg: engine::Config, tls: engine::tls::TlsListener, factory: F) -> Running
-where
-    H: Handler,
-    F: Fn(usize) -> H + Send + Sync + 'static,
-{
-    let server: Server<H> = Server::new(cfg)
-        .unwrap()
-        .listen_tls("127.0.0.1:0".parse().unwrap(), tls)
-        .unwrap();
-    let addr = server.local_addrs()[0];
-    let handle = server.handle();
-    let thread = std::thread::spawn(move || server.run(factory));
-    Running {
-        addr,
-        handle,
-        thread: Some(thread),
-    }
+/// Runs loadgen with `args` to its end.
+pub fn loadgen(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .expect("run loadgen")
+}
+
+/// The last line of a program's standard output (loadgen's contract line).
+pub fn last_line(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The test-server frame service in-process, `threads` loops.
