@@ -16,7 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use engine::tls::rustls;
 use rustls::pki_types::pem::PemObject;
@@ -80,11 +80,100 @@ fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// A server's certificate chain and key, read from their files at start and again on
+/// [`CertStore::reload`] (SIGHUP, see [`reload_on_sighup`]): new handshakes use the new pair,
+/// sessions already open keep theirs. A reload that fails (unreadable file, key not matching the
+/// certificate) keeps the old pair.
+#[derive(Debug)]
+pub struct CertStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Reads the pair; fails if either file is unreadable or the key does not match.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(CertStore {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(Self::read(cert, key)?),
+        }))
+    }
+
+    fn read(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let pair = rustls::sign::CertifiedKey::from_der(
+            load_certs(cert)?,
+            load_key(key)?,
+            &engine::tls::provider(),
+        )?;
+        Ok(Arc::new(pair))
+    }
+
+    /// Reads the files again and, if they make a valid pair, uses it from the next handshake.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let pair = Self::read(&self.cert, &self.key)?;
+        match self.current.write() {
+            Ok(mut c) => *c = pair,
+            Err(poisoned) => *poisoned.into_inner() = pair,
+        }
+        Ok(())
+    }
+
+    /// The certificate file, for log lines.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let current = match self.current.read() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Some(Arc::clone(&current))
+    }
+}
+
+/// Reloads `store` on every SIGHUP (as `nginx -s reload` picks up new certificates), on a thread
+/// of its own; each reload is logged, a failed one at ERROR with the old pair kept.
+pub fn reload_on_sighup(store: Arc<CertStore>) -> io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match store.reload() {
+                    Ok(()) => log::info!(
+                        "SIGHUP: TLS certificate reloaded from {}",
+                        store.cert_path().display()
+                    ),
+                    Err(e) => log::error!(
+                        "SIGHUP: TLS certificate not reloaded ({e}); keeping the old one"
+                    ),
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// A server config from a certificate chain and key; with `client_ca`, clients must present a
 /// certificate signed by one of its CAs (mutual TLS).
 pub fn server_config(
     cert: &Path,
     key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(CertStore::load(cert, key)?, client_ca)
+}
+
+/// A server config whose certificate comes from `store` (so that it can be reloaded).
+pub fn server_config_with(
+    store: Arc<CertStore>,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = engine::tls::server_config_builder()?;
@@ -100,8 +189,15 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(builder.with_cert_resolver(store)))
+}
+
+/// `config` for an HTTP/1.1 listener: the same, announcing `http/1.1` by ALPN (clients that
+/// offer only other protocols, e.g. h2 alone, are refused with `no_application_protocol`).
+pub fn for_http(config: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut c = rustls::ServerConfig::clone(config);
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
 }
 
 /// A client config trusting the CAs in `ca` (default: [`SYSTEM_ROOTS`]); with `identity`
@@ -217,15 +313,18 @@ pub struct ServerTlsArgs {
 }
 
 impl ServerTlsArgs {
-    /// The server config when TLS is on; `client_ca` requires client certificates.
+    /// The server config when TLS is on; `client_ca` requires client certificates. The
+    /// certificate is reloaded from its files on SIGHUP ([`reload_on_sighup`]).
     pub fn config(
         &self,
         client_ca: Option<&Path>,
-    ) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => server_config(cert, key, client_ca).map(Some),
-            _ => Ok(None),
-        }
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, Box<dyn std::error::Error>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let store = CertStore::load(cert, key)?;
+        reload_on_sighup(Arc::clone(&store))?;
+        Ok(Some(server_config_with(store, client_ca)?))
     }
 }
 

@@ -501,6 +501,16 @@ fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{body}");
     assert_eq!(seen["backend"], "b1");
+    // ALPN: a client offering h2 and http/1.1 is given http/1.1.
+    let mut alpn = rustls::ClientConfig::clone(&certs.client_config());
+    alpn.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut c = tls_client(addr, Arc::new(alpn));
+    c.handshake().unwrap();
+    match &c {
+        ClientStream::Tls(s) => assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..])),
+        ClientStream::Plain(_) => unreachable!(),
+    }
+    drop(c);
     // Plain HTTP to the TLS port: a 400 with a JSON body, nothing forwarded.
     let resp = common::http::call(addr, "GET /headers HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(resp.status, 400);
@@ -612,4 +622,52 @@ fn output_queued_before_the_handshake_ends_is_sent_after_it_whole() {
         "greeting corrupted"
     );
     assert_eq!(server.handle.stats().error(ErrorKind::Io), 0);
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
+    let certs = Certs::temp("reload");
+    let (cert, key) = (certs.dir.join("live.pem"), certs.dir.join("live.key"));
+    std::fs::copy(&certs.server_cert, &cert).unwrap();
+    std::fs::copy(&certs.server_key, &key).unwrap();
+    let mut ts = common::Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--tls-cert",
+            path(&cert),
+            "--tls-key",
+            path(&key),
+            "--tls-on",
+            "frames",
+        ],
+    );
+    let addr = ts.listen_addr();
+    let handshake = |config: Arc<rustls::ClientConfig>| tls_client(addr, config).handshake();
+    handshake(certs.client_config()).unwrap();
+    // A session opened before the reload keeps working after it.
+    let mut before = tls_client(addr, certs.client_config());
+    before.handshake().unwrap();
+
+    // Rotate to the pair the rogue CA signed.
+    std::fs::copy(&certs.rogue_cert, &cert).unwrap();
+    std::fs::copy(&certs.rogue_key, &key).unwrap();
+    ts.signal(libc::SIGHUP);
+    ts.wait_line("TLS certificate reloaded");
+    handshake(certs.rogue_client_config()).unwrap();
+    assert!(handshake(certs.client_config()).is_err());
+    netmod::client::FrameClient::connect_tls(addr, WAIT, certs.client_config(), localhost())
+        .unwrap_err();
+    before.write_all(b"\0\0\0\0").unwrap(); // an empty frame: a BAD_MESSAGE answer, over TLS
+    let mut answer = [0u8; 4];
+    before.read_exact(&mut answer).unwrap();
+
+    // A broken file: the reload fails, the current pair stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    ts.signal(libc::SIGHUP);
+    ts.wait_line("TLS certificate not reloaded");
+    handshake(certs.rogue_client_config()).unwrap();
 }

@@ -278,7 +278,10 @@ fn run(args: Args) -> Result<(), String> {
         .config(None)
         .map_err(|e| e.to_string())?
         .map(|config| engine::tls::TlsListener {
-            config,
+            config: match mode {
+                Mode::Http => netmod::tls::for_http(&config),
+                Mode::Tcp => config,
+            },
             plaintext_reply: match mode {
                 Mode::Http => netmod::http1::plain_http_on_tls_reply(),
                 Mode::Tcp => Vec::new(),

@@ -224,7 +224,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .filter(|_| args.tls_on == TlsOn::All || args.tls_on == on)
             .map(|config| engine::tls::TlsListener {
-                config: Arc::clone(config),
+                config: match on {
+                    TlsOn::Http => tls::for_http(config),
+                    _ => Arc::clone(config),
+                },
                 plaintext_reply: reply,
             })
     };
