@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The engine's tests (its unit tests, and the integration tests that drive it: tests/engine.rs,
-# tests/tls.rs, tests/frames.rs) and four server suites (db, test_server_db, http_front, proxy,
-# whose child processes are built with it too) under LeakSanitizer. Any leak fails the test process (exit 23)
+# tests/tls.rs, tests/frames.rs) and five server suites (db, test_server_db, http_front, proxy,
+# processes; their child processes are built with it too) under LeakSanitizer. Any leak fails the test process (exit 23)
 # with the allocation's stack. Needs a nightly toolchain (installed if missing); builds into its
 # own target directory (a few minutes the first time).
 # usage: benches/lsan.sh
@@ -12,5 +12,5 @@ target=$(rustc -vV | awk '/^host:/ {print $2}')
 export RUSTFLAGS="-Zsanitizer=leak" CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/lsan}
 cargo +nightly test -q --target "$target" -p netmod-engine --lib 2>&1 | grep -E "test result|LeakSanitizer|SUMMARY"
 cargo +nightly test -q --target "$target" --test engine --test tls --test frames \
-  --test db --test test_server_db --test http_front --test proxy 2>&1 |
+  --test db --test test_server_db --test http_front --test proxy --test processes 2>&1 |
   grep -E "test result|LeakSanitizer|SUMMARY"
