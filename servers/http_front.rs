@@ -710,6 +710,16 @@ impl HttpFront {
                 n.load(Ordering::Relaxed)
             );
         }
+        t.push_str("# HELP netmod_errors_total Connection-level errors, by kind (io, timeout, tls, ...).\n");
+        t.push_str("# TYPE netmod_errors_total counter\n");
+        for kind in engine::ErrorKind::ALL {
+            let _ = writeln!(
+                t,
+                "netmod_errors_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                s.error(kind)
+            );
+        }
         Answer {
             status: 200,
             body: t.into_bytes(),

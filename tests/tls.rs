@@ -433,6 +433,19 @@ fn ping_login_and_crud_run_over_tls_with_mutual_tls_to_db_server() {
     let resp = common::http::call(http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(resp.status, 400);
     assert!(resp.body.contains("TLS"), "{}", resp.body);
+    // Both refusals are counted as TLS errors in /metrics.
+    let (status, body) = https(
+        http,
+        &certs,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let tls_errors: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("netmod_errors_total{kind=\"tls\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no TLS error count in\n{body}"));
+    assert!(tls_errors >= 2, "{tls_errors}");
 }
 
 #[test]
