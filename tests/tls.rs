@@ -531,9 +531,9 @@ fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
     assert_eq!(backend.hits(), 1);
 }
 
-#[test]
-fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
-    let certs = Certs::temp("tools");
+/// test-server with TLS on its frame port only (no db-server behind it): the process and the
+/// frame address.
+fn spawn_tls_frames(cert: &std::path::Path, key: &std::path::Path) -> (common::Proc, SocketAddr) {
     let mut ts = common::Proc::spawn(
         "test-server",
         &[
@@ -542,14 +542,22 @@ fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
             "--threads",
             "1",
             "--tls-cert",
-            path(&certs.server_cert),
+            path(cert),
             "--tls-key",
-            path(&certs.server_key),
+            path(key),
             "--tls-on",
             "frames",
         ],
     );
-    let addr = ts.listen_addr().to_string();
+    let addr = ts.listen_addr();
+    (ts, addr)
+}
+
+#[test]
+fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
+    let certs = Certs::temp("tools");
+    let (_ts, addr) = spawn_tls_frames(&certs.server_cert, &certs.server_key);
+    let addr = addr.to_string();
     let run = |ca: &std::path::Path| {
         let out = common::loadgen(&[
             "ping",
@@ -643,22 +651,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     let (cert, key) = (certs.dir.join("live.pem"), certs.dir.join("live.key"));
     std::fs::copy(&certs.server_cert, &cert).unwrap();
     std::fs::copy(&certs.server_key, &key).unwrap();
-    let mut ts = common::Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--tls-cert",
-            path(&cert),
-            "--tls-key",
-            path(&key),
-            "--tls-on",
-            "frames",
-        ],
-    );
-    let addr = ts.listen_addr();
+    let (mut ts, addr) = spawn_tls_frames(&cert, &key);
     let handshake = |config: Arc<rustls::ClientConfig>| tls_client(addr, config).handshake();
     handshake(certs.client_config()).unwrap();
     // A session opened before the reload keeps working after it.

@@ -716,13 +716,6 @@ impl<H: Handler> Loop<H> {
     /// Reads until `WouldBlock`, the pass budget, backpressure or a close, handing data to the
     /// handler after every read so pipelined input never needs a larger buffer.
     fn read(&mut self, id: ConnId) {
-        if self
-            .core
-            .session(id)
-            .is_some_and(|s| s.tls.is_some() && s.state == State::Open)
-        {
-            return self.read_tls(id);
-        }
         let mut reads = 0;
         loop {
             let core = &mut self.core;
@@ -734,6 +727,10 @@ impl<H: Handler> Loop<H> {
             else {
                 return;
             };
+            // TLS sessions read through rustls (a lingering one just discards, as below).
+            if s.tls.is_some() && s.state == State::Open {
+                return self.read_tls(id);
+            }
             if !s.readable || !s.may_read() {
                 return;
             }
