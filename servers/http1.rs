@@ -90,9 +90,110 @@ impl Head {
         }
     }
 
-    /// The target's path, without the query.
+    /// The target's path, without the query. An absolute-form target
+    /// (`http://host:port/docs/a?x`, RFC 9112 §3.2.2) gives the path inside it (`/docs/a`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or_default()
+        self.origin_target().split('?').next().unwrap_or_default()
+    }
+
+    /// The target in origin form (path and query): the target itself, or the part of an
+    /// absolute-form target after its authority (`/` when it has no path).
+    pub fn origin_target(&self) -> &str {
+        match absolute_form(&self.target) {
+            Some((_, "")) => "/",
+            Some((_, rest)) => rest,
+            None => &self.target,
+        }
+    }
+
+    /// The authority of an absolute-form target (`host:port`), which stands in for `Host`
+    /// (RFC 9112 §3.2.2); `None` for any other form.
+    pub fn target_authority(&self) -> Option<&str> {
+        absolute_form(&self.target).map(|(authority, _)| authority)
+    }
+}
+
+/// Splits an `http://` or `https://` target into its authority and the rest (path and query,
+/// possibly empty).
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = target.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(rest.split_at(end))
+}
+
+/// Fields a proxy adds on the way (`X-Forwarded-For`, …): they do not count against the head
+/// limit, up to [`FORWARDING_ROOM`] bytes, so that a head a server takes directly also passes
+/// through a proxy in front of it.
+const FORWARDING_FIELDS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "forwarded",
+    "via",
+];
+
+/// Bytes of forwarding fields a head may carry beyond the head limit.
+pub const FORWARDING_ROOM: usize = 1024;
+
+fn is_forwarding(name: &[u8]) -> bool {
+    FORWARDING_FIELDS
+        .iter()
+        .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Bytes the forwarding fields take among the whole header lines at the front of `head`.
+fn forwarding_bytes(head: &[u8]) -> usize {
+    head.split_inclusive(|&b| b == b'\n')
+        .skip(1)
+        .filter(|line| line.ends_with(b"\n"))
+        .filter(|line| {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            is_forwarding(name)
+        })
+        .map(<[u8]>::len)
+        .sum()
+}
+
+/// A request target in a form a server accepts (RFC 9112 §3.2): origin form (`/path`),
+/// absolute form (`http://host/path`), `*` for OPTIONS, authority form for CONNECT.
+fn valid_target(method: &str, target: &str) -> bool {
+    target.starts_with('/')
+        || absolute_form(target).is_some_and(|(authority, _)| !authority.is_empty())
+        || (target == "*" && method == "OPTIONS")
+        || (method == "CONNECT" && !target.is_empty())
+}
+
+/// Checks the `Host` fields (RFC 9112 §3.2): exactly one in HTTP/1.1 (none or one in
+/// HTTP/1.0), holding one `host[:port]` — a list, white space or a path is refused.
+fn check_host(headers: &[httparse::Header<'_>], minor: u8) -> Result<(), HttpError> {
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HttpError::Bad("more than one Host field".into()));
+    }
+    let Some(host) = first else {
+        return if minor == 0 {
+            Ok(())
+        } else {
+            Err(HttpError::Bad("HTTP/1.1 request without Host".into()))
+        };
+    };
+    // reg-name / IP-literal characters and a port: RFC 3986 less the comma, which would make
+    // it a list.
+    let ok = host
+        .value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=:[]%".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::Bad("invalid Host field".into()))
     }
 }
 
@@ -151,9 +252,48 @@ impl HttpError {
 pub enum Parsed {
     /// A whole request and the bytes it took.
     Request(Request, usize),
-    /// Not all of it yet.
+    /// Its head is whole, its body is not (a server may answer `Expect: 100-continue` now).
+    AwaitingBody(Head),
+    /// Not even its head yet.
     Incomplete,
 }
+
+/// What a request's `Expect` field asks of a server (RFC 9110 §10.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// No expectation (or an HTTP/1.0 client, which gets no interim answer).
+    None,
+    /// `100-continue`: answer `100 Continue` (or the final status) before the body comes.
+    Continue,
+    /// Anything else: 417.
+    Unknown,
+}
+
+impl Head {
+    /// The request's expectation.
+    pub fn expectation(&self) -> Expectation {
+        match self.header("expect") {
+            None => Expectation::None,
+            Some(v) if v.trim().eq_ignore_ascii_case("100-continue") => {
+                if self.minor == 0 {
+                    Expectation::None
+                } else {
+                    Expectation::Continue
+                }
+            }
+            Some(_) => Expectation::Unknown,
+        }
+    }
+
+    /// True for methods whose effects a later request may depend on (RFC 9110 §9.2.1: not
+    /// GET, HEAD, OPTIONS or TRACE).
+    pub fn is_unsafe(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+    }
+}
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 const MAX_HEADERS: usize = 64;
 
@@ -199,6 +339,11 @@ fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<Bod
             _ => Ok(BodyKind::UntilClose),
         };
     }
+    // RFC 9110 §8.6 lets a recipient collapse `5, 5`; a request is refused instead (as nginx
+    // does), so nothing downstream ever sees the list. A response's identical values collapse.
+    if request && (cl.len() > 1 || cl.iter().any(|v| v.contains(','))) {
+        return Err(HttpError::Bad("more than one Content-Length".into()));
+    }
     let mut len: Option<u64> = None;
     for v in cl.iter().flat_map(|v| v.split(',')) {
         let v = v.trim();
@@ -222,7 +367,8 @@ fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<Bod
 }
 
 /// Parses the request head at the front of `buf`: the head and its length, `None` while
-/// incomplete.
+/// incomplete. The head may be up to `max_head` bytes, not counting forwarding fields a proxy
+/// added (up to [`FORWARDING_ROOM`] more).
 pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
@@ -235,23 +381,39 @@ pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, u
             HttpError::UriTooLong(max_head)
         }
     };
+    // Whole lines count against the limit, less the forwarding fields among them; a line
+    // still arriving counts once it is whole, or once the head is past the room as well.
+    let over = |len: usize| {
+        let head = &buf[..len];
+        let whole = head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        len > max_head + FORWARDING_ROOM
+            || (whole > max_head && whole - forwarding_bytes(&head[..whole]) > max_head)
+    };
     let n = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(too_large()),
+        Ok(httparse::Status::Partial) if buf.len() > max_head && over(buf.len()) => {
+            return Err(too_large())
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge(max_head)),
         Err(e) => return Err(HttpError::Bad(e.to_string())),
     };
-    if n > max_head {
+    if over(n) {
         return Err(too_large());
     }
     let minor = req.version.unwrap_or(1);
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    if !valid_target(method, target) {
+        return Err(HttpError::Bad("invalid request target".into()));
+    }
+    check_host(req.headers, minor)?;
     let headers = owned_headers(req.headers);
     let body = framing(&headers, minor, true)?;
     Ok(Some((
         Head {
-            method: req.method.unwrap_or_default().to_string(),
-            target: req.path.unwrap_or_default().to_string(),
+            method: method.to_string(),
+            target: target.to_string(),
             status: 0,
             minor,
             headers,
@@ -317,7 +479,7 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
     let mut body = Vec::new();
     let used = reader.advance(&buf[n..], Some(&mut body))?;
     if !reader.is_done() {
-        return Ok(Parsed::Incomplete);
+        return Ok(Parsed::AwaitingBody(head));
     }
     Ok(Parsed::Request(Request { head, body }, n + used))
 }
@@ -507,6 +669,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, HttpError> {
 /// The reason phrase of `status`.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
@@ -519,6 +682,7 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -530,13 +694,15 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Appends a whole response to `out`: status line, `headers`, Content-Length, and
-/// `Connection: close` when the connection ends after it.
+/// `Connection: close` when the connection ends after it. `head_only` answers a HEAD request:
+/// the same head, Content-Length included, and no body (RFC 9110 §9.3.2).
 pub fn write_response(
     out: &mut Vec<u8>,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
     keep_alive: bool,
+    head_only: bool,
 ) {
     // Plain appends: this runs once per response, formatting machinery would dominate it.
     out.reserve(body.len() + 128);
@@ -560,7 +726,7 @@ pub fn write_response(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if status != 204 {
+    if status != 204 && !head_only {
         out.extend_from_slice(body);
     }
 }
@@ -610,7 +776,7 @@ mod tests {
 
     #[test]
     fn content_length_and_pipelined_requests() {
-        let raw = b"PUT /docs/x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let raw = b"PUT /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: t\r\n\r\n";
         let Ok(Parsed::Request(r, n)) = parse(raw) else {
             panic!()
         };
@@ -624,7 +790,10 @@ mod tests {
         assert_eq!((r2.target.as_str(), n + m), ("/", raw.len()));
         for cut in 0..n {
             assert!(
-                matches!(parse(&raw[..cut]), Ok(Parsed::Incomplete)),
+                matches!(
+                    parse(&raw[..cut]),
+                    Ok(Parsed::Incomplete | Parsed::AwaitingBody(_))
+                ),
                 "{cut}"
             );
         }
@@ -651,39 +820,43 @@ mod tests {
 
     #[test]
     fn chunked_bodies_with_extensions_and_trailers() {
-        let raw = b"PUT /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let raw = b"PUT /d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
         let Ok(Parsed::Request(r, n)) = parse(raw) else {
             panic!()
         };
         assert_eq!((r.body.as_slice(), n), (&b"hello world"[..], raw.len()));
         for cut in 0..raw.len() {
             assert!(
-                matches!(parse(&raw[..cut]), Ok(Parsed::Incomplete)),
+                matches!(
+                    parse(&raw[..cut]),
+                    Ok(Parsed::Incomplete | Parsed::AwaitingBody(_))
+                ),
                 "{cut}"
             );
         }
-        let bad = b"PUT /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let bad = b"PUT /d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(parse(bad).unwrap_err().status(), 400);
-        let big = b"PUT /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\n";
+        let big = b"PUT /d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\n";
         assert_eq!(parse(big).unwrap_err().status(), 413);
     }
 
     #[test]
     fn limits_and_smuggling_defences() {
-        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        head.extend(std::iter::repeat_n(b'a', 9000));
+        let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 9300));
         assert_eq!(
             parse(&head).unwrap_err().status(),
             431,
             "even before the head ends"
         );
-        let big = b"PUT / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n";
+        let big = b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n";
         assert_eq!(parse(big).unwrap_err().status(), 413);
-        let both = b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let both =
+            b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse(both).unwrap_err().status(), 400);
-        let two = b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        let two = b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
         assert_eq!(parse(two).unwrap_err().status(), 400);
-        let gzip = b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        let gzip = b"PUT / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n";
         assert_eq!(parse(gzip).unwrap_err().status(), 501);
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n").unwrap_err().status(), 400);
     }
@@ -708,13 +881,93 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_in_http_1_1() {
+        let status = |raw: &[u8]| parse(raw).err().map_or(0, |e| e.status());
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400, "no Host");
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n"),
+            400,
+            "a list"
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 0, "HTTP/1.0 may omit it");
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 0);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nhost: \r\n\r\n"),
+            0,
+            "empty is allowed"
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_path() {
+        let Ok(Parsed::Request(r, _)) =
+            parse(b"GET http://127.0.0.1:8000/docs/example?v=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(r.path(), "/docs/example");
+        assert_eq!(r.origin_target(), "/docs/example?v=1");
+        assert_eq!(r.target_authority(), Some("127.0.0.1:8000"));
+        let Ok(Parsed::Request(r, _)) = parse(b"GET HTTP://h HTTP/1.1\r\nHost: h\r\n\r\n") else {
+            panic!()
+        };
+        assert_eq!((r.path(), r.target_authority()), ("/", Some("h")));
+        let bad = b"GET docs/x HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(parse(bad).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_repeated_content_length_is_refused_in_a_request() {
+        for raw in [
+            &b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello"[..],
+            b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ] {
+            assert_eq!(parse(raw).unwrap_err().status(), 400);
+        }
+    }
+
+    #[test]
+    fn forwarding_fields_get_room_beyond_the_head_limit() {
+        let head = |pad: usize, fwd: &str| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n{fwd}\r\n",
+                "p".repeat(pad)
+            )
+        };
+        let base = head(0, "").len();
+        let full = head(8192 - base, "");
+        assert_eq!(full.len(), 8192);
+        assert!(matches!(parse(full.as_bytes()), Ok(Parsed::Request(..))));
+        let proxied = head(
+            8192 - base,
+            "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 0123456789abcdef\r\n",
+        );
+        assert!(matches!(parse(proxied.as_bytes()), Ok(Parsed::Request(..))));
+        for split in [100, 8000, 8200, proxied.len() - 1] {
+            assert!(matches!(
+                parse(&proxied.as_bytes()[..split]),
+                Ok(Parsed::Incomplete)
+            ));
+        }
+        let over = head(8193 - base, "");
+        assert_eq!(parse(over.as_bytes()).unwrap_err().status(), 431);
+        // The room is bounded: forwarding fields past it are refused too.
+        let flood = head(0, &format!("X-Forwarded-For: {}\r\n", "1".repeat(9500)));
+        assert_eq!(parse(flood.as_bytes()).err().map(|e| e.status()), Some(431));
+    }
+
+    #[test]
     fn keep_alive_rules() {
         let ka = |raw: &[u8]| match parse(raw) {
             Ok(Parsed::Request(r, _)) => r.keep_alive(),
             other => panic!("{other:?}"),
         };
-        assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     }
@@ -727,6 +980,7 @@ mod tests {
             404,
             &[("Content-Type", "application/json")],
             b"{}",
+            false,
             false,
         );
         assert_eq!(

@@ -160,6 +160,30 @@ struct HttpConn {
     waiting: u32,
     /// Armed while part of a request is buffered: the rest must come before it fires.
     deadline: Option<engine::TimerId>,
+    /// PUT/DELETE requests waiting for db-server. Pipelined requests act as if sent one by
+    /// one (RFC 9112 §9.3.2): nothing after a write is sent on until the write is answered,
+    /// and a write waits for every request before it.
+    unsafe_waiting: u32,
+    /// Reading is paused until the answers above let the next request go.
+    held: bool,
+    /// HEAD requests among those not answered yet: answered without a body.
+    head_seqs: Vec<u64>,
+    /// The request whose `Expect` was looked at (its body still arriving).
+    expect_seen: Option<u64>,
+    /// A `100 Continue` owed to this request, written when the answers before it are out.
+    continue_owed: Option<u64>,
+}
+
+impl HttpConn {
+    /// Leaves the rest of the input for later: reading paused until `on_reply` resumes it; no
+    /// request deadline runs meanwhile (the wait is the server's, not the client's).
+    fn hold(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        self.held = true;
+        ctx.pause_reading(conn);
+        if let Some(t) = self.deadline.take() {
+            ctx.cancel_timer(t);
+        }
+    }
 }
 
 /// The HTTP front of one loop.
@@ -320,10 +344,35 @@ impl HttpFront {
                 // Nothing after a request that ends the connection is read.
                 return data.len();
             }
+            if c.unsafe_waiting > 0 {
+                // What follows a write waits in the buffer until the write is answered
+                // (`on_reply` resumes reading, and the engine offers these bytes again).
+                if used < data.len() {
+                    c.hold(ctx, conn);
+                }
+                return used;
+            }
             let parsed = http1::parse_request(&data[used..], self.cfg.limits);
             let seq = c.next_seq;
+            if let Ok(Parsed::AwaitingBody(head)) = &parsed {
+                if c.expect_seen != Some(seq) {
+                    c.expect_seen = Some(seq);
+                    if let Some(refused) = self.expect(ctx, conn, seq, head) {
+                        // Refused before its body: answered now, and the body is not read.
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            c.next_seq += 1;
+                            c.close_after = Some(seq);
+                        }
+                        self.complete(ctx, conn, seq, refused, false);
+                        return data.len();
+                    }
+                }
+            }
+            let Some(c) = self.conns.get_mut(conn) else {
+                return data.len();
+            };
             match parsed {
-                Ok(Parsed::Incomplete) => {
+                Ok(Parsed::Incomplete | Parsed::AwaitingBody(_)) => {
                     // Part of a request: it must be whole within the request timeout, however
                     // slowly its bytes trickle in (slowloris, slow POST).
                     let pending = used < data.len();
@@ -348,6 +397,11 @@ impl HttpFront {
                     self.complete(ctx, conn, seq, answer, false);
                     return data.len();
                 }
+                Ok(Parsed::Request(req, _)) if req.is_unsafe() && c.waiting > 0 => {
+                    // A write waits for the answers to every request before it.
+                    c.hold(ctx, conn);
+                    return used;
+                }
                 Ok(Parsed::Request(req, n)) => {
                     used += n;
                     c.next_seq += 1;
@@ -355,17 +409,82 @@ impl HttpFront {
                     if !keep {
                         c.close_after = Some(seq);
                     }
+                    if req.method == "HEAD" {
+                        c.head_seqs.push(seq);
+                    }
                     ctx.count_message_in(conn);
-                    match self.route(ctx, conn, seq, &req, link.as_deref_mut(), status) {
+                    let answer = match req.expectation() {
+                        http1::Expectation::Unknown => Some(Answer::error(
+                            417,
+                            "only \"Expect: 100-continue\" is supported",
+                        )),
+                        _ => self.route(ctx, conn, seq, &req, link.as_deref_mut(), status),
+                    };
+                    match answer {
                         Some(answer) => self.complete(ctx, conn, seq, answer, keep),
                         None => {
                             if let Some(c) = self.conns.get_mut(conn) {
                                 c.waiting += 1;
+                                if req.is_unsafe() {
+                                    c.unsafe_waiting += 1;
+                                }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// A request whose body is still to come: its `Expect` answered (RFC 9110 §10.1.1). A
+    /// request that will be refused whatever its body gets its final answer now (`Some`);
+    /// otherwise `100 Continue` is written, or owed until the answers before it are out.
+    fn expect(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        head: &http1::Head,
+    ) -> Option<Answer> {
+        match head.expectation() {
+            http1::Expectation::None => None,
+            http1::Expectation::Unknown => Some(Answer::error(
+                417,
+                "only \"Expect: 100-continue\" is supported",
+            )),
+            http1::Expectation::Continue => {
+                if let Some(refused) = self.refusal(head) {
+                    return Some(refused);
+                }
+                let c = self.conns.get_mut(conn)?;
+                if c.next_out == seq {
+                    let _ = ctx.send(conn, http1::CONTINUE);
+                } else {
+                    c.continue_owed = Some(seq);
+                }
+                None
+            }
+        }
+    }
+
+    /// The answer a request gets whatever its body says, if it is refused by its head alone:
+    /// unknown path (404), method (405), a write without a valid token (401).
+    fn refusal(&self, head: &http1::Head) -> Option<Answer> {
+        let method = head.method.as_str();
+        match head.path() {
+            "/health" | "/metrics" => (!matches!(method, "GET" | "HEAD")).then(|| Answer {
+                allow: Some("GET, HEAD"),
+                ..Answer::error(405, "method not allowed")
+            }),
+            path => match (doc_name(path), method) {
+                (None, _) => Some(Answer::error(404, "Not found")),
+                (Some(_), "GET" | "HEAD") => None,
+                (Some(_), "PUT" | "DELETE") => self.check_writer(head),
+                (Some(_), _) => Some(Answer {
+                    allow: Some("GET, HEAD, PUT, DELETE"),
+                    ..Answer::error(405, "method not allowed")
+                }),
+            },
         }
     }
 
@@ -380,11 +499,15 @@ impl HttpFront {
         status: Status,
     ) -> Option<Answer> {
         let path = req.path();
-        let method = req.method.as_str();
+        // HEAD is served as GET; `complete` leaves the body out.
+        let method = match req.method.as_str() {
+            "HEAD" => "GET",
+            m => m,
+        };
         match path {
             "/health" | "/metrics" if method != "GET" => {
                 return Some(Answer {
-                    allow: Some("GET"),
+                    allow: Some("GET, HEAD"),
                     ..Answer::error(405, "method not allowed")
                 })
             }
@@ -457,7 +580,7 @@ impl HttpFront {
             }
             _ => {
                 return Some(Answer {
-                    allow: Some("GET, PUT, DELETE"),
+                    allow: Some("GET, HEAD, PUT, DELETE"),
                     ..Answer::error(405, "method not allowed")
                 })
             }
@@ -473,7 +596,7 @@ impl HttpFront {
     }
 
     /// `None` when `req` may write; else the 401.
-    fn check_writer(&self, req: &Request) -> Option<Answer> {
+    fn check_writer(&self, req: &http1::Head) -> Option<Answer> {
         if self.cfg.insecure_writes {
             return None;
         }
@@ -509,6 +632,14 @@ impl HttpFront {
             return;
         };
         c.waiting = c.waiting.saturating_sub(1);
+        if matches!(op, DocOp::Put(_) | DocOp::Delete(_)) {
+            c.unsafe_waiting = c.unsafe_waiting.saturating_sub(1);
+        }
+        if c.held && c.unsafe_waiting == 0 {
+            // The request held back may be able to go now (`on_data` looks again).
+            c.held = false;
+            ctx.resume_reading(conn);
+        }
         let answer = match reply {
             Err((code, text)) => db_failure(code, &text),
             Ok(m) if m.r#type() == MessageType::Error => {
@@ -570,6 +701,13 @@ impl HttpFront {
             ("Allow", answer.allow.unwrap_or_default()),
         ];
         let n = if answer.allow.is_some() { 4 } else { 3 };
+        let head_only = match c.head_seqs.iter().position(|&s| s == seq) {
+            Some(i) => {
+                c.head_seqs.swap_remove(i);
+                true
+            }
+            None => false,
+        };
         if seq == c.next_out {
             // The usual case, nothing owed before it: straight out, no reordering.
             self.scratch.clear();
@@ -579,6 +717,7 @@ impl HttpFront {
                 &headers[..n],
                 &answer.body,
                 keep_alive,
+                head_only,
             );
             let _ = ctx.send(conn, &self.scratch);
             if c.close_after == Some(seq) {
@@ -593,6 +732,7 @@ impl HttpFront {
                 &headers[..n],
                 &answer.body,
                 keep_alive,
+                head_only,
             );
             c.ready.insert(seq, out);
         }
@@ -602,6 +742,10 @@ impl HttpFront {
                 ctx.close(conn);
             }
             c.next_out += 1;
+        }
+        if c.continue_owed.is_some_and(|s| s == c.next_out) {
+            c.continue_owed = None;
+            let _ = ctx.send(conn, http1::CONTINUE);
         }
     }
 
@@ -821,11 +965,11 @@ fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
         return;
     }
     let ip = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let more = if body.len() > MAX { "…" } else { "" };
+    // Escaped: a document's content is whatever a client stored.
+    let text = crate::logging::Printable::new(body, MAX);
     if status == 404 || status >= 500 {
-        error!("Client IP: {ip}, Status: {status}, Response: {text}{more}");
+        error!("Client IP: {ip}, Status: {status}, Response: {text}");
     } else {
-        info!("Client IP: {ip}, Status: {status}, Response: {text}{more}");
+        info!("Client IP: {ip}, Status: {status}, Response: {text}");
     }
 }

@@ -1166,7 +1166,12 @@ impl Handler for FrameService {
                         ) {
                             limit.refund(p.ip());
                         }
-                        info!("User {user} logged in from {:?}", c.peer.map(|p| p.ip()));
+                        info!(
+                            "User {} logged in from {}",
+                            crate::logging::Printable::new(user.as_bytes(), 64),
+                            c.peer
+                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                        );
                         c.user = Some((user, t.expires_at));
                         let reply = wire::message(
                             MessageType::Response,
@@ -1180,7 +1185,12 @@ impl Handler for FrameService {
                         let _ = wire::send(ctx, conn, &reply);
                     }
                     None => {
-                        info!("Failed login for {user} from {:?}", c.peer.map(|p| p.ip()));
+                        info!(
+                            "Failed login for {} from {}",
+                            crate::logging::Printable::new(user.as_bytes(), 64),
+                            c.peer
+                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                        );
                         Self::reply_error(
                             ctx,
                             conn,

@@ -23,8 +23,16 @@ pub enum WireError {
     #[error("undecodable message: {0}")]
     Decode(#[from] prost::DecodeError),
     /// `compression = GZIP` but `data` does not inflate, or inflates past the maximum size.
-    #[error("bad compressed payload: {0}")]
-    Compression(String),
+    /// The message itself was read, so the answer names its id and operation.
+    #[error("bad compressed payload: {reason}")]
+    Compression {
+        /// The message's `message_id`.
+        id: u32,
+        /// The message's `op`.
+        op: i32,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl WireError {
@@ -35,21 +43,54 @@ impl WireError {
             WireError::Frame(FrameError::Truncated { .. }) | WireError::Decode(_) => {
                 ErrorCode::BadMessage
             }
-            WireError::Compression(_) => ErrorCode::BadCompression,
+            WireError::Compression { .. } => ErrorCode::BadCompression,
+        }
+    }
+
+    /// The request an ERROR about this answers: its `message_id` and operation when the
+    /// message could be read (a payload that does not inflate), else 0 (docs/protocol.md).
+    pub fn answers(&self) -> (u32, Operation) {
+        match self {
+            WireError::Compression { id, op, .. } => {
+                (*id, Operation::try_from(*op).unwrap_or_default())
+            }
+            _ => (0, Operation::OpUnspecified),
         }
     }
 }
 
 impl ErrorCode {
-    /// True when the same request may succeed if sent again later.
+    /// True when the same request may succeed if sent again later: the `retryable` column of
+    /// docs/protocol.md's error table (a test reads the table and checks every code). Every
+    /// code is named, so a new one cannot be added without deciding.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
+        match self {
             ErrorCode::ServerBusy
-                | ErrorCode::RateLimited
-                | ErrorCode::ShuttingDown
-                | ErrorCode::Unavailable
-        )
+            | ErrorCode::RateLimited
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Internal
+            | ErrorCode::Unavailable
+            | ErrorCode::Busy
+            | ErrorCode::Timeout
+            | ErrorCode::Overloaded
+            | ErrorCode::Stale => true,
+            ErrorCode::Unspecified
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::BadMessage
+            | ErrorCode::Unsupported
+            | ErrorCode::Unauthenticated
+            | ErrorCode::BadCompression
+            | ErrorCode::BadRequest
+            | ErrorCode::SqlError
+            | ErrorCode::UnknownTable
+            | ErrorCode::Constraint
+            | ErrorCode::TypeMismatch
+            | ErrorCode::ReadOnly
+            | ErrorCode::TooLarge
+            | ErrorCode::TxnNotFound
+            | ErrorCode::TxnExpired
+            | ErrorCode::Forbidden => false,
+        }
     }
 }
 
@@ -161,22 +202,28 @@ pub fn decompress(msg: &mut Message, max: usize) -> Result<(), WireError> {
     match Compression::try_from(msg.compression) {
         Ok(Compression::None) => Ok(()),
         Ok(Compression::Gzip) => {
+            let bad = |reason: String| WireError::Compression {
+                id: msg.message_id,
+                op: msg.op,
+                reason,
+            };
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&msg.data[..])
                 .take(max as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| WireError::Compression(e.to_string()))?;
+                .map_err(|e| bad(e.to_string()))?;
             if out.len() > max {
-                return Err(WireError::Compression(format!("inflates past {max} bytes")));
+                return Err(bad(format!("inflates past {max} bytes")));
             }
             msg.data = out.into();
             msg.compression = Compression::None as i32;
             Ok(())
         }
-        Err(_) => Err(WireError::Compression(format!(
-            "unknown compression {}",
-            msg.compression
-        ))),
+        Err(_) => Err(WireError::Compression {
+            id: msg.message_id,
+            op: msg.op,
+            reason: format!("unknown compression {}", msg.compression),
+        }),
     }
 }
 
@@ -246,14 +293,13 @@ pub fn for_each_frame<M: Send + 'static>(
     }
 }
 
-/// Answers an undecodable frame with BAD_MESSAGE (the connection stays usable: framing is intact).
+/// Answers a frame that could not be used: BAD_MESSAGE (id 0: the message could not be read)
+/// or BAD_COMPRESSION (the request's own id and operation). The connection stays usable:
+/// framing is intact.
 pub fn reply_bad_message<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, e: &WireError) {
     ctx.count_error(ErrorKind::Protocol);
-    let _ = send(
-        ctx,
-        conn,
-        &error(0, Operation::OpUnspecified, e.code(), e.to_string()),
-    );
+    let (id, op) = e.answers();
+    let _ = send(ctx, conn, &error(id, op, e.code(), e.to_string()));
 }
 
 /// Answers a message this server does not handle with UNSUPPORTED, naming its id.
@@ -299,6 +345,68 @@ pub fn next_frame(data: &[u8], max: usize) -> Next<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/protocol.md is the contract: every code in its error table, with its value and
+    /// retryable column, matches the enum and `retryable()`, and every code is in the table.
+    #[test]
+    fn every_error_code_is_retryable_exactly_as_the_protocol_table_says() {
+        let doc = include_str!("../docs/protocol.md");
+        let mut seen = Vec::new();
+        for line in doc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, name, value, retry, ..] = cells.as_slice() else {
+                continue;
+            };
+            let Some(name) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) else {
+                continue;
+            };
+            let Some(code) = ErrorCode::from_str_name(name) else {
+                continue;
+            };
+            let value: i32 = value.parse().expect("a value column");
+            assert_eq!(code as i32, value, "{name}'s value");
+            let documented = match *retry {
+                "yes" => true,
+                "no" => false,
+                other => panic!("{name}: retryable column {other:?}"),
+            };
+            assert_eq!(code.retryable(), documented, "{name}'s retryable flag");
+            assert_eq!(
+                error(1, Operation::Data, code, "x").data,
+                ErrorBody {
+                    code: code as i32,
+                    message: "x".into(),
+                    retryable: documented,
+                }
+                .encode_to_vec(),
+                "{name} as sent"
+            );
+            seen.push(code as i32);
+        }
+        for v in 1..=24 {
+            let code = ErrorCode::try_from(v).expect("codes 1..=24 exist");
+            assert!(seen.contains(&v), "{code:?} is missing from the table");
+        }
+        assert!(
+            ErrorCode::try_from(25).is_err(),
+            "a new code needs a row in the table"
+        );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_inflate_is_answered_under_its_own_id() {
+        let mut m = Message {
+            r#type: MessageType::Request as i32,
+            message_id: 42,
+            op: Operation::Data as i32,
+            compression: Compression::Gzip as i32,
+            data: b"not gzip".to_vec().into(),
+            ..Message::default()
+        };
+        let e = decompress(&mut m, 1 << 20).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadCompression);
+        assert_eq!(e.answers(), (42, Operation::Data));
+    }
 
     #[test]
     fn error_messages_round_trip_with_code_and_retryable_flag() {

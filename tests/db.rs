@@ -295,6 +295,21 @@ fn each_error_has_its_code_and_the_server_keeps_serving() {
         ))),
         ErrorCode::Unsupported
     );
+    // A DATA payload flagged GZIP that does not inflate: BAD_COMPRESSION under the request's
+    // own id, so a client waiting on that id gets its answer.
+    let mut m = wire::message(MessageType::Request, Operation::Data, 79, &exec("SELECT 1"));
+    m.compression = wire::Compression::Gzip as i32;
+    c.send(&m).unwrap();
+    let answer = c.next_message().unwrap();
+    assert_eq!(
+        (answer.message_id, answer.op()),
+        (79, Operation::Data),
+        "answered by its id"
+    );
+    assert_eq!(
+        code(Err::<(), _>(netmod::client::server_error(&answer))),
+        ErrorCode::BadCompression
+    );
     // Truncation instead of TOO_LARGE when allowed.
     let r = c
         .data(&DataRequest {

@@ -301,9 +301,12 @@ fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
     let mut bad = ping(4, vec![1, 2, 3]);
     bad.compression = Compression::Gzip as i32;
     c.send(&bad).unwrap();
+    let answer = c.next_message().unwrap();
+    assert_eq!(error_code(&answer), ErrorCode::BadCompression);
     assert_eq!(
-        error_code(&c.next_message().unwrap()),
-        ErrorCode::BadCompression
+        (answer.message_id, answer.op()),
+        (4, Operation::Ping),
+        "the error answers the request by its id"
     );
     // A gzip bomb: inflates past the maximum message size.
     let bomb = {
@@ -316,9 +319,11 @@ fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
     b.data = bomb.into();
     b.compression = Compression::Gzip as i32;
     c.send(&b).unwrap();
+    let answer = c.next_message().unwrap();
+    assert_eq!(error_code(&answer), ErrorCode::BadCompression);
     assert_eq!(
-        error_code(&c.next_message().unwrap()),
-        ErrorCode::BadCompression
+        answer.message_id, 5,
+        "the error answers the request by its id"
     );
     assert_eq!(payload_of(&c.ping(b"after").unwrap()), b"after");
 }

@@ -151,7 +151,10 @@ fn documents_round_trip_with_exact_bodies_and_writes_need_a_token() {
         format!("DELETE /docs/example HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\r\n");
     assert_eq!(call(a, &del).status, 204);
     assert_eq!(call(a, &del).status, 404);
-    assert_eq!(call(a, "DELETE /docs/example HTTP/1.1\r\n\r\n").status, 401);
+    assert_eq!(
+        call(a, "DELETE /docs/example HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        401
+    );
 }
 
 #[test]
@@ -209,24 +212,33 @@ fn refusals_have_their_status_and_a_json_body() {
     let a = front.http;
     wait_ready(a);
     let long_head = format!(
-        "GET /docs/x HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "GET /docs/x HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(9000)
     );
     let big_body = format!(
-        "PUT /docs/x HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "PUT /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
         128 * 1024
     );
     for (raw, want) in [
         (long_head.as_str(), 431),
         (big_body.as_str(), 413),
         ("\x01\x02 garbage\r\n\r\n", 400),
-        ("POST /docs/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-        ("DELETE /health HTTP/1.1\r\n\r\n", 405),
-        ("GET /nowhere HTTP/1.1\r\n\r\n", 404),
-        ("PUT /docs/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400),
-        ("PUT /docs/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400),
         (
-            "PUT /docs/x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+            405,
+        ),
+        ("DELETE /health HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+        ("GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        (
+            "PUT /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+            400,
+        ),
+        (
+            "PUT /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+        ),
+        (
+            "PUT /docs/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
             501,
         ),
     ] {
@@ -236,14 +248,17 @@ fn refusals_have_their_status_and_a_json_body() {
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert!(v["error"].is_string(), "{}", r.body);
     }
-    let r = call(a, "POST /docs/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"));
+    let r = call(
+        a,
+        "POST /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
 
-    let health = call(a, "GET /health HTTP/1.1\r\n\r\n");
+    let health = call(a, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
     let v: serde_json::Value = serde_json::from_str(&health.body).unwrap();
     assert_eq!(v["status"], "ok");
     assert_eq!(v["db"]["circuit"], "closed");
-    let metrics = call(a, "GET /metrics HTTP/1.1\r\n\r\n");
+    let metrics = call(a, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(metrics.status, 200);
     assert!(metrics
         .header("content-type")
@@ -265,9 +280,9 @@ fn health_says_degraded_without_db_server() {
         .local_addr()
         .unwrap();
     let front = start_front(dead, true);
-    let r = call(front.http, "GET /health HTTP/1.1\r\n\r\n");
+    let r = call(front.http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.status, 503);
-    let doc = call(front.http, "GET /docs/x HTTP/1.1\r\n\r\n");
+    let doc = call(front.http, "GET /docs/x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(doc.status, 503);
     assert!(doc.body.contains("database unavailable"), "{}", doc.body);
 }
@@ -280,7 +295,10 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
     let (mut ts, http) = common::spawn_front(db_addr, &[]);
     wait_ready(http);
     assert_eq!(call(http, &put("logged", "x", None)).status, 201);
-    assert_eq!(call(http, "GET /docs/absent HTTP/1.1\r\n\r\n").status, 404);
+    assert_eq!(
+        call(http, "GET /docs/absent HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        404
+    );
     let ok = ts.wait_line("Status: 201");
     let shape = |l: &str, level: &str| {
         // [YYYY-MM-DD HH:MM:SS][LEVEL] Client IP: 127.0.0.1, Status: …, Response: {…}
@@ -321,7 +339,7 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
 
 /// `netmod_doc_cache_hits_total` of the front at `addr`.
 fn cache_hits(addr: SocketAddr) -> u64 {
-    let m = call(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    let m = call(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     m.body
         .lines()
         .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
@@ -345,7 +363,7 @@ fn a_document_cached_on_one_instance_follows_writes_made_through_another() {
     let b = start_front(db.addr, true);
     for front in [&a, &b] {
         common::eventually("document cache on", || {
-            let h = call(front.http, "GET /health HTTP/1.1\r\n\r\n");
+            let h = call(front.http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
             h.status == 200 && h.body.contains(r#""doc_cache":"on""#)
         });
     }
@@ -400,11 +418,11 @@ fn a_document_cached_on_one_instance_follows_writes_made_through_another() {
     let del = "DELETE /docs/shared HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_eq!(call(a.http, del).status, 204);
     assert_eq!(
-        call(a.http, "GET /docs/shared HTTP/1.1\r\n\r\n").status,
+        call(a.http, "GET /docs/shared HTTP/1.1\r\nHost: t\r\n\r\n").status,
         404
     );
     common::eventually("B sees the delete", || {
-        call(b.http, "GET /docs/shared HTTP/1.1\r\n\r\n").status == 404
+        call(b.http, "GET /docs/shared HTTP/1.1\r\nHost: t\r\n\r\n").status == 404
     });
 }
 
@@ -419,7 +437,7 @@ fn requests_that_trickle_in_get_408_while_other_clients_are_served() {
     let mut loris = connect(a);
     let mut dribble = loris.try_clone().unwrap();
     let feeder = std::thread::spawn(move || {
-        for b in b"GET /docs/x HTTP/1.1\r\nX-Long: "
+        for b in b"GET /docs/x HTTP/1.1\r\nHost: t\r\nX-Long: "
             .iter()
             .chain([b'a'; 100].iter())
         {
@@ -433,7 +451,7 @@ fn requests_that_trickle_in_get_408_while_other_clients_are_served() {
     // Slow POST: the head is whole, the body never is.
     let mut slow_body = connect(a);
     slow_body
-        .write_all(b"PUT /docs/x HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"con")
+        .write_all(b"PUT /docs/x HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n{\"con")
         .unwrap();
     assert_eq!(
         call(a, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,

@@ -811,3 +811,176 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     assert!(ts.wait_exit().success());
     ts.wait_line("test-server stopped");
 }
+
+/// Runs one of the binaries to its end and gives its exit status and standard error.
+fn run_to_end(bin: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let path = match bin {
+        "db-server" => env!("CARGO_BIN_EXE_db-server"),
+        "test-server" => env!("CARGO_BIN_EXE_test-server"),
+        "proxy" => env!("CARGO_BIN_EXE_proxy"),
+        "stack" => env!("CARGO_BIN_EXE_stack"),
+        other => panic!("unknown binary {other}"),
+    };
+    let out = std::process::Command::new(path)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("NETMOD_ADMIN_SECRET")
+        .output()
+        .expect("run");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_process_on_a_port_in_use_exits_with_a_clear_error_and_the_first_keeps_serving() {
+    let dir = common::TempDir::new("ports");
+    let (_db, db_addr) = common::spawn_db(&dir.path("first.db"));
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr.to_string(),
+            "--threads",
+            "2",
+        ],
+    );
+    let line = ts.wait_line("listening on ");
+    let addrs: Vec<String> = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(" and ")
+        .map(|p| p.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let (frames, http) = (addrs[0].clone(), addrs[1].clone());
+    let mut px = Proc::spawn(
+        "proxy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--backend",
+            &http,
+        ],
+    );
+    let line = px.wait_line("listening on ");
+    let proxy_addrs: Vec<String> = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(" and ")
+        .map(|p| p.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let other_db = dir.path("other.db");
+    let other_db = other_db.to_str().unwrap();
+    let db = db_addr.to_string();
+    let attempts: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "db-server",
+            vec!["--listen", &db, "--sqlite", other_db],
+            db.as_str(),
+        ),
+        (
+            "test-server",
+            vec![
+                "--listen",
+                &frames,
+                "--http-listen",
+                "127.0.0.1:0",
+                "--db",
+                &db,
+            ],
+            frames.as_str(),
+        ),
+        (
+            "test-server",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                &http,
+                "--db",
+                &db,
+            ],
+            http.as_str(),
+        ),
+        (
+            "proxy",
+            vec![
+                "--listen",
+                &proxy_addrs[0],
+                "--admin",
+                "127.0.0.1:0",
+                "--backend",
+                &http,
+            ],
+            proxy_addrs[0].as_str(),
+        ),
+        (
+            "proxy",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                &proxy_addrs[1],
+                "--backend",
+                &http,
+            ],
+            proxy_addrs[1].as_str(),
+        ),
+        (
+            "stack",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--db-listen",
+                &db,
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--proxy-admin",
+                "127.0.0.1:0",
+                "--sqlite",
+                other_db,
+                "--duration",
+                "0.1",
+            ],
+            db.as_str(),
+        ),
+    ];
+    for (bin, args, taken) in attempts {
+        let (status, stderr) = run_to_end(bin, &args);
+        assert!(
+            !status.success(),
+            "{bin} {args:?} started on a port in use:\n{stderr}"
+        );
+        let want = format!("address {taken} is already in use");
+        assert!(
+            stderr.contains(&want),
+            "{bin} {args:?}: no {want:?} in:\n{stderr}"
+        );
+    }
+    // The servers that were there first still serve, on every port.
+    let mut c = FrameClient::connect(frames.parse().unwrap(), WAIT).unwrap();
+    assert_eq!(c.ping(b"still").unwrap().data.len(), 7);
+    let mut d = FrameClient::connect(db_addr, WAIT).unwrap();
+    d.execute("SELECT 1", vec![]).unwrap();
+    for addr in [&http, &proxy_addrs[0]] {
+        let r = common::http::call(
+            addr.parse().unwrap(),
+            "GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{addr}");
+    }
+    let r = common::http::call(
+        proxy_addrs[1].parse().unwrap(),
+        "GET /status HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}

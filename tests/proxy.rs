@@ -762,7 +762,7 @@ fn a_request_that_trickles_in_gets_408_from_the_proxy() {
     let mut loris = connect(p.addr);
     let mut dribble = loris.try_clone().unwrap();
     let feeder = std::thread::spawn(move || {
-        for b in b"GET / HTTP/1.1\r\nX-Long: "
+        for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Long: "
             .iter()
             .chain([b'a'; 100].iter())
         {

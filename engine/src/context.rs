@@ -139,11 +139,14 @@ impl<M: Send + 'static> Context<'_, M> {
         }
     }
 
-    /// Resumes reading after [`Context::pause_reading`].
+    /// Resumes reading after [`Context::pause_reading`]. Input the handler left unconsumed is
+    /// offered again to [`crate::Handler::on_data`] in this pass, even if nothing new arrives
+    /// (a handler that waits on other work before taking the next request relies on this).
     pub fn resume_reading(&mut self, conn: ConnId) {
         if let Some(s) = self.core.session_mut(conn) {
             s.user_paused = false;
-            if s.has_input() {
+            s.redeliver = s.rstart < s.rend;
+            if s.has_input() || s.redeliver {
                 self.core.mark_ready(conn);
             }
         }

@@ -727,6 +727,14 @@ impl<H: Handler> Loop<H> {
             else {
                 return;
             };
+            if s.redeliver {
+                // Resumed with input left over: offer it before reading more.
+                s.redeliver = false;
+                if s.may_read() && s.rstart < s.rend {
+                    self.deliver(id);
+                    continue;
+                }
+            }
             // TLS sessions read through rustls (a lingering one just discards, as below).
             if s.tls.is_some() && s.state == State::Open {
                 return self.read_tls(id);

@@ -226,12 +226,15 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// Listens on `addr` in every loop. With port 0 the first loop's bind picks the port and the
-    /// others bind the same one; [`Server::local_addrs`] tells which.
+    /// Listens on `addr` in every loop. With port 0 a free port is picked and every loop binds
+    /// it; [`Server::local_addrs`] tells which. The loops of this server share the port; an
+    /// address another process listens on is refused (`ErrorKind::AddrInUse`, "address … is
+    /// already in use") rather than shared.
     pub fn listen(mut self, addr: SocketAddr) -> io::Result<Self> {
-        let mut bound = addr;
+        let mut bound = socket::claim(addr, &self.cfg.socket)?;
         for (i, parts) in self.loops.iter_mut().enumerate() {
-            let l = socket::listener(bound, &self.cfg.socket, self.cfg.backlog)?;
+            let l = socket::listener(bound, &self.cfg.socket, self.cfg.backlog)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}")))?;
             if i == 0 {
                 bound = l.local_addr()?;
             }

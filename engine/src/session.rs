@@ -55,6 +55,8 @@ pub(crate) struct Session {
     pub(crate) backpressure: bool,
     /// Reading stopped by the handler.
     pub(crate) user_paused: bool,
+    /// Resumed with unconsumed input: offer it again before reading more.
+    pub(crate) redeliver: bool,
     pub(crate) read_closed: bool,
     /// The poller said the peer closed its side (or the socket errored): read on to EOF rather
     /// than trusting a short read to mean "wait for the next edge".
@@ -94,6 +96,7 @@ impl Session {
             readable: false,
             backpressure: false,
             user_paused: false,
+            redeliver: false,
             read_closed: false,
             hup: false,
             in_dirty: false,

@@ -24,6 +24,27 @@ pub(crate) fn listener(
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
+/// Checks that no other socket listens on `addr` (and picks the port when it is 0), before the
+/// loops bind it with SO_REUSEPORT: SO_REUSEPORT would let this process silently join a port
+/// another process of the same user listens on, and the kernel would split clients between
+/// them. A plain bind (SO_REUSEADDR only, so TIME_WAIT does not count) fails on any listener.
+/// The probe is closed before the loops bind; the window between the two is microseconds.
+pub(crate) fn claim(addr: SocketAddr, opts: &SocketOptions) -> io::Result<SocketAddr> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(opts.reuse_address)?;
+    match socket.bind(&addr.into()) {
+        Ok(()) => socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound address is not an IP address")),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("address {addr} is already in use"),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))),
+    }
+}
+
 /// Applies the per-connection options to an accepted or outbound stream.
 pub(crate) fn apply(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
     let s = SockRef::from(stream);

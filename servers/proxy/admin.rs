@@ -81,17 +81,18 @@ pub(super) fn on_data(
     let mut used = 0;
     loop {
         match http1::parse_request(&data[used..], limits) {
-            Ok(Parsed::Incomplete) => return used,
+            Ok(Parsed::Incomplete | Parsed::AwaitingBody(_)) => return used,
             Err(e) => {
-                send(ctx, conn, &bad(e.status(), e), false);
+                send(ctx, conn, &bad(e.status(), e), false, false);
                 ctx.close(conn);
                 return data.len();
             }
             Ok(Parsed::Request(req, n)) => {
                 used += n;
                 let keep = req.keep_alive();
+                let head_only = req.method == "HEAD";
                 let r = route(proxy, ctx, &req);
-                send(ctx, conn, &r, keep);
+                send(ctx, conn, &r, keep, head_only);
                 if !keep {
                     ctx.close(conn);
                     return data.len();
@@ -101,7 +102,7 @@ pub(super) fn on_data(
     }
 }
 
-fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool) {
+fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool, head_only: bool) {
     let kind = if r.json {
         "application/json"
     } else {
@@ -114,6 +115,7 @@ fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool) {
         &[("Content-Type", kind)],
         r.body.as_bytes(),
         keep,
+        head_only,
     );
     let _ = ctx.send(conn, &out);
 }
@@ -174,7 +176,13 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, Str
 
 fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
     let pool = &proxy.pool;
-    let command = match parse(req.method.as_str(), req.path(), &req.body) {
+    // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
+    let method = if req.method == "HEAD" {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let command = match parse(method, req.path(), &req.body) {
         Ok(c) => c,
         Err((status, msg)) => return bad(status, msg),
     };

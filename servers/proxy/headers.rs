@@ -74,10 +74,23 @@ pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
+    // An absolute-form target goes on in origin form, its authority as the Host
+    // (RFC 9112 §3.2.2: it replaces whatever Host the client sent).
+    out.extend_from_slice(head.origin_target().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = head.target_authority();
+    if let Some(a) = authority {
+        field(&mut out, "Host", a);
+    } else if head.header("host").is_none() {
+        // An HTTP/1.0 request may come without Host; HTTP/1.1 needs one, empty when the
+        // target has no authority (RFC 9112 §3.2).
+        field(&mut out, "Host", "");
+    }
     let mut forwarded_for: Option<String> = None;
     for (name, value) in &head.headers {
+        if authority.is_some() && name.eq_ignore_ascii_case("host") {
+            continue;
+        }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
             forwarded_for = Some(match forwarded_for {
                 Some(f) => format!("{f}, {value}"),
@@ -211,12 +224,30 @@ mod tests {
     #[test]
     fn the_clients_request_id_is_kept_and_a_missing_one_made() {
         let mut ids = RequestIds::new();
-        let with = head(b"GET / HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n");
+        let with = head(b"GET / HTTP/1.1\r\nHost: t\r\nX-Request-Id: r-1\r\n\r\n");
         assert_eq!(ids.for_request(&with), "r-1");
-        let without = head(b"GET / HTTP/1.1\r\n\r\n");
+        let without = head(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let made: std::collections::HashSet<String> =
             (0..1000).map(|_| ids.for_request(&without)).collect();
         assert_eq!(made.len(), 1000, "no repeats");
         assert!(made.iter().all(|id| id.len() == 16));
+    }
+
+    #[test]
+    fn an_absolute_form_target_goes_on_in_origin_form_with_its_authority_as_host() {
+        let h = head(b"GET http://127.0.0.1:8000/docs/a?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        let out = String::from_utf8(request(
+            &h,
+            "127.0.0.9".parse().unwrap(),
+            "http",
+            "i",
+            false,
+        ))
+        .unwrap();
+        assert!(
+            out.starts_with("GET /docs/a?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("other"), "{out}");
     }
 }

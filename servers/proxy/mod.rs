@@ -409,12 +409,22 @@ impl Proxy {
         };
         let peer = c.peer;
         if matches!(head.body, BodyKind::Length(n) if n > self.cfg.max_body) {
-            self.refuse(
-                ctx,
-                conn,
+            let body = http1::error_body(&format!("request body over {} bytes", self.cfg.max_body));
+            let mut out = Vec::new();
+            let head_only = head.method == "HEAD";
+            http1::write_response(
+                &mut out,
                 413,
-                &format!("request body over {} bytes", self.cfg.max_body),
+                &[("Content-Type", "application/json")],
+                &body,
+                false,
+                head_only,
             );
+            let _ = ctx.send(conn, &out);
+            access_log(peer, 413, &body);
+            c.state = ClientState::Done;
+            c.buf.clear();
+            ctx.close(conn);
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
@@ -531,7 +541,8 @@ impl Proxy {
             ClientState::Busy(ex) => (ex.keep_alive && ex.req.is_done(), c.peer),
             _ => (false, c.peer),
         };
-        send_error(ctx, conn, peer, status, msg, keep);
+        let head_only = c.answering_head();
+        send_error(ctx, conn, peer, status, msg, keep, head_only);
         if keep {
             c.state = ClientState::Idle;
             ctx.resume_reading(conn);
@@ -548,9 +559,10 @@ impl Proxy {
         let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
             return;
         };
+        let head_only = c.answering_head();
         c.state = ClientState::Done;
         c.buf.clear();
-        send_error(ctx, conn, c.peer, status, msg, false);
+        send_error(ctx, conn, c.peer, status, msg, false, head_only);
         ctx.close(conn);
     }
 
@@ -1044,6 +1056,11 @@ impl Client {
             _ => 1,
         }
     }
+
+    /// True while the request being served is a HEAD: no answer to it carries a body.
+    fn answering_head(&self) -> bool {
+        matches!(&self.state, ClientState::Busy(ex) if ex.head.method == "HEAD")
+    }
 }
 
 /// Writes an error the proxy makes itself, `{"error": msg}`, and logs it.
@@ -1054,6 +1071,7 @@ fn send_error(
     status: u16,
     msg: &str,
     keep_alive: bool,
+    head_only: bool,
 ) {
     let body = http1::error_body(msg);
     let mut out = Vec::new();
@@ -1063,6 +1081,7 @@ fn send_error(
         &[("Content-Type", "application/json")],
         &body,
         keep_alive,
+        head_only,
     );
     let _ = ctx.send(conn, &out);
     access_log(peer, status, &body);
@@ -1097,13 +1116,12 @@ fn access_log(peer: SocketAddr, status: u16, body: &[u8]) {
     if !log::log_enabled!(level) {
         return;
     }
-    let shown = &body[..body.len().min(LOG_BODY)];
-    let more = if body.len() > LOG_BODY { "…" } else { "" };
+    // Escaped: a backend's body may hold CR/LF or binary bytes that would forge log lines.
     log::log!(
         level,
-        "Client IP: {}, Status: {status}, Response: {}{more}",
+        "Client IP: {}, Status: {status}, Response: {}",
         peer.ip(),
-        String::from_utf8_lossy(shown)
+        crate::logging::Printable::new(body, LOG_BODY)
     );
 }
 

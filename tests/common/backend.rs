@@ -99,6 +99,7 @@ impl Drop for TestBackend {
 }
 
 fn respond(mut s: &TcpStream, status: u16, body: &str, close: bool) -> std::io::Result<()> {
+    let head_only = HEAD_REQUEST.with(|h| h.get());
     let mut out = Vec::new();
     http1::write_response(
         &mut out,
@@ -106,8 +107,14 @@ fn respond(mut s: &TcpStream, status: u16, body: &str, close: bool) -> std::io::
         &[("Content-Type", "application/json")],
         body.as_bytes(),
         !close,
+        head_only,
     );
     s.write_all(&out)
+}
+
+thread_local! {
+    /// The request being answered is a HEAD (one connection per thread): no body goes out.
+    static HEAD_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize) {
@@ -127,6 +134,13 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize) {
             }
         };
         buf.drain(..n);
+        HEAD_REQUEST.with(|h| h.set(head.method == "HEAD"));
+        if head.expectation() == http1::Expectation::Continue
+            && buf.is_empty()
+            && s.write_all(http1::CONTINUE).is_err()
+        {
+            return;
+        }
         // The body, counted and dropped as it arrives.
         let mut reader = BodyReader::new(head.body, u64::MAX);
         loop {

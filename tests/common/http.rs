@@ -25,6 +25,16 @@ impl Resp {
 
 /// Reads one response from `s` (Content-Length framed), keeping extra bytes in `buf`.
 pub fn read_resp(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
+    read_framed(s, buf, false)
+}
+
+/// Reads the answer to a HEAD request: its head only, whatever its Content-Length says (RFC
+/// 9110 §9.3.2); any bytes after it stay in `buf`, where a body sent by mistake would show.
+pub fn read_head_resp(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
+    read_framed(s, buf, true)
+}
+
+fn read_framed(s: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> Option<Resp> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -39,6 +49,7 @@ pub fn read_resp(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
                 .iter()
                 .find(|(n, _)| n == "content-length")
                 .map_or(0, |(_, v)| v.parse().unwrap());
+            let len = if head_only { 0 } else { len };
             while buf.len() < end + 4 + len {
                 let n = s.read(&mut chunk).ok()?;
                 if n == 0 {

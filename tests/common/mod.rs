@@ -35,10 +35,19 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// Stops the server; a panic in any of its loop threads fails the test that ran it.
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
             self.handle.stop();
-            let _ = t.join();
+            let result = t.join();
+            if std::thread::panicking() {
+                return;
+            }
+            match result {
+                Err(_) => panic!("the server's loop thread panicked"),
+                Ok(Err(e)) => panic!("the server stopped with an error: {e}"),
+                Ok(Ok(())) => {}
+            }
         }
     }
 }
@@ -226,9 +235,26 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Kills the process; a panic it printed (in any of its threads) fails the test.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        // The reader thread ends at the pipe's end (soon after the exit, unless a grandchild
+        // holds the pipe: then what arrived within a moment is read).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => break,
+            }
+        }
+        if let Some(l) = self.seen.iter().find(|l| l.contains("panicked at")) {
+            panic!("the child process panicked: {l}");
+        }
     }
 }
 

@@ -20,6 +20,23 @@ impl Nginx {
         Command::new("nginx").arg("-v").output().is_ok()
     }
 
+    /// Whether a test that needs nginx for `what` can run it: true when installed; when not,
+    /// fails the test where `NETMOD_REQUIRE_NGINX=1` (CI), else says once that `what` was
+    /// skipped (a line cargo shows with the test's output) and gives false.
+    pub fn required_or_installed(what: &str) -> bool {
+        if Self::installed() {
+            return true;
+        }
+        assert!(
+            std::env::var("NETMOD_REQUIRE_NGINX").as_deref() != Ok("1"),
+            "NETMOD_REQUIRE_NGINX=1 but nginx cannot be run: {what} needs it"
+        );
+        eprintln!(
+            "SKIPPED: {what}: nginx is not installed (set NETMOD_REQUIRE_NGINX=1 to fail instead)"
+        );
+        false
+    }
+
     /// Starts nginx answering `/health` and every other path with 200 `{"backend":"<name>"}`,
     /// with nginx's default limits otherwise (client_max_body_size `max_body`).
     pub fn start(name: &str, max_body: &str) -> Nginx {
