@@ -334,11 +334,20 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// True when `data` mentions the server's own tables (`_netmod_…`), which clients may not touch.
-fn names_server_tables(data: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"_netmod_";
-    data.windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+/// `DataRequest.sandboxed`'s field number (data.proto).
+const SANDBOXED_FIELD: u32 = 18;
+
+/// A client's encoded `DataRequest` with `sandboxed = true` appended: db-server then runs its
+/// statements in the client sandbox (no `_netmod_*` tables, ATTACH, PRAGMA or triggers; see
+/// `db::sandbox`). Appended rather than decoded and encoded again: for a scalar field the last
+/// value on the wire wins, so whatever the client put there is overridden.
+fn sandboxed(data: &[u8]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(data.len() + 3);
+    out.extend_from_slice(data);
+    encode_key(SANDBOXED_FIELD, WireType::Varint, &mut out);
+    encode_varint(1, &mut out);
+    out
 }
 
 impl FrameService {
@@ -599,16 +608,8 @@ impl FrameService {
             }
             Some(true) => {}
         }
-        if names_server_tables(&msg.data) {
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::BadRequest,
-                "the server's own tables (_netmod_*) are not accessible",
-            );
-        }
+        let mut msg = msg;
+        msg.data = sandboxed(&msg.data).into();
         self.forward(ctx, conn, msg, Owner::Data { conn, id });
     }
 
@@ -1270,4 +1271,23 @@ pub fn rate_limited_frame() -> Vec<u8> {
         ErrorCode::RateLimited,
         "too many new connections from this address",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::DataRequest;
+
+    #[test]
+    fn a_forwarded_request_is_sandboxed_whatever_the_client_sent() {
+        let mut req = DataRequest::execute("SELECT 1", vec![]);
+        for client_value in [false, true] {
+            req.sandboxed = client_value;
+            let forwarded = DataRequest::decode(&sandboxed(&req.encode_to_vec())[..]).unwrap();
+            assert!(forwarded.sandboxed);
+            assert_eq!(forwarded.kind, req.kind);
+        }
+        let empty = DataRequest::decode(&sandboxed(&[])[..]).unwrap();
+        assert!(empty.sandboxed && empty.kind.is_none());
+    }
 }

@@ -74,15 +74,32 @@ proptest! {
     ) {
         // Whole: every frame found is exactly 4 + its declared length.
         let mut at = 0;
-        while let Next::Frame(body, n) = wire::next_frame(&bytes[at..], MAX) {
-            let declared = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            prop_assert_eq!(body.len(), declared);
-            prop_assert_eq!(n, 4 + declared);
-            let _ = wire::decode(body); // may fail, must not panic
-            at += n;
+        let mut whole = Vec::new();
+        let end = loop {
+            match wire::next_frame(&bytes[at..], MAX) {
+                Next::Frame(body, n) => {
+                    let declared = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                    prop_assert_eq!(body.len(), declared);
+                    prop_assert_eq!(n, 4 + declared);
+                    let _ = wire::decode(body); // may fail, must not panic
+                    whole.push(body.to_vec());
+                    at += n;
+                }
+                Next::NeedMore => break frame::finish(&bytes[at..], MAX),
+                Next::Fatal(_) => break Err(FrameError::TooLarge { len: 0, max: MAX }),
+            }
+        };
+        // Chunked: the same frames, or the same kind of error, however the bytes are split.
+        match (end, decode_chunked(&bytes, &chunks)) {
+            (Ok(()), Ok(chunked)) => prop_assert_eq!(chunked, whole),
+            (Err(FrameError::TooLarge { .. }), Err(e)) => {
+                prop_assert!(matches!(e, FrameError::TooLarge { .. }), "{e:?}");
+            }
+            (Err(FrameError::Truncated { .. }), Err(e)) => {
+                prop_assert!(matches!(e, FrameError::Truncated { .. }), "{e:?}");
+            }
+            (w, c) => prop_assert!(false, "whole {w:?}, chunked {c:?}"),
         }
-        // Chunked: the same frames, or the same error.
-        let _ = decode_chunked(&bytes, &chunks);
     }
 
     #[test]

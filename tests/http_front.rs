@@ -318,11 +318,11 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
         "{nf}"
     );
 
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
+    if common::prerequisite(
+        "curl",
+        "NETMOD_REQUIRE_CURL",
+        common::runs("curl", "--version"),
+    ) {
         let out = std::process::Command::new("curl")
             .args(["-s", "-i", &format!("http://{http}/docs/logged")])
             .output()
@@ -468,4 +468,14 @@ fn requests_that_trickle_in_get_408_while_other_clients_are_served() {
     }
     // (The server lingers after closing, discarding what still arrives; the feeder just ends.)
     feeder.join().unwrap();
+}
+
+#[test]
+fn curl_checks_skipped_without_curl() {
+    common::report_skip(
+        "curl",
+        "NETMOD_REQUIRE_CURL",
+        common::runs("curl", "--version"),
+        "the access log test's curl client",
+    );
 }

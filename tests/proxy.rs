@@ -289,15 +289,18 @@ fn pipelined_requests_are_answered_in_order() {
     );
 }
 
+/// The process's resident memory; a reading that cannot be had fails the test (a 0 would make
+/// every "memory stayed flat" assertion pass).
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"));
+    assert!(kb > 0, "process {pid} reports no resident memory");
+    kb
 }
 
 #[test]
@@ -611,10 +614,19 @@ fn tcp_mode_spreads_frame_clients_and_skips_a_killed_instance() {
 }
 
 #[test]
+fn nginx_backends_skipped_without_nginx() {
+    common::report_skip(
+        "nginx",
+        "NETMOD_REQUIRE_NGINX",
+        common::runs("nginx", "-v"),
+        "nginx_backends_serve_through_the_proxy",
+    );
+}
+
+#[test]
 fn nginx_backends_serve_through_the_proxy() {
     if !common::nginx::Nginx::installed() {
-        eprintln!("nginx not installed: skipped");
-        return;
+        return; // reported by nginx_backends_skipped_without_nginx
     }
     let n0 = common::nginx::Nginx::start("nginx0", "1m");
     let n1 = common::nginx::Nginx::start("nginx1", "1m");
@@ -779,4 +791,101 @@ fn a_request_that_trickles_in_gets_408_from_the_proxy() {
     assert_eq!(a.hits(), 0, "nothing reached the backend");
     assert_eq!(get(p.addr, "/").status, 200, "others are served");
     feeder.join().unwrap();
+}
+
+#[test]
+fn retries_stop_when_the_retry_budget_is_spent() {
+    // One backend closes every connection before answering: each GET sent there is retried on
+    // the other, until retries pass a fifth of the requests (plus 10); then the client gets
+    // the 502. `--fall` high and checks slow, so the broken backend stays in rotation.
+    let good = TestBackend::start("good");
+    let bad = TestBackend::start("bad");
+    bad.set_dropping(true);
+    let p = proxy(&[
+        "--backend",
+        &addr_arg(&good),
+        "--backend",
+        &addr_arg(&bad),
+        "--fall",
+        "100000",
+        "--check-interval",
+        "3600",
+    ]);
+    const N: usize = 200;
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..N {
+        match get(p.addr, "/x").status {
+            200 => ok += 1,
+            502 => failed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok + failed, N);
+    assert_eq!(
+        good.hits(),
+        ok,
+        "every success was served by the good backend"
+    );
+    assert!(failed > 0, "the budget ran out: some clients got the 502");
+    // The budget: 10 + requests / 5 retries, i.e. at most 50 for 200 requests, and once
+    // exhausted it is used up to its edge.
+    let status: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    let retries = status["retries"].as_u64().unwrap();
+    assert!(
+        (40..=50).contains(&retries),
+        "{retries} retries, {failed} failed, {ok} ok"
+    );
+    assert_eq!(status["failures"].as_u64(), Some(failed as u64));
+}
+
+#[test]
+fn active_checks_alone_take_a_backend_out_after_fall_failures_and_back_after_rise() {
+    // Real traffic to `a` always succeeds, so passive detection has nothing to count: only its
+    // failing /health can take it out.
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let mut p = proxy(&[
+        "--backend",
+        &addr_arg(&a),
+        "--backend",
+        &addr_arg(&b),
+        "--fall",
+        "3",
+        "--rise",
+        "2",
+    ]);
+    let seen = spread(p.addr, "/x", 10);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    a.set_health(503);
+    let out =
+        p.p.wait_line(&format!("Server {} marked as unhealthy", a.addr));
+    assert!(out.contains("[ERROR] [STATUS]"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    let entry = |addr: SocketAddr| {
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == addr.to_string())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry(a.addr)["healthy"], false);
+    assert_eq!(entry(a.addr)["failures"], 0, "no real request to a failed");
+    assert_eq!(entry(b.addr)["healthy"], true);
+    let before = a.hits();
+    let seen = spread(p.addr, "/x", 20);
+    assert_eq!(
+        seen.get("b"),
+        Some(&20),
+        "all to b while a is out: {seen:?}"
+    );
+    assert_eq!(a.hits(), before);
+    a.set_health(200);
+    p.p.wait_line(&format!("Server {} marked as healthy", a.addr));
+    common::eventually("a serves again", || {
+        spread(p.addr, "/x", 4).contains_key("a")
+    });
 }

@@ -533,3 +533,166 @@ fn a_flood_of_wrong_secrets_is_cut_off_before_hashing_and_others_are_not_slowed(
         "every attempt of the flood refused before hashing"
     );
 }
+
+#[test]
+fn clients_cannot_reach_the_servers_own_tables_however_they_name_them() {
+    let dir = TempDir::new("sandbox");
+    let db = start_db(&dir);
+    let ts = start_test_server(db.addr);
+    let (mut c, _) = admin(ts.addr);
+    c.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        vec![],
+    )
+    .unwrap();
+    c.execute("INSERT INTO notes (body) VALUES ('x')", vec![])
+        .unwrap();
+    let db_file = dir.path("test.db");
+    let attach = format!("ATTACH DATABASE '{}' AS other", db_file.display());
+    let hex_name = "SELECT * FROM pragma_table_info(CAST(X'5F6E65746D6F645F7573657273' AS TEXT))";
+    let tries = [
+        "SELECT * FROM _netmod_users",
+        "SELECT * FROM \"_netmod_users\"",
+        "SELECT * FROM [_netmod_users]",
+        "SELECT * FROM `_netmod_users`",
+        "SELECT * FROM _NetMod_Users",
+        "SELECT * FROM main._netmod_users",
+        "SELECT * FROM \"_NETMOD_USERS\"",
+        "UPDATE _netmod_users SET secret_hash = 'x'",
+        "DELETE FROM \"_netmod_idempotency\"",
+        "INSERT INTO _netmod_meta (k, v) VALUES ('x', 1)",
+        "DROP TABLE _netmod_users",
+        "ALTER TABLE _netmod_users RENAME TO stolen",
+        "CREATE INDEX i ON _netmod_users (name)",
+        "WITH u AS (SELECT * FROM _netmod_users) SELECT * FROM u",
+        "SELECT (SELECT count(*) FROM _netmod_users)",
+        &attach,
+        "DETACH DATABASE main",
+        "PRAGMA writable_schema = ON",
+        "PRAGMA table_info(_netmod_users)",
+        hex_name,
+        "CREATE TRIGGER t AFTER INSERT ON notes BEGIN DELETE FROM notes; END",
+    ];
+    for sql in tries {
+        assert_eq!(code(c.execute(sql, vec![])), ErrorCode::Forbidden, "{sql}");
+    }
+    // A view made to read a server table is made, but reading through it is refused.
+    c.execute("CREATE VIEW peek AS SELECT * FROM _netmod_users", vec![])
+        .map(|_| ())
+        .or_else(|e| match e {
+            ClientError::Server {
+                code: ErrorCode::Forbidden,
+                ..
+            } => Ok(()),
+            other => Err(other),
+        })
+        .unwrap();
+    let peek = c.execute("SELECT * FROM peek", vec![]);
+    assert!(
+        matches!(code(peek), ErrorCode::Forbidden | ErrorCode::UnknownTable),
+        "reading through a view"
+    );
+    // The same texts inside a batch, a transaction and a cursor.
+    let batch = netmod::proto::DataRequest {
+        kind: Some(netmod::proto::data_request::Kind::Batch(
+            netmod::proto::Batch {
+                steps: vec![netmod::proto::BatchStep::new(
+                    "SELECT 1 FROM \"_netmod_users\"",
+                    vec![],
+                )],
+            },
+        )),
+        ..Default::default()
+    };
+    assert_eq!(code(c.data(&batch)), ErrorCode::Forbidden);
+    let cursor = netmod::proto::DataRequest {
+        kind: Some(netmod::proto::data_request::Kind::OpenCursor(
+            netmod::proto::CursorOpen {
+                stmt: Some(netmod::proto::Statement {
+                    sql: "SELECT * FROM _netmod_users".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    assert_eq!(code(c.data(&cursor)), ErrorCode::Forbidden);
+    // Ordinary work goes on, and the server's own use of its tables is unaffected.
+    let n = c.execute("SELECT count(*) FROM notes", vec![]).unwrap();
+    assert_eq!(count(&n), 1);
+    let (_again, _) = admin(ts.addr);
+    let mut raw = FrameClient::connect(db.addr, WAIT).unwrap();
+    let users = raw
+        .execute("SELECT count(*) FROM _netmod_users", vec![])
+        .unwrap();
+    assert_eq!(
+        count(&users),
+        1,
+        "db-server's own clients are not sandboxed"
+    );
+}
+
+#[test]
+fn the_breaker_is_seen_open_on_health_and_metrics_while_db_server_is_down() {
+    let dir = TempDir::new("ts-breaker-seen");
+    let db_file = dir.path("b.db");
+    let (mut db, db_addr) = common::spawn_db(&db_file);
+    let (_ts, http) = common::spawn_front(
+        db_addr,
+        &[
+            "--breaker-failures",
+            "2",
+            "--breaker-open",
+            "60",
+            "--reconnect-base",
+            "0.05",
+            "--reconnect-max",
+            "0.2",
+        ],
+    );
+    let health = || {
+        let r = common::http::call(http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        (
+            r.status,
+            v["db"]["circuit"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let metric = || {
+        let m = common::http::call(http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").body;
+        m.lines()
+            .find_map(|l| l.strip_prefix("netmod_db_link_circuit_open "))
+            .map(str::to_string)
+            .expect("the breaker's gauge")
+    };
+    common::eventually("the front is up", || health() == (200, "closed".into()));
+    assert_eq!(metric(), "0");
+
+    db.signal(libc::SIGKILL);
+    db.wait_exit();
+    // Requests fail while it is gone; after 2 failures the breaker opens and says so.
+    common::eventually("the breaker opens", || {
+        let r = common::http::call(http, "GET /docs/absent HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(r.status == 503 || r.status == 504, "{r:?}");
+        health() == (503, "open".into())
+    });
+    assert_eq!(metric(), "1");
+    let r = common::http::call(http, "GET /docs/absent HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 503, "refused at once while open");
+
+    // db-server back: the link reconnects and closes the breaker long before its 60 s.
+    let port = db_addr.port().to_string();
+    let mut back = Proc::spawn(
+        "db-server",
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--sqlite",
+            db_file.to_str().unwrap(),
+        ],
+    );
+    back.listen_addr();
+    common::eventually("the breaker closes", || health() == (200, "closed".into()));
+    assert_eq!(metric(), "0");
+}

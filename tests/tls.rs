@@ -677,3 +677,89 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     ts.wait_line("TLS certificate not reloaded");
     handshake(certs.rogue_client_config()).unwrap();
 }
+
+/// `openssl s_client` against `addr` limited to one protocol version: whether the handshake
+/// completed, and its output.
+fn openssl_handshake(addr: SocketAddr, certs: &Certs, version: &str) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            "-CAfile",
+            path(&certs.ca),
+            version,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    drop(child.stdin.take()); // EOF: s_client ends after the handshake
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = text.contains("Verify return code: 0 (ok)") && !text.contains("alert");
+    (done, text)
+}
+
+#[test]
+fn tls_1_2_clients_are_refused_and_tls_1_3_ones_served() {
+    if !common::prerequisite(
+        "openssl",
+        "NETMOD_REQUIRE_OPENSSL",
+        common::runs("openssl", "version"),
+    ) {
+        return;
+    }
+    let certs = Certs::temp("versions");
+    let (_ts, frames) = spawn_tls_frames(&certs.server_cert, &certs.server_key);
+    let backend = common::backend::TestBackend::start("b");
+    let mut p = common::Proc::spawn(
+        "proxy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--backend",
+            &backend.addr.to_string(),
+            "--metrics-interval",
+            "0",
+            "--tls-cert",
+            path(&certs.server_cert),
+            "--tls-key",
+            path(&certs.server_key),
+        ],
+    );
+    let proxy = p.listen_addr();
+    for addr in [frames, proxy] {
+        let (ok13, text13) = openssl_handshake(addr, &certs, "-tls1_3");
+        assert!(
+            ok13 && text13.contains("TLSv1.3"),
+            "{addr}: TLS 1.3 refused:\n{text13}"
+        );
+        let (ok12, text12) = openssl_handshake(addr, &certs, "-tls1_2");
+        assert!(!ok12, "{addr}: a TLS 1.2 handshake completed:\n{text12}");
+        assert!(
+            text12.contains("alert"),
+            "{addr}: refused with an alert:\n{text12}"
+        );
+    }
+}
+
+#[test]
+fn tls_version_checks_skipped_without_openssl() {
+    common::report_skip(
+        "openssl",
+        "NETMOD_REQUIRE_OPENSSL",
+        common::runs("openssl", "version"),
+        "the TLS 1.2 refusal test",
+    );
+}

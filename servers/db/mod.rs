@@ -10,6 +10,7 @@
 //! - [`batch`], [`page`], [`error`]: batches, result limits and errors, the same everywhere.
 //! - [`txn`]: interactive transactions and cursors, a connection and a thread each.
 //! - [`watch`]: table-change notifications for subscribed connections.
+//! - [`sandbox`]: what a client's statements (through test-server) may not touch.
 //! - [`monitor`]: per-statement counts, latency and the slow-query log.
 
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod page;
 pub mod placeholders;
 pub mod postgres;
 pub mod postgres_pool;
+pub mod sandbox;
 pub mod service;
 pub mod sqlite;
 pub mod sqlite_pool;

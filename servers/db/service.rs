@@ -144,6 +144,10 @@ impl DbService {
         };
         let consistency = req.consistency();
         let watched = self.watchers.any();
+        let mut req = req;
+        if req.sandboxed {
+            sandbox_statements(&mut req);
+        }
         let work = match req.kind {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
@@ -321,5 +325,29 @@ impl Handler for DbService {
 
     fn is_busy(&self, conn: ConnId) -> bool {
         self.inflight.get(conn).is_some_and(|n| *n > 0)
+    }
+}
+
+/// Marks every statement of a sandboxed request (see [`super::sandbox`]).
+fn sandbox_statements(req: &mut DataRequest) {
+    use super::sandbox::mark;
+    match req.kind.as_mut() {
+        Some(data_request::Kind::Execute(st)) => mark(&mut st.sql),
+        Some(data_request::Kind::Batch(b)) => b
+            .steps
+            .iter_mut()
+            .filter_map(|s| s.stmt.as_mut())
+            .for_each(|st| mark(&mut st.sql)),
+        Some(data_request::Kind::TxnExecute(t)) => {
+            if let Some(st) = t.stmt.as_mut() {
+                mark(&mut st.sql);
+            }
+        }
+        Some(data_request::Kind::OpenCursor(c)) => {
+            if let Some(st) = c.stmt.as_mut() {
+                mark(&mut st.sql);
+            }
+        }
+        _ => {}
     }
 }

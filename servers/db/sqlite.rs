@@ -32,6 +32,8 @@ impl From<rusqlite::Error> for DbError {
                         ErrorCode::Busy
                     }
                     ffi::ErrorCode::ReadOnly => ErrorCode::ReadOnly,
+                    // The sandbox's authorizer refused (see `sandbox`).
+                    ffi::ErrorCode::AuthorizationForStatementDenied => ErrorCode::Forbidden,
                     ffi::ErrorCode::TypeMismatch => ErrorCode::TypeMismatch,
                     ffi::ErrorCode::TooBig => ErrorCode::TooLarge,
                     _ if msg.starts_with("no such table") => ErrorCode::UnknownTable,
@@ -56,6 +58,7 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, DbError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(256);
+    conn.authorizer(Some(super::sandbox::authorize));
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _netmod_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
          INSERT OR IGNORE INTO _netmod_meta (k, v) VALUES ('commit_index', 0);
@@ -75,6 +78,7 @@ pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, DbError> {
     )?;
     conn.busy_timeout(busy)?;
     conn.set_prepared_statement_cache_capacity(256);
+    conn.authorizer(Some(super::sandbox::authorize));
     Ok(conn)
 }
 
@@ -107,6 +111,7 @@ pub fn open_txn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
     conn.busy_timeout(busy)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(64);
+    conn.authorizer(Some(super::sandbox::authorize));
     Ok(conn)
 }
 
@@ -202,9 +207,11 @@ pub fn execute(
     st: &Statement,
     limit: Limit,
 ) -> Result<StatementResult, DbError> {
-    if st.sql.trim().is_empty() {
+    if super::sandbox::unmarked(&st.sql).trim().is_empty() {
         return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
     }
+    // Prepared (and possibly re-prepared while stepping) under the statement's sandbox.
+    let _sandbox = super::sandbox::Guard::enter(&st.sql);
     let start = Instant::now();
     let mut stmt = conn.prepare_cached(&st.sql)?;
     bind(&mut stmt, st)?;
@@ -232,6 +239,7 @@ pub fn execute(
 
 /// True when `sql` can only read: decided by SQLite itself on a prepared statement.
 pub fn is_readonly(conn: &Connection, sql: &str) -> Result<bool, DbError> {
+    let _sandbox = super::sandbox::Guard::enter(sql);
     Ok(conn.prepare_cached(sql)?.readonly())
 }
 
@@ -290,6 +298,7 @@ impl TxnConn for SqliteTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
+        let _sandbox = super::sandbox::Guard::enter(&st.sql);
         let prepared = self
             .0
             .prepare(&st.sql)

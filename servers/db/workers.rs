@@ -118,6 +118,13 @@ pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
         "DETACH",
         "VACUUM",
     ];
+    if super::sandbox::is_marked(&st.sql) && starts_with_keyword(&st.sql, &["ATTACH", "DETACH"]) {
+        // What the sandbox refuses gets the sandbox's code, however it is first noticed.
+        return Err(DbError::new(
+            ErrorCode::Forbidden,
+            "not authorized: ATTACH and DETACH are not for clients",
+        ));
+    }
     if starts_with_keyword(&st.sql, FORBIDDEN) {
         return Err(DbError::new(
             ErrorCode::BadRequest,

@@ -12,11 +12,15 @@
 //! GET /ws (Upgrade)      101, then echoes every byte back
 //! anything else          200 {"backend":…,"path":…}
 //! ```
+//!
+//! Knobs: [`TestBackend::set_health`] makes `/health` answer another status (real traffic
+//! unaffected); [`TestBackend::set_dropping`] makes it close every connection after reading a
+//! request, before any response byte.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +33,14 @@ pub struct TestBackend {
     hits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    knobs: Arc<Knobs>,
+}
+
+/// How a backend misbehaves on purpose.
+#[derive(Debug)]
+struct Knobs {
+    health: AtomicU16,
+    dropping: AtomicBool,
 }
 
 impl TestBackend {
@@ -44,11 +56,16 @@ impl TestBackend {
         let hits = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (h, s, o, n) = (
+        let knobs = Arc::new(Knobs {
+            health: AtomicU16::new(200),
+            dropping: AtomicBool::new(false),
+        });
+        let (h, s, o, n, k) = (
             Arc::clone(&hits),
             Arc::clone(&stop),
             Arc::clone(&open),
             name.to_string(),
+            Arc::clone(&knobs),
         );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -59,10 +76,10 @@ impl TestBackend {
                 if let Ok(c) = stream.try_clone() {
                     o.lock().unwrap().push(c);
                 }
-                let (h, n) = (Arc::clone(&h), n.clone());
+                let (h, n, k) = (Arc::clone(&h), n.clone(), Arc::clone(&k));
                 std::thread::spawn(move || {
                     // The clone kept for `kill` holds the socket open: shut it down here.
-                    serve(&stream, &n, &h);
+                    serve(&stream, &n, &h, &k);
                     let _ = stream.shutdown(std::net::Shutdown::Both);
                 });
             }
@@ -73,7 +90,18 @@ impl TestBackend {
             hits,
             stop,
             open,
+            knobs,
         }
+    }
+
+    /// `/health` answers `status` from now on.
+    pub fn set_health(&self, status: u16) {
+        self.knobs.health.store(status, Ordering::SeqCst);
+    }
+
+    /// Every request from now on is read and its connection closed without an answer.
+    pub fn set_dropping(&self, on: bool) {
+        self.knobs.dropping.store(on, Ordering::SeqCst);
     }
 
     /// Requests served, health checks excluded.
@@ -117,7 +145,7 @@ thread_local! {
     static HEAD_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize) {
+fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize, knobs: &Knobs) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -158,13 +186,21 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize) {
             }
         }
         let path = head.path().to_string();
+        if knobs.dropping.load(Ordering::SeqCst) {
+            return;
+        }
         if path != "/health" {
             hits.fetch_add(1, Ordering::SeqCst);
         }
         let close = !head.keep_alive();
         let plain = serde_json::json!({ "backend": name, "path": path }).to_string();
         let r = if path == "/health" {
-            respond(s, 200, r#"{"status":"ok"}"#, close)
+            respond(
+                s,
+                knobs.health.load(Ordering::SeqCst),
+                r#"{"status":"ok"}"#,
+                close,
+            )
         } else if let Some(ms) = path.strip_prefix("/slow/") {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
             respond(s, 200, &plain, close)

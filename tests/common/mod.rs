@@ -258,6 +258,40 @@ impl Drop for Proc {
     }
 }
 
+/// Whether a prerequisite a test needs (`what`: nginx, curl, PostgreSQL, …) is `available`.
+/// Missing where `require_var=1` (as `.ci/run` sets) fails the test; elsewhere the test goes
+/// on without it, quietly: each suite has one `…_skipped_without_…` test that reports it
+/// ([`report_skip`]), so a skip shows as one line and never as a silent pass.
+pub fn prerequisite(what: &str, require_var: &str, available: bool) -> bool {
+    assert!(
+        available || std::env::var(require_var).as_deref() != Ok("1"),
+        "{require_var}=1 but {what} is not available: this test must run"
+    );
+    available
+}
+
+/// The one line saying what a suite skipped, printed past the harness' capture so that cargo
+/// shows it; fails where `require_var=1`.
+pub fn report_skip(what: &str, require_var: &str, available: bool, skipped: &str) {
+    use std::io::Write as _;
+    if !prerequisite(what, require_var, available) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED without {what}: {skipped} (set {require_var}=1 to make this a failure)"
+        );
+    }
+}
+
+/// True when `program --version` (or `-v`) runs.
+pub fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Polls `cond` until it holds or [`WAIT`] passes.
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;

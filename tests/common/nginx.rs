@@ -15,26 +15,10 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// True when an `nginx` binary can be run.
+    /// True when an `nginx` binary can be run (and, where `NETMOD_REQUIRE_NGINX=1`, fails the
+    /// test when it cannot).
     pub fn installed() -> bool {
-        Command::new("nginx").arg("-v").output().is_ok()
-    }
-
-    /// Whether a test that needs nginx for `what` can run it: true when installed; when not,
-    /// fails the test where `NETMOD_REQUIRE_NGINX=1` (CI), else says once that `what` was
-    /// skipped (a line cargo shows with the test's output) and gives false.
-    pub fn required_or_installed(what: &str) -> bool {
-        if Self::installed() {
-            return true;
-        }
-        assert!(
-            std::env::var("NETMOD_REQUIRE_NGINX").as_deref() != Ok("1"),
-            "NETMOD_REQUIRE_NGINX=1 but nginx cannot be run: {what} needs it"
-        );
-        eprintln!(
-            "SKIPPED: {what}: nginx is not installed (set NETMOD_REQUIRE_NGINX=1 to fail instead)"
-        );
-        false
+        super::prerequisite("nginx", "NETMOD_REQUIRE_NGINX", super::runs("nginx", "-v"))
     }
 
     /// Starts nginx answering `/health` and every other path with 200 `{"backend":"<name>"}`,
