@@ -1015,3 +1015,106 @@ fn pg_a_lost_database_connection_answers_unavailable_then_reconnects() {
         [Value::int(1), Value::int(3)]
     );
 }
+
+/// `r` as a sandboxed request (what test-server sends for its clients).
+fn sandboxed(mut r: DataRequest) -> DataRequest {
+    r.sandboxed = true;
+    r
+}
+
+#[test]
+fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_them() {
+    let Some(schema) = Schema::new("sandbox") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    // What test-server's setup does, outside the sandbox.
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS _netmod_users (name TEXT PRIMARY KEY, secret_hash TEXT)",
+        vec![],
+    )
+    .unwrap();
+    c.execute("INSERT INTO _netmod_users VALUES ('admin', 'h')", vec![])
+        .unwrap();
+    c.execute(
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)",
+        vec![],
+    )
+    .unwrap();
+    c.execute("INSERT INTO notes VALUES (1, 'x')", vec![])
+        .unwrap();
+    let tries = [
+        "SELECT * FROM _netmod_users",
+        "SELECT * FROM \"_netmod_users\"",
+        "SELECT * FROM U&\"\\005fnetmod_users\"",
+        "SELECT * FROM _NETMOD_USERS",
+        "UPDATE _netmod_users SET secret_hash = 'x'",
+        "DELETE FROM _netmod_idempotency",
+        "INSERT INTO _netmod_idempotency (key, created) VALUES ('k', 1)",
+        "DROP TABLE _netmod_users",
+        "ALTER TABLE _netmod_users RENAME TO stolen",
+        "WITH u AS (SELECT * FROM _netmod_users) SELECT * FROM u",
+        "SELECT (SELECT count(*) FROM _netmod_users)",
+        "CREATE TRIGGER t AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION pg_catalog.now()",
+        "SET ROLE postgres",
+    ];
+    for sql in tries {
+        match c.data(&sandboxed(exec(sql, vec![]))) {
+            Err(ClientError::Server { code, .. }) => {
+                assert_eq!(code, ErrorCode::Forbidden, "{sql}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // A view made by the sandbox reads with its owner's rights: refused too.
+    let _ = c.data(&sandboxed(exec(
+        "CREATE VIEW peek AS SELECT * FROM _netmod_users",
+        vec![],
+    )));
+    let peek = code(c.data(&sandboxed(exec("SELECT * FROM peek", vec![]))));
+    assert!(
+        matches!(peek, ErrorCode::Forbidden | ErrorCode::UnknownTable),
+        "{peek:?}"
+    );
+    // Batches, transactions and cursors are sandboxed too.
+    let batch = sandboxed(req(data_request::Kind::Batch(Batch {
+        steps: vec![step("SELECT * FROM _netmod_users")],
+    })));
+    assert_eq!(code(c.data(&batch)), ErrorCode::Forbidden);
+    let cursor = sandboxed(req(data_request::Kind::OpenCursor(CursorOpen {
+        stmt: Some(stmt("SELECT * FROM _netmod_users", vec![])),
+        ..Default::default()
+    })));
+    assert_eq!(code(c.data(&cursor)), ErrorCode::Forbidden);
+    let txn = begin(&mut c, 5000);
+    let inside = sandboxed(req(data_request::Kind::TxnExecute(TxnStatement {
+        txn_id: txn,
+        seq: 1,
+        stmt: Some(stmt("SELECT * FROM _netmod_users", vec![])),
+    })));
+    assert_eq!(code(c.data(&inside)), ErrorCode::Forbidden);
+    let _ = end(&mut c, data_request::Kind::Rollback, txn, 2);
+    // The client's own work goes on: the tables it may use, and ones it creates.
+    let (r, _) = result(&mut c, &sandboxed(exec("SELECT body FROM notes", vec![])));
+    assert_eq!(r.rows.len(), 1);
+    for sql in [
+        "CREATE TABLE mine (id BIGINT PRIMARY KEY)",
+        "INSERT INTO mine VALUES (1)",
+        "UPDATE notes SET body = 'y'",
+    ] {
+        c.data(&sandboxed(exec(sql, vec![]))).unwrap();
+    }
+    // A server table made after the start is protected as soon as it exists.
+    c.execute("CREATE TABLE _netmod_later (x INT)", vec![])
+        .unwrap();
+    assert_eq!(
+        code(c.data(&sandboxed(exec("SELECT * FROM _netmod_later", vec![])))),
+        ErrorCode::Forbidden
+    );
+    // The role never outlives its statement: the server's own statements still work.
+    assert_eq!(count(&mut c, "_netmod_users"), 1);
+    c.execute("INSERT INTO _netmod_users VALUES ('b', 'h')", vec![])
+        .unwrap();
+    assert_eq!(count(&mut c, "_netmod_users"), 2);
+}

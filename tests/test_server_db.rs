@@ -173,10 +173,11 @@ fn login_gives_a_token_that_data_requests_need_and_another_instance_accepts() {
         );
     }
 
-    // The server's own tables stay out of reach, even for admin.
+    // The server's own tables stay out of reach, even for admin (more in
+    // clients_cannot_reach_the_servers_own_tables_however_they_name_them).
     assert_eq!(
         code(c.execute("SELECT secret_hash FROM _NetMod_users", vec![])),
-        ErrorCode::BadRequest
+        ErrorCode::Forbidden
     );
 }
 

@@ -16,6 +16,7 @@ use super::error::DbError;
 use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, RowStream, TxnState};
 use super::page::{self, Limit, SizedRow};
 use super::placeholders::{to_dollar, Translated};
+use super::sandbox;
 use super::txn::{Opener, Page, Purpose, TxnConn};
 use crate::proto::{value, Column, ErrorCode, Row, Statement, StatementResult, Value};
 
@@ -30,6 +31,8 @@ impl From<PgError> for DbError {
             "42804" | "42846" | "42883" | "22P02" | "22003" | "22007" | "22008" | "22021"
             | "2200N" | "22P05" => ErrorCode::TypeMismatch,
             "54000" | "54001" | "54011" => ErrorCode::TooLarge,
+            // insufficient_privilege: the sandbox's role may not (see `sandbox`).
+            "42501" => ErrorCode::Forbidden,
             "" => ErrorCode::Unavailable,
             _ if s.starts_with("23") => ErrorCode::Constraint,
             _ if s.starts_with("08") || s.starts_with("57P") => ErrorCode::Unavailable,
@@ -249,13 +252,34 @@ impl Pg {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
+        if sandbox::is_marked(&st.sql) {
+            // As the client role, in the same round trip (see `execute_many`).
+            let (mut out, _) = self.execute_many(&[(st, limit)], false, None)?;
+            return out
+                .pop()
+                .flatten()
+                .unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "statement not run")));
+        }
         let start = Instant::now();
         let (t, params) = self.bind(st)?;
         let mut stream = self.conn.stream(&t.sql, &params, CHUNK_ROWS)?;
-        match read_result(&mut stream, limit, start) {
+        let r = match read_result(&mut stream, limit, start) {
             Ok(r) => Ok(r),
             Err(Fail::Db(e)) => Err(e),
             Err(Fail::Aborted) => Err(DbError::new(ErrorCode::Internal, "statement not run")),
+        };
+        drop(stream);
+        if r.is_ok() && creates(&st.sql) {
+            self.after_create();
+        }
+        r
+    }
+
+    /// A statement outside the sandbox created something: it may be a server table that the
+    /// schema's default privileges just gave to the sandbox's role.
+    fn after_create(&mut self) {
+        if let Err(e) = self.protect_server_tables() {
+            log::warn!("protecting the server's tables from the client role failed: {e}");
         }
     }
 
@@ -280,12 +304,35 @@ impl Pg {
     > {
         let start = Instant::now();
         if let ([(st, limit)], None) = (sts, then) {
+            if sandbox::is_marked(&st.sql) {
+                return self.pipelined(sts, together, then, start);
+            }
             // One statement alone: no pipeline needed.
             return match self.execute(st, *limit) {
                 Err(e) if e.code == ErrorCode::Unavailable && !self.is_ok() => Err(e),
                 r => Ok((vec![Some(r)], None)),
             };
         }
+        self.pipelined(sts, together, then, start)
+    }
+
+    /// `execute_many` over a pipeline. A sandboxed statement runs between `SET ROLE
+    /// netmod_client` and `RESET ROLE` in its own transaction segment, so the role never
+    /// outlives it: a failure rolls the `SET` back with the statement.
+    #[allow(clippy::type_complexity)]
+    fn pipelined(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+        start: Instant,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
         let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
             (0..sts.len()).map(|_| None).collect();
         let mut bound = Vec::with_capacity(sts.len());
@@ -299,23 +346,41 @@ impl Pg {
                 Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
-        let mut stmts: Vec<(&str, &[Param<'_>])> = bound
-            .iter()
-            .map(|(t, p)| (t.sql.as_str(), p.as_slice()))
-            .collect();
+        // The statements on the wire: each one's index in `sts`, or `None` for the role
+        // changes around a sandboxed one.
+        let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len());
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
+        let mut syncs: Vec<usize> = Vec::new();
+        for ((t, p), &i) in bound.iter().zip(&which) {
+            let sandboxed = sandbox::is_marked(&sts[i].0.sql);
+            if sandboxed {
+                stmts.push((SET_CLIENT_ROLE, &[]));
+                slot.push(None);
+            }
+            stmts.push((t.sql.as_str(), p.as_slice()));
+            slot.push(Some(i));
+            if sandboxed {
+                stmts.push(("RESET ROLE", &[]));
+                slot.push(None);
+            }
+            if !together {
+                syncs.push(stmts.len() - 1);
+            }
+        }
         let n = stmts.len();
+        if together && n > 0 {
+            syncs.push(n - 1);
+        }
         if let Some(sql) = then {
             stmts.push((sql, &[]));
         }
         if stmts.is_empty() {
             return Ok((outcomes, None));
         }
-        let syncs: Vec<usize> = if together {
-            vec![n.saturating_sub(1)]
-        } else {
-            (0..n).collect()
-        };
         let mut then_value = None;
+        // A role change that failed (e.g. the role is missing): the statement it guarded
+        // is told why rather than "not run".
+        let mut role_error: Option<DbError> = None;
         self.conn
             .pipeline(&stmts, &syncs, CHUNK_ROWS, |k, stream| {
                 if k >= n {
@@ -326,7 +391,22 @@ impl Pg {
                     }
                     return;
                 }
-                let i = which[k];
+                let Some(i) = slot[k] else {
+                    let failed = match stream {
+                        Ok(s) => loop {
+                            match s.next_result() {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break None,
+                                Err(e) => break Some(e),
+                            }
+                        },
+                        Err(e) => Some(e),
+                    };
+                    if let Some(Fail::Db(e)) = failed.map(Fail::from) {
+                        role_error.get_or_insert(e);
+                    }
+                    return;
+                };
                 let r = match stream {
                     Ok(s) => read_result(s, sts[i].1, start),
                     Err(e) => Err(Fail::from(e)),
@@ -334,9 +414,16 @@ impl Pg {
                 outcomes[i] = match r {
                     Ok(r) => Some(Ok(r)),
                     Err(Fail::Db(e)) => Some(Err(e)),
-                    Err(Fail::Aborted) => None,
+                    Err(Fail::Aborted) => role_error.take().map(Err),
                 };
             })?;
+        let created = sts
+            .iter()
+            .zip(&outcomes)
+            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && creates(&st.sql));
+        if created {
+            self.after_create();
+        }
         Ok((outcomes, then_value))
     }
 
@@ -384,15 +471,71 @@ impl Pg {
         }
     }
 
-    /// Prepares the tables the server keeps for itself.
+    /// Prepares the tables the server keeps for itself, and the client sandbox's role.
     pub fn create_meta(&mut self) -> Result<(), DbError> {
         self.exec(
             "CREATE TABLE IF NOT EXISTS _netmod_idempotency (
                  key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL,
                  commit_index BIGINT)",
-        )
+        )?;
+        self.exec(SANDBOX_ROLE_SETUP).map_err(|e| {
+            DbError::new(
+                e.code,
+                format!("setting up the role {}: {}", sandbox::PG_ROLE, e.message),
+            )
+        })?;
+        self.protect_server_tables()
+    }
+
+    /// Takes every right on the server's tables (`_netmod_*`) away from the sandbox's role:
+    /// run at start and after every statement outside the sandbox that creates something,
+    /// since the schema's default privileges give new tables to the role.
+    pub fn protect_server_tables(&mut self) -> Result<(), DbError> {
+        self.exec(PROTECT_SERVER_TABLES)
     }
 }
+
+/// True for a statement outside the sandbox that creates something (a table, a view, …).
+fn creates(sql: &str) -> bool {
+    !sandbox::is_marked(sql) && super::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
+}
+
+/// Switches a connection to the sandbox's role for one statement.
+const SET_CLIENT_ROLE: &str = "SET ROLE netmod_client";
+
+/// The role sandboxed statements run as: it may read and write the tables of the current
+/// schema and create its own there, and holds no right on the server's tables (taken away by
+/// [`PROTECT_SERVER_TABLES`]) and no TRIGGER right on tables it does not own (a trigger
+/// would run with the rights of whoever writes the table, the server included).
+const SANDBOX_ROLE_SETUP: &str = "DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'netmod_client') THEN
+        BEGIN
+            CREATE ROLE netmod_client NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL; -- another db-server made it meanwhile
+        END;
+    END IF;
+    IF NOT pg_has_role(current_user, 'netmod_client', 'USAGE') THEN
+        EXECUTE format('GRANT netmod_client TO %I', current_user);
+    END IF;
+    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON TABLES TO netmod_client', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO netmod_client', current_schema());
+END $$";
+
+/// Revokes the sandbox's role's rights on every `_netmod_*` table of the current schema.
+const PROTECT_SERVER_TABLES: &str = "DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+             WHERE schemaname = current_schema() AND tablename LIKE '\\_netmod\\_%'
+    LOOP
+        EXECUTE 'REVOKE ALL ON ' || t || ' FROM netmod_client';
+    END LOOP;
+END $$";
 
 /// Why a statement of a pipeline has no result.
 enum Fail {
@@ -523,6 +666,13 @@ impl TxnConn for PgTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
+        if sandbox::is_marked(&st.sql) {
+            // The cursor's connection is its own: the role stays for its life.
+            if let Err(e) = self.0.exec(SET_CLIENT_ROLE) {
+                page(Err(e));
+                return;
+            }
+        }
         let (t, params) = match self.0.bind(st) {
             Ok(b) => b,
             Err(e) => {

@@ -11,14 +11,25 @@
 //!   table — directly, through a view or a CTE — plus `ATTACH`, `DETACH`, `PRAGMA`, triggers
 //!   (their bodies would later run with the server's rights) and virtual tables. The mark also
 //!   keeps a sandboxed statement out of the cache entry of the same text prepared unsandboxed.
-//! - PostgreSQL: marked statements run as the role [`PG_ROLE`], which holds no rights on the
-//!   server's tables.
+//! - PostgreSQL: each marked statement runs between `SET ROLE netmod_client` and `RESET ROLE`
+//!   in its own pipeline segment; that role holds no rights on the server's tables (revoked at
+//!   start and after every table the server creates) and no TRIGGER right on the tables it
+//!   does not own. `SET`, `RESET` and `DO` statements are refused in the sandbox. Known gap:
+//!   the session still authenticates as db-server's own user, so a statement that switches
+//!   the role back from inside a query (`set_config('role', …)` followed by a dynamic query,
+//!   or a function doing the same) is not stopped; closing it needs a separate login for the
+//!   client role.
 //!
 //! A refusal is `FORBIDDEN`.
 
 use std::cell::Cell;
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+
+/// Statement kinds refused in the sandbox before they reach a database: ATTACH/DETACH
+/// (SQLite: another file), SET/RESET/DO (PostgreSQL: a role change or a block that could make
+/// one; see the gap noted in docs/protocol.md).
+pub const REFUSED_STATEMENTS: &[&str] = &["ATTACH", "DETACH", "SET", "RESET", "DO"];
 
 /// Prefix of a sandboxed statement's text.
 pub const MARK: &str = "/*netmod:sandbox*/ ";

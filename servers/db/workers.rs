@@ -118,11 +118,13 @@ pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
         "DETACH",
         "VACUUM",
     ];
-    if super::sandbox::is_marked(&st.sql) && starts_with_keyword(&st.sql, &["ATTACH", "DETACH"]) {
+    if super::sandbox::is_marked(&st.sql)
+        && starts_with_keyword(&st.sql, super::sandbox::REFUSED_STATEMENTS)
+    {
         // What the sandbox refuses gets the sandbox's code, however it is first noticed.
         return Err(DbError::new(
             ErrorCode::Forbidden,
-            "not authorized: ATTACH and DETACH are not for clients",
+            "not authorized: ATTACH, DETACH, SET, RESET and DO are not for clients",
         ));
     }
     if starts_with_keyword(&st.sql, FORBIDDEN) {
