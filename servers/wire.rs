@@ -305,11 +305,11 @@ pub fn reply_bad_message<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: Conn
 /// Answers a message this server does not handle with UNSUPPORTED, naming its id.
 pub fn reply_unsupported<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, msg: &Message) {
     ctx.count_error(ErrorKind::Protocol);
-    let (ty, op) = (
-        MessageType::try_from(msg.r#type).ok(),
-        Operation::try_from(msg.op).ok(),
-    );
-    let text = format!("unsupported message: type {ty:?}, operation {op:?}");
+    let ty = MessageType::try_from(msg.r#type)
+        .map_or_else(|_| msg.r#type.to_string(), |t| t.as_str_name().to_string());
+    let op = Operation::try_from(msg.op).ok();
+    let op_name = op.map_or_else(|| msg.op.to_string(), |o| o.as_str_name().to_string());
+    let text = format!("unsupported message: type {ty}, operation {op_name}");
     let _ = send(
         ctx,
         conn,

@@ -97,7 +97,7 @@ struct Args {
     #[arg(long, default_value_t = 60.0)]
     reconnect_max: f64,
     /// Seconds between the server's pings to each frame client (0 = never ping); the first
-    /// comes after a random 1–59 s.
+    /// comes after a random 1/30 to 59/30 of it (1–59 s at the default 30).
     #[arg(long, default_value_t = 30.0)]
     ping_interval: f64,
     /// Disconnect a frame client that has not answered a ping within this many seconds.
@@ -251,10 +251,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| "--http-request-timeout must be ≥ 0")?,
         ..HttpConfig::default()
     };
-    let liveness = (args.ping_interval > 0.0).then(|| test_server::Liveness {
-        interval: secs(args.ping_interval),
-        timeout: secs(args.ping_timeout),
-        ..test_server::Liveness::default()
+    let liveness = (args.ping_interval > 0.0).then(|| {
+        let interval = secs(args.ping_interval);
+        test_server::Liveness {
+            interval,
+            // SPEC's 1–59 s spread for 30 s pings, scaled with the interval.
+            first: (interval / 30, interval * 59 / 30),
+            timeout: secs(args.ping_timeout),
+        }
     });
     let service = ServiceConfig {
         max_message_size: cfg.max_message_size,
