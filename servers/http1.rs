@@ -126,7 +126,8 @@ fn absolute_form(target: &str) -> Option<(&str, &str)> {
 
 /// Fields a proxy adds on the way (`X-Forwarded-For`, …): they do not count against the head
 /// limit, up to [`FORWARDING_ROOM`] bytes, so that a head a server takes directly also passes
-/// through a proxy in front of it.
+/// through a proxy in front of it. (Fields every client sends, such as `Host`, count: a head
+/// over the limit stays a 431 however it reaches the server.)
 const FORWARDING_FIELDS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-proto",

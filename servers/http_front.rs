@@ -468,7 +468,8 @@ impl HttpFront {
     }
 
     /// The answer a request gets whatever its body says, if it is refused by its head alone:
-    /// unknown path (404), method (405), a write without a valid token (401).
+    /// unknown path (404), method (405), a write without a valid token (401). `route` starts
+    /// with it; `expect` uses it to refuse before a body is sent.
     fn refusal(&self, head: &http1::Head) -> Option<Answer> {
         let method = head.method.as_str();
         match head.path() {
@@ -498,6 +499,10 @@ impl HttpFront {
         link: Option<&mut DbLink<Owner>>,
         status: Status,
     ) -> Option<Answer> {
+        // Unknown paths, methods and unauthorised writes: the same answers as before a body.
+        if let Some(refused) = self.refusal(req) {
+            return Some(refused);
+        }
         let path = req.path();
         // HEAD is served as GET; `complete` leaves the body out.
         let method = match req.method.as_str() {
@@ -505,12 +510,6 @@ impl HttpFront {
             m => m,
         };
         match path {
-            "/health" | "/metrics" if method != "GET" => {
-                return Some(Answer {
-                    allow: Some("GET, HEAD"),
-                    ..Answer::error(405, "method not allowed")
-                })
-            }
             "/health" => return Some(self.health(ctx, status)),
             "/metrics" => return Some(self.metrics(ctx, status)),
             _ => {}
@@ -547,9 +546,6 @@ impl HttpFront {
                 )
             }
             "PUT" | "DELETE" => {
-                if let Some(refused) = self.check_writer(req) {
-                    return Some(refused);
-                }
                 // Reads sent from now on until the answer may see either version.
                 self.cache.forget(name);
                 if method == "DELETE" {

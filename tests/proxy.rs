@@ -889,3 +889,27 @@ fn active_checks_alone_take_a_backend_out_after_fall_failures_and_back_after_ris
         spread(p.addr, "/x", 4).contains_key("a")
     });
 }
+
+#[test]
+fn the_access_log_escapes_what_a_backend_sends() {
+    let b = TestBackend::start("raw");
+    let mut p = proxy(&["--backend", &addr_arg(&b)]);
+    assert_eq!(get(p.addr, "/raw").status, 200);
+    let line = p.p.wait_line("Status: 200, Response: ok");
+    assert!(
+        line.ends_with(
+            r"Response: ok\x0d\x0a[2024-01-01 00:00:00][INFO] forged line\x00\xff\x1b[31m"
+        ),
+        "{line}"
+    );
+    // One more request, so that every line of the first one has been written.
+    assert_eq!(get(p.addr, "/x").status, 200);
+    p.p.wait_line(r#"Response: {"backend":"raw""#);
+    assert!(
+        !p.p.seen
+            .iter()
+            .any(|l| l.starts_with("[2024-01-01 00:00:00]")),
+        "a forged line reached the log: {:?}",
+        p.p.seen
+    );
+}

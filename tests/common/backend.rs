@@ -8,6 +8,7 @@
 //! GET /big/<bytes>       200, a chunked body of that many bytes
 //! PUT|POST /count        200 {"backend":…,"received":<body bytes>} (the body is not kept)
 //! GET /status/<code>     that status
+//! GET /raw               200 with CR/LF, a NUL, invalid UTF-8 and an escape in its body
 //! GET /close             closes the connection without answering
 //! GET /ws (Upgrade)      101, then echoes every byte back
 //! anything else          200 {"backend":…,"path":…}
@@ -232,6 +233,13 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize, knobs: &Knobs) {
             respond(s, 200, &body, close)
         } else if let Some(code) = path.strip_prefix("/status/") {
             respond(s, code.parse().unwrap_or(500), &plain, close)
+        } else if path == "/raw" {
+            // Bytes a log must not copy as they are: CR/LF that would start a forged line,
+            // a NUL, invalid UTF-8, a terminal escape.
+            let body: &[u8] = b"ok\r\n[2024-01-01 00:00:00][INFO] forged line\x00\xff\x1b[31m";
+            let mut out = Vec::new();
+            http1::write_response(&mut out, 200, &[], body, !close, head.method == "HEAD");
+            s.write_all(&out)
         } else if path == "/close" {
             return;
         } else if path == "/ws" && head.has_token("connection", "upgrade") {

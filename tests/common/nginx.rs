@@ -24,6 +24,24 @@ impl Nginx {
     /// Starts nginx answering `/health` and every other path with 200 `{"backend":"<name>"}`,
     /// with nginx's default limits otherwise (client_max_body_size `max_body`).
     pub fn start(name: &str, max_body: &str) -> Nginx {
+        let locations = format!(
+            "location = /health {{ return 200 '{{\"status\":\"ok\"}}'; }}\n\
+             location / {{ default_type application/json; return 200 '{{\"backend\":\"{name}\"}}'; }}"
+        );
+        Self::with_locations(name, max_body, &locations)
+    }
+
+    /// Starts nginx as a reverse proxy in front of `backend` (keep-alive to it, nginx's
+    /// defaults otherwise): how a user puts nginx in front of the HTTP front.
+    pub fn proxy(name: &str, backend: SocketAddr) -> Nginx {
+        let locations = format!(
+            "location / {{ proxy_pass http://{backend}; proxy_http_version 1.1; \
+             proxy_set_header Connection \"\"; }}"
+        );
+        Self::with_locations(name, "1m", &locations)
+    }
+
+    fn with_locations(name: &str, max_body: &str, locations: &str) -> Nginx {
         let dir = TempDir::new(&format!("nginx-{name}"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -34,9 +52,7 @@ impl Nginx {
             "worker_processes 1; pid nginx.pid; error_log error.log warn; daemon on;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log off; client_max_body_size {max_body};\n\
-               server {{ listen 127.0.0.1:{port};\n\
-               location = /health {{ return 200 '{{\"status\":\"ok\"}}'; }}\n\
-               location / {{ default_type application/json; return 200 '{{\"backend\":\"{name}\"}}'; }} }} }}\n"
+               server {{ listen 127.0.0.1:{port};\n{locations} }} }}\n"
         );
         std::fs::write(dir.path("nginx.conf"), conf).unwrap();
         let out = Command::new("nginx")
