@@ -357,7 +357,7 @@ impl HttpFront {
             if let Ok(Parsed::AwaitingBody(head)) = &parsed {
                 if c.expect_seen != Some(seq) {
                     c.expect_seen = Some(seq);
-                    if let Some(refused) = self.expect(ctx, conn, seq, head) {
+                    if let Some(refused) = self.answer_expectation(ctx, conn, seq, head) {
                         // Refused before its body: answered now, and the body is not read.
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.next_seq += 1;
@@ -439,7 +439,7 @@ impl HttpFront {
     /// A request whose body is still to come: its `Expect` answered (RFC 9110 §10.1.1). A
     /// request that will be refused whatever its body gets its final answer now (`Some`);
     /// otherwise `100 Continue` is written, or owed until the answers before it are out.
-    fn expect(
+    fn answer_expectation(
         &mut self,
         ctx: &mut Context<'_, Note>,
         conn: ConnId,
@@ -469,7 +469,7 @@ impl HttpFront {
 
     /// The answer a request gets whatever its body says, if it is refused by its head alone:
     /// unknown path (404), method (405), a write without a valid token (401). `route` starts
-    /// with it; `expect` uses it to refuse before a body is sent.
+    /// with it; `answer_expectation` uses it to refuse before a body is sent.
     fn refusal(&self, head: &http1::Head) -> Option<Answer> {
         let method = head.method.as_str();
         match head.path() {

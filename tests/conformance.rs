@@ -230,28 +230,9 @@ fn the_http_front_the_proxy_and_nginx_pass_the_battery() {
     let db_file = dir.path("c.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
     let (_ts, front) = common::spawn_front(db_addr, &["--max-body", "65536"]);
-    common::eventually("the front is ready", || {
-        common::http::call(front, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
-    });
+    common::wait_front_ready(front);
     let backend = common::backend::TestBackend::start("b");
-    let mut px = Proc::spawn(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--max-body",
-            "65536",
-            "--metrics-interval",
-            "0",
-            "--backend",
-            &backend.addr.to_string(),
-        ],
-    );
-    let proxy = px.listen_addr();
+    let (_px, proxy, _) = common::spawn_proxy(&[backend.addr], &["--max-body", "65536"]);
 
     let mut wrong = Vec::new();
     let front_cases = battery("/health", 70_000);
@@ -300,25 +281,8 @@ fn front_and_proxy(extra: &[&str]) -> Front {
     let dir = TempDir::new("conformance-front");
     let (db, db_addr) = common::spawn_db(&dir.path("f.db"));
     let (ts, front) = common::spawn_front(db_addr, extra);
-    common::eventually("the front is ready", || {
-        common::http::call(front, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
-    });
-    let mut px = Proc::spawn(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--metrics-interval",
-            "0",
-            "--backend",
-            &front.to_string(),
-        ],
-    );
-    let proxy = px.listen_addr();
+    common::wait_front_ready(front);
+    let (px, proxy, _) = common::spawn_proxy(&[front], &[]);
     Front {
         front,
         proxy,
@@ -490,17 +454,8 @@ fn expect_100_continue_gets_100_before_the_body_or_the_refusal_at_once() {
         "test-server",
         &["--listen", "127.0.0.1:0", "--db", &db_addr.to_string()],
     );
-    let line = ts.wait_line("(HTTP");
-    let http: SocketAddr = line
-        .split(" and ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    common::eventually("ready", || {
-        common::http::call(http, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n").status == 200
-    });
+    let [_, http] = ts.listen_addrs();
+    common::wait_front_ready(http);
     let mut s = connect(http);
     s.write_all(
         b"PUT /docs/c HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",

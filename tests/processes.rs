@@ -848,34 +848,9 @@ fn a_second_process_on_a_port_in_use_exits_with_a_clear_error_and_the_first_keep
             "2",
         ],
     );
-    let line = ts.wait_line("listening on ");
-    let addrs: Vec<String> = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(" and ")
-        .map(|p| p.split_whitespace().next().unwrap().to_string())
-        .collect();
-    let (frames, http) = (addrs[0].clone(), addrs[1].clone());
-    let mut px = Proc::spawn(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--backend",
-            &http,
-        ],
-    );
-    let line = px.wait_line("listening on ");
-    let proxy_addrs: Vec<String> = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(" and ")
-        .map(|p| p.split_whitespace().next().unwrap().to_string())
-        .collect();
+    let [frames, http] = ts.listen_addrs().map(|a| a.to_string());
+    let (_px, proxy_listen, proxy_admin) = common::spawn_proxy(&[http.parse().unwrap()], &[]);
+    let proxy_addrs = [proxy_listen.to_string(), proxy_admin.to_string()];
     let other_db = dir.path("other.db");
     let other_db = other_db.to_str().unwrap();
     let db = db_addr.to_string();

@@ -485,25 +485,7 @@ fn a_db_link_without_a_client_certificate_or_with_the_wrong_ca_fails_cleanly() {
 fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
     let certs = Certs::temp("proxy");
     let backend = common::backend::TestBackend::start("b1");
-    let b = backend.addr.to_string();
-    let mut p = common::Proc::spawn(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--backend",
-            &b,
-            "--metrics-interval",
-            "0",
-            "--tls-cert",
-            path(&certs.server_cert),
-            "--tls-key",
-            path(&certs.server_key),
-        ],
-    );
-    let addr = p.listen_addr();
+    let (mut p, addr) = spawn_tls_proxy(&certs, backend.addr);
     assert!(p.wait_line("proxy listening on").contains("(https)"));
     let (status, body) = https(
         addr,
@@ -529,6 +511,18 @@ fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
     assert_eq!(resp.status, 400);
     assert!(resp.body.contains("TLS"), "{}", resp.body);
     assert_eq!(backend.hits(), 1);
+}
+
+/// The proxy terminating TLS with the test certificate, in front of `backend`.
+fn spawn_tls_proxy(certs: &Certs, backend: SocketAddr) -> (common::Proc, SocketAddr) {
+    let tls = [
+        "--tls-cert",
+        path(&certs.server_cert),
+        "--tls-key",
+        path(&certs.server_key),
+    ];
+    let (p, addr, _) = common::spawn_proxy(&[backend], &tls);
+    (p, addr)
 }
 
 /// test-server with TLS on its frame port only (no db-server behind it): the process and the
@@ -721,24 +715,7 @@ fn tls_1_2_clients_are_refused_and_tls_1_3_ones_served() {
     let certs = Certs::temp("versions");
     let (_ts, frames) = spawn_tls_frames(&certs.server_cert, &certs.server_key);
     let backend = common::backend::TestBackend::start("b");
-    let mut p = common::Proc::spawn(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--backend",
-            &backend.addr.to_string(),
-            "--metrics-interval",
-            "0",
-            "--tls-cert",
-            path(&certs.server_cert),
-            "--tls-key",
-            path(&certs.server_key),
-        ],
-    );
-    let proxy = p.listen_addr();
+    let (_p, proxy) = spawn_tls_proxy(&certs, backend.addr);
     for addr in [frames, proxy] {
         let (ok13, text13) = openssl_handshake(addr, &certs, "-tls1_3");
         assert!(

@@ -214,6 +214,28 @@ impl Proc {
             .expect("socket address")
     }
 
+    /// The two addresses of a "listening on A (…) and B (…)" line (test-server: frames and
+    /// HTTP; proxy: traffic and admin).
+    pub fn listen_addrs(&mut self) -> [SocketAddr; 2] {
+        let line = self.wait_line("listening on ");
+        let mut addrs = line
+            .split("listening on ")
+            .nth(1)
+            .expect("addresses after 'listening on'")
+            .split(" and ")
+            .map(|part| {
+                part.split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("an address in {line}"))
+            });
+        let first = addrs.next().expect("a first address");
+        let second = addrs
+            .next()
+            .unwrap_or_else(|| panic!("a second address in {line}"));
+        [first, second]
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child.
         unsafe {
@@ -399,6 +421,36 @@ pub fn spawn_db(path: &std::path::Path) -> (Proc, SocketAddr) {
     (p, addr)
 }
 
+/// The proxy binary as a child process (one loop, no metric lines) in front of `backends`,
+/// with `extra` flags: the process, its listening address and its admin address.
+pub fn spawn_proxy(backends: &[SocketAddr], extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let backends: Vec<String> = backends.iter().map(SocketAddr::to_string).collect();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--metrics-interval",
+        "0",
+    ];
+    for b in &backends {
+        args.extend(["--backend", b.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn("proxy", &args);
+    let [listen, admin] = p.listen_addrs();
+    (p, listen, admin)
+}
+
+/// Waits until the HTTP front at `http` says it is ready (`/health` 200: db link up).
+pub fn wait_front_ready(http: SocketAddr) {
+    eventually("the front is ready", || {
+        http::call(http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+    });
+}
+
 /// test-server as a child process in front of db-server `db` (one loop, HTTP writes without a
 /// token), with `extra` flags: the process and its HTTP address.
 pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
@@ -414,12 +466,6 @@ pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
     ];
     args.extend_from_slice(extra);
     let mut p = Proc::spawn("test-server", &args);
-    let line = p.wait_line("(HTTP");
-    let http = line
-        .split(" and ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("the HTTP address in the listening line");
+    let [_, http] = p.listen_addrs();
     (p, http)
 }
