@@ -959,3 +959,168 @@ fn a_second_process_on_a_port_in_use_exits_with_a_clear_error_and_the_first_keep
     );
     assert_eq!(r.status, 200);
 }
+
+/// `stack` as a child with its standard output read line by line.
+struct Stack {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    _dir: common::TempDir,
+}
+
+impl Stack {
+    fn spawn(tag: &str, extra: &[&str], rust_log: &str) -> Stack {
+        use std::io::BufRead;
+        let dir = common::TempDir::new(tag);
+        let db = dir.path("stack.db");
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--db-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--proxy-admin",
+            "127.0.0.1:0",
+            "--argon2-memory-kib",
+            "64",
+            "--sqlite",
+        ];
+        args.push(db.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+            .args(&args)
+            .env("RUST_LOG", rust_log)
+            .env_remove("NETMOD_ADMIN_SECRET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Stack {
+            child,
+            lines,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a line of standard output containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no {needle:?} from stack; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Every address stack printed for its servers.
+    fn server_addrs(&mut self) -> Vec<std::net::SocketAddr> {
+        self.wait_line("proxy: HTTP on");
+        self.seen
+            .iter()
+            .flat_map(|l| l.split([' ', ',', '(', ')']))
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "stack did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until nothing accepts connections on any of `addrs` any more.
+fn all_closed(addrs: &[std::net::SocketAddr]) {
+    common::eventually("every server of the stack is gone", || {
+        addrs
+            .iter()
+            .all(|a| std::net::TcpStream::connect(a).is_err())
+    });
+}
+
+#[test]
+fn stack_runs_whatever_the_log_level() {
+    // It waits on ports, not on log lines a level may hide.
+    for level in ["warn", "error", "off"] {
+        let mut s = Stack::spawn("stack-level", &["--duration", "0.2"], level);
+        let addrs = s.server_addrs();
+        assert!(addrs.len() >= 5, "{addrs:?}");
+        let st = s.wait_exit();
+        assert!(
+            st.success(),
+            "RUST_LOG={level}: {st}\n{}",
+            s.seen.join("\n")
+        );
+        all_closed(&addrs);
+    }
+}
+
+#[test]
+fn a_signal_to_stack_stops_every_server_it_started() {
+    // SIGTERM and SIGHUP in the middle of the load run (loadgen included), SIGINT while
+    // `--keep` holds the servers: every server goes, and the exit status says why.
+    let cases = [
+        (libc::SIGTERM, false, 128 + libc::SIGTERM),
+        (libc::SIGHUP, false, 128 + libc::SIGHUP),
+        (libc::SIGINT, true, 0),
+    ];
+    for (sig, keep, want) in cases {
+        let extra: &[&str] = if keep {
+            &["--keep", "--duration", "0.2"]
+        } else {
+            &["--duration", "30"]
+        };
+        let mut s = Stack::spawn("stack-signal", extra, "warn");
+        let addrs = s.server_addrs();
+        s.wait_line(if keep {
+            "servers running"
+        } else {
+            "running: loadgen"
+        });
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(s.child.id() as i32, sig);
+        }
+        let st = s.wait_exit();
+        assert_eq!(st.code(), Some(want), "after signal {sig}");
+        all_closed(&addrs);
+    }
+}
+
+#[test]
+fn servers_do_not_outlive_a_killed_stack() {
+    let mut s = Stack::spawn("stack-kill", &["--keep", "--duration", "0.2"], "warn");
+    s.wait_line("servers running");
+    let addrs = s.server_addrs();
+    s.child.kill().unwrap(); // SIGKILL: stack can do nothing; the kernel tells the children
+    s.wait_exit();
+    all_closed(&addrs);
+}

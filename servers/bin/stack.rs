@@ -6,7 +6,6 @@
 //! `loadgen db --mode mixed` on db-server), the figures printed, and (with `--keep`) the
 //! servers left serving until Ctrl-C.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -49,17 +48,88 @@ struct Args {
     keep: bool,
 }
 
+/// The children running now, so that a signal to `stack` stops them all.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Set once a signal is being handled: the signal thread decides how the process ends.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A child killed (SIGTERM, then waited for) when dropped.
 struct Managed(Child);
 
 impl Drop for Managed {
     fn drop(&mut self) {
+        let pid = self.0.id();
+        children().retain(|&p| p != pid);
         // SAFETY: signalling our own child.
         unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
+            libc::kill(pid as i32, libc::SIGTERM);
         }
         let _ = self.0.wait();
     }
+}
+
+/// Spawns `cmd` as a child that cannot outlive `stack`: in a process group of its own (so a
+/// terminal's Ctrl-C reaches `stack`, which stops the children in order), told SIGTERM by the
+/// kernel if `stack` dies however it dies (PR_SET_PDEATHSIG), and listed for the signal
+/// handler of [`stop_children_on_signals`].
+fn spawn_child(cmd: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches only the child being made.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    children().push(child.id());
+    Ok(child)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: SIGTERM to every child, wait for them (each finishes its
+/// in-flight work and exits), then exit — 0 for SIGINT with `--keep` (the documented way to
+/// stop), else 128 + the signal.
+fn stop_children_on_signals(keep: bool) -> Result<(), String> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    std::thread::spawn(move || {
+        let Some(sig) = signals.forever().next() else {
+            return;
+        };
+        STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pids: Vec<u32> = children().clone();
+        for &pid in &pids {
+            // SAFETY: signalling our own children.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        for &pid in &pids {
+            let mut status = 0;
+            // SAFETY: waiting for our own child; `status` is a valid out-pointer.
+            unsafe {
+                libc::waitpid(pid as i32, &mut status, 0);
+            }
+        }
+        println!("stopped");
+        std::process::exit(if keep && sig == libc::SIGINT {
+            0
+        } else {
+            128 + sig
+        });
+    });
+    Ok(())
 }
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
@@ -75,49 +145,60 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Starts one of the servers and waits for its "listening on ADDR … and ADDR" log line: the
-/// first address, and the second if there is one.
+/// `addr` itself, or with port 0 a port free now (so that `stack` knows where to look for the
+/// server without reading its log).
+fn concrete(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port on {}: {e}", addr.ip()))
+}
+
+/// Starts one of the servers and waits until it accepts connections on every address in
+/// `ports` (never on its log lines, which `RUST_LOG` may hide); its log goes to stderr.
 fn start(
     bin: &str,
     args: &[&str],
     env: &[(&str, &str)],
-) -> Result<(Managed, SocketAddr, Option<SocketAddr>), String> {
-    let mut child = Command::new(sibling(bin)?)
-        .args(args)
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {bin}: {e}"))?;
-    let stderr = child.stderr.take().ok_or(format!("no stderr from {bin}"))?;
-    let child = Managed(child);
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        let line = line.map_err(|e| e.to_string())?;
-        eprintln!("{line}");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            let addr = addr
-                .parse()
-                .map_err(|_| format!("unexpected line from {bin}: {line}"))?;
-            let second = rest
-                .split(" and ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|a| a.parse().ok());
-            // Keep echoing the server's log.
-            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-            return Ok((child, addr, second));
+    ports: &[SocketAddr],
+) -> Result<Managed, String> {
+    let child = spawn_child(
+        Command::new(sibling(bin)?)
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::inherit()),
+    )
+    .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    let mut child = Managed(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for &addr in ports {
+        loop {
+            let timeout = std::time::Duration::from_millis(200);
+            if std::net::TcpStream::connect_timeout(&addr, timeout).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Err(format!(
+                    "{bin} exited ({status}) before listening on {addr} (see its log above)"
+                ));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("{bin} did not listen on {addr} within 30 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    Err(format!("{bin} exited before listening (see its log above)"))
+    Ok(child)
 }
 
 fn loadgen(args: &[&str]) -> Result<(), String> {
     println!("running: loadgen {}", args.join(" "));
-    let status = Command::new(sibling("loadgen")?)
-        .args(args)
-        .status()
+    let child = spawn_child(Command::new(sibling("loadgen")?).args(args))
         .map_err(|e| format!("cannot run loadgen: {e}"))?;
+    let mut child = Managed(child);
+    let status = child.0.wait().map_err(|e| format!("loadgen: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -171,11 +252,14 @@ fn seed(addr: SocketAddr, admin_secret: &str) -> Result<(), String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    stop_children_on_signals(args.keep)?;
     let sqlite = args.sqlite.to_string_lossy().into_owned();
-    let (db, db_addr, _) = start(
+    let db_addr = concrete(args.db_listen)?;
+    let db = start(
         "db-server",
-        &["--listen", &args.db_listen.to_string(), "--sqlite", &sqlite],
+        &["--listen", &db_addr.to_string(), "--sqlite", &sqlite],
         &[],
+        &[db_addr],
     )?;
     println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
     let key = match std::env::var("NETMOD_TOKEN_SECRET") {
@@ -193,7 +277,10 @@ fn run(args: Args) -> Result<(), String> {
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..args.instances.max(1) {
-        let (frames, http) = (nth(args.listen, i), nth(args.http_listen, i));
+        let (frames, http) = (
+            concrete(nth(args.listen, i))?,
+            concrete(nth(args.http_listen, i))?,
+        );
         let (frames_s, http_s, db_s) = (frames.to_string(), http.to_string(), db_addr.to_string());
         let memory_kib = args.argon2_memory_kib.map(|n| n.to_string());
         let mut ts_args = vec![
@@ -207,22 +294,21 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(n) = &memory_kib {
             ts_args.extend(["--argon2-memory-kib", n.as_str()]);
         }
-        let (server, addr, real_http) = start("test-server", &ts_args, &env)?;
-        let http = real_http.unwrap_or(http);
-        println!("test-server {i}: frames on {addr}, HTTP on {http}");
+        let server = start("test-server", &ts_args, &env, &[frames, http])?;
+        println!("test-server {i}: frames on {frames}, HTTP on {http}");
         servers.push(server);
-        addrs.push((addr, http));
+        addrs.push((frames, http));
     }
     let (addr, _) = addrs[0];
     seed(addr, &admin)?;
-    let (listen_s, admin_s) = (args.proxy_listen.to_string(), args.proxy_admin.to_string());
+    let (http, proxy_admin) = (concrete(args.proxy_listen)?, concrete(args.proxy_admin)?);
+    let (listen_s, admin_s) = (http.to_string(), proxy_admin.to_string());
     let backends: Vec<String> = addrs.iter().map(|(_, h)| h.to_string()).collect();
     let mut proxy_args = vec!["--listen", listen_s.as_str(), "--admin", admin_s.as_str()];
     for b in &backends {
         proxy_args.extend(["--backend", b.as_str()]);
     }
-    let (proxy, http, proxy_admin) = start("proxy", &proxy_args, &[])?;
-    let proxy_admin = proxy_admin.unwrap_or(args.proxy_admin);
+    let proxy = start("proxy", &proxy_args, &[], &[http, proxy_admin])?;
     println!(
         "proxy: HTTP on {http} (admin API on {proxy_admin}), balancing {}",
         backends.join(" ")
@@ -273,10 +359,10 @@ fn run(args: Args) -> Result<(), String> {
     ])?;
     if args.keep {
         println!("servers running; Ctrl-C stops them");
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-            .map_err(|e| e.to_string())?;
-        // Blocks until the first of them arrives.
-        let _ = signals.forever().next();
+        // The signal thread stops the children and ends the process.
+        loop {
+            std::thread::park();
+        }
     }
     drop(proxy);
     drop(servers);
@@ -319,6 +405,10 @@ fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // A child stopped by the signal handler failed the run: the handler ends the process.
+        Err(_) if STOPPING.load(std::sync::atomic::Ordering::SeqCst) => loop {
+            std::thread::park();
+        },
         Err(e) => {
             eprintln!("stack: {e}");
             ExitCode::FAILURE
