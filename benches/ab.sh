@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A/B of two builds on the frame path end to end: loadgen frames --op get (core 1) through
-# test-server → db-server on SQLite (both --threads 1, core 0), rounds interleaved A, B, A, B…
-# so that machine noise falls on both alike. Prints the raw lines, then per build and shape the
-# median rps and servers' CPU µs per request, and B's ratio to A.
-# usage: benches/ab_frames.sh A_BIN_DIR B_BIN_DIR   (env: SECS=5 RUNS=3)
+# A/B of two builds, rounds interleaved A, B, A, B… so that machine noise falls on both alike:
+# the frame path end to end (loadgen frames --op get through test-server → db-server on SQLite,
+# 50 connections at pipeline 1 and 16) and the HTTP front (wrk -t1 -c64 GET /docs/example,
+# answered from the document cache). Servers --threads 1 on core 0, the client on core 1 (B's
+# loadgen for both). Prints the raw lines, then per build and shape the median rps and the
+# servers' CPU µs per request, and B's ratio to A.
+# usage: benches/ab.sh A_BIN_DIR B_BIN_DIR   (env: SECS=5 RUNS=3; needs wrk and curl)
 #   e.g. a worktree of the old commit built with CARGO_TARGET_DIR=/tmp/old, then
-#        benches/ab_frames.sh /tmp/old/release target/release
+#        benches/ab.sh /tmp/old/release target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=${1:?A_BIN_DIR} b=${2:?B_BIN_DIR}
@@ -28,6 +30,7 @@ run_round() { # label bin_dir round
   wait_port "$dbp"
   NETMOD_ADMIN_SECRET=$NETMOD_SECRET taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$port" \
     --http-listen "127.0.0.1:$http" --db "127.0.0.1:$dbp" --threads 1 --argon2-memory-kib 64 \
+    --insecure-http-writes \
     >"$work/ts.log" 2>&1 &
   ts=$!
   pids+=("$ts" "$db")
@@ -44,6 +47,16 @@ run_round() { # label bin_dir round
     us=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
     echo "build=$label round=$round conns=$conns pipeline=$depth $(echo "$out" | tail -1) servers_cpu_us_per_req=$us"
   done
+  curl -sf -X PUT -d '{"content":"Hello from netmod: this document lives in db-server."}' \
+    "http://127.0.0.1:$http/docs/example" >/dev/null
+  local t0 t1 out rps n us
+  t0=$(ticks "$ts" "$db")
+  out=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" "http://127.0.0.1:$http/docs/example")
+  t1=$(ticks "$ts" "$db")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  us=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+  echo "build=$label round=$round conns=64 pipeline=http rps=$rps servers_cpu_us_per_req=$us"
   kill "$ts" "$db"; wait "$ts" "$db" 2>/dev/null || true
 }
 
