@@ -1118,3 +1118,42 @@ fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_the
         .unwrap();
     assert_eq!(count(&mut c, "_netmod_users"), 2);
 }
+
+#[test]
+fn pg_without_the_right_to_make_the_role_sandboxed_statements_fail_closed() {
+    let Some(schema) = Schema::new("sandbox-closed") else {
+        return;
+    };
+    // A login that may not create or grant roles, as on many managed databases.
+    let user = format!("{}_plain", schema.name);
+    let mut admin = PgConn::connect(&schema.admin).unwrap();
+    admin
+        .exec(&format!(
+            "CREATE ROLE {user} LOGIN; GRANT ALL ON SCHEMA {} TO {user}",
+            schema.name
+        ))
+        .unwrap();
+    let url = schema
+        .primary
+        .replacen("://postgres@", &format!("://{user}@"), 1);
+    assert_ne!(url, schema.primary, "DATABASE_URL names the postgres user");
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        url,
+        ..schema.config(vec![])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE notes (id BIGINT PRIMARY KEY)", vec![])
+        .unwrap();
+    // db-server serves its own clients, but a client statement does not run unsandboxed.
+    assert_eq!(
+        code(c.data(&sandboxed(exec("SELECT * FROM notes", vec![])))),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(count(&mut c, "notes"), 0);
+    drop(c);
+    drop(srv);
+    let _ = admin.exec(&format!(
+        "DROP SCHEMA {} CASCADE; DROP OWNED BY {user}; DROP ROLE {user}",
+        schema.name
+    ));
+}
