@@ -145,15 +145,17 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// `addr` itself, or with port 0 a port free now (so that `stack` knows where to look for the
-/// server without reading its log).
+/// `addr` if nothing listens there now, or with port 0 a port free now — so that `stack` knows
+/// where to look for the server without reading its log, and never mistakes a server already
+/// there for its own.
 fn concrete(addr: SocketAddr) -> Result<SocketAddr, String> {
-    if addr.port() != 0 {
-        return Ok(addr);
+    match std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()) {
+        Ok(bound) => Ok(bound),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(format!("address {addr} is already in use"))
+        }
+        Err(e) => Err(format!("cannot use {addr}: {e}")),
     }
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port on {}: {e}", addr.ip()))
 }
 
 /// Starts one of the servers and waits until it accepts connections on every address in
