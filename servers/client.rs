@@ -31,8 +31,14 @@ pub enum ClientError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The peer speaks HTTP: this is an HTTP port, not a frame port.
+    #[error(
+        "this looks like an HTTP port (it answered {0:?}), not a frame-protocol port: connect to \
+         test-server's --listen address (7000 by default) or db-server's (7100)"
+    )]
+    HttpPort(String),
     /// The server answered with an ERROR.
-    #[error("server error {code:?}: {message}")]
+    #[error("server error {}: {message}", code.as_str_name())]
     Server {
         /// The documented code.
         code: wire::ErrorCode,
@@ -135,6 +141,11 @@ impl FrameClient {
                         continue;
                     }
                     return Ok(Some(msg));
+                }
+                Next::Fatal(_) if self.buf.starts_with(b"HTTP/") => {
+                    let line = self.buf.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let line = String::from_utf8_lossy(line).trim_end().to_string();
+                    return Err(ClientError::HttpPort(line));
                 }
                 Next::Fatal(e) => return Err(e.into()),
                 Next::NeedMore => {}

@@ -278,6 +278,13 @@ pub fn for_each_frame<M: Send + 'static>(
                 }
             }
             Next::NeedMore => return used,
+            Next::Fatal(_) if looks_like_http(&data[used..]) => {
+                // An HTTP client (curl, a browser) on a frame port: tell it in its own words.
+                ctx.count_error(ErrorKind::Protocol);
+                let _ = ctx.send(conn, &http_on_frame_port_reply());
+                ctx.close(conn);
+                return data.len();
+            }
             Next::Fatal(e) => {
                 log::info!("Closing {:?}: {e}", ctx.peer_addr(conn));
                 ctx.count_error(ErrorKind::TooLarge);
@@ -320,6 +327,43 @@ pub fn reply_unsupported<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: Conn
             text,
         ),
     );
+}
+
+/// True when `data` starts like an HTTP request (a method and a space). Checked only on a
+/// frame whose length is over the maximum, which every HTTP method read as a length is.
+fn looks_like_http(data: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"PRI ",
+    ];
+    METHODS.iter().any(|m| data.starts_with(m))
+}
+
+/// The answer to an HTTP request on a frame port: a whole `400` saying what the port is, then
+/// the connection closes.
+pub fn http_on_frame_port_reply() -> Vec<u8> {
+    let body = crate::http1::error_body(
+        "this port speaks the netmod frame protocol (a 4-byte length and a protobuf Message, \
+         docs/protocol.md), not HTTP; test-server's HTTP front is on its --http-listen port (8000 by default)",
+    );
+    let mut out = Vec::new();
+    crate::http1::write_response(
+        &mut out,
+        400,
+        &[("Content-Type", "application/json")],
+        &body,
+        false,
+        false,
+    );
+    out
 }
 
 /// One step of reading frames from `data`: what the caller should do next.

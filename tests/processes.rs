@@ -936,9 +936,10 @@ fn a_second_process_on_a_port_in_use_exits_with_a_clear_error_and_the_first_keep
             "{bin} {args:?} started on a port in use:\n{stderr}"
         );
         let want = format!("address {taken} is already in use");
-        assert!(
-            stderr.contains(&want),
-            "{bin} {args:?}: no {want:?} in:\n{stderr}"
+        assert_eq!(
+            stderr.matches(&want).count(),
+            1,
+            "{bin} {args:?}: {want:?} once in:\n{stderr}"
         );
     }
     // The servers that were there first still serve, on every port.
@@ -1123,4 +1124,52 @@ fn servers_do_not_outlive_a_killed_stack() {
     s.child.kill().unwrap(); // SIGKILL: stack can do nothing; the kernel tells the children
     s.wait_exit();
     all_closed(&addrs);
+}
+
+#[test]
+fn wrong_ports_and_missing_ports_get_errors_a_person_understands() {
+    let dir = common::TempDir::new("wrong-ports");
+    let (_db, db_addr) = common::spawn_db(&dir.path("w.db"));
+    let (mut ts, http) = common::spawn_front(db_addr, &[]);
+    let [frames, _] = ts.listen_addrs();
+    // HTTP to a frame port (test-server's and db-server's): a 400 in HTTP, saying what it is.
+    for addr in [frames, db_addr] {
+        let r = common::http::call(addr, "GET /docs/x HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 400, "{addr}");
+        assert!(r.body.contains("frame protocol"), "{}", r.body);
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    if common::prerequisite(
+        "curl",
+        "NETMOD_REQUIRE_CURL",
+        common::runs("curl", "--version"),
+    ) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-i", &format!("http://{frames}/docs/x")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("not HTTP"), "{text}");
+    }
+    // The frame client on an HTTP port, and an address without its port.
+    let run = |addr: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(["--addr", addr, "ping"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&http.to_string());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("looks like an HTTP port"), "{err}");
+    assert!(!err.contains("exceeds the maximum"), "{err}");
+    for bare in ["127.0.0.1", "localhost", "[::1]"] {
+        let (code, err) = run(bare);
+        assert_eq!(code, Some(2), "{bare}: {err}");
+        assert!(err.contains("has no port"), "{bare}: {err}");
+    }
 }

@@ -111,10 +111,22 @@ fn main() -> ExitCode {
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, Fail> {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| Fail(2, format!("cannot resolve {addr:?}")))
+    // "127.0.0.1" or "localhost" alone: say what is missing rather than "cannot resolve".
+    let has_port = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok()
+    });
+    if !has_port {
+        return Err(Fail(
+            2,
+            format!("--addr {addr:?} has no port: give HOST:PORT, e.g. 127.0.0.1:7000 (test-server's frame port)"),
+        ));
+    }
+    match addr.to_socket_addrs() {
+        Ok(mut a) => a
+            .next()
+            .ok_or_else(|| Fail(2, format!("{addr:?} resolves to no address"))),
+        Err(e) => Err(Fail(2, format!("cannot resolve {addr:?}: {e}"))),
+    }
 }
 
 fn timeout(args: &Args) -> Duration {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use engine::Server;
-use log::{error, info};
+use log::info;
 use netmod::db::monitor::Monitor;
 use netmod::db::watch::Watchers;
 use netmod::db::{DbService, PgConfig, Pool, PoolConfig, SqliteConfig};
@@ -76,7 +76,8 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("db-server: {e}");
+            // Past the logger: a start-up error shows whatever RUST_LOG says.
+            eprintln!("db-server: {e}");
             ExitCode::FAILURE
         }
     }

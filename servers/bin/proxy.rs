@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use engine::Server;
-use log::{error, info};
+use log::info;
 use netmod::proxy::pool::{Pool, Thresholds};
 use netmod::proxy::strategy::Strategy;
 use netmod::proxy::{CheckConfig, Mode, Proxy, ProxyConfig};
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("proxy: {e}");
+            // Once, and past the logger: a start-up error shows whatever RUST_LOG says.
             eprintln!("proxy: {e}");
             ExitCode::from(2)
         }

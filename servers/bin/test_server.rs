@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use engine::Server;
-use log::{error, info, warn};
+use log::{info, warn};
 use netmod::auth::{self, TokenSigner};
 use netmod::dblink::LinkConfig;
 use netmod::http1::Limits;
@@ -149,7 +149,8 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("test-server: {e}");
+            // Past the logger: a start-up error shows whatever RUST_LOG says.
+            eprintln!("test-server: {e}");
             ExitCode::FAILURE
         }
     }
