@@ -28,3 +28,7 @@ pub mod settings;
 pub mod test_server;
 pub mod tls;
 pub mod wire;
+
+/// What `-V` prints after a binary's name: the package version and the commit it was built
+/// from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NETMOD_GIT_REV"), ")");

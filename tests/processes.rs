@@ -1173,3 +1173,62 @@ fn wrong_ports_and_missing_ports_get_errors_a_person_understands() {
         assert!(err.contains("has no port"), "{bare}: {err}");
     }
 }
+
+#[test]
+fn dash_v_names_the_binary_and_the_commit_it_was_built_from() {
+    let bins = [
+        ("client", env!("CARGO_BIN_EXE_client")),
+        ("db-server", env!("CARGO_BIN_EXE_db-server")),
+        ("loadgen", env!("CARGO_BIN_EXE_loadgen")),
+        ("proxy", env!("CARGO_BIN_EXE_proxy")),
+        ("stack", env!("CARGO_BIN_EXE_stack")),
+        ("test-server", env!("CARGO_BIN_EXE_test-server")),
+    ];
+    for (name, path) in bins {
+        let out = std::process::Command::new(path).arg("-V").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = format!("{name} {} (", env!("CARGO_PKG_VERSION"));
+        assert!(text.starts_with(&want), "{name}: {text}");
+        assert!(
+            text.trim_end().ends_with(')') && !text.contains("()"),
+            "{name}: {text}"
+        );
+    }
+}
+
+#[test]
+fn tools_default_to_the_right_server_and_check_their_arguments() {
+    use std::io::BufRead;
+    // Each loadgen mode aims at the server it loads (the first line names it; no server needed).
+    for (mode, want) in [("db", "-> 127.0.0.1:7100"), ("ping", "-> 127.0.0.1:7000")] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([mode, "--conns", "1", "--duration", "0.1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(first.contains(want), "loadgen {mode}: {first}");
+    }
+    // client sql: placeholders and arguments must match, checked before connecting.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .args([
+            "--addr",
+            "127.0.0.1:1",
+            "sql",
+            "SELECT name FROM docs WHERE updated > ?1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("1 placeholder(s)") && err.contains("0 argument(s)"),
+        "{err}"
+    );
+}

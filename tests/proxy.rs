@@ -913,3 +913,14 @@ fn the_access_log_escapes_what_a_backend_sends() {
         p.p.seen
     );
 }
+
+#[test]
+fn a_backend_may_be_named_by_host_name() {
+    let b = TestBackend::start("named");
+    let p = proxy(&[
+        "--backend",
+        &format!("localhost:{},weight=2", b.addr.port()),
+    ]);
+    let r = get(p.addr, "/x");
+    assert_eq!((r.status, backend_of(&r)), (200, "named".to_string()));
+}

@@ -19,7 +19,7 @@ use prost::Message as _;
 /// Data commands need a login: give --user (and the secret in NETMOD_SECRET, or --secret),
 /// or a token from `client login` in NETMOD_TOKEN (or --token).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "client", version = netmod::VERSION)]
 struct Args {
     /// test-server's frame-protocol address (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:7000")]
@@ -211,6 +211,8 @@ fn print_result(r: &StatementResult) {
             row.values.iter().map(show).collect::<Vec<_>>().join("\t")
         );
     }
+    // On stderr, so that stdout stays the rows alone.
+    eprintln!("({} row(s))", r.rows.len());
     if r.truncated {
         eprintln!("(result cut at the size limit)");
     }
@@ -308,6 +310,16 @@ fn run(args: &Args) -> Result<(), Fail> {
             sql,
             args: sql_args,
         } => {
+            let wanted = netmod::db::placeholders::to_dollar(sql).params;
+            if wanted != sql_args.len() {
+                return Err(Fail(
+                    2,
+                    format!(
+                        "the statement has {wanted} placeholder(s) (?1, ?2, … or :name) but {} argument(s) were given",
+                        sql_args.len()
+                    ),
+                ));
+            }
             let mut c = session(args, addr, true)?;
             let r = c.execute(sql, sql_args.iter().map(|a| arg_value(a)).collect())?;
             print_result(&r);

@@ -22,7 +22,7 @@ use netmod::settings;
 /// reads go round-robin to the --replica URLs. Database calls run on worker threads, never on
 /// the event loop. SIGTERM/SIGINT: stop accepting, answer requests in flight, exit 0.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "db-server", version = netmod::VERSION)]
 struct Args {
     /// Address for frame-protocol clients (test-server, loadgen, client).
     #[arg(long, default_value = "127.0.0.1:7100")]

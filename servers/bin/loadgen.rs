@@ -14,7 +14,7 @@ use netmod::loadgen::{
 
 /// Load generator for the netmod servers (runs on the same engine, client side).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "loadgen", version = netmod::VERSION)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -84,9 +84,10 @@ enum ModeArg {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    addr: SocketAddr,
+    /// Server address [default: 127.0.0.1:7000, test-server's frame port; for `db`,
+    /// 127.0.0.1:7100, db-server's].
+    #[arg(long)]
+    addr: Option<SocketAddr>,
     /// Connections.
     #[arg(long, default_value_t = 50)]
     conns: usize,
@@ -107,15 +108,27 @@ struct LoadArgs {
     tls: netmod::tls::ClientTlsArgs,
 }
 
+/// test-server's frame port, the default of `ping` and `frames`.
+const TEST_SERVER: &str = "127.0.0.1:7000";
+/// db-server's port, the default of `db`.
+const DB_SERVER: &str = "127.0.0.1:7100";
+
 impl LoadArgs {
-    fn config(&self) -> Result<LoadConfig, String> {
+    /// The run's settings; `default_addr` when `--addr` is not given.
+    fn config(&self, default_addr: &str) -> Result<LoadConfig, String> {
+        let addr = match self.addr {
+            Some(a) => a,
+            None => default_addr
+                .parse()
+                .map_err(|e| format!("default address {default_addr}: {e}"))?,
+        };
         let duration = Duration::try_from_secs_f64(self.duration)
             .map_err(|_| "--duration must be ≥ 0".to_string())?;
         if self.conns == 0 || self.pipeline == 0 {
             return Err("--conns and --pipeline must be at least 1".into());
         }
         Ok(LoadConfig {
-            addr: self.addr,
+            addr,
             conns: self.conns,
             pipeline: self.pipeline,
             duration,
@@ -136,7 +149,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let result = match &cli.mode {
-        Mode::Ping { load, payload } => load.config().and_then(|cfg| {
+        Mode::Ping { load, payload } => load.config(TEST_SERVER).and_then(|cfg| {
             println!(
                 "loadgen ping: {} connections x pipeline {} -> {} for {:.1} s",
                 cfg.conns,
@@ -146,7 +159,7 @@ fn main() -> ExitCode {
             );
             loadgen::run(cfg, PingWorkload::new(*payload)).map_err(|e| e.to_string())
         }),
-        Mode::Db { load, mode, rows } => load.config().and_then(|cfg| {
+        Mode::Db { load, mode, rows } => load.config(DB_SERVER).and_then(|cfg| {
             let mode = match mode {
                 ModeArg::Read => DbMode::Read,
                 ModeArg::Write => DbMode::Write,
@@ -169,7 +182,7 @@ fn main() -> ExitCode {
             secret,
             docs,
             hold,
-        } => load.config().and_then(|mut cfg| {
+        } => load.config(TEST_SERVER).and_then(|mut cfg| {
             if *hold {
                 cfg.pipeline = 0;
             }

@@ -22,7 +22,7 @@ use serde::Deserialize;
 /// their health, and serves an admin API (GET /status, POST and DELETE /backends, POST
 /// /strategy, GET /metrics). SIGTERM or SIGINT: stops accepting, finishes what is in flight.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "proxy", version = netmod::VERSION)]
 struct Args {
     /// Address for clients.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -153,10 +153,13 @@ fn main() -> ExitCode {
 
 fn backend(spec: &str) -> Result<(SocketAddr, u32), String> {
     let (addr, rest) = spec.split_once(',').unwrap_or((spec, ""));
-    let addr: SocketAddr = addr
-        .trim()
-        .parse()
-        .map_err(|_| format!("backend {spec:?}: want IP:PORT or IP:PORT,weight=N"))?;
+    // HOST:PORT, a name resolved once at start (its first address).
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim())
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            format!("backend {spec:?}: want HOST:PORT or HOST:PORT,weight=N (a name that resolves)")
+        })?;
     let weight = match rest.trim() {
         "" => 1,
         w => w

@@ -14,7 +14,7 @@ use clap::Parser;
 
 /// Starts the netmod servers locally, runs a short load against them, and stops them.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "stack", version = netmod::VERSION)]
 struct Args {
     /// Frame-protocol address of test-server.
     #[arg(long, default_value = "127.0.0.1:7000")]

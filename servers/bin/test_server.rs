@@ -23,7 +23,7 @@ use netmod::{settings, tls};
 /// Stops gracefully on SIGTERM or SIGINT: stops accepting, sends every client a SERVER_SHUTDOWN
 /// notice, answers requests already received, and exits 0 within the grace period (30 s).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "test-server", version = netmod::VERSION)]
 struct Args {
     /// Address for frame-protocol clients.
     #[arg(long, default_value = "127.0.0.1:7000")]
