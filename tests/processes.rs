@@ -1232,3 +1232,54 @@ fn tools_default_to_the_right_server_and_check_their_arguments() {
         "{err}"
     );
 }
+
+#[test]
+fn stack_keeps_its_data_in_its_data_dir_and_prints_commands_that_work_anywhere() {
+    let dir = common::TempDir::new("stack-data");
+    let data = dir.path("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--db-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--proxy-admin",
+            "127.0.0.1:0",
+            "--argon2-memory-kib",
+            "64",
+            "--duration",
+            "0.1",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .current_dir(dir.path(""))
+        .env("RUST_LOG", "warn")
+        .env_remove("NETMOD_ADMIN_SECRET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let file = data.join("netmod.db");
+    assert!(file.exists(), "no {}", file.display());
+    assert!(
+        stdout.contains(&format!("SQLite file {}", file.display())),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path("netmod.db").exists(),
+        "nothing in the current directory"
+    );
+    let ping = stdout
+        .lines()
+        .find(|l| l.trim_end().ends_with(" ping") && l.contains("--addr"))
+        .unwrap_or_else(|| panic!("a ping command in:\n{stdout}"));
+    let client = ping.split_whitespace().next().unwrap();
+    assert!(
+        std::path::Path::new(client).is_absolute() && std::path::Path::new(client).exists(),
+        "{client}"
+    );
+}

@@ -34,9 +34,13 @@ struct Args {
     /// The proxy's admin API.
     #[arg(long, default_value = "127.0.0.1:8081")]
     proxy_admin: SocketAddr,
-    /// db-server's SQLite file.
-    #[arg(long, default_value = "netmod.db")]
-    sqlite: PathBuf,
+    /// Folder for the servers' data (made if missing): db-server's SQLite file is
+    /// `netmod.db` in it.
+    #[arg(long, default_value = "netmod-data")]
+    data_dir: PathBuf,
+    /// db-server's SQLite file [default: netmod.db in --data-dir].
+    #[arg(long)]
+    sqlite: Option<PathBuf>,
     /// Seconds of load to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -255,7 +259,19 @@ fn seed(addr: SocketAddr, admin_secret: &str) -> Result<(), String> {
 
 fn run(args: Args) -> Result<(), String> {
     stop_children_on_signals(args.keep)?;
-    let sqlite = args.sqlite.to_string_lossy().into_owned();
+    let sqlite = match &args.sqlite {
+        Some(file) => file.clone(),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .map_err(|e| format!("cannot make {}: {e}", args.data_dir.display()))?;
+            args.data_dir.join("netmod.db")
+        }
+    };
+    // Absolute, so that what is printed works from any directory.
+    let sqlite = std::path::absolute(&sqlite)
+        .unwrap_or(sqlite)
+        .to_string_lossy()
+        .into_owned();
     let db_addr = concrete(args.db_listen)?;
     let db = start(
         "db-server",
@@ -326,9 +342,11 @@ fn run(args: Args) -> Result<(), String> {
     println!("  curl http://{http}/docs/example");
     println!("  curl http://{http}/health");
     println!("  curl http://{proxy_admin}/status");
-    println!("  ./target/release/client --addr {addr} ping");
+    // The client next to this binary, by its full path: the commands work from anywhere.
+    let client = sibling("client")?.display().to_string();
+    println!("  {client} --addr {addr} ping");
     println!(
-        "  export NETMOD_TOKEN=$(NETMOD_SECRET={admin} ./target/release/client --addr {addr} --user admin login)"
+        "  export NETMOD_TOKEN=$(NETMOD_SECRET={admin} {client} --addr {addr} --user admin login)"
     );
     println!(
         "  curl -X PUT -H \"Authorization: Bearer $NETMOD_TOKEN\" -d '{{\"content\":\"hi\"}}' http://{http}/docs/hello"
