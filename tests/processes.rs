@@ -239,29 +239,29 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     assert!(!p.wait_exit().success());
 }
 
+/// stack's flags for a run on free ports with cheap secret hashing.
+const STACK_ON_FREE_PORTS: &[&str] = &[
+    "--listen",
+    "127.0.0.1:0",
+    "--http-listen",
+    "127.0.0.1:0",
+    "--db-listen",
+    "127.0.0.1:0",
+    "--proxy-listen",
+    "127.0.0.1:0",
+    "--proxy-admin",
+    "127.0.0.1:0",
+    "--argon2-memory-kib",
+    "64",
+];
+
 #[test]
 fn stack_starts_the_servers_runs_a_load_and_stops_them() {
     let dir = common::TempDir::new("stack");
     let db = dir.path("stack.db");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--db-listen",
-            "127.0.0.1:0",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--proxy-admin",
-            "127.0.0.1:0",
-            "--sqlite",
-            db.to_str().unwrap(),
-            "--duration",
-            "0.3",
-            "--argon2-memory-kib",
-            "64",
-        ])
+        .args(STACK_ON_FREE_PORTS)
+        .args(["--sqlite", db.to_str().unwrap(), "--duration", "0.3"])
         .env_remove("NETMOD_ADMIN_SECRET")
         .output()
         .unwrap();
@@ -974,21 +974,8 @@ impl Stack {
         use std::io::BufRead;
         let dir = common::TempDir::new(tag);
         let db = dir.path("stack.db");
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--db-listen",
-            "127.0.0.1:0",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--proxy-admin",
-            "127.0.0.1:0",
-            "--argon2-memory-kib",
-            "64",
-            "--sqlite",
-        ];
+        let mut args = STACK_ON_FREE_PORTS.to_vec();
+        args.push("--sqlite");
         args.push(db.to_str().unwrap());
         args.extend_from_slice(extra);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
@@ -1238,23 +1225,8 @@ fn stack_keeps_its_data_in_its_data_dir_and_prints_commands_that_work_anywhere()
     let dir = common::TempDir::new("stack-data");
     let data = dir.path("data");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--db-listen",
-            "127.0.0.1:0",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--proxy-admin",
-            "127.0.0.1:0",
-            "--argon2-memory-kib",
-            "64",
-            "--duration",
-            "0.1",
-            "--data-dir",
-        ])
+        .args(STACK_ON_FREE_PORTS)
+        .args(["--duration", "0.1", "--data-dir"])
         .arg(&data)
         .current_dir(dir.path(""))
         .env("RUST_LOG", "warn")
