@@ -72,7 +72,7 @@ pub struct HttpConfig {
     /// A request must be whole this long after its first byte (else 408); zero: no limit.
     pub request_timeout: std::time::Duration,
     /// Bytes of documents each loop may keep in memory (0: no cache). The cache is used only
-    /// while db-server's change notifications arrive, see [`DocCache`].
+    /// while db-server's change notifications arrive, see `DocCache`.
     pub cache_bytes: usize,
 }
 

@@ -87,7 +87,7 @@ impl Counters {
     }
 }
 
-/// Server-wide counters: one [`Counters`] block per loop, summed when read.
+/// Server-wide counters: one block of counters per loop, summed when read.
 #[derive(Debug)]
 pub struct ServerStats {
     pub(crate) loops: Vec<Counters>,

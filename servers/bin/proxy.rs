@@ -37,7 +37,7 @@ struct Args {
     /// [default: round_robin].
     #[arg(long)]
     strategy: Option<String>,
-    /// What consistent_hash hashes: client_ip (default) or header:<Name>.
+    /// What consistent_hash hashes: client_ip (default) or header:NAME.
     #[arg(long)]
     hash_key: Option<String>,
     /// What is balanced [default: http].
@@ -46,7 +46,7 @@ struct Args {
     /// Event-loop threads [default: number of cores].
     #[arg(long)]
     threads: Option<usize>,
-    /// TOML file with [engine] and [proxy] tables (see docs/proxy.md); flags override it.
+    /// TOML file with engine and proxy tables (see docs/proxy.md); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Most connections open at once [default: open-file limit less 64].
@@ -85,7 +85,7 @@ struct Args {
     /// Idle keep-alive connections kept per backend and loop thread [default: 512].
     #[arg(long)]
     backend_idle: Option<usize>,
-    /// Seconds between [METRIC] log lines, 0 for none [default: 10].
+    /// Seconds between the periodic METRIC log lines, 0 for none [default: 10].
     #[arg(long)]
     metrics_interval: Option<f64>,
     /// Largest request body in bytes (over it: 413) [default: 1 GiB].
