@@ -277,6 +277,26 @@ struct Front {
     _dir: TempDir,
 }
 
+impl Front {
+    /// The front directly, through the proxy, and through nginx in front of the front (when
+    /// installed): each client-facing way in, by name; keep the nginx while using them.
+    fn targets_with_nginx(
+        &self,
+        tag: &str,
+    ) -> (
+        Vec<(&'static str, SocketAddr)>,
+        Option<common::nginx::Nginx>,
+    ) {
+        let nginx =
+            common::nginx::Nginx::installed().then(|| common::nginx::Nginx::proxy(tag, self.front));
+        let mut targets = vec![("front", self.front), ("proxy", self.proxy)];
+        if let Some(n) = &nginx {
+            targets.push(("nginx", n.addr));
+        }
+        (targets, nginx)
+    }
+}
+
 fn front_and_proxy(extra: &[&str]) -> Front {
     let dir = TempDir::new("conformance-front");
     let (db, db_addr) = common::spawn_db(&dir.path("f.db"));
@@ -358,12 +378,7 @@ fn head_is_answered_like_get_without_a_body_and_the_connection_stays_in_step() {
 fn pipelined_writes_and_reads_act_as_if_sent_one_by_one() {
     let f = front_and_proxy(&[]);
     // nginx as the reverse proxy in front of the same front: the column it is measured by.
-    let nginx =
-        common::nginx::Nginx::installed().then(|| common::nginx::Nginx::proxy("pipeline", f.front));
-    let mut targets = vec![("front", f.front), ("proxy", f.proxy)];
-    if let Some(n) = &nginx {
-        targets.push(("nginx", n.addr));
-    }
+    let (targets, _nginx) = f.targets_with_nginx("pipeline");
     for (who, addr) in targets {
         for i in 0..10 {
             let name = format!("{who}{i}");
@@ -509,12 +524,7 @@ fn absolute_form_targets_are_routed_by_their_path() {
         common::http::call(f.front, &put("abs", "absolute")).status,
         201
     );
-    let nginx =
-        common::nginx::Nginx::installed().then(|| common::nginx::Nginx::proxy("absolute", f.front));
-    let mut targets = vec![("front", f.front), ("proxy", f.proxy)];
-    if let Some(n) = &nginx {
-        targets.push(("nginx", n.addr));
-    }
+    let (targets, _nginx) = f.targets_with_nginx("absolute");
     for (who, addr) in targets {
         let r = common::http::call(
             addr,

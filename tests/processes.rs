@@ -814,14 +814,7 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
 
 /// Runs one of the binaries to its end and gives its exit status and standard error.
 fn run_to_end(bin: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let path = match bin {
-        "db-server" => env!("CARGO_BIN_EXE_db-server"),
-        "test-server" => env!("CARGO_BIN_EXE_test-server"),
-        "proxy" => env!("CARGO_BIN_EXE_proxy"),
-        "stack" => env!("CARGO_BIN_EXE_stack"),
-        other => panic!("unknown binary {other}"),
-    };
-    let out = std::process::Command::new(path)
+    let out = std::process::Command::new(common::bin_path(bin))
         .args(args)
         .env("RUST_LOG", "info")
         .env_remove("NETMOD_ADMIN_SECRET")
@@ -1163,16 +1156,11 @@ fn wrong_ports_and_missing_ports_get_errors_a_person_understands() {
 
 #[test]
 fn dash_v_names_the_binary_and_the_commit_it_was_built_from() {
-    let bins = [
-        ("client", env!("CARGO_BIN_EXE_client")),
-        ("db-server", env!("CARGO_BIN_EXE_db-server")),
-        ("loadgen", env!("CARGO_BIN_EXE_loadgen")),
-        ("proxy", env!("CARGO_BIN_EXE_proxy")),
-        ("stack", env!("CARGO_BIN_EXE_stack")),
-        ("test-server", env!("CARGO_BIN_EXE_test-server")),
-    ];
-    for (name, path) in bins {
-        let out = std::process::Command::new(path).arg("-V").output().unwrap();
+    for name in common::BINARIES {
+        let out = std::process::Command::new(common::bin_path(name))
+            .arg("-V")
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let want = format!("{name} {} (", env!("CARGO_PKG_VERSION"));
         assert!(text.starts_with(&want), "{name}: {text}");

@@ -409,22 +409,8 @@ impl Proxy {
         };
         let peer = c.peer;
         if matches!(head.body, BodyKind::Length(n) if n > self.cfg.max_body) {
-            let body = http1::error_body(&format!("request body over {} bytes", self.cfg.max_body));
-            let mut out = Vec::new();
-            let head_only = head.method == "HEAD";
-            http1::write_response(
-                &mut out,
-                413,
-                &[("Content-Type", "application/json")],
-                &body,
-                false,
-                head_only,
-            );
-            let _ = ctx.send(conn, &out);
-            access_log(peer, 413, &body);
-            c.state = ClientState::Done;
-            c.buf.clear();
-            ctx.close(conn);
+            let msg = format!("request body over {} bytes", self.cfg.max_body);
+            self.refuse_answering(ctx, conn, 413, &msg, head.method == "HEAD");
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
@@ -556,10 +542,25 @@ impl Proxy {
 
     /// A request that cannot be framed: answer and close.
     fn refuse(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, status: u16, msg: &str) {
+        let head_only = match self.conns.get(conn) {
+            Some(Conn::Client(c)) => c.answering_head(),
+            _ => return,
+        };
+        self.refuse_answering(ctx, conn, status, msg, head_only);
+    }
+
+    /// [`Proxy::refuse`], for a request known to be a HEAD (`head_only`: no body) or not.
+    fn refuse_answering(
+        &mut self,
+        ctx: &mut Context<'_, ()>,
+        conn: ConnId,
+        status: u16,
+        msg: &str,
+        head_only: bool,
+    ) {
         let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
             return;
         };
-        let head_only = c.answering_head();
         c.state = ClientState::Done;
         c.buf.clear();
         send_error(ctx, conn, c.peer, status, msg, false, head_only);

@@ -125,6 +125,29 @@ pub fn start_frame_service(mut cfg: engine::Config) -> Running {
     })
 }
 
+/// The path of one of this package's binaries, by name.
+pub fn bin_path(bin: &str) -> &'static str {
+    match bin {
+        "client" => env!("CARGO_BIN_EXE_client"),
+        "db-server" => env!("CARGO_BIN_EXE_db-server"),
+        "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
+        "proxy" => env!("CARGO_BIN_EXE_proxy"),
+        "stack" => env!("CARGO_BIN_EXE_stack"),
+        "test-server" => env!("CARGO_BIN_EXE_test-server"),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// Every binary of the package.
+pub const BINARIES: [&str; 6] = [
+    "client",
+    "db-server",
+    "loadgen",
+    "proxy",
+    "stack",
+    "test-server",
+];
+
 /// A child process whose stderr lines arrive on a channel; killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -135,13 +158,7 @@ pub struct Proc {
 impl Proc {
     /// Spawns one of this package's binaries.
     pub fn spawn(bin: &str, args: &[&str]) -> Proc {
-        let path = match bin {
-            "test-server" => env!("CARGO_BIN_EXE_test-server"),
-            "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
-            "db-server" => env!("CARGO_BIN_EXE_db-server"),
-            "proxy" => env!("CARGO_BIN_EXE_proxy"),
-            other => panic!("unknown binary {other}"),
-        };
+        let path = bin_path(bin);
         // test-server's second port and its startup hashing: ephemeral and cheap in tests,
         // unless a test says otherwise.
         let mut extra: Vec<&str> = Vec::new();
