@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use netmod::wire::{self, Message, MessageType, Next, Operation, Ping};
+use protocol::wire::{self, Message, MessageType, Next, Operation, Ping};
 
 fn ping(payload: usize) -> Message {
     wire::message(

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::Server;
-use netmod::test_server::{FrameService, ServiceConfig};
-use netmod::wire::{self, MessageType, Operation, Ping};
+use protocol::wire::{self, MessageType, Operation, Ping};
+use test_server::{FrameService, ServiceConfig};
 
 /// `iters` pings on one connection, `depth` in flight; returns the time taken.
 fn round_trips(addr: std::net::SocketAddr, iters: u64, depth: u64) -> Duration {

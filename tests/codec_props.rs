@@ -3,8 +3,8 @@
 //! declared length.
 
 use engine::frame::{self, Decoded, FrameError};
-use netmod::wire::{self, Message, Next};
 use proptest::prelude::*;
+use protocol::wire::{self, Message, Next};
 
 const MAX: usize = 64 * 1024;
 

@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use common::{start_db, Proc, TempDir, WAIT};
-use netmod::client::{ClientError, FrameClient};
-use netmod::proto::{
+use protocol::proto::{
     batch_condition, data_request, data_response, step_outcome, Batch, BatchCondition, BatchStep,
     DataRequest, NamedArg, ReadConsistency, Statement, StatsRequest, Value,
 };
-use netmod::wire::{self, ErrorCode, MessageType, Operation};
+use protocol::wire::{self, ErrorCode, MessageType, Operation};
+use tools::client::{ClientError, FrameClient};
 
 fn stmt(sql: &str, args: Vec<Value>) -> Statement {
     Statement {
@@ -49,7 +49,7 @@ fn count(c: &mut FrameClient, table: &str) -> i64 {
         .execute(&format!("SELECT count(*) FROM {table}"), vec![])
         .unwrap();
     match r.rows[0].values[0].kind {
-        Some(netmod::proto::value::Kind::Integer(n)) => n,
+        Some(protocol::proto::value::Kind::Integer(n)) => n,
         ref other => panic!("count is {other:?}"),
     }
 }
@@ -271,12 +271,12 @@ fn each_error_has_its_code_and_the_server_keeps_serving() {
         MessageType::Request,
         Operation::Data,
         77,
-        &netmod::wire::Ping::default(),
+        &protocol::wire::Ping::default(),
     );
     m.data = vec![0xFF, 0xFF, 0xFF].into();
     c.send(&m).unwrap();
     assert_eq!(
-        code(Err::<(), _>(netmod::client::server_error(
+        code(Err::<(), _>(tools::client::server_error(
             &c.next_message().unwrap()
         ))),
         ErrorCode::BadMessage
@@ -285,12 +285,12 @@ fn each_error_has_its_code_and_the_server_keeps_serving() {
         MessageType::Request,
         Operation::AuthLogin,
         78,
-        &netmod::wire::Ping::default(),
+        &protocol::wire::Ping::default(),
     );
     m.op = Operation::AuthLogin as i32;
     c.send(&m).unwrap();
     assert_eq!(
-        code(Err::<(), _>(netmod::client::server_error(
+        code(Err::<(), _>(tools::client::server_error(
             &c.next_message().unwrap()
         ))),
         ErrorCode::Unsupported
@@ -307,7 +307,7 @@ fn each_error_has_its_code_and_the_server_keeps_serving() {
         "answered by its id"
     );
     assert_eq!(
-        code(Err::<(), _>(netmod::client::server_error(&answer))),
+        code(Err::<(), _>(tools::client::server_error(&answer))),
         ErrorCode::BadCompression
     );
     // Truncation instead of TOO_LARGE when allowed.
@@ -541,8 +541,8 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
         .iter()
         .map(|r| match (&r.values[0].kind, &r.values[1].kind) {
             (
-                Some(netmod::proto::value::Kind::Integer(id)),
-                Some(netmod::proto::value::Kind::Text(p)),
+                Some(protocol::proto::value::Kind::Integer(id)),
+                Some(protocol::proto::value::Kind::Text(p)),
             ) => {
                 assert_eq!(
                     *p,
@@ -567,7 +567,7 @@ fn acknowledged_writes_survive_kill_9_of_the_server() {
 
 fn watch(c: &mut FrameClient, tables: &[&str]) {
     let id = c.next_id();
-    let w = netmod::proto::Watch {
+    let w = protocol::proto::Watch {
         tables: tables.iter().map(|t| t.to_string()).collect(),
     };
     c.send(&wire::message(
@@ -582,23 +582,20 @@ fn watch(c: &mut FrameClient, tables: &[&str]) {
 }
 
 /// The next message on a watching connection: a change notice.
-fn notice(c: &mut FrameClient) -> netmod::proto::TablesChanged {
+fn notice(c: &mut FrameClient) -> protocol::proto::TablesChanged {
     use prost::Message as _;
     let m = c.next_message().unwrap();
     assert_eq!(
         (m.r#type(), m.op()),
         (MessageType::Notification, Operation::Watch)
     );
-    netmod::proto::TablesChanged::decode(m.data).unwrap()
+    protocol::proto::TablesChanged::decode(m.data).unwrap()
 }
 
 #[test]
 fn watchers_hear_of_committed_writes_to_their_tables_on_every_loop() {
     let dir = TempDir::new("db-watch");
-    let db = common::start_db_loops(
-        netmod::db::PoolConfig::Sqlite(common::sqlite_config(&dir)),
-        2,
-    );
+    let db = common::start_db_loops(db::PoolConfig::Sqlite(common::sqlite_config(&dir)), 2);
     let mut writer = FrameClient::connect(db.addr, WAIT).unwrap();
     writer
         .execute(
@@ -664,7 +661,7 @@ fn watchers_hear_of_committed_writes_to_their_tables_on_every_loop() {
             MessageType::Request,
             Operation::Ping,
             id,
-            &netmod::wire::Ping::default(),
+            &protocol::wire::Ping::default(),
         ))
         .unwrap();
     let m = first[0].next_message().unwrap();
@@ -675,7 +672,7 @@ fn watchers_hear_of_committed_writes_to_their_tables_on_every_loop() {
         MessageType::Request,
         Operation::Watch,
         id,
-        &netmod::wire::Ping::default(),
+        &protocol::wire::Ping::default(),
     );
     bad.data = vec![0xff, 0xff].into();
     first[0].send(&bad).unwrap();

@@ -3,11 +3,11 @@
 mod common;
 
 use common::{start_db, TempDir, WAIT};
-use netmod::client::{ClientError, FrameClient};
-use netmod::proto::{
+use protocol::proto::{
     data_request, data_response, CursorOpen, CursorPage, DataRequest, Statement, TxnEnd, Value,
 };
-use netmod::wire::ErrorCode;
+use protocol::wire::ErrorCode;
+use tools::client::{ClientError, FrameClient};
 
 fn req(kind: data_request::Kind) -> DataRequest {
     DataRequest {
@@ -16,7 +16,7 @@ fn req(kind: data_request::Kind) -> DataRequest {
     }
 }
 
-fn page(r: Result<netmod::proto::DataResponse, ClientError>) -> Result<CursorPage, ClientError> {
+fn page(r: Result<protocol::proto::DataResponse, ClientError>) -> Result<CursorPage, ClientError> {
     match r?.kind {
         Some(data_response::Kind::Page(p)) => Ok(p),
         other => panic!("expected a page, got {other:?}"),

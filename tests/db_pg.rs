@@ -15,15 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{start_db_pool, Proc, Running, WAIT};
-use netmod::client::{ClientError, FrameClient};
-use netmod::db::libpq::PgConn;
-use netmod::db::{PgConfig, PoolConfig};
-use netmod::proto::{
+use db::libpq::PgConn;
+use db::{PgConfig, PoolConfig};
+use protocol::proto::{
     batch_condition, data_request, data_response, step_outcome, Batch, BatchCondition, BatchStep,
     CursorOpen, DataRequest, NamedArg, ReadConsistency, Statement, StatementResult, TxnBegin,
     TxnEnd, TxnStatement, Value,
 };
-use netmod::wire::ErrorCode;
+use protocol::wire::ErrorCode;
+use tools::client::{ClientError, FrameClient};
 
 #[test]
 fn postgres_suite_skipped_without_postgres() {
@@ -172,7 +172,7 @@ fn count(c: &mut FrameClient, table: &str) -> i64 {
         .execute(&format!("SELECT count(*) FROM {table}"), vec![])
         .unwrap();
     match r.rows[0].values[0].kind {
-        Some(netmod::proto::value::Kind::Integer(n)) => n,
+        Some(protocol::proto::value::Kind::Integer(n)) => n,
         ref other => panic!("count is {other:?}"),
     }
 }
@@ -443,7 +443,7 @@ fn txn_exec(
     txn_id: u64,
     seq: u64,
     sql: &str,
-) -> Result<netmod::proto::DataResponse, ClientError> {
+) -> Result<protocol::proto::DataResponse, ClientError> {
     c.data(&req(data_request::Kind::TxnExecute(TxnStatement {
         txn_id,
         seq,
@@ -456,7 +456,7 @@ fn end(
     kind: fn(TxnEnd) -> data_request::Kind,
     txn_id: u64,
     seq: u64,
-) -> Result<netmod::proto::DataResponse, ClientError> {
+) -> Result<protocol::proto::DataResponse, ClientError> {
     c.data(&req(kind(TxnEnd { txn_id, seq })))
 }
 
@@ -559,7 +559,7 @@ fn pg_a_cursor_pages_through_a_large_result_from_one_snapshot() {
         assert!(page.rows.len() <= 1000);
         for r in &page.rows {
             match r.values[0].kind {
-                Some(netmod::proto::value::Kind::Integer(i)) => ids.push(i),
+                Some(protocol::proto::value::Kind::Integer(i)) => ids.push(i),
                 ref other => panic!("{other:?}"),
             }
         }
@@ -830,8 +830,8 @@ fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
         .iter()
         .map(|r| match (&r.values[0].kind, &r.values[1].kind) {
             (
-                Some(netmod::proto::value::Kind::Integer(id)),
-                Some(netmod::proto::value::Kind::Text(t)),
+                Some(protocol::proto::value::Kind::Integer(id)),
+                Some(protocol::proto::value::Kind::Text(t)),
             ) => {
                 assert_eq!(
                     *t,
@@ -859,8 +859,8 @@ fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
 
 #[test]
 fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
-    use netmod::wire::{self, MessageType, Operation};
     use prost::Message as _;
+    use protocol::wire::{self, MessageType, Operation};
     let Some(schema) = Schema::new("group-commit") else {
         return;
     };
@@ -958,7 +958,7 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
             continue;
         }
         assert_eq!(m.r#type(), MessageType::Response, "read {i}");
-        let resp = netmod::proto::DataResponse::decode(m.data.clone()).unwrap();
+        let resp = protocol::proto::DataResponse::decode(m.data.clone()).unwrap();
         let Some(data_response::Kind::Result(r)) = resp.kind else {
             panic!("{resp:?}")
         };

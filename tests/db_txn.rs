@@ -4,12 +4,12 @@
 mod common;
 
 use common::{start_db, TempDir, WAIT};
-use netmod::client::{ClientError, FrameClient};
-use netmod::proto::{
+use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, Statement, StatementResult, TxnBegin,
     TxnEnd, TxnStatement, Value,
 };
-use netmod::wire::ErrorCode;
+use protocol::wire::ErrorCode;
+use tools::client::{ClientError, FrameClient};
 
 fn req(kind: data_request::Kind) -> DataRequest {
     DataRequest {
@@ -245,10 +245,10 @@ fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overlo
             ..Default::default()
         };
         let id = w.next_id();
-        netmod::wire::encode(
-            &netmod::wire::message(
-                netmod::wire::MessageType::Request,
-                netmod::wire::Operation::Data,
+        protocol::wire::encode(
+            &protocol::wire::message(
+                protocol::wire::MessageType::Request,
+                protocol::wire::Operation::Data,
                 id,
                 &req,
             ),
@@ -258,7 +258,7 @@ fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overlo
     w.send_raw(&burst).unwrap();
     let mut codes: Vec<ErrorCode> = (0..5)
         .map(|_| {
-            code(Err::<(), _>(netmod::client::server_error(
+            code(Err::<(), _>(tools::client::server_error(
                 &w.next_message().unwrap(),
             )))
         })

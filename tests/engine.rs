@@ -101,11 +101,11 @@ fn a_pipelining_peer_that_never_reads_stalls_reading_then_is_closed_by_the_write
     let writer = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_write_timeout(Some(WAIT)).unwrap();
-        let ping = netmod::wire::to_frame(&netmod::wire::message(
-            netmod::wire::MessageType::Request,
-            netmod::wire::Operation::Ping,
+        let ping = protocol::wire::to_frame(&protocol::wire::message(
+            protocol::wire::MessageType::Request,
+            protocol::wire::Operation::Ping,
             1,
-            &netmod::wire::Ping {
+            &protocol::wire::Ping {
                 payload: vec![0u8; 4000].into(),
             },
         ));
@@ -134,7 +134,7 @@ fn a_pipelining_peer_that_never_reads_stalls_reading_then_is_closed_by_the_write
         "server read {} bytes",
         stats.bytes_in
     );
-    let mut other = netmod::client::FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mut other = tools::client::FrameClient::connect(srv.addr, WAIT).unwrap();
     other.ping(b"still serving").unwrap();
     drop(writer.join().unwrap());
 }

@@ -8,9 +8,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{start_frame_service, WAIT};
-use netmod::client::{ClientError, FrameClient};
-use netmod::wire::{self, ErrorBody, ErrorCode, Message, MessageType, Operation, Ping};
 use prost::Message as _;
+use protocol::wire::{self, ErrorBody, ErrorCode, Message, MessageType, Operation, Ping};
+use tools::client::{ClientError, FrameClient};
 
 fn ping(id: u32, payload: Vec<u8>) -> Message {
     wire::message(
@@ -261,7 +261,7 @@ fn raw_frame(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Message {
 
 #[test]
 fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
-    use netmod::wire::Compression;
+    use protocol::wire::Compression;
     let srv = start_frame_service(engine::Config::default());
     // Compressible but not trivial: 200 KiB of text-like bytes.
     let big: Vec<u8> = (0..200 * 1024u32)
@@ -329,17 +329,17 @@ fn large_payloads_travel_gzip_compressed_both_ways_and_small_ones_plain() {
 }
 
 fn start_with_liveness() -> common::Running {
-    let live = netmod::test_server::Liveness {
+    let live = test_server::Liveness {
         interval: Duration::from_millis(40),
         first: (Duration::from_millis(5), Duration::from_millis(20)),
         timeout: Duration::from_millis(400),
     };
-    let svc = netmod::test_server::ServiceConfig {
+    let svc = test_server::ServiceConfig {
         liveness: Some(live),
         ..Default::default()
     };
     common::start(engine::Config::default(), move |_| {
-        netmod::test_server::FrameService::new(svc.clone())
+        test_server::FrameService::new(svc.clone())
     })
 }
 

@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime};
 use common::http::{call, connect, read_resp};
 use common::{start_db, TempDir, WAIT};
 use engine::Server;
-use netmod::auth::{self, TokenSigner};
-use netmod::dblink::LinkConfig;
-use netmod::http1::Limits;
-use netmod::http_front::HttpConfig;
-use netmod::test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
+use shared::http1::Limits;
+use test_server::auth::{self, TokenSigner};
+use test_server::dblink::LinkConfig;
+use test_server::http_front::HttpConfig;
+use test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
 
 const KEY: &[u8] = b"http test key";
 
@@ -56,7 +56,7 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
             },
             insecure_writes: insecure,
             auth: Some(auth),
-            cache_bytes: netmod::http_front::DEFAULT_CACHE_BYTES,
+            cache_bytes: test_server::http_front::DEFAULT_CACHE_BYTES,
             request_timeout: Duration::from_millis(300),
             ..HttpConfig::default()
         }),
@@ -388,13 +388,13 @@ fn a_document_cached_on_one_instance_follows_writes_made_through_another() {
     assert!(cache_hits(b.http) > hits, "the new copy is cached again");
 
     // So does a write that bypasses test-server entirely, straight SQL to db-server.
-    let mut sql = netmod::client::FrameClient::connect(db.addr, WAIT).unwrap();
+    let mut sql = tools::client::FrameClient::connect(db.addr, WAIT).unwrap();
     let r = sql
         .execute(
             "UPDATE docs SET content = ?1 WHERE name = ?2",
             vec![
-                netmod::proto::Value::text("v3"),
-                netmod::proto::Value::text("shared"),
+                protocol::proto::Value::text("v3"),
+                protocol::proto::Value::text("shared"),
             ],
         )
         .unwrap();

@@ -3,9 +3,9 @@
 mod common;
 
 use common::{Proc, WAIT};
-use netmod::client::FrameClient;
-use netmod::wire::{ErrorBody, ErrorCode, MessageType, Operation, ServerShutdown};
 use prost::Message as _;
+use protocol::wire::{ErrorBody, ErrorCode, MessageType, Operation, ServerShutdown};
+use tools::client::FrameClient;
 
 /// Runs loadgen with `args`, expects success, and returns its last line.
 fn loadgen_last_line(args: &[&str]) -> String {
@@ -259,7 +259,7 @@ const STACK_ON_FREE_PORTS: &[&str] = &[
 fn stack_starts_the_servers_runs_a_load_and_stops_them() {
     let dir = common::TempDir::new("stack");
     let db = dir.path("stack.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+    let out = std::process::Command::new(common::bin_path("stack"))
         .args(STACK_ON_FREE_PORTS)
         .args(["--sqlite", db.to_str().unwrap(), "--duration", "0.3"])
         .env_remove("NETMOD_ADMIN_SECRET")
@@ -331,12 +331,12 @@ fn loadgen_db_seeds_its_table_on_an_empty_database_and_prints_the_contract_line(
             vec![],
         )
         .unwrap();
-    assert_eq!(r.rows[0].values, [netmod::proto::Value::int(1)]);
+    assert_eq!(r.rows[0].values, [protocol::proto::Value::int(1)]);
 }
 
 #[test]
 fn sigterm_right_after_a_burst_of_db_writes_answers_every_one_and_keeps_them() {
-    use netmod::proto::{data_request, DataRequest, Statement, Value};
+    use protocol::proto::{data_request, DataRequest, Statement, Value};
     let dir = common::TempDir::new("db-term");
     let db = dir.path("term.db");
     let db_arg = db.to_str().unwrap();
@@ -359,8 +359,8 @@ fn sigterm_right_after_a_burst_of_db_writes_answers_every_one_and_keeps_them() {
             ..Default::default()
         };
         let id = c.next_id();
-        netmod::wire::encode(
-            &netmod::wire::message(MessageType::Request, Operation::Data, id, &req),
+        protocol::wire::encode(
+            &protocol::wire::message(MessageType::Request, Operation::Data, id, &req),
             &mut burst,
         );
     }
@@ -439,7 +439,7 @@ fn sigusr1_tells_every_client_to_migrate_to_the_configured_instance() {
             (m.r#type(), m.op()),
             (MessageType::Notification, Operation::ServerMigration)
         );
-        let note = netmod::wire::ServerMigration::decode(m.data).unwrap();
+        let note = protocol::wire::ServerMigration::decode(m.data).unwrap();
         assert_eq!(
             (note.new_host.as_str(), note.new_port, note.migrate_after),
             ("10.0.0.7", 7001, 12)
@@ -451,7 +451,7 @@ fn sigusr1_tells_every_client_to_migrate_to_the_configured_instance() {
 
 /// Runs the `client` binary; returns its exit code and stdout.
 fn client(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+    let out = std::process::Command::new(common::bin_path("client"))
         .args(args)
         .env_remove("NETMOD_TOKEN")
         .env_remove("NETMOD_SECRET")
@@ -604,7 +604,7 @@ fn client_watch_follows_a_migration_to_the_new_instance() {
         ],
     );
     let a_addr = a.listen_addr().to_string();
-    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+    let mut watch = std::process::Command::new(common::bin_path("client"))
         .args(["--addr", &a_addr, "watch"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -736,9 +736,9 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     });
     let mut c = c.unwrap();
     // Queries that keep db-server busy for a while, all sent before the signal.
-    let slow = netmod::proto::DataRequest {
-        kind: Some(netmod::proto::data_request::Kind::Execute(
-            netmod::proto::Statement {
+    let slow = protocol::proto::DataRequest {
+        kind: Some(protocol::proto::data_request::Kind::Execute(
+            protocol::proto::Statement {
                 sql: "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
                       WHERE x < 200000) SELECT count(*) FROM n"
                     .into(),
@@ -751,7 +751,7 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     let ids: Vec<u32> = (0..16)
         .map(|_| {
             let id = c.next_id();
-            c.send(&netmod::wire::message(
+            c.send(&protocol::wire::message(
                 MessageType::Request,
                 Operation::Data,
                 id,
@@ -763,11 +763,11 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
         .collect();
     // A ping answered means test-server has read (and forwarded) everything sent before it.
     let ping = c.next_id();
-    c.send(&netmod::wire::message(
+    c.send(&protocol::wire::message(
         MessageType::Request,
         Operation::Ping,
         ping,
-        &netmod::wire::Ping::default(),
+        &protocol::wire::Ping::default(),
     ))
     .unwrap();
     let mut answered = Vec::new();
@@ -795,13 +795,13 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
         .iter()
         .map(|m| {
             assert_eq!(m.r#type(), MessageType::Response, "{m:?}");
-            let r = netmod::proto::DataResponse::decode(m.data.clone()).unwrap();
-            let Some(netmod::proto::data_response::Kind::Result(res)) = r.kind else {
+            let r = protocol::proto::DataResponse::decode(m.data.clone()).unwrap();
+            let Some(protocol::proto::data_response::Kind::Result(res)) = r.kind else {
                 panic!("a result: {r:?}");
             };
             assert_eq!(
                 res.rows[0].values[0].kind,
-                Some(netmod::proto::value::Kind::Integer(200_000))
+                Some(protocol::proto::value::Kind::Integer(200_000))
             );
             m.message_id
         })
@@ -971,7 +971,7 @@ impl Stack {
         args.push("--sqlite");
         args.push(db.to_str().unwrap());
         args.extend_from_slice(extra);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+        let mut child = std::process::Command::new(common::bin_path("stack"))
             .args(&args)
             .env("RUST_LOG", rust_log)
             .env_remove("NETMOD_ADMIN_SECRET")
@@ -1134,7 +1134,7 @@ fn wrong_ports_and_missing_ports_get_errors_a_person_understands() {
     }
     // The frame client on an HTTP port, and an address without its port.
     let run = |addr: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        let out = std::process::Command::new(common::bin_path("client"))
             .args(["--addr", addr, "ping"])
             .output()
             .unwrap();
@@ -1176,7 +1176,7 @@ fn tools_default_to_the_right_server_and_check_their_arguments() {
     use std::io::BufRead;
     // Each loadgen mode aims at the server it loads (the first line names it; no server needed).
     for (mode, want) in [("db", "-> 127.0.0.1:7100"), ("ping", "-> 127.0.0.1:7000")] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        let mut child = std::process::Command::new(common::bin_path("loadgen"))
             .args([mode, "--conns", "1", "--duration", "0.1"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -1191,7 +1191,7 @@ fn tools_default_to_the_right_server_and_check_their_arguments() {
         assert!(first.contains(want), "loadgen {mode}: {first}");
     }
     // client sql: placeholders and arguments must match, checked before connecting.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+    let out = std::process::Command::new(common::bin_path("client"))
         .args([
             "--addr",
             "127.0.0.1:1",
@@ -1212,7 +1212,7 @@ fn tools_default_to_the_right_server_and_check_their_arguments() {
 fn stack_keeps_its_data_in_its_data_dir_and_prints_commands_that_work_anywhere() {
     let dir = common::TempDir::new("stack-data");
     let data = dir.path("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack"))
+    let out = std::process::Command::new(common::bin_path("stack"))
         .args(STACK_ON_FREE_PORTS)
         .args(["--duration", "0.1", "--data-dir"])
         .arg(&data)

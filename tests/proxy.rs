@@ -584,8 +584,8 @@ fn tcp_mode_spreads_frame_clients_and_skips_a_killed_instance() {
         "--fall",
         "1",
     ]);
-    let mut clients: Vec<netmod::client::FrameClient> = (0..4)
-        .map(|_| netmod::client::FrameClient::connect(p.addr, WAIT).unwrap())
+    let mut clients: Vec<tools::client::FrameClient> = (0..4)
+        .map(|_| tools::client::FrameClient::connect(p.addr, WAIT).unwrap())
         .collect();
     for c in &mut clients {
         c.ping(b"through the proxy").unwrap();
@@ -603,7 +603,7 @@ fn tcp_mode_spreads_frame_clients_and_skips_a_killed_instance() {
     two.wait_exit();
     // New connections: one may try the dead instance first; it is retried on the live one.
     for _ in 0..4 {
-        let mut c = netmod::client::FrameClient::connect(p.addr, WAIT).unwrap();
+        let mut c = tools::client::FrameClient::connect(p.addr, WAIT).unwrap();
         c.ping(b"after the kill").unwrap();
     }
     let st: serde_json::Value =

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{start, start_db, Proc, Running, TempDir, WAIT};
-use netmod::auth::{self, TokenSigner};
-use netmod::client::{ClientError, FrameClient};
-use netmod::dblink::LinkConfig;
-use netmod::proto::{value, AuthLogin, AuthToken, Value};
-use netmod::test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
-use netmod::wire::{self, ErrorCode, MessageType, Operation};
 use prost::Message as _;
+use protocol::proto::{value, AuthLogin, AuthToken, Value};
+use protocol::wire::{self, ErrorCode, MessageType, Operation};
+use test_server::auth::{self, TokenSigner};
+use test_server::dblink::LinkConfig;
+use test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
+use tools::client::{ClientError, FrameClient};
 
 const KEY: &[u8] = b"test key shared by the instances";
 const ADMIN: &str = "s3cret admin";
@@ -201,9 +201,9 @@ fn many_clients_with_pipelined_requests_get_every_answer_under_its_own_id() {
                 for i in 0..50i64 {
                     let k = w * 1000 + i;
                     let id = c.next_id();
-                    let req = netmod::proto::DataRequest {
-                        kind: Some(netmod::proto::data_request::Kind::Execute(
-                            netmod::proto::Statement {
+                    let req = protocol::proto::DataRequest {
+                        kind: Some(protocol::proto::data_request::Kind::Execute(
+                            protocol::proto::Statement {
                                 sql: "INSERT INTO kv VALUES (?1, ?2)".into(),
                                 args: vec![Value::int(k), Value::text(format!("v{k}"))],
                                 named_args: vec![],
@@ -243,7 +243,7 @@ fn many_clients_with_pipelined_requests_get_every_answer_under_its_own_id() {
     assert_eq!(r.rows[0].values, [Value::int(400)]);
 }
 
-fn count(r: &netmod::proto::StatementResult) -> i64 {
+fn count(r: &protocol::proto::StatementResult) -> i64 {
     match r.rows[0].values[0].kind {
         Some(value::Kind::Integer(n)) => n,
         ref other => panic!("{other:?}"),
@@ -345,9 +345,9 @@ fn a_pong_overtakes_a_long_queue_of_data_replies() {
     );
     let (mut c, _) = admin(ts.addr);
     const REPLIES: u32 = 120;
-    let select = netmod::proto::DataRequest {
-        kind: Some(netmod::proto::data_request::Kind::Execute(
-            netmod::proto::Statement {
+    let select = protocol::proto::DataRequest {
+        kind: Some(protocol::proto::data_request::Kind::Execute(
+            protocol::proto::Statement {
                 sql: "SELECT randomblob(100000)".into(),
                 args: vec![],
                 named_args: vec![],
@@ -594,10 +594,10 @@ fn clients_cannot_reach_the_servers_own_tables_however_they_name_them() {
         "reading through a view"
     );
     // The same texts inside a batch, a transaction and a cursor.
-    let batch = netmod::proto::DataRequest {
-        kind: Some(netmod::proto::data_request::Kind::Batch(
-            netmod::proto::Batch {
-                steps: vec![netmod::proto::BatchStep::new(
+    let batch = protocol::proto::DataRequest {
+        kind: Some(protocol::proto::data_request::Kind::Batch(
+            protocol::proto::Batch {
+                steps: vec![protocol::proto::BatchStep::new(
                     "SELECT 1 FROM \"_netmod_users\"",
                     vec![],
                 )],
@@ -606,10 +606,10 @@ fn clients_cannot_reach_the_servers_own_tables_however_they_name_them() {
         ..Default::default()
     };
     assert_eq!(code(c.data(&batch)), ErrorCode::Forbidden);
-    let cursor = netmod::proto::DataRequest {
-        kind: Some(netmod::proto::data_request::Kind::OpenCursor(
-            netmod::proto::CursorOpen {
-                stmt: Some(netmod::proto::Statement {
+    let cursor = protocol::proto::DataRequest {
+        kind: Some(protocol::proto::data_request::Kind::OpenCursor(
+            protocol::proto::CursorOpen {
+                stmt: Some(protocol::proto::Statement {
                     sql: "SELECT * FROM _netmod_users".into(),
                     ..Default::default()
                 }),

@@ -13,7 +13,7 @@ use common::tls::{localhost, Certs};
 use common::{eventually, start, start_tls, WAIT};
 use engine::tls::{rustls, TlsListener};
 use engine::{CloseReason, ConnId, Context, ErrorKind, Handler};
-use netmod::tls::ClientStream;
+use shared::tls::ClientStream;
 
 type Reasons = Arc<Mutex<Vec<CloseReason>>>;
 
@@ -366,7 +366,7 @@ fn ping_login_and_crud_run_over_tls_with_mutual_tls_to_db_server() {
 
     // Frames: ping, login, then create/read/update/delete.
     let mut c =
-        netmod::client::FrameClient::connect_tls(frames, WAIT, certs.client_config(), localhost())
+        tools::client::FrameClient::connect_tls(frames, WAIT, certs.client_config(), localhost())
             .unwrap();
     c.ping(b"over tls").unwrap();
     let mut token = None;
@@ -375,7 +375,7 @@ fn ping_login_and_crud_run_over_tls_with_mutual_tls_to_db_server() {
         token.is_some()
     });
     let token = token.unwrap().token;
-    use netmod::proto::Value;
+    use protocol::proto::Value;
     c.execute(
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
         vec![],
@@ -422,12 +422,12 @@ fn ping_login_and_crud_run_over_tls_with_mutual_tls_to_db_server() {
     assert_eq!(status, 200);
 
     // Plain clients on the TLS ports: told so, in the clear, and closed.
-    let mut plain = netmod::client::FrameClient::connect(frames, WAIT).unwrap();
+    let mut plain = tools::client::FrameClient::connect(frames, WAIT).unwrap();
     plain.send_raw(b"\0\0\0\x02hi").unwrap();
     let m = plain.next_message().expect("an ERROR frame in the clear");
-    assert_eq!(m.r#type(), netmod::wire::MessageType::Error);
-    let e = <netmod::wire::ErrorBody as prost::Message>::decode(m.data).unwrap();
-    assert_eq!(e.code(), netmod::wire::ErrorCode::BadMessage);
+    assert_eq!(m.r#type(), protocol::wire::MessageType::Error);
+    let e = <protocol::wire::ErrorBody as prost::Message>::decode(m.data).unwrap();
+    assert_eq!(e.code(), protocol::wire::ErrorCode::BadMessage);
     assert!(e.message.contains("TLS"), "{}", e.message);
     assert!(plain.recv().unwrap().is_none(), "then closed");
     let resp = common::http::call(http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -471,10 +471,10 @@ fn a_db_link_without_a_client_certificate_or_with_the_wrong_ca_fails_cleanly() {
         let (mut ts, frames, _) = spawn_test_server(db, flags);
         ts.wait_line("TLS failed");
         // Clients get a clear answer, not a hang: db-server is unavailable to this instance.
-        let mut c = netmod::client::FrameClient::connect(frames, WAIT).unwrap();
+        let mut c = tools::client::FrameClient::connect(frames, WAIT).unwrap();
         match c.login("admin", ADMIN) {
-            Err(netmod::client::ClientError::Server { code, .. }) => {
-                assert_eq!(code, netmod::wire::ErrorCode::Unavailable, "{what}")
+            Err(tools::client::ClientError::Server { code, .. }) => {
+                assert_eq!(code, protocol::wire::ErrorCode::Unavailable, "{what}")
             }
             other => panic!("{what}: expected UNAVAILABLE, got {other:?}"),
         }
@@ -580,7 +580,7 @@ fn loadgen_and_the_client_speak_tls_and_refuse_an_untrusted_server() {
     );
 
     let client = |ca: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        std::process::Command::new(common::bin_path("client"))
             .args(["--addr", &addr, "--tls-ca", path(ca), "ping"])
             .output()
             .unwrap()
@@ -659,7 +659,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     ts.wait_line("TLS certificate reloaded");
     handshake(certs.rogue_client_config()).unwrap();
     assert!(handshake(certs.client_config()).is_err());
-    netmod::client::FrameClient::connect_tls(addr, WAIT, certs.client_config(), localhost())
+    tools::client::FrameClient::connect_tls(addr, WAIT, certs.client_config(), localhost())
         .unwrap_err();
     before.write_all(b"\0\0\0\0").unwrap(); // an empty frame: a BAD_MESSAGE answer, over TLS
     let mut answer = [0u8; 4];

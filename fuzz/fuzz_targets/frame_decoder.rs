@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                     let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
                     assert_eq!(consumed, 4 + declared, "took exactly the declared length");
                     assert_eq!(body.len(), declared);
-                    let _ = netmod::wire::decode(body);
+                    let _ = protocol::wire::decode(body);
                     buf.drain(..consumed);
                 }
                 Ok(Decoded::Incomplete { needed }) => {

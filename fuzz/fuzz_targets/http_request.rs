@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netmod::http1::{self, BodyReader, Limits, Parsed};
+use shared::http1::{self, BodyReader, Limits, Parsed};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, input)) = data.split_first() else {

@@ -4,9 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netmod::db::{placeholders, watch, workers};
-use netmod::proto::{data_request, DataRequest, TablesChanged, UserChange, Watch};
-use netmod::wire::{self, AuthLogin, AuthToken, Ping, ServerMigration, ServerShutdown};
+use db::{watch, workers};
+use protocol::placeholders;
+use protocol::proto::{data_request, DataRequest, TablesChanged, UserChange, Watch};
+use protocol::wire::{self, AuthLogin, AuthToken, Ping, ServerMigration, ServerShutdown};
 use prost::Message as _;
 
 fn sql(text: &str) {

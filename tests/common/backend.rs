@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use netmod::http1::{self, BodyReader};
+use shared::http1::{self, BodyReader};
 
 /// A running test backend; stopped (listener and connections closed) when dropped.
 pub struct TestBackend {

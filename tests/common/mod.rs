@@ -9,8 +9,9 @@ pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,7 @@ where
 
 /// Runs loadgen with `args` to its end.
 pub fn loadgen(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    Command::new(bin_path("loadgen"))
         .args(args)
         .output()
         .expect("run loadgen")
@@ -114,31 +115,71 @@ pub fn last_line(out: &std::process::Output) -> String {
 
 /// The test-server frame service in-process, `threads` loops.
 pub fn start_frame_service(mut cfg: engine::Config) -> Running {
-    cfg.refuse_message = netmod::test_server::refuse_frame();
-    cfg.rate_limited_message = netmod::test_server::rate_limited_frame();
-    let svc = netmod::test_server::ServiceConfig {
+    cfg.refuse_message = test_server::refuse_frame();
+    cfg.rate_limited_message = test_server::rate_limited_frame();
+    let svc = test_server::ServiceConfig {
         max_message_size: cfg.max_message_size,
         ..Default::default()
     };
-    start(cfg, move |_| {
-        netmod::test_server::FrameService::new(svc.clone())
+    start(cfg, move |_| test_server::FrameService::new(svc.clone()))
+}
+
+/// The path of one of the workspace's binaries, by name, built up to date.
+pub fn bin_path(bin: &str) -> PathBuf {
+    assert!(BINARIES.contains(&bin), "unknown binary {bin}");
+    let path = binaries_dir().join(bin);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// The directory the workspace's binaries are built into, built up to date once per test
+/// process.
+///
+/// The binaries belong to other packages of the workspace than these tests, so Cargo neither
+/// builds them for `cargo test --test X` nor tells their paths (`CARGO_BIN_EXE_*` covers the
+/// tested package only). Running `cargo build` for them here means a test never drives a stale
+/// binary; under `cargo test --workspace` it finds everything built and returns at once.
+fn binaries_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable is target/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/")
+            .to_path_buf();
+        if let Ok(cargo) = std::env::var("CARGO") {
+            let mut build = Command::new(cargo);
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "--bins"]);
+            for package in PACKAGES {
+                build.args(["--package", package]);
+            }
+            if dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo build of the binaries");
+            assert!(status.success(), "cargo build of the binaries failed");
+        }
+        dir
     })
 }
 
-/// The path of one of this package's binaries, by name.
-pub fn bin_path(bin: &str) -> &'static str {
-    match bin {
-        "client" => env!("CARGO_BIN_EXE_client"),
-        "db-server" => env!("CARGO_BIN_EXE_db-server"),
-        "loadgen" => env!("CARGO_BIN_EXE_loadgen"),
-        "proxy" => env!("CARGO_BIN_EXE_proxy"),
-        "stack" => env!("CARGO_BIN_EXE_stack"),
-        "test-server" => env!("CARGO_BIN_EXE_test-server"),
-        other => panic!("unknown binary {other}"),
-    }
-}
+/// The packages the binaries come from.
+const PACKAGES: [&str; 4] = [
+    "netmod-db",
+    "netmod-test-server",
+    "netmod-proxy",
+    "netmod-tools",
+];
 
-/// Every binary of the package.
+/// Every binary of the workspace.
 pub const BINARIES: [&str; 6] = [
     "client",
     "db-server",
@@ -374,15 +415,15 @@ pub fn start_db(dir: &TempDir) -> Running {
 }
 
 /// The same, with the pool's configuration adjusted by `tune`.
-pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut netmod::db::SqliteConfig)) -> Running {
+pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut db::SqliteConfig)) -> Running {
     let mut cfg = sqlite_config(dir);
     tune(&mut cfg);
-    start_db_pool(netmod::db::PoolConfig::Sqlite(cfg))
+    start_db_pool(db::PoolConfig::Sqlite(cfg))
 }
 
 /// The tests' SQLite settings for a database file in `dir`.
-pub fn sqlite_config(dir: &TempDir) -> netmod::db::SqliteConfig {
-    netmod::db::SqliteConfig {
+pub fn sqlite_config(dir: &TempDir) -> db::SqliteConfig {
+    db::SqliteConfig {
         path: dir.path("test.db"),
         readers: 2,
         queue: 10_000,
@@ -393,16 +434,16 @@ pub fn sqlite_config(dir: &TempDir) -> netmod::db::SqliteConfig {
 }
 
 /// db-server's service in-process on the backend `cfg` names.
-pub fn start_db_pool(cfg: netmod::db::PoolConfig) -> Running {
+pub fn start_db_pool(cfg: db::PoolConfig) -> Running {
     start_db_loops(cfg, 1)
 }
 
 /// The same on `threads` loops (connections spread over them by the kernel).
-pub fn start_db_loops(cfg: netmod::db::PoolConfig, threads: usize) -> Running {
-    use netmod::db::{monitor::Monitor, DbService, Pool};
+pub fn start_db_loops(cfg: db::PoolConfig, threads: usize) -> Running {
+    use db::{monitor::Monitor, DbService, Pool};
     use std::sync::Arc;
     let pool = Arc::new(Pool::start(cfg, Arc::new(Monitor::new(None))).unwrap());
-    let watchers = netmod::db::watch::Watchers::new();
+    let watchers = db::watch::Watchers::new();
     start(
         engine::Config {
             threads,
@@ -420,14 +461,14 @@ pub fn start_db_loops(cfg: netmod::db::PoolConfig, threads: usize) -> Running {
 
 /// A frame client whose connection leaves from `source` (e.g. 127.0.0.2: every 127.0.0.0/8
 /// address binds here), to test per-address limits.
-pub fn connect_from(source: &str, addr: SocketAddr) -> netmod::client::FrameClient {
+pub fn connect_from(source: &str, addr: SocketAddr) -> tools::client::FrameClient {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
         .unwrap();
     sock.connect(&addr.into()).unwrap();
     let stream: std::net::TcpStream = sock.into();
     assert_eq!(stream.local_addr().unwrap().ip().to_string(), source);
-    netmod::client::FrameClient::from_stream(stream, WAIT).unwrap()
+    tools::client::FrameClient::from_stream(stream, WAIT).unwrap()
 }
 
 /// db-server on the SQLite file `path`, as a child process: the process and its address.

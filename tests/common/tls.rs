@@ -86,23 +86,23 @@ impl Certs {
     /// The server side: certificate and key, optionally requiring client certificates.
     pub fn server_config(&self, mtls: bool) -> Arc<rustls::ServerConfig> {
         let ca = mtls.then_some(self.ca.as_path());
-        netmod::tls::server_config(&self.server_cert, &self.server_key, ca).unwrap()
+        shared::tls::server_config(&self.server_cert, &self.server_key, ca).unwrap()
     }
 
     /// A client trusting the test CA (without a client certificate).
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        netmod::tls::client_config(Some(&self.ca), None).unwrap()
+        shared::tls::client_config(Some(&self.ca), None).unwrap()
     }
 
     /// A client trusting the test CA, presenting the client certificate.
     pub fn client_config_with_cert(&self) -> Arc<rustls::ClientConfig> {
-        netmod::tls::client_config(Some(&self.ca), Some((&self.client_cert, &self.client_key)))
+        shared::tls::client_config(Some(&self.ca), Some((&self.client_cert, &self.client_key)))
             .unwrap()
     }
 
     /// A client that trusts only the rogue CA.
     pub fn rogue_client_config(&self) -> Arc<rustls::ClientConfig> {
-        netmod::tls::client_config(Some(&self.rogue_ca), None).unwrap()
+        shared::tls::client_config(Some(&self.rogue_ca), None).unwrap()
     }
 }
 
@@ -114,5 +114,5 @@ impl Drop for Certs {
 
 /// The name the test certificates are issued for.
 pub fn localhost() -> rustls::pki_types::ServerName<'static> {
-    netmod::tls::server_name("localhost").unwrap()
+    shared::tls::server_name("localhost").unwrap()
 }

@@ -1,0 +1,34 @@
+//! db-server: SQL over the frame protocol, on embedded SQLite or PostgreSQL.
+//!
+//! - [`service`]: the engine handler (never touches the database).
+//! - [`workers`]: jobs, routing rules and [`Pool`], the backend a server runs.
+//! - [`sqlite_pool`], [`sqlite`]: reader threads and the group-committing writer on SQLite;
+//!   statements, values and error codes there.
+//! - [`postgres_pool`], [`postgres`], [`libpq`]: writers on the primary and readers routed to
+//!   replicas; statements, values and error codes on PostgreSQL; the libpq binding.
+//! - [`batch`], [`page`], [`error`]: batches, result limits and errors, the same everywhere.
+//! - [`txn`]: interactive transactions and cursors, a connection and a thread each.
+//! - [`watch`]: table-change notifications for subscribed connections.
+//! - [`sandbox`]: what a client's statements (through test-server) may not touch.
+//! - [`monitor`]: per-statement counts, latency and the slow-query log.
+
+pub mod batch;
+pub mod error;
+pub mod libpq;
+pub mod monitor;
+pub mod page;
+pub mod postgres;
+pub mod postgres_pool;
+pub mod sandbox;
+pub mod service;
+pub mod sqlite;
+pub mod sqlite_pool;
+pub mod txn;
+pub mod watch;
+pub mod workers;
+
+pub use error::DbError;
+pub use postgres_pool::PgConfig;
+pub use service::DbService;
+pub use sqlite_pool::SqliteConfig;
+pub use workers::{Pool, PoolConfig};

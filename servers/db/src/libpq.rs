@@ -1,0 +1,700 @@
+//! A small safe layer over libpq (the `pq-sys` crate, with libpq built from source, so no system
+//! library is needed): blocking connections, statements prepared once per connection and run by
+//! name, text-format results.
+//!
+//! libpq rather than the `postgres` crate: that crate drives its connections with a tokio
+//! runtime, and the product runs no async runtime. libpq is PostgreSQL's own client library;
+//! blocking calls are exactly what a database worker thread wants.
+//!
+//! ```no_run
+//! use db::libpq::{Param, PgConn};
+//! let mut conn = PgConn::connect("postgresql://postgres@127.0.0.1:5432/postgres")?;
+//! let res = conn.query("SELECT $1::int8 + 1", &[Param::Int(41)])?;
+//! assert_eq!(res.value(0, 0), Some(&b"42"[..]));
+//! # Ok::<(), db::libpq::PgError>(())
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::ptr::NonNull;
+
+use pq_sys as ffi;
+
+/// A type OID of PostgreSQL.
+pub type Oid = u32;
+
+/// Type OIDs the backend names or binds.
+pub mod oid {
+    use super::Oid;
+    /// `bool`
+    pub const BOOL: Oid = 16;
+    /// `bytea`
+    pub const BYTEA: Oid = 17;
+    /// `int8`
+    pub const INT8: Oid = 20;
+    /// `int2`
+    pub const INT2: Oid = 21;
+    /// `int4`
+    pub const INT4: Oid = 23;
+    /// `oid`
+    pub const OID: Oid = 26;
+    /// `float4`
+    pub const FLOAT4: Oid = 700;
+    /// `float8`
+    pub const FLOAT8: Oid = 701;
+    /// Let the server infer the type from the statement.
+    pub const UNKNOWN: Oid = 0;
+}
+
+/// The `sqlstate` of a statement skipped in a pipeline because an earlier one in its
+/// transaction failed (not a PostgreSQL code).
+pub const ABORTED: &str = "ABORT";
+
+/// A failure reported by libpq or the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PgError {
+    /// The five-character SQLSTATE; empty when the failure is on the client side (connection).
+    pub sqlstate: String,
+    /// libpq's or the server's message, trimmed.
+    pub message: String,
+}
+
+impl PgError {
+    fn client(message: impl Into<String>) -> Self {
+        PgError {
+            sqlstate: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A parameter value, sent in the binary format for numbers and bytes (exact, no parsing) and
+/// in text for text (so that the server may read it as any type the statement needs).
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    /// SQL NULL.
+    Null,
+    /// `int8`.
+    Int(i64),
+    /// `float8`.
+    Real(f64),
+    /// Text; a NUL byte is refused (PostgreSQL text cannot hold one).
+    Text(&'a str),
+    /// `bytea`.
+    Blob(&'a [u8]),
+}
+
+impl Param<'_> {
+    /// The type the statement is prepared with for this value.
+    pub fn type_oid(&self) -> Oid {
+        match self {
+            Param::Int(_) => oid::INT8,
+            Param::Real(_) => oid::FLOAT8,
+            Param::Blob(_) => oid::BYTEA,
+            Param::Null | Param::Text(_) => oid::UNKNOWN,
+        }
+    }
+}
+
+/// One result of a statement; freed on drop.
+#[derive(Debug)]
+pub struct PgResult {
+    raw: NonNull<ffi::PGresult>,
+}
+
+// A PGresult is plain memory owned by this value alone.
+unsafe impl Send for PgResult {}
+
+impl Drop for PgResult {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from libpq and is cleared exactly once.
+        unsafe { ffi::PQclear(self.raw.as_ptr()) }
+    }
+}
+
+fn owned(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: libpq returns NUL-terminated strings that live as long as their owner.
+    unsafe { CStr::from_ptr(p) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
+}
+
+impl PgResult {
+    fn status(&self) -> ffi::ExecStatusType {
+        // SAFETY: valid result pointer.
+        unsafe { ffi::PQresultStatus(self.raw.as_ptr()) }
+    }
+
+    fn error(&self) -> PgError {
+        // SAFETY: valid result pointer; the returned strings belong to it.
+        let (state, msg) = unsafe {
+            (
+                ffi::PQresultErrorField(self.raw.as_ptr(), ffi::PG_DIAG_SQLSTATE as c_int),
+                ffi::PQresultErrorMessage(self.raw.as_ptr()),
+            )
+        };
+        PgError {
+            sqlstate: owned(state),
+            message: owned(msg).trim_start_matches("ERROR:").trim().to_string(),
+        }
+    }
+
+    /// Rows in the result.
+    pub fn rows(&self) -> usize {
+        // SAFETY: valid result pointer.
+        usize::try_from(unsafe { ffi::PQntuples(self.raw.as_ptr()) }).unwrap_or(0)
+    }
+
+    /// Columns in the result.
+    pub fn columns(&self) -> usize {
+        // SAFETY: valid result pointer.
+        usize::try_from(unsafe { ffi::PQnfields(self.raw.as_ptr()) }).unwrap_or(0)
+    }
+
+    /// The name of column `col`.
+    pub fn column_name(&self, col: usize) -> String {
+        // SAFETY: valid result pointer; libpq checks the index and returns NULL when out of range.
+        owned(unsafe { ffi::PQfname(self.raw.as_ptr(), col as c_int) })
+    }
+
+    /// The type of column `col`.
+    pub fn column_type(&self, col: usize) -> Oid {
+        // SAFETY: as above; out of range gives 0.
+        unsafe { ffi::PQftype(self.raw.as_ptr(), col as c_int) }
+    }
+
+    /// The text of a value, `None` for NULL (or out of range).
+    pub fn value(&self, row: usize, col: usize) -> Option<&[u8]> {
+        if row >= self.rows() || col >= self.columns() {
+            return None;
+        }
+        let (r, c) = (row as c_int, col as c_int);
+        // SAFETY: indexes checked above; the bytes live as long as `self`.
+        unsafe {
+            if ffi::PQgetisnull(self.raw.as_ptr(), r, c) != 0 {
+                return None;
+            }
+            let p = ffi::PQgetvalue(self.raw.as_ptr(), r, c) as *const u8;
+            let len = usize::try_from(ffi::PQgetlength(self.raw.as_ptr(), r, c)).unwrap_or(0);
+            Some(std::slice::from_raw_parts(p, len))
+        }
+    }
+
+    /// Rows an INSERT, UPDATE, DELETE or MERGE changed (0 for other commands).
+    pub fn rows_affected(&self) -> u64 {
+        // SAFETY: valid result pointer; the string belongs to it.
+        owned(unsafe { ffi::PQcmdTuples(self.raw.as_ptr()) })
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// The command tag's first word (`SELECT`, `INSERT`, …).
+    pub fn command(&self) -> String {
+        // SAFETY: valid result pointer; the string belongs to it.
+        let tag = owned(unsafe { ffi::PQcmdStatus(self.raw.as_ptr()) });
+        tag.split(' ').next().unwrap_or_default().to_string()
+    }
+}
+
+struct Prepared {
+    name: CString,
+    types: Vec<Oid>,
+}
+
+/// Statements kept prepared per connection before the cache is emptied.
+const CACHE_CAPACITY: usize = 512;
+
+/// One blocking connection. It may move between threads but is used by one at a time.
+pub struct PgConn {
+    raw: NonNull<ffi::PGconn>,
+    prepared: HashMap<String, Vec<Prepared>>,
+    count: usize,
+    next_name: u64,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConn")
+            .field("prepared", &self.count)
+            .finish()
+    }
+}
+
+// A PGconn may be used from any thread as long as one thread at a time does; `&mut self` on
+// every call and no `Sync` see to that.
+unsafe impl Send for PgConn {}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from PQconnectdb and is finished exactly once.
+        unsafe { ffi::PQfinish(self.raw.as_ptr()) }
+    }
+}
+
+unsafe extern "C" fn notice(_arg: *mut std::ffi::c_void, message: *const c_char) {
+    log::debug!("PostgreSQL: {}", owned(message));
+}
+
+/// Where a connection stands with respect to transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// Not in a transaction.
+    Idle,
+    /// In a transaction block.
+    InTransaction,
+    /// In a transaction block that failed: only ROLLBACK helps.
+    Failed,
+    /// The connection is broken.
+    Broken,
+}
+
+impl PgConn {
+    /// Connects with a `postgresql://` URL or a `key=value` connection string.
+    pub fn connect(url: &str) -> Result<PgConn, PgError> {
+        let c = CString::new(url).map_err(|_| PgError::client("connection URL holds a NUL"))?;
+        // SAFETY: `c` is a valid C string; libpq returns NULL only when out of memory.
+        let raw = NonNull::new(unsafe { ffi::PQconnectdb(c.as_ptr()) })
+            .ok_or_else(|| PgError::client("libpq: out of memory"))?;
+        let conn = PgConn {
+            raw,
+            prepared: HashMap::new(),
+            count: 0,
+            next_name: 0,
+        };
+        if !conn.is_ok() {
+            return Err(PgError {
+                sqlstate: "08001".into(),
+                message: conn.last_error(),
+            });
+        }
+        // Server notices (NOTICE, WARNING) go to the log at debug level, not to stderr.
+        // SAFETY: valid connection; the processor takes no state.
+        unsafe {
+            ffi::PQsetNoticeProcessor(conn.raw.as_ptr(), Some(notice), std::ptr::null_mut());
+        }
+        Ok(conn)
+    }
+
+    /// True while the connection is usable.
+    pub fn is_ok(&self) -> bool {
+        // SAFETY: valid connection pointer.
+        unsafe { ffi::PQstatus(self.raw.as_ptr()) == ffi::ConnStatusType::CONNECTION_OK }
+    }
+
+    /// The transaction state after the last command.
+    pub fn txn_state(&self) -> TxnState {
+        use ffi::PGTransactionStatusType as T;
+        // SAFETY: valid connection pointer.
+        match unsafe { ffi::PQtransactionStatus(self.raw.as_ptr()) } {
+            T::PQTRANS_IDLE => TxnState::Idle,
+            T::PQTRANS_INTRANS | T::PQTRANS_ACTIVE => TxnState::InTransaction,
+            T::PQTRANS_INERROR => TxnState::Failed,
+            T::PQTRANS_UNKNOWN => TxnState::Broken,
+        }
+    }
+
+    fn last_error(&self) -> String {
+        // SAFETY: valid connection pointer; the message belongs to it.
+        owned(unsafe { ffi::PQerrorMessage(self.raw.as_ptr()) })
+    }
+
+    fn check(&self, res: *mut ffi::PGresult) -> Result<PgResult, PgError> {
+        let Some(raw) = NonNull::new(res) else {
+            let sqlstate = if self.is_ok() { "" } else { "08006" };
+            return Err(PgError {
+                sqlstate: sqlstate.into(),
+                message: self.last_error(),
+            });
+        };
+        let res = PgResult { raw };
+        use ffi::ExecStatusType as S;
+        match res.status() {
+            S::PGRES_PIPELINE_ABORTED => Err(PgError {
+                sqlstate: ABORTED.into(),
+                message: "not run: an earlier statement of its transaction failed".into(),
+            }),
+            S::PGRES_COMMAND_OK
+            | S::PGRES_TUPLES_OK
+            | S::PGRES_TUPLES_CHUNK
+            | S::PGRES_SINGLE_TUPLE
+            | S::PGRES_EMPTY_QUERY => Ok(res),
+            _ => {
+                let mut e = res.error();
+                if e.sqlstate.is_empty() && !self.is_ok() {
+                    e.sqlstate = "08006".into();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs SQL text without parameters (control statements such as `BEGIN`; several
+    /// statements separated by `;` are allowed here).
+    pub fn exec(&mut self, sql: &str) -> Result<PgResult, PgError> {
+        let c = CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"))?;
+        // SAFETY: valid connection and C string.
+        let res = unsafe { ffi::PQexec(self.raw.as_ptr(), c.as_ptr()) };
+        self.check(res)
+    }
+
+    /// Runs one statement with `$n` parameters, prepared on first use and cached by its text
+    /// and parameter types. The whole result is held in memory: for results of unknown size
+    /// use [`PgConn::stream`].
+    pub fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<PgResult, PgError> {
+        self.send(sql, params)?;
+        let mut first: Option<Result<PgResult, PgError>> = None;
+        loop {
+            // SAFETY: valid connection pointer.
+            let r = unsafe { ffi::PQgetResult(self.raw.as_ptr()) };
+            if r.is_null() {
+                break;
+            }
+            let r = self.check(r);
+            if first.is_none() {
+                first = Some(r);
+            }
+        }
+        first.unwrap_or_else(|| self.check(std::ptr::null_mut()))
+    }
+
+    /// Starts one statement whose rows arrive `chunk` at a time, so that no more than a chunk
+    /// is ever held; see [`RowStream`].
+    pub fn stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        chunk: usize,
+    ) -> Result<RowStream<'_>, PgError> {
+        self.send(sql, params)?;
+        let chunk = c_int::try_from(chunk.max(1)).unwrap_or(c_int::MAX);
+        // SAFETY: valid connection right after a send; a failure leaves plain (whole) results.
+        unsafe { ffi::PQsetChunkedRowsMode(self.raw.as_ptr(), chunk) };
+        Ok(RowStream {
+            conn: self,
+            finished: false,
+        })
+    }
+
+    fn send(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), PgError> {
+        let name = self.prepare(sql, params)?;
+        self.send_prepared(&name, params)
+    }
+
+    fn send_prepared(&mut self, name: &CStr, params: &[Param<'_>]) -> Result<(), PgError> {
+        let mut texts: Vec<Option<Vec<u8>>> = Vec::with_capacity(params.len());
+        let mut formats: Vec<c_int> = Vec::with_capacity(params.len());
+        for p in params {
+            let (bytes, binary) = match p {
+                Param::Null => (None, false),
+                Param::Int(i) => (Some(i.to_be_bytes().to_vec()), true),
+                Param::Real(f) => (Some(f.to_bits().to_be_bytes().to_vec()), true),
+                Param::Blob(b) => (Some(b.to_vec()), true),
+                Param::Text(t) => {
+                    if t.contains('\0') {
+                        return Err(PgError {
+                            sqlstate: "22021".into(),
+                            message: "text holds a NUL character, which PostgreSQL cannot store"
+                                .into(),
+                        });
+                    }
+                    let mut v = Vec::with_capacity(t.len() + 1);
+                    v.extend_from_slice(t.as_bytes());
+                    v.push(0);
+                    (Some(v), false)
+                }
+            };
+            texts.push(bytes);
+            formats.push(c_int::from(binary));
+        }
+        let mut lengths: Vec<c_int> = Vec::with_capacity(params.len());
+        for t in &texts {
+            let len = t.as_ref().map_or(0, Vec::len);
+            lengths
+                .push(c_int::try_from(len).map_err(|_| PgError::client("parameter over 2 GiB"))?);
+        }
+        let values: Vec<*const c_char> = texts
+            .iter()
+            .map(|t| t.as_ref().map_or(std::ptr::null(), |v| v.as_ptr().cast()))
+            .collect();
+        // SAFETY: every pointer array has `params.len()` entries and outlives the call; text
+        // values are NUL-terminated, binary ones have their lengths.
+        let sent = unsafe {
+            ffi::PQsendQueryPrepared(
+                self.raw.as_ptr(),
+                name.as_ptr(),
+                params.len() as c_int,
+                values.as_ptr(),
+                lengths.as_ptr(),
+                formats.as_ptr(),
+                0,
+            )
+        };
+        if sent == 0 {
+            return Err(PgError {
+                sqlstate: if self.is_ok() { "" } else { "08006" }.into(),
+                message: self.last_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs statements back to back in one round trip (libpq's pipeline mode). A sync follows
+    /// each statement whose index is in `syncs` (and the last one): the statements since the
+    /// previous sync form one implicit transaction, committed at the sync, or rolled back whole
+    /// when one of them fails; the statements after the failing one, up to the sync, are
+    /// reported [`ABORTED`].
+    ///
+    /// `each(i, stream)` reads statement `i`'s results (rows in chunks of `chunk`), in order;
+    /// a failure to prepare statement `i` comes to it as the stream's error, and the statement
+    /// is left out. An `Err` from `pipeline` itself means the connection failed.
+    pub fn pipeline(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        syncs: &[usize],
+        chunk: usize,
+        mut each: impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
+    ) -> Result<(), PgError> {
+        // Preparing needs a round trip of its own, so it happens before, once per statement.
+        let names: Vec<Result<CString, PgError>> = stmts
+            .iter()
+            .map(|(sql, params)| self.prepare(sql, params))
+            .collect();
+        if !self.is_ok() {
+            return Err(self.broken());
+        }
+        // SAFETY: valid, idle connection.
+        if unsafe { ffi::PQenterPipelineMode(self.raw.as_ptr()) } == 0 {
+            return Err(self.broken());
+        }
+        let r = self.run_pipeline(stmts, &names, syncs, chunk, &mut each);
+        // SAFETY: valid connection; fails (harmlessly) only if results are left unread.
+        if unsafe { ffi::PQexitPipelineMode(self.raw.as_ptr()) } == 0 && r.is_ok() {
+            return Err(self.broken());
+        }
+        r
+    }
+
+    fn broken(&self) -> PgError {
+        PgError {
+            sqlstate: "08006".into(),
+            message: self.last_error(),
+        }
+    }
+
+    fn run_pipeline(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        names: &[Result<CString, PgError>],
+        syncs: &[usize],
+        chunk: usize,
+        each: &mut impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
+    ) -> Result<(), PgError> {
+        let last = stmts.len().saturating_sub(1);
+        let sync_after = |i: usize| i == last || syncs.contains(&i);
+        let mut pending_sync = false;
+        // A statement refused before it is sent (a bad parameter) fails alone.
+        let mut refused: Vec<Option<PgError>> = vec![None; stmts.len()];
+        for (i, ((_, params), name)) in stmts.iter().zip(names).enumerate() {
+            if let Ok(name) = name {
+                match self.send_prepared(name, params) {
+                    Ok(()) => pending_sync = true,
+                    Err(e) if self.is_ok() && !e.sqlstate.starts_with("08") => refused[i] = Some(e),
+                    Err(_) => return Err(self.broken()),
+                }
+            }
+            if sync_after(i) && pending_sync {
+                // SAFETY: valid connection in pipeline mode.
+                if unsafe { ffi::PQsendPipelineSync(self.raw.as_ptr()) } == 0 {
+                    return Err(self.broken());
+                }
+                pending_sync = false;
+            }
+        }
+        // SAFETY: valid connection; a blocking connection flushes everything.
+        if unsafe { ffi::PQflush(self.raw.as_ptr()) } != 0 {
+            return Err(self.broken());
+        }
+        let mut synced_segment = false;
+        for (i, name) in names.iter().enumerate() {
+            if let Err(e) = name {
+                each(i, Err(e.clone()));
+            } else if let Some(e) = refused[i].take() {
+                each(i, Err(e));
+            } else {
+                let chunk = c_int::try_from(chunk.max(1)).unwrap_or(c_int::MAX);
+                // SAFETY: valid connection; this query's results have not been read yet.
+                unsafe { ffi::PQsetChunkedRowsMode(self.raw.as_ptr(), chunk) };
+                let mut stream = RowStream {
+                    conn: self,
+                    finished: false,
+                };
+                each(i, Ok(&mut stream));
+                drop(stream);
+                synced_segment = true;
+            }
+            if sync_after(i) && synced_segment {
+                // SAFETY: valid connection; the sync's own result comes next.
+                let r = unsafe { ffi::PQgetResult(self.raw.as_ptr()) };
+                let Some(raw) = NonNull::new(r) else {
+                    return Err(self.broken());
+                };
+                let res = PgResult { raw };
+                if res.status() != ffi::ExecStatusType::PGRES_PIPELINE_SYNC {
+                    return Err(PgError {
+                        sqlstate: "08P01".into(),
+                        message: format!("pipeline out of step: {:?}", res.status()),
+                    });
+                }
+                synced_segment = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of `sql` prepared for these parameter types, preparing it if needed.
+    fn prepare(&mut self, sql: &str, params: &[Param<'_>]) -> Result<CString, PgError> {
+        let same = |p: &Prepared| {
+            p.types.len() == params.len()
+                && p.types.iter().zip(params).all(|(t, v)| *t == v.type_oid())
+        };
+        if let Some(p) = self
+            .prepared
+            .get(sql)
+            .and_then(|variants| variants.iter().find(|p| same(p)))
+        {
+            return Ok(p.name.clone());
+        }
+        if self.count >= CACHE_CAPACITY {
+            self.exec("DEALLOCATE ALL")?;
+            self.prepared.clear();
+            self.count = 0;
+        }
+        self.next_name += 1;
+        let name = CString::new(format!("s{}", self.next_name))
+            .map_err(|_| PgError::client("statement name"))?;
+        let text = CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"))?;
+        let types: Vec<Oid> = params.iter().map(Param::type_oid).collect();
+        // SAFETY: valid connection, C strings and a types array of `params.len()` entries.
+        let res = unsafe {
+            ffi::PQprepare(
+                self.raw.as_ptr(),
+                name.as_ptr(),
+                text.as_ptr(),
+                params.len() as c_int,
+                types.as_ptr(),
+            )
+        };
+        self.check(res)?;
+        self.prepared
+            .entry(sql.to_string())
+            .or_default()
+            .push(Prepared {
+                name: name.clone(),
+                types,
+            });
+        self.count += 1;
+        Ok(name)
+    }
+}
+
+/// The results of one statement started by [`PgConn::stream`]: chunks of rows, then a last,
+/// row-less result carrying the command tag. Dropping it early reads and discards the rest,
+/// so the connection is ready for the next statement.
+pub struct RowStream<'c> {
+    conn: &'c mut PgConn,
+    finished: bool,
+}
+
+impl RowStream<'_> {
+    /// The next result (a chunk of rows, or the final one), `None` after the last.
+    pub fn next_result(&mut self) -> Result<Option<PgResult>, PgError> {
+        if self.finished {
+            return Ok(None);
+        }
+        // SAFETY: valid connection pointer.
+        let r = unsafe { ffi::PQgetResult(self.conn.raw.as_ptr()) };
+        if r.is_null() {
+            self.finished = true;
+            return Ok(None);
+        }
+        let r = self.conn.check(r);
+        if r.is_err() {
+            self.drain();
+        }
+        r.map(Some)
+    }
+
+    /// Asks the server to stop the statement, then discards what already came: for a reader
+    /// that wants no more rows of a large result. Inside a transaction this fails it.
+    pub fn cancel(mut self) {
+        if self.finished {
+            return;
+        }
+        // SAFETY: valid connection pointer; the cancel object is freed here.
+        unsafe {
+            let c = ffi::PQgetCancel(self.conn.raw.as_ptr());
+            if !c.is_null() {
+                let mut buf = [0 as c_char; 256];
+                ffi::PQcancel(c, buf.as_mut_ptr(), buf.len() as c_int);
+                ffi::PQfreeCancel(c);
+            }
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        // SAFETY: valid connection pointer; every result is cleared.
+        unsafe {
+            loop {
+                let r = ffi::PQgetResult(self.conn.raw.as_ptr());
+                if r.is_null() {
+                    break;
+                }
+                ffi::PQclear(r);
+            }
+        }
+        self.finished = true;
+    }
+}
+
+impl Drop for RowStream<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.drain();
+        }
+    }
+}
+
+/// The name PostgreSQL gives a common type; empty for others.
+pub fn type_name(t: Oid) -> &'static str {
+    match t {
+        oid::BOOL => "bool",
+        oid::BYTEA => "bytea",
+        18 => "char",
+        19 => "name",
+        oid::INT8 => "int8",
+        oid::INT2 => "int2",
+        oid::INT4 => "int4",
+        25 => "text",
+        oid::OID => "oid",
+        114 => "json",
+        oid::FLOAT4 => "float4",
+        oid::FLOAT8 => "float8",
+        1042 => "bpchar",
+        1043 => "varchar",
+        1082 => "date",
+        1083 => "time",
+        1114 => "timestamp",
+        1184 => "timestamptz",
+        1700 => "numeric",
+        2950 => "uuid",
+        3220 => "pg_lsn",
+        3802 => "jsonb",
+        _ => "",
+    }
+}

@@ -1,0 +1,154 @@
+//! db-server: executes SQL for the other servers over the frame protocol, on embedded SQLite
+//! or on PostgreSQL with read replicas.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use db::monitor::Monitor;
+use db::watch::Watchers;
+use db::{DbService, PgConfig, Pool, PoolConfig, SqliteConfig};
+use engine::Server;
+use log::info;
+use shared::settings;
+
+/// Database server of the netmod system: CRUD and atomic batches over the frame protocol.
+///
+/// Embedded SQLite by default (WAL, synchronous=FULL: an acknowledged write survives a crash or
+/// power loss; concurrent writes are group-committed), or PostgreSQL with --postgres URL, whose
+/// reads go round-robin to the --replica URLs. Database calls run on worker threads, never on
+/// the event loop. SIGTERM/SIGINT: stop accepting, answer requests in flight, exit 0.
+#[derive(Debug, Parser)]
+#[command(name = "db-server", version = shared::VERSION)]
+struct Args {
+    /// Address for frame-protocol clients (test-server, loadgen, client).
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// SQLite database file, created if missing (the default backend).
+    #[arg(long, default_value = "netmod.db", conflicts_with = "postgres")]
+    sqlite: PathBuf,
+    /// Use PostgreSQL: the primary's URL, e.g. postgresql://user:pass@127.0.0.1:5432/db.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// A PostgreSQL read replica (hot standby) URL; repeat for several.
+    #[arg(long, value_name = "URL", requires = "postgres")]
+    replica: Vec<String>,
+    /// Reader threads, each with its own connection(s) [default: cores]. SQLite adds one
+    /// writer thread; PostgreSQL adds as many writers as --writers says.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// PostgreSQL writer threads, each with a connection to the primary. Each commits the
+    /// writes queued for it together, so a few suffice [default: 2].
+    #[arg(long)]
+    writers: Option<usize>,
+    /// PostgreSQL: how long (ms) an AFTER_INDEX read waits for a replica to catch up before the
+    /// primary answers.
+    #[arg(long, default_value_t = 100)]
+    replica_wait_ms: u64,
+    /// Event-loop threads [default: 1; the database, not the network, is the bottleneck].
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Log statements slower than this many milliseconds (0 = never).
+    #[arg(long, default_value_t = 100)]
+    slow_query_ms: u64,
+    /// Requests queued for the workers before new ones get OVERLOADED.
+    #[arg(long, default_value_t = 10_000)]
+    queue: usize,
+    /// TOML file with an [engine] table (see docs/operations.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Most connections open at once [default: open-file limit less 64].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    #[command(flatten)]
+    tls: shared::tls::ServerTlsArgs,
+    /// Require TLS clients (test-servers) to present a certificate signed by a CA in this file
+    /// (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    shared::logging::init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Past the logger: a start-up error shows whatever RUST_LOG says.
+            eprintln!("db-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let flags = settings::EngineSettings {
+        threads: Some(args.threads),
+        max_connections: args.max_connections,
+        ..Default::default()
+    };
+    let cfg = settings::engine_config(args.config.as_deref(), &flags)?;
+    let readers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let monitor = Arc::new(Monitor::new(
+        Some(Duration::from_millis(args.slow_query_ms)).filter(|d| !d.is_zero()),
+    ));
+    let (backend, what) = match &args.postgres {
+        Some(url) => (
+            PoolConfig::Postgres(PgConfig {
+                url: url.clone(),
+                replicas: args.replica.clone(),
+                readers,
+                writers: args.writers.unwrap_or(2),
+                queue: args.queue,
+                max_txns: 64,
+                replica_wait: Duration::from_millis(args.replica_wait_ms),
+                replica_retry: Duration::from_secs(5),
+            }),
+            format!("PostgreSQL with {} replica(s)", args.replica.len()),
+        ),
+        None => (
+            PoolConfig::Sqlite(SqliteConfig {
+                path: args.sqlite.clone(),
+                readers,
+                queue: args.queue,
+                max_group: 256,
+                busy_timeout: Duration::from_secs(5),
+                max_txns: 64,
+            }),
+            format!("SQLite {}", args.sqlite.display()),
+        ),
+    };
+    let pool = Pool::start(backend, monitor)
+        .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
+    let pool = Arc::new(pool);
+    let max = cfg.max_message_size;
+    let tls = args
+        .tls
+        .config(args.tls_client_ca.as_deref())?
+        .map(|config| engine::tls::TlsListener {
+            config,
+            plaintext_reply: protocol::wire::plaintext_on_tls_frame(),
+        });
+    let scheme = match (&tls, &args.tls_client_ca) {
+        (None, _) => "plain",
+        (Some(_), None) => "TLS",
+        (Some(_), Some(_)) => "TLS, client certificates required",
+    };
+    let server = Server::new(cfg)
+        .and_then(|s| shared::tls::listen(s, args.listen, tls))
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    engine::signal::shutdown_on_signals(server.handle())?;
+    info!(
+        "db-server listening on {} (frames, {scheme}), database {what}, commit index {}",
+        server.local_addrs()[0],
+        pool.committed_index()
+    );
+    let watchers = Watchers::new();
+    server.run(move |_| DbService::new(Arc::clone(&pool), Arc::clone(&watchers), max))?;
+    info!("db-server stopped");
+    Ok(())
+}

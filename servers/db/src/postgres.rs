@@ -1,0 +1,739 @@
+//! The PostgreSQL backend: statements with the protocol's typed values, results, SQLSTATEs
+//! turned into the protocol's codes, WAL positions as commit indexes, and connections for
+//! interactive transactions and cursors.
+//!
+//! Values map as: integer ↔ `int8` (and `int2`, `int4`, `oid` on the way out; `bool` comes out
+//! as 0/1), real ↔ `float8`/`float4`, blob ↔ `bytea`, text ↔ anything else, sent as text so the
+//! server can read it as the statement needs (`timestamptz`, `numeric`, `uuid`, …). Placeholders
+//! are SQLite's ([`protocol::placeholders`]), so one SQL text runs on both backends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::error::DbError;
+use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, RowStream, TxnState};
+use super::page::{self, Limit, SizedRow};
+use super::sandbox;
+use super::txn::{Opener, Page, Purpose, TxnConn};
+use protocol::placeholders::{to_dollar, Translated};
+use protocol::proto::{value, Column, ErrorCode, Row, Statement, StatementResult, Value};
+
+impl From<PgError> for DbError {
+    fn from(e: PgError) -> Self {
+        let s = e.sqlstate.as_str();
+        let code = match s {
+            "42P01" => ErrorCode::UnknownTable,
+            "25006" => ErrorCode::ReadOnly,
+            "57014" => ErrorCode::Timeout,
+            "40001" | "40P01" | "55P03" | "55006" => ErrorCode::Busy,
+            "42804" | "42846" | "42883" | "22P02" | "22003" | "22007" | "22008" | "22021"
+            | "2200N" | "22P05" => ErrorCode::TypeMismatch,
+            "54000" | "54001" | "54011" => ErrorCode::TooLarge,
+            // insufficient_privilege: the sandbox's role may not (see `sandbox`).
+            "42501" => ErrorCode::Forbidden,
+            "" => ErrorCode::Unavailable,
+            _ if s.starts_with("23") => ErrorCode::Constraint,
+            _ if s.starts_with("08") || s.starts_with("57P") => ErrorCode::Unavailable,
+            _ if s.starts_with("53") => ErrorCode::Overloaded,
+            _ if s.starts_with("XX") => ErrorCode::Internal,
+            _ => ErrorCode::SqlError,
+        };
+        DbError::new(code, format!("{} (SQLSTATE {})", e.message, e.sqlstate))
+    }
+}
+
+/// Statements kept translated per connection before the cache is emptied.
+const TRANSLATED_CAPACITY: usize = 512;
+/// Rows fetched from the server at a time while reading a result.
+const CHUNK_ROWS: usize = 256;
+
+/// A connection with the statement caches of the backend.
+#[derive(Debug)]
+pub struct Pg {
+    conn: PgConn,
+    translated: HashMap<String, Arc<Translated>>,
+}
+
+fn param(v: Option<&Value>) -> Param<'_> {
+    match v.and_then(|v| v.kind.as_ref()) {
+        None | Some(value::Kind::Null(_)) => Param::Null,
+        Some(value::Kind::Integer(i)) => Param::Int(*i),
+        Some(value::Kind::Real(f)) => Param::Real(*f),
+        Some(value::Kind::Text(t)) => Param::Text(t),
+        Some(value::Kind::Blob(b)) => Param::Blob(b),
+    }
+}
+
+fn hex_value(h: u8) -> Option<u8> {
+    match h {
+        b'0'..=b'9' => Some(h - b'0'),
+        b'a'..=b'f' => Some(h - b'a' + 10),
+        b'A'..=b'F' => Some(h - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `bytea` in the text format (`\x` and hex digits).
+pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix(b"\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| Some(hex_value(p[0])? << 4 | hex_value(p[1])?))
+        .collect()
+}
+
+fn to_value(ty: libpq::Oid, text: Option<&[u8]>) -> (Value, usize) {
+    let Some(t) = text else {
+        return (Value::null(), 2);
+    };
+    let s = || String::from_utf8_lossy(t);
+    let kind = match ty {
+        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => s().parse().ok().map(value::Kind::Integer),
+        oid::FLOAT4 | oid::FLOAT8 => s().parse().ok().map(value::Kind::Real),
+        oid::BOOL => Some(value::Kind::Integer(i64::from(t == b"t"))),
+        oid::BYTEA => unhex(t).map(|b| value::Kind::Blob(b.into())),
+        _ => None,
+    }
+    .unwrap_or_else(|| value::Kind::Text(s().into_owned()));
+    let size = match &kind {
+        value::Kind::Text(x) => x.len() + 6,
+        value::Kind::Blob(b) => b.len() + 6,
+        _ => 10,
+    };
+    (Value { kind: Some(kind) }, size)
+}
+
+fn columns(res: &PgResult) -> Vec<Column> {
+    (0..res.columns())
+        .map(|c| Column {
+            name: res.column_name(c),
+            decltype: libpq::type_name(res.column_type(c)).to_string(),
+        })
+        .collect()
+}
+
+fn rows_of(res: &PgResult, types: &[libpq::Oid]) -> std::vec::IntoIter<SizedRow> {
+    (0..res.rows())
+        .map(|r| {
+            let mut size = 0;
+            let values = types
+                .iter()
+                .enumerate()
+                .map(|(c, ty)| {
+                    let (v, n) = to_value(*ty, res.value(r, c));
+                    size += n;
+                    v
+                })
+                .collect();
+            (Row { values }, size)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Commands that only read.
+fn reads_only(command: &str) -> bool {
+    matches!(
+        command,
+        "SELECT" | "SHOW" | "EXPLAIN" | "FETCH" | "VALUES" | "TABLE" | ""
+    )
+}
+
+/// A WAL position (`16/B374D848`) as a number.
+pub fn parse_lsn(text: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(text).ok()?;
+    let (hi, lo) = s.split_once('/')?;
+    Some(u64::from_str_radix(hi, 16).ok()? << 32 | u64::from_str_radix(lo, 16).ok()?)
+}
+
+impl Pg {
+    /// Connects to `url`.
+    pub fn connect(url: &str) -> Result<Pg, DbError> {
+        Ok(Pg {
+            conn: PgConn::connect(url)?,
+            translated: HashMap::new(),
+        })
+    }
+
+    /// True while the connection is usable.
+    pub fn is_ok(&self) -> bool {
+        self.conn.is_ok()
+    }
+
+    /// Where the connection stands with respect to transactions.
+    pub fn txn_state(&self) -> TxnState {
+        self.conn.txn_state()
+    }
+
+    /// Runs control SQL without parameters (`BEGIN`, `COMMIT`, `SET …`).
+    pub fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn.exec(sql)?;
+        Ok(())
+    }
+
+    /// Runs internal SQL with parameters; returns the first column of the first row.
+    pub fn scalar(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Vec<u8>>, DbError> {
+        let res = self.conn.query(sql, params)?;
+        Ok(res.value(0, 0).map(<[u8]>::to_vec))
+    }
+
+    /// The primary's current WAL position: after a COMMIT returns, at or past that commit.
+    pub fn current_lsn(&mut self) -> Result<u64, DbError> {
+        self.lsn("SELECT pg_current_wal_lsn()")
+    }
+
+    /// A standby's replayed WAL position: every commit up to it is visible there.
+    pub fn replay_lsn(&mut self) -> Result<u64, DbError> {
+        self.lsn("SELECT pg_last_wal_replay_lsn()")
+    }
+
+    fn lsn(&mut self, sql: &str) -> Result<u64, DbError> {
+        self.scalar(sql, &[])?
+            .as_deref()
+            .and_then(parse_lsn)
+            .ok_or_else(|| DbError::new(ErrorCode::Internal, format!("{sql}: no WAL position")))
+    }
+
+    fn translate(&mut self, sql: &str) -> Arc<Translated> {
+        if let Some(t) = self.translated.get(sql) {
+            return Arc::clone(t);
+        }
+        if self.translated.len() >= TRANSLATED_CAPACITY {
+            self.translated.clear();
+        }
+        let t = Arc::new(to_dollar(sql));
+        self.translated.insert(sql.to_string(), Arc::clone(&t));
+        t
+    }
+
+    /// The statement's SQL in PostgreSQL's placeholders and its arguments in order.
+    fn bind<'s>(
+        &mut self,
+        st: &'s Statement,
+    ) -> Result<(Arc<Translated>, Vec<Param<'s>>), DbError> {
+        if st.sql.trim().is_empty() {
+            return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
+        }
+        let t = self.translate(&st.sql);
+        if st.args.len() > t.params {
+            return Err(DbError::new(
+                ErrorCode::SqlError,
+                format!(
+                    "{} arguments given, the statement has {} parameters",
+                    st.args.len(),
+                    t.params
+                ),
+            ));
+        }
+        let mut params = vec![Param::Null; t.params];
+        for (i, v) in st.args.iter().enumerate() {
+            params[i] = param(Some(v));
+        }
+        for a in &st.named_args {
+            let Some(i) = t.index_of(&a.name) else {
+                return Err(DbError::new(
+                    ErrorCode::BadRequest,
+                    format!("no parameter named {}", a.name),
+                ));
+            };
+            params[i - 1] = param(a.value.as_ref());
+        }
+        Ok((t, params))
+    }
+
+    /// Runs one statement (prepared once per connection); says whether it may have written.
+    /// Rows stream in chunks, so a result over the limit never sits whole in memory.
+    pub fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        if sandbox::is_marked(&st.sql) {
+            // As the client role, in the same round trip (see `execute_many`).
+            let (mut out, _) = self.execute_many(&[(st, limit)], false, None)?;
+            return out
+                .pop()
+                .flatten()
+                .unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "statement not run")));
+        }
+        let start = Instant::now();
+        let (t, params) = self.bind(st)?;
+        let mut stream = self.conn.stream(&t.sql, &params, CHUNK_ROWS)?;
+        let r = match read_result(&mut stream, limit, start) {
+            Ok(r) => Ok(r),
+            Err(Fail::Db(e)) => Err(e),
+            Err(Fail::Aborted) => Err(DbError::new(ErrorCode::Internal, "statement not run")),
+        };
+        drop(stream);
+        if r.is_ok() && creates(&st.sql) {
+            self.after_create();
+        }
+        r
+    }
+
+    /// A statement outside the sandbox created something: it may be a server table that the
+    /// schema's default privileges just gave to the sandbox's role.
+    fn after_create(&mut self) {
+        if let Err(e) = self.protect_server_tables() {
+            log::warn!("protecting the server's tables from the client role failed: {e}");
+        }
+    }
+
+    /// Runs statements in one round trip: in one transaction (`together`: committed at once,
+    /// or not at all if one fails) or each on its own. `then`, a statement without parameters,
+    /// runs after them (after the commit); its first value comes back.
+    ///
+    /// Per statement: `Some(outcome)`, or `None` when it did not run because another statement
+    /// of its transaction failed. An `Err` means the connection failed (outcomes unknown).
+    #[allow(clippy::type_complexity)]
+    pub fn execute_many(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let start = Instant::now();
+        if let ([(st, limit)], None) = (sts, then) {
+            if sandbox::is_marked(&st.sql) {
+                return self.pipelined(sts, together, then, start);
+            }
+            // One statement alone: no pipeline needed.
+            return match self.execute(st, *limit) {
+                Err(e) if e.code == ErrorCode::Unavailable && !self.is_ok() => Err(e),
+                r => Ok((vec![Some(r)], None)),
+            };
+        }
+        self.pipelined(sts, together, then, start)
+    }
+
+    /// `execute_many` over a pipeline. A sandboxed statement runs between `SET ROLE
+    /// netmod_client` and `RESET ROLE` in its own transaction segment, so the role never
+    /// outlives it: a failure rolls the `SET` back with the statement.
+    #[allow(clippy::type_complexity)]
+    fn pipelined(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+        start: Instant,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
+            (0..sts.len()).map(|_| None).collect();
+        let mut bound = Vec::with_capacity(sts.len());
+        let mut which = Vec::with_capacity(sts.len());
+        for (i, (st, _)) in sts.iter().enumerate() {
+            match self.bind(st) {
+                Ok(b) => {
+                    bound.push(b);
+                    which.push(i);
+                }
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        // The statements on the wire: each one's index in `sts`, or `None` for the role
+        // changes around a sandboxed one.
+        let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len());
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
+        let mut syncs: Vec<usize> = Vec::new();
+        for ((t, p), &i) in bound.iter().zip(&which) {
+            let sandboxed = sandbox::is_marked(&sts[i].0.sql);
+            if sandboxed {
+                stmts.push((SET_CLIENT_ROLE, &[]));
+                slot.push(None);
+            }
+            stmts.push((t.sql.as_str(), p.as_slice()));
+            slot.push(Some(i));
+            if sandboxed {
+                stmts.push(("RESET ROLE", &[]));
+                slot.push(None);
+            }
+            if !together {
+                syncs.push(stmts.len() - 1);
+            }
+        }
+        let n = stmts.len();
+        if together && n > 0 {
+            syncs.push(n - 1);
+        }
+        if let Some(sql) = then {
+            stmts.push((sql, &[]));
+        }
+        if stmts.is_empty() {
+            return Ok((outcomes, None));
+        }
+        let mut then_value = None;
+        // A role change that failed (e.g. the role is missing): the statement it guarded
+        // is told why rather than "not run".
+        let mut role_error: Option<DbError> = None;
+        self.conn
+            .pipeline(&stmts, &syncs, CHUNK_ROWS, |k, stream| {
+                if k >= n {
+                    if let Ok(s) = stream {
+                        if let Ok(Some(res)) = s.next_result() {
+                            then_value = res.value(0, 0).map(<[u8]>::to_vec);
+                        }
+                    }
+                    return;
+                }
+                let Some(i) = slot[k] else {
+                    let failed = match stream {
+                        Ok(s) => loop {
+                            match s.next_result() {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break None,
+                                Err(e) => break Some(e),
+                            }
+                        },
+                        Err(e) => Some(e),
+                    };
+                    if let Some(Fail::Db(e)) = failed.map(Fail::from) {
+                        // Fail closed: without the role, a sandboxed statement does not run.
+                        role_error.get_or_insert(DbError::new(
+                            ErrorCode::Forbidden,
+                            format!("the client sandbox is not available: {}", e.message),
+                        ));
+                    }
+                    return;
+                };
+                let r = match stream {
+                    Ok(s) => read_result(s, sts[i].1, start),
+                    Err(e) => Err(Fail::from(e)),
+                };
+                outcomes[i] = match r {
+                    Ok(r) => Some(Ok(r)),
+                    Err(Fail::Db(e)) => Some(Err(e)),
+                    Err(Fail::Aborted) => role_error.take().map(Err),
+                };
+            })?;
+        let created = sts
+            .iter()
+            .zip(&outcomes)
+            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && creates(&st.sql));
+        if created {
+            self.after_create();
+        }
+        Ok((outcomes, then_value))
+    }
+
+    /// Runs statements in one transaction and one round trip: those that succeed are
+    /// committed together; one that fails gets its error alone, and the others (rolled back
+    /// with it) run again without it. `then` runs after the final commit; its first value
+    /// comes back. An `Err` means the connection failed (whether the group committed is
+    /// unknown).
+    #[allow(clippy::type_complexity)]
+    pub fn execute_group(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        then: Option<&str>,
+    ) -> Result<
+        (
+            Vec<Result<(StatementResult, bool), DbError>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
+            (0..sts.len()).map(|_| None).collect();
+        // Indexes still to run.
+        let mut todo: Vec<usize> = (0..sts.len()).collect();
+        loop {
+            let batch: Vec<(&Statement, Limit)> = todo.iter().map(|&i| sts[i]).collect();
+            let (ran, value) = self.execute_many(&batch, true, then)?;
+            let failed = ran.iter().any(|r| !matches!(r, Some(Ok(_))));
+            let mut again = Vec::new();
+            for (&i, r) in todo.iter().zip(ran) {
+                match r {
+                    Some(Err(e)) => outcomes[i] = Some(Err(e)),
+                    Some(Ok(ok)) if !failed => outcomes[i] = Some(Ok(ok)),
+                    _ => again.push(i),
+                }
+            }
+            if !failed || again.is_empty() {
+                let done = outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "not run"))))
+                    .collect();
+                return Ok((done, value));
+            }
+            todo = again;
+        }
+    }
+
+    /// Prepares the tables the server keeps for itself, and the client sandbox's role.
+    pub fn create_meta(&mut self) -> Result<(), DbError> {
+        self.exec(
+            "CREATE TABLE IF NOT EXISTS _netmod_idempotency (
+                 key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL,
+                 commit_index BIGINT)",
+        )?;
+        // A user that may not create roles (a managed database, say) still gets a working
+        // db-server; sandboxed statements then fail closed (FORBIDDEN) until the role exists.
+        let sandbox = self
+            .exec(SANDBOX_ROLE_SETUP)
+            .and_then(|()| self.protect_server_tables());
+        if let Err(e) = sandbox {
+            log::warn!(
+                "the client sandbox's role {} could not be set up ({e}); statements sent through \
+                 test-server will be refused until it is: see docs/protocol.md, \"The client sandbox\"",
+                sandbox::PG_ROLE
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes every right on the server's tables (`_netmod_*`) away from the sandbox's role:
+    /// run at start and after every statement outside the sandbox that creates something,
+    /// since the schema's default privileges give new tables to the role.
+    pub fn protect_server_tables(&mut self) -> Result<(), DbError> {
+        self.exec(PROTECT_SERVER_TABLES)
+    }
+}
+
+/// True for a statement outside the sandbox that creates something (a table, a view, …).
+fn creates(sql: &str) -> bool {
+    !sandbox::is_marked(sql) && super::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
+}
+
+/// Switches a connection to the sandbox's role for one statement.
+const SET_CLIENT_ROLE: &str = "SET ROLE netmod_client";
+
+/// The role sandboxed statements run as: it may read and write the tables of the current
+/// schema and create its own there, and holds no right on the server's tables (taken away by
+/// [`PROTECT_SERVER_TABLES`]) and no TRIGGER right on tables it does not own (a trigger
+/// would run with the rights of whoever writes the table, the server included).
+const SANDBOX_ROLE_SETUP: &str = "DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'netmod_client') THEN
+        BEGIN
+            CREATE ROLE netmod_client NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL; -- another db-server made it meanwhile
+        END;
+    END IF;
+    IF NOT pg_has_role(current_user, 'netmod_client', 'USAGE') THEN
+        EXECUTE format('GRANT netmod_client TO %I', current_user);
+    END IF;
+    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO netmod_client', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON TABLES TO netmod_client', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO netmod_client', current_schema());
+END $$";
+
+/// Revokes the sandbox's role's rights on every `_netmod_*` table of the current schema.
+const PROTECT_SERVER_TABLES: &str = "DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+             WHERE schemaname = current_schema() AND tablename LIKE '\\_netmod\\_%'
+    LOOP
+        EXECUTE 'REVOKE ALL ON ' || t || ' FROM netmod_client';
+    END LOOP;
+END $$";
+
+/// Why a statement of a pipeline has no result.
+enum Fail {
+    /// Another statement of its transaction failed first; it did not run.
+    Aborted,
+    Db(DbError),
+}
+
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Self {
+        if e.sqlstate == libpq::ABORTED {
+            Fail::Aborted
+        } else {
+            Fail::Db(e.into())
+        }
+    }
+}
+
+/// Reads one statement's results from `stream` into a result under `limit`; also says whether
+/// the statement may have written.
+fn read_result(
+    stream: &mut RowStream<'_>,
+    limit: Limit,
+    start: Instant,
+) -> Result<(StatementResult, bool), Fail> {
+    struct Collect {
+        out: StatementResult,
+        types: Vec<libpq::Oid>,
+        pending: std::vec::IntoIter<SizedRow>,
+        last: Option<PgResult>,
+    }
+    impl Collect {
+        fn take(&mut self, res: PgResult) {
+            if self.out.columns.is_empty() && res.columns() > 0 {
+                self.out.columns = columns(&res);
+                self.types = (0..res.columns()).map(|c| res.column_type(c)).collect();
+            }
+            self.pending = rows_of(&res, &self.types);
+            self.last = Some(res);
+        }
+    }
+    let mut c = Collect {
+        out: StatementResult::default(),
+        types: Vec::new(),
+        pending: Vec::new().into_iter(),
+        last: None,
+    };
+    // The first result apart: an aborted statement says so there.
+    if let Some(res) = stream.next_result()? {
+        c.take(res);
+    }
+    let (rows, done) = page::fill(usize::MAX, limit, None, || loop {
+        if let Some(r) = c.pending.next() {
+            return Ok(Some(r));
+        }
+        let Some(res) = stream.next_result()? else {
+            return Ok(None);
+        };
+        c.take(res);
+    })
+    .map_err(Fail::Db)?;
+    // Read what is left (a cut result), so the final command tag is known.
+    while let Some(res) = stream.next_result()? {
+        c.last = Some(res);
+    }
+    let (mut out, last) = (c.out, c.last);
+    let command = last.as_ref().map(PgResult::command).unwrap_or_default();
+    let wrote = !reads_only(&command);
+    out.rows = rows;
+    out.truncated = !done;
+    out.rows_read = out.rows.len() as u64;
+    if wrote {
+        out.rows_affected = last.as_ref().map_or(0, PgResult::rows_affected);
+        out.rows_written = out.rows_affected;
+    }
+    out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    Ok((out, wrote))
+}
+
+/// A PostgreSQL connection holding an interactive transaction or a cursor.
+struct PgTxn(Pg);
+
+/// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
+/// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
+pub fn txn_opener(url: String) -> Opener {
+    Arc::new(move |purpose: Purpose| {
+        let mut pg = Pg::connect(&url)?;
+        pg.exec(match purpose {
+            Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        })?;
+        Ok(Box::new(PgTxn(pg)) as Box<dyn TxnConn>)
+    })
+}
+
+impl TxnConn for PgTxn {
+    fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        self.0.execute(st, limit)
+    }
+
+    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
+        if self.0.txn_state() == TxnState::Failed {
+            return Err(DbError::new(
+                ErrorCode::BadRequest,
+                "a statement of this transaction failed, so it can only roll back",
+            ));
+        }
+        self.0.exec("COMMIT")?;
+        if wrote {
+            self.0.current_lsn()
+        } else {
+            Ok(committed.load(Ordering::Acquire))
+        }
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.0.exec("ROLLBACK");
+    }
+
+    fn cursor(
+        &mut self,
+        st: &Statement,
+        page_rows: usize,
+        limit: Limit,
+        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
+    ) {
+        if sandbox::is_marked(&st.sql) {
+            // The cursor's connection is its own: the role stays for its life.
+            if let Err(e) = self.0.exec(SET_CLIENT_ROLE) {
+                page(Err(e));
+                return;
+            }
+        }
+        let (t, params) = match self.0.bind(st) {
+            Ok(b) => b,
+            Err(e) => {
+                page(Err(e));
+                return;
+            }
+        };
+        let mut stream = match self.0.conn.stream(&t.sql, &params, page_rows.min(4096)) {
+            Ok(s) => s,
+            Err(e) => {
+                page(Err(e.into()));
+                return;
+            }
+        };
+        let mut columns_sent = false;
+        let mut types: Vec<libpq::Oid> = Vec::new();
+        let mut pending: std::vec::IntoIter<SizedRow> = Vec::new().into_iter();
+        let mut carry = None;
+        let mut cols: Vec<Column> = Vec::new();
+        loop {
+            let r = page::fill(page_rows, limit, Some(&mut carry), || loop {
+                if let Some(r) = pending.next() {
+                    return Ok(Some(r));
+                }
+                let Some(res) = stream.next_result()? else {
+                    return Ok(None);
+                };
+                if types.is_empty() && res.columns() > 0 {
+                    cols = columns(&res);
+                    types = (0..res.columns()).map(|c| res.column_type(c)).collect();
+                }
+                pending = rows_of(&res, &types);
+            });
+            let done = !matches!(r, Ok((_, false)));
+            let more = page(r.map(|(rows, done)| Page {
+                columns: if columns_sent {
+                    Vec::new()
+                } else {
+                    columns_sent = true;
+                    std::mem::take(&mut cols)
+                },
+                rows,
+                done,
+            }));
+            if done {
+                return;
+            }
+            if !more {
+                // Closed early: stop the server rather than read the rest.
+                return stream.cancel();
+            }
+        }
+    }
+}

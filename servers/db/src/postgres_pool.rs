@@ -1,0 +1,718 @@
+//! The PostgreSQL backend's workers: writer threads on the primary and reader threads that send
+//! reads to the read replicas (round-robin), or to the primary.
+//!
+//! # Routing
+//!
+//! ```text
+//! batch, or a statement not starting SELECT/WITH/VALUES/EXPLAIN/SHOW/TABLE ─► writers (primary)
+//! read, PRIMARY or no replicas ─► reader ─► primary, in a read-only session
+//! read, ANY_REPLICA / AFTER_INDEX ─► reader ─► next healthy replica (round-robin)
+//!      AFTER_INDEX: the replica must have replayed that WAL position within `replica_wait`,
+//!      else the primary answers
+//! a "read" that writes (the session is read-only, so it fails READ_ONLY) ─► writers
+//! a replica that fails ─► skipped for `replica_retry`, the read goes to the primary
+//! ```
+//!
+//! # Commits and the commit index
+//!
+//! A write without an idempotency key runs in autocommit: PostgreSQL group-commits concurrent
+//! transactions itself, so the writers need no group of their own. The commit index is the
+//! primary's WAL position read after the commit; a replica that has replayed that position
+//! sees the write. A write with a key runs in a transaction that first claims the key (a
+//! concurrent retry waits on it), stores the response with the write, and records the commit
+//! index beside it after the commit, so a retry gets the same reply.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{info, warn};
+use prost::Message as _;
+
+use super::batch;
+use super::error::DbError;
+use super::libpq::Param;
+use super::monitor::Monitor;
+use super::page::Limit;
+use super::postgres::{self, Pg};
+use super::txn::Txns;
+use super::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
+use protocol::proto::{
+    data_response, DataResponse, ErrorCode, ReadConsistency, Statement, StatementResult,
+    StatsResult,
+};
+
+/// PostgreSQL pool configuration.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// The primary's connection URL.
+    pub url: String,
+    /// Read replicas' URLs.
+    pub replicas: Vec<String>,
+    /// Reader threads (each with a connection to the primary and to each replica).
+    pub readers: usize,
+    /// Writer threads (each with a connection to the primary).
+    pub writers: usize,
+    /// Jobs waiting per queue before new ones are refused with OVERLOADED.
+    pub queue: usize,
+    /// Interactive transactions and cursors open at once.
+    pub max_txns: usize,
+    /// How long an AFTER_INDEX read waits for a replica to catch up before the primary answers.
+    pub replica_wait: Duration,
+    /// How long a failed replica is left alone before it is tried again.
+    pub replica_retry: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    committed: Arc<AtomicU64>,
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// The PostgreSQL workers; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct PgPool {
+    /// Interactive transactions and cursors (on the primary).
+    pub txns: Txns,
+    readers: SyncSender<Job>,
+    writers: SyncSender<Job>,
+    counters: Arc<Counters>,
+    monitor: Arc<Monitor>,
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), DbError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
+}
+
+/// Requests a worker takes from its queue at once (one round trip, one commit for writes).
+const MAX_GROUP: usize = 64;
+
+/// The next job, waiting for it, and whatever else is queued, up to [`MAX_GROUP`].
+fn next_group(jobs: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
+    let rx = match jobs.lock() {
+        Ok(rx) => rx,
+        Err(p) => p.into_inner(),
+    };
+    let mut group = vec![rx.recv().ok()?];
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(j) => group.push(j),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+impl PgPool {
+    /// Connects to the primary (failing fast when it cannot), prepares the server's tables,
+    /// and starts the writers and readers. Replicas are connected to lazily.
+    pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<PgPool, DbError> {
+        let mut first = Pg::connect(&cfg.url)?;
+        first.create_meta()?;
+        let counters = Arc::new(Counters::default());
+        counters
+            .committed
+            .store(first.current_lsn()?, Ordering::Release);
+        let (wtx, wrx) = mpsc::sync_channel::<Job>(cfg.queue);
+        let (rtx, rrx) = mpsc::sync_channel::<Job>(cfg.queue);
+        let (wrx, rrx) = (Arc::new(Mutex::new(wrx)), Arc::new(Mutex::new(rrx)));
+        let mut spare = Some(first);
+        for i in 0..cfg.writers.max(1) {
+            let mut w = Writer {
+                url: cfg.url.clone(),
+                pg: spare.take(),
+                counters: Arc::clone(&counters),
+                monitor: Arc::clone(&monitor),
+            };
+            let jobs = Arc::clone(&wrx);
+            spawn(format!("db-writer-{i}"), move || {
+                while let Some(group) = next_group(&jobs) {
+                    w.run_group(group);
+                }
+            })?;
+        }
+        let rr = Arc::new(AtomicUsize::new(0));
+        for i in 0..cfg.readers.max(1) {
+            let mut r = Reader {
+                url: cfg.url.clone(),
+                primary: None,
+                replicas: cfg
+                    .replicas
+                    .iter()
+                    .map(|u| Replica {
+                        url: u.clone(),
+                        pg: None,
+                        down_until: None,
+                        replayed: 0,
+                    })
+                    .collect(),
+                rr: Arc::clone(&rr),
+                wait: cfg.replica_wait,
+                retry: cfg.replica_retry,
+                writers: wtx.clone(),
+                committed: Arc::clone(&counters.committed),
+                monitor: Arc::clone(&monitor),
+            };
+            let jobs = Arc::clone(&rrx);
+            spawn(format!("db-reader-{i}"), move || {
+                while let Some(group) = next_group(&jobs) {
+                    r.run_group(group);
+                }
+            })?;
+        }
+        info!(
+            "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s), {} reader(s)",
+            redact(&cfg.url),
+            cfg.replicas.len(),
+            cfg.replicas
+                .iter()
+                .map(|u| format!(" {}", redact(u)))
+                .collect::<String>(),
+            cfg.writers.max(1),
+            cfg.readers.max(1)
+        );
+        let txns = Txns::new(
+            postgres::txn_opener(cfg.url.clone()),
+            cfg.max_txns,
+            Arc::clone(&counters.committed),
+            Arc::clone(&monitor),
+        );
+        Ok(PgPool {
+            txns,
+            readers: rtx,
+            writers: wtx,
+            counters,
+            monitor,
+        })
+    }
+
+    /// Queues `job`: statements that look like reads to the readers, the rest to the writers.
+    pub fn submit(&self, job: Job) {
+        if let Err(e) = check_allowed(&job.work) {
+            return (job.reply)(Err(e));
+        }
+        match &job.work {
+            Work::Execute(st) if starts_with_keyword(&st.sql, READ_KEYWORDS) => {
+                enqueue(&self.readers, job)
+            }
+            _ => enqueue(&self.writers, job),
+        }
+    }
+
+    /// The highest commit index this server has acknowledged.
+    pub fn committed_index(&self) -> u64 {
+        self.counters.committed.load(Ordering::Acquire)
+    }
+
+    /// Query statistics and commit counters (every write is its own commit here; PostgreSQL
+    /// shares the WAL flushes of concurrent commits).
+    pub fn stats(&self) -> StatsResult {
+        StatsResult {
+            statements: self.monitor.snapshot(),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            grouped_writes: self.counters.writes.load(Ordering::Relaxed),
+            commit_index: self.committed_index(),
+        }
+    }
+}
+
+/// A connection that is there and usable, connecting (again) if needed.
+fn ensure<'a>(slot: &'a mut Option<Pg>, url: &str, setup: &str) -> Result<&'a mut Pg, DbError> {
+    if slot.as_ref().is_some_and(Pg::is_ok) {
+        if let Some(pg) = slot {
+            return Ok(pg);
+        }
+    }
+    *slot = None;
+    let mut pg = Pg::connect(url)?;
+    if !setup.is_empty() {
+        pg.exec(setup)?;
+    }
+    Ok(slot.insert(pg))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Idempotency records are kept this long.
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+struct Writer {
+    url: String,
+    pg: Option<Pg>,
+    counters: Arc<Counters>,
+    monitor: Arc<Monitor>,
+}
+
+enum Outcome {
+    Fresh(data_response::Kind),
+    Stored,
+}
+
+impl Writer {
+    /// Plain writes (no key, INSERT/UPDATE/DELETE) go together in one transaction and one
+    /// round trip (with the WAL position read after the commit); the rest one by one, in the
+    /// order they were queued.
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        let mut together: Vec<Job> = Vec::new();
+        for job in jobs {
+            let plain = matches!(&job.work, Work::Execute(st)
+                if job.idempotency_key.is_empty()
+                    && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]));
+            if plain {
+                together.push(job);
+                continue;
+            }
+            if !together.is_empty() {
+                self.run_together(std::mem::take(&mut together));
+            }
+            self.run(job);
+        }
+        if !together.is_empty() {
+            self.run_together(together);
+        }
+    }
+
+    fn run(&mut self, job: Job) {
+        let start = Instant::now();
+        let r = match ensure(&mut self.pg, &self.url, "") {
+            Ok(pg) => write(pg, &job),
+            Err(e) => Err(e),
+        };
+        if let Work::Execute(st) = &job.work {
+            self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
+        }
+        if let Ok(resp) = &r {
+            self.committed(resp.commit_index, 1);
+        }
+        (job.reply)(r);
+    }
+
+    fn committed(&mut self, index: u64, writes: u64) {
+        self.counters.committed.fetch_max(index, Ordering::AcqRel);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        let before = self.counters.writes.fetch_add(writes, Ordering::Relaxed);
+        if before / 1000 != (before + writes) / 1000 {
+            self.prune();
+        }
+    }
+
+    /// Group commit: the writes run in one implicit transaction, pipelined, then the WAL
+    /// position is read (see [`Pg::execute_group`]).
+    fn run_together(&mut self, jobs: Vec<Job>) {
+        let start = Instant::now();
+        let ran = ensure(&mut self.pg, &self.url, "").and_then(|pg| {
+            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                Some(i) => i,
+                None => pg.current_lsn()?,
+            };
+            Ok((outcomes, index))
+        });
+        let (outcomes, index) = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                // The connection failed: whether the group committed is unknown.
+                self.pg = None;
+                for job in jobs {
+                    (job.reply)(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let wrote = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            if let Work::Execute(st) = &job.work {
+                self.monitor
+                    .record(&st.sql, start.elapsed(), outcome.is_ok());
+            }
+            (job.reply)(outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index)));
+        }
+        if wrote > 0 {
+            self.committed(index, wrote);
+        }
+    }
+
+    fn prune(&mut self) {
+        if let Some(pg) = self.pg.as_mut() {
+            let cutoff = now_secs() - IDEMPOTENCY_TTL_SECS;
+            if let Err(e) = pg.scalar(
+                "DELETE FROM _netmod_idempotency WHERE created < $1",
+                &[Param::Int(cutoff)],
+            ) {
+                warn!("pruning idempotency keys failed: {e}");
+            }
+        }
+    }
+}
+
+fn respond(kind: data_response::Kind, index: u64) -> DataResponse {
+    DataResponse {
+        kind: Some(kind),
+        commit_index: index,
+    }
+}
+
+/// Runs one write on the primary; see the module docs.
+fn write(pg: &mut Pg, job: &Job) -> Result<DataResponse, DbError> {
+    let key = job.idempotency_key.as_str();
+    if let (Work::Execute(st), true) = (&job.work, key.is_empty()) {
+        let (res, _) = pg.execute(st, job.limit)?;
+        let index = pg.current_lsn()?;
+        return Ok(respond(data_response::Kind::Result(res), index));
+    }
+    pg.exec("BEGIN")?;
+    let outcome = (|| -> Result<Outcome, DbError> {
+        if !key.is_empty() {
+            let claimed = pg.scalar(
+                "INSERT INTO _netmod_idempotency (key, created) VALUES ($1, $2)
+                 ON CONFLICT (key) DO NOTHING RETURNING 1",
+                &[Param::Text(key), Param::Int(now_secs())],
+            )?;
+            if claimed.is_none() {
+                return Ok(Outcome::Stored);
+            }
+        }
+        let kind = match &job.work {
+            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit)?.0),
+            Work::Batch(b) => {
+                data_response::Kind::Batch(batch::run(b, job.limit, |st, l, may_fail| {
+                    if !may_fail {
+                        return pg.execute(st, l).map(|r| r.0);
+                    }
+                    // A failed statement fails a PostgreSQL transaction: a savepoint keeps a step
+                    // that may fail from taking the batch with it.
+                    pg.exec("SAVEPOINT step")?;
+                    match pg.execute(st, l) {
+                        Ok((r, _)) => {
+                            pg.exec("RELEASE step")?;
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            pg.exec("ROLLBACK TO step; RELEASE step")?;
+                            Err(e)
+                        }
+                    }
+                })?)
+            }
+        };
+        if !key.is_empty() {
+            let stored = respond(kind.clone(), 0).encode_to_vec();
+            pg.scalar(
+                "UPDATE _netmod_idempotency SET response = $2 WHERE key = $1",
+                &[Param::Text(key), Param::Blob(&stored)],
+            )?;
+        }
+        Ok(Outcome::Fresh(kind))
+    })();
+    match outcome {
+        Ok(Outcome::Fresh(kind)) => {
+            pg.exec("COMMIT")?;
+            let index = if key.is_empty() {
+                pg.current_lsn()?
+            } else {
+                let stored = pg.scalar(
+                    "UPDATE _netmod_idempotency
+                     SET commit_index = (pg_current_wal_lsn() - '0/0')::bigint
+                     WHERE key = $1 RETURNING commit_index",
+                    &[Param::Text(key)],
+                )?;
+                match stored.as_deref().and_then(|t| std::str::from_utf8(t).ok()) {
+                    Some(t) => t.parse().unwrap_or(0),
+                    None => pg.current_lsn()?,
+                }
+            };
+            Ok(respond(kind, index))
+        }
+        Ok(Outcome::Stored) => {
+            pg.exec("ROLLBACK")?;
+            stored_response(pg, key)
+        }
+        Err(e) => {
+            let _ = pg.exec("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The response stored with an idempotency key, with the commit index recorded after its
+/// commit (or, if the server stopped before recording it, the current WAL position, which is
+/// past that commit).
+fn stored_response(pg: &mut Pg, key: &str) -> Result<DataResponse, DbError> {
+    let bytes = pg
+        .scalar(
+            "SELECT response FROM _netmod_idempotency WHERE key = $1",
+            &[Param::Text(key)],
+        )?
+        .and_then(|text| postgres::unhex(&text))
+        .ok_or_else(|| DbError::new(ErrorCode::Internal, "stored response missing"))?;
+    let mut resp = DataResponse::decode(bytes.as_slice()).map_err(|e| {
+        DbError::new(
+            ErrorCode::Internal,
+            format!("stored response unreadable: {e}"),
+        )
+    })?;
+    let index = pg.scalar(
+        "SELECT commit_index FROM _netmod_idempotency WHERE key = $1",
+        &[Param::Text(key)],
+    )?;
+    resp.commit_index = match index
+        .as_deref()
+        .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+    {
+        Some(i) => i,
+        None => pg.current_lsn()?,
+    };
+    Ok(resp)
+}
+
+struct Replica {
+    url: String,
+    pg: Option<Pg>,
+    down_until: Option<Instant>,
+    /// The replayed WAL position last seen here: a lower bound for what a read there sees.
+    replayed: u64,
+}
+
+struct Reader {
+    url: String,
+    primary: Option<Pg>,
+    replicas: Vec<Replica>,
+    rr: Arc<AtomicUsize>,
+    wait: Duration,
+    retry: Duration,
+    writers: SyncSender<Job>,
+    committed: Arc<AtomicU64>,
+    monitor: Arc<Monitor>,
+}
+
+/// A job's statement (groups hold statements only).
+fn statement(j: &Job) -> Option<(&Statement, Limit)> {
+    match &j.work {
+        Work::Execute(st) => Some((st, j.limit)),
+        Work::Batch(_) => None,
+    }
+}
+
+/// Answers a job's read outcome: a "read" that wrote goes to the writers instead.
+fn answer(
+    writers: &SyncSender<Job>,
+    monitor: &Monitor,
+    job: Job,
+    r: Result<DataResponse, DbError>,
+    start: Instant,
+) {
+    if matches!(&r, Err(e) if e.code == ErrorCode::ReadOnly) {
+        return enqueue(writers, job);
+    }
+    if let Work::Execute(st) = &job.work {
+        monitor.record(&st.sql, start.elapsed(), r.is_ok());
+    }
+    (job.reply)(r);
+}
+
+/// A read-only session: a statement that writes fails READ_ONLY and goes to the writers.
+const READ_ONLY_SESSION: &str = "SET default_transaction_read_only = on";
+
+impl Reader {
+    /// Serves a group of reads: those that may go to a replica on the next healthy one (in one
+    /// round trip), the rest, and any the replica could not serve, on the primary.
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        let start = Instant::now();
+        let (to_replica, mut to_primary): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.consistency != ReadConsistency::Primary && !self.replicas.is_empty());
+        if !to_replica.is_empty() {
+            to_primary.extend(self.on_replica(to_replica, start));
+        }
+        if !to_primary.is_empty() {
+            self.on_primary(to_primary, start);
+        }
+    }
+
+    /// Runs `jobs` on a replica; returns those the primary must serve.
+    fn on_replica(&mut self, jobs: Vec<Job>, start: Instant) -> Vec<Job> {
+        let n = self.replicas.len();
+        let first = self.rr.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        for k in 0..n {
+            let i = (first + k) % n;
+            if self.replicas[i].down_until.is_some_and(|t| now < t) {
+                continue;
+            }
+            match self.try_replica(i, &jobs) {
+                Ok((outcomes, replayed)) => {
+                    let mut rest = Vec::new();
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        match outcome {
+                            None => rest.push(job),
+                            Some(r) => {
+                                let r = r.map(|(res, _)| {
+                                    respond(data_response::Kind::Result(res), replayed)
+                                });
+                                answer(&self.writers, &self.monitor, job, r, start);
+                            }
+                        }
+                    }
+                    return rest;
+                }
+                Err(e) => {
+                    let rep = &mut self.replicas[i];
+                    warn!(
+                        "Replica {} failed ({}); skipped for {:?}",
+                        redact(&rep.url),
+                        e.message,
+                        self.retry
+                    );
+                    rep.pg = None;
+                    rep.down_until = Some(now + self.retry);
+                }
+            }
+        }
+        jobs
+    }
+
+    /// Runs on replica `i` the jobs it can serve: `None` for a job that must go to the primary
+    /// (an AFTER_INDEX the replica did not reach within the wait). An `Err` means the replica
+    /// failed.
+    #[allow(clippy::type_complexity)]
+    fn try_replica(
+        &mut self,
+        i: usize,
+        jobs: &[Job],
+    ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
+        let wait = self.wait;
+        let rep = &mut self.replicas[i];
+        let pg = ensure(&mut rep.pg, &rep.url, READ_ONLY_SESSION)?;
+        // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
+        // the last one seen, which they are at least as new as.
+        let needed = jobs
+            .iter()
+            .filter(|j| j.consistency == ReadConsistency::AfterIndex)
+            .map(|j| j.after_index)
+            .max()
+            .unwrap_or(0);
+        if needed > rep.replayed {
+            let deadline = Instant::now() + wait;
+            loop {
+                rep.replayed = rep.replayed.max(pg.replay_lsn()?);
+                if rep.replayed >= needed || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let replayed = rep.replayed;
+        let here: Vec<bool> = jobs
+            .iter()
+            .map(|j| j.consistency != ReadConsistency::AfterIndex || j.after_index <= replayed)
+            .collect();
+        let sts: Vec<(&Statement, Limit)> = jobs
+            .iter()
+            .zip(&here)
+            .filter(|(_, h)| **h)
+            .filter_map(|(j, _)| statement(j))
+            .collect();
+        let (ran, _) = pg.execute_group(&sts, None)?;
+        let mut ran = ran.into_iter();
+        let outcomes = here
+            .iter()
+            .map(|h| if *h { ran.next() } else { None })
+            .collect();
+        Ok((outcomes, replayed))
+    }
+
+    fn on_primary(&mut self, jobs: Vec<Job>, start: Instant) {
+        let index = self.committed.load(Ordering::Acquire);
+        // Reads are safe to repeat: a connection found broken is replaced once.
+        let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        for _ in 0..2 {
+            ran = self.read_primary(&jobs, index);
+            if ran.is_ok() {
+                break;
+            }
+            self.primary = None;
+        }
+        match ran {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let r =
+                        outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
+                    answer(&self.writers, &self.monitor, job, r, start);
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                }
+            }
+        }
+    }
+
+    /// Runs `jobs` on the primary; `Err` when the connection failed.
+    #[allow(clippy::type_complexity)]
+    fn read_primary(
+        &mut self,
+        jobs: &[Job],
+        index: u64,
+    ) -> Result<Vec<Result<(StatementResult, bool), DbError>>, DbError> {
+        let pg = ensure(&mut self.primary, &self.url, READ_ONLY_SESSION)?;
+        // An index beyond what this server acknowledged may come from another db-server: ask
+        // the primary itself, once.
+        let needed = jobs
+            .iter()
+            .filter(|j| j.consistency == ReadConsistency::AfterIndex)
+            .map(|j| j.after_index)
+            .max()
+            .unwrap_or(0);
+        let at = if needed > index {
+            pg.current_lsn()?
+        } else {
+            index
+        };
+        let stale = |j: &Job| j.consistency == ReadConsistency::AfterIndex && j.after_index > at;
+        let sts: Vec<(&Statement, Limit)> = jobs
+            .iter()
+            .filter(|j| !stale(j))
+            .filter_map(statement)
+            .collect();
+        let (ran, _) = pg.execute_group(&sts, None)?;
+        let mut ran = ran.into_iter();
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                if stale(j) {
+                    Err(DbError::new(
+                        ErrorCode::Stale,
+                        format!("commit index {} not reached (at {at})", j.after_index),
+                    ))
+                } else {
+                    ran.next()
+                        .unwrap_or_else(|| Err(DbError::new(ErrorCode::Internal, "read not run")))
+                }
+            })
+            .collect())
+    }
+}

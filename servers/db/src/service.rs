@@ -1,0 +1,355 @@
+//! db-server's frame service: decodes DATA requests on the loop, hands them to the worker pool,
+//! and writes the answers that come back through the loop's waker.
+//!
+//! # Lifecycle of a request
+//!
+//! ```text
+//! frame ─► decode Message ─► REQUEST DATA ─► decode DataRequest ─► Pool::submit ─► worker thread
+//!   │                         REQUEST PING ─► PONG                                    │
+//!   │                         other ─► ERROR UNSUPPORTED                  LoopHandle::send(Reply)
+//!   └─ undecodable ─► ERROR BAD_MESSAGE                                               ▼
+//!                                                on_message ─► RESPONSE DATA (or ERROR) to the peer
+//! ```
+//!
+//! A connection with requests in flight is "busy", so a graceful shutdown waits for its answers.
+
+use std::sync::Arc;
+
+use engine::{ConnId, ConnMap, Context, Handler};
+use prost::Message as _;
+
+use super::error::DbError;
+use super::page::Limit;
+use super::watch::{self, Subscription, Watchers};
+use super::workers::{Job, Pool, ReplyFn, Work};
+use protocol::proto::{
+    data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
+};
+use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+
+/// Default cap on a result, before the frame size caps it further.
+pub const DEFAULT_RESULT_LIMIT: usize = 10 * 1024 * 1024;
+/// Room left in a frame for the response's own fields.
+const RESPONSE_OVERHEAD: usize = 4096;
+
+/// An answer coming back from a worker.
+#[derive(Debug)]
+pub struct Reply {
+    conn: ConnId,
+    id: u32,
+    result: Result<DataResponse, DbError>,
+    /// Tables the work writes, when somebody watches (see [`watch`]).
+    tables: Vec<String>,
+}
+
+/// What a loop's mailbox carries.
+#[derive(Debug)]
+pub enum Inbox {
+    /// A worker's answer.
+    Reply(Reply),
+    /// Another loop committed a write: tell this loop's subscribers.
+    Changed(Arc<TablesChanged>),
+}
+
+/// The handler of one loop.
+#[derive(Debug)]
+pub struct DbService {
+    pool: Arc<Pool>,
+    watchers: Arc<Watchers<Inbox>>,
+    max_message: usize,
+    inflight: ConnMap<u32>,
+    subscriptions: ConnMap<Subscription>,
+}
+
+impl DbService {
+    /// A handler for one loop, sharing `pool` and `watchers` with the others.
+    pub fn new(pool: Arc<Pool>, watchers: Arc<Watchers<Inbox>>, max_message: usize) -> Self {
+        DbService {
+            pool,
+            watchers,
+            max_message,
+            inflight: ConnMap::default(),
+            subscriptions: ConnMap::default(),
+        }
+    }
+
+    /// `WATCH` request: (re)subscribes `conn`, answered with the list it now watches.
+    fn watch(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let req = match Watch::decode(msg.data) {
+            Ok(w) => w,
+            Err(e) => {
+                let reply = wire::error(
+                    id,
+                    Operation::Watch,
+                    ErrorCode::BadMessage,
+                    format!("bad Watch: {e}"),
+                );
+                let _ = wire::send(ctx, conn, &reply);
+                return;
+            }
+        };
+        let before = self.subscriptions.remove(conn).is_some();
+        let now = match Subscription::new(&req.tables) {
+            Some(sub) => {
+                self.subscriptions.insert(conn, sub);
+                true
+            }
+            None => false,
+        };
+        if before != now {
+            self.watchers.subscribed(now);
+        }
+        let reply = wire::message(MessageType::Response, Operation::Watch, id, &req);
+        let _ = wire::send(ctx, conn, &reply);
+    }
+
+    /// Tells this loop's subscribers about a committed change.
+    fn notify(&mut self, ctx: &mut Context<'_, Inbox>, changed: &TablesChanged) {
+        let mut note: Option<Message> = None;
+        for (conn, sub) in self.subscriptions.iter() {
+            if sub.wants(changed) {
+                let m = note.get_or_insert_with(|| {
+                    let mut m =
+                        wire::message(MessageType::Notification, Operation::Watch, 0, changed);
+                    m.priority = wire::Priority::High as i32;
+                    m
+                });
+                let _ = wire::send(ctx, conn, m);
+            }
+        }
+    }
+
+    fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let req = match DataRequest::decode(msg.data) {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = wire::error(
+                    id,
+                    Operation::Data,
+                    ErrorCode::BadMessage,
+                    format!("bad DataRequest: {e}"),
+                );
+                let _ = wire::send(ctx, conn, &reply);
+                return;
+            }
+        };
+        let max_bytes = match req.max_result_bytes {
+            0 => DEFAULT_RESULT_LIMIT,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+        .min(self.max_message.saturating_sub(RESPONSE_OVERHEAD));
+        let limit = Limit {
+            max_bytes,
+            truncate: req.allow_truncation,
+        };
+        let consistency = req.consistency();
+        let watched = self.watchers.any();
+        let mut req = req;
+        if req.sandboxed {
+            sandbox_statements(&mut req);
+        }
+        let work = match req.kind {
+            Some(data_request::Kind::Execute(st)) => Work::Execute(st),
+            Some(data_request::Kind::Batch(b)) => Work::Batch(b),
+            Some(data_request::Kind::Begin(b)) => {
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                return self.pool.txns().begin(&b, reply);
+            }
+            Some(data_request::Kind::TxnExecute(t)) => {
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let st = t.stmt.unwrap_or_default();
+                return self.pool.txns().execute(t.txn_id, t.seq, st, limit, reply);
+            }
+            Some(data_request::Kind::Commit(t)) => {
+                let tables = if watched {
+                    vec!["*".into()]
+                } else {
+                    Vec::new()
+                };
+                let reply = self.reply_fn(ctx, conn, id, tables);
+                return self.pool.txns().commit(t.txn_id, t.seq, reply);
+            }
+            Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                return self.pool.txns().rollback(t.txn_id, t.seq, reply);
+            }
+            Some(data_request::Kind::OpenCursor(c)) => {
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                return self.pool.txns().open_cursor(c, limit, reply);
+            }
+            Some(data_request::Kind::Fetch(t)) => {
+                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                return self.pool.txns().fetch(t.txn_id, t.seq, reply);
+            }
+            Some(data_request::Kind::Stats(_)) => {
+                let resp = DataResponse {
+                    kind: Some(data_response::Kind::Stats(self.pool.stats())),
+                    commit_index: self.pool.committed_index(),
+                };
+                return self.answer(ctx, conn, id, Ok(resp));
+            }
+            None => {
+                let e = DbError::new(ErrorCode::BadRequest, "DataRequest names no operation");
+                return self.answer(ctx, conn, id, Err(e));
+            }
+        };
+        let tables = if watched {
+            watch::written_tables(&work)
+        } else {
+            Vec::new()
+        };
+        let reply = self.reply_fn(ctx, conn, id, tables);
+        self.pool.submit(Job {
+            work,
+            idempotency_key: req.idempotency_key,
+            limit,
+            consistency,
+            after_index: req.after_index,
+            reply,
+        });
+    }
+
+    /// Counts one answer owed to `conn` and makes the callback a worker delivers it through.
+    fn reply_fn(
+        &mut self,
+        ctx: &mut Context<'_, Inbox>,
+        conn: ConnId,
+        id: u32,
+        tables: Vec<String>,
+    ) -> ReplyFn {
+        match self.inflight.get_mut(conn) {
+            Some(n) => *n += 1,
+            None => {
+                self.inflight.insert(conn, 1);
+            }
+        }
+        let inbox = ctx.loop_handle();
+        Box::new(move |result| {
+            let _ = inbox.send(Inbox::Reply(Reply {
+                conn,
+                id,
+                result,
+                tables,
+            }));
+        })
+    }
+
+    fn answer(
+        &mut self,
+        ctx: &mut Context<'_, Inbox>,
+        conn: ConnId,
+        id: u32,
+        result: Result<DataResponse, DbError>,
+    ) {
+        let msg = match result {
+            Ok(resp) => {
+                let mut m = wire::message(MessageType::Response, Operation::Data, id, &resp);
+                m.priority = wire::Priority::High as i32;
+                if wire::frame_len(&m) > self.max_message {
+                    wire::error(
+                        id,
+                        Operation::Data,
+                        ErrorCode::TooLarge,
+                        "response over the maximum message size",
+                    )
+                } else {
+                    m
+                }
+            }
+            Err(e) => wire::error(id, Operation::Data, e.code, e.message),
+        };
+        let _ = wire::send(ctx, conn, &msg);
+    }
+}
+
+impl Handler for DbService {
+    type Message = Inbox;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Inbox>) {
+        self.watchers.add_loop(ctx.loop_id(), ctx.loop_handle());
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, data: &[u8]) -> usize {
+        let max = self.max_message;
+        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => return wire::reply_bad_message(ctx, conn, &e),
+            };
+            match (
+                MessageType::try_from(msg.r#type),
+                Operation::try_from(msg.op),
+            ) {
+                (Ok(MessageType::Request), Ok(Operation::Ping)) => {
+                    let _ = wire::send(ctx, conn, &wire::pong(msg));
+                }
+                (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+                (Ok(MessageType::Request), Ok(Operation::Watch)) => self.watch(ctx, conn, msg),
+                _ => wire::reply_unsupported(ctx, conn, &msg),
+            }
+        })
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Inbox>, msg: Inbox) {
+        let reply = match msg {
+            Inbox::Reply(r) => r,
+            Inbox::Changed(changed) => return self.notify(ctx, &changed),
+        };
+        if let Some(n) = self.inflight.get_mut(reply.conn) {
+            *n = n.saturating_sub(1);
+        }
+        if let (Ok(resp), false) = (&reply.result, reply.tables.is_empty()) {
+            // Committed: subscribers hear of it before the writer hears back.
+            let changed = Arc::new(TablesChanged {
+                tables: reply.tables,
+                commit_index: resp.commit_index,
+            });
+            self.watchers
+                .broadcast(ctx.loop_id(), || Inbox::Changed(Arc::clone(&changed)));
+            self.notify(ctx, &changed);
+        }
+        self.answer(ctx, reply.conn, reply.id, reply.result);
+    }
+
+    fn on_close(
+        &mut self,
+        _ctx: &mut Context<'_, Inbox>,
+        conn: ConnId,
+        _reason: engine::CloseReason,
+    ) {
+        self.inflight.remove(conn);
+        if self.subscriptions.remove(conn).is_some() {
+            self.watchers.subscribed(false);
+        }
+    }
+
+    fn is_busy(&self, conn: ConnId) -> bool {
+        self.inflight.get(conn).is_some_and(|n| *n > 0)
+    }
+}
+
+/// Marks every statement of a sandboxed request (see [`super::sandbox`]).
+fn sandbox_statements(req: &mut DataRequest) {
+    use super::sandbox::mark;
+    match req.kind.as_mut() {
+        Some(data_request::Kind::Execute(st)) => mark(&mut st.sql),
+        Some(data_request::Kind::Batch(b)) => b
+            .steps
+            .iter_mut()
+            .filter_map(|s| s.stmt.as_mut())
+            .for_each(|st| mark(&mut st.sql)),
+        Some(data_request::Kind::TxnExecute(t)) => {
+            if let Some(st) = t.stmt.as_mut() {
+                mark(&mut st.sql);
+            }
+        }
+        Some(data_request::Kind::OpenCursor(c)) => {
+            if let Some(st) = c.stmt.as_mut() {
+                mark(&mut st.sql);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,340 @@
+//! The embedded SQLite backend: opening connections, running statements and batches, and
+//! turning SQLite's errors into the protocol's codes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{ffi, Connection, OpenFlags};
+
+pub use super::error::DbError;
+pub use super::page::Limit;
+use super::page::{self, SizedRow};
+use super::txn::{Opener, Page, Purpose, TxnConn};
+use protocol::proto::{
+    value, Batch, BatchResult, Column, ErrorCode, Row, Statement, StatementResult, Value,
+};
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        let text = e.to_string();
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, msg) => {
+                let msg = msg.as_deref().unwrap_or_default();
+                match f.code {
+                    _ if f.extended_code == ffi::SQLITE_CONSTRAINT_DATATYPE => {
+                        ErrorCode::TypeMismatch
+                    }
+                    ffi::ErrorCode::ConstraintViolation => ErrorCode::Constraint,
+                    ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => {
+                        ErrorCode::Busy
+                    }
+                    ffi::ErrorCode::ReadOnly => ErrorCode::ReadOnly,
+                    // The sandbox's authorizer refused (see `sandbox`).
+                    ffi::ErrorCode::AuthorizationForStatementDenied => ErrorCode::Forbidden,
+                    ffi::ErrorCode::TypeMismatch => ErrorCode::TypeMismatch,
+                    ffi::ErrorCode::TooBig => ErrorCode::TooLarge,
+                    _ if msg.starts_with("no such table") => ErrorCode::UnknownTable,
+                    _ => ErrorCode::SqlError,
+                }
+            }
+            rusqlite::Error::SqlInputError { msg, .. } if msg.starts_with("no such table") => {
+                ErrorCode::UnknownTable
+            }
+            rusqlite::Error::InvalidParameterName(_) => ErrorCode::BadRequest,
+            _ => ErrorCode::SqlError,
+        };
+        DbError::new(code, text)
+    }
+}
+
+/// Opens (creating if needed) the database for writing: WAL, `synchronous=FULL` so that an
+/// acknowledged commit survives power loss, and the tables the server keeps for itself.
+pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.authorizer(Some(super::sandbox::authorize));
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _netmod_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+         INSERT OR IGNORE INTO _netmod_meta (k, v) VALUES ('commit_index', 0);
+         CREATE TABLE IF NOT EXISTS _netmod_idempotency (
+             key TEXT PRIMARY KEY, response BLOB NOT NULL, created INTEGER NOT NULL);",
+    )?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection (a WAL reader never blocks the writer or other readers).
+pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(busy)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.authorizer(Some(super::sandbox::authorize));
+    Ok(conn)
+}
+
+/// The commit index stored in the database.
+pub fn commit_index(conn: &Connection) -> Result<u64, DbError> {
+    let v: i64 = conn.query_row(
+        "SELECT v FROM _netmod_meta WHERE k = 'commit_index'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Advances the stored commit index by one and returns it, inside the caller's transaction.
+/// SQLite's write lock orders the writer's groups and interactive transactions, so every commit
+/// gets its own index.
+pub fn next_commit_index(conn: &Connection) -> Result<u64, DbError> {
+    let v: i64 = conn
+        .prepare_cached("UPDATE _netmod_meta SET v = v + 1 WHERE k = 'commit_index' RETURNING v")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Opens a connection for an interactive transaction (the database already exists).
+pub fn open_txn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.authorizer(Some(super::sandbox::authorize));
+    Ok(conn)
+}
+
+fn to_sql(v: &Value) -> SqlValue {
+    match &v.kind {
+        None | Some(value::Kind::Null(_)) => SqlValue::Null,
+        Some(value::Kind::Integer(i)) => SqlValue::Integer(*i),
+        Some(value::Kind::Real(f)) => SqlValue::Real(*f),
+        Some(value::Kind::Text(t)) => SqlValue::Text(t.clone()),
+        Some(value::Kind::Blob(b)) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> (Value, usize) {
+    let (kind, size) = match v {
+        ValueRef::Null => (value::Kind::Null(true), 2),
+        ValueRef::Integer(i) => (value::Kind::Integer(i), 10),
+        ValueRef::Real(f) => (value::Kind::Real(f), 9),
+        ValueRef::Text(t) => (
+            value::Kind::Text(String::from_utf8_lossy(t).into_owned()),
+            t.len() + 6,
+        ),
+        ValueRef::Blob(b) => (value::Kind::Blob(b.to_vec().into()), b.len() + 6),
+    };
+    (Value { kind: Some(kind) }, size)
+}
+
+/// Binds `st`'s arguments to a prepared statement.
+pub fn bind(stmt: &mut rusqlite::Statement<'_>, st: &Statement) -> Result<(), DbError> {
+    let params = stmt.parameter_count();
+    if st.args.len() > params {
+        return Err(DbError::new(
+            ErrorCode::SqlError,
+            format!(
+                "{} arguments given, the statement has {params} parameters",
+                st.args.len()
+            ),
+        ));
+    }
+    for (i, v) in st.args.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, to_sql(v))?;
+    }
+    for a in &st.named_args {
+        let Some(i) = stmt.parameter_index(&a.name)? else {
+            return Err(DbError::new(
+                ErrorCode::BadRequest,
+                format!("no parameter named {}", a.name),
+            ));
+        };
+        stmt.raw_bind_parameter(i, a.value.as_ref().map(to_sql).unwrap_or(SqlValue::Null))?;
+    }
+    Ok(())
+}
+
+/// The result columns of a prepared statement.
+pub fn columns(stmt: &rusqlite::Statement<'_>) -> Vec<Column> {
+    stmt.columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_string(),
+            decltype: c.decl_type().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// Reads rows until `max_rows`, the size limit, or the end (see [`page::fill`]); returns the
+/// rows and whether the end was reached.
+pub fn read_rows(
+    rows: &mut rusqlite::Rows<'_>,
+    ncols: usize,
+    max_rows: usize,
+    limit: Limit,
+    carry: Option<&mut Option<SizedRow>>,
+) -> Result<(Vec<Row>, bool), DbError> {
+    page::fill(max_rows, limit, carry, || {
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let mut values = Vec::with_capacity(ncols);
+        let mut bytes = 0;
+        for i in 0..ncols {
+            let (v, size) = from_sql(row.get_ref(i)?);
+            bytes += size;
+            values.push(v);
+        }
+        Ok(Some((Row { values }, bytes)))
+    })
+}
+
+/// Runs one statement on `conn` (through its prepared-statement cache).
+pub fn execute(
+    conn: &Connection,
+    st: &Statement,
+    limit: Limit,
+) -> Result<StatementResult, DbError> {
+    if super::sandbox::unmarked(&st.sql).trim().is_empty() {
+        return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
+    }
+    // Prepared (and possibly re-prepared while stepping) under the statement's sandbox.
+    let _sandbox = super::sandbox::Guard::enter(&st.sql);
+    let start = Instant::now();
+    let mut stmt = conn.prepare_cached(&st.sql)?;
+    bind(&mut stmt, st)?;
+    let columns = columns(&stmt);
+    let readonly = stmt.readonly();
+    let ncols = columns.len();
+    let mut rows = stmt.raw_query();
+    let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit, None)?;
+    drop(rows);
+    let mut out = StatementResult {
+        columns,
+        truncated: !done,
+        ..StatementResult::default()
+    };
+    out.rows = rows_out;
+    out.rows_read = out.rows.len() as u64;
+    if !readonly {
+        out.rows_affected = conn.changes();
+        out.rows_written = out.rows_affected;
+        out.last_insert_id = conn.last_insert_rowid();
+    }
+    out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    Ok(out)
+}
+
+/// True when `sql` can only read: decided by SQLite itself on a prepared statement.
+pub fn is_readonly(conn: &Connection, sql: &str) -> Result<bool, DbError> {
+    let _sandbox = super::sandbox::Guard::enter(sql);
+    Ok(conn.prepare_cached(sql)?.readonly())
+}
+
+/// Runs a batch's steps in order on `conn`, inside a transaction the caller opened (a failing
+/// SQLite statement undoes only itself, so `may_fail` steps need no savepoint).
+pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<BatchResult, DbError> {
+    super::batch::run(batch, limit, |st, limit, _may_fail| {
+        execute(conn, st, limit)
+    })
+}
+
+/// A SQLite connection holding an interactive transaction or a cursor.
+struct SqliteTxn(Connection);
+
+/// Opens connections for interactive transactions and cursors on the database at `path`.
+pub fn txn_opener(path: PathBuf, busy: Duration) -> Opener {
+    Arc::new(move |_purpose: Purpose| {
+        let conn = open_txn(&path, busy)?;
+        // Deferred: the snapshot starts at the first read, the write lock at the first write.
+        conn.execute_batch("BEGIN")?;
+        Ok(Box::new(SqliteTxn(conn)) as Box<dyn TxnConn>)
+    })
+}
+
+impl TxnConn for SqliteTxn {
+    fn execute(
+        &mut self,
+        st: &Statement,
+        limit: Limit,
+    ) -> Result<(StatementResult, bool), DbError> {
+        let wrote = !is_readonly(&self.0, &st.sql).unwrap_or(false);
+        execute(&self.0, st, limit).map(|r| (r, wrote))
+    }
+
+    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
+        // Advancing the index is itself a write, which a read-only transaction on an older
+        // snapshot could not make (BUSY); so only a transaction that wrote takes one.
+        if wrote {
+            let index = next_commit_index(&self.0)?;
+            self.0.execute_batch("COMMIT")?;
+            Ok(index)
+        } else {
+            self.0.execute_batch("COMMIT")?;
+            Ok(committed.load(Ordering::Acquire))
+        }
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+
+    fn cursor(
+        &mut self,
+        st: &Statement,
+        page_rows: usize,
+        limit: Limit,
+        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
+    ) {
+        let _sandbox = super::sandbox::Guard::enter(&st.sql);
+        let prepared = self
+            .0
+            .prepare(&st.sql)
+            .map_err(DbError::from)
+            .and_then(|mut stmt| {
+                if !stmt.readonly() {
+                    return Err(DbError::new(
+                        ErrorCode::BadRequest,
+                        "a cursor reads: its statement must be read-only",
+                    ));
+                }
+                bind(&mut stmt, st)?;
+                Ok(stmt)
+            });
+        let mut stmt = match prepared {
+            Ok(s) => s,
+            Err(e) => {
+                page(Err(e));
+                return;
+            }
+        };
+        let mut columns = columns(&stmt);
+        let ncols = columns.len();
+        let mut rows = stmt.raw_query();
+        let mut carry = None;
+        loop {
+            let r = read_rows(&mut rows, ncols, page_rows, limit, Some(&mut carry));
+            let done = !matches!(r, Ok((_, false)));
+            let more = page(r.map(|(rows, done)| Page {
+                columns: std::mem::take(&mut columns),
+                rows,
+                done,
+            }));
+            if done || !more {
+                return;
+            }
+        }
+    }
+}

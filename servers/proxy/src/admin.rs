@@ -1,0 +1,334 @@
+//! The admin API, on the proxy's second listener (docs/proxy.md has every endpoint with
+//! examples):
+//!
+//! ```text
+//! GET    /status                                  → pool, strategy, every backend's counters
+//! POST   /backends  {"address": "h:p", "weight": 1} → 201 | 409 already there
+//! DELETE /backends  {"address": "h:p"}              → 200, draining | 404
+//! POST   /strategy  {"strategy": "...", "hash_key": "..."} → 200
+//! GET    /metrics                                 → Prometheus text
+//! ```
+//!
+//! Malformed JSON, an unknown strategy or a bad address get 400 with `{"error": "..."}`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use engine::{ConnId, Context};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pool::{Pool, BUCKETS};
+use super::strategy::Strategy;
+use super::{Mode, Proxy};
+use shared::http1::{self, Limits, Parsed, Request};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBackend {
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBackend {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStrategy {
+    strategy: String,
+    #[serde(default)]
+    hash_key: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+    json: bool,
+}
+
+fn reply(status: u16, body: serde_json::Value) -> Reply {
+    Reply {
+        status,
+        body: body.to_string(),
+        json: true,
+    }
+}
+
+fn bad(status: u16, msg: impl std::fmt::Display) -> Reply {
+    reply(status, json!({ "error": msg.to_string() }))
+}
+
+/// Bytes from an admin connection: every whole request is answered in order.
+pub(super) fn on_data(
+    proxy: &mut Proxy,
+    ctx: &mut Context<'_, ()>,
+    conn: ConnId,
+    data: &[u8],
+) -> usize {
+    let limits = Limits {
+        max_head: 8192,
+        max_body: 64 * 1024,
+    };
+    let mut used = 0;
+    loop {
+        match http1::parse_request(&data[used..], limits) {
+            Ok(Parsed::Incomplete | Parsed::AwaitingBody(_)) => return used,
+            Err(e) => {
+                send(ctx, conn, &bad(e.status(), e), false, false);
+                ctx.close(conn);
+                return data.len();
+            }
+            Ok(Parsed::Request(req, n)) => {
+                used += n;
+                let keep = req.keep_alive();
+                let head_only = req.method == "HEAD";
+                let r = route(proxy, ctx, &req);
+                send(ctx, conn, &r, keep, head_only);
+                if !keep {
+                    ctx.close(conn);
+                    return data.len();
+                }
+            }
+        }
+    }
+}
+
+fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool, head_only: bool) {
+    let kind = if r.json {
+        "application/json"
+    } else {
+        "text/plain; version=0.0.4"
+    };
+    let mut out = Vec::new();
+    http1::write_response(
+        &mut out,
+        r.status,
+        &[("Content-Type", kind)],
+        r.body.as_bytes(),
+        keep,
+        head_only,
+    );
+    let _ = ctx.send(conn, &out);
+}
+
+/// What an admin request asks for, once its method, path and body are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `GET /status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `POST /backends`.
+    Add(SocketAddr, u32),
+    /// `DELETE /backends`.
+    Drain(SocketAddr),
+    /// `POST /strategy`.
+    SetStrategy(Strategy),
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, (u16, String)> {
+    serde_json::from_slice(body).map_err(|e| (400, format!("bad JSON body: {e}")))
+}
+
+fn address(text: &str) -> Result<SocketAddr, (u16, String)> {
+    text.parse()
+        .map_err(|_| (400, format!("address {text:?} is not IP:PORT")))
+}
+
+/// Checks an admin request without acting on it: the command, or the status and message to
+/// refuse it with. (Pure, so that it can be fuzzed.)
+pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, String)> {
+    let not_allowed = || Err((405, "method not allowed".to_string()));
+    match (method, path) {
+        ("GET", "/status") => Ok(Command::Status),
+        ("GET", "/metrics") => Ok(Command::Metrics),
+        ("POST", "/backends") => {
+            let add: AddBackend = json_body(body)?;
+            let addr = address(&add.address)?;
+            if !(1..=1000).contains(&add.weight) {
+                return Err((400, "weight is 1 to 1000".into()));
+            }
+            Ok(Command::Add(addr, add.weight))
+        }
+        ("DELETE", "/backends") => {
+            let rm: RemoveBackend = json_body(body)?;
+            Ok(Command::Drain(address(&rm.address)?))
+        }
+        ("POST", "/strategy") => {
+            let s: SetStrategy = json_body(body)?;
+            Strategy::parse(&s.strategy, s.hash_key.as_deref())
+                .map(Command::SetStrategy)
+                .map_err(|e| (400, e))
+        }
+        (_, "/status" | "/metrics" | "/backends" | "/strategy") => not_allowed(),
+        _ => Err((404, "Not found".into())),
+    }
+}
+
+fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
+    let pool = &proxy.pool;
+    // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
+    let method = if req.method == "HEAD" {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let command = match parse(method, req.path(), &req.body) {
+        Ok(c) => c,
+        Err((status, msg)) => return bad(status, msg),
+    };
+    match command {
+        Command::Status => reply(200, status_json(pool, proxy.cfg.mode)),
+        Command::Metrics => Reply {
+            status: 200,
+            body: metrics(pool, ctx.server().stats().connections_active),
+            json: false,
+        },
+        Command::Add(addr, weight) => match pool.add(addr, weight) {
+            Ok(()) => reply(201, json!({ "added": addr.to_string(), "weight": weight })),
+            Err(e) => bad(409, e),
+        },
+        Command::Drain(addr) => match pool.drain(addr) {
+            Ok(n) => reply(200, json!({ "draining": addr.to_string(), "in_flight": n })),
+            Err(e) => bad(404, e),
+        },
+        Command::SetStrategy(strategy) => {
+            let body = json!({ "strategy": strategy.name(), "hash_key": strategy.hash_key() });
+            pool.set_strategy(strategy);
+            reply(200, body)
+        }
+    }
+}
+
+/// `GET /status`'s body.
+pub fn status_json(pool: &Pool, mode: Mode) -> serde_json::Value {
+    let s = pool.strategy();
+    let t = pool.totals();
+    let backends: Vec<_> = pool.members().backends.iter().map(|b| b.status()).collect();
+    json!({
+        "mode": match mode { Mode::Http => "http", Mode::Tcp => "tcp" },
+        "strategy": s.name(),
+        "hash_key": s.hash_key(),
+        "backends": backends,
+        "healthy": backends.iter().filter(|b| b.healthy && !b.draining).count(),
+        "requests": t.requests,
+        "failures": t.failures,
+        "retries": t.retries,
+    })
+}
+
+fn metrics(pool: &Pool, connections: u64) -> String {
+    let t = pool.totals();
+    let mut out = String::with_capacity(4096);
+    let mut counter = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = write!(
+            out,
+            "# HELP netmod_proxy_{name} {help}\n# TYPE netmod_proxy_{name} {kind}\nnetmod_proxy_{name} {v}\n"
+        );
+    };
+    counter(
+        "requests_total",
+        "counter",
+        "Requests (TCP mode: connections) balanced.",
+        t.requests,
+    );
+    counter(
+        "failures_total",
+        "counter",
+        "Requests answered 502/503/504 by the proxy.",
+        t.failures,
+    );
+    counter(
+        "retries_total",
+        "counter",
+        "Requests retried on another backend.",
+        t.retries,
+    );
+    counter(
+        "connections_active",
+        "gauge",
+        "Connections open now (clients, backends, admin).",
+        connections,
+    );
+    let members = pool.members();
+    let per = |out: &mut String,
+               name: &str,
+               kind: &str,
+               help: &str,
+               f: &dyn Fn(&super::pool::Backend) -> String| {
+        let _ = write!(out, "# HELP netmod_proxy_backend_{name} {help}\n# TYPE netmod_proxy_backend_{name} {kind}\n");
+        for b in members.backends.iter() {
+            let _ = writeln!(
+                out,
+                "netmod_proxy_backend_{name}{{backend=\"{}\"}} {}",
+                b.addr,
+                f(b)
+            );
+        }
+    };
+    per(
+        &mut out,
+        "up",
+        "gauge",
+        "1 while the backend passes its health checks.",
+        &|b| u8::from(b.is_healthy()).to_string(),
+    );
+    per(&mut out, "active", "gauge", "Requests in flight.", &|b| {
+        b.active().to_string()
+    });
+    per(
+        &mut out,
+        "requests_total",
+        "counter",
+        "Requests sent.",
+        &|b| b.status().total.to_string(),
+    );
+    per(
+        &mut out,
+        "failures_total",
+        "counter",
+        "Failed connections, timeouts and 502/503/504 answers.",
+        &|b| b.status().failures.to_string(),
+    );
+    out.push_str(
+        "# HELP netmod_proxy_backend_response_seconds Response time of answered requests.\n",
+    );
+    out.push_str("# TYPE netmod_proxy_backend_response_seconds histogram\n");
+    for b in members.backends.iter() {
+        let (buckets, count, sum) = b.histogram();
+        let mut cumulative = 0;
+        for (le, n) in BUCKETS.iter().zip(buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "netmod_proxy_backend_response_seconds_bucket{{backend=\"{}\",le=\"{le}\"}} {cumulative}",
+                b.addr
+            );
+        }
+        let _ = writeln!(
+            out,
+            "netmod_proxy_backend_response_seconds_bucket{{backend=\"{}\",le=\"+Inf\"}} {count}",
+            b.addr
+        );
+        let _ = writeln!(
+            out,
+            "netmod_proxy_backend_response_seconds_sum{{backend=\"{}\"}} {sum}",
+            b.addr
+        );
+        let _ = writeln!(
+            out,
+            "netmod_proxy_backend_response_seconds_count{{backend=\"{}\"}} {count}",
+            b.addr
+        );
+    }
+    out
+}

@@ -1,0 +1,22 @@
+//! Code every netmod server shares, one module per concept.
+//!
+//! - [`http1`]: HTTP/1.1 request parsing and response writing (test-server's front and the proxy).
+//! - [`settings`]: TOML configuration files and the duration syntax of flags.
+//! - [`logging`]: the log line format and escaping of peer bytes.
+//! - [`tls`]: certificate and key files into rustls configs (every program's TLS options).
+//! - [`backoff`], [`breaker`]: reconnect timing and the circuit breaker.
+//!
+//! May depend on the engine; never on the frame protocol, a database or a program.
+
+#![deny(rust_2018_idioms)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod http1;
+pub mod logging;
+pub mod settings;
+pub mod tls;
+
+/// What `-V` prints after a binary's name: the package version and the commit it was built
+/// from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NETMOD_GIT_REV"), ")");

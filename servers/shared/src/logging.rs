@@ -1,0 +1,86 @@
+//! Log output in the original design's format: `[2024-11-21 14:30:20][INFO] message`.
+
+use std::fmt;
+use std::io::Write;
+
+/// Installs the logger: level from `RUST_LOG` (e.g. `info`, `debug`, `engine=debug`), `info`
+/// by default; lines go to standard error.
+pub fn init() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "[{}][{}] {}",
+                chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
+                record.level(),
+                record.args()
+            )
+        })
+        .try_init();
+}
+
+/// Bytes from the wire as they may appear in a log line: printable ASCII as is, everything else
+/// (CR, LF, other control bytes, non-ASCII) as `\xNN`, so that nothing a peer sends can forge a
+/// line or smuggle terminal escapes into the log. At most `max` bytes are shown, then `…`.
+///
+/// ```
+/// use shared::logging::Printable;
+/// let shown = Printable::new(b"ok\r\n[INFO] forged", 200).to_string();
+/// assert_eq!(shown, "ok\\x0d\\x0a[INFO] forged");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Printable<'a> {
+    bytes: &'a [u8],
+    cut: bool,
+}
+
+impl<'a> Printable<'a> {
+    /// The first `max` bytes of `bytes`, escaped when displayed.
+    pub fn new(bytes: &'a [u8], max: usize) -> Self {
+        Printable {
+            bytes: &bytes[..bytes.len().min(max)],
+            cut: bytes.len() > max,
+        }
+    }
+}
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.bytes;
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .position(|&b| !(b == b' ' || b.is_ascii_graphic()) || b == b'\\')
+                .unwrap_or(rest.len());
+            // invariant: the run holds ASCII only, so it is UTF-8.
+            f.write_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default())?;
+            if let Some(&b) = rest.get(plain) {
+                write!(f, "\\x{b:02x}")?;
+                rest = &rest[plain + 1..];
+            } else {
+                rest = &[];
+            }
+        }
+        if self.cut {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Printable;
+
+    #[test]
+    fn wire_bytes_cannot_forge_log_lines() {
+        let raw = b"a\r\n[2024-11-21 14:30:20][INFO] x\x1b[31m\xff\\";
+        let shown = Printable::new(raw, 200).to_string();
+        assert!(!shown.contains('\n') && !shown.contains('\r') && !shown.contains('\x1b'));
+        assert_eq!(
+            shown,
+            "a\\x0d\\x0a[2024-11-21 14:30:20][INFO] x\\x1b[31m\\xff\\x5c"
+        );
+        assert_eq!(Printable::new(b"abcdef", 3).to_string(), "abc…");
+    }
+}

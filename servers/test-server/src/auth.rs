@@ -1,0 +1,393 @@
+//! Authentication primitives shared by every test-server instance: signed, expiring tokens and
+//! stored secrets.
+//!
+//! A token is `nm1.<payload>.<mac>` (base64url, no padding): the payload is the expiry (seconds
+//! since the Unix epoch, 8 bytes big-endian) followed by the user name, and the MAC is
+//! HMAC-SHA256 over a version label and the payload, keyed with the secret all instances share
+//! (`--token-secret`). Any instance can so check a token another one issued, and a restart loses
+//! nothing. Checking compares MACs in constant time.
+//!
+//! Secrets are stored as argon2id PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`,
+//! a random 16-byte salt; OWASP's parameters), compared in constant time. Secrets stored by
+//! earlier versions as `pbkdf2-sha256$<iterations>$<salt>$<hash>` still verify.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use test_server::auth::{AuthError, TokenSigner};
+//!
+//! let signer = TokenSigner::new(b"shared by every instance", Duration::from_secs(3600));
+//! let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let token = signer.issue("alice", now).unwrap();
+//! assert_eq!(signer.verify(&token.token, now).unwrap().user, "alice");
+//! let later = now + Duration::from_secs(3601);
+//! assert_eq!(signer.verify(&token.token, later), Err(AuthError::Expired));
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a token or a login was refused. Every kind answers `UNAUTHENTICATED`; the kind goes to
+/// the log and the message, never more than that.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Not a token of this format (or not one at all).
+    #[error("malformed token")]
+    Malformed,
+    /// The MAC does not match: made or changed by someone without the secret.
+    #[error("token signature does not match")]
+    Forged,
+    /// Past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// A user name outside `[A-Za-z0-9_.@-]{1,64}`.
+    #[error("invalid user name")]
+    BadUser,
+    /// The stored secret is not in a format this version reads.
+    #[error("stored secret unreadable")]
+    BadStoredSecret,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The user it was issued to.
+    pub user: String,
+    /// When it stops being valid, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// A token as issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The text a client presents.
+    pub token: String,
+    /// When it stops being valid, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// Default token lifetime (SPEC §6).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+const PREFIX: &str = "nm1.";
+const LABEL: &[u8] = b"netmod-token-v1\0";
+
+/// True for user names tokens and the user table accept.
+pub fn valid_user(user: &str) -> bool {
+    (1..=64).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Issues and checks tokens with one shared key.
+#[derive(Clone)]
+pub struct TokenSigner {
+    mac: HmacSha256,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TokenSigner")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// A signer keyed with `secret` (any length; use at least 32 random bytes) issuing tokens
+    /// valid for `lifetime`.
+    pub fn new(secret: &[u8], lifetime: Duration) -> Self {
+        // HMAC takes keys of any length; this cannot fail.
+        let mac = <HmacSha256 as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        TokenSigner { mac, lifetime }
+    }
+
+    fn sign(&self, payload: &[u8]) -> HmacSha256 {
+        let mut m = self.mac.clone();
+        m.update(LABEL);
+        m.update(payload);
+        m
+    }
+
+    /// A token for `user`, valid from `now` for the signer's lifetime.
+    pub fn issue(&self, user: &str, now: SystemTime) -> Result<Token, AuthError> {
+        if !valid_user(user) {
+            return Err(AuthError::BadUser);
+        }
+        let expires_at = secs(now).saturating_add(self.lifetime.as_secs());
+        let mut payload = Vec::with_capacity(8 + user.len());
+        payload.extend_from_slice(&expires_at.to_be_bytes());
+        payload.extend_from_slice(user.as_bytes());
+        let mac = self.sign(&payload).finalize().into_bytes();
+        Ok(Token {
+            token: format!("{PREFIX}{}.{}", B64.encode(&payload), B64.encode(mac)),
+            expires_at,
+        })
+    }
+
+    /// Checks `token` at `now`: well-formed, signed with this key, not expired.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, AuthError> {
+        let rest = token.strip_prefix(PREFIX).ok_or(AuthError::Malformed)?;
+        let (p, m) = rest.split_once('.').ok_or(AuthError::Malformed)?;
+        // Bounded before decoding: a token is never long.
+        if p.len() > 128 || m.len() > 64 {
+            return Err(AuthError::Malformed);
+        }
+        let payload = B64.decode(p).map_err(|_| AuthError::Malformed)?;
+        let mac = B64.decode(m).map_err(|_| AuthError::Malformed)?;
+        if payload.len() < 9 {
+            return Err(AuthError::Malformed);
+        }
+        // Constant-time comparison inside `verify_slice`.
+        self.sign(&payload)
+            .verify_slice(&mac)
+            .map_err(|_| AuthError::Forged)?;
+        let (exp, user) = payload.split_at(8);
+        let mut e = [0u8; 8];
+        e.copy_from_slice(exp);
+        let expires_at = u64::from_be_bytes(e);
+        if secs(now) >= expires_at {
+            return Err(AuthError::Expired);
+        }
+        let user = String::from_utf8(user.to_vec()).map_err(|_| AuthError::Malformed)?;
+        Ok(Claims { user, expires_at })
+    }
+}
+
+/// How hard new secrets are hashed: argon2id with `memory_kib` KiB of memory and `passes`
+/// passes over it, one lane. Logins are rare next to requests, and each runs off the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    /// Memory per hash, in KiB (at least 8).
+    pub memory_kib: u32,
+    /// Passes over the memory (at least 1).
+    pub passes: u32,
+}
+
+impl HashCost {
+    /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane (about 30 ms here).
+    pub const DEFAULT: HashCost = HashCost {
+        memory_kib: 19 * 1024,
+        passes: 2,
+    };
+    /// Cheap, for tests only.
+    pub const TEST: HashCost = HashCost {
+        memory_kib: 64,
+        passes: 1,
+    };
+}
+
+impl Default for HashCost {
+    fn default() -> Self {
+        HashCost::DEFAULT
+    }
+}
+
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// No randomness for the salt.
+    #[error("no randomness for a salt: {0}")]
+    Random(getrandom::Error),
+    /// The cost is out of argon2's range.
+    #[error("argon2: {0}")]
+    Argon2(String),
+}
+
+fn argon2(cost: HashCost) -> Result<argon2::Argon2<'static>, HashError> {
+    let params = argon2::Params::new(cost.memory_kib, cost.passes, 1, Some(32))
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params,
+    ))
+}
+
+/// The stored form of `secret`: an argon2id PHC string with a fresh salt.
+pub fn hash_secret(secret: &str, cost: HashCost) -> Result<String, HashError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(HashError::Random)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
+    let hash = argon2(cost)?
+        .hash_password(secret.as_bytes(), &salt)
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Costs above these in a stored secret are refused (a corrupted or hostile row must not make a
+/// verifier thread allocate gigabytes or spin for minutes).
+const MAX_MEMORY_KIB: u64 = 256 * 1024;
+const MAX_PASSES: u64 = 64;
+
+/// Iterations above this in a stored secret are refused (a corrupted or hostile row must not
+/// stall a worker).
+const MAX_ITERATIONS: u32 = 10_000_000;
+
+/// True when `secret` matches the stored form made by [`hash_secret`] — or by earlier versions'
+/// PBKDF2 (compared in constant time either way).
+pub fn verify_secret(secret: &str, stored: &str) -> Result<bool, AuthError> {
+    if stored.starts_with("$argon2id$") {
+        return verify_argon2(secret, stored);
+    }
+    let mut parts = stored.split('$');
+    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(AuthError::BadStoredSecret);
+    };
+    let iterations: u32 = iter.parse().map_err(|_| AuthError::BadStoredSecret)?;
+    if iterations == 0 || iterations > MAX_ITERATIONS {
+        return Err(AuthError::BadStoredSecret);
+    }
+    let salt = B64.decode(salt).map_err(|_| AuthError::BadStoredSecret)?;
+    let want = B64.decode(hash).map_err(|_| AuthError::BadStoredSecret)?;
+    if want.len() != 32 {
+        return Err(AuthError::BadStoredSecret);
+    }
+    let mut got = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), &salt, iterations, &mut got);
+    Ok(bool::from(got.ct_eq(want.as_slice())))
+}
+
+fn verify_argon2(secret: &str, stored: &str) -> Result<bool, AuthError> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let hash = PasswordHash::new(stored).map_err(|_| AuthError::BadStoredSecret)?;
+    let within = |name: &str, max: u64| {
+        hash.params
+            .get_decimal(name)
+            .is_some_and(|v| v >= 1 && u64::from(v) <= max)
+    };
+    if !(within("m", MAX_MEMORY_KIB) && within("t", MAX_PASSES) && within("p", 1)) {
+        return Err(AuthError::BadStoredSecret);
+    }
+    match argon2(HashCost::DEFAULT)
+        .map_err(|_| AuthError::BadStoredSecret)?
+        .verify_password(secret.as_bytes(), &hash)
+    {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(_) => Err(AuthError::BadStoredSecret),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_token_from_one_signer_is_valid_on_another_with_the_same_secret() {
+        let a = TokenSigner::new(b"k", DEFAULT_LIFETIME);
+        let b = TokenSigner::new(b"k", DEFAULT_LIFETIME);
+        let t = a.issue("bob@example.com", at(1000)).unwrap();
+        assert_eq!(t.expires_at, 1000 + 3600);
+        let c = b.verify(&t.token, at(4599)).unwrap();
+        assert_eq!(c.user, "bob@example.com");
+        assert_eq!(b.verify(&t.token, at(4600)), Err(AuthError::Expired));
+        let other = TokenSigner::new(b"other key", DEFAULT_LIFETIME);
+        assert_eq!(other.verify(&t.token, at(1000)), Err(AuthError::Forged));
+    }
+
+    #[test]
+    fn tampered_and_malformed_tokens_are_refused() {
+        let s = TokenSigner::new(b"k", DEFAULT_LIFETIME);
+        let t = s.issue("eve", at(0)).unwrap().token;
+        // Another user name under the same MAC.
+        let (head, mac) = t.rsplit_once('.').unwrap();
+        let mut payload = B64.decode(head.strip_prefix(PREFIX).unwrap()).unwrap();
+        *payload.last_mut().unwrap() = b'a';
+        let forged = format!("{PREFIX}{}.{mac}", B64.encode(&payload));
+        assert_eq!(s.verify(&forged, at(1)), Err(AuthError::Forged));
+        // A later expiry under the same MAC.
+        payload[0] = 0xff;
+        let forged = format!("{PREFIX}{}.{mac}", B64.encode(&payload));
+        assert_eq!(s.verify(&forged, at(1)), Err(AuthError::Forged));
+        for bad in [
+            "",
+            "nm1.",
+            "nm1..",
+            "nm1.AAAA.AAAA",
+            "x.y.z",
+            "nm1.!!.??",
+            &t[..t.len() - 2],
+        ] {
+            assert!(s.verify(bad, at(1)).is_err(), "{bad:?}");
+        }
+        let long = format!("{PREFIX}{}.{}", "A".repeat(10_000), "B".repeat(10_000));
+        assert_eq!(s.verify(&long, at(1)), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn user_names_are_checked() {
+        let s = TokenSigner::new(b"k", DEFAULT_LIFETIME);
+        for bad in ["", "a b", "a\nb", &"x".repeat(65), "é"] {
+            assert_eq!(s.issue(bad, at(0)), Err(AuthError::BadUser), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_salted_argon2id_and_checked() {
+        let h1 = hash_secret("correct horse", HashCost::TEST).unwrap();
+        let h2 = hash_secret("correct horse", HashCost::TEST).unwrap();
+        assert!(h1.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h1}");
+        assert_ne!(h1, h2, "a fresh salt each time");
+        assert_eq!(verify_secret("correct horse", &h1), Ok(true));
+        assert_eq!(verify_secret("correct horse!", &h1), Ok(false));
+        assert_eq!(verify_secret("", &h2), Ok(false));
+        for bad in [
+            "",
+            "plain",
+            "pbkdf2-sha256$0$AA$AA",
+            "pbkdf2-sha256$99999999$AA$AA",
+            "md5$1$a$b",
+            "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=1,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$garbage",
+        ] {
+            assert_eq!(
+                verify_secret("x", bad),
+                Err(AuthError::BadStoredSecret),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_stored_with_pbkdf2_by_earlier_versions_still_verify() {
+        // pbkdf2-sha256, 1000 iterations, salt "salt-salt-salt-s", secret "correct horse".
+        let mut out = [0u8; 32];
+        let salt = b"salt-salt-salt-s";
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"correct horse", salt, 1000, &mut out);
+        let stored = format!(
+            "pbkdf2-sha256$1000${}${}",
+            B64.encode(salt),
+            B64.encode(out)
+        );
+        assert_eq!(verify_secret("correct horse", &stored), Ok(true));
+        assert_eq!(verify_secret("wrong", &stored), Ok(false));
+    }
+}

@@ -1,0 +1,471 @@
+//! A server's link to db-server, on the server's own loop: a few multiplexed connections (many
+//! requests in flight on each, matched by `message_id`, answered in any order), reconnected with
+//! [`Backoff`], behind a [`Breaker`] so that callers get an answer at once while db-server is
+//! down.
+//!
+//! The link is not a handler: the handler that owns it passes it the events of the link's
+//! connections and timers (`owns`, `on_connect`, `on_data`, `on_close`, `on_timer`) and gets
+//! back [`Event`]s carrying the `T` it attached to each request.
+//!
+//! ```text
+//! slot: Down ──connect──► Connecting ──on_connect──► Up ──lost──► Down (retry after backoff)
+//!                              └──failed──► Down (retry after backoff)
+//! breaker: 5 failures → open (requests refused) → after the open period one trial, or a slot
+//!          that connects again → closed.
+//! request: breaker open → Failed(UNAVAILABLE) at once; no slot Up → Failed(UNAVAILABLE) at once;
+//!          else sent on the next Up slot → Reply, or Failed(UNAVAILABLE) if the connection
+//!          drops, or Failed(TIMEOUT) after the request timeout.
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use engine::{CloseReason, ConnId, ConnMap, Context};
+use log::{info, warn};
+
+use prost::Message as _;
+use shared::backoff::Backoff;
+use shared::breaker::Breaker;
+
+use protocol::wire::{self, ErrorCode, Message, MessageType};
+
+/// Link settings.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// db-server's address.
+    pub addr: SocketAddr,
+    /// Connections per loop.
+    pub conns: usize,
+    /// Reconnection backoff: first delay, largest delay, jitter fraction.
+    pub backoff: (Duration, Duration, f64),
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a trial request.
+    pub breaker_open: Duration,
+    /// An answer not back within this fails with TIMEOUT.
+    pub request_timeout: Duration,
+    /// Largest frame accepted from db-server.
+    pub max_message: usize,
+    /// TLS to db-server: the client config (trusted CA, optional client certificate for mutual
+    /// TLS) and the name its certificate must carry. `None`: plain TCP.
+    pub tls: Option<(
+        std::sync::Arc<engine::tls::rustls::ClientConfig>,
+        engine::tls::rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl LinkConfig {
+    /// SPEC's defaults for `addr`: 2 connections, backoff 2 s..60 s ±10 %, breaker 5 failures /
+    /// 60 s, 30 s request timeout.
+    pub fn new(addr: SocketAddr) -> Self {
+        LinkConfig {
+            addr,
+            conns: 2,
+            backoff: (Duration::from_secs(2), Duration::from_secs(60), 0.1),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_message: engine::DEFAULT_MAX_MESSAGE,
+            tls: None,
+        }
+    }
+}
+
+/// What became of a request, or what db-server said unasked.
+#[derive(Debug)]
+pub enum Event<T> {
+    /// db-server answered (RESPONSE or ERROR; `message_id` is the link's, not the caller's).
+    Reply(T, Message),
+    /// No answer will come: UNAVAILABLE or TIMEOUT, with a reason.
+    Failed(T, ErrorCode, String),
+    /// A NOTIFICATION for the link's subscription (see [`DbLink::subscribe`]).
+    Notice(Message),
+    /// The subscription was taken (`true`: a connection's WATCH was answered) or lost (`false`:
+    /// a subscribed connection closed, so notices may have been missed).
+    Watching(bool),
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Down,
+    Connecting,
+    Up(ConnId),
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: SlotState,
+    backoff: Backoff,
+    /// db-server answered this connection's subscription.
+    watched: bool,
+}
+
+#[derive(Debug)]
+struct Pending<T> {
+    owner: T,
+    slot: usize,
+    sent: Instant,
+}
+
+/// Link state of one loop.
+#[derive(Debug)]
+pub struct DbLink<T> {
+    cfg: LinkConfig,
+    slots: Vec<Slot>,
+    by_conn: ConnMap<usize>,
+    pending: HashMap<u32, Pending<T>>,
+    next_id: u32,
+    breaker: Breaker,
+    rr: usize,
+    timer_base: u64,
+    sweeping: bool,
+    /// Sent on every connection as it comes up.
+    subscription: Option<Message>,
+    /// Subscriptions sent and not yet answered: message id → slot.
+    subscribing: HashMap<u32, usize>,
+}
+
+/// Timer tokens the link uses: `timer_base + slot` for reconnections, this offset for the
+/// request-timeout sweep.
+const SWEEP: u64 = 0xFFFF;
+
+impl<T> DbLink<T> {
+    /// A link using timer tokens `timer_base ..= timer_base + 0xFFFF`; call [`DbLink::start`]
+    /// from the handler's `on_start`.
+    pub fn new(cfg: LinkConfig, timer_base: u64) -> Self {
+        let (base, max, jitter) = cfg.backoff;
+        let slots = (0..cfg.conns.clamp(1, 64))
+            .map(|_| Slot {
+                state: SlotState::Down,
+                backoff: Backoff::new(base, max, jitter),
+                watched: false,
+            })
+            .collect();
+        DbLink {
+            breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_open),
+            cfg,
+            slots,
+            by_conn: ConnMap::default(),
+            pending: HashMap::new(),
+            next_id: 0,
+            rr: 0,
+            timer_base,
+            sweeping: false,
+            subscription: None,
+            subscribing: HashMap::new(),
+        }
+    }
+
+    /// Sends `request` (e.g. a WATCH) on every connection when it comes up, so that db-server's
+    /// notifications keep arriving across reconnections; they come back as [`Event::Notice`],
+    /// and [`Event::Watching`] tells when the subscription is taken or may have missed some.
+    pub fn subscribe(&mut self, request: Message) {
+        self.subscription = Some(request);
+    }
+
+    /// True while some connection is up with its subscription answered.
+    pub fn watching(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.watched && matches!(s.state, SlotState::Up(_)))
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&self.next_id)
+                && !self.subscribing.contains_key(&self.next_id)
+            {
+                return self.next_id;
+            }
+        }
+    }
+
+    /// Opens the connections.
+    pub fn start<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>) {
+        for i in 0..self.slots.len() {
+            self.connect(ctx, i);
+        }
+    }
+
+    /// True when `conn` is one of the link's connections.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.by_conn.get(conn).is_some()
+    }
+
+    /// Connections up now.
+    pub fn up(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Up(_)))
+            .count()
+    }
+
+    /// Requests waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The breaker's state, for health reports.
+    pub fn breaker(&self) -> shared::breaker::State {
+        self.breaker.state()
+    }
+
+    fn connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, i: usize) {
+        let dialed = match &self.cfg.tls {
+            Some((config, name)) => {
+                ctx.connect_tls(self.cfg.addr, std::sync::Arc::clone(config), name.clone())
+            }
+            None => ctx.connect(self.cfg.addr),
+        };
+        match dialed {
+            Ok(conn) => {
+                self.slots[i].state = SlotState::Connecting;
+                self.by_conn.insert(conn, i);
+            }
+            Err(e) => self.lost(ctx, i, &format!("connect: {e}")),
+        }
+    }
+
+    /// Slot `i` is down: count a failure and schedule the reconnection.
+    fn lost<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, i: usize, why: &str) {
+        self.slots[i].state = SlotState::Down;
+        if self.breaker.failure(Instant::now()) {
+            warn!(
+                "db-server {} unreachable: circuit open for {:?}",
+                self.cfg.addr, self.cfg.breaker_open
+            );
+        }
+        if ctx.is_shutting_down() {
+            return;
+        }
+        let slot = &mut self.slots[i];
+        let delay = slot.backoff.next_delay();
+        if slot.backoff.attempts() <= 1 || slot.backoff.attempts() % 10 == 0 {
+            warn!(
+                "db link {i} to {} down ({why}); reconnecting in {:.1} s (attempt {})",
+                self.cfg.addr,
+                delay.as_secs_f64(),
+                slot.backoff.attempts()
+            );
+        }
+        ctx.set_timer(delay, self.timer_base + i as u64);
+    }
+
+    /// An outbound connection came up.
+    pub fn on_connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, conn: ConnId) {
+        let Some(&i) = self.by_conn.get(conn) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        if slot.backoff.attempts() > 0 {
+            info!("db link {i} to {} up again", self.cfg.addr);
+        }
+        slot.backoff.reset();
+        slot.state = SlotState::Up(conn);
+        // db-server accepted a connection: that is the trial the open breaker waits for. Left
+        // open, it would refuse every request (and the service's setup) until a request came
+        // by after the open period — which may be never, behind a proxy that stopped sending
+        // traffic because /health reports the open breaker.
+        if self.breaker.state() != shared::breaker::State::Closed {
+            info!(
+                "db link {i} to {}: circuit closed (connected)",
+                self.cfg.addr
+            );
+            self.breaker.success();
+        }
+        if let Some(mut msg) = self.subscription.clone() {
+            msg.message_id = self.fresh_id();
+            if wire::send(ctx, conn, &msg).is_ok() {
+                self.subscribing.insert(msg.message_id, i);
+            }
+        }
+    }
+
+    /// One of the link's connections closed (or failed to connect): its requests fail.
+    pub fn on_close<M: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<'_, M>,
+        conn: ConnId,
+        reason: CloseReason,
+    ) -> Vec<Event<T>> {
+        let Some(i) = self.by_conn.remove(conn) else {
+            return Vec::new();
+        };
+        self.subscribing.retain(|_, slot| *slot != i);
+        let was_watched = std::mem::replace(&mut self.slots[i].watched, false);
+        let ids: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.slot == i)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut events: Vec<Event<T>> = ids
+            .into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|p| {
+                Event::Failed(
+                    p.owner,
+                    ErrorCode::Unavailable,
+                    "connection to db-server lost before its answer".into(),
+                )
+            })
+            .collect();
+        if was_watched {
+            events.push(Event::Watching(false));
+        }
+        self.lost(ctx, i, &format!("{reason:?}"));
+        events
+    }
+
+    /// A timer fired: `None` when it is not the link's.
+    pub fn on_timer<M: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<'_, M>,
+        token: u64,
+    ) -> Option<Vec<Event<T>>> {
+        let offset = token.checked_sub(self.timer_base)?;
+        if offset == SWEEP {
+            return Some(self.sweep(ctx));
+        }
+        let i = usize::try_from(offset)
+            .ok()
+            .filter(|i| *i < self.slots.len())?;
+        if matches!(self.slots[i].state, SlotState::Down) && !ctx.is_shutting_down() {
+            self.connect(ctx, i);
+        }
+        Some(Vec::new())
+    }
+
+    fn sweep<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>) -> Vec<Event<T>> {
+        let now = Instant::now();
+        let limit = self.cfg.request_timeout;
+        let late: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.sent) >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if !late.is_empty() {
+            self.breaker.failure(now);
+        }
+        let out = late
+            .into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|p| {
+                Event::Failed(
+                    p.owner,
+                    ErrorCode::Timeout,
+                    format!("db-server did not answer within {limit:?}"),
+                )
+            })
+            .collect();
+        self.sweeping = !self.pending.is_empty();
+        if self.sweeping {
+            ctx.set_timer(limit / 4, self.timer_base + SWEEP);
+        }
+        out
+    }
+
+    /// Sends `msg` (its `message_id` is replaced by the link's) to db-server. On failure the
+    /// owner comes back with the code and reason to answer its caller with, at once.
+    pub fn request<M: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<'_, M>,
+        mut msg: Message,
+        owner: T,
+    ) -> Result<(), (T, ErrorCode, String)> {
+        let now = Instant::now();
+        if !self.breaker.allow(now) {
+            return Err((
+                owner,
+                ErrorCode::Unavailable,
+                "db-server unreachable (circuit open); retry later".into(),
+            ));
+        }
+        let n = self.slots.len();
+        let up = (0..n)
+            .map(|k| (self.rr + k) % n)
+            .find_map(|i| match self.slots[i].state {
+                SlotState::Up(conn) => Some((i, conn)),
+                _ => None,
+            });
+        let Some((i, conn)) = up else {
+            return Err((
+                owner,
+                ErrorCode::Unavailable,
+                "no connection to db-server (reconnecting); retry later".into(),
+            ));
+        };
+        self.rr = i + 1;
+        msg.message_id = self.fresh_id();
+        if let Err(e) = wire::send(ctx, conn, &msg) {
+            return Err((
+                owner,
+                ErrorCode::Unavailable,
+                format!("cannot send to db-server: {e:?}"),
+            ));
+        }
+        self.pending.insert(
+            self.next_id,
+            Pending {
+                owner,
+                slot: i,
+                sent: now,
+            },
+        );
+        if !self.sweeping {
+            self.sweeping = true;
+            ctx.set_timer(self.cfg.request_timeout / 4, self.timer_base + SWEEP);
+        }
+        Ok(())
+    }
+
+    /// Bytes from one of the link's connections: the answers they complete.
+    pub fn on_data<M: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<'_, M>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> (usize, Vec<Event<T>>) {
+        let mut out = Vec::new();
+        let max = self.cfg.max_message;
+        let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
+            let Ok(msg) = msg else {
+                warn!("db link: undecodable frame from db-server");
+                return;
+            };
+            let kind = MessageType::try_from(msg.r#type);
+            if let Some(i) = matches!(kind, Ok(MessageType::Response | MessageType::Error))
+                .then(|| self.subscribing.remove(&msg.message_id))
+                .flatten()
+            {
+                if kind == Ok(MessageType::Error) {
+                    let e = wire::ErrorBody::decode(msg.data).unwrap_or_default();
+                    warn!("db link {i}: subscription refused: {}", e.message);
+                } else {
+                    self.slots[i].watched = true;
+                    out.push(Event::Watching(true));
+                }
+                return;
+            }
+            match kind {
+                Ok(MessageType::Response | MessageType::Error) => {
+                    if let Some(p) = self.pending.remove(&msg.message_id) {
+                        self.breaker.success();
+                        out.push(Event::Reply(p.owner, msg));
+                    }
+                }
+                Ok(MessageType::Notification)
+                    if self.subscription.as_ref().is_some_and(|s| s.op == msg.op) =>
+                {
+                    out.push(Event::Notice(msg));
+                }
+                // db-server's shutdown notice: the close that follows reconnects.
+                _ => info!("db link: notification from db-server (op {})", msg.op),
+            }
+        });
+        (used, out)
+    }
+}

@@ -1,0 +1,1293 @@
+//! test-server's frame-protocol side: the handler each loop runs for client connections, with
+//! its link to db-server.
+//!
+//! # Lifecycle of a client connection
+//!
+//! ```text
+//! accepted ──► serving: every whole frame is decoded and answered
+//!                │  REQUEST PING            → RESPONSE PING, same message_id, payload echoed (CRITICAL)
+//!                │  REQUEST AUTH_LOGIN      → user's stored secret fetched through the db link,
+//!                │                            checked on a verifier thread → RESPONSE AuthToken
+//!                │                            (the connection is now authenticated) or UNAUTHENTICATED
+//!                │  REQUEST AUTH_TOKEN      → token checked here → authenticated, or UNAUTHENTICATED
+//!                │  REQUEST DATA            → not authenticated (or token expired): UNAUTHENTICATED;
+//!                │                            else forwarded to db-server, its answer relayed with
+//!                │                            the client's message_id (answers in any order)
+//!                │  undecodable frame       → ERROR BAD_MESSAGE (message_id 0), keeps serving
+//!                │  unknown type/operation  → ERROR UNSUPPORTED (same message_id), keeps serving
+//!                │  length over the maximum → ERROR FRAME_TOO_LARGE, then close
+//!                ▼
+//!   shutdown ──► NOTIFICATION SERVER_SHUTDOWN {reason, reconnect_after}; requests already
+//!                received are answered (forwarded ones included); then the connection closes
+//! ```
+//!
+//! No client state outlives a connection: a client that reconnects (to this instance or any
+//! other sharing `--token-secret`) presents its token again.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle, RttWindow};
+use log::{debug, info, warn};
+use prost::Message as _;
+
+use crate::auth::{self, TokenSigner};
+use crate::dblink::{DbLink, Event, LinkConfig};
+use crate::http_front::{self, DocOp, HttpConfig, HttpFront};
+use protocol::proto::{
+    data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
+    DataResponse, Value,
+};
+use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+
+/// The table of users and their stored secrets, in db-server's database.
+pub const USERS_TABLE: &str = "_netmod_users";
+
+/// Checks secrets against their stored (slow, salted) hashes on threads of its own, so that the
+/// loops never spend argon2's deliberate tens of milliseconds (and megabytes).
+pub struct Verifier {
+    jobs: SyncSender<VerifyJob>,
+}
+
+/// Work for the verifier threads.
+enum VerifyJob {
+    /// A stored secret, the secret given, and what to do with the verdict.
+    Check(String, String, Box<dyn FnOnce(bool) + Send>),
+    /// A new secret, how hard to hash it, and what to do with its stored form.
+    Hash(
+        String,
+        auth::HashCost,
+        Box<dyn FnOnce(Option<String>) + Send>,
+    ),
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// `threads` verifier threads, with room for `queue` waiting logins (more are refused as
+    /// OVERLOADED rather than queued without bound).
+    pub fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<VerifyJob>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("auth-verify-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(VerifyJob::Check(stored, secret, done)) => {
+                            done(auth::verify_secret(&secret, &stored).unwrap_or(false))
+                        }
+                        Ok(VerifyJob::Hash(secret, cost, done)) => {
+                            done(auth::hash_secret(&secret, cost).ok())
+                        }
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        Ok(Verifier { jobs: tx })
+    }
+
+    /// Checks `secret` against `stored`; `done` runs on a verifier thread. False when the queue
+    /// is full (`done` is dropped).
+    pub fn check(
+        &self,
+        stored: String,
+        secret: String,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) -> bool {
+        self.submit(VerifyJob::Check(stored, secret, done))
+    }
+
+    /// Hashes `secret` for storing; `done` runs on a verifier thread (with `None` if the system
+    /// has no randomness for a salt). False when the queue is full.
+    pub fn hash(
+        &self,
+        secret: String,
+        cost: auth::HashCost,
+        done: Box<dyn FnOnce(Option<String>) + Send>,
+    ) -> bool {
+        self.submit(VerifyJob::Hash(secret, cost, done))
+    }
+
+    fn submit(&self, job: VerifyJob) -> bool {
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Authentication settings shared by every loop.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Issues and checks tokens (the key all instances share).
+    pub signer: TokenSigner,
+    /// Checks secrets off the loops.
+    pub verifier: Verifier,
+    /// Stored form of a secret nobody has: checked when the user does not exist, so that an
+    /// unknown user takes as long as a wrong secret.
+    pub decoy: String,
+    /// A user to create (or reset) with this stored secret when the link comes up. That user
+    /// (or `admin` when there is none) is the one allowed to manage users.
+    pub bootstrap: Option<(String, String)>,
+    /// How hard secrets stored through user management are hashed.
+    pub hash_cost: auth::HashCost,
+    /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
+    /// hashing, so a flood of wrong secrets costs the server next to nothing.
+    pub login_limit: Option<engine::RateLimiter>,
+}
+
+impl AuthConfig {
+    /// The user allowed to manage users.
+    pub fn admin(&self) -> &str {
+        self.bootstrap.as_ref().map_or("admin", |(name, _)| name)
+    }
+}
+
+/// Behaviour knobs of the frame service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Largest frame accepted (the engine's maximum message size).
+    pub max_message_size: usize,
+    /// `reconnect_after` in the shutdown notice, in seconds.
+    pub reconnect_after: u32,
+    /// db-server to forward data requests to (none: they get UNAVAILABLE).
+    pub db: Option<LinkConfig>,
+    /// Authentication (none: AUTH requests and data requests get UNAVAILABLE).
+    pub auth: Option<Arc<AuthConfig>>,
+    /// The HTTP front, served on the server's second listener (none: no HTTP).
+    pub http: Option<HttpConfig>,
+    /// Server-initiated pings (none: the server never pings).
+    pub liveness: Option<Liveness>,
+    /// Round trips of those pings, summed over every loop (for /metrics).
+    pub rtt: Arc<RttTotals>,
+    /// Every loop's inbox, so that other threads can reach all clients (see [`migrate`]).
+    pub loops: Arc<Mutex<Vec<LoopHandle<Note>>>>,
+}
+
+/// Tells every frame client of every loop to move to `new_host:new_port` within
+/// `migrate_after` seconds (a SERVER_MIGRATION notification), for a zero-downtime upgrade.
+/// Returns the loops reached.
+pub fn migrate(
+    loops: &Mutex<Vec<LoopHandle<Note>>>,
+    new_host: &str,
+    new_port: u16,
+    migrate_after: u32,
+) -> usize {
+    let loops = match loops.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    let note = wire::ServerMigration {
+        new_host: new_host.to_string(),
+        new_port: u32::from(new_port),
+        migrate_after,
+    };
+    loops
+        .iter()
+        .filter(|l| l.send(Note::Migrate(note.clone())).is_ok())
+        .count()
+}
+
+/// When the server pings its clients and gives up on them (SPEC §4).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Between pings.
+    pub interval: Duration,
+    /// The first ping comes after a random delay in this range, so that clients that
+    /// connected together are not pinged together.
+    pub first: (Duration, Duration),
+    /// A client that has not answered a ping this long after it was sent is disconnected.
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    /// Every 30 s, the first after 1–59 s, disconnect after 90 s without an answer.
+    fn default() -> Self {
+        Liveness {
+            interval: Duration::from_secs(30),
+            first: (Duration::from_secs(1), Duration::from_secs(59)),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Ping round trips of every connection: a Prometheus summary's sum and count.
+#[derive(Debug, Default)]
+pub struct RttTotals {
+    /// Sum of the round trips, µs.
+    pub sum_us: AtomicU64,
+    /// Round trips measured.
+    pub count: AtomicU64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_message_size: engine::DEFAULT_MAX_MESSAGE,
+            reconnect_after: 5,
+            db: None,
+            auth: None,
+            http: None,
+            liveness: None,
+            rtt: Arc::default(),
+            loops: Arc::default(),
+        }
+    }
+}
+
+/// What the service remembers of one client.
+#[derive(Debug, Default)]
+struct Client {
+    peer: Option<SocketAddr>,
+    /// The authenticated user and when its token expires (seconds since the epoch).
+    user: Option<(String, u64)>,
+    /// Requests forwarded and not yet answered.
+    in_flight: u32,
+    /// The server's ping waiting for its answer: id and when it went out.
+    ping_out: Option<(u32, Instant)>,
+    /// Round trips of the last 100 answered pings.
+    rtt: RttWindow,
+}
+
+/// Who a request on the db link is for.
+#[derive(Debug)]
+pub enum Owner {
+    /// A client's data request.
+    Data { conn: ConnId, id: u32 },
+    /// A client's login: the user's stored secret was asked for.
+    Login {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+    },
+    /// An HTTP request on the front (`seq`: its place on the connection).
+    Http { conn: ConnId, seq: u64, op: DocOp },
+    /// The admin's user change.
+    User {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+    },
+    /// The service's own setup (users and documents tables, bootstrap user).
+    Setup,
+}
+
+/// Work coming back to a loop from other threads.
+#[derive(Debug)]
+pub enum Note {
+    /// Send every client a SERVER_MIGRATION notification.
+    Migrate(wire::ServerMigration),
+    /// A login's secret was checked.
+    Verified {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        ok: bool,
+    },
+    /// A new user's secret was hashed (`None`: it could not be).
+    Hashed {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: Option<String>,
+    },
+}
+
+/// Timer tokens of the db link start here.
+const LINK_TIMERS: u64 = 1 << 32;
+/// Timer tokens with this bit set are a client's ping timer (the rest is its `ConnId`).
+const PING_TIMER: u64 = 1 << 63;
+
+/// The handler of one loop.
+#[derive(Debug)]
+pub struct FrameService {
+    cfg: ServiceConfig,
+    clients: ConnMap<Client>,
+    link: Option<DbLink<Owner>>,
+    http: Option<HttpFront>,
+    /// db-server answered the setup (tables exist).
+    ready: bool,
+    /// Ids of the server's own pings.
+    next_ping: u32,
+    /// For the first ping's random delay.
+    rng: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `DataRequest.sandboxed`'s field number (data.proto).
+const SANDBOXED_FIELD: u32 = 18;
+
+/// A client's encoded `DataRequest` with `sandboxed = true` appended: db-server then runs its
+/// statements in the client sandbox (no `_netmod_*` tables, ATTACH, PRAGMA or triggers; see
+/// `db::sandbox`). Appended rather than decoded and encoded again: for a scalar field the last
+/// value on the wire wins, so whatever the client put there is overridden.
+fn sandboxed(data: &[u8]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(data.len() + 3);
+    out.extend_from_slice(data);
+    encode_key(SANDBOXED_FIELD, WireType::Varint, &mut out);
+    encode_varint(1, &mut out);
+    out
+}
+
+impl FrameService {
+    /// A handler for one loop.
+    pub fn new(cfg: ServiceConfig) -> Self {
+        let mut link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
+        if let (Some(link), Some(http)) = (link.as_mut(), cfg.http.as_ref()) {
+            if http.cache_bytes > 0 {
+                link.subscribe(http_front::watch_request());
+            }
+        }
+        let http = cfg.http.clone().map(HttpFront::new);
+        FrameService {
+            cfg,
+            clients: ConnMap::default(),
+            link,
+            http,
+            ready: false,
+            next_ping: 0,
+            rng: {
+                let mut seed = [0u8; 8];
+                let _ = getrandom::fill(&mut seed);
+                u64::from_le_bytes(seed) | 1
+            },
+        }
+    }
+
+    fn reply_error(
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        op: Operation,
+        code: ErrorCode,
+        text: impl Into<String>,
+    ) {
+        let _ = wire::send(ctx, conn, &wire::error(id, op, code, text));
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        msg: Result<Message, wire::WireError>,
+    ) {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => return wire::reply_bad_message(ctx, conn, &e),
+        };
+        match (
+            MessageType::try_from(msg.r#type),
+            Operation::try_from(msg.op),
+        ) {
+            (Ok(MessageType::Request), Ok(Operation::Ping)) => {
+                let _ = wire::send(ctx, conn, &wire::pong(msg));
+            }
+            (Ok(MessageType::Request), Ok(Operation::AuthLogin)) => self.login(ctx, conn, msg),
+            (Ok(MessageType::Request), Ok(Operation::AuthToken)) => self.resume(ctx, conn, &msg),
+            (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+            (Ok(MessageType::Request), Ok(Operation::Users)) => self.users(ctx, conn, msg),
+            (Ok(MessageType::Response), Ok(Operation::Ping)) => self.pong(conn, &msg),
+            _ => wire::reply_unsupported(ctx, conn, &msg),
+        }
+    }
+
+    /// A client answered the server's ping.
+    fn pong(&mut self, conn: ConnId, msg: &Message) {
+        let Some(c) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if let Some((id, sent)) = c.ping_out {
+            if id == msg.message_id {
+                let rtt = sent.elapsed();
+                c.rtt.record(rtt);
+                c.ping_out = None;
+                let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                self.cfg.rtt.sum_us.fetch_add(us, Ordering::Relaxed);
+                self.cfg.rtt.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A client's ping timer: disconnect it if its last ping went unanswered too long, else
+    /// ping it (if no ping is out) and set the next tick.
+    fn ping_tick(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        let Some(live) = self.cfg.liveness else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(conn) else {
+            return;
+        };
+        let now = Instant::now();
+        match c.ping_out {
+            Some((_, sent)) if now.duration_since(sent) >= live.timeout => {
+                info!(
+                    "Client {:?} did not answer a ping within {:?}: disconnecting",
+                    c.peer.map(|p| p.ip()),
+                    live.timeout
+                );
+                ctx.close(conn);
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.next_ping = self.next_ping.wrapping_add(1).max(1);
+                c.ping_out = Some((self.next_ping, now));
+                let ping = wire::message(
+                    MessageType::Request,
+                    Operation::Ping,
+                    self.next_ping,
+                    &wire::Ping::default(),
+                );
+                let _ = wire::send(ctx, conn, &ping);
+            }
+        }
+        let next = match c.ping_out {
+            Some((_, sent)) => live
+                .interval
+                .min((sent + live.timeout).saturating_duration_since(now)),
+            None => live.interval,
+        };
+        ctx.set_timer(
+            next.max(Duration::from_millis(1)),
+            PING_TIMER | conn.to_u64(),
+        );
+    }
+
+    fn first_ping_delay(&mut self, live: &Liveness) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let (lo, hi) = live.first;
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(if span == 0 { 0 } else { self.rng % (span + 1) })
+    }
+
+    fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthLogin;
+        let Ok(login) = AuthLogin::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthLogin");
+        };
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
+            if !limit.allow(ip, Instant::now()) {
+                debug!("login from {ip} refused: too many failed logins");
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::RateLimited,
+                    "too many failed logins from this address; retry later",
+                );
+            }
+        }
+        if !auth::valid_user(&login.user) {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unauthenticated,
+                "wrong user or secret",
+            );
+        }
+        let req = DataRequest::execute(
+            format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
+            vec![Value::text(login.user.clone())],
+        );
+        let owner = Owner::Login {
+            conn,
+            id,
+            user: login.user,
+            secret: login.secret,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// Authenticates the connection with an existing token.
+    fn resume(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: &Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthToken;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(t) = AuthToken::decode(msg.data.clone()) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthToken");
+        };
+        match auth.signer.verify(&t.token, SystemTime::now()) {
+            Ok(claims) => {
+                let reply = wire::message(
+                    MessageType::Response,
+                    op,
+                    id,
+                    &AuthToken {
+                        token: t.token,
+                        expires_at: claims.expires_at,
+                    },
+                );
+                if let Some(c) = self.clients.get_mut(conn) {
+                    c.user = Some((claims.user, claims.expires_at));
+                }
+                let _ = wire::send(ctx, conn, &reply);
+            }
+            Err(e) => {
+                debug!("token refused from {:?}: {e}", ctx.peer_addr(conn));
+                Self::reply_error(ctx, conn, id, op, ErrorCode::Unauthenticated, e.to_string());
+            }
+        }
+    }
+
+    fn data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::Data;
+        let authed = self
+            .clients
+            .get(conn)
+            .and_then(|c| c.user.as_ref())
+            .map(|(_, exp)| *exp > now_secs());
+        match authed {
+            None => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Unauthenticated,
+                    "log in first (AUTH_LOGIN or AUTH_TOKEN)",
+                )
+            }
+            Some(false) => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Unauthenticated,
+                    "token expired; log in again",
+                )
+            }
+            Some(true) => {}
+        }
+        let mut msg = msg;
+        msg.data = sandboxed(&msg.data).into();
+        self.forward(ctx, conn, msg, Owner::Data { conn, id });
+    }
+
+    /// USERS: the admin creates, re-keys or removes a user.
+    fn users(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::Users;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(change) = wire::UserChange::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad UserChange");
+        };
+        let user = self.clients.get(conn).and_then(|c| c.user.clone());
+        let refusal = match user {
+            None => Some((ErrorCode::Unauthenticated, "log in first")),
+            Some((_, exp)) if exp <= now_secs() => {
+                Some((ErrorCode::Unauthenticated, "token expired; log in again"))
+            }
+            Some((name, _)) if name != auth.admin() => {
+                Some((ErrorCode::Forbidden, "only the admin user manages users"))
+            }
+            Some(_) if !auth::valid_user(&change.name) => Some((
+                ErrorCode::BadRequest,
+                "a user name is 1-64 characters: letters, digits, _ . @ -",
+            )),
+            Some(_) if change.remove && change.name == auth.admin() => {
+                Some((ErrorCode::BadRequest, "the admin user cannot be removed"))
+            }
+            Some(_) if !change.remove && change.secret.chars().count() < 8 => {
+                Some((ErrorCode::BadRequest, "a secret has at least 8 characters"))
+            }
+            Some(_) => None,
+        };
+        if let Some((code, text)) = refusal {
+            return Self::reply_error(ctx, conn, id, op, code, text);
+        }
+        if change.remove {
+            let req = DataRequest::execute(
+                format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
+                vec![Value::text(change.name.clone())],
+            );
+            let owner = Owner::User {
+                conn,
+                id,
+                name: change.name,
+                remove: true,
+            };
+            return self.forward(ctx, conn, req_message(&req), owner);
+        }
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let name = change.name;
+        let queued = auth.verifier.hash(
+            change.secret,
+            auth.hash_cost,
+            Box::new(move |stored| {
+                let _ = inbox.send(Note::Hashed {
+                    conn,
+                    id,
+                    name,
+                    stored,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many secrets being checked; retry later",
+            );
+        }
+    }
+
+    /// The new user's secret is hashed: store it.
+    fn store_user(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: String,
+    ) {
+        let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
+        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Batch(Batch {
+                steps: vec![
+                    BatchStep::new(
+                        format!(
+                            "INSERT INTO {USERS_TABLE} (name, secret_hash, created) \
+                             VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING"
+                        ),
+                        vec![Value::text(name.clone()), Value::text(stored.clone()), now],
+                    ),
+                    BatchStep::new(
+                        format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
+                        vec![Value::text(name.clone()), Value::text(stored)],
+                    ),
+                ],
+            })),
+            ..Default::default()
+        };
+        let owner = Owner::User {
+            conn,
+            id,
+            name,
+            remove: false,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// db-server answered a user change.
+    fn user_changed(
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+        m: Message,
+    ) {
+        let op = Operation::Users;
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+            return Self::reply_error(ctx, conn, id, op, e.code(), e.message);
+        }
+        let affected = |outcome: Option<&protocol::proto::step_outcome::Outcome>| matches!(outcome, Some(protocol::proto::step_outcome::Outcome::Ok(r)) if r.rows_affected > 0);
+        let (created, removed) = match DataResponse::decode(m.data).ok().and_then(|r| r.kind) {
+            Some(data_response::Kind::Result(r)) if remove => (false, r.rows_affected > 0),
+            Some(data_response::Kind::Batch(b)) if !remove => (
+                affected(b.steps.first().and_then(|s| s.outcome.as_ref())),
+                false,
+            ),
+            _ => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Internal,
+                    "unexpected answer from db-server",
+                )
+            }
+        };
+        let reply = wire::message(
+            MessageType::Response,
+            op,
+            id,
+            &wire::UserChanged {
+                name,
+                created,
+                removed,
+            },
+        );
+        let _ = wire::send(ctx, conn, &reply);
+    }
+
+    /// Sends `msg` to db-server for `owner`, answering the client at once if it cannot go.
+    fn forward(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message, owner: Owner) {
+        let Some(link) = self.link.as_mut() else {
+            return self.settle(
+                ctx,
+                Event::Failed(
+                    owner,
+                    ErrorCode::Unavailable,
+                    "no db-server configured".into(),
+                ),
+            );
+        };
+        match link.request(ctx, msg, owner) {
+            Ok(()) => {
+                if let Some(c) = self.clients.get_mut(conn) {
+                    c.in_flight += 1;
+                }
+            }
+            Err((owner, code, text)) => {
+                // Not counted in flight: settle answers without the decrement.
+                self.settle_now(ctx, Event::Failed(owner, code, text));
+            }
+        }
+    }
+
+    /// An answer (or failure) for a forwarded request.
+    fn settle(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+        let conn = match &ev {
+            Event::Reply(
+                Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
+                _,
+            )
+            | Event::Failed(
+                Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
+                _,
+                _,
+            ) => Some(*conn),
+            _ => None,
+        };
+        if let Some(c) = conn.and_then(|conn| self.clients.get_mut(conn)) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        self.settle_now(ctx, ev);
+    }
+
+    fn settle_now(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+        match ev {
+            Event::Reply(Owner::Http { conn, seq, op }, m) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_reply(ctx, conn, seq, op, Ok(m));
+                }
+            }
+            Event::Failed(Owner::Http { conn, seq, op }, code, text) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_reply(ctx, conn, seq, op, Err((code, text)));
+                }
+            }
+            Event::Reply(Owner::Data { conn, id }, mut m) => {
+                m.message_id = id;
+                let _ = wire::send(ctx, conn, &m);
+            }
+            Event::Failed(Owner::Data { conn, id }, code, text) => {
+                Self::reply_error(ctx, conn, id, Operation::Data, code, text);
+            }
+            Event::Reply(
+                Owner::Login {
+                    conn,
+                    id,
+                    user,
+                    secret,
+                },
+                m,
+            ) => {
+                self.check_login(ctx, conn, id, user, secret, &m);
+            }
+            Event::Failed(Owner::Login { conn, id, .. }, code, text) => {
+                self.refund_login(conn);
+                Self::reply_error(ctx, conn, id, Operation::AuthLogin, code, text);
+            }
+            Event::Reply(Owner::Setup, m) => {
+                if m.r#type() == MessageType::Error {
+                    let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+                    warn!(
+                        "setting up {USERS_TABLE} on db-server failed: {}",
+                        e.message
+                    );
+                } else {
+                    self.ready = true;
+                }
+            }
+            Event::Reply(
+                Owner::User {
+                    conn,
+                    id,
+                    name,
+                    remove,
+                },
+                m,
+            ) => Self::user_changed(ctx, conn, id, name, remove, m),
+            Event::Failed(Owner::User { conn, id, .. }, code, text) => {
+                Self::reply_error(ctx, conn, id, Operation::Users, code, text);
+            }
+            Event::Failed(Owner::Setup, _, text) => {
+                warn!("setting up {USERS_TABLE} failed: {text}")
+            }
+            Event::Notice(m) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_db_notice(m);
+                }
+            }
+            Event::Watching(yes) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_db_watching(yes);
+                }
+            }
+        }
+    }
+
+    /// db-server answered a login's lookup: check the secret on a verifier thread.
+    fn check_login(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+        m: &Message,
+    ) {
+        let op = Operation::AuthLogin;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return;
+        };
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
+            self.refund_login(conn);
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                format!("user lookup failed: {}", e.message),
+            );
+        }
+        let stored = DataResponse::decode(m.data.clone())
+            .ok()
+            .and_then(|r| match r.kind {
+                Some(data_response::Kind::Result(res)) => res.rows.into_iter().next(),
+                _ => None,
+            })
+            .and_then(|row| match row.values.into_iter().next()?.kind {
+                Some(value::Kind::Text(t)) => Some(t),
+                _ => None,
+            });
+        let (stored, known) = match stored {
+            Some(s) => (s, true),
+            None => (auth.decoy.clone(), false),
+        };
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let queued = auth.verifier.check(
+            stored,
+            secret,
+            Box::new(move |ok| {
+                let _ = inbox.send(Note::Verified {
+                    conn,
+                    id,
+                    user,
+                    ok: ok && known,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            self.refund_login(conn);
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many logins at once; retry later",
+            );
+        }
+    }
+
+    /// A login ended otherwise than with a wrong secret: its token goes back.
+    fn refund_login(&self, conn: ConnId) {
+        let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (limit, ip) {
+            limit.refund(ip);
+        }
+    }
+
+    /// Creates the users table and the bootstrap user (idempotent; on every link connection).
+    fn setup(&mut self, ctx: &mut Context<'_, Note>) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let mut steps = vec![
+            BatchStep::new(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {USERS_TABLE} \
+                     (name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, created BIGINT NOT NULL)"
+                ),
+                vec![],
+            ),
+            BatchStep::new(http_front::create_docs_table(), vec![]),
+        ];
+        if let Some((user, stored)) = self.cfg.auth.as_ref().and_then(|a| a.bootstrap.clone()) {
+            steps.push(BatchStep::new(
+                format!(
+                    "INSERT INTO {USERS_TABLE} (name, secret_hash, created) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET secret_hash = excluded.secret_hash"
+                ),
+                vec![
+                    Value::text(user),
+                    Value::text(stored),
+                    Value::int(i64::try_from(now_secs()).unwrap_or(0)),
+                ],
+            ));
+        }
+        let req = DataRequest::batch(steps);
+        if let Err((_, _, text)) = link.request(ctx, req_message(&req), Owner::Setup) {
+            warn!("setting up {USERS_TABLE}: {text}");
+        }
+    }
+}
+
+fn req_message(req: &DataRequest) -> Message {
+    wire::message(MessageType::Request, Operation::Data, 0, req)
+}
+
+impl Handler for FrameService {
+    type Message = Note;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Note>) {
+        match self.cfg.loops.lock() {
+            Ok(mut l) => l.push(ctx.loop_handle()),
+            Err(p) => p.into_inner().push(ctx.loop_handle()),
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.start(ctx);
+        }
+    }
+
+    fn on_accept(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
+        debug!("New connection from {}", peer.ip());
+        if let Some(h) = self.http.as_mut() {
+            if ctx.listener(conn) == Some(1) {
+                return h.on_accept(conn, peer);
+            }
+        }
+        self.clients.insert(
+            conn,
+            Client {
+                peer: Some(peer),
+                ..Client::default()
+            },
+        );
+        if let Some(live) = self.cfg.liveness {
+            let delay = self.first_ping_delay(&live);
+            ctx.set_timer(delay, PING_TIMER | conn.to_u64());
+        }
+    }
+
+    fn on_connect(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                link.on_connect(ctx, conn);
+                self.setup(ctx);
+            }
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, data: &[u8]) -> usize {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                let (used, events) = link.on_data(ctx, conn, data);
+                for ev in events {
+                    self.settle(ctx, ev);
+                }
+                return used;
+            }
+        }
+        if let Some(h) = self.http.as_mut() {
+            if h.owns(conn) {
+                let rtt = (
+                    self.cfg.rtt.count.load(Ordering::Relaxed),
+                    self.cfg.rtt.sum_us.load(Ordering::Relaxed),
+                );
+                let status = match self.link.as_mut() {
+                    Some(l) => http_front::Status {
+                        db_up: l.up(),
+                        db_breaker_closed: l.breaker() == shared::breaker::State::Closed,
+                        db_in_flight: l.in_flight(),
+                        ready: self.ready,
+                        rtt,
+                        db_watching: l.watching(),
+                    },
+                    None => http_front::Status {
+                        db_up: 0,
+                        db_breaker_closed: false,
+                        db_in_flight: 0,
+                        ready: false,
+                        rtt,
+                        db_watching: false,
+                    },
+                };
+                return h.on_data(ctx, conn, data, self.link.as_mut(), status);
+            }
+        }
+        let max = self.cfg.max_message_size;
+        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
+        if token & PING_TIMER != 0 {
+            return self.ping_tick(ctx, ConnId::from_u64(token));
+        }
+        if token & http_front::HTTP_TIMER != 0 {
+            if let Some(h) = self.http.as_mut() {
+                h.on_timer(ctx, token);
+            }
+            return;
+        }
+        let events = self.link.as_mut().and_then(|l| l.on_timer(ctx, token));
+        for ev in events.into_iter().flatten() {
+            self.settle(ctx, ev);
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Note>, note: Note) {
+        match note {
+            Note::Migrate(m) => {
+                let mut notice =
+                    wire::message(MessageType::Notification, Operation::ServerMigration, 0, &m);
+                notice.priority = wire::Priority::Critical as i32;
+                for conn in self.clients.ids() {
+                    let _ = wire::send(ctx, conn, &notice);
+                }
+            }
+            Note::Hashed {
+                conn,
+                id,
+                name,
+                stored,
+            } => {
+                let Some(c) = self.clients.get_mut(conn) else {
+                    return;
+                };
+                c.in_flight = c.in_flight.saturating_sub(1);
+                match stored {
+                    Some(stored) => self.store_user(ctx, conn, id, name, stored),
+                    None => Self::reply_error(
+                        ctx,
+                        conn,
+                        id,
+                        Operation::Users,
+                        ErrorCode::Internal,
+                        "could not hash the secret",
+                    ),
+                }
+            }
+            Note::Verified { conn, id, user, ok } => {
+                let Some(c) = self.clients.get_mut(conn) else {
+                    return;
+                };
+                c.in_flight = c.in_flight.saturating_sub(1);
+                let op = Operation::AuthLogin;
+                let issued = self
+                    .cfg
+                    .auth
+                    .as_ref()
+                    .filter(|_| ok)
+                    .and_then(|a| a.signer.issue(&user, SystemTime::now()).ok());
+                match issued {
+                    Some(t) => {
+                        if let (Some(limit), Some(p)) = (
+                            self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
+                            c.peer,
+                        ) {
+                            limit.refund(p.ip());
+                        }
+                        info!(
+                            "User {} logged in from {}",
+                            shared::logging::Printable::new(user.as_bytes(), 64),
+                            c.peer
+                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                        );
+                        c.user = Some((user, t.expires_at));
+                        let reply = wire::message(
+                            MessageType::Response,
+                            op,
+                            id,
+                            &AuthToken {
+                                token: t.token,
+                                expires_at: t.expires_at,
+                            },
+                        );
+                        let _ = wire::send(ctx, conn, &reply);
+                    }
+                    None => {
+                        info!(
+                            "Failed login for {} from {}",
+                            shared::logging::Printable::new(user.as_bytes(), 64),
+                            c.peer
+                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                        );
+                        Self::reply_error(
+                            ctx,
+                            conn,
+                            id,
+                            op,
+                            ErrorCode::Unauthenticated,
+                            "wrong user or secret",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, reason: CloseReason) {
+        if let Some(link) = self.link.as_mut() {
+            if link.owns(conn) {
+                let events = link.on_close(ctx, conn, reason);
+                for ev in events {
+                    self.settle(ctx, ev);
+                }
+                return;
+            }
+        }
+        if let Some(h) = self.http.as_mut() {
+            h.on_close(conn);
+        }
+        if let Some(c) = self.clients.remove(conn) {
+            debug!("Connection from {:?} closed: {reason:?}", c.peer);
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Context<'_, Note>) {
+        let notice = wire::message(
+            MessageType::Notification,
+            Operation::ServerShutdown,
+            0,
+            &wire::ServerShutdown {
+                reason: "server shutting down".into(),
+                reconnect_after: self.cfg.reconnect_after,
+            },
+        );
+        let notice = Message {
+            priority: wire::Priority::Critical as i32,
+            ..notice
+        };
+        for conn in self.clients.ids() {
+            let _ = wire::send(ctx, conn, &notice);
+        }
+    }
+
+    fn is_busy(&self, conn: ConnId) -> bool {
+        self.clients.get(conn).is_some_and(|c| c.in_flight > 0)
+            || self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.owns(conn) && l.in_flight() > 0)
+            || self.http.as_ref().is_some_and(|h| h.is_busy(conn))
+    }
+}
+
+/// The frame sent to a connection refused at the connection limit.
+pub fn refuse_frame() -> Vec<u8> {
+    wire::to_frame(&wire::error(
+        0,
+        Operation::OpUnspecified,
+        ErrorCode::ServerBusy,
+        "connection limit reached, try again later",
+    ))
+}
+
+/// The frame sent to a connection refused by the per-IP rate limit.
+pub fn rate_limited_frame() -> Vec<u8> {
+    wire::to_frame(&wire::error(
+        0,
+        Operation::OpUnspecified,
+        ErrorCode::RateLimited,
+        "too many new connections from this address",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::proto::DataRequest;
+
+    #[test]
+    fn a_forwarded_request_is_sandboxed_whatever_the_client_sent() {
+        let mut req = DataRequest::execute("SELECT 1", vec![]);
+        for client_value in [false, true] {
+            req.sandboxed = client_value;
+            let forwarded = DataRequest::decode(&sandboxed(&req.encode_to_vec())[..]).unwrap();
+            assert!(forwarded.sandboxed);
+            assert_eq!(forwarded.kind, req.kind);
+        }
+        let empty = DataRequest::decode(&sandboxed(&[])[..]).unwrap();
+        assert!(empty.sandboxed && empty.kind.is_none());
+    }
+}

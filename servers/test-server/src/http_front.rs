@@ -1,0 +1,971 @@
+//! test-server's HTTP/1.1 front, on the same loops as the frame protocol: documents stored
+//! through db-server, `/health` and `/metrics`.
+//!
+//! ```text
+//! GET    /docs/<name>  → 200 {"docName": name, "content": …} | 404 {"error": "Document not found"}
+//! PUT    /docs/<name>  {"content": "…"} → 201 created | 200 replaced      (Bearer token needed)
+//! DELETE /docs/<name>  → 204 | 404                                          (Bearer token needed)
+//! GET    /health       → 200 {"status": "ok", …} | 503 {"status": "degraded", …} (no db link)
+//! GET    /metrics      → Prometheus text
+//! ```
+//!
+//! Requests on a connection may be pipelined: each gets a sequence number and answers go out in
+//! that order, whatever order db-server answers in. A request that cannot be framed (bad
+//! syntax, head over 8192 bytes, body over the limit) is answered and the connection closed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use engine::{ConnId, ConnMap, Context};
+use log::{error, info};
+use prost::Message as _;
+
+use crate::dblink::DbLink;
+use crate::frames::{AuthConfig, Note, Owner};
+use protocol::proto::{
+    data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
+    Value,
+};
+use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+use shared::http1::{self, Limits, Parsed, Request};
+
+/// The documents table in db-server's database.
+pub const DOCS_TABLE: &str = "docs";
+
+/// Statement creating [`DOCS_TABLE`] (run with the service's setup).
+pub fn create_docs_table() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {DOCS_TABLE} \
+         (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated BIGINT NOT NULL)"
+    )
+}
+
+/// Counters shared by every loop's front.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    by_class: [AtomicU64; 5],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+}
+
+impl HttpCounters {
+    fn count(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Settings of the HTTP front.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// Head and body limits.
+    pub limits: Limits,
+    /// Accept PUT and DELETE without a token (local development and benchmarks only).
+    pub insecure_writes: bool,
+    /// Token checking for writes.
+    pub auth: Option<Arc<AuthConfig>>,
+    /// Counters for `/metrics`, shared by the loops.
+    pub counters: Arc<HttpCounters>,
+    /// A request must be whole this long after its first byte (else 408); zero: no limit.
+    pub request_timeout: std::time::Duration,
+    /// Bytes of documents each loop may keep in memory (0: no cache). The cache is used only
+    /// while db-server's change notifications arrive, see `DocCache`.
+    pub cache_bytes: usize,
+}
+
+/// Timer tokens with this bit set are an HTTP connection's request deadline (the rest is its
+/// `ConnId`, whose key stays far below 2^30). Bit 63 is test-server's ping timers.
+pub const HTTP_TIMER: u64 = 1 << 62;
+
+/// Default for [`HttpConfig::cache_bytes`] in the binary: 16 MiB per loop.
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+/// Documents answered from memory.
+///
+/// Coherence comes from db-server: the link subscribes to changes of [`DOCS_TABLE`] and every
+/// committed write there, by any instance or client, empties the cache. So that an answer read
+/// before a change cannot be stored after it, every change (a notice, this front's own write, the
+/// subscription taken or lost) moves `generation` on, a read remembers the generation it was
+/// sent in, and its answer is kept only if nothing moved in between. While the link is not
+/// subscribed, nothing is served from or stored in the cache. Another instance's write is seen
+/// here as soon as its notice arrives (asynchronous, as with Redis' client-side caching); this
+/// instance's own writes are seen at once.
+#[derive(Debug, Default)]
+struct DocCache {
+    /// Name → the 200 answer's body.
+    docs: std::collections::HashMap<String, Vec<u8>>,
+    bytes: usize,
+    cap: usize,
+    generation: u64,
+}
+
+impl DocCache {
+    fn reset(&mut self) {
+        self.docs.clear();
+        self.bytes = 0;
+        self.generation += 1;
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(body) = self.docs.remove(name) {
+            self.bytes -= body.len() + name.len();
+        }
+        self.generation += 1;
+    }
+
+    fn offer(&mut self, generation: u64, name: &str, body: &[u8]) {
+        let size = body.len() + name.len();
+        if generation == self.generation
+            && self.bytes + size <= self.cap
+            && !self.docs.contains_key(name)
+        {
+            self.bytes += size;
+            self.docs.insert(name.to_string(), body.to_vec());
+        }
+    }
+}
+
+/// The subscription the db link sends for the cache: changes of [`DOCS_TABLE`].
+pub fn watch_request() -> Message {
+    let watch = protocol::proto::Watch {
+        tables: vec![DOCS_TABLE.to_string()],
+    };
+    wire::message(MessageType::Request, Operation::Watch, 0, &watch)
+}
+
+/// A document operation waiting for db-server.
+#[derive(Debug, Clone)]
+pub enum DocOp {
+    /// GET, with the cache generation it was sent in (`None`: not to be cached).
+    Get(String, Option<u64>),
+    /// PUT.
+    Put(String),
+    /// DELETE.
+    Delete(String),
+}
+
+#[derive(Debug, Default)]
+struct HttpConn {
+    peer: Option<SocketAddr>,
+    next_seq: u64,
+    next_out: u64,
+    /// Answers ready but waiting for earlier ones.
+    ready: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Close after answering this request.
+    close_after: Option<u64>,
+    /// Requests waiting for db-server.
+    waiting: u32,
+    /// Armed while part of a request is buffered: the rest must come before it fires.
+    deadline: Option<engine::TimerId>,
+    /// PUT/DELETE requests waiting for db-server. Pipelined requests act as if sent one by
+    /// one (RFC 9112 §9.3.2): nothing after a write is sent on until the write is answered,
+    /// and a write waits for every request before it.
+    unsafe_waiting: u32,
+    /// Reading is paused until the answers above let the next request go.
+    held: bool,
+    /// HEAD requests among those not answered yet: answered without a body.
+    head_seqs: Vec<u64>,
+    /// The request whose `Expect` was looked at (its body still arriving).
+    expect_seen: Option<u64>,
+    /// A `100 Continue` owed to this request, written when the answers before it are out.
+    continue_owed: Option<u64>,
+}
+
+impl HttpConn {
+    /// Leaves the rest of the input for later: reading paused until `on_reply` resumes it; no
+    /// request deadline runs meanwhile (the wait is the server's, not the client's).
+    fn hold(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+        self.held = true;
+        ctx.pause_reading(conn);
+        if let Some(t) = self.deadline.take() {
+            ctx.cancel_timer(t);
+        }
+    }
+}
+
+/// The HTTP front of one loop.
+#[derive(Debug)]
+pub struct HttpFront {
+    cfg: HttpConfig,
+    conns: ConnMap<HttpConn>,
+    date: (u64, String),
+    cache: DocCache,
+    /// Reused for responses written at once.
+    scratch: Vec<u8>,
+}
+
+/// What `/health` and `/metrics` report about the rest of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    /// db link connections up (this loop).
+    pub db_up: usize,
+    /// Whether the db link's breaker lets requests through.
+    pub db_breaker_closed: bool,
+    /// Requests in flight on the db link (this loop).
+    pub db_in_flight: usize,
+    /// The documents table is known to exist (the link's setup was answered).
+    pub ready: bool,
+    /// Server pings answered, and the sum of their round trips in µs (all loops).
+    pub rtt: (u64, u64),
+    /// The link's change subscription is up, so the document cache is in use.
+    pub db_watching: bool,
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    json: bool,
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Answer {
+            status,
+            body,
+            json: true,
+            allow: None,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Answer::json(status, http1::error_body(message))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A document name from the path: one non-empty segment of at most 255 bytes.
+fn doc_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/docs/")?;
+    (!name.is_empty() && name.len() <= 255 && !name.contains('/')).then_some(name)
+}
+
+impl HttpFront {
+    /// The front of one loop.
+    pub fn new(cfg: HttpConfig) -> Self {
+        let cache = DocCache {
+            cap: cfg.cache_bytes,
+            ..DocCache::default()
+        };
+        HttpFront {
+            cfg,
+            conns: ConnMap::default(),
+            date: (0, String::new()),
+            cache,
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The link's subscription was taken or lost: whatever is cached may be stale.
+    pub fn on_db_watching(&mut self, _watching: bool) {
+        self.cache.reset();
+    }
+
+    /// A change notice from db-server.
+    pub fn on_db_notice(&mut self, msg: Message) {
+        let changed = protocol::proto::TablesChanged::decode(msg.data).unwrap_or_default();
+        if changed.tables.is_empty()
+            || changed
+                .tables
+                .iter()
+                .any(|t| t == "*" || t.eq_ignore_ascii_case(DOCS_TABLE))
+        {
+            self.cache.reset();
+        }
+    }
+
+    /// A client connected to the HTTP listener.
+    pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr) {
+        self.conns.insert(
+            conn,
+            HttpConn {
+                peer: Some(peer),
+                ..HttpConn::default()
+            },
+        );
+    }
+
+    /// True when `conn` is an HTTP client of this front.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some()
+    }
+
+    /// The connection closed.
+    pub fn on_close(&mut self, conn: ConnId) {
+        self.conns.remove(conn);
+    }
+
+    /// A request timer fired (token `HTTP_TIMER | conn`): a request still incomplete gets 408
+    /// and the connection closes after the answers owed before it.
+    pub fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
+        let conn = ConnId::from_u64(token & !HTTP_TIMER);
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.deadline.take().is_none() || c.close_after.is_some() {
+            return;
+        }
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.close_after = Some(seq);
+        let answer = Answer::error(408, "the request did not arrive in time");
+        self.complete(ctx, conn, seq, answer, false);
+    }
+
+    /// Answers owed to `conn`.
+    pub fn is_busy(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.waiting > 0)
+    }
+
+    /// Bytes from a client: every whole request is answered (or sent on to db-server).
+    pub fn on_data(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        data: &[u8],
+        link: Option<&mut DbLink<Owner>>,
+        status: Status,
+    ) -> usize {
+        let mut link = link;
+        let mut used = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(conn) else {
+                return data.len();
+            };
+            if c.close_after.is_some() {
+                // Nothing after a request that ends the connection is read.
+                return data.len();
+            }
+            if c.unsafe_waiting > 0 {
+                // What follows a write waits in the buffer until the write is answered
+                // (`on_reply` resumes reading, and the engine offers these bytes again).
+                if used < data.len() {
+                    c.hold(ctx, conn);
+                }
+                return used;
+            }
+            let parsed = http1::parse_request(&data[used..], self.cfg.limits);
+            let seq = c.next_seq;
+            if let Ok(Parsed::AwaitingBody(head)) = &parsed {
+                if c.expect_seen != Some(seq) {
+                    c.expect_seen = Some(seq);
+                    if let Some(refused) = self.answer_expectation(ctx, conn, seq, head) {
+                        // Refused before its body: answered now, and the body is not read.
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            c.next_seq += 1;
+                            c.close_after = Some(seq);
+                        }
+                        self.complete(ctx, conn, seq, refused, false);
+                        return data.len();
+                    }
+                }
+            }
+            let Some(c) = self.conns.get_mut(conn) else {
+                return data.len();
+            };
+            match parsed {
+                Ok(Parsed::Incomplete | Parsed::AwaitingBody(_)) => {
+                    // Part of a request: it must be whole within the request timeout, however
+                    // slowly its bytes trickle in (slowloris, slow POST).
+                    let pending = used < data.len();
+                    match (pending, c.deadline) {
+                        (true, None) if !self.cfg.request_timeout.is_zero() => {
+                            c.deadline = Some(
+                                ctx.set_timer(self.cfg.request_timeout, HTTP_TIMER | conn.to_u64()),
+                            );
+                        }
+                        (false, Some(t)) => {
+                            ctx.cancel_timer(t);
+                            c.deadline = None;
+                        }
+                        _ => {}
+                    }
+                    return used;
+                }
+                Err(e) => {
+                    c.next_seq += 1;
+                    c.close_after = Some(seq);
+                    let answer = Answer::error(e.status(), &e.to_string());
+                    self.complete(ctx, conn, seq, answer, false);
+                    return data.len();
+                }
+                Ok(Parsed::Request(req, _)) if req.is_unsafe() && c.waiting > 0 => {
+                    // A write waits for the answers to every request before it.
+                    c.hold(ctx, conn);
+                    return used;
+                }
+                Ok(Parsed::Request(req, n)) => {
+                    used += n;
+                    c.next_seq += 1;
+                    let keep = req.keep_alive();
+                    if !keep {
+                        c.close_after = Some(seq);
+                    }
+                    if req.method == "HEAD" {
+                        c.head_seqs.push(seq);
+                    }
+                    ctx.count_message_in(conn);
+                    let answer = match req.expectation() {
+                        http1::Expectation::Unknown => Some(Answer::error(
+                            417,
+                            "only \"Expect: 100-continue\" is supported",
+                        )),
+                        _ => self.route(ctx, conn, seq, &req, link.as_deref_mut(), status),
+                    };
+                    match answer {
+                        Some(answer) => self.complete(ctx, conn, seq, answer, keep),
+                        None => {
+                            if let Some(c) = self.conns.get_mut(conn) {
+                                c.waiting += 1;
+                                if req.is_unsafe() {
+                                    c.unsafe_waiting += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request whose body is still to come: its `Expect` answered (RFC 9110 §10.1.1). A
+    /// request that will be refused whatever its body gets its final answer now (`Some`);
+    /// otherwise `100 Continue` is written, or owed until the answers before it are out.
+    fn answer_expectation(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        head: &http1::Head,
+    ) -> Option<Answer> {
+        match head.expectation() {
+            http1::Expectation::None => None,
+            http1::Expectation::Unknown => Some(Answer::error(
+                417,
+                "only \"Expect: 100-continue\" is supported",
+            )),
+            http1::Expectation::Continue => {
+                if let Some(refused) = self.refusal(head) {
+                    return Some(refused);
+                }
+                let c = self.conns.get_mut(conn)?;
+                if c.next_out == seq {
+                    let _ = ctx.send(conn, http1::CONTINUE);
+                } else {
+                    c.continue_owed = Some(seq);
+                }
+                None
+            }
+        }
+    }
+
+    /// The answer a request gets whatever its body says, if it is refused by its head alone:
+    /// unknown path (404), method (405), a write without a valid token (401). `route` starts
+    /// with it; `answer_expectation` uses it to refuse before a body is sent.
+    fn refusal(&self, head: &http1::Head) -> Option<Answer> {
+        let method = head.method.as_str();
+        match head.path() {
+            "/health" | "/metrics" => (!matches!(method, "GET" | "HEAD")).then(|| Answer {
+                allow: Some("GET, HEAD"),
+                ..Answer::error(405, "method not allowed")
+            }),
+            path => match (doc_name(path), method) {
+                (None, _) => Some(Answer::error(404, "Not found")),
+                (Some(_), "GET" | "HEAD") => None,
+                (Some(_), "PUT" | "DELETE") => self.check_writer(head),
+                (Some(_), _) => Some(Answer {
+                    allow: Some("GET, HEAD, PUT, DELETE"),
+                    ..Answer::error(405, "method not allowed")
+                }),
+            },
+        }
+    }
+
+    /// Answers at once (`Some`) or sends the work to db-server (`None`).
+    fn route(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        req: &Request,
+        link: Option<&mut DbLink<Owner>>,
+        status: Status,
+    ) -> Option<Answer> {
+        // Unknown paths, methods and unauthorised writes: the same answers as before a body.
+        if let Some(refused) = self.refusal(req) {
+            return Some(refused);
+        }
+        let path = req.path();
+        // HEAD is served as GET; `complete` leaves the body out.
+        let method = match req.method.as_str() {
+            "HEAD" => "GET",
+            m => m,
+        };
+        match path {
+            "/health" => return Some(self.health(ctx, status)),
+            "/metrics" => return Some(self.metrics(ctx, status)),
+            _ => {}
+        }
+        let Some(name) = doc_name(path) else {
+            return Some(Answer::error(404, "Not found"));
+        };
+        if !status.ready {
+            return Some(Answer::error(
+                503,
+                "database unavailable: db-server not reached (or not set up) yet",
+            ));
+        }
+        let cached = self.cfg.cache_bytes > 0 && link.as_ref().is_some_and(|l| l.watching());
+        let (op, data) = match method {
+            "GET" => {
+                if cached {
+                    if let Some(body) = self.cache.docs.get(name) {
+                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Some(Answer::json(200, body.clone()));
+                    }
+                    self.cfg
+                        .counters
+                        .cache_misses
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let generation = cached.then_some(self.cache.generation);
+                (
+                    DocOp::Get(name.to_string(), generation),
+                    DataRequest::execute(
+                        format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
+                        vec![Value::text(name)],
+                    ),
+                )
+            }
+            "PUT" | "DELETE" => {
+                // Reads sent from now on until the answer may see either version.
+                self.cache.forget(name);
+                if method == "DELETE" {
+                    (
+                        DocOp::Delete(name.to_string()),
+                        DataRequest::execute(
+                            format!("DELETE FROM {DOCS_TABLE} WHERE name = ?1"),
+                            vec![Value::text(name)],
+                        ),
+                    )
+                } else {
+                    let content = match serde_json::from_slice::<serde_json::Value>(&req.body) {
+                        Ok(v) => match v.get("content").and_then(|c| c.as_str()) {
+                            Some(c) => c.to_string(),
+                            None => {
+                                return Some(Answer::error(
+                                    400,
+                                    "body must be a JSON object with a string \"content\"",
+                                ))
+                            }
+                        },
+                        Err(e) => {
+                            return Some(Answer::error(400, &format!("body is not JSON: {e}")))
+                        }
+                    };
+                    (DocOp::Put(name.to_string()), put_batch(name, content))
+                }
+            }
+            _ => {
+                return Some(Answer {
+                    allow: Some("GET, HEAD, PUT, DELETE"),
+                    ..Answer::error(405, "method not allowed")
+                })
+            }
+        };
+        let Some(link) = link else {
+            return Some(Answer::error(503, "no db-server configured"));
+        };
+        let msg = wire::message(MessageType::Request, Operation::Data, 0, &data);
+        match link.request(ctx, msg, Owner::Http { conn, seq, op }) {
+            Ok(()) => None,
+            Err((_, code, text)) => Some(db_failure(code, &text)),
+        }
+    }
+
+    /// `None` when `req` may write; else the 401.
+    fn check_writer(&self, req: &http1::Head) -> Option<Answer> {
+        if self.cfg.insecure_writes {
+            return None;
+        }
+        let token = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let (Some(token), Some(auth)) = (token, self.cfg.auth.as_ref()) else {
+            return Some(Answer::error(
+                401,
+                "writes need Authorization: Bearer <token>",
+            ));
+        };
+        match auth.signer.verify(token, SystemTime::now()) {
+            Ok(_) => None,
+            Err(e) => Some(Answer::error(401, &e.to_string())),
+        }
+    }
+
+    /// db-server answered (or failed) request `seq` of `conn`.
+    pub fn on_reply(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        op: DocOp,
+        reply: Result<Message, (ErrorCode, String)>,
+    ) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.waiting = c.waiting.saturating_sub(1);
+        if matches!(op, DocOp::Put(_) | DocOp::Delete(_)) {
+            c.unsafe_waiting = c.unsafe_waiting.saturating_sub(1);
+        }
+        if c.held && c.unsafe_waiting == 0 {
+            // The request held back may be able to go now (`on_data` looks again).
+            c.held = false;
+            ctx.resume_reading(conn);
+        }
+        let answer = match reply {
+            Err((code, text)) => db_failure(code, &text),
+            Ok(m) if m.r#type() == MessageType::Error => {
+                let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+                error!("db-server refused a document request: {}", e.message);
+                db_failure(e.code(), &e.message)
+            }
+            Ok(m) => match DataResponse::decode(m.data) {
+                Ok(resp) => {
+                    let answer = doc_answer(&op, resp);
+                    match &op {
+                        DocOp::Get(name, Some(generation)) if answer.status == 200 => {
+                            self.cache.offer(*generation, name, &answer.body)
+                        }
+                        DocOp::Put(name) | DocOp::Delete(name) => self.cache.forget(name),
+                        DocOp::Get(..) => {}
+                    }
+                    answer
+                }
+                Err(_) => Answer::error(502, "unreadable answer from db-server"),
+            },
+        };
+        let keep = c.close_after != Some(seq);
+        self.complete(ctx, conn, seq, answer, keep);
+    }
+
+    /// Queues the answer to request `seq` and writes every answer now in order.
+    fn complete(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        seq: u64,
+        answer: Answer,
+        keep_alive: bool,
+    ) {
+        self.cfg.counters.count(answer.status);
+        let now = now_secs();
+        if self.date.0 != now || self.date.1.is_empty() {
+            self.date = (
+                now,
+                chrono::Utc::now()
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            );
+        }
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        access_log(c.peer, answer.status, &answer.body);
+        let content_type = if answer.json {
+            "application/json"
+        } else {
+            "text/plain; version=0.0.4"
+        };
+        let headers = [
+            ("Server", "netmod"),
+            ("Date", self.date.1.as_str()),
+            ("Content-Type", content_type),
+            ("Allow", answer.allow.unwrap_or_default()),
+        ];
+        let n = if answer.allow.is_some() { 4 } else { 3 };
+        let head_only = match c.head_seqs.iter().position(|&s| s == seq) {
+            Some(i) => {
+                c.head_seqs.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        if seq == c.next_out {
+            // The usual case, nothing owed before it: straight out, no reordering.
+            self.scratch.clear();
+            http1::write_response(
+                &mut self.scratch,
+                answer.status,
+                &headers[..n],
+                &answer.body,
+                keep_alive,
+                head_only,
+            );
+            let _ = ctx.send(conn, &self.scratch);
+            if c.close_after == Some(seq) {
+                ctx.close(conn);
+            }
+            c.next_out += 1;
+        } else {
+            let mut out = Vec::new();
+            http1::write_response(
+                &mut out,
+                answer.status,
+                &headers[..n],
+                &answer.body,
+                keep_alive,
+                head_only,
+            );
+            c.ready.insert(seq, out);
+        }
+        while let Some(bytes) = c.ready.remove(&c.next_out) {
+            let _ = ctx.send(conn, &bytes);
+            if c.close_after == Some(c.next_out) {
+                ctx.close(conn);
+            }
+            c.next_out += 1;
+        }
+        if c.continue_owed.is_some_and(|s| s == c.next_out) {
+            c.continue_owed = None;
+            let _ = ctx.send(conn, http1::CONTINUE);
+        }
+    }
+
+    fn health(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let stats = ctx.server().stats();
+        let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "connections": stats.connections_active,
+            "db": {
+                "connections_up": status.db_up,
+                "circuit": if status.db_breaker_closed { "closed" } else { "open" },
+            },
+            "doc_cache": if self.cfg.cache_bytes > 0 && status.db_watching { "on" } else { "off" },
+        });
+        Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
+    }
+
+    fn metrics(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let s = ctx.server().stats();
+        let mut t = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                t,
+                "# HELP netmod_{name} {help}\n# TYPE netmod_{name} {kind}\nnetmod_{name} {value}\n"
+            );
+        };
+        metric(
+            "connections_active",
+            "gauge",
+            "Connections open now.",
+            s.connections_active,
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Connections since start.",
+            s.connections_total,
+        );
+        metric("bytes_in_total", "counter", "Bytes received.", s.bytes_in);
+        metric("bytes_out_total", "counter", "Bytes sent.", s.bytes_out);
+        metric(
+            "messages_in_total",
+            "counter",
+            "Frames and HTTP requests received.",
+            s.messages_in,
+        );
+        metric(
+            "messages_out_total",
+            "counter",
+            "Messages queued for sending.",
+            s.messages_out,
+        );
+        metric(
+            "db_link_connections_up",
+            "gauge",
+            "Connections to db-server up (loop serving this request).",
+            status.db_up as u64,
+        );
+        metric(
+            "db_link_in_flight",
+            "gauge",
+            "Requests waiting for db-server (loop serving this request).",
+            status.db_in_flight as u64,
+        );
+        metric(
+            "db_link_circuit_open",
+            "gauge",
+            "1 while the db-server circuit breaker is open.",
+            u64::from(!status.db_breaker_closed),
+        );
+        let cache = &self.cfg.counters;
+        metric(
+            "doc_cache_hits_total",
+            "counter",
+            "GET /docs answered from memory (all loops).",
+            cache.cache_hits.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_misses_total",
+            "counter",
+            "GET /docs sent to db-server while the cache was on (all loops).",
+            cache.cache_misses.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_entries",
+            "gauge",
+            "Documents kept in memory (loop serving this request).",
+            self.cache.docs.len() as u64,
+        );
+        let (n, sum_us) = status.rtt;
+        let _ = write!(
+            t,
+            "# HELP netmod_ping_rtt_seconds Round trips of the server's pings to frame clients.\n\
+             # TYPE netmod_ping_rtt_seconds summary\n\
+             netmod_ping_rtt_seconds_sum {}\nnetmod_ping_rtt_seconds_count {n}\n",
+            sum_us as f64 / 1e6
+        );
+        t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
+        t.push_str("# TYPE netmod_http_requests_total counter\n");
+        for (i, n) in self.cfg.counters.by_class.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "netmod_http_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                n.load(Ordering::Relaxed)
+            );
+        }
+        t.push_str("# HELP netmod_errors_total Connection-level errors, by kind (io, timeout, tls, ...).\n");
+        t.push_str("# TYPE netmod_errors_total counter\n");
+        for kind in engine::ErrorKind::ALL {
+            let _ = writeln!(
+                t,
+                "netmod_errors_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                s.error(kind)
+            );
+        }
+        Answer {
+            status: 200,
+            body: t.into_bytes(),
+            json: false,
+            allow: None,
+        }
+    }
+}
+
+fn put_batch(name: &str, content: String) -> DataRequest {
+    let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
+    // Step 0 creates (1 row affected: 201), step 1 replaces; one transaction.
+    DataRequest {
+        kind: Some(data_request::Kind::Batch(Batch {
+            steps: vec![
+                BatchStep::new(
+                    format!(
+                        "INSERT INTO {DOCS_TABLE} (name, content, updated) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (name) DO NOTHING"
+                    ),
+                    vec![Value::text(name), Value::text(content.clone()), now.clone()],
+                ),
+                BatchStep::new(
+                    format!("UPDATE {DOCS_TABLE} SET content = ?2, updated = ?3 WHERE name = ?1"),
+                    vec![Value::text(name), Value::text(content), now],
+                ),
+            ],
+        })),
+        ..Default::default()
+    }
+}
+
+/// `{"docName": …, "content": …}`, keys in SPEC's order.
+fn doc_json(name: &str, content: &str) -> Vec<u8> {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    format!(r#"{{"docName":{},"content":{}}}"#, q(name), q(content)).into_bytes()
+}
+
+fn doc_answer(op: &DocOp, resp: DataResponse) -> Answer {
+    let not_found = || Answer::error(404, "Document not found");
+    match (op, resp.kind) {
+        (DocOp::Get(name, _), Some(data_response::Kind::Result(r))) => {
+            let content = r.rows.into_iter().next().and_then(|row| {
+                match row.values.into_iter().next()?.kind {
+                    Some(value::Kind::Text(t)) => Some(t),
+                    _ => None,
+                }
+            });
+            match content {
+                Some(content) => Answer::json(200, doc_json(name, &content)),
+                None => not_found(),
+            }
+        }
+        (DocOp::Put(name), Some(data_response::Kind::Batch(b))) => {
+            let created = matches!(
+                b.steps.first().and_then(|s| s.outcome.as_ref()),
+                Some(step_outcome::Outcome::Ok(r)) if r.rows_affected == 1
+            );
+            Answer::json(
+                if created { 201 } else { 200 },
+                format!(
+                    r#"{{"docName":{},"created":{created}}}"#,
+                    serde_json::Value::from(name.as_str())
+                )
+                .into_bytes(),
+            )
+        }
+        (DocOp::Delete(_), Some(data_response::Kind::Result(r))) => {
+            if r.rows_affected > 0 {
+                Answer::json(204, Vec::new())
+            } else {
+                not_found()
+            }
+        }
+        _ => Answer::error(502, "unexpected answer from db-server"),
+    }
+}
+
+/// The status for a request db-server could not serve.
+fn db_failure(code: ErrorCode, text: &str) -> Answer {
+    match code {
+        ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => {
+            Answer::error(503, &format!("database unavailable: {text}"))
+        }
+        ErrorCode::Timeout => Answer::error(504, &format!("database timeout: {text}")),
+        _ => Answer::error(500, &format!("database error: {text}")),
+    }
+}
+
+/// `[..][INFO] Client IP: 192.168.1.100, Status: 200, Response: {...}` (404 and 5xx at ERROR).
+fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
+    const MAX: usize = 200;
+    let level = if status == 404 || status >= 500 {
+        log::Level::Error
+    } else {
+        log::Level::Info
+    };
+    if !log::log_enabled!(level) {
+        return;
+    }
+    let ip = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
+    // Escaped: a document's content is whatever a client stored.
+    let text = shared::logging::Printable::new(body, MAX);
+    if status == 404 || status >= 500 {
+        error!("Client IP: {ip}, Status: {status}, Response: {text}");
+    } else {
+        info!("Client IP: {ip}, Status: {status}, Response: {text}");
+    }
+}
