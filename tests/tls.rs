@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::tls::{localhost, Certs};
 use common::{eventually, start, start_tls, WAIT};
-use engine::tls::{rustls, TlsListener};
+use engine::tls::TlsListener;
 use engine::{CloseReason, ConnId, Context, ErrorKind, Handler};
 use shared::tls::ClientStream;
 

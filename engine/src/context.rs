@@ -97,12 +97,13 @@ impl<M: Send + 'static> Context<'_, M> {
     /// with [`crate::tls::client_config_builder`]). The handler sees plaintext as with
     /// [`Context::connect`]; [`crate::Handler::on_connect`] comes once the handshake is done.
     /// A failed handshake (e.g. an untrusted certificate) closes the connection with
-    /// [`crate::CloseReason::Tls`].
+    /// [`crate::CloseReason::Tls`]. (Cargo feature `tls`, on by default.)
+    #[cfg(feature = "tls")]
     pub fn connect_tls(
         &mut self,
         addr: SocketAddr,
-        config: std::sync::Arc<crate::tls::rustls::ClientConfig>,
-        name: crate::tls::rustls::pki_types::ServerName<'static>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<ConnId> {
         self.core.connect_tls(addr, config, name)
     }

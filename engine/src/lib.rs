@@ -39,7 +39,11 @@ pub mod signal;
 mod socket;
 mod stats;
 pub mod timer;
+#[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 
 pub use config::{
     Config, Keepalive, Limits, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE, READ_CHUNK,

@@ -31,7 +31,7 @@ use crate::session::{Session, State};
 use crate::socket;
 use crate::stats::{bump, Counters, ErrorKind};
 use crate::timer::{TimerKey, TimerWheel};
-use crate::tls::{rustls, Tls, TlsListener, TlsRead};
+use crate::tls::{Tls, TlsListener, TlsRead};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
@@ -216,6 +216,7 @@ impl<M> Core<M> {
     }
 
     /// Opens an outbound TLS connection; see [`Context::connect_tls`].
+    #[cfg(feature = "tls")]
     pub(crate) fn connect_tls(
         &mut self,
         addr: SocketAddr,

@@ -247,7 +247,8 @@ impl<H: Handler> Server<H> {
 
     /// Like [`Server::listen`], with TLS: every connection accepted there does a TLS handshake
     /// first and the handler sees only plaintext. [`crate::Context::listener`] tells which
-    /// listener a connection came from.
+    /// listener a connection came from. (Cargo feature `tls`, on by default.)
+    #[cfg(feature = "tls")]
     pub fn listen_tls(self, addr: SocketAddr, tls: TlsListener) -> io::Result<Self> {
         let mut this = self.listen(addr)?;
         if let Some(last) = this.tls.last_mut() {

@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use engine::tls::{rustls, TlsListener};
+//! use engine::tls::TlsListener;
 //! # fn certs() -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) { unimplemented!() }
 //! let (chain, key) = certs();
 //! let config = engine::tls::server_config_builder()?
@@ -29,8 +29,6 @@ use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-
-pub use rustls;
 
 /// TLS record type of a handshake message: the first byte a TLS client sends.
 const HANDSHAKE_RECORD: u8 = 0x16;

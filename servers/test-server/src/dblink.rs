@@ -50,8 +50,8 @@ pub struct LinkConfig {
     /// TLS to db-server: the client config (trusted CA, optional client certificate for mutual
     /// TLS) and the name its certificate must carry. `None`: plain TCP.
     pub tls: Option<(
-        std::sync::Arc<engine::tls::rustls::ClientConfig>,
-        engine::tls::rustls::pki_types::ServerName<'static>,
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
     )>,
 }
 

@@ -6,8 +6,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::tls::rustls;
-
 use prost::Message as _;
 
 use protocol::wire::{self, ErrorBody, Message, MessageType, Next, Operation, Ping, WireError};

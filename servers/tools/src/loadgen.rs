@@ -77,8 +77,8 @@ pub struct LoadConfig {
     pub requests_per_conn: Option<u64>,
     /// TLS: the client config and the name the server's certificate must carry. `None`: plain.
     pub tls: Option<(
-        Arc<engine::tls::rustls::ClientConfig>,
-        engine::tls::rustls::pki_types::ServerName<'static>,
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
     )>,
 }
 

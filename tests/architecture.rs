@@ -1,0 +1,168 @@
+//! The architecture's arrows, checked on what Cargo resolves (`cargo tree`), so that breaking
+//! one fails the suite rather than waiting for a reviewer: the proxy and test-server link no
+//! database client, the engine knows no protocol, only the engine touches mio, and each crate
+//! depends only on the crates its header allows.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// The packages in `package`'s normal (linked) dependency tree, `package` itself included.
+fn tree(package: &str, extra: &[&str]) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "--quiet", "--edges", "normal", "--prefix", "none"])
+        .args(["--format", "{p}", "--package", package])
+        .args(extra)
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The packages `package` names itself in `[dependencies]`.
+fn direct(package: &str) -> BTreeSet<String> {
+    let mut deps = tree(package, &["--depth", "1"]);
+    deps.remove(package);
+    deps
+}
+
+fn assert_none(package: &str, deps: &BTreeSet<String>, banned: &[&str], why: &str) {
+    let found: Vec<&&str> = banned.iter().filter(|b| deps.contains(**b)).collect();
+    assert!(
+        found.is_empty(),
+        "{package} must not depend on {found:?} ({why}); its tree: {deps:?}"
+    );
+}
+
+const DATABASE_CLIENTS: [&str; 4] = ["rusqlite", "libsqlite3-sys", "pq-sys", "pq-src"];
+
+#[test]
+fn the_proxy_and_test_server_link_no_database_client() {
+    for package in ["netmod-proxy", "netmod-test-server", "netmod-tools"] {
+        let deps = tree(package, &[]);
+        assert_none(
+            package,
+            &deps,
+            &DATABASE_CLIENTS,
+            "only db-server talks to a database",
+        );
+        assert!(
+            deps.contains("netmod-engine"),
+            "{package} runs on the engine"
+        );
+    }
+}
+
+#[test]
+fn the_engine_knows_no_protocol_and_no_program() {
+    let deps = tree("netmod-engine", &[]);
+    assert_none(
+        "netmod-engine",
+        &deps,
+        &[
+            "prost",
+            "httparse",
+            "rusqlite",
+            "serde_json",
+            "netmod-protocol",
+            "netmod-shared",
+            "netmod-db",
+            "netmod-test-server",
+            "netmod-proxy",
+            "netmod-tools",
+        ],
+        "the engine is a reactor other people link; protocols live above it",
+    );
+    let lean = tree("netmod-engine", &["--no-default-features"]);
+    assert_none(
+        "netmod-engine without default features",
+        &lean,
+        &["rustls", "ring"],
+        "TLS is the optional `tls` feature",
+    );
+    assert!(deps.contains("rustls"), "the default build has TLS");
+}
+
+#[test]
+fn only_the_engine_touches_mio() {
+    for package in [
+        "netmod-protocol",
+        "netmod-shared",
+        "netmod-db",
+        "netmod-test-server",
+        "netmod-proxy",
+        "netmod-tools",
+    ] {
+        assert_none(
+            package,
+            &direct(package),
+            &["mio"],
+            "servers see the engine's API, not its event loop",
+        );
+    }
+}
+
+#[test]
+fn each_crate_depends_only_on_the_crates_below_it() {
+    let rules: [(&str, &[&str]); 6] = [
+        (
+            "netmod-protocol",
+            &[
+                "netmod-shared",
+                "netmod-db",
+                "netmod-test-server",
+                "netmod-proxy",
+                "netmod-tools",
+            ],
+        ),
+        (
+            "netmod-shared",
+            &[
+                "netmod-protocol",
+                "netmod-db",
+                "netmod-test-server",
+                "netmod-proxy",
+                "netmod-tools",
+            ],
+        ),
+        (
+            "netmod-db",
+            &["netmod-test-server", "netmod-proxy", "netmod-tools"],
+        ),
+        (
+            "netmod-test-server",
+            &["netmod-db", "netmod-proxy", "netmod-tools"],
+        ),
+        // The TCP mode balances frames as bytes: the proxy needs no protocol crate.
+        (
+            "netmod-proxy",
+            &[
+                "netmod-protocol",
+                "netmod-db",
+                "netmod-test-server",
+                "netmod-tools",
+            ],
+        ),
+        (
+            "netmod-tools",
+            &["netmod-db", "netmod-test-server", "netmod-proxy"],
+        ),
+    ];
+    for (package, banned) in rules {
+        assert_none(
+            package,
+            &tree(package, &[]),
+            banned,
+            "see the crate's header and docs/architecture.md",
+        );
+    }
+}
