@@ -111,7 +111,7 @@ pub trait Handler: 'static {
     }
 
     /// An outbound connection from [`Context::connect`] is established (from
-    /// [`Context::connect_tls`]: its handshake is done as well). (A failed one gets
+    /// `Context::connect_tls`: its handshake is done as well). (A failed one gets
     /// [`Handler::on_close`] with [`CloseReason::ConnectFailed`] instead.)
     fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
 

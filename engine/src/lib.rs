@@ -1,4 +1,31 @@
-//! A hand-rolled reactor on [`mio`]: the network engine under every server of this project.
+//! A hand-rolled reactor on [`mio`]: the network engine under every server of this project,
+//! usable alone (the package is `netmod-engine`, the library `engine`; see README.md).
+//!
+//! An echo server:
+//!
+//! ```no_run
+//! use engine::{Config, ConnId, Context, Handler, Server};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     type Message = ();
+//!
+//!     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+//!         let _ = ctx.send(conn, data); // queued; never blocks the loop
+//!         data.len() // bytes consumed; the rest is offered again with more appended
+//!     }
+//! }
+//!
+//! let server = Server::new(Config::default())?.listen("127.0.0.1:7007".parse()?)?;
+//! engine::signal::shutdown_on_signals(server.handle())?; // Ctrl-C drains, then stops
+//! server.run(|_loop_id| Echo)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/` has more: `frames.rs` (length-prefixed requests, a worker thread answering
+//! through the loop's waker, a periodic timer) and `http_hello.rs` (keep-alive HTTP/1.1).
+//! The engine logs through the `log` facade: install a logger (e.g. `env_logger`) to see it.
 //!
 //! - **Loops**: one `mio::Poll` per thread ([`Config::threads`], default: cores), each with its
 //!   own `SO_REUSEPORT` listening socket; sessions live in a `slab::Slab` whose key is the
@@ -14,8 +41,9 @@
 //! - **Cross-thread**: [`LoopHandle::send`] + a `mio::Waker`.
 //! - **Limits**: a connection limit (default from the open-file limit) and optional per-IP rate
 //!   limit; refused connections get [`Config::refuse_message`] and a log line.
-//! - **TLS**: optional, per listener ([`Server::listen_tls`]) and per outbound connection
-//!   ([`Context::connect_tls`]), with rustls under the same buffers; see [`tls`].
+//! - **TLS** (cargo feature `tls`, on by default): per listener (`Server::listen_tls`) and per
+//!   outbound connection (`Context::connect_tls`), with rustls 0.23 under the same buffers; see
+//!   the `tls` module.
 //! - **Shutdown**: [`ServerHandle::shutdown`] (wired to SIGTERM/SIGINT by
 //!   [`signal::shutdown_on_signals`]) closes listeners, lets handlers notify peers, and drains.
 //!

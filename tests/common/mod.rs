@@ -161,6 +161,7 @@ fn binaries_dir() -> &'static Path {
             for package in PACKAGES {
                 build.args(["--package", package]);
             }
+            without_test_env(&mut build);
             if dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
@@ -169,6 +170,32 @@ fn binaries_dir() -> &'static Path {
         }
         dir
     })
+}
+
+/// Removes what Cargo set for this test run from a child `cargo build`'s environment: build
+/// scripts that watch such a variable (ring's watches CARGO_MANIFEST_DIR) would otherwise see
+/// it change and rebuild on every run.
+fn without_test_env(build: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo_test = [
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_MANIFEST_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name);
+        if set_by_cargo_test {
+            build.env_remove(name);
+        }
+    }
 }
 
 /// The packages the binaries come from.

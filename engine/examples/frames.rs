@@ -1,0 +1,127 @@
+//! Length-prefixed request/response: each request (a 4-byte big-endian length and a body) is
+//! answered with its body upper-cased by a worker thread, which hands the result back to the
+//! loop through its waker; a timer prints the request rate every second.
+//!
+//! ```text
+//! cargo run -p netmod-engine --example frames -- 127.0.0.1:7008
+//! ```
+//!
+//! The shape of any server whose work may block (a database, a disk, a slow computation): the
+//! loop only parses and writes; the work runs elsewhere and comes back as a message.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use engine::frame::{self, Decoded};
+use engine::{Config, ConnId, Context, Handler, LoopHandle, Server};
+
+/// Largest request body accepted; checked before anything is allocated for it.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A request on its way to the worker.
+struct Job {
+    conn: ConnId,
+    body: Vec<u8>,
+}
+
+/// What the worker sends back to the loop.
+struct Done {
+    conn: ConnId,
+    reply: Vec<u8>,
+}
+
+const TICK: u64 = 1;
+
+struct Frames {
+    jobs: Option<mpsc::Sender<Job>>,
+    answered: u64,
+}
+
+impl Handler for Frames {
+    type Message = Done;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Done>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let back: LoopHandle<Done> = ctx.loop_handle();
+        std::thread::spawn(move || {
+            for job in rx {
+                let reply = job.body.to_ascii_uppercase(); // the "slow" work
+                if back
+                    .send(Done {
+                        conn: job.conn,
+                        reply,
+                    })
+                    .is_err()
+                {
+                    return; // the loop has ended
+                }
+            }
+        });
+        self.jobs = Some(tx);
+        ctx.set_timer(Duration::from_secs(1), TICK);
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, Done>, conn: ConnId, data: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            match frame::decode(&data[used..], MAX_BODY) {
+                Ok(Decoded::Frame { body, consumed }) => {
+                    used += consumed;
+                    if let Some(jobs) = &self.jobs {
+                        let _ = jobs.send(Job {
+                            conn,
+                            body: body.to_vec(),
+                        });
+                    }
+                }
+                Ok(Decoded::Incomplete { .. }) => return used, // the rest comes later
+                Err(e) => {
+                    eprintln!("closing {conn:?}: {e}");
+                    ctx.close(conn);
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Done>, done: Done) {
+        let mut out = Vec::with_capacity(4 + done.reply.len());
+        frame::encode(&mut out, &done.reply);
+        // The peer may have gone meanwhile: sending to a closed ConnId is refused, not a crash.
+        if ctx.send(done.conn, &out).is_ok() {
+            self.answered += 1;
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Done>, token: u64) {
+        if token == TICK {
+            if self.answered > 0 {
+                println!(
+                    "loop {}: {} requests in the last second",
+                    ctx.loop_id(),
+                    self.answered
+                );
+                self.answered = 0;
+            }
+            ctx.set_timer(Duration::from_secs(1), TICK); // periodic: re-arm
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7008".into());
+    let config = Config {
+        max_message_size: 4 + MAX_BODY,
+        ..Config::default()
+    };
+    let server = Server::new(config)?.listen(addr.parse()?)?;
+    println!("frames listening on {}", server.local_addrs()[0]);
+    engine::signal::shutdown_on_signals(server.handle())?;
+    server.run(|_| Frames {
+        jobs: None,
+        answered: 0,
+    })?;
+    Ok(())
+}
