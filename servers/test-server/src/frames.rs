@@ -24,9 +24,11 @@
 //! No client state outlives a connection: a client that reconnects (to this instance or any
 //! other sharing `--token-secret`) presents its token again.
 
+mod liveness;
+mod login;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,9 +36,13 @@ use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle, RttWind
 use log::{debug, info, warn};
 use prost::Message as _;
 
-use crate::auth::{self, TokenSigner};
-use crate::dblink::{DbLink, Event, LinkConfig};
-use crate::http_front::{self, DocOp, HttpConfig, HttpFront};
+use crate::auth;
+use crate::config::{AuthConfig, Liveness, RttTotals};
+use crate::dblink::LinkConfig;
+use crate::dblink::{DbLink, Event};
+use crate::events::{Note, Owner};
+use crate::http_front::HttpConfig;
+use crate::http_front::{self, HttpFront};
 use protocol::proto::{
     data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
     DataResponse, Value,
@@ -45,116 +51,6 @@ use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// The table of users and their stored secrets, in db-server's database.
 pub const USERS_TABLE: &str = "_netmod_users";
-
-/// Checks secrets against their stored (slow, salted) hashes on threads of its own, so that the
-/// loops never spend argon2's deliberate tens of milliseconds (and megabytes).
-pub struct Verifier {
-    jobs: SyncSender<VerifyJob>,
-}
-
-/// Work for the verifier threads.
-enum VerifyJob {
-    /// A stored secret, the secret given, and what to do with the verdict.
-    Check(String, String, Box<dyn FnOnce(bool) + Send>),
-    /// A new secret, how hard to hash it, and what to do with its stored form.
-    Hash(
-        String,
-        auth::HashCost,
-        Box<dyn FnOnce(Option<String>) + Send>,
-    ),
-}
-
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").finish_non_exhaustive()
-    }
-}
-
-impl Verifier {
-    /// `threads` verifier threads, with room for `queue` waiting logins (more are refused as
-    /// OVERLOADED rather than queued without bound).
-    pub fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<VerifyJob>(queue);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("auth-verify-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(p) => p.into_inner().recv(),
-                    };
-                    match job {
-                        Ok(VerifyJob::Check(stored, secret, done)) => {
-                            done(auth::verify_secret(&secret, &stored).unwrap_or(false))
-                        }
-                        Ok(VerifyJob::Hash(secret, cost, done)) => {
-                            done(auth::hash_secret(&secret, cost).ok())
-                        }
-                        Err(_) => return,
-                    }
-                })?;
-        }
-        Ok(Verifier { jobs: tx })
-    }
-
-    /// Checks `secret` against `stored`; `done` runs on a verifier thread. False when the queue
-    /// is full (`done` is dropped).
-    pub fn check(
-        &self,
-        stored: String,
-        secret: String,
-        done: Box<dyn FnOnce(bool) + Send>,
-    ) -> bool {
-        self.submit(VerifyJob::Check(stored, secret, done))
-    }
-
-    /// Hashes `secret` for storing; `done` runs on a verifier thread (with `None` if the system
-    /// has no randomness for a salt). False when the queue is full.
-    pub fn hash(
-        &self,
-        secret: String,
-        cost: auth::HashCost,
-        done: Box<dyn FnOnce(Option<String>) + Send>,
-    ) -> bool {
-        self.submit(VerifyJob::Hash(secret, cost, done))
-    }
-
-    fn submit(&self, job: VerifyJob) -> bool {
-        match self.jobs.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
-    }
-}
-
-/// Authentication settings shared by every loop.
-#[derive(Debug)]
-pub struct AuthConfig {
-    /// Issues and checks tokens (the key all instances share).
-    pub signer: TokenSigner,
-    /// Checks secrets off the loops.
-    pub verifier: Verifier,
-    /// Stored form of a secret nobody has: checked when the user does not exist, so that an
-    /// unknown user takes as long as a wrong secret.
-    pub decoy: String,
-    /// A user to create (or reset) with this stored secret when the link comes up. That user
-    /// (or `admin` when there is none) is the one allowed to manage users.
-    pub bootstrap: Option<(String, String)>,
-    /// How hard secrets stored through user management are hashed.
-    pub hash_cost: auth::HashCost,
-    /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
-    /// hashing, so a flood of wrong secrets costs the server next to nothing.
-    pub login_limit: Option<engine::RateLimiter>,
-}
-
-impl AuthConfig {
-    /// The user allowed to manage users.
-    pub fn admin(&self) -> &str {
-        self.bootstrap.as_ref().map_or("admin", |(name, _)| name)
-    }
-}
 
 /// Behaviour knobs of the frame service.
 #[derive(Debug, Clone)]
@@ -175,6 +71,21 @@ pub struct ServiceConfig {
     pub rtt: Arc<RttTotals>,
     /// Every loop's inbox, so that other threads can reach all clients (see [`migrate`]).
     pub loops: Arc<Mutex<Vec<LoopHandle<Note>>>>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_message_size: engine::DEFAULT_MAX_MESSAGE,
+            reconnect_after: 5,
+            db: None,
+            auth: None,
+            http: None,
+            liveness: None,
+            rtt: Arc::default(),
+            loops: Arc::default(),
+        }
+    }
 }
 
 /// Tells every frame client of every loop to move to `new_host:new_port` within
@@ -201,53 +112,6 @@ pub fn migrate(
         .count()
 }
 
-/// When the server pings its clients and gives up on them (SPEC §4).
-#[derive(Debug, Clone, Copy)]
-pub struct Liveness {
-    /// Between pings.
-    pub interval: Duration,
-    /// The first ping comes after a random delay in this range, so that clients that
-    /// connected together are not pinged together.
-    pub first: (Duration, Duration),
-    /// A client that has not answered a ping this long after it was sent is disconnected.
-    pub timeout: Duration,
-}
-
-impl Default for Liveness {
-    /// Every 30 s, the first after 1–59 s, disconnect after 90 s without an answer.
-    fn default() -> Self {
-        Liveness {
-            interval: Duration::from_secs(30),
-            first: (Duration::from_secs(1), Duration::from_secs(59)),
-            timeout: Duration::from_secs(90),
-        }
-    }
-}
-
-/// Ping round trips of every connection: a Prometheus summary's sum and count.
-#[derive(Debug, Default)]
-pub struct RttTotals {
-    /// Sum of the round trips, µs.
-    pub sum_us: AtomicU64,
-    /// Round trips measured.
-    pub count: AtomicU64,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        ServiceConfig {
-            max_message_size: engine::DEFAULT_MAX_MESSAGE,
-            reconnect_after: 5,
-            db: None,
-            auth: None,
-            http: None,
-            liveness: None,
-            rtt: Arc::default(),
-            loops: Arc::default(),
-        }
-    }
-}
-
 /// What the service remembers of one client.
 #[derive(Debug, Default)]
 struct Client {
@@ -260,52 +124,6 @@ struct Client {
     ping_out: Option<(u32, Instant)>,
     /// Round trips of the last 100 answered pings.
     rtt: RttWindow,
-}
-
-/// Who a request on the db link is for.
-#[derive(Debug)]
-pub enum Owner {
-    /// A client's data request.
-    Data { conn: ConnId, id: u32 },
-    /// A client's login: the user's stored secret was asked for.
-    Login {
-        conn: ConnId,
-        id: u32,
-        user: String,
-        secret: String,
-    },
-    /// An HTTP request on the front (`seq`: its place on the connection).
-    Http { conn: ConnId, seq: u64, op: DocOp },
-    /// The admin's user change.
-    User {
-        conn: ConnId,
-        id: u32,
-        name: String,
-        remove: bool,
-    },
-    /// The service's own setup (users and documents tables, bootstrap user).
-    Setup,
-}
-
-/// Work coming back to a loop from other threads.
-#[derive(Debug)]
-pub enum Note {
-    /// Send every client a SERVER_MIGRATION notification.
-    Migrate(wire::ServerMigration),
-    /// A login's secret was checked.
-    Verified {
-        conn: ConnId,
-        id: u32,
-        user: String,
-        ok: bool,
-    },
-    /// A new user's secret was hashed (`None`: it could not be).
-    Hashed {
-        conn: ConnId,
-        id: u32,
-        name: String,
-        stored: Option<String>,
-    },
 }
 
 /// Timer tokens of the db link start here.
@@ -412,171 +230,6 @@ impl FrameService {
         }
     }
 
-    /// A client answered the server's ping.
-    fn pong(&mut self, conn: ConnId, msg: &Message) {
-        let Some(c) = self.clients.get_mut(conn) else {
-            return;
-        };
-        if let Some((id, sent)) = c.ping_out {
-            if id == msg.message_id {
-                let rtt = sent.elapsed();
-                c.rtt.record(rtt);
-                c.ping_out = None;
-                let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-                self.cfg.rtt.sum_us.fetch_add(us, Ordering::Relaxed);
-                self.cfg.rtt.count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// A client's ping timer: disconnect it if its last ping went unanswered too long, else
-    /// ping it (if no ping is out) and set the next tick.
-    fn ping_tick(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
-        let Some(live) = self.cfg.liveness else {
-            return;
-        };
-        let Some(c) = self.clients.get_mut(conn) else {
-            return;
-        };
-        let now = Instant::now();
-        match c.ping_out {
-            Some((_, sent)) if now.duration_since(sent) >= live.timeout => {
-                info!(
-                    "Client {:?} did not answer a ping within {:?}: disconnecting",
-                    c.peer.map(|p| p.ip()),
-                    live.timeout
-                );
-                ctx.close(conn);
-                return;
-            }
-            Some(_) => {}
-            None => {
-                self.next_ping = self.next_ping.wrapping_add(1).max(1);
-                c.ping_out = Some((self.next_ping, now));
-                let ping = wire::message(
-                    MessageType::Request,
-                    Operation::Ping,
-                    self.next_ping,
-                    &wire::Ping::default(),
-                );
-                let _ = wire::send(ctx, conn, &ping);
-            }
-        }
-        let next = match c.ping_out {
-            Some((_, sent)) => live
-                .interval
-                .min((sent + live.timeout).saturating_duration_since(now)),
-            None => live.interval,
-        };
-        ctx.set_timer(
-            next.max(Duration::from_millis(1)),
-            PING_TIMER | conn.to_u64(),
-        );
-    }
-
-    fn first_ping_delay(&mut self, live: &Liveness) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let (lo, hi) = live.first;
-        let span = hi.saturating_sub(lo).as_millis() as u64;
-        lo + Duration::from_millis(if span == 0 { 0 } else { self.rng % (span + 1) })
-    }
-
-    fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
-        let id = msg.message_id;
-        let op = Operation::AuthLogin;
-        let Ok(login) = AuthLogin::decode(msg.data) else {
-            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthLogin");
-        };
-        let Some(auth) = self.cfg.auth.clone() else {
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Unavailable,
-                "authentication is not configured",
-            );
-        };
-        // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
-        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
-        if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
-            if !limit.allow(ip, Instant::now()) {
-                debug!("login from {ip} refused: too many failed logins");
-                return Self::reply_error(
-                    ctx,
-                    conn,
-                    id,
-                    op,
-                    ErrorCode::RateLimited,
-                    "too many failed logins from this address; retry later",
-                );
-            }
-        }
-        if !auth::valid_user(&login.user) {
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Unauthenticated,
-                "wrong user or secret",
-            );
-        }
-        let req = DataRequest::execute(
-            format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
-            vec![Value::text(login.user.clone())],
-        );
-        let owner = Owner::Login {
-            conn,
-            id,
-            user: login.user,
-            secret: login.secret,
-        };
-        self.forward(ctx, conn, req_message(&req), owner);
-    }
-
-    /// Authenticates the connection with an existing token.
-    fn resume(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: &Message) {
-        let id = msg.message_id;
-        let op = Operation::AuthToken;
-        let Some(auth) = self.cfg.auth.clone() else {
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Unavailable,
-                "authentication is not configured",
-            );
-        };
-        let Ok(t) = AuthToken::decode(msg.data.clone()) else {
-            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthToken");
-        };
-        match auth.signer.verify(&t.token, SystemTime::now()) {
-            Ok(claims) => {
-                let reply = wire::message(
-                    MessageType::Response,
-                    op,
-                    id,
-                    &AuthToken {
-                        token: t.token,
-                        expires_at: claims.expires_at,
-                    },
-                );
-                if let Some(c) = self.clients.get_mut(conn) {
-                    c.user = Some((claims.user, claims.expires_at));
-                }
-                let _ = wire::send(ctx, conn, &reply);
-            }
-            Err(e) => {
-                debug!("token refused from {:?}: {e}", ctx.peer_addr(conn));
-                Self::reply_error(ctx, conn, id, op, ErrorCode::Unauthenticated, e.to_string());
-            }
-        }
-    }
-
     fn data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::Data;
@@ -611,173 +264,6 @@ impl FrameService {
         let mut msg = msg;
         msg.data = sandboxed(&msg.data).into();
         self.forward(ctx, conn, msg, Owner::Data { conn, id });
-    }
-
-    /// USERS: the admin creates, re-keys or removes a user.
-    fn users(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
-        let id = msg.message_id;
-        let op = Operation::Users;
-        let Some(auth) = self.cfg.auth.clone() else {
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Unavailable,
-                "authentication is not configured",
-            );
-        };
-        let Ok(change) = wire::UserChange::decode(msg.data) else {
-            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad UserChange");
-        };
-        let user = self.clients.get(conn).and_then(|c| c.user.clone());
-        let refusal = match user {
-            None => Some((ErrorCode::Unauthenticated, "log in first")),
-            Some((_, exp)) if exp <= now_secs() => {
-                Some((ErrorCode::Unauthenticated, "token expired; log in again"))
-            }
-            Some((name, _)) if name != auth.admin() => {
-                Some((ErrorCode::Forbidden, "only the admin user manages users"))
-            }
-            Some(_) if !auth::valid_user(&change.name) => Some((
-                ErrorCode::BadRequest,
-                "a user name is 1-64 characters: letters, digits, _ . @ -",
-            )),
-            Some(_) if change.remove && change.name == auth.admin() => {
-                Some((ErrorCode::BadRequest, "the admin user cannot be removed"))
-            }
-            Some(_) if !change.remove && change.secret.chars().count() < 8 => {
-                Some((ErrorCode::BadRequest, "a secret has at least 8 characters"))
-            }
-            Some(_) => None,
-        };
-        if let Some((code, text)) = refusal {
-            return Self::reply_error(ctx, conn, id, op, code, text);
-        }
-        if change.remove {
-            let req = DataRequest::execute(
-                format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
-                vec![Value::text(change.name.clone())],
-            );
-            let owner = Owner::User {
-                conn,
-                id,
-                name: change.name,
-                remove: true,
-            };
-            return self.forward(ctx, conn, req_message(&req), owner);
-        }
-        let inbox: LoopHandle<Note> = ctx.loop_handle();
-        let name = change.name;
-        let queued = auth.verifier.hash(
-            change.secret,
-            auth.hash_cost,
-            Box::new(move |stored| {
-                let _ = inbox.send(Note::Hashed {
-                    conn,
-                    id,
-                    name,
-                    stored,
-                });
-            }),
-        );
-        if queued {
-            if let Some(c) = self.clients.get_mut(conn) {
-                c.in_flight += 1;
-            }
-        } else {
-            Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Overloaded,
-                "too many secrets being checked; retry later",
-            );
-        }
-    }
-
-    /// The new user's secret is hashed: store it.
-    fn store_user(
-        &mut self,
-        ctx: &mut Context<'_, Note>,
-        conn: ConnId,
-        id: u32,
-        name: String,
-        stored: String,
-    ) {
-        let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
-        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
-        let req = DataRequest {
-            kind: Some(data_request::Kind::Batch(Batch {
-                steps: vec![
-                    BatchStep::new(
-                        format!(
-                            "INSERT INTO {USERS_TABLE} (name, secret_hash, created) \
-                             VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING"
-                        ),
-                        vec![Value::text(name.clone()), Value::text(stored.clone()), now],
-                    ),
-                    BatchStep::new(
-                        format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
-                        vec![Value::text(name.clone()), Value::text(stored)],
-                    ),
-                ],
-            })),
-            ..Default::default()
-        };
-        let owner = Owner::User {
-            conn,
-            id,
-            name,
-            remove: false,
-        };
-        self.forward(ctx, conn, req_message(&req), owner);
-    }
-
-    /// db-server answered a user change.
-    fn user_changed(
-        ctx: &mut Context<'_, Note>,
-        conn: ConnId,
-        id: u32,
-        name: String,
-        remove: bool,
-        m: Message,
-    ) {
-        let op = Operation::Users;
-        if m.r#type() == MessageType::Error {
-            let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
-            return Self::reply_error(ctx, conn, id, op, e.code(), e.message);
-        }
-        let affected = |outcome: Option<&protocol::proto::step_outcome::Outcome>| matches!(outcome, Some(protocol::proto::step_outcome::Outcome::Ok(r)) if r.rows_affected > 0);
-        let (created, removed) = match DataResponse::decode(m.data).ok().and_then(|r| r.kind) {
-            Some(data_response::Kind::Result(r)) if remove => (false, r.rows_affected > 0),
-            Some(data_response::Kind::Batch(b)) if !remove => (
-                affected(b.steps.first().and_then(|s| s.outcome.as_ref())),
-                false,
-            ),
-            _ => {
-                return Self::reply_error(
-                    ctx,
-                    conn,
-                    id,
-                    op,
-                    ErrorCode::Internal,
-                    "unexpected answer from db-server",
-                )
-            }
-        };
-        let reply = wire::message(
-            MessageType::Response,
-            op,
-            id,
-            &wire::UserChanged {
-                name,
-                created,
-                removed,
-            },
-        );
-        let _ = wire::send(ctx, conn, &reply);
     }
 
     /// Sends `msg` to db-server for `owner`, answering the client at once if it cannot go.
@@ -895,85 +381,6 @@ impl FrameService {
                     h.on_db_watching(yes);
                 }
             }
-        }
-    }
-
-    /// db-server answered a login's lookup: check the secret on a verifier thread.
-    fn check_login(
-        &mut self,
-        ctx: &mut Context<'_, Note>,
-        conn: ConnId,
-        id: u32,
-        user: String,
-        secret: String,
-        m: &Message,
-    ) {
-        let op = Operation::AuthLogin;
-        let Some(auth) = self.cfg.auth.clone() else {
-            return;
-        };
-        if m.r#type() == MessageType::Error {
-            let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
-            self.refund_login(conn);
-            return Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Unavailable,
-                format!("user lookup failed: {}", e.message),
-            );
-        }
-        let stored = DataResponse::decode(m.data.clone())
-            .ok()
-            .and_then(|r| match r.kind {
-                Some(data_response::Kind::Result(res)) => res.rows.into_iter().next(),
-                _ => None,
-            })
-            .and_then(|row| match row.values.into_iter().next()?.kind {
-                Some(value::Kind::Text(t)) => Some(t),
-                _ => None,
-            });
-        let (stored, known) = match stored {
-            Some(s) => (s, true),
-            None => (auth.decoy.clone(), false),
-        };
-        let inbox: LoopHandle<Note> = ctx.loop_handle();
-        let queued = auth.verifier.check(
-            stored,
-            secret,
-            Box::new(move |ok| {
-                let _ = inbox.send(Note::Verified {
-                    conn,
-                    id,
-                    user,
-                    ok: ok && known,
-                });
-            }),
-        );
-        if queued {
-            if let Some(c) = self.clients.get_mut(conn) {
-                c.in_flight += 1;
-            }
-        } else {
-            self.refund_login(conn);
-            Self::reply_error(
-                ctx,
-                conn,
-                id,
-                op,
-                ErrorCode::Overloaded,
-                "too many logins at once; retry later",
-            );
-        }
-    }
-
-    /// A login ended otherwise than with a wrong secret: its token goes back.
-    fn refund_login(&self, conn: ConnId) {
-        let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
-        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
-        if let (Some(limit), Some(ip)) = (limit, ip) {
-            limit.refund(ip);
         }
     }
 

@@ -23,8 +23,9 @@ use engine::{ConnId, ConnMap, Context};
 use log::{error, info};
 use prost::Message as _;
 
+use crate::config::AuthConfig;
 use crate::dblink::DbLink;
-use crate::frames::{AuthConfig, Note, Owner};
+use crate::events::{DocOp, Note, Owner};
 use protocol::proto::{
     data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
     Value,
@@ -134,17 +135,6 @@ pub fn watch_request() -> Message {
         tables: vec![DOCS_TABLE.to_string()],
     };
     wire::message(MessageType::Request, Operation::Watch, 0, &watch)
-}
-
-/// A document operation waiting for db-server.
-#[derive(Debug, Clone)]
-pub enum DocOp {
-    /// GET, with the cache generation it was sent in (`None`: not to be cached).
-    Get(String, Option<u64>),
-    /// PUT.
-    Put(String),
-    /// DELETE.
-    Delete(String),
 }
 
 #[derive(Debug, Default)]

@@ -2,6 +2,8 @@
 //!
 //! - [`frames`]: the frame service — login, tokens, data requests forwarded to db-server,
 //!   liveness pings, shutdown and migration notices.
+//! - [`config`]: settings every loop shares; [`events`]: what the loops wait for.
+//! - [`verifier`]: secrets checked against stored hashes off the loops.
 //! - [`http_front`]: the HTTP/1.1 front on the same loops (`/docs`, `/health`, `/metrics`).
 //! - [`dblink`]: the multiplexed links to db-server, with reconnect backoff and the breaker.
 //! - [`auth`]: signed, expiring tokens and stored secrets.
@@ -11,8 +13,16 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod config;
 pub mod dblink;
+pub mod events;
 pub mod frames;
 pub mod http_front;
+pub mod verifier;
 
-pub use frames::*;
+pub use config::{AuthConfig, Liveness, RttTotals};
+pub use events::{DocOp, Note, Owner};
+pub use frames::{
+    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig, USERS_TABLE,
+};
+pub use verifier::Verifier;

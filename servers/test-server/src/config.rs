@@ -1,0 +1,66 @@
+//! Settings every loop of a test-server shares: authentication and liveness.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::auth::{self, TokenSigner};
+use crate::verifier::Verifier;
+
+/// Authentication settings shared by every loop.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Issues and checks tokens (the key all instances share).
+    pub signer: TokenSigner,
+    /// Checks secrets off the loops.
+    pub verifier: Verifier,
+    /// Stored form of a secret nobody has: checked when the user does not exist, so that an
+    /// unknown user takes as long as a wrong secret.
+    pub decoy: String,
+    /// A user to create (or reset) with this stored secret when the link comes up. That user
+    /// (or `admin` when there is none) is the one allowed to manage users.
+    pub bootstrap: Option<(String, String)>,
+    /// How hard secrets stored through user management are hashed.
+    pub hash_cost: auth::HashCost,
+    /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
+    /// hashing, so a flood of wrong secrets costs the server next to nothing.
+    pub login_limit: Option<engine::RateLimiter>,
+}
+
+impl AuthConfig {
+    /// The user allowed to manage users.
+    pub fn admin(&self) -> &str {
+        self.bootstrap.as_ref().map_or("admin", |(name, _)| name)
+    }
+}
+
+/// When the server pings its clients and gives up on them (SPEC §4).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Between pings.
+    pub interval: Duration,
+    /// The first ping comes after a random delay in this range, so that clients that
+    /// connected together are not pinged together.
+    pub first: (Duration, Duration),
+    /// A client that has not answered a ping this long after it was sent is disconnected.
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    /// Every 30 s, the first after 1–59 s, disconnect after 90 s without an answer.
+    fn default() -> Self {
+        Liveness {
+            interval: Duration::from_secs(30),
+            first: (Duration::from_secs(1), Duration::from_secs(59)),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Ping round trips of every connection: a Prometheus summary's sum and count.
+#[derive(Debug, Default)]
+pub struct RttTotals {
+    /// Sum of the round trips, µs.
+    pub sum_us: AtomicU64,
+    /// Round trips measured.
+    pub count: AtomicU64,
+}

@@ -1,0 +1,63 @@
+//! What a loop waits for and what reaches it from other threads: the owner of each request on
+//! the db link and the notes worker threads send back. Leaf types, shared by the frame service
+//! and the HTTP front.
+
+use engine::ConnId;
+use protocol::wire;
+
+/// Who a request on the db link is for.
+#[derive(Debug)]
+pub enum Owner {
+    /// A client's data request.
+    Data { conn: ConnId, id: u32 },
+    /// A client's login: the user's stored secret was asked for.
+    Login {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+    },
+    /// An HTTP request on the front (`seq`: its place on the connection).
+    Http { conn: ConnId, seq: u64, op: DocOp },
+    /// The admin's user change.
+    User {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+    },
+    /// The service's own setup (users and documents tables, bootstrap user).
+    Setup,
+}
+
+/// Work coming back to a loop from other threads.
+#[derive(Debug)]
+pub enum Note {
+    /// Send every client a SERVER_MIGRATION notification.
+    Migrate(wire::ServerMigration),
+    /// A login's secret was checked.
+    Verified {
+        conn: ConnId,
+        id: u32,
+        user: String,
+        ok: bool,
+    },
+    /// A new user's secret was hashed (`None`: it could not be).
+    Hashed {
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: Option<String>,
+    },
+}
+
+/// A document operation waiting for db-server.
+#[derive(Debug, Clone)]
+pub enum DocOp {
+    /// GET, with the cache generation it was sent in (`None`: not to be cached).
+    Get(String, Option<u64>),
+    /// PUT.
+    Put(String),
+    /// DELETE.
+    Delete(String),
+}

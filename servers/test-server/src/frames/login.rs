@@ -1,0 +1,346 @@
+//! Logins (secret checked on a verifier thread, token issued), token resumes, and the admin's
+//! user management, for the frame service.
+
+use super::*;
+
+impl FrameService {
+    pub(super) fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthLogin;
+        let Ok(login) = AuthLogin::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthLogin");
+        };
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
+            if !limit.allow(ip, Instant::now()) {
+                debug!("login from {ip} refused: too many failed logins");
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::RateLimited,
+                    "too many failed logins from this address; retry later",
+                );
+            }
+        }
+        if !auth::valid_user(&login.user) {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unauthenticated,
+                "wrong user or secret",
+            );
+        }
+        let req = DataRequest::execute(
+            format!("SELECT secret_hash FROM {USERS_TABLE} WHERE name = ?1"),
+            vec![Value::text(login.user.clone())],
+        );
+        let owner = Owner::Login {
+            conn,
+            id,
+            user: login.user,
+            secret: login.secret,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// Authenticates the connection with an existing token.
+    pub(super) fn resume(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: &Message) {
+        let id = msg.message_id;
+        let op = Operation::AuthToken;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(t) = AuthToken::decode(msg.data.clone()) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthToken");
+        };
+        match auth.signer.verify(&t.token, SystemTime::now()) {
+            Ok(claims) => {
+                let reply = wire::message(
+                    MessageType::Response,
+                    op,
+                    id,
+                    &AuthToken {
+                        token: t.token,
+                        expires_at: claims.expires_at,
+                    },
+                );
+                if let Some(c) = self.clients.get_mut(conn) {
+                    c.user = Some((claims.user, claims.expires_at));
+                }
+                let _ = wire::send(ctx, conn, &reply);
+            }
+            Err(e) => {
+                debug!("token refused from {:?}: {e}", ctx.peer_addr(conn));
+                Self::reply_error(ctx, conn, id, op, ErrorCode::Unauthenticated, e.to_string());
+            }
+        }
+    }
+
+    /// USERS: the admin creates, re-keys or removes a user.
+    pub(super) fn users(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+        let id = msg.message_id;
+        let op = Operation::Users;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                "authentication is not configured",
+            );
+        };
+        let Ok(change) = wire::UserChange::decode(msg.data) else {
+            return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad UserChange");
+        };
+        let user = self.clients.get(conn).and_then(|c| c.user.clone());
+        let refusal = match user {
+            None => Some((ErrorCode::Unauthenticated, "log in first")),
+            Some((_, exp)) if exp <= now_secs() => {
+                Some((ErrorCode::Unauthenticated, "token expired; log in again"))
+            }
+            Some((name, _)) if name != auth.admin() => {
+                Some((ErrorCode::Forbidden, "only the admin user manages users"))
+            }
+            Some(_) if !auth::valid_user(&change.name) => Some((
+                ErrorCode::BadRequest,
+                "a user name is 1-64 characters: letters, digits, _ . @ -",
+            )),
+            Some(_) if change.remove && change.name == auth.admin() => {
+                Some((ErrorCode::BadRequest, "the admin user cannot be removed"))
+            }
+            Some(_) if !change.remove && change.secret.chars().count() < 8 => {
+                Some((ErrorCode::BadRequest, "a secret has at least 8 characters"))
+            }
+            Some(_) => None,
+        };
+        if let Some((code, text)) = refusal {
+            return Self::reply_error(ctx, conn, id, op, code, text);
+        }
+        if change.remove {
+            let req = DataRequest::execute(
+                format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
+                vec![Value::text(change.name.clone())],
+            );
+            let owner = Owner::User {
+                conn,
+                id,
+                name: change.name,
+                remove: true,
+            };
+            return self.forward(ctx, conn, req_message(&req), owner);
+        }
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let name = change.name;
+        let queued = auth.verifier.hash(
+            change.secret,
+            auth.hash_cost,
+            Box::new(move |stored| {
+                let _ = inbox.send(Note::Hashed {
+                    conn,
+                    id,
+                    name,
+                    stored,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many secrets being checked; retry later",
+            );
+        }
+    }
+
+    /// The new user's secret is hashed: store it.
+    pub(super) fn store_user(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        stored: String,
+    ) {
+        let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
+        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Batch(Batch {
+                steps: vec![
+                    BatchStep::new(
+                        format!(
+                            "INSERT INTO {USERS_TABLE} (name, secret_hash, created) \
+                             VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING"
+                        ),
+                        vec![Value::text(name.clone()), Value::text(stored.clone()), now],
+                    ),
+                    BatchStep::new(
+                        format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
+                        vec![Value::text(name.clone()), Value::text(stored)],
+                    ),
+                ],
+            })),
+            ..Default::default()
+        };
+        let owner = Owner::User {
+            conn,
+            id,
+            name,
+            remove: false,
+        };
+        self.forward(ctx, conn, req_message(&req), owner);
+    }
+
+    /// db-server answered a user change.
+    pub(super) fn user_changed(
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        name: String,
+        remove: bool,
+        m: Message,
+    ) {
+        let op = Operation::Users;
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
+            return Self::reply_error(ctx, conn, id, op, e.code(), e.message);
+        }
+        let affected = |outcome: Option<&protocol::proto::step_outcome::Outcome>| matches!(outcome, Some(protocol::proto::step_outcome::Outcome::Ok(r)) if r.rows_affected > 0);
+        let (created, removed) = match DataResponse::decode(m.data).ok().and_then(|r| r.kind) {
+            Some(data_response::Kind::Result(r)) if remove => (false, r.rows_affected > 0),
+            Some(data_response::Kind::Batch(b)) if !remove => (
+                affected(b.steps.first().and_then(|s| s.outcome.as_ref())),
+                false,
+            ),
+            _ => {
+                return Self::reply_error(
+                    ctx,
+                    conn,
+                    id,
+                    op,
+                    ErrorCode::Internal,
+                    "unexpected answer from db-server",
+                )
+            }
+        };
+        let reply = wire::message(
+            MessageType::Response,
+            op,
+            id,
+            &wire::UserChanged {
+                name,
+                created,
+                removed,
+            },
+        );
+        let _ = wire::send(ctx, conn, &reply);
+    }
+
+    /// db-server answered a login's lookup: check the secret on a verifier thread.
+    pub(super) fn check_login(
+        &mut self,
+        ctx: &mut Context<'_, Note>,
+        conn: ConnId,
+        id: u32,
+        user: String,
+        secret: String,
+        m: &Message,
+    ) {
+        let op = Operation::AuthLogin;
+        let Some(auth) = self.cfg.auth.clone() else {
+            return;
+        };
+        if m.r#type() == MessageType::Error {
+            let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
+            self.refund_login(conn);
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Unavailable,
+                format!("user lookup failed: {}", e.message),
+            );
+        }
+        let stored = DataResponse::decode(m.data.clone())
+            .ok()
+            .and_then(|r| match r.kind {
+                Some(data_response::Kind::Result(res)) => res.rows.into_iter().next(),
+                _ => None,
+            })
+            .and_then(|row| match row.values.into_iter().next()?.kind {
+                Some(value::Kind::Text(t)) => Some(t),
+                _ => None,
+            });
+        let (stored, known) = match stored {
+            Some(s) => (s, true),
+            None => (auth.decoy.clone(), false),
+        };
+        let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let queued = auth.verifier.check(
+            stored,
+            secret,
+            Box::new(move |ok| {
+                let _ = inbox.send(Note::Verified {
+                    conn,
+                    id,
+                    user,
+                    ok: ok && known,
+                });
+            }),
+        );
+        if queued {
+            if let Some(c) = self.clients.get_mut(conn) {
+                c.in_flight += 1;
+            }
+        } else {
+            self.refund_login(conn);
+            Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::Overloaded,
+                "too many logins at once; retry later",
+            );
+        }
+    }
+
+    /// A login ended otherwise than with a wrong secret: its token goes back.
+    pub(super) fn refund_login(&self, conn: ConnId) {
+        let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
+        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        if let (Some(limit), Some(ip)) = (limit, ip) {
+            limit.refund(ip);
+        }
+    }
+}
