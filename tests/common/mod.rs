@@ -467,9 +467,9 @@ pub fn start_db_pool(cfg: db::PoolConfig) -> Running {
 
 /// The same on `threads` loops (connections spread over them by the kernel).
 pub fn start_db_loops(cfg: db::PoolConfig, threads: usize) -> Running {
-    use db::{monitor::Monitor, DbService, Pool};
+    use db::{monitor::Monitor, DbService};
     use std::sync::Arc;
-    let pool = Arc::new(Pool::start(cfg, Arc::new(Monitor::new(None))).unwrap());
+    let pool = Arc::new(cfg.start(Arc::new(Monitor::new(None))).unwrap());
     let watchers = db::watch::Watchers::new();
     start(
         engine::Config {

@@ -1,7 +1,8 @@
 //! Batches: steps run in order in one transaction, each step optionally conditional on the
 //! outcome of earlier ones; the same logic on every backend.
 
-use super::sqlite::{DbError, Limit};
+use super::error::DbError;
+use super::page::Limit;
 use protocol::proto::{
     batch_condition, step_outcome, Batch, BatchCondition, BatchResult, ErrorCode, Statement,
     StatementResult, StepOutcome,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod libpq;
 pub mod monitor;
 pub mod page;
+pub mod pool;
 pub mod postgres;
 pub mod postgres_pool;
 pub mod sandbox;
@@ -28,7 +29,28 @@ pub mod watch;
 pub mod workers;
 
 pub use error::DbError;
+pub use pool::Pool;
 pub use postgres_pool::PgConfig;
 pub use service::DbService;
 pub use sqlite_pool::SqliteConfig;
-pub use workers::{Pool, PoolConfig};
+
+use std::sync::Arc;
+
+/// Which backend to start.
+#[derive(Debug, Clone)]
+pub enum PoolConfig {
+    /// Embedded SQLite.
+    Sqlite(SqliteConfig),
+    /// PostgreSQL.
+    Postgres(PgConfig),
+}
+
+impl PoolConfig {
+    /// Starts the backend's workers on a [`Pool`].
+    pub fn start(self, monitor: Arc<monitor::Monitor>) -> Result<Pool, DbError> {
+        match self {
+            PoolConfig::Sqlite(c) => sqlite_pool::start(c, monitor),
+            PoolConfig::Postgres(c) => postgres_pool::start(c, monitor),
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use db::monitor::Monitor;
 use db::watch::Watchers;
-use db::{DbService, PgConfig, Pool, PoolConfig, SqliteConfig};
+use db::{DbService, PgConfig, PoolConfig, SqliteConfig};
 use engine::Server;
 use log::info;
 use shared::settings;
@@ -122,7 +122,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             format!("SQLite {}", args.sqlite.display()),
         ),
     };
-    let pool = Pool::start(backend, monitor)
+    let pool = backend
+        .start(monitor)
         .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
     let pool = Arc::new(pool);
     let max = cfg.max_message_size;

@@ -23,9 +23,9 @@
 //! index beside it after the commit, so a retry gets the same reply.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use prost::Message as _;
@@ -37,10 +37,10 @@ use super::monitor::Monitor;
 use super::page::Limit;
 use super::postgres::{self, Pg};
 use super::txn::Txns;
-use super::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
+use super::workers::{enqueue, starts_with_keyword, Job, Work};
+use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
 use protocol::proto::{
     data_response, DataResponse, ErrorCode, ReadConsistency, Statement, StatementResult,
-    StatsResult,
 };
 
 /// PostgreSQL pool configuration.
@@ -64,24 +64,6 @@ pub struct PgConfig {
     pub replica_retry: Duration,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    committed: Arc<AtomicU64>,
-    commits: AtomicU64,
-    writes: AtomicU64,
-}
-
-/// The PostgreSQL workers; cheap to share behind an `Arc`.
-#[derive(Debug)]
-pub struct PgPool {
-    /// Interactive transactions and cursors (on the primary).
-    pub txns: Txns,
-    readers: SyncSender<Job>,
-    writers: SyncSender<Job>,
-    counters: Arc<Counters>,
-    monitor: Arc<Monitor>,
-}
-
 /// A URL without its password, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -94,144 +76,80 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), DbError> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(f)
-        .map(|_| ())
-        .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
-}
-
 /// Requests a worker takes from its queue at once (one round trip, one commit for writes).
 const MAX_GROUP: usize = 64;
 
-/// The next job, waiting for it, and whatever else is queued, up to [`MAX_GROUP`].
-fn next_group(jobs: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
-    let rx = match jobs.lock() {
-        Ok(rx) => rx,
-        Err(p) => p.into_inner(),
-    };
-    let mut group = vec![rx.recv().ok()?];
-    while group.len() < MAX_GROUP {
-        match rx.try_recv() {
-            Ok(j) => group.push(j),
-            Err(_) => break,
-        }
-    }
-    Some(group)
-}
-
-impl PgPool {
-    /// Connects to the primary (failing fast when it cannot), prepares the server's tables,
-    /// and starts the writers and readers. Replicas are connected to lazily.
-    pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<PgPool, DbError> {
-        let mut first = Pg::connect(&cfg.url)?;
-        first.create_meta()?;
-        let counters = Arc::new(Counters::default());
-        counters
-            .committed
-            .store(first.current_lsn()?, Ordering::Release);
-        let (wtx, wrx) = mpsc::sync_channel::<Job>(cfg.queue);
-        let (rtx, rrx) = mpsc::sync_channel::<Job>(cfg.queue);
-        let (wrx, rrx) = (Arc::new(Mutex::new(wrx)), Arc::new(Mutex::new(rrx)));
-        let mut spare = Some(first);
-        for i in 0..cfg.writers.max(1) {
-            let mut w = Writer {
-                url: cfg.url.clone(),
-                pg: spare.take(),
-                counters: Arc::clone(&counters),
-                monitor: Arc::clone(&monitor),
-            };
-            let jobs = Arc::clone(&wrx);
-            spawn(format!("db-writer-{i}"), move || {
-                while let Some(group) = next_group(&jobs) {
-                    w.run_group(group);
-                }
-            })?;
-        }
-        let rr = Arc::new(AtomicUsize::new(0));
-        for i in 0..cfg.readers.max(1) {
-            let mut r = Reader {
-                url: cfg.url.clone(),
-                primary: None,
-                replicas: cfg
-                    .replicas
-                    .iter()
-                    .map(|u| Replica {
-                        url: u.clone(),
-                        pg: None,
-                        down_until: None,
-                        replayed: 0,
-                    })
-                    .collect(),
-                rr: Arc::clone(&rr),
-                wait: cfg.replica_wait,
-                retry: cfg.replica_retry,
-                writers: wtx.clone(),
-                committed: Arc::clone(&counters.committed),
-                monitor: Arc::clone(&monitor),
-            };
-            let jobs = Arc::clone(&rrx);
-            spawn(format!("db-reader-{i}"), move || {
-                while let Some(group) = next_group(&jobs) {
-                    r.run_group(group);
-                }
-            })?;
-        }
-        info!(
-            "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s), {} reader(s)",
-            redact(&cfg.url),
-            cfg.replicas.len(),
-            cfg.replicas
-                .iter()
-                .map(|u| format!(" {}", redact(u)))
-                .collect::<String>(),
-            cfg.writers.max(1),
-            cfg.readers.max(1)
-        );
-        let txns = Txns::new(
-            postgres::txn_opener(cfg.url.clone()),
-            cfg.max_txns,
-            Arc::clone(&counters.committed),
-            Arc::clone(&monitor),
-        );
-        Ok(PgPool {
-            txns,
-            readers: rtx,
-            writers: wtx,
-            counters,
-            monitor,
-        })
-    }
-
-    /// Queues `job`: statements that look like reads to the readers, the rest to the writers.
-    pub fn submit(&self, job: Job) {
-        if let Err(e) = check_allowed(&job.work) {
-            return (job.reply)(Err(e));
-        }
-        match &job.work {
-            Work::Execute(st) if starts_with_keyword(&st.sql, READ_KEYWORDS) => {
-                enqueue(&self.readers, job)
-            }
-            _ => enqueue(&self.writers, job),
-        }
-    }
-
-    /// The highest commit index this server has acknowledged.
-    pub fn committed_index(&self) -> u64 {
-        self.counters.committed.load(Ordering::Acquire)
-    }
-
-    /// Query statistics and commit counters (every write is its own commit here; PostgreSQL
-    /// shares the WAL flushes of concurrent commits).
-    pub fn stats(&self) -> StatsResult {
-        StatsResult {
-            statements: self.monitor.snapshot(),
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            grouped_writes: self.counters.writes.load(Ordering::Relaxed),
-            commit_index: self.committed_index(),
-        }
-    }
+/// Connects to the primary (failing fast when it cannot), prepares the server's tables, and
+/// starts the writers and readers on a [`Pool`]. Replicas are connected to lazily.
+pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
+    let mut first = Pg::connect(&cfg.url)?;
+    first.create_meta()?;
+    let counters = Counters::starting_at(first.current_lsn()?);
+    let txns = Txns::new(
+        postgres::txn_opener(cfg.url.clone()),
+        cfg.max_txns,
+        Arc::clone(&counters.committed),
+        Arc::clone(&monitor),
+    );
+    let pool = Pool::start(
+        cfg.queue,
+        Arc::clone(&counters),
+        Arc::clone(&monitor),
+        txns,
+        AfterIndex::Readers,
+        |queues| {
+            let mut spare = Some(first);
+            let writers = (0..cfg.writers.max(1))
+                .map(|_| Writer {
+                    url: cfg.url.clone(),
+                    pg: spare.take(),
+                    counters: Arc::clone(&counters),
+                    monitor: Arc::clone(&monitor),
+                })
+                .collect();
+            let rr = Arc::new(AtomicUsize::new(0));
+            let readers = (0..cfg.readers.max(1))
+                .map(|_| Reader {
+                    url: cfg.url.clone(),
+                    primary: None,
+                    replicas: cfg
+                        .replicas
+                        .iter()
+                        .map(|u| Replica {
+                            url: u.clone(),
+                            pg: None,
+                            down_until: None,
+                            replayed: 0,
+                        })
+                        .collect(),
+                    rr: Arc::clone(&rr),
+                    wait: cfg.replica_wait,
+                    retry: cfg.replica_retry,
+                    writers: queues.writers.clone(),
+                    committed: Arc::clone(&counters.committed),
+                    monitor: Arc::clone(&monitor),
+                })
+                .collect();
+            Ok(Workers {
+                readers,
+                writers,
+                reader_group: MAX_GROUP,
+                writer_group: MAX_GROUP,
+            })
+        },
+    )?;
+    info!(
+        "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s), {} reader(s)",
+        redact(&cfg.url),
+        cfg.replicas.len(),
+        cfg.replicas
+            .iter()
+            .map(|u| format!(" {}", redact(u)))
+            .collect::<String>(),
+        cfg.writers.max(1),
+        cfg.readers.max(1)
+    );
+    Ok(pool)
 }
 
 /// A connection that is there and usable, connecting (again) if needed.
@@ -249,15 +167,7 @@ fn ensure<'a>(slot: &'a mut Option<Pg>, url: &str, setup: &str) -> Result<&'a mu
     Ok(slot.insert(pg))
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Idempotency records are kept this long.
-const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
-
+/// A writer thread: its connection to the primary.
 struct Writer {
     url: String,
     pg: Option<Pg>,
@@ -268,6 +178,12 @@ struct Writer {
 enum Outcome {
     Fresh(data_response::Kind),
     Stored,
+}
+
+impl Worker for Writer {
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        Writer::run_group(self, jobs);
+    }
 }
 
 impl Writer {
@@ -310,10 +226,7 @@ impl Writer {
     }
 
     fn committed(&mut self, index: u64, writes: u64) {
-        self.counters.committed.fetch_max(index, Ordering::AcqRel);
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        let before = self.counters.writes.fetch_add(writes, Ordering::Relaxed);
-        if before / 1000 != (before + writes) / 1000 {
+        if self.counters.commit(index, writes) {
             self.prune();
         }
     }
@@ -357,7 +270,7 @@ impl Writer {
 
     fn prune(&mut self) {
         if let Some(pg) = self.pg.as_mut() {
-            let cutoff = now_secs() - IDEMPOTENCY_TTL_SECS;
+            let cutoff = idempotency_cutoff();
             if let Err(e) = pg.scalar(
                 "DELETE FROM _netmod_idempotency WHERE created < $1",
                 &[Param::Int(cutoff)],
@@ -535,6 +448,12 @@ fn answer(
 
 /// A read-only session: a statement that writes fails READ_ONLY and goes to the writers.
 const READ_ONLY_SESSION: &str = "SET default_transaction_read_only = on";
+
+impl Worker for Reader {
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        Reader::run_group(self, jobs);
+    }
+}
 
 impl Reader {
     /// Serves a group of reads: those that may go to a replica on the next healthy one (in one

@@ -20,8 +20,9 @@ use prost::Message as _;
 
 use super::error::DbError;
 use super::page::Limit;
+use super::pool::Pool;
 use super::watch::{self, Subscription, Watchers};
-use super::workers::{Job, Pool, ReplyFn, Work};
+use super::workers::{Job, ReplyFn, Work};
 use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
 };

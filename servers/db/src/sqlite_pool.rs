@@ -15,21 +15,21 @@
 //! A write with an idempotency key stores the key and its response in the same savepoint. A
 //! retry finds the key and gets the stored response (byte for byte the same), not a second write.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{error, info};
 use prost::Message as _;
 use rusqlite::Connection;
 
-use super::monitor::Monitor;
-use super::sqlite::{self, DbError};
-use super::txn::Txns;
-use super::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
-use protocol::proto::{data_response, DataResponse, ErrorCode, ReadConsistency, StatsResult};
+use crate::monitor::Monitor;
+use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
+use crate::sqlite::{self, DbError};
+use crate::txn::Txns;
+use crate::workers::{enqueue, Job, Work};
+use protocol::proto::{data_response, DataResponse, ErrorCode};
 
 /// SQLite pool configuration.
 #[derive(Debug, Clone)]
@@ -48,169 +48,94 @@ pub struct SqliteConfig {
     pub max_txns: usize,
 }
 
-#[derive(Debug)]
-struct Counters {
-    committed: Arc<AtomicU64>,
-    commits: AtomicU64,
-    grouped_writes: AtomicU64,
+/// Opens the database (creating it) and starts the writer and the readers on a [`Pool`].
+///
+/// Single statements that look like reads go to the readers, which hand anything SQLite does
+/// not call read-only to the writer. With one database every read is a primary read, so
+/// `AFTER_INDEX` is met at once, or never: an index above the last commit was never
+/// acknowledged (STALE).
+pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
+    let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout)?;
+    let counters = Counters::starting_at(sqlite::commit_index(&writer_conn)?);
+    let readers = (0..cfg.readers.max(1))
+        .map(|_| sqlite::open_reader(&cfg.path, cfg.busy_timeout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let txns = Txns::new(
+        sqlite::txn_opener(cfg.path.clone(), cfg.busy_timeout),
+        cfg.max_txns,
+        Arc::clone(&counters.committed),
+        Arc::clone(&monitor),
+    );
+    let n = readers.len();
+    let pool = Pool::start(
+        cfg.queue,
+        Arc::clone(&counters),
+        Arc::clone(&monitor),
+        txns,
+        AfterIndex::Stale,
+        |queues| {
+            Ok(Workers {
+                readers: readers
+                    .into_iter()
+                    .map(|conn| Reader {
+                        conn,
+                        writer: queues.writers.clone(),
+                        counters: Arc::clone(&counters),
+                        monitor: Arc::clone(&monitor),
+                    })
+                    .collect(),
+                // One writer: SQLite has one, and its group commit is the batching.
+                writers: vec![Writer {
+                    conn: writer_conn,
+                    counters: Arc::clone(&counters),
+                    monitor: Arc::clone(&monitor),
+                }],
+                reader_group: 1,
+                writer_group: cfg.max_group.max(1),
+            })
+        },
+    )?;
+    info!(
+        "SQLite database {} open (WAL, synchronous=FULL), {n} reader(s)",
+        cfg.path.display(),
+    );
+    Ok(pool)
 }
 
-/// The SQLite workers; cheap to share behind an `Arc`.
-#[derive(Debug)]
-pub struct SqlitePool {
-    /// Interactive transactions.
-    pub txns: Txns,
-    readers: SyncSender<Job>,
+/// A reader thread's connection (read-only).
+struct Reader {
+    conn: Connection,
     writer: SyncSender<Job>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
 }
 
-impl SqlitePool {
-    /// Opens the database (creating it), starts the writer and the readers.
-    pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<SqlitePool, DbError> {
-        let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout)?;
-        let counters = Arc::new(Counters {
-            committed: Arc::new(AtomicU64::new(sqlite::commit_index(&writer_conn)?)),
-            commits: AtomicU64::new(0),
-            grouped_writes: AtomicU64::new(0),
-        });
-        let (wtx, wrx) = mpsc::sync_channel::<Job>(cfg.queue);
-        let (rtx, rrx) = mpsc::sync_channel::<Job>(cfg.queue);
-        let rrx = Arc::new(Mutex::new(rrx));
-        for i in 0..cfg.readers.max(1) {
-            let conn = sqlite::open_reader(&cfg.path, cfg.busy_timeout)?;
-            let (rrx, wtx, counters, monitor) = (
-                Arc::clone(&rrx),
-                wtx.clone(),
-                Arc::clone(&counters),
-                Arc::clone(&monitor),
-            );
-            std::thread::Builder::new()
-                .name(format!("db-reader-{i}"))
-                .spawn(move || reader_loop(conn, &rrx, &wtx, &counters, &monitor))
-                .map_err(|e| DbError::new(ErrorCode::Internal, e.to_string()))?;
-        }
-        let (c, m, max_group) = (
-            Arc::clone(&counters),
-            Arc::clone(&monitor),
-            cfg.max_group.max(1),
-        );
-        std::thread::Builder::new()
-            .name("db-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn: writer_conn,
-                    counters: c,
-                    monitor: m,
-                    max_group,
-                }
-                .run(&wrx)
-            })
-            .map_err(|e| DbError::new(ErrorCode::Internal, e.to_string()))?;
-        info!(
-            "SQLite database {} open (WAL, synchronous=FULL), {} reader(s)",
-            display(&cfg.path),
-            cfg.readers.max(1)
-        );
-        let txns = Txns::new(
-            sqlite::txn_opener(cfg.path.clone(), cfg.busy_timeout),
-            cfg.max_txns,
-            Arc::clone(&counters.committed),
-            Arc::clone(&monitor),
-        );
-        Ok(SqlitePool {
-            txns,
-            readers: rtx,
-            writer: wtx,
-            counters,
-            monitor,
-        })
-    }
-
-    /// Queues `job`: single statements that look like reads go to the readers (which hand
-    /// anything SQLite does not call read-only to the writer); everything else to the writer.
-    /// With one database every read is a primary read, so `AFTER_INDEX` is met at once, or
-    /// never: an index above the last commit was never acknowledged (STALE).
-    pub fn submit(&self, job: Job) {
-        if let Err(e) = check_allowed(&job.work) {
-            return (job.reply)(Err(e));
-        }
-        let now = self.committed_index();
-        if job.consistency == ReadConsistency::AfterIndex && job.after_index > now {
-            let e = DbError::new(
-                ErrorCode::Stale,
-                format!("commit index {} not reached (at {now})", job.after_index),
-            );
-            return (job.reply)(Err(e));
-        }
-        match &job.work {
-            Work::Execute(st) if starts_with_keyword(&st.sql, READ_KEYWORDS) => {
-                enqueue(&self.readers, job)
-            }
-            _ => enqueue(&self.writer, job),
-        }
-    }
-
-    /// The last commit index made durable.
-    pub fn committed_index(&self) -> u64 {
-        self.counters.committed.load(Ordering::Acquire)
-    }
-
-    /// Query statistics and commit counters.
-    pub fn stats(&self) -> StatsResult {
-        StatsResult {
-            statements: self.monitor.snapshot(),
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            grouped_writes: self.counters.grouped_writes.load(Ordering::Relaxed),
-            commit_index: self.committed_index(),
+impl Worker for Reader {
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            self.read(job);
         }
     }
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn reader_loop(
-    conn: Connection,
-    jobs: &Mutex<Receiver<Job>>,
-    writer: &SyncSender<Job>,
-    counters: &Counters,
-    monitor: &Monitor,
-) {
-    loop {
-        let job = {
-            let rx = match jobs.lock() {
-                Ok(rx) => rx,
-                Err(p) => p.into_inner(),
-            };
-            match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return, // the pool is gone
-            }
-        };
+impl Reader {
+    fn read(&mut self, job: Job) {
         let Work::Execute(st) = &job.work else {
-            enqueue(writer, job);
-            continue;
+            return enqueue(&self.writer, job);
         };
-        match sqlite::is_readonly(&conn, &st.sql) {
+        match sqlite::is_readonly(&self.conn, &st.sql) {
             Ok(true) => {}
-            Ok(false) => {
-                enqueue(writer, job);
-                continue;
-            }
+            Ok(false) => return enqueue(&self.writer, job),
             Err(e) => {
-                monitor.record(&st.sql, Duration::ZERO, false);
-                (job.reply)(Err(e));
-                continue;
+                self.monitor.record(&st.sql, Duration::ZERO, false);
+                return (job.reply)(Err(e));
             }
         }
         // The snapshot this read sees starts after this load, so it includes at least this index.
-        let index = counters.committed.load(Ordering::Acquire);
+        let index = self.counters.committed_index();
         let start = Instant::now();
-        let r = sqlite::execute(&conn, st, job.limit);
-        monitor.record(&st.sql, start.elapsed(), r.is_ok());
+        let r = sqlite::execute(&self.conn, st, job.limit);
+        self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         (job.reply)(r.map(|res| DataResponse {
             kind: Some(data_response::Kind::Result(res)),
             commit_index: index,
@@ -218,37 +143,20 @@ fn reader_loop(
     }
 }
 
+/// The writer thread's connection: group commits.
 struct Writer {
     conn: Connection,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
-    max_group: usize,
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+impl Worker for Writer {
+    fn run_group(&mut self, mut jobs: Vec<Job>) {
+        self.commit_group(&mut jobs);
+    }
 }
-
-/// Idempotency records are kept this long.
-const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
 
 impl Writer {
-    fn run(mut self, jobs: &Receiver<Job>) {
-        let mut group: Vec<Job> = Vec::with_capacity(self.max_group);
-        while let Ok(first) = jobs.recv() {
-            group.push(first);
-            while group.len() < self.max_group {
-                match jobs.try_recv() {
-                    Ok(j) => group.push(j),
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(&mut group);
-        }
-    }
-
     fn commit_group(&mut self, group: &mut Vec<Job>) {
         let mut results: Vec<Result<DataResponse, DbError>> = Vec::with_capacity(group.len());
         let begun = self
@@ -277,12 +185,7 @@ impl Writer {
         };
         match committed {
             Ok(()) if wrote > 0 => {
-                self.counters.committed.fetch_max(index, Ordering::AcqRel);
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .grouped_writes
-                    .fetch_add(wrote as u64, Ordering::Relaxed);
-                if index % 1000 == 0 {
+                if self.counters.commit(index, wrote as u64) {
                     self.prune_idempotency();
                 }
             }
@@ -362,7 +265,7 @@ impl Writer {
     }
 
     fn prune_idempotency(&self) {
-        let cutoff = now_secs() - IDEMPOTENCY_TTL_SECS;
+        let cutoff = idempotency_cutoff();
         if let Err(e) = self.conn.execute(
             "DELETE FROM _netmod_idempotency WHERE created < ?1",
             [cutoff],

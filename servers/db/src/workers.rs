@@ -1,16 +1,11 @@
-//! What the backends' workers share: jobs, the reply callback, which statements may be run
-//! outside the server's own transaction handling, and [`Pool`], the backend a db-server runs.
+//! What the backends' workers are given: jobs, the reply callback, and which statements may be
+//! run outside the server's own transaction handling.
 
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::Arc;
 
 use super::error::DbError;
-use super::monitor::Monitor;
 use super::page::Limit;
-use super::postgres_pool::{PgConfig, PgPool};
-use super::sqlite_pool::{SqliteConfig, SqlitePool};
-use super::txn::Txns;
-use protocol::proto::{Batch, DataResponse, ErrorCode, ReadConsistency, Statement, StatsResult};
+use protocol::proto::{Batch, DataResponse, ErrorCode, ReadConsistency, Statement};
 
 /// What a job asks for.
 #[derive(Debug, Clone)]
@@ -134,66 +129,6 @@ pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
         ));
     }
     Ok(())
-}
-
-/// The backend a db-server runs on.
-#[derive(Debug)]
-pub enum Pool {
-    /// Embedded SQLite.
-    Sqlite(SqlitePool),
-    /// PostgreSQL, optionally with read replicas.
-    Postgres(PgPool),
-}
-
-/// Which backend to start.
-#[derive(Debug, Clone)]
-pub enum PoolConfig {
-    /// Embedded SQLite.
-    Sqlite(SqliteConfig),
-    /// PostgreSQL.
-    Postgres(PgConfig),
-}
-
-impl Pool {
-    /// Starts the backend's workers.
-    pub fn start(cfg: PoolConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
-        Ok(match cfg {
-            PoolConfig::Sqlite(c) => Pool::Sqlite(SqlitePool::start(c, monitor)?),
-            PoolConfig::Postgres(c) => Pool::Postgres(PgPool::start(c, monitor)?),
-        })
-    }
-
-    /// Queues a statement or batch outside interactive transactions.
-    pub fn submit(&self, job: Job) {
-        match self {
-            Pool::Sqlite(p) => p.submit(job),
-            Pool::Postgres(p) => p.submit(job),
-        }
-    }
-
-    /// Interactive transactions and cursors.
-    pub fn txns(&self) -> &Txns {
-        match self {
-            Pool::Sqlite(p) => &p.txns,
-            Pool::Postgres(p) => &p.txns,
-        }
-    }
-
-    /// The highest commit index this server has acknowledged.
-    pub fn committed_index(&self) -> u64 {
-        match self {
-            Pool::Sqlite(p) => p.committed_index(),
-            Pool::Postgres(p) => p.committed_index(),
-        }
-    }
-
-    /// Query statistics and commit counters.
-    pub fn stats(&self) -> StatsResult {
-        match self {
-            Pool::Sqlite(p) => p.stats(),
-            Pool::Postgres(p) => p.stats(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,245 @@
+//! The worker pool every backend runs on.
+//!
+//! The pool owns what does not depend on the database: the two bounded queues (reads, writes),
+//! routing a job to one of them, refusing what the server's own transaction handling forbids,
+//! the commit counters and index, the statistics, when idempotency records are pruned, and the
+//! worker threads themselves. A backend ([`crate::sqlite_pool`], [`crate::postgres_pool`])
+//! gives only its [`Worker`]s: how a group of reads or writes runs on its connections.
+//!
+//! ```text
+//! submit ─► check_allowed ─► read keyword? ─► readers queue ─► reader thread ─► Worker::run_group
+//!                                   └ else ─► writers queue ─► writer thread ─► Worker::run_group
+//! ```
+//!
+//! A reader that finds a job is a write after all (SQLite: not read-only; PostgreSQL: the
+//! read-only session refused it) hands it to the writers' queue ([`Queues::writers`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::DbError;
+use crate::monitor::Monitor;
+use crate::txn::Txns;
+use crate::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
+use protocol::proto::{ErrorCode, ReadConsistency, StatsResult};
+
+/// Idempotency records are kept this long.
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+/// Idempotency records are pruned once per this many acknowledged writes.
+const PRUNE_EVERY_WRITES: u64 = 1000;
+
+/// One worker thread's share of a backend: it owns its connections and runs the groups of jobs
+/// the pool takes from its queue (one job, or up to the group size when several wait).
+pub(crate) trait Worker: Send + 'static {
+    /// Runs `jobs` and answers each through its reply.
+    fn run_group(&mut self, jobs: Vec<Job>);
+}
+
+/// The queues, for workers that hand a job on (a reader that found a write).
+#[derive(Debug, Clone)]
+pub(crate) struct Queues {
+    /// Jobs that may be reads.
+    pub readers: SyncSender<Job>,
+    /// Writes and batches.
+    pub writers: SyncSender<Job>,
+}
+
+/// Commits and the commit index, kept the same way for every backend.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// The highest commit index acknowledged (shared with the interactive transactions).
+    pub committed: Arc<AtomicU64>,
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Counters {
+    /// Counters starting at the database's current commit index.
+    pub fn starting_at(index: u64) -> Arc<Counters> {
+        let c = Counters::default();
+        c.committed.store(index, Ordering::Release);
+        Arc::new(c)
+    }
+
+    /// The highest commit index acknowledged.
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Records one commit of `writes` writes, reaching `index`. True when the committing worker
+    /// should now prune old idempotency records (with [`idempotency_cutoff`]).
+    #[must_use]
+    pub fn commit(&self, index: u64, writes: u64) -> bool {
+        self.committed.fetch_max(index, Ordering::AcqRel);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let before = self.writes.fetch_add(writes, Ordering::Relaxed);
+        before / PRUNE_EVERY_WRITES != (before + writes) / PRUNE_EVERY_WRITES
+    }
+}
+
+/// Idempotency records created before this (seconds since the epoch) may be deleted.
+pub(crate) fn idempotency_cutoff() -> i64 {
+    now_secs() - IDEMPOTENCY_TTL_SECS
+}
+
+/// Seconds since the epoch, for idempotency records.
+pub(crate) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How a backend answers an `AFTER_INDEX` read whose index is not committed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterIndex {
+    /// One database: every read sees every commit, so an index above the last one was never
+    /// acknowledged and is answered STALE at once.
+    Stale,
+    /// Replicas: the reader waits for one to catch up, or asks the primary.
+    Readers,
+}
+
+/// What a backend hands the pool to start.
+pub(crate) struct Workers<R, W> {
+    /// One per reader thread.
+    pub readers: Vec<R>,
+    /// One per writer thread.
+    pub writers: Vec<W>,
+    /// Jobs a reader takes at once.
+    pub reader_group: usize,
+    /// Jobs a writer takes at once.
+    pub writer_group: usize,
+}
+
+/// A running backend: its workers, queues and counters, and its interactive transactions.
+#[derive(Debug)]
+pub struct Pool {
+    txns: Txns,
+    queues: Queues,
+    counters: Arc<Counters>,
+    monitor: Arc<Monitor>,
+    after_index: AfterIndex,
+}
+
+impl Pool {
+    /// Makes the queues (`queue` jobs each), lets `make` build the workers (they may keep the
+    /// queues, to hand jobs on), and starts a thread for each.
+    pub(crate) fn start<R: Worker, W: Worker>(
+        queue: usize,
+        counters: Arc<Counters>,
+        monitor: Arc<Monitor>,
+        txns: Txns,
+        after_index: AfterIndex,
+        make: impl FnOnce(&Queues) -> Result<Workers<R, W>, DbError>,
+    ) -> Result<Pool, DbError> {
+        let (wtx, wrx) = mpsc::sync_channel::<Job>(queue);
+        let (rtx, rrx) = mpsc::sync_channel::<Job>(queue);
+        let queues = Queues {
+            readers: rtx,
+            writers: wtx,
+        };
+        let workers = make(&queues)?;
+        let (wrx, rrx) = (Arc::new(Mutex::new(wrx)), Arc::new(Mutex::new(rrx)));
+        for (i, w) in workers.writers.into_iter().enumerate() {
+            serve(format!("db-writer-{i}"), w, &wrx, workers.writer_group)?;
+        }
+        for (i, r) in workers.readers.into_iter().enumerate() {
+            serve(format!("db-reader-{i}"), r, &rrx, workers.reader_group)?;
+        }
+        Ok(Pool {
+            txns,
+            queues,
+            counters,
+            monitor,
+            after_index,
+        })
+    }
+
+    /// Queues a statement or batch outside interactive transactions: single statements that
+    /// look like reads to the readers, everything else to the writers.
+    pub fn submit(&self, job: Job) {
+        if let Err(e) = check_allowed(&job.work) {
+            return (job.reply)(Err(e));
+        }
+        let now = self.committed_index();
+        if self.after_index == AfterIndex::Stale
+            && job.consistency == ReadConsistency::AfterIndex
+            && job.after_index > now
+        {
+            let e = DbError::new(
+                ErrorCode::Stale,
+                format!("commit index {} not reached (at {now})", job.after_index),
+            );
+            return (job.reply)(Err(e));
+        }
+        match &job.work {
+            Work::Execute(st) if starts_with_keyword(&st.sql, READ_KEYWORDS) => {
+                enqueue(&self.queues.readers, job)
+            }
+            _ => enqueue(&self.queues.writers, job),
+        }
+    }
+
+    /// Interactive transactions and cursors.
+    pub fn txns(&self) -> &Txns {
+        &self.txns
+    }
+
+    /// The highest commit index this server has acknowledged.
+    pub fn committed_index(&self) -> u64 {
+        self.counters.committed_index()
+    }
+
+    /// Query statistics and commit counters. `grouped_writes` counts writes acknowledged by
+    /// the commits (SQLite groups them in one transaction; PostgreSQL pipelines plain writes in
+    /// one and shares WAL flushes between concurrent commits).
+    pub fn stats(&self) -> StatsResult {
+        StatsResult {
+            statements: self.monitor.snapshot(),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            grouped_writes: self.counters.writes.load(Ordering::Relaxed),
+            commit_index: self.committed_index(),
+        }
+    }
+}
+
+/// Starts a thread that runs `worker` on groups of up to `group` jobs from `jobs`, until the
+/// pool (every sender) is gone.
+fn serve(
+    name: String,
+    mut worker: impl Worker,
+    jobs: &Arc<Mutex<Receiver<Job>>>,
+    group: usize,
+) -> Result<(), DbError> {
+    let jobs = Arc::clone(jobs);
+    let group = group.max(1);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            while let Some(g) = next_group(&jobs, group) {
+                worker.run_group(g);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
+}
+
+/// The next job, waiting for it, and whatever else is queued, up to `max`.
+fn next_group(jobs: &Mutex<Receiver<Job>>, max: usize) -> Option<Vec<Job>> {
+    let rx = match jobs.lock() {
+        Ok(rx) => rx,
+        Err(p) => p.into_inner(),
+    };
+    let mut group = Vec::with_capacity(max.min(16));
+    group.push(rx.recv().ok()?);
+    while group.len() < max {
+        match rx.try_recv() {
+            Ok(j) => group.push(j),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
