@@ -153,6 +153,11 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 /// where to look for the server without reading its log, and never mistakes a server already
 /// there for its own.
 fn concrete(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() == 0 {
+        if let Some(free) = free_port_below_ephemeral(addr) {
+            return Ok(free);
+        }
+    }
     match std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()) {
         Ok(bound) => Ok(bound),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -160,6 +165,26 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, String> {
         }
         Err(e) => Err(format!("cannot use {addr}: {e}")),
     }
+}
+
+/// A port free now on `addr`'s IP, below the kernel's ephemeral range. The server binds it a
+/// moment later; a port from the ephemeral range (what binding port 0 gives) could meanwhile
+/// become the local port of any outgoing connection on the machine, or another port-0 listener,
+/// and the server would fail with "address in use". Below the range only an explicit bind can
+/// take it. None when the range is unknown (not Linux) or nothing was free after some tries.
+fn free_port_below_ephemeral(addr: SocketAddr) -> Option<SocketAddr> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    // Above the well-known and the usual fixed ports (8000, 8080, 7000, 5432 ...).
+    const FLOOR: u16 = 10_000;
+    if low <= FLOOR + 1000 {
+        return None;
+    }
+    (0..64).find_map(|_| {
+        let pick = FLOOR + (getrandom::u64().ok()? % u64::from(low - FLOOR)) as u16;
+        let candidate = SocketAddr::new(addr.ip(), pick);
+        std::net::TcpListener::bind(candidate).ok().map(|_| candidate)
+    })
 }
 
 /// Starts one of the servers and waits until it accepts connections on every address in
