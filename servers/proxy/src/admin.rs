@@ -18,9 +18,9 @@ use engine::{ConnId, Context};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::config::Mode;
 use super::pool::{Pool, BUCKETS};
 use super::strategy::Strategy;
-use super::{Mode, Proxy};
 use shared::http1::{self, Limits, Parsed, Request};
 
 #[derive(Debug, Deserialize)]
@@ -68,8 +68,9 @@ fn bad(status: u16, msg: impl std::fmt::Display) -> Reply {
 }
 
 /// Bytes from an admin connection: every whole request is answered in order.
-pub(super) fn on_data(
-    proxy: &mut Proxy,
+pub(crate) fn on_data(
+    pool: &Pool,
+    mode: Mode,
     ctx: &mut Context<'_, ()>,
     conn: ConnId,
     data: &[u8],
@@ -91,7 +92,7 @@ pub(super) fn on_data(
                 used += n;
                 let keep = req.keep_alive();
                 let head_only = req.method == "HEAD";
-                let r = route(proxy, ctx, &req);
+                let r = route(pool, mode, ctx, &req);
                 send(ctx, conn, &r, keep, head_only);
                 if !keep {
                     ctx.close(conn);
@@ -174,8 +175,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, Str
     }
 }
 
-fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
-    let pool = &proxy.pool;
+fn route(pool: &Pool, mode: Mode, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
     // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
     let method = if req.method == "HEAD" {
         "GET"
@@ -187,7 +187,7 @@ fn route(proxy: &mut Proxy, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
         Err((status, msg)) => return bad(status, msg),
     };
     match command {
-        Command::Status => reply(200, status_json(pool, proxy.cfg.mode)),
+        Command::Status => reply(200, status_json(pool, mode)),
         Command::Metrics => Reply {
             status: 200,
             body: metrics(pool, ctx.server().stats().connections_active),

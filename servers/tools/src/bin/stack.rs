@@ -183,7 +183,9 @@ fn free_port_below_ephemeral(addr: SocketAddr) -> Option<SocketAddr> {
     (0..64).find_map(|_| {
         let pick = FLOOR + (getrandom::u64().ok()? % u64::from(low - FLOOR)) as u16;
         let candidate = SocketAddr::new(addr.ip(), pick);
-        std::net::TcpListener::bind(candidate).ok().map(|_| candidate)
+        std::net::TcpListener::bind(candidate)
+            .ok()
+            .map(|_| candidate)
     })
 }
 

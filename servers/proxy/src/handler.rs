@@ -1,0 +1,442 @@
+//! The engine handler of one loop: its clients, backend connections and health checks, and
+//! the events that move them. The HTTP exchange, the TCP tunnel, health checks and the periodic
+//! metrics lines are in the submodules.
+
+mod exchange;
+mod health;
+mod metrics;
+mod tunnel;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, TimerId};
+use log::{info, warn};
+
+use crate::config::{Mode, ProxyConfig};
+use crate::pool::{Backend, Pool};
+use crate::{admin, headers};
+use shared::http1::{self, BodyKind, BodyReader, Head};
+
+/// Output queued on a connection above which the connection feeding it stops being read.
+const HIGH_WATER: usize = 256 * 1024;
+/// Request bytes kept for a retry; a longer request cannot be retried.
+const REPLAY_MAX: usize = 64 * 1024;
+/// Pipelined request bytes buffered behind the one being served before reading pauses.
+const PIPELINE_MAX: usize = 64 * 1024;
+/// Response body bytes quoted in the access log.
+const LOG_BODY: usize = 200;
+
+/// One HTTP request on its way.
+#[derive(Debug)]
+struct Exchange {
+    head: Head,
+    /// The rewritten head and as much of the body as fits in [`REPLAY_MAX`], for a retry.
+    replay: Option<Vec<u8>>,
+    req: BodyReader,
+    up: Option<ConnId>,
+    backend: Option<Arc<Backend>>,
+    tried: Vec<SocketAddr>,
+    upgrade: bool,
+    keep_alive: bool,
+    request_id: String,
+    started: Instant,
+    resp: Option<Resp>,
+    log_body: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    body: BodyReader,
+    dechunk: bool,
+    /// The client connection closes after this response.
+    close_client: bool,
+    /// The backend connection cannot carry another request.
+    close_backend: bool,
+}
+
+#[derive(Debug)]
+enum ClientState {
+    Idle,
+    Busy(Box<Exchange>),
+    Tunnel(ConnId),
+    Done,
+}
+
+/// What a client's timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientTimer {
+    /// Between requests: close quietly.
+    Idle,
+    /// A request under way must be whole by then: 408.
+    Deadline,
+}
+
+#[derive(Debug)]
+struct Client {
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    state: ClientState,
+    timer: Option<(TimerId, ClientTimer)>,
+    /// TCP mode: backends tried for this connection.
+    tried: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    backend: Arc<Backend>,
+    client: Option<ConnId>,
+    connected: bool,
+    got_bytes: bool,
+    tunnel: bool,
+    timer: Option<TimerId>,
+    /// Counted in the backend's active requests (a TCP tunnel, until it closes).
+    counted: bool,
+}
+
+#[derive(Debug)]
+struct Check {
+    backend: Arc<Backend>,
+    timer: Option<TimerId>,
+}
+
+#[derive(Debug)]
+enum Conn {
+    Client(Client),
+    Upstream(Upstream),
+    Admin,
+    Check(Check),
+}
+
+/// Timer tokens: the kind in the top byte, the connection's [`ConnId::to_u64`] below. That
+/// leaves 24 bits of slab key, far more connections than the open-file limit allows.
+const KIND_SHIFT: u32 = 56;
+const CONN_MASK: u64 = (1 << KIND_SHIFT) - 1;
+const T_CLIENT: u64 = 1;
+const T_UPSTREAM: u64 = 2;
+const T_CHECK: u64 = 3;
+const T_HEALTH_TICK: u64 = 4;
+const T_METRICS_TICK: u64 = 5;
+
+fn token(kind: u64, conn: ConnId) -> u64 {
+    (kind << KIND_SHIFT) | (conn.to_u64() & CONN_MASK)
+}
+
+/// The handler of one proxy loop.
+#[derive(Debug)]
+pub struct Proxy {
+    cfg: Arc<ProxyConfig>,
+    pool: Arc<Pool>,
+    conns: ConnMap<Conn>,
+    idle: HashMap<SocketAddr, Vec<ConnId>>,
+    checking: HashMap<SocketAddr, ConnId>,
+    is_first_loop: bool,
+    ids: headers::RequestIds,
+}
+
+impl Proxy {
+    /// A loop's handler over the shared `pool`.
+    pub fn new(cfg: Arc<ProxyConfig>, pool: Arc<Pool>) -> Self {
+        Proxy {
+            cfg,
+            pool,
+            conns: ConnMap::default(),
+            idle: HashMap::new(),
+            checking: HashMap::new(),
+            is_first_loop: false,
+            ids: headers::RequestIds::new(),
+        }
+    }
+
+    fn arm(
+        &mut self,
+        ctx: &mut Context<'_, ()>,
+        kind: u64,
+        conn: ConnId,
+        after: Duration,
+    ) -> TimerId {
+        ctx.set_timer(after, token(kind, conn))
+    }
+
+    /// Sets the client's timer for its state: the idle timeout between requests; a deadline
+    /// `client_timeout` after the first byte of a request that is not whole yet — not moved by
+    /// later bytes, so a client that trickles bytes (slowloris, slow POST) still runs out of
+    /// time; none while the backend has the whole request.
+    fn arm_client(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        let Some(Conn::Client(c)) = self.conns.get(conn) else {
+            return;
+        };
+        let want = match &c.state {
+            ClientState::Idle if c.buf.is_empty() => Some(ClientTimer::Idle),
+            ClientState::Idle => Some(ClientTimer::Deadline),
+            ClientState::Busy(ex) if !ex.req.is_done() => Some(ClientTimer::Deadline),
+            _ => None,
+        };
+        let current = c.timer;
+        if want == Some(ClientTimer::Deadline)
+            && matches!(current, Some((_, ClientTimer::Deadline)))
+        {
+            return;
+        }
+        if let Some((t, _)) = current {
+            ctx.cancel_timer(t);
+        }
+        let timer = want.map(|kind| {
+            let after = match kind {
+                ClientTimer::Idle => self.cfg.idle_timeout,
+                ClientTimer::Deadline => self.cfg.client_timeout,
+            };
+            (self.arm(ctx, T_CLIENT, conn, after), kind)
+        });
+        if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
+            c.timer = timer;
+        }
+    }
+
+    fn arm_upstream(&mut self, ctx: &mut Context<'_, ()>, up: ConnId) {
+        let Some(Conn::Upstream(u)) = self.conns.get(up) else {
+            return;
+        };
+        let after = if u.connected {
+            self.cfg.response_timeout
+        } else {
+            self.cfg.connect_timeout
+        };
+        if let Some(t) = u.timer {
+            ctx.cancel_timer(t);
+        }
+        let t = self.arm(ctx, T_UPSTREAM, up, after);
+        if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+            u.timer = Some(t);
+        }
+    }
+
+    fn exchange(&mut self, client: ConnId) -> Option<&mut Exchange> {
+        match self.conns.get_mut(client) {
+            Some(Conn::Client(Client {
+                state: ClientState::Busy(ex),
+                ..
+            })) => Some(ex),
+            _ => None,
+        }
+    }
+
+    // ---- clients -------------------------------------------------------------------------
+}
+
+impl Client {
+    /// The HTTP minor version of the request being served (1 when unknown).
+    fn state_minor(&self) -> u8 {
+        match &self.state {
+            ClientState::Busy(ex) => ex.head.minor,
+            _ => 1,
+        }
+    }
+
+    /// True while the request being served is a HEAD: no answer to it carries a body.
+    fn answering_head(&self) -> bool {
+        matches!(&self.state, ClientState::Busy(ex) if ex.head.method == "HEAD")
+    }
+}
+
+impl Handler for Proxy {
+    type Message = ();
+
+    fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
+        self.is_first_loop = ctx.loop_id() == 0;
+        if self.is_first_loop {
+            ctx.set_timer(Duration::from_millis(10), T_HEALTH_TICK << KIND_SHIFT);
+            if let Some(every) = self.cfg.metrics_interval {
+                ctx.set_timer(every, T_METRICS_TICK << KIND_SHIFT);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, peer: SocketAddr) {
+        if ctx.listener(conn) == Some(1) {
+            self.conns.insert(conn, Conn::Admin);
+            return;
+        }
+        info!("New connection from {}", peer.ip());
+        if self.cfg.mode == Mode::Tcp {
+            return self.tcp_accept(ctx, conn, peer);
+        }
+        self.conns.insert(
+            conn,
+            Conn::Client(Client {
+                peer,
+                buf: Vec::new(),
+                state: ClientState::Idle,
+                timer: None,
+                tried: Vec::new(),
+            }),
+        );
+        self.arm_client(ctx, conn);
+    }
+
+    fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        match self.conns.get_mut(conn) {
+            Some(Conn::Upstream(u)) => {
+                u.connected = true;
+                if u.tunnel {
+                    if let Some(t) = u.timer.take() {
+                        ctx.cancel_timer(t);
+                    }
+                    if let Some(client) = u.client {
+                        ctx.resume_reading(client);
+                    }
+                } else {
+                    self.arm_upstream(ctx, conn);
+                }
+            }
+            Some(Conn::Check(c)) => {
+                if self.cfg.mode == Mode::Tcp {
+                    return self.check_done(ctx, conn, true, "connected");
+                }
+                let req = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmod-proxy\r\nConnection: close\r\n\r\n",
+                    self.cfg.check.path, c.backend.addr
+                );
+                let _ = ctx.send(conn, req.as_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+        match self.conns.get(conn) {
+            Some(Conn::Client(_)) => {
+                self.client_data(ctx, conn, data);
+                data.len()
+            }
+            Some(Conn::Upstream(_)) => self.upstream_data(ctx, conn, data),
+            Some(Conn::Admin) => admin::on_data(&self.pool, self.cfg.mode, ctx, conn, data),
+            Some(Conn::Check(_)) => match http1::parse_response_head(data, 16 * 1024, "GET") {
+                Ok(None) => 0,
+                Ok(Some((head, _))) => {
+                    let ok = (200..400).contains(&head.status);
+                    self.check_done(
+                        ctx,
+                        conn,
+                        ok,
+                        &format!("health check answered {}", head.status),
+                    );
+                    data.len()
+                }
+                Err(e) => {
+                    self.check_done(ctx, conn, false, &format!("health check: {e}"));
+                    data.len()
+                }
+            },
+            None => data.len(),
+        }
+    }
+
+    fn on_drain(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+        match self.conns.get(conn) {
+            // A client caught up: read its backend again.
+            Some(Conn::Client(c)) => match &c.state {
+                ClientState::Tunnel(up) => ctx.resume_reading(*up),
+                ClientState::Busy(ex) => {
+                    if let Some(up) = ex.up {
+                        ctx.resume_reading(up);
+                    }
+                }
+                _ => {}
+            },
+            // A backend caught up: read its client again and send what is buffered.
+            Some(Conn::Upstream(u)) => {
+                if let Some(client) = u.client {
+                    ctx.resume_reading(client);
+                    self.pump(ctx, client);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, token: u64) {
+        let kind = token >> KIND_SHIFT;
+        match kind {
+            T_HEALTH_TICK => return self.health_tick(ctx),
+            T_METRICS_TICK => return self.metrics_tick(ctx),
+            _ => {}
+        }
+        let conn = ConnId::from_u64(token & CONN_MASK);
+        match (kind, self.conns.get(conn)) {
+            (T_CLIENT, Some(Conn::Client(c))) => {
+                let partial = match &c.state {
+                    ClientState::Idle => !c.buf.is_empty(),
+                    ClientState::Busy(ex) => !ex.req.is_done(),
+                    ClientState::Tunnel(_) | ClientState::Done => false,
+                };
+                let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
+                let kind = c.timer.map(|(_, k)| k);
+                if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
+                    c.timer = None;
+                }
+                match kind {
+                    Some(ClientTimer::Deadline) if partial => {
+                        self.abandon(ctx, conn);
+                        self.refuse(ctx, conn, 408, "the request did not arrive in time");
+                    }
+                    Some(ClientTimer::Idle) if idle => ctx.close(conn),
+                    // The state moved on since the timer was set: set the right one.
+                    _ => self.arm_client(ctx, conn),
+                }
+            }
+            (T_UPSTREAM, Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
+            (T_CHECK, Some(Conn::Check(_))) => {
+                self.check_done(ctx, conn, false, "health check timed out")
+            }
+            _ => {}
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {
+        match self.conns.get(conn) {
+            Some(Conn::Upstream(_)) => self.upstream_closed(ctx, conn, &reason),
+            Some(Conn::Check(_)) => {
+                let why = format!("health check connection closed ({reason:?})");
+                self.check_done(ctx, conn, false, &why);
+            }
+            Some(Conn::Client(_)) => {
+                if let Some(Conn::Client(c)) = self.conns.remove(conn) {
+                    if let Some((t, _)) = c.timer {
+                        ctx.cancel_timer(t);
+                    }
+                    match c.state {
+                        ClientState::Tunnel(up) => {
+                            if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                                u.client = None;
+                                if std::mem::take(&mut u.counted) {
+                                    u.backend.end(None);
+                                }
+                            }
+                            ctx.close(up);
+                        }
+                        ClientState::Busy(ex) => {
+                            if let Some(up) = ex.up {
+                                if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                                    u.client = None;
+                                }
+                                ctx.abort(up);
+                                if let Some(b) = ex.backend {
+                                    b.end(None);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Some(Conn::Admin) => {
+                self.conns.remove(conn);
+            }
+            None => {}
+        }
+    }
+}
