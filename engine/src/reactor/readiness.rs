@@ -1,0 +1,353 @@
+//! Socket readiness: connects finishing, reads (plain and through TLS) into the session's
+//! buffer and on to the handler, and queued output flushed.
+
+use super::*;
+
+impl<H: Handler> Loop<H> {
+    pub(super) fn session_event(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
+        let Some(s) = self.core.sessions.get_mut(key) else {
+            return;
+        };
+        let id = ConnId {
+            key: key as u32,
+            gen: s.gen,
+        };
+        if writable {
+            if s.state == State::Connecting {
+                self.finish_connect(id);
+            } else if s.queued() > 0 {
+                self.flush(id);
+            }
+        }
+        if readable {
+            if let Some(s) = self.core.sessions.get_mut(key) {
+                s.readable = true;
+                s.hup |= hup;
+            }
+            self.read(id);
+        }
+    }
+
+    pub(super) fn finish_connect(&mut self, id: ConnId) {
+        let s = &mut self.core.sessions[id.key as usize];
+        let failed = match s.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e.kind()),
+            Ok(None) => match s.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
+                Err(e) => Some(e.kind()),
+            },
+        };
+        if let Some(kind) = failed {
+            self.core.counters().error(ErrorKind::Connect);
+            self.core
+                .begin_close(id, CloseReason::ConnectFailed(kind), true);
+            return;
+        }
+        s.state = State::Open;
+        s.last_read = self.core.tick;
+        s.last_write = self.core.tick;
+        let tls = s.tls.is_some();
+        self.core.arm(id);
+        if tls {
+            // The handler hears of it once the handshake is done (see `read_tls`); for now the
+            // ClientHello goes out.
+            self.flush(id);
+            return;
+        }
+        {
+            let (h, mut ctx) = self.ctx();
+            h.on_connect(&mut ctx, id);
+        }
+        if self.core.session(id).is_some_and(|s| s.queued() > 0) {
+            self.flush(id);
+        }
+    }
+
+    /// Reads until `WouldBlock`, the pass budget, backpressure or a close, handing data to the
+    /// handler after every read so pipelined input never needs a larger buffer.
+    pub(super) fn read(&mut self, id: ConnId) {
+        let mut reads = 0;
+        loop {
+            let core = &mut self.core;
+            let tick = core.tick;
+            let Some(s) = core
+                .sessions
+                .get_mut(id.key as usize)
+                .filter(|s| s.gen == id.gen)
+            else {
+                return;
+            };
+            if s.redeliver {
+                // Resumed with input left over: offer it before reading more.
+                s.redeliver = false;
+                if s.may_read() && s.rstart < s.rend {
+                    self.deliver(id);
+                    continue;
+                }
+            }
+            // TLS sessions read through rustls (a lingering one just discards, as below).
+            if s.tls.is_some() && s.state == State::Open {
+                return self.read_tls(id);
+            }
+            if !s.readable || !s.may_read() {
+                return;
+            }
+            if reads == READS_PER_PASS {
+                core.mark_ready(id);
+                return;
+            }
+            if !core.read_room(id) {
+                return;
+            }
+            let s = &mut core.sessions[id.key as usize];
+            reads += 1;
+            let space = s.rbuf.len() - s.rend;
+            let lingering = s.state == State::Lingering;
+            match (&s.stream).read(&mut s.rbuf[s.rend..]) {
+                Ok(0) => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    if lingering {
+                        core.release(id.key as usize);
+                    } else {
+                        if s.rstart < s.rend {
+                            debug!(
+                                "{} closed with {} unconsumed bytes",
+                                s.peer,
+                                s.rend - s.rstart
+                            );
+                        }
+                        core.begin_close(id, CloseReason::PeerClosed, false);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if n < space && !s.hup {
+                        // A short read drained the socket: new data will raise a new edge.
+                        s.readable = false;
+                    }
+                    if lingering {
+                        continue; // discard: nobody listens any more
+                    }
+                    s.rend += n;
+                    s.stats.bytes_in += n as u64;
+                    s.last_read = tick;
+                    bump(&core.counters().bytes_in, n as u64);
+                    self.deliver(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    if lingering {
+                        core.release(id.key as usize);
+                    } else {
+                        debug!("read from {} failed: {e}", s.peer);
+                        core.counters().error(ErrorKind::Io);
+                        core.begin_close(id, CloseReason::Io(e.kind()), true);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The TLS form of [`Loop::read`]: socket bytes go through rustls, plaintext into the read
+    /// buffer, each batch handed to the handler as it comes.
+    pub(super) fn read_tls(&mut self, id: ConnId) {
+        let mut reads = 0;
+        loop {
+            let core = &mut self.core;
+            let tick = core.tick;
+            let Some(s) = core.session(id) else {
+                return;
+            };
+            if !s.has_input() || !s.may_read() {
+                return;
+            }
+            if reads == READS_PER_PASS {
+                core.mark_ready(id);
+                return;
+            }
+            if !core.read_room(id) {
+                return;
+            }
+            let s = &mut core.sessions[id.key as usize];
+            let Some(tls) = s.tls.as_mut() else {
+                return;
+            };
+            let step = tls.read(&s.stream, &mut s.rbuf[s.rend..], s.readable);
+            let wants_write = tls.wants_write();
+            match step {
+                TlsRead::Plain(n) => {
+                    s.rend += n;
+                    self.deliver(id);
+                }
+                TlsRead::Wire(n) => {
+                    reads += 1;
+                    s.stats.bytes_in += n as u64;
+                    s.last_read = tick;
+                    let connected = tls.connect_pending && !tls.conn.is_handshaking();
+                    if connected {
+                        tls.connect_pending = false;
+                    }
+                    let queued = s.queued() > 0;
+                    bump(&core.counters().bytes_in, n as u64);
+                    if wants_write || queued {
+                        // Handshake messages to answer, or output that waited for the
+                        // handshake to end.
+                        core.mark_dirty(id);
+                    }
+                    if connected {
+                        let (h, mut ctx) = self.ctx();
+                        h.on_connect(&mut ctx, id);
+                    }
+                }
+                TlsRead::WouldBlock => {
+                    s.readable = false;
+                    return;
+                }
+                TlsRead::Eof => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    core.begin_close(id, CloseReason::PeerClosed, false);
+                    return;
+                }
+                TlsRead::NotTls(listener) => {
+                    debug!("Closing {}: plain text on a TLS port", s.peer);
+                    if !listener.plaintext_reply.is_empty() {
+                        let _ = (&s.stream).write(&listener.plaintext_reply);
+                    }
+                    core.counters().error(ErrorKind::Tls);
+                    let why = "plain text on a TLS port".to_string();
+                    core.begin_close(id, CloseReason::Tls(why), true);
+                    return;
+                }
+                TlsRead::Failed(why) => {
+                    info!("Closing {}: TLS failed: {why}", s.peer);
+                    let mut wire = 0;
+                    let _ = tls.push(&s.stream, &mut wire); // the alert, best effort
+                    core.counters().error(ErrorKind::Tls);
+                    core.begin_close(id, CloseReason::Tls(why), true);
+                    return;
+                }
+                TlsRead::Io(e) => {
+                    s.readable = false;
+                    s.read_closed = true;
+                    debug!("read from {} failed: {e}", s.peer);
+                    core.counters().error(ErrorKind::Io);
+                    core.begin_close(id, CloseReason::Io(e.kind()), true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Offers the unconsumed input to the handler and keeps what it leaves.
+    pub(super) fn deliver(&mut self, id: ConnId) {
+        let s = &mut self.core.sessions[id.key as usize];
+        let buf = mem::take(&mut s.rbuf);
+        let (a, b) = (s.rstart, s.rend);
+        let consumed = {
+            let (h, mut ctx) = self.ctx();
+            h.on_data(&mut ctx, id, &buf[a..b]).min(b - a)
+        };
+        // Removal from the slab is deferred to the end of the pass, so the session is still here.
+        let s = &mut self.core.sessions[id.key as usize];
+        s.rstart = a + consumed;
+        if s.rstart == s.rend {
+            s.rstart = 0;
+            s.rend = 0;
+            self.core.pool.put_read(buf);
+        } else {
+            s.rbuf = buf;
+        }
+    }
+
+    pub(super) fn flush(&mut self, id: ConnId) {
+        let Core {
+            sessions,
+            pool,
+            shared,
+            loop_id,
+            tick,
+            cfg,
+            ..
+        } = &mut self.core;
+        let Some(s) = sessions
+            .get_mut(id.key as usize)
+            .filter(|s| s.gen == id.gen)
+        else {
+            return;
+        };
+        if matches!(s.state, State::Connecting | State::Lingering) {
+            return;
+        }
+        let before = s.stats.bytes_out;
+        let res = match (s.tls.as_mut(), s.wq.as_mut()) {
+            (Some(tls), wq) => flush_tls(tls, &s.stream, wq, pool, &mut s.stats.bytes_out),
+            (None, Some(wq)) => wq.flush(&mut &s.stream, pool, &mut s.stats.bytes_out),
+            (None, None) => return,
+        };
+        let wrote = s.stats.bytes_out - before;
+        if wrote > 0 {
+            s.last_write = *tick;
+            bump(&shared.stats.loops[*loop_id].bytes_out, wrote);
+        }
+        let queued = s.wq.as_ref().map_or(0, |q| q.len());
+        let relieved = s.backpressure && queued <= cfg.write_low_water;
+        if relieved {
+            s.backpressure = false;
+        }
+        let closing = matches!(s.state, State::Closing { .. });
+        let readable = s.has_input();
+        match res {
+            Ok(Flush::Done) => {
+                self.core.return_queue(id.key as usize);
+                if closing {
+                    self.core.closing.push(id);
+                }
+            }
+            Ok(Flush::Blocked) => self.core.arm(id),
+            Err(e) => {
+                debug!("write to {id:?} failed: {e}");
+                self.core.counters().error(ErrorKind::Io);
+                self.core.begin_close(id, CloseReason::Io(e.kind()), true);
+                return;
+            }
+        }
+        if relieved {
+            if readable {
+                self.core.mark_ready(id);
+            }
+            let (h, mut ctx) = self.ctx();
+            h.on_drain(&mut ctx, id);
+        }
+    }
+}
+
+/// Moves a TLS session's queued plaintext into rustls and its records to the socket.
+fn flush_tls(
+    tls: &mut Tls,
+    stream: &TcpStream,
+    wq: Option<&mut Box<WriteQueue>>,
+    pool: &mut BufferPool,
+    wire: &mut u64,
+) -> io::Result<Flush> {
+    if let Some(wq) = wq {
+        let mut plain = 0;
+        if wq.flush(&mut tls.writer(stream, wire), pool, &mut plain)? == Flush::Blocked {
+            return Ok(Flush::Blocked);
+        }
+    }
+    Ok(if tls.push(stream, wire)? {
+        Flush::Done
+    } else {
+        Flush::Blocked
+    })
+}
