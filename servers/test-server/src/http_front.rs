@@ -13,6 +13,10 @@
 //! that order, whatever order db-server answers in. A request that cannot be framed (bad
 //! syntax, head over 8192 bytes, body over the limit) is answered and the connection closed.
 
+mod cache;
+mod docs;
+mod status;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,16 +37,9 @@ use protocol::proto::{
 use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
 use shared::http1::{self, Limits, Parsed, Request};
 
-/// The documents table in db-server's database.
-pub const DOCS_TABLE: &str = "docs";
-
-/// Statement creating [`DOCS_TABLE`] (run with the service's setup).
-pub fn create_docs_table() -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {DOCS_TABLE} \
-         (name TEXT PRIMARY KEY, content TEXT NOT NULL, updated BIGINT NOT NULL)"
-    )
-}
+use cache::DocCache;
+pub use docs::{create_docs_table, watch_request, DOCS_TABLE};
+use docs::{db_failure, doc_answer, put_batch};
 
 /// Counters shared by every loop's front.
 #[derive(Debug, Default)]
@@ -83,59 +80,6 @@ pub const HTTP_TIMER: u64 = 1 << 62;
 
 /// Default for [`HttpConfig::cache_bytes`] in the binary: 16 MiB per loop.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
-
-/// Documents answered from memory.
-///
-/// Coherence comes from db-server: the link subscribes to changes of [`DOCS_TABLE`] and every
-/// committed write there, by any instance or client, empties the cache. So that an answer read
-/// before a change cannot be stored after it, every change (a notice, this front's own write, the
-/// subscription taken or lost) moves `generation` on, a read remembers the generation it was
-/// sent in, and its answer is kept only if nothing moved in between. While the link is not
-/// subscribed, nothing is served from or stored in the cache. Another instance's write is seen
-/// here as soon as its notice arrives (asynchronous, as with Redis' client-side caching); this
-/// instance's own writes are seen at once.
-#[derive(Debug, Default)]
-struct DocCache {
-    /// Name → the 200 answer's body.
-    docs: std::collections::HashMap<String, Vec<u8>>,
-    bytes: usize,
-    cap: usize,
-    generation: u64,
-}
-
-impl DocCache {
-    fn reset(&mut self) {
-        self.docs.clear();
-        self.bytes = 0;
-        self.generation += 1;
-    }
-
-    fn forget(&mut self, name: &str) {
-        if let Some(body) = self.docs.remove(name) {
-            self.bytes -= body.len() + name.len();
-        }
-        self.generation += 1;
-    }
-
-    fn offer(&mut self, generation: u64, name: &str, body: &[u8]) {
-        let size = body.len() + name.len();
-        if generation == self.generation
-            && self.bytes + size <= self.cap
-            && !self.docs.contains_key(name)
-        {
-            self.bytes += size;
-            self.docs.insert(name.to_string(), body.to_vec());
-        }
-    }
-}
-
-/// The subscription the db link sends for the cache: changes of [`DOCS_TABLE`].
-pub fn watch_request() -> Message {
-    let watch = protocol::proto::Watch {
-        tables: vec![DOCS_TABLE.to_string()],
-    };
-    wire::message(MessageType::Request, Operation::Watch, 0, &watch)
-}
 
 #[derive(Debug, Default)]
 struct HttpConn {
@@ -241,10 +185,7 @@ fn doc_name(path: &str) -> Option<&str> {
 impl HttpFront {
     /// The front of one loop.
     pub fn new(cfg: HttpConfig) -> Self {
-        let cache = DocCache {
-            cap: cfg.cache_bytes,
-            ..DocCache::default()
-        };
+        let cache = DocCache::new(cfg.cache_bytes);
         HttpFront {
             cfg,
             conns: ConnMap::default(),
@@ -733,209 +674,6 @@ impl HttpFront {
             c.continue_owed = None;
             let _ = ctx.send(conn, http1::CONTINUE);
         }
-    }
-
-    fn health(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
-        let stats = ctx.server().stats();
-        let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
-        let body = serde_json::json!({
-            "status": if ok { "ok" } else { "degraded" },
-            "connections": stats.connections_active,
-            "db": {
-                "connections_up": status.db_up,
-                "circuit": if status.db_breaker_closed { "closed" } else { "open" },
-            },
-            "doc_cache": if self.cfg.cache_bytes > 0 && status.db_watching { "on" } else { "off" },
-        });
-        Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
-    }
-
-    fn metrics(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
-        let s = ctx.server().stats();
-        let mut t = String::with_capacity(1024);
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(
-                t,
-                "# HELP netmod_{name} {help}\n# TYPE netmod_{name} {kind}\nnetmod_{name} {value}\n"
-            );
-        };
-        metric(
-            "connections_active",
-            "gauge",
-            "Connections open now.",
-            s.connections_active,
-        );
-        metric(
-            "connections_total",
-            "counter",
-            "Connections since start.",
-            s.connections_total,
-        );
-        metric("bytes_in_total", "counter", "Bytes received.", s.bytes_in);
-        metric("bytes_out_total", "counter", "Bytes sent.", s.bytes_out);
-        metric(
-            "messages_in_total",
-            "counter",
-            "Frames and HTTP requests received.",
-            s.messages_in,
-        );
-        metric(
-            "messages_out_total",
-            "counter",
-            "Messages queued for sending.",
-            s.messages_out,
-        );
-        metric(
-            "db_link_connections_up",
-            "gauge",
-            "Connections to db-server up (loop serving this request).",
-            status.db_up as u64,
-        );
-        metric(
-            "db_link_in_flight",
-            "gauge",
-            "Requests waiting for db-server (loop serving this request).",
-            status.db_in_flight as u64,
-        );
-        metric(
-            "db_link_circuit_open",
-            "gauge",
-            "1 while the db-server circuit breaker is open.",
-            u64::from(!status.db_breaker_closed),
-        );
-        let cache = &self.cfg.counters;
-        metric(
-            "doc_cache_hits_total",
-            "counter",
-            "GET /docs answered from memory (all loops).",
-            cache.cache_hits.load(Ordering::Relaxed),
-        );
-        metric(
-            "doc_cache_misses_total",
-            "counter",
-            "GET /docs sent to db-server while the cache was on (all loops).",
-            cache.cache_misses.load(Ordering::Relaxed),
-        );
-        metric(
-            "doc_cache_entries",
-            "gauge",
-            "Documents kept in memory (loop serving this request).",
-            self.cache.docs.len() as u64,
-        );
-        let (n, sum_us) = status.rtt;
-        let _ = write!(
-            t,
-            "# HELP netmod_ping_rtt_seconds Round trips of the server's pings to frame clients.\n\
-             # TYPE netmod_ping_rtt_seconds summary\n\
-             netmod_ping_rtt_seconds_sum {}\nnetmod_ping_rtt_seconds_count {n}\n",
-            sum_us as f64 / 1e6
-        );
-        t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
-        t.push_str("# TYPE netmod_http_requests_total counter\n");
-        for (i, n) in self.cfg.counters.by_class.iter().enumerate() {
-            let _ = writeln!(
-                t,
-                "netmod_http_requests_total{{class=\"{}xx\"}} {}",
-                i + 1,
-                n.load(Ordering::Relaxed)
-            );
-        }
-        t.push_str("# HELP netmod_errors_total Connection-level errors, by kind (io, timeout, tls, ...).\n");
-        t.push_str("# TYPE netmod_errors_total counter\n");
-        for kind in engine::ErrorKind::ALL {
-            let _ = writeln!(
-                t,
-                "netmod_errors_total{{kind=\"{}\"}} {}",
-                kind.name(),
-                s.error(kind)
-            );
-        }
-        Answer {
-            status: 200,
-            body: t.into_bytes(),
-            json: false,
-            allow: None,
-        }
-    }
-}
-
-fn put_batch(name: &str, content: String) -> DataRequest {
-    let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
-    // Step 0 creates (1 row affected: 201), step 1 replaces; one transaction.
-    DataRequest {
-        kind: Some(data_request::Kind::Batch(Batch {
-            steps: vec![
-                BatchStep::new(
-                    format!(
-                        "INSERT INTO {DOCS_TABLE} (name, content, updated) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (name) DO NOTHING"
-                    ),
-                    vec![Value::text(name), Value::text(content.clone()), now.clone()],
-                ),
-                BatchStep::new(
-                    format!("UPDATE {DOCS_TABLE} SET content = ?2, updated = ?3 WHERE name = ?1"),
-                    vec![Value::text(name), Value::text(content), now],
-                ),
-            ],
-        })),
-        ..Default::default()
-    }
-}
-
-/// `{"docName": …, "content": …}`, keys in SPEC's order.
-fn doc_json(name: &str, content: &str) -> Vec<u8> {
-    let q = |s: &str| serde_json::Value::from(s).to_string();
-    format!(r#"{{"docName":{},"content":{}}}"#, q(name), q(content)).into_bytes()
-}
-
-fn doc_answer(op: &DocOp, resp: DataResponse) -> Answer {
-    let not_found = || Answer::error(404, "Document not found");
-    match (op, resp.kind) {
-        (DocOp::Get(name, _), Some(data_response::Kind::Result(r))) => {
-            let content = r.rows.into_iter().next().and_then(|row| {
-                match row.values.into_iter().next()?.kind {
-                    Some(value::Kind::Text(t)) => Some(t),
-                    _ => None,
-                }
-            });
-            match content {
-                Some(content) => Answer::json(200, doc_json(name, &content)),
-                None => not_found(),
-            }
-        }
-        (DocOp::Put(name), Some(data_response::Kind::Batch(b))) => {
-            let created = matches!(
-                b.steps.first().and_then(|s| s.outcome.as_ref()),
-                Some(step_outcome::Outcome::Ok(r)) if r.rows_affected == 1
-            );
-            Answer::json(
-                if created { 201 } else { 200 },
-                format!(
-                    r#"{{"docName":{},"created":{created}}}"#,
-                    serde_json::Value::from(name.as_str())
-                )
-                .into_bytes(),
-            )
-        }
-        (DocOp::Delete(_), Some(data_response::Kind::Result(r))) => {
-            if r.rows_affected > 0 {
-                Answer::json(204, Vec::new())
-            } else {
-                not_found()
-            }
-        }
-        _ => Answer::error(502, "unexpected answer from db-server"),
-    }
-}
-
-/// The status for a request db-server could not serve.
-fn db_failure(code: ErrorCode, text: &str) -> Answer {
-    match code {
-        ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => {
-            Answer::error(503, &format!("database unavailable: {text}"))
-        }
-        ErrorCode::Timeout => Answer::error(504, &format!("database timeout: {text}")),
-        _ => Answer::error(500, &format!("database error: {text}")),
     }
 }
 

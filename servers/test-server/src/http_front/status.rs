@@ -1,0 +1,128 @@
+//! `/health` and `/metrics` of the front: the loop's and the server's figures.
+
+use super::*;
+
+impl HttpFront {
+    pub(super) fn health(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let stats = ctx.server().stats();
+        let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "connections": stats.connections_active,
+            "db": {
+                "connections_up": status.db_up,
+                "circuit": if status.db_breaker_closed { "closed" } else { "open" },
+            },
+            "doc_cache": if self.cfg.cache_bytes > 0 && status.db_watching { "on" } else { "off" },
+        });
+        Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
+    }
+
+    pub(super) fn metrics(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+        let s = ctx.server().stats();
+        let mut t = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                t,
+                "# HELP netmod_{name} {help}\n# TYPE netmod_{name} {kind}\nnetmod_{name} {value}\n"
+            );
+        };
+        metric(
+            "connections_active",
+            "gauge",
+            "Connections open now.",
+            s.connections_active,
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Connections since start.",
+            s.connections_total,
+        );
+        metric("bytes_in_total", "counter", "Bytes received.", s.bytes_in);
+        metric("bytes_out_total", "counter", "Bytes sent.", s.bytes_out);
+        metric(
+            "messages_in_total",
+            "counter",
+            "Frames and HTTP requests received.",
+            s.messages_in,
+        );
+        metric(
+            "messages_out_total",
+            "counter",
+            "Messages queued for sending.",
+            s.messages_out,
+        );
+        metric(
+            "db_link_connections_up",
+            "gauge",
+            "Connections to db-server up (loop serving this request).",
+            status.db_up as u64,
+        );
+        metric(
+            "db_link_in_flight",
+            "gauge",
+            "Requests waiting for db-server (loop serving this request).",
+            status.db_in_flight as u64,
+        );
+        metric(
+            "db_link_circuit_open",
+            "gauge",
+            "1 while the db-server circuit breaker is open.",
+            u64::from(!status.db_breaker_closed),
+        );
+        let cache = &self.cfg.counters;
+        metric(
+            "doc_cache_hits_total",
+            "counter",
+            "GET /docs answered from memory (all loops).",
+            cache.cache_hits.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_misses_total",
+            "counter",
+            "GET /docs sent to db-server while the cache was on (all loops).",
+            cache.cache_misses.load(Ordering::Relaxed),
+        );
+        metric(
+            "doc_cache_entries",
+            "gauge",
+            "Documents kept in memory (loop serving this request).",
+            self.cache.docs.len() as u64,
+        );
+        let (n, sum_us) = status.rtt;
+        let _ = write!(
+            t,
+            "# HELP netmod_ping_rtt_seconds Round trips of the server's pings to frame clients.\n\
+             # TYPE netmod_ping_rtt_seconds summary\n\
+             netmod_ping_rtt_seconds_sum {}\nnetmod_ping_rtt_seconds_count {n}\n",
+            sum_us as f64 / 1e6
+        );
+        t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
+        t.push_str("# TYPE netmod_http_requests_total counter\n");
+        for (i, n) in self.cfg.counters.by_class.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "netmod_http_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                n.load(Ordering::Relaxed)
+            );
+        }
+        t.push_str("# HELP netmod_errors_total Connection-level errors, by kind (io, timeout, tls, ...).\n");
+        t.push_str("# TYPE netmod_errors_total counter\n");
+        for kind in engine::ErrorKind::ALL {
+            let _ = writeln!(
+                t,
+                "netmod_errors_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                s.error(kind)
+            );
+        }
+        Answer {
+            status: 200,
+            body: t.into_bytes(),
+            json: false,
+            allow: None,
+        }
+    }
+}
