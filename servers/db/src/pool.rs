@@ -4,7 +4,7 @@
 //! routing a job to one of them, refusing what the server's own transaction handling forbids,
 //! the commit counters and index, the statistics, when idempotency records are pruned, and the
 //! worker threads themselves. A backend ([`crate::sqlite_pool`], [`crate::postgres_pool`])
-//! gives only its [`Worker`]s: how a group of reads or writes runs on its connections.
+//! gives only its `Worker`s: how a group of reads or writes runs on its connections.
 //!
 //! ```text
 //! submit ─► check_allowed ─► read keyword? ─► readers queue ─► reader thread ─► Worker::run_group
@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A reader that finds a job is a write after all (SQLite: not read-only; PostgreSQL: the
-//! read-only session refused it) hands it to the writers' queue ([`Queues::writers`]).
+//! read-only session refused it) hands it to the writers queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
