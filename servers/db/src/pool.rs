@@ -17,7 +17,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::DbError;
 use crate::monitor::Monitor;
@@ -87,9 +86,7 @@ pub(crate) fn idempotency_cutoff() -> i64 {
 
 /// Seconds since the epoch, for idempotency records.
 pub(crate) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    i64::try_from(shared::clock::now_secs()).unwrap_or(i64::MAX)
 }
 
 /// How a backend answers an `AFTER_INDEX` read whose index is not committed yet.

@@ -172,7 +172,7 @@ fn backend(spec: &str) -> Result<(SocketAddr, u32), String> {
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(v).map_err(|_| format!("{what} must be a number of seconds ≥ 0"))
+    settings::secs(v, what).map_err(|e| e.to_string())
 }
 
 fn run(args: Args) -> Result<(), String> {

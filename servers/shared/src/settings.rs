@@ -114,7 +114,9 @@ pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SettingsErro
     })
 }
 
-fn secs(v: f64, key: &str) -> Result<Duration, SettingsError> {
+/// `v` seconds as a duration; negative, NaN or too large is an error naming `key`. The one
+/// parser of durations for flags and configuration files.
+pub fn secs(v: f64, key: &str) -> Result<Duration, SettingsError> {
     Duration::try_from_secs_f64(v)
         .map_err(|_| SettingsError::Invalid(format!("{key} must be a number of seconds ≥ 0")))
 }

@@ -23,7 +23,7 @@
 //! assert_eq!(signer.verify(&token.token, later), Err(AuthError::Expired));
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -86,9 +86,7 @@ pub fn valid_user(user: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use shared::clock::secs_since_epoch as secs;
 
 /// Issues and checks tokens with one shared key.
 #[derive(Clone)]
@@ -295,7 +293,7 @@ mod tests {
     use super::*;
 
     fn at(s: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(s)
+        std::time::UNIX_EPOCH + Duration::from_secs(s)
     }
 
     #[test]

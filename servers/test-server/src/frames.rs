@@ -30,7 +30,7 @@ mod login;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle, RttWindow};
 use log::{debug, info, warn};
@@ -48,6 +48,7 @@ use protocol::proto::{
     DataResponse, Value,
 };
 use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+use shared::clock::now_secs;
 
 /// The table of users and their stored secrets, in db-server's database.
 pub const USERS_TABLE: &str = "_netmod_users";
@@ -144,12 +145,6 @@ pub struct FrameService {
     next_ping: u32,
     /// For the first ping's random delay.
     rng: u64,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `DataRequest.sandboxed`'s field number (data.proto).

@@ -35,6 +35,7 @@ use protocol::proto::{
     Value,
 };
 use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+use shared::clock::now_secs;
 use shared::http1::{self, Limits, Parsed, Request};
 
 use cache::DocCache;
@@ -168,12 +169,6 @@ impl Answer {
     fn error(status: u16, message: &str) -> Self {
         Answer::json(status, http1::error_body(message))
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A document name from the path: one non-empty segment of at most 255 bytes.

@@ -264,9 +264,7 @@ fn run(args: &Args) -> Result<(), Fail> {
         }
         Cmd::Put { name, content } => {
             let mut c = session(args, addr, true)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = i64::try_from(shared::clock::now_secs()).unwrap_or(i64::MAX);
             let r = c.execute(
                 "INSERT INTO docs (name, content, updated) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (name) DO UPDATE SET content = excluded.content, updated = excluded.updated",
