@@ -46,6 +46,15 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
     });
     let mut link = LinkConfig::new(db);
     link.backoff = (Duration::from_millis(20), Duration::from_millis(200), 0.1);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server: Server<FrameService> = Server::new(engine::Config {
+        threads: 1,
+        ..Default::default()
+    })
+    .unwrap()
+    .listen(any)
+    .unwrap();
+    let http_listener = server.add_listener(any).unwrap();
     let svc = ServiceConfig {
         db: Some(link),
         auth: Some(Arc::clone(&auth)),
@@ -58,20 +67,11 @@ fn start_front(db: SocketAddr, insecure: bool) -> Front {
             auth: Some(auth),
             cache_bytes: test_server::http_front::DEFAULT_CACHE_BYTES,
             request_timeout: Duration::from_millis(300),
+            listener: Some(http_listener),
             ..HttpConfig::default()
         }),
         ..ServiceConfig::default()
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server: Server<FrameService> = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
-    .unwrap()
-    .listen(any)
-    .unwrap()
-    .listen(any)
-    .unwrap();
     let http = server.local_addrs()[1];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run(move |_| FrameService::new(svc.clone())));

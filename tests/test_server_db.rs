@@ -697,3 +697,66 @@ fn the_breaker_is_seen_open_on_health_and_metrics_while_db_server_is_down() {
     common::eventually("the breaker closes", || health() == (200, "closed".into()));
     assert_eq!(metric(), "0");
 }
+
+/// Reads one whole frame from a blocking socket.
+fn read_message(s: &mut std::net::TcpStream) -> wire::Message {
+    use std::io::Read;
+    let mut len = [0; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    wire::decode(&body).unwrap()
+}
+
+#[test]
+fn ping_round_trips_show_on_metrics_and_in_the_line_that_drops_a_silent_client() {
+    use std::io::Write;
+    let dir = TempDir::new("ts-rtt");
+    let (_db, db_addr) = common::spawn_db(&dir.path("r.db"));
+    let db = db_addr.to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--threads",
+            "1",
+            "--ping-interval",
+            "0.05",
+            "--ping-timeout",
+            "0.5",
+        ],
+    );
+    let [frames, http] = ts.listen_addrs();
+    let metric = || {
+        let m = common::http::call(http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").body;
+        m.lines()
+            .find_map(|l| l.strip_prefix("netmod_ping_rtt_average_seconds "))
+            .map(|v| v.parse::<f64>().unwrap())
+            .expect("the RTT gauge")
+    };
+    assert_eq!(metric(), 0.0, "no client has answered a ping yet");
+
+    let mut s = std::net::TcpStream::connect(frames).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    for _ in 0..3 {
+        let ping = read_message(&mut s);
+        assert_eq!(
+            (ping.r#type(), ping.op()),
+            (MessageType::Request, Operation::Ping)
+        );
+        s.write_all(&wire::to_frame(&wire::pong(ping))).unwrap();
+    }
+    common::eventually("the answered pings' average on /metrics", || metric() > 0.0);
+
+    // Silent from now on: dropped after the timeout, its usual round trip in the line.
+    let line = ts.wait_line("did not answer a ping within 0.5 s: disconnecting");
+    assert!(line.contains("Client 127.0.0.1 "), "{line}");
+    assert!(line.contains("round trips averaged"), "{line}");
+    assert!(line.contains("over its last 3 answered pings"), "{line}");
+    common::eventually("its average leaves the gauge", || metric() == 0.0);
+}

@@ -158,14 +158,13 @@ impl<M: Send + 'static> Context<'_, M> {
         self.core.session(conn).map(|s| s.peer)
     }
 
-    /// Which listener accepted `conn`: its index in the order of [`crate::Server::listen`]
-    /// calls (a server serving two protocols tells them apart by it); `None` for outbound
-    /// connections.
-    pub fn listener(&self, conn: ConnId) -> Option<usize> {
+    /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave); `None`
+    /// for outbound connections. A server serving two protocols tells them apart by it.
+    pub fn listener(&self, conn: ConnId) -> Option<crate::ListenerId> {
         self.core
             .session(conn)
             .and_then(|s| s.listener)
-            .map(usize::from)
+            .map(crate::ListenerId)
     }
 
     /// Bytes queued for `conn` and not yet written.

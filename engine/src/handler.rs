@@ -42,6 +42,20 @@ impl fmt::Debug for ConnId {
     }
 }
 
+/// Names one listening address of a server, as [`crate::Server::add_listener`] returned it;
+/// [`Context::listener`] tells which one accepted a connection, so a server speaking two
+/// protocols on two ports routes by name rather than by the order of its `listen` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub(crate) u16);
+
+impl ListenerId {
+    /// Position among the server's listeners, in the order they were added (for indexing
+    /// per-listener tables).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// Why a connection ended; passed to [`Handler::on_close`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -79,7 +79,7 @@ pub use config::{
 };
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};
-pub use handler::{CloseReason, ConnId, Handler};
+pub use handler::{CloseReason, ConnId, Handler, ListenerId};
 pub use limits::RateLimiter;
 pub use queue::Priority;
 pub use reactor::SendError;

@@ -10,7 +10,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
-use crate::handler::Handler;
+use crate::handler::{Handler, ListenerId};
 use crate::limits::{ConnectionGate, RateLimiter};
 use crate::reactor::{Loop, WAKER};
 use crate::socket;
@@ -231,6 +231,34 @@ impl<H: Handler> Server<H> {
     /// address another process listens on is refused (`ErrorKind::AddrInUse`, "address … is
     /// already in use") rather than shared.
     pub fn listen(mut self, addr: SocketAddr) -> io::Result<Self> {
+        self.add_listener(addr)?;
+        Ok(self)
+    }
+
+    /// Like [`Server::listen`], for a server with several listeners: returns the id that
+    /// [`crate::Context::listener`] reports for connections accepted there.
+    ///
+    /// ```no_run
+    /// # use engine::{Config, ConnId, Context, Handler, ListenerId, Server};
+    /// struct Two { admin: ListenerId }
+    /// impl Handler for Two {
+    ///     type Message = ();
+    ///     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+    ///         let reply: &[u8] = if ctx.listener(conn) == Some(self.admin) { b"admin\n" } else { b"public\n" };
+    ///         let _ = ctx.send(conn, reply);
+    ///         data.len()
+    ///     }
+    /// }
+    /// let mut server = Server::new(Config::default())?;
+    /// server.add_listener("127.0.0.1:7000".parse()?)?;
+    /// let admin = server.add_listener("127.0.0.1:7001".parse()?)?;
+    /// server.run(move |_| Two { admin })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_listener(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
+        let id = u16::try_from(self.addrs.len())
+            .map(ListenerId)
+            .map_err(|_| io::Error::other("too many listeners"))?;
         let mut bound = socket::claim(addr, &self.cfg.socket)?;
         for (i, parts) in self.loops.iter_mut().enumerate() {
             let l = socket::listener(bound, &self.cfg.socket, self.cfg.backlog)
@@ -242,19 +270,30 @@ impl<H: Handler> Server<H> {
         }
         self.addrs.push(bound);
         self.tls.push(None);
-        Ok(self)
+        Ok(id)
     }
 
     /// Like [`Server::listen`], with TLS: every connection accepted there does a TLS handshake
     /// first and the handler sees only plaintext. [`crate::Context::listener`] tells which
     /// listener a connection came from. (Cargo feature `tls`, on by default.)
     #[cfg(feature = "tls")]
-    pub fn listen_tls(self, addr: SocketAddr, tls: TlsListener) -> io::Result<Self> {
-        let mut this = self.listen(addr)?;
-        if let Some(last) = this.tls.last_mut() {
+    pub fn listen_tls(mut self, addr: SocketAddr, tls: TlsListener) -> io::Result<Self> {
+        self.add_tls_listener(addr, tls)?;
+        Ok(self)
+    }
+
+    /// [`Server::add_listener`] with TLS. (Cargo feature `tls`, on by default.)
+    #[cfg(feature = "tls")]
+    pub fn add_tls_listener(
+        &mut self,
+        addr: SocketAddr,
+        tls: TlsListener,
+    ) -> io::Result<ListenerId> {
+        let id = self.add_listener(addr)?;
+        if let Some(last) = self.tls.last_mut() {
             *last = Some(Arc::new(tls));
         }
-        Ok(this)
+        Ok(id)
     }
 
     /// The addresses actually bound, in the order of [`Server::listen`] calls.

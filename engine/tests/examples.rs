@@ -41,8 +41,8 @@ fn examples_dir() -> &'static PathBuf {
 }
 
 /// Removes what Cargo set for this test run from a child `cargo build`'s environment: build
-/// scripts that watch such a variable (ring's watches CARGO_MANIFEST_DIR) would otherwise see
-/// it change and rebuild on every run.
+/// scripts that watch such a variable (ring's watches CARGO_MANIFEST_DIR and OUT_DIR) would
+/// otherwise see it change and rebuild on every run.
 fn without_test_env(build: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
@@ -58,6 +58,7 @@ fn without_test_env(build: &mut Command) {
                 "CARGO_PRIMARY_PACKAGE",
                 "CARGO_TARGET_TMPDIR",
                 "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
             ]
             .contains(&name);
         if set_by_cargo_test {

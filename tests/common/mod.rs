@@ -154,13 +154,16 @@ fn binaries_dir() -> &'static Path {
             .expect("target/<profile>/deps/")
             .to_path_buf();
         if let Ok(cargo) = std::env::var("CARGO") {
+            // Exactly what `cargo test --workspace` builds (same targets, same features), so
+            // under it this finds everything fresh; a narrower `cargo build --bins` resolves
+            // features differently and would relink every binary on each run.
             let mut build = Command::new(cargo);
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "--bins"]);
-            for package in PACKAGES {
-                build.args(["--package", package]);
-            }
+            build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "test",
+                "--workspace",
+                "--no-run",
+                "--quiet",
+            ]);
             without_test_env(&mut build);
             if dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
@@ -173,8 +176,8 @@ fn binaries_dir() -> &'static Path {
 }
 
 /// Removes what Cargo set for this test run from a child `cargo build`'s environment: build
-/// scripts that watch such a variable (ring's watches CARGO_MANIFEST_DIR) would otherwise see
-/// it change and rebuild on every run.
+/// scripts that watch such a variable (ring's watches CARGO_MANIFEST_DIR and OUT_DIR) would
+/// otherwise see it change and rebuild on every run.
 fn without_test_env(build: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
@@ -190,6 +193,7 @@ fn without_test_env(build: &mut Command) {
                 "CARGO_PRIMARY_PACKAGE",
                 "CARGO_TARGET_TMPDIR",
                 "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
             ]
             .contains(&name);
         if set_by_cargo_test {
@@ -197,14 +201,6 @@ fn without_test_env(build: &mut Command) {
         }
     }
 }
-
-/// The packages the binaries come from.
-const PACKAGES: [&str; 4] = [
-    "netmod-db",
-    "netmod-test-server",
-    "netmod-proxy",
-    "netmod-tools",
-];
 
 /// Every binary of the workspace.
 pub const BINARIES: [&str; 6] = [

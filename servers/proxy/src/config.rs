@@ -45,6 +45,8 @@ pub struct ProxyConfig {
     pub check: CheckConfig,
     /// Period of the `[METRIC]` log lines (none: off).
     pub metrics_interval: Option<Duration>,
+    /// The admin API's listener (its connections get the admin API, not the proxy).
+    pub admin_listener: Option<engine::ListenerId>,
 }
 
 impl Default for ProxyConfig {
@@ -64,6 +66,7 @@ impl Default for ProxyConfig {
                 path: "/health".into(),
             },
             metrics_interval: Some(Duration::from_secs(10)),
+            admin_listener: None,
         }
     }
 }

@@ -256,7 +256,7 @@ impl Handler for Proxy {
     }
 
     fn on_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, peer: SocketAddr) {
-        if ctx.listener(conn) == Some(1) {
+        if ctx.listener(conn).is_some() && ctx.listener(conn) == self.cfg.admin_listener {
             self.conns.insert(conn, Conn::Admin);
             return;
         }

@@ -212,7 +212,7 @@ fn run(args: Args) -> Result<(), String> {
         .metrics_interval
         .or(fp.metrics_interval_secs)
         .unwrap_or(10.0);
-    let cfg = ProxyConfig {
+    let mut cfg = ProxyConfig {
         mode,
         max_head: d.max_head,
         max_body: args.max_body.or(fp.max_body).unwrap_or(d.max_body),
@@ -263,6 +263,7 @@ fn run(args: Args) -> Result<(), String> {
         metrics_interval: (metrics > 0.0)
             .then(|| secs(metrics, "--metrics-interval"))
             .transpose()?,
+        admin_listener: None, // set once the server has it
     };
     let thresholds = Thresholds {
         rise: args.rise.or(fp.rise).unwrap_or(2).max(1),
@@ -296,11 +297,14 @@ fn run(args: Args) -> Result<(), String> {
         (Mode::Tcp, false) => "tcp",
         (Mode::Tcp, true) => "tcp over TLS",
     };
-    let server = Server::new(engine_cfg)
+    let mut server = Server::new(engine_cfg)
         .and_then(|s| shared::tls::listen(s, args.listen, tls))
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
-        .listen(args.admin)
-        .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    cfg.admin_listener = Some(
+        server
+            .add_listener(args.admin)
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?,
+    );
     engine::signal::shutdown_on_signals(server.handle()).map_err(|e| e.to_string())?;
     info!(
         "proxy listening on {} ({scheme}) and {} (admin), {} backend(s), strategy {strategy}, {} loop thread(s)",

@@ -289,13 +289,23 @@ impl Write for ClientStream {
 
 /// Adds a listener to `server`, with TLS when `tls` is given.
 pub fn listen<H: engine::Handler>(
-    server: engine::Server<H>,
+    mut server: engine::Server<H>,
     addr: std::net::SocketAddr,
     tls: Option<engine::tls::TlsListener>,
 ) -> io::Result<engine::Server<H>> {
+    add_listener(&mut server, addr, tls)?;
+    Ok(server)
+}
+
+/// [`listen`] for a server with several listeners: gives the new listener's id.
+pub fn add_listener<H: engine::Handler>(
+    server: &mut engine::Server<H>,
+    addr: std::net::SocketAddr,
+    tls: Option<engine::tls::TlsListener>,
+) -> io::Result<engine::ListenerId> {
     match tls {
-        Some(t) => server.listen_tls(addr, t),
-        None => server.listen(addr),
+        Some(t) => server.add_tls_listener(addr, t),
+        None => server.add_listener(addr),
     }
 }
 

@@ -145,6 +145,14 @@ pub struct FrameService {
     next_ping: u32,
     /// For the first ping's random delay.
     rng: u64,
+    /// Each client's moving average of its last 100 ping round trips, summed (µs) over the
+    /// clients of this loop that answered one, and how many those are (for /metrics).
+    rtt_averages: (u64, u64),
+}
+
+/// A duration in whole microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `DataRequest.sandboxed`'s field number (data.proto).
@@ -185,6 +193,7 @@ impl FrameService {
                 let _ = getrandom::fill(&mut seed);
                 u64::from_le_bytes(seed) | 1
             },
+            rtt_averages: (0, 0),
         }
     }
 
@@ -434,7 +443,7 @@ impl Handler for FrameService {
     fn on_accept(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
         debug!("New connection from {}", peer.ip());
         if let Some(h) = self.http.as_mut() {
-            if ctx.listener(conn) == Some(1) {
+            if ctx.listener(conn).is_some() && ctx.listener(conn) == h.listener() {
                 return h.on_accept(conn, peer);
             }
         }
@@ -483,6 +492,7 @@ impl Handler for FrameService {
                         db_in_flight: l.in_flight(),
                         ready: self.ready,
                         rtt,
+                        rtt_averages: self.rtt_averages,
                         db_watching: l.watching(),
                     },
                     None => http_front::Status {
@@ -491,6 +501,7 @@ impl Handler for FrameService {
                         db_in_flight: 0,
                         ready: false,
                         rtt,
+                        rtt_averages: self.rtt_averages,
                         db_watching: false,
                     },
                 };
@@ -622,6 +633,10 @@ impl Handler for FrameService {
             h.on_close(conn);
         }
         if let Some(c) = self.clients.remove(conn) {
+            if let Some(avg) = c.rtt.average() {
+                self.rtt_averages.0 = self.rtt_averages.0.saturating_sub(micros(avg));
+                self.rtt_averages.1 = self.rtt_averages.1.saturating_sub(1);
+            }
             debug!("Connection from {:?} closed: {reason:?}", c.peer);
         }
     }

@@ -73,6 +73,9 @@ pub struct HttpConfig {
     /// Bytes of documents each loop may keep in memory (0: no cache). The cache is used only
     /// while db-server's change notifications arrive, see `DocCache`.
     pub cache_bytes: usize,
+    /// The listener the front is served on ([`engine::Server::add_listener`]'s id);
+    /// connections from the server's other listeners are frame clients.
+    pub listener: Option<engine::ListenerId>,
 }
 
 /// Timer tokens with this bit set are an HTTP connection's request deadline (the rest is its
@@ -145,6 +148,9 @@ pub struct Status {
     pub ready: bool,
     /// Server pings answered, and the sum of their round trips in µs (all loops).
     pub rtt: (u64, u64),
+    /// Frame clients' moving averages of their last 100 ping round trips (this loop): their
+    /// sum in µs, and how many clients have one.
+    pub rtt_averages: (u64, u64),
     /// The link's change subscription is up, so the document cache is in use.
     pub db_watching: bool,
 }
@@ -217,6 +223,11 @@ impl HttpFront {
                 ..HttpConn::default()
             },
         );
+    }
+
+    /// The listener the front is served on.
+    pub fn listener(&self) -> Option<engine::ListenerId> {
+        self.cfg.listener
     }
 
     /// True when `conn` is an HTTP client of this front.

@@ -261,7 +261,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             timeout: secs(args.ping_timeout),
         }
     });
-    let service = ServiceConfig {
+    let mut service = ServiceConfig {
         max_message_size: cfg.max_message_size,
         db: Some(link),
         auth: Some(auth),
@@ -274,8 +274,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::new(cfg)
         .and_then(|s| tls::listen(s, args.listen, frames_tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let server = tls::listen(server, args.http_listen, http_tls)
+    let mut server = server;
+    let http_listener = tls::add_listener(&mut server, args.http_listen, http_tls)
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_listen))?;
+    if let Some(http) = service.http.as_mut() {
+        http.listener = Some(http_listener);
+    }
     engine::signal::shutdown_on_signals(server.handle())?;
     if let Some(target) = args.migrate_to.clone() {
         let (host, port) = target

@@ -12,9 +12,14 @@ impl FrameService {
         if let Some((id, sent)) = c.ping_out {
             if id == msg.message_id {
                 let rtt = sent.elapsed();
+                match c.rtt.average() {
+                    Some(before) => self.rtt_averages.0 -= micros(before).min(self.rtt_averages.0),
+                    None => self.rtt_averages.1 += 1,
+                }
                 c.rtt.record(rtt);
+                self.rtt_averages.0 += c.rtt.average().map_or(0, micros);
                 c.ping_out = None;
-                let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                let us = micros(rtt);
                 self.cfg.rtt.sum_us.fetch_add(us, Ordering::Relaxed);
                 self.cfg.rtt.count.fetch_add(1, Ordering::Relaxed);
             }
@@ -33,10 +38,18 @@ impl FrameService {
         let now = Instant::now();
         match c.ping_out {
             Some((_, sent)) if now.duration_since(sent) >= live.timeout => {
+                let peer = c.peer.map_or("?".to_string(), |p| p.ip().to_string());
+                let usual = match c.rtt.average() {
+                    Some(avg) => format!(
+                        "its round trips averaged {:.1} ms over its last {} answered pings",
+                        avg.as_secs_f64() * 1e3,
+                        c.rtt.samples()
+                    ),
+                    None => "it never answered one".to_string(),
+                };
                 info!(
-                    "Client {:?} did not answer a ping within {:?}: disconnecting",
-                    c.peer.map(|p| p.ip()),
-                    live.timeout
+                    "Client {peer} did not answer a ping within {} s: disconnecting ({usual})",
+                    live.timeout.as_secs_f64()
                 );
                 ctx.close(conn);
                 return;

@@ -98,6 +98,19 @@ impl HttpFront {
              netmod_ping_rtt_seconds_sum {}\nnetmod_ping_rtt_seconds_count {n}\n",
             sum_us as f64 / 1e6
         );
+        let (avg_sum_us, clients) = status.rtt_averages;
+        let _ = write!(
+            t,
+            "# HELP netmod_ping_rtt_average_seconds Mean over the frame clients of the loop \
+             serving this request of each one's moving average of its last 100 ping round trips.\n\
+             # TYPE netmod_ping_rtt_average_seconds gauge\n\
+             netmod_ping_rtt_average_seconds {}\n",
+            if clients == 0 {
+                0.0
+            } else {
+                avg_sum_us as f64 / clients as f64 / 1e6
+            }
+        );
         t.push_str("# HELP netmod_http_requests_total HTTP requests answered, by status class.\n");
         t.push_str("# TYPE netmod_http_requests_total counter\n");
         for (i, n) in self.cfg.counters.by_class.iter().enumerate() {
