@@ -23,6 +23,9 @@ use shared::settings;
 /// the event loop. SIGTERM/SIGINT: stop accepting, answer requests in flight, exit 0.
 #[derive(Debug, Parser)]
 #[command(name = "db-server", version = shared::VERSION)]
+#[command(mut_arg("threads", |a| a.help(
+    "Event-loop threads [default: 1; the database, not the network, is the bottleneck]"
+)))]
 struct Args {
     /// Address for frame-protocol clients (test-server, loadgen, client).
     #[arg(long, default_value = "127.0.0.1:7100")]
@@ -48,21 +51,14 @@ struct Args {
     /// primary answers.
     #[arg(long, default_value_t = 100)]
     replica_wait_ms: u64,
-    /// Event-loop threads [default: 1; the database, not the network, is the bottleneck].
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
     /// Requests queued for the workers before new ones get OVERLOADED.
     #[arg(long, default_value_t = 10_000)]
     queue: usize,
-    /// TOML file with an [engine] table (see docs/operations.md); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Most connections open at once [default: open-file limit less 64].
-    #[arg(long)]
-    max_connections: Option<usize>,
+    #[command(flatten)]
+    engine: settings::EngineArgs,
     #[command(flatten)]
     tls: shared::tls::ServerTlsArgs,
     /// Require TLS clients (test-servers) to present a certificate signed by a CA in this file
@@ -85,11 +81,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let flags = settings::EngineSettings {
-        threads: Some(args.threads),
-        max_connections: args.max_connections,
-        ..Default::default()
+        threads: Some(args.engine.threads.unwrap_or(1)),
+        ..args.engine.settings()
     };
-    let cfg = settings::engine_config(args.config.as_deref(), &flags)?;
+    let cfg = settings::engine_config(args.engine.config.as_deref(), &flags)?;
     let readers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

@@ -2,7 +2,6 @@
 //! frame-protocol clients), with health checks and an admin API. See docs/proxy.md.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,15 +42,8 @@ struct Args {
     /// What is balanced [default: http].
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
-    /// Event-loop threads [default: number of cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// TOML file with engine and proxy tables (see docs/proxy.md); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Most connections open at once [default: open-file limit less 64].
-    #[arg(long)]
-    max_connections: Option<usize>,
+    #[command(flatten)]
+    engine: settings::EngineArgs,
     /// TLS termination on --listen (the admin API stays plain, for loopback use).
     #[command(flatten)]
     tls: shared::tls::ServerTlsArgs,
@@ -176,7 +168,7 @@ fn secs(v: f64, what: &str) -> Result<Duration, String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let file: File = match &args.config {
+    let file: File = match &args.engine.config {
         Some(p) => settings::load(p).map_err(|e| e.to_string())?,
         None => File::default(),
     };
@@ -269,13 +261,9 @@ fn run(args: Args) -> Result<(), String> {
         rise: args.rise.or(fp.rise).unwrap_or(2).max(1),
         fall: args.fall.or(fp.fall).unwrap_or(3).max(1),
     };
-    let flags = settings::EngineSettings {
-        threads: args.threads,
-        max_connections: args.max_connections,
-        ..Default::default()
-    };
     let engine_cfg =
-        settings::engine_config(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
+        settings::engine_config(args.engine.config.as_deref(), &args.engine.settings())
+            .map_err(|e| e.to_string())?;
     let pool = Arc::new(Pool::new(&backends, strategy.clone(), thresholds));
     let tls = args
         .tls

@@ -16,10 +16,38 @@
 //! Every key is listed in docs/operations.md.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// The command-line flags every server shares, declared once and flattened into each binary
+/// (`#[command(flatten)]`). What they leave unset comes from the configuration file, then the
+/// engine's defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EngineArgs {
+    /// Event-loop threads [default: number of cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Most connections open at once [default: open-file limit less 64].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// TOML configuration file (docs/operations.md, and docs/proxy.md for the proxy's own
+    /// tables); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The flags as engine settings, to lay over the file's.
+    pub fn settings(&self) -> EngineSettings {
+        EngineSettings {
+            threads: self.threads,
+            max_connections: self.max_connections,
+            ..EngineSettings::default()
+        }
+    }
+}
 
 /// Why a configuration file was not taken.
 #[derive(Debug, thiserror::Error)]

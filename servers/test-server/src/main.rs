@@ -28,15 +28,8 @@ struct Args {
     /// Address for frame-protocol clients.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
-    /// Event-loop threads [default: number of cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// TOML file with an [engine] table (see docs/operations.md); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Most connections open at once [default: open-file limit less 64].
-    #[arg(long)]
-    max_connections: Option<usize>,
+    #[command(flatten)]
+    engine: settings::EngineArgs,
     /// Close a client that sends nothing for this many seconds (0 = never).
     #[arg(long)]
     idle_timeout: Option<f64>,
@@ -158,14 +151,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let flags = settings::EngineSettings {
-        threads: args.threads,
-        max_connections: args.max_connections,
         idle_timeout_secs: args.idle_timeout,
         rate_limit_per_minute: args.rate_limit,
         max_message_size: args.max_message_size,
-        ..Default::default()
+        ..args.engine.settings()
     };
-    let mut cfg = settings::engine_config(args.config.as_deref(), &flags)?;
+    let mut cfg = settings::engine_config(args.engine.config.as_deref(), &flags)?;
     cfg.refuse_message = test_server::refuse_frame();
     cfg.rate_limited_message = test_server::rate_limited_frame();
     let secret = match args.token_secret {
