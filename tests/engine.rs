@@ -37,6 +37,7 @@ struct Flooder {
 
 impl Handler for Flooder {
     type Message = ();
+    type Timer = ();
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
         if data.contains(&b'F') {
             let block = vec![b'x'; 64 * 1024];
@@ -146,6 +147,7 @@ struct Echo {
 
 impl Handler for Echo {
     type Message = ();
+    type Timer = ();
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
         let _ = ctx.send(conn, data);
         data.len()
@@ -182,7 +184,8 @@ struct Timers {
 
 impl Handler for Timers {
     type Message = ();
-    fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
+    type Timer = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, (), u64>) {
         ctx.set_timer(Duration::from_millis(30), 1);
         ctx.set_timer(Duration::from_millis(10), 2);
         let cancelled = ctx.set_timer(Duration::from_millis(15), 99);
@@ -190,10 +193,10 @@ impl Handler for Timers {
         ctx.set_timer(Duration::from_millis(10), 4);
         assert!(ctx.cancel_timer(cancelled));
     }
-    fn on_data(&mut self, _: &mut Context<'_, ()>, _: ConnId, data: &[u8]) -> usize {
+    fn on_data(&mut self, _: &mut Context<'_, (), u64>, _: ConnId, data: &[u8]) -> usize {
         data.len()
     }
-    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, (), u64>, token: u64) {
         let mut f = self.fired.lock().unwrap();
         f.push(token);
         if f.len() == 4 {
@@ -222,6 +225,7 @@ struct Offload;
 
 impl Handler for Offload {
     type Message = (ConnId, String);
+    type Timer = ();
     fn on_data(
         &mut self,
         ctx: &mut Context<'_, Self::Message>,
@@ -259,6 +263,7 @@ struct Dialer {
 
 impl Handler for Dialer {
     type Message = ();
+    type Timer = ();
     fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
         for t in &self.targets {
             ctx.connect(*t).unwrap();
@@ -316,6 +321,7 @@ struct SlowWork {
 
 impl Handler for SlowWork {
     type Message = ConnId;
+    type Timer = ();
     fn on_data(&mut self, ctx: &mut Context<'_, ConnId>, conn: ConnId, data: &[u8]) -> usize {
         if data.contains(&b'W') {
             self.busy = Some(conn);
@@ -386,6 +392,7 @@ struct Owe {
 
 impl Handler for Owe {
     type Message = ConnId;
+    type Timer = ();
     fn on_data(&mut self, ctx: &mut Context<'_, ConnId>, conn: ConnId, data: &[u8]) -> usize {
         self.owed.insert(conn);
         let inbox = ctx.loop_handle();

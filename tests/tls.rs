@@ -24,6 +24,7 @@ struct Echo {
 
 impl Handler for Echo {
     type Message = ();
+    type Timer = ();
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
         assert!(ctx.is_tls(conn));
         let _ = ctx.send(conn, data);
@@ -185,6 +186,7 @@ struct Dialer {
 
 impl Handler for Dialer {
     type Message = ();
+    type Timer = ();
     fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
         for (addr, config) in &self.targets {
             ctx.connect_tls(*addr, Arc::clone(config), localhost())
@@ -606,6 +608,7 @@ struct Greeter;
 
 impl Handler for Greeter {
     type Message = ();
+    type Timer = ();
     fn on_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, _: SocketAddr) {
         // More than rustls holds before the handshake (64 KiB): the rest must wait, not fail.
         let greeting: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();

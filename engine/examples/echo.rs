@@ -10,6 +10,7 @@ struct Echo;
 
 impl Handler for Echo {
     type Message = ();
+    type Timer = ();
 
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
         // Queued, never blocking; a peer that stops reading is paused, then closed.

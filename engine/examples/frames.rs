@@ -30,8 +30,6 @@ struct Done {
     reply: Vec<u8>,
 }
 
-const TICK: u64 = 1;
-
 struct Frames {
     jobs: Option<mpsc::Sender<Job>>,
     answered: u64,
@@ -39,6 +37,7 @@ struct Frames {
 
 impl Handler for Frames {
     type Message = Done;
+    type Timer = ();
 
     fn on_start(&mut self, ctx: &mut Context<'_, Done>) {
         let (tx, rx) = mpsc::channel::<Job>();
@@ -58,7 +57,7 @@ impl Handler for Frames {
             }
         });
         self.jobs = Some(tx);
-        ctx.set_timer(Duration::from_secs(1), TICK);
+        ctx.set_timer(Duration::from_secs(1), ());
     }
 
     fn on_data(&mut self, ctx: &mut Context<'_, Done>, conn: ConnId, data: &[u8]) -> usize {
@@ -93,18 +92,16 @@ impl Handler for Frames {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, Done>, token: u64) {
-        if token == TICK {
-            if self.answered > 0 {
-                println!(
-                    "loop {}: {} requests in the last second",
-                    ctx.loop_id(),
-                    self.answered
-                );
-                self.answered = 0;
-            }
-            ctx.set_timer(Duration::from_secs(1), TICK); // periodic: re-arm
+    fn on_timer(&mut self, ctx: &mut Context<'_, Done>, (): ()) {
+        if self.answered > 0 {
+            println!(
+                "loop {}: {} requests in the last second",
+                ctx.loop_id(),
+                self.answered
+            );
+            self.answered = 0;
         }
+        ctx.set_timer(Duration::from_secs(1), ()); // periodic: re-arm
     }
 }
 

@@ -21,6 +21,7 @@ struct Hello;
 
 impl Handler for Hello {
     type Message = ();
+    type Timer = ();
 
     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
         let mut used = 0;

@@ -20,11 +20,15 @@ pub struct TimerId(TimerKey);
 ///
 /// Output is queued, never written in place: every connection with new output is flushed once
 /// at the end of the loop pass (one `writev`), so a burst of pipelined replies costs one syscall.
-pub struct Context<'a, M> {
-    pub(crate) core: &'a mut Core<M>,
+///
+/// `M` is the handler's [`crate::Handler::Message`], `T` its [`crate::Handler::Timer`] (`()`
+/// for a handler with at most one kind of timer, so that the common case reads
+/// `Context<'_, M>`).
+pub struct Context<'a, M, T = ()> {
+    pub(crate) core: &'a mut Core<M, T>,
 }
 
-impl<M> std::fmt::Debug for Context<'_, M> {
+impl<M, T> std::fmt::Debug for Context<'_, M, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("loop_id", &self.core.loop_id)
@@ -33,7 +37,7 @@ impl<M> std::fmt::Debug for Context<'_, M> {
     }
 }
 
-impl<M: Send + 'static> Context<'_, M> {
+impl<M: Send + 'static, T> Context<'_, M, T> {
     /// This loop's index, `0..threads`.
     pub fn loop_id(&self) -> usize {
         self.core.loop_id
@@ -113,9 +117,9 @@ impl<M: Send + 'static> Context<'_, M> {
         self.core.session(conn).is_some_and(|s| s.tls.is_some())
     }
 
-    /// Calls [`crate::Handler::on_timer`] with `token` after `after` (1 ms resolution).
-    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
-        TimerId(self.core.set_user_timer(after, token))
+    /// Calls [`crate::Handler::on_timer`] with `timer` after `after` (1 ms resolution).
+    pub fn set_timer(&mut self, after: Duration, timer: T) -> TimerId {
+        TimerId(self.core.set_user_timer(after, timer))
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.

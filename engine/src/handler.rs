@@ -20,20 +20,6 @@ impl ConnId {
     pub fn index(self) -> usize {
         self.key as usize
     }
-
-    /// The id as one number (e.g. to name a connection in a timer token); the top bit is
-    /// always clear, so a handler may use it as a tag.
-    pub fn to_u64(self) -> u64 {
-        (u64::from(self.key & 0x7FFF_FFFF) << 32) | u64::from(self.gen)
-    }
-
-    /// The id [`ConnId::to_u64`] made (the top bit is ignored).
-    pub fn from_u64(v: u64) -> ConnId {
-        ConnId {
-            key: ((v >> 32) & 0x7FFF_FFFF) as u32,
-            gen: v as u32,
-        }
-    }
 }
 
 impl fmt::Debug for ConnId {
@@ -97,6 +83,7 @@ pub enum CloseReason {
 ///
 /// impl Handler for Echo {
 ///     type Message = ();
+///     type Timer = ();
 ///     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
 ///         let _ = ctx.send(conn, data);
 ///         data.len()
@@ -112,13 +99,18 @@ pub trait Handler: 'static {
     /// What worker threads send to this loop through its [`crate::LoopHandle`].
     type Message: Send + 'static;
 
+    /// What a timer carries back to [`Handler::on_timer`]: `()` for a handler with one kind of
+    /// timer (or none), else the handler's own type (an enum naming each kind and whose it is),
+    /// so that no handler packs meanings into the bits of a number.
+    type Timer: 'static;
+
     /// The loop is about to start polling; open outbound connections or timers here.
-    fn on_start(&mut self, _ctx: &mut Context<'_, Self::Message>) {}
+    fn on_start(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>) {}
 
     /// A peer connected to one of the listeners.
     fn on_accept(
         &mut self,
-        _ctx: &mut Context<'_, Self::Message>,
+        _ctx: &mut Context<'_, Self::Message, Self::Timer>,
         _conn: ConnId,
         _peer: SocketAddr,
     ) {
@@ -127,29 +119,43 @@ pub trait Handler: 'static {
     /// An outbound connection from [`Context::connect`] is established (from
     /// `Context::connect_tls`: its handshake is done as well). (A failed one gets
     /// [`Handler::on_close`] with [`CloseReason::ConnectFailed`] instead.)
-    fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
+    fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>, _conn: ConnId) {}
 
     /// Bytes arrived. `data` is everything received and not yet consumed; return how many bytes
     /// were consumed. Unconsumed bytes are offered again, with more appended, on the next call;
     /// the buffer grows up to the maximum message size, past which the peer is closed.
-    fn on_data(&mut self, ctx: &mut Context<'_, Self::Message>, conn: ConnId, data: &[u8])
-        -> usize;
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_, Self::Message, Self::Timer>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize;
 
     /// A connection's output queue fell to the low-water mark after passing the high-water mark
     /// (reading from it resumes by itself); a proxy resumes the connection feeding this one here.
-    fn on_drain(&mut self, _ctx: &mut Context<'_, Self::Message>, _conn: ConnId) {}
+    fn on_drain(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>, _conn: ConnId) {}
 
-    /// A timer set with [`Context::set_timer`] fired.
-    fn on_timer(&mut self, _ctx: &mut Context<'_, Self::Message>, _token: u64) {}
+    /// A timer set with [`Context::set_timer`] fired; `timer` is what was given there.
+    fn on_timer(
+        &mut self,
+        _ctx: &mut Context<'_, Self::Message, Self::Timer>,
+        _timer: Self::Timer,
+    ) {
+    }
 
     /// A message from another thread arrived.
-    fn on_message(&mut self, _ctx: &mut Context<'_, Self::Message>, _msg: Self::Message) {}
+    fn on_message(
+        &mut self,
+        _ctx: &mut Context<'_, Self::Message, Self::Timer>,
+        _msg: Self::Message,
+    ) {
+    }
 
     /// The connection is closed; `conn` is invalid from now on. Called exactly once per
     /// connection that was accepted or whose connect was attempted.
     fn on_close(
         &mut self,
-        _ctx: &mut Context<'_, Self::Message>,
+        _ctx: &mut Context<'_, Self::Message, Self::Timer>,
         _conn: ConnId,
         _reason: CloseReason,
     ) {
@@ -158,7 +164,7 @@ pub trait Handler: 'static {
     /// A graceful shutdown began: listeners are closed. Tell peers (e.g. a shutdown notice).
     /// Each connection then closes once its output is written and [`Handler::is_busy`] is false,
     /// or when the grace period ends.
-    fn on_shutdown(&mut self, _ctx: &mut Context<'_, Self::Message>) {}
+    fn on_shutdown(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>) {}
 
     /// True while the handler still owes `conn` an answer (e.g. a database call in flight).
     /// Graceful closes and shutdown wait for it.

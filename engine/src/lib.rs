@@ -10,6 +10,7 @@
 //!
 //! impl Handler for Echo {
 //!     type Message = ();
+//!     type Timer = ();
 //!
 //!     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
 //!         let _ = ctx.send(conn, data); // queued; never blocks the loop

@@ -54,9 +54,9 @@ const READ_SLACK: usize = 1024;
 
 /// What a wheel entry stands for.
 #[derive(Debug)]
-pub(crate) enum Timer {
+pub(crate) enum Timer<T> {
     Session(ConnId),
-    User(u64),
+    User(T),
 }
 
 /// Why `send` refused a message.
@@ -72,11 +72,11 @@ pub enum SendError {
 
 /// Everything of a loop except its handler, so that the handler can be given `&mut Core` (as a
 /// [`Context`]) while being called.
-pub(crate) struct Core<M> {
+pub(crate) struct Core<M, T> {
     pub(crate) loop_id: usize,
     pub(crate) registry: Registry,
     pub(crate) sessions: Slab<Session>,
-    pub(crate) timers: TimerWheel<Timer>,
+    pub(crate) timers: TimerWheel<Timer<T>>,
     pub(crate) pool: BufferPool,
     /// Sessions hold `Option<Box<WriteQueue>>` (8 bytes when idle); spares are those same boxes.
     #[allow(clippy::vec_box)]
@@ -105,7 +105,7 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl<M> Core<M> {
+impl<M, T> Core<M, T> {
     pub(crate) fn counters(&self) -> &Counters {
         &self.shared.stats.loops[self.loop_id]
     }
@@ -343,7 +343,7 @@ impl<M> Core<M> {
         self.sessions[id.key as usize].timer = Some((k, due));
     }
 
-    pub(crate) fn set_user_timer(&mut self, after: Duration, token: u64) -> TimerKey {
+    pub(crate) fn set_user_timer(&mut self, after: Duration, token: T) -> TimerKey {
         let due = self.tick_after(after);
         self.timers.insert(due, Timer::User(token))
     }
@@ -385,7 +385,7 @@ impl<M> Core<M> {
 pub(crate) struct Loop<H: Handler> {
     poll: Poll,
     handler: H,
-    core: Core<H::Message>,
+    core: Core<H::Message, H::Timer>,
     listeners: Vec<TcpListener>,
     /// TLS settings per listener (same index), `None` for plain ones.
     tls: Vec<Option<Arc<TlsListener>>>,
@@ -449,7 +449,7 @@ impl<H: Handler> Loop<H> {
         })
     }
 
-    fn ctx(&mut self) -> (&mut H, Context<'_, H::Message>) {
+    fn ctx(&mut self) -> (&mut H, Context<'_, H::Message, H::Timer>) {
         (
             &mut self.handler,
             Context {

@@ -56,6 +56,7 @@ pub(crate) struct Mailbox<M> {
 /// struct Count(u32);
 /// impl Handler for Count {
 ///     type Message = u32;
+///     type Timer = ();
 ///     fn on_data(&mut self, _: &mut Context<'_, u32>, _: ConnId, d: &[u8]) -> usize { d.len() }
 ///     fn on_message(&mut self, ctx: &mut Context<'_, u32>, n: u32) {
 ///         self.0 += n;
@@ -157,6 +158,7 @@ struct LoopParts<M> {
 /// # struct Echo;
 /// # impl Handler for Echo {
 /// #     type Message = ();
+/// #     type Timer = ();
 /// #     fn on_data(&mut self, c: &mut Context<'_, ()>, id: ConnId, d: &[u8]) -> usize { let _ = c.send(id, d); d.len() }
 /// # }
 /// let server = Server::new(Config::default())?.listen("127.0.0.1:0".parse()?)?;
@@ -243,6 +245,7 @@ impl<H: Handler> Server<H> {
     /// struct Two { admin: ListenerId }
     /// impl Handler for Two {
     ///     type Message = ();
+    ///     type Timer = ();
     ///     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
     ///         let reply: &[u8] = if ctx.listener(conn) == Some(self.admin) { b"admin\n" } else { b"public\n" };
     ///         let _ = ctx.send(conn, reply);

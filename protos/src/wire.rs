@@ -229,8 +229,8 @@ pub fn decompress(msg: &mut Message, max: usize) -> Result<(), WireError> {
 
 /// Queues `msg` on `conn`, encoded straight into the connection's output buffer (a large
 /// payload compressed first).
-pub fn send<M: Send + 'static>(
-    ctx: &mut Context<'_, M>,
+pub fn send<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
     conn: ConnId,
     msg: &Message,
 ) -> Result<(), SendError> {
@@ -258,12 +258,12 @@ pub fn pong(ping: Message) -> Message {
 /// for a handler's `on_data`. Broken framing (a length over `max`) is answered with an ERROR
 /// and the connection is closed. Undecodable frames (and payloads that do not inflate) reach
 /// `handle` as `Err`; compressed payloads arrive inflated.
-pub fn for_each_frame<M: Send + 'static>(
-    ctx: &mut Context<'_, M>,
+pub fn for_each_frame<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
     conn: ConnId,
     data: &[u8],
     max: usize,
-    mut handle: impl FnMut(&mut Context<'_, M>, Result<Message, WireError>),
+    mut handle: impl FnMut(&mut Context<'_, M, T>, Result<Message, WireError>),
 ) -> usize {
     let mut used = 0;
     loop {
@@ -303,14 +303,22 @@ pub fn for_each_frame<M: Send + 'static>(
 /// Answers a frame that could not be used: BAD_MESSAGE (id 0: the message could not be read)
 /// or BAD_COMPRESSION (the request's own id and operation). The connection stays usable:
 /// framing is intact.
-pub fn reply_bad_message<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, e: &WireError) {
+pub fn reply_bad_message<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    e: &WireError,
+) {
     ctx.count_error(ErrorKind::Protocol);
     let (id, op) = e.answers();
     let _ = send(ctx, conn, &error(id, op, e.code(), e.to_string()));
 }
 
 /// Answers a message this server does not handle with UNSUPPORTED, naming its id.
-pub fn reply_unsupported<M: Send + 'static>(ctx: &mut Context<'_, M>, conn: ConnId, msg: &Message) {
+pub fn reply_unsupported<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    msg: &Message,
+) {
     ctx.count_error(ErrorKind::Protocol);
     let ty = MessageType::try_from(msg.r#type)
         .map_or_else(|_| msg.r#type.to_string(), |t| t.as_str_name().to_string());

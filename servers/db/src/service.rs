@@ -267,6 +267,7 @@ impl DbService {
 
 impl Handler for DbService {
     type Message = Inbox;
+    type Timer = ();
 
     fn on_start(&mut self, ctx: &mut Context<'_, Inbox>) {
         self.watchers.add_loop(ctx.loop_id(), ctx.loop_handle());

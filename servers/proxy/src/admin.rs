@@ -68,10 +68,10 @@ fn bad(status: u16, msg: impl std::fmt::Display) -> Reply {
 }
 
 /// Bytes from an admin connection: every whole request is answered in order.
-pub(crate) fn on_data(
+pub(crate) fn on_data<T>(
     pool: &Pool,
     mode: Mode,
-    ctx: &mut Context<'_, ()>,
+    ctx: &mut Context<'_, (), T>,
     conn: ConnId,
     data: &[u8],
 ) -> usize {
@@ -103,7 +103,7 @@ pub(crate) fn on_data(
     }
 }
 
-fn send(ctx: &mut Context<'_, ()>, conn: ConnId, r: &Reply, keep: bool, head_only: bool) {
+fn send<T>(ctx: &mut Context<'_, (), T>, conn: ConnId, r: &Reply, keep: bool, head_only: bool) {
     let kind = if r.json {
         "application/json"
     } else {
@@ -175,7 +175,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, Str
     }
 }
 
-fn route(pool: &Pool, mode: Mode, ctx: &mut Context<'_, ()>, req: &Request) -> Reply {
+fn route<T>(pool: &Pool, mode: Mode, ctx: &mut Context<'_, (), T>, req: &Request) -> Reply {
     // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
     let method = if req.method == "HEAD" {
         "GET"

@@ -111,18 +111,19 @@ enum Conn {
     Check(Check),
 }
 
-/// Timer tokens: the kind in the top byte, the connection's [`ConnId::to_u64`] below. That
-/// leaves 24 bits of slab key, far more connections than the open-file limit allows.
-const KIND_SHIFT: u32 = 56;
-const CONN_MASK: u64 = (1 << KIND_SHIFT) - 1;
-const T_CLIENT: u64 = 1;
-const T_UPSTREAM: u64 = 2;
-const T_CHECK: u64 = 3;
-const T_HEALTH_TICK: u64 = 4;
-const T_METRICS_TICK: u64 = 5;
-
-fn token(kind: u64, conn: ConnId) -> u64 {
-    (kind << KIND_SHIFT) | (conn.to_u64() & CONN_MASK)
+/// What a timer of the proxy is for; given back to `on_timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A client connection's idle timeout or request deadline (its `ClientTimer` says which).
+    Client(ConnId),
+    /// A backend connection's connect or response timeout.
+    Upstream(ConnId),
+    /// A health check's timeout.
+    Check(ConnId),
+    /// Time for the next round of health checks (loop 0).
+    HealthTick,
+    /// Time for the next `[METRIC]` lines (loop 0).
+    MetricsTick,
 }
 
 /// The handler of one proxy loop.
@@ -151,21 +152,11 @@ impl Proxy {
         }
     }
 
-    fn arm(
-        &mut self,
-        ctx: &mut Context<'_, ()>,
-        kind: u64,
-        conn: ConnId,
-        after: Duration,
-    ) -> TimerId {
-        ctx.set_timer(after, token(kind, conn))
-    }
-
     /// Sets the client's timer for its state: the idle timeout between requests; a deadline
     /// `client_timeout` after the first byte of a request that is not whole yet — not moved by
     /// later bytes, so a client that trickles bytes (slowloris, slow POST) still runs out of
     /// time; none while the backend has the whole request.
-    fn arm_client(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    fn arm_client(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         let Some(Conn::Client(c)) = self.conns.get(conn) else {
             return;
         };
@@ -189,14 +180,14 @@ impl Proxy {
                 ClientTimer::Idle => self.cfg.idle_timeout,
                 ClientTimer::Deadline => self.cfg.client_timeout,
             };
-            (self.arm(ctx, T_CLIENT, conn, after), kind)
+            (ctx.set_timer(after, Timer::Client(conn)), kind)
         });
         if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
             c.timer = timer;
         }
     }
 
-    fn arm_upstream(&mut self, ctx: &mut Context<'_, ()>, up: ConnId) {
+    fn arm_upstream(&mut self, ctx: &mut Context<'_, (), Timer>, up: ConnId) {
         let Some(Conn::Upstream(u)) = self.conns.get(up) else {
             return;
         };
@@ -208,7 +199,7 @@ impl Proxy {
         if let Some(t) = u.timer {
             ctx.cancel_timer(t);
         }
-        let t = self.arm(ctx, T_UPSTREAM, up, after);
+        let t = ctx.set_timer(after, Timer::Upstream(up));
         if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
             u.timer = Some(t);
         }
@@ -244,18 +235,19 @@ impl Client {
 
 impl Handler for Proxy {
     type Message = ();
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
+    fn on_start(&mut self, ctx: &mut Context<'_, (), Timer>) {
         self.is_first_loop = ctx.loop_id() == 0;
         if self.is_first_loop {
-            ctx.set_timer(Duration::from_millis(10), T_HEALTH_TICK << KIND_SHIFT);
+            ctx.set_timer(Duration::from_millis(10), Timer::HealthTick);
             if let Some(every) = self.cfg.metrics_interval {
-                ctx.set_timer(every, T_METRICS_TICK << KIND_SHIFT);
+                ctx.set_timer(every, Timer::MetricsTick);
             }
         }
     }
 
-    fn on_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, peer: SocketAddr) {
         if ctx.listener(conn).is_some() && ctx.listener(conn) == self.cfg.admin_listener {
             self.conns.insert(conn, Conn::Admin);
             return;
@@ -277,7 +269,7 @@ impl Handler for Proxy {
         self.arm_client(ctx, conn);
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    fn on_connect(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         match self.conns.get_mut(conn) {
             Some(Conn::Upstream(u)) => {
                 u.connected = true;
@@ -306,7 +298,7 @@ impl Handler for Proxy {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, data: &[u8]) -> usize {
         match self.conns.get(conn) {
             Some(Conn::Client(_)) => {
                 self.client_data(ctx, conn, data);
@@ -335,7 +327,7 @@ impl Handler for Proxy {
         }
     }
 
-    fn on_drain(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    fn on_drain(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         match self.conns.get(conn) {
             // A client caught up: read its backend again.
             Some(Conn::Client(c)) => match &c.state {
@@ -358,16 +350,14 @@ impl Handler for Proxy {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, token: u64) {
-        let kind = token >> KIND_SHIFT;
-        match kind {
-            T_HEALTH_TICK => return self.health_tick(ctx),
-            T_METRICS_TICK => return self.metrics_tick(ctx),
-            _ => {}
-        }
-        let conn = ConnId::from_u64(token & CONN_MASK);
-        match (kind, self.conns.get(conn)) {
-            (T_CLIENT, Some(Conn::Client(c))) => {
+    fn on_timer(&mut self, ctx: &mut Context<'_, (), Timer>, timer: Timer) {
+        let conn = match timer {
+            Timer::HealthTick => return self.health_tick(ctx),
+            Timer::MetricsTick => return self.metrics_tick(ctx),
+            Timer::Client(c) | Timer::Upstream(c) | Timer::Check(c) => c,
+        };
+        match (timer, self.conns.get(conn)) {
+            (Timer::Client(_), Some(Conn::Client(c))) => {
                 let partial = match &c.state {
                     ClientState::Idle => !c.buf.is_empty(),
                     ClientState::Busy(ex) => !ex.req.is_done(),
@@ -388,15 +378,15 @@ impl Handler for Proxy {
                     _ => self.arm_client(ctx, conn),
                 }
             }
-            (T_UPSTREAM, Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
-            (T_CHECK, Some(Conn::Check(_))) => {
+            (Timer::Upstream(_), Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
+            (Timer::Check(_), Some(Conn::Check(_))) => {
                 self.check_done(ctx, conn, false, "health check timed out")
             }
             _ => {}
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, reason: CloseReason) {
         match self.conns.get(conn) {
             Some(Conn::Upstream(_)) => self.upstream_closed(ctx, conn, &reason),
             Some(Conn::Check(_)) => {

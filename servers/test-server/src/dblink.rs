@@ -118,7 +118,6 @@ pub struct DbLink<T> {
     next_id: u32,
     breaker: Breaker,
     rr: usize,
-    timer_base: u64,
     sweeping: bool,
     /// Sent on every connection as it comes up.
     subscription: Option<Message>,
@@ -126,14 +125,19 @@ pub struct DbLink<T> {
     subscribing: HashMap<u32, usize>,
 }
 
-/// Timer tokens the link uses: `timer_base + slot` for reconnections, this offset for the
-/// request-timeout sweep.
-const SWEEP: u64 = 0xFFFF;
+/// The link's timers, carried inside the handler's own timer type (`Tm: From<LinkTimer>`) and
+/// given back to [`DbLink::on_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTimer {
+    /// Time to reconnect this connection slot.
+    Reconnect(usize),
+    /// Time to fail requests that waited longer than the request timeout.
+    Sweep,
+}
 
 impl<T> DbLink<T> {
-    /// A link using timer tokens `timer_base ..= timer_base + 0xFFFF`; call [`DbLink::start`]
-    /// from the handler's `on_start`.
-    pub fn new(cfg: LinkConfig, timer_base: u64) -> Self {
+    /// A link; call [`DbLink::start`] from the handler's `on_start`.
+    pub fn new(cfg: LinkConfig) -> Self {
         let (base, max, jitter) = cfg.backoff;
         let slots = (0..cfg.conns.clamp(1, 64))
             .map(|_| Slot {
@@ -150,7 +154,6 @@ impl<T> DbLink<T> {
             pending: HashMap::new(),
             next_id: 0,
             rr: 0,
-            timer_base,
             sweeping: false,
             subscription: None,
             subscribing: HashMap::new(),
@@ -183,7 +186,7 @@ impl<T> DbLink<T> {
     }
 
     /// Opens the connections.
-    pub fn start<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>) {
+    pub fn start<M: Send + 'static, Tm: From<LinkTimer>>(&mut self, ctx: &mut Context<'_, M, Tm>) {
         for i in 0..self.slots.len() {
             self.connect(ctx, i);
         }
@@ -212,7 +215,11 @@ impl<T> DbLink<T> {
         self.breaker.state()
     }
 
-    fn connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, i: usize) {
+    fn connect<M: Send + 'static, Tm: From<LinkTimer>>(
+        &mut self,
+        ctx: &mut Context<'_, M, Tm>,
+        i: usize,
+    ) {
         let dialed = match &self.cfg.tls {
             Some((config, name)) => {
                 ctx.connect_tls(self.cfg.addr, std::sync::Arc::clone(config), name.clone())
@@ -229,7 +236,12 @@ impl<T> DbLink<T> {
     }
 
     /// Slot `i` is down: count a failure and schedule the reconnection.
-    fn lost<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, i: usize, why: &str) {
+    fn lost<M: Send + 'static, Tm: From<LinkTimer>>(
+        &mut self,
+        ctx: &mut Context<'_, M, Tm>,
+        i: usize,
+        why: &str,
+    ) {
         self.slots[i].state = SlotState::Down;
         if self.breaker.failure(Instant::now()) {
             warn!(
@@ -250,11 +262,15 @@ impl<T> DbLink<T> {
                 slot.backoff.attempts()
             );
         }
-        ctx.set_timer(delay, self.timer_base + i as u64);
+        ctx.set_timer(delay, Tm::from(LinkTimer::Reconnect(i)));
     }
 
     /// An outbound connection came up.
-    pub fn on_connect<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>, conn: ConnId) {
+    pub fn on_connect<M: Send + 'static, Tm: From<LinkTimer>>(
+        &mut self,
+        ctx: &mut Context<'_, M, Tm>,
+        conn: ConnId,
+    ) {
         let Some(&i) = self.by_conn.get(conn) else {
             return;
         };
@@ -284,9 +300,9 @@ impl<T> DbLink<T> {
     }
 
     /// One of the link's connections closed (or failed to connect): its requests fail.
-    pub fn on_close<M: Send + 'static>(
+    pub fn on_close<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
-        ctx: &mut Context<'_, M>,
+        ctx: &mut Context<'_, M, Tm>,
         conn: ConnId,
         reason: CloseReason,
     ) -> Vec<Event<T>> {
@@ -319,26 +335,31 @@ impl<T> DbLink<T> {
         events
     }
 
-    /// A timer fired: `None` when it is not the link's.
-    pub fn on_timer<M: Send + 'static>(
+    /// One of the link's timers fired.
+    pub fn on_timer<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
-        ctx: &mut Context<'_, M>,
-        token: u64,
-    ) -> Option<Vec<Event<T>>> {
-        let offset = token.checked_sub(self.timer_base)?;
-        if offset == SWEEP {
-            return Some(self.sweep(ctx));
+        ctx: &mut Context<'_, M, Tm>,
+        timer: LinkTimer,
+    ) -> Vec<Event<T>> {
+        match timer {
+            LinkTimer::Sweep => self.sweep(ctx),
+            LinkTimer::Reconnect(i) => {
+                let down = self
+                    .slots
+                    .get(i)
+                    .is_some_and(|s| matches!(s.state, SlotState::Down));
+                if down && !ctx.is_shutting_down() {
+                    self.connect(ctx, i);
+                }
+                Vec::new()
+            }
         }
-        let i = usize::try_from(offset)
-            .ok()
-            .filter(|i| *i < self.slots.len())?;
-        if matches!(self.slots[i].state, SlotState::Down) && !ctx.is_shutting_down() {
-            self.connect(ctx, i);
-        }
-        Some(Vec::new())
     }
 
-    fn sweep<M: Send + 'static>(&mut self, ctx: &mut Context<'_, M>) -> Vec<Event<T>> {
+    fn sweep<M: Send + 'static, Tm: From<LinkTimer>>(
+        &mut self,
+        ctx: &mut Context<'_, M, Tm>,
+    ) -> Vec<Event<T>> {
         let now = Instant::now();
         let limit = self.cfg.request_timeout;
         let late: Vec<u32> = self
@@ -363,16 +384,16 @@ impl<T> DbLink<T> {
             .collect();
         self.sweeping = !self.pending.is_empty();
         if self.sweeping {
-            ctx.set_timer(limit / 4, self.timer_base + SWEEP);
+            ctx.set_timer(limit / 4, Tm::from(LinkTimer::Sweep));
         }
         out
     }
 
     /// Sends `msg` (its `message_id` is replaced by the link's) to db-server. On failure the
     /// owner comes back with the code and reason to answer its caller with, at once.
-    pub fn request<M: Send + 'static>(
+    pub fn request<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
-        ctx: &mut Context<'_, M>,
+        ctx: &mut Context<'_, M, Tm>,
         mut msg: Message,
         owner: T,
     ) -> Result<(), (T, ErrorCode, String)> {
@@ -417,15 +438,15 @@ impl<T> DbLink<T> {
         );
         if !self.sweeping {
             self.sweeping = true;
-            ctx.set_timer(self.cfg.request_timeout / 4, self.timer_base + SWEEP);
+            ctx.set_timer(self.cfg.request_timeout / 4, Tm::from(LinkTimer::Sweep));
         }
         Ok(())
     }
 
     /// Bytes from one of the link's connections: the answers they complete.
-    pub fn on_data<M: Send + 'static>(
+    pub fn on_data<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
-        ctx: &mut Context<'_, M>,
+        ctx: &mut Context<'_, M, Tm>,
         conn: ConnId,
         data: &[u8],
     ) -> (usize, Vec<Event<T>>) {

@@ -5,6 +5,25 @@
 use engine::ConnId;
 use protocol::wire;
 
+use crate::dblink::LinkTimer;
+
+/// What a test-server timer is for; given back to the loop's `on_timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// One of the db link's (reconnection, request-timeout sweep).
+    Link(LinkTimer),
+    /// A frame client's ping tick.
+    Ping(ConnId),
+    /// An HTTP connection's request deadline.
+    Http(ConnId),
+}
+
+impl From<LinkTimer> for Timer {
+    fn from(t: LinkTimer) -> Self {
+        Timer::Link(t)
+    }
+}
+
 /// Who a request on the db link is for.
 #[derive(Debug)]
 pub enum Owner {

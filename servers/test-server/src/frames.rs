@@ -40,7 +40,7 @@ use crate::auth;
 use crate::config::{AuthConfig, Liveness, RttTotals};
 use crate::dblink::LinkConfig;
 use crate::dblink::{DbLink, Event};
-use crate::events::{Note, Owner};
+use crate::events::{Note, Owner, Timer};
 use crate::http_front::HttpConfig;
 use crate::http_front::{self, HttpFront};
 use protocol::proto::{
@@ -127,11 +127,6 @@ struct Client {
     rtt: RttWindow,
 }
 
-/// Timer tokens of the db link start here.
-const LINK_TIMERS: u64 = 1 << 32;
-/// Timer tokens with this bit set are a client's ping timer (the rest is its `ConnId`).
-const PING_TIMER: u64 = 1 << 63;
-
 /// The handler of one loop.
 #[derive(Debug)]
 pub struct FrameService {
@@ -174,7 +169,7 @@ fn sandboxed(data: &[u8]) -> Vec<u8> {
 impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
-        let mut link = cfg.db.clone().map(|c| DbLink::new(c, LINK_TIMERS));
+        let mut link = cfg.db.clone().map(DbLink::new);
         if let (Some(link), Some(http)) = (link.as_mut(), cfg.http.as_ref()) {
             if http.cache_bytes > 0 {
                 link.subscribe(http_front::watch_request());
@@ -198,7 +193,7 @@ impl FrameService {
     }
 
     fn reply_error(
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         id: u32,
         op: Operation,
@@ -210,7 +205,7 @@ impl FrameService {
 
     fn handle(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         msg: Result<Message, wire::WireError>,
     ) {
@@ -234,7 +229,7 @@ impl FrameService {
         }
     }
 
-    fn data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+    fn data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::Data;
         let authed = self
@@ -271,7 +266,13 @@ impl FrameService {
     }
 
     /// Sends `msg` to db-server for `owner`, answering the client at once if it cannot go.
-    fn forward(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message, owner: Owner) {
+    fn forward(
+        &mut self,
+        ctx: &mut Context<'_, Note, Timer>,
+        conn: ConnId,
+        msg: Message,
+        owner: Owner,
+    ) {
         let Some(link) = self.link.as_mut() else {
             return self.settle(
                 ctx,
@@ -296,7 +297,7 @@ impl FrameService {
     }
 
     /// An answer (or failure) for a forwarded request.
-    fn settle(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+    fn settle(&mut self, ctx: &mut Context<'_, Note, Timer>, ev: Event<Owner>) {
         let conn = match &ev {
             Event::Reply(
                 Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
@@ -315,7 +316,7 @@ impl FrameService {
         self.settle_now(ctx, ev);
     }
 
-    fn settle_now(&mut self, ctx: &mut Context<'_, Note>, ev: Event<Owner>) {
+    fn settle_now(&mut self, ctx: &mut Context<'_, Note, Timer>, ev: Event<Owner>) {
         match ev {
             Event::Reply(Owner::Http { conn, seq, op }, m) => {
                 if let Some(h) = self.http.as_mut() {
@@ -389,7 +390,7 @@ impl FrameService {
     }
 
     /// Creates the users table and the bootstrap user (idempotent; on every link connection).
-    fn setup(&mut self, ctx: &mut Context<'_, Note>) {
+    fn setup(&mut self, ctx: &mut Context<'_, Note, Timer>) {
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -429,8 +430,9 @@ fn req_message(req: &DataRequest) -> Message {
 
 impl Handler for FrameService {
     type Message = Note;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Context<'_, Note>) {
+    fn on_start(&mut self, ctx: &mut Context<'_, Note, Timer>) {
         match self.cfg.loops.lock() {
             Ok(mut l) => l.push(ctx.loop_handle()),
             Err(p) => p.into_inner().push(ctx.loop_handle()),
@@ -440,7 +442,7 @@ impl Handler for FrameService {
         }
     }
 
-    fn on_accept(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, peer: SocketAddr) {
         debug!("New connection from {}", peer.ip());
         if let Some(h) = self.http.as_mut() {
             if ctx.listener(conn).is_some() && ctx.listener(conn) == h.listener() {
@@ -456,11 +458,11 @@ impl Handler for FrameService {
         );
         if let Some(live) = self.cfg.liveness {
             let delay = self.first_ping_delay(&live);
-            ctx.set_timer(delay, PING_TIMER | conn.to_u64());
+            ctx.set_timer(delay, Timer::Ping(conn));
         }
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+    fn on_connect(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
         if let Some(link) = self.link.as_mut() {
             if link.owns(conn) {
                 link.on_connect(ctx, conn);
@@ -469,7 +471,7 @@ impl Handler for FrameService {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, data: &[u8]) -> usize {
         if let Some(link) = self.link.as_mut() {
             if link.owns(conn) {
                 let (used, events) = link.on_data(ctx, conn, data);
@@ -512,23 +514,27 @@ impl Handler for FrameService {
         wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
-        if token & PING_TIMER != 0 {
-            return self.ping_tick(ctx, ConnId::from_u64(token));
-        }
-        if token & http_front::HTTP_TIMER != 0 {
-            if let Some(h) = self.http.as_mut() {
-                h.on_timer(ctx, token);
+    fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, timer: Timer) {
+        match timer {
+            Timer::Ping(conn) => self.ping_tick(ctx, conn),
+            Timer::Http(conn) => {
+                if let Some(h) = self.http.as_mut() {
+                    h.on_timer(ctx, conn);
+                }
             }
-            return;
-        }
-        let events = self.link.as_mut().and_then(|l| l.on_timer(ctx, token));
-        for ev in events.into_iter().flatten() {
-            self.settle(ctx, ev);
+            Timer::Link(t) => {
+                let events = match self.link.as_mut() {
+                    Some(l) => l.on_timer(ctx, t),
+                    None => Vec::new(),
+                };
+                for ev in events {
+                    self.settle(ctx, ev);
+                }
+            }
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_, Note>, note: Note) {
+    fn on_message(&mut self, ctx: &mut Context<'_, Note, Timer>, note: Note) {
         match note {
             Note::Migrate(m) => {
                 let mut notice =
@@ -619,7 +625,7 @@ impl Handler for FrameService {
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, reason: CloseReason) {
         if let Some(link) = self.link.as_mut() {
             if link.owns(conn) {
                 let events = link.on_close(ctx, conn, reason);
@@ -641,7 +647,7 @@ impl Handler for FrameService {
         }
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Context<'_, Note>) {
+    fn on_shutdown(&mut self, ctx: &mut Context<'_, Note, Timer>) {
         let notice = wire::message(
             MessageType::Notification,
             Operation::ServerShutdown,

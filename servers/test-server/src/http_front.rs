@@ -29,7 +29,7 @@ use prost::Message as _;
 
 use crate::config::AuthConfig;
 use crate::dblink::DbLink;
-use crate::events::{DocOp, Note, Owner};
+use crate::events::{DocOp, Note, Owner, Timer};
 use protocol::proto::{
     data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
     Value,
@@ -78,10 +78,6 @@ pub struct HttpConfig {
     pub listener: Option<engine::ListenerId>,
 }
 
-/// Timer tokens with this bit set are an HTTP connection's request deadline (the rest is its
-/// `ConnId`, whose key stays far below 2^30). Bit 63 is test-server's ping timers.
-pub const HTTP_TIMER: u64 = 1 << 62;
-
 /// Default for [`HttpConfig::cache_bytes`] in the binary: 16 MiB per loop.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
@@ -115,7 +111,7 @@ struct HttpConn {
 impl HttpConn {
     /// Leaves the rest of the input for later: reading paused until `on_reply` resumes it; no
     /// request deadline runs meanwhile (the wait is the server's, not the client's).
-    fn hold(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+    fn hold(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
         self.held = true;
         ctx.pause_reading(conn);
         if let Some(t) = self.deadline.take() {
@@ -240,10 +236,9 @@ impl HttpFront {
         self.conns.remove(conn);
     }
 
-    /// A request timer fired (token `HTTP_TIMER | conn`): a request still incomplete gets 408
+    /// `conn`'s request deadline passed: a request still incomplete gets 408
     /// and the connection closes after the answers owed before it.
-    pub fn on_timer(&mut self, ctx: &mut Context<'_, Note>, token: u64) {
-        let conn = ConnId::from_u64(token & !HTTP_TIMER);
+    pub fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -265,7 +260,7 @@ impl HttpFront {
     /// Bytes from a client: every whole request is answered (or sent on to db-server).
     pub fn on_data(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         data: &[u8],
         link: Option<&mut DbLink<Owner>>,
@@ -315,9 +310,8 @@ impl HttpFront {
                     let pending = used < data.len();
                     match (pending, c.deadline) {
                         (true, None) if !self.cfg.request_timeout.is_zero() => {
-                            c.deadline = Some(
-                                ctx.set_timer(self.cfg.request_timeout, HTTP_TIMER | conn.to_u64()),
-                            );
+                            c.deadline =
+                                Some(ctx.set_timer(self.cfg.request_timeout, Timer::Http(conn)));
                         }
                         (false, Some(t)) => {
                             ctx.cancel_timer(t);
@@ -378,7 +372,7 @@ impl HttpFront {
     /// otherwise `100 Continue` is written, or owed until the answers before it are out.
     fn answer_expectation(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         seq: u64,
         head: &http1::Head,
@@ -429,7 +423,7 @@ impl HttpFront {
     /// Answers at once (`Some`) or sends the work to db-server (`None`).
     fn route(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         seq: u64,
         req: &Request,
@@ -555,7 +549,7 @@ impl HttpFront {
     /// db-server answered (or failed) request `seq` of `conn`.
     pub fn on_reply(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         seq: u64,
         op: DocOp,
@@ -602,7 +596,7 @@ impl HttpFront {
     /// Queues the answer to request `seq` and writes every answer now in order.
     fn complete(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         seq: u64,
         answer: Answer,

@@ -173,8 +173,6 @@ struct LoadConn {
 /// The handshake's message id (load requests count from 1).
 const HANDSHAKE_ID: u32 = 0;
 
-const END: u64 = 1;
-
 struct LoadHandler<W: Workload> {
     cfg: LoadConfig,
     work: Arc<W>,
@@ -228,13 +226,14 @@ impl<W: Workload> LoadHandler<W> {
 
 impl<W: Workload> Handler for LoadHandler<W> {
     type Message = ();
+    type Timer = ();
 
     fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
         self.started = ctx.now();
         for _ in 0..self.my_conns {
             self.open(ctx);
         }
-        ctx.set_timer(self.cfg.duration, END);
+        ctx.set_timer(self.cfg.duration, ()); // the end of the run
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
@@ -331,7 +330,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, (): ()) {
         self.stopping = true;
         let mut report = std::mem::replace(&mut self.report, Report::empty());
         report.elapsed = ctx.now().saturating_duration_since(self.started);

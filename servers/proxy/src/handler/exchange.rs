@@ -5,7 +5,12 @@ use super::*;
 use crate::headers;
 
 impl Proxy {
-    pub(super) fn client_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) {
+    pub(super) fn client_data(
+        &mut self,
+        ctx: &mut Context<'_, (), Timer>,
+        conn: ConnId,
+        data: &[u8],
+    ) {
         let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
             return;
         };
@@ -26,7 +31,7 @@ impl Proxy {
 
     /// Moves the client's buffered bytes along: a new request's head, or the body of the one
     /// being sent.
-    pub(super) fn pump(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    pub(super) fn pump(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         loop {
             let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
                 return;
@@ -98,7 +103,12 @@ impl Proxy {
 
     /// A request head arrived: check it, choose a backend and send it. False when the client
     /// was answered already (and nothing more is to be read now).
-    pub(super) fn begin(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, head: Head) -> bool {
+    pub(super) fn begin(
+        &mut self,
+        ctx: &mut Context<'_, (), Timer>,
+        conn: ConnId,
+        head: Head,
+    ) -> bool {
         let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
             return false;
         };
@@ -132,7 +142,7 @@ impl Proxy {
     }
 
     /// Sends the exchange's request (the replay bytes) to a backend not tried yet.
-    pub(super) fn dispatch(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) -> bool {
+    pub(super) fn dispatch(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) -> bool {
         loop {
             let Some(Conn::Client(c)) = self.conns.get(conn) else {
                 return false;
@@ -202,7 +212,7 @@ impl Proxy {
     /// An open idle connection to `addr`, if this loop has one.
     pub(super) fn take_idle(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         addr: SocketAddr,
     ) -> Option<ConnId> {
         let list = self.idle.get_mut(&addr)?;
@@ -219,7 +229,7 @@ impl Proxy {
     /// could not be read to its end.
     pub(super) fn fail(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         status: u16,
         msg: &str,
@@ -248,7 +258,7 @@ impl Proxy {
     /// A request that cannot be framed: answer and close.
     pub(super) fn refuse(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         status: u16,
         msg: &str,
@@ -263,7 +273,7 @@ impl Proxy {
     /// [`Proxy::refuse`], for a request known to be a HEAD (`head_only`: no body) or not.
     pub(super) fn refuse_answering(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         status: u16,
         msg: &str,
@@ -279,7 +289,7 @@ impl Proxy {
     }
 
     /// Drops the exchange's backend connection (the request will not complete).
-    pub(super) fn abandon(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    pub(super) fn abandon(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         let Some(ex) = self.exchange(conn) else {
             return;
         };
@@ -300,7 +310,7 @@ impl Proxy {
 
     pub(super) fn upstream_data(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         up: ConnId,
         data: &[u8],
     ) -> usize {
@@ -458,7 +468,7 @@ impl Proxy {
 
     /// The response is complete: count it, log it, recycle the backend connection, and go on
     /// with the client's next request.
-    pub(super) fn finish(&mut self, ctx: &mut Context<'_, ()>, client: ConnId) {
+    pub(super) fn finish(&mut self, ctx: &mut Context<'_, (), Timer>, client: ConnId) {
         let Some(Conn::Client(c)) = self.conns.get_mut(client) else {
             return;
         };
@@ -508,7 +518,7 @@ impl Proxy {
 
     pub(super) fn upstream_closed(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         up: ConnId,
         reason: &CloseReason,
     ) {
@@ -592,7 +602,7 @@ impl Proxy {
         }
     }
 
-    pub(super) fn upstream_timeout(&mut self, ctx: &mut Context<'_, ()>, up: ConnId) {
+    pub(super) fn upstream_timeout(&mut self, ctx: &mut Context<'_, (), Timer>, up: ConnId) {
         let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
             return;
         };
@@ -634,7 +644,7 @@ impl Proxy {
 
 /// Writes an error the proxy makes itself, `{"error": msg}`, and logs it.
 pub(super) fn send_error(
-    ctx: &mut Context<'_, ()>,
+    ctx: &mut Context<'_, (), Timer>,
     conn: ConnId,
     peer: SocketAddr,
     status: u16,

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Proxy {
-    pub(super) fn health_tick(&mut self, ctx: &mut Context<'_, ()>) {
+    pub(super) fn health_tick(&mut self, ctx: &mut Context<'_, (), Timer>) {
         for addr in self.pool.reap() {
             if let Some(list) = self.idle.remove(&addr) {
                 for up in list {
@@ -18,7 +18,7 @@ impl Proxy {
             match ctx.connect(b.addr) {
                 Ok(conn) => {
                     self.checking.insert(b.addr, conn);
-                    let t = self.arm(ctx, T_CHECK, conn, self.cfg.check.timeout);
+                    let t = ctx.set_timer(self.cfg.check.timeout, Timer::Check(conn));
                     self.conns.insert(
                         conn,
                         Conn::Check(Check {
@@ -30,12 +30,12 @@ impl Proxy {
                 Err(e) => self.pool.check_result(b, false, &format!("connect: {e}")),
             }
         }
-        ctx.set_timer(self.cfg.check.interval, T_HEALTH_TICK << KIND_SHIFT);
+        ctx.set_timer(self.cfg.check.interval, Timer::HealthTick);
     }
 
     pub(super) fn check_done(
         &mut self,
-        ctx: &mut Context<'_, ()>,
+        ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         ok: bool,
         why: &str,

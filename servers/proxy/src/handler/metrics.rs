@@ -3,7 +3,7 @@
 use super::*;
 
 impl Proxy {
-    pub(super) fn metrics_tick(&mut self, ctx: &mut Context<'_, ()>) {
+    pub(super) fn metrics_tick(&mut self, ctx: &mut Context<'_, (), Timer>) {
         let mut sum_ms = 0.0;
         let mut answered = 0u64;
         for b in self.pool.members().backends.iter() {
@@ -28,7 +28,7 @@ impl Proxy {
             }
         );
         if let Some(every) = self.cfg.metrics_interval {
-            ctx.set_timer(every, T_METRICS_TICK << KIND_SHIFT);
+            ctx.set_timer(every, Timer::MetricsTick);
         }
     }
 }

@@ -3,7 +3,12 @@
 use super::*;
 
 impl Proxy {
-    pub(super) fn tcp_accept(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, peer: SocketAddr) {
+    pub(super) fn tcp_accept(
+        &mut self,
+        ctx: &mut Context<'_, (), Timer>,
+        conn: ConnId,
+        peer: SocketAddr,
+    ) {
         self.conns.insert(
             conn,
             Conn::Client(Client {
@@ -21,7 +26,7 @@ impl Proxy {
     }
 
     /// Connects a TCP-mode client to a backend it has not tried yet.
-    pub(super) fn tcp_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    pub(super) fn tcp_connect(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
         loop {
             let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
                 return;
@@ -56,7 +61,7 @@ impl Proxy {
                             counted: true,
                         }),
                     );
-                    let t = self.arm(ctx, T_UPSTREAM, up, self.cfg.connect_timeout);
+                    let t = ctx.set_timer(self.cfg.connect_timeout, Timer::Upstream(up));
                     if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
                         u.timer = Some(t);
                     }

@@ -28,7 +28,7 @@ impl FrameService {
 
     /// A client's ping timer: disconnect it if its last ping went unanswered too long, else
     /// ping it (if no ping is out) and set the next tick.
-    pub(super) fn ping_tick(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId) {
+    pub(super) fn ping_tick(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
         let Some(live) = self.cfg.liveness else {
             return;
         };
@@ -73,10 +73,7 @@ impl FrameService {
                 .min((sent + live.timeout).saturating_duration_since(now)),
             None => live.interval,
         };
-        ctx.set_timer(
-            next.max(Duration::from_millis(1)),
-            PING_TIMER | conn.to_u64(),
-        );
+        ctx.set_timer(next.max(Duration::from_millis(1)), Timer::Ping(conn));
     }
 
     pub(super) fn first_ping_delay(&mut self, live: &Liveness) -> Duration {

@@ -4,7 +4,7 @@
 use super::*;
 
 impl FrameService {
-    pub(super) fn login(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+    pub(super) fn login(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::AuthLogin;
         let Ok(login) = AuthLogin::decode(msg.data) else {
@@ -59,7 +59,12 @@ impl FrameService {
     }
 
     /// Authenticates the connection with an existing token.
-    pub(super) fn resume(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: &Message) {
+    pub(super) fn resume(
+        &mut self,
+        ctx: &mut Context<'_, Note, Timer>,
+        conn: ConnId,
+        msg: &Message,
+    ) {
         let id = msg.message_id;
         let op = Operation::AuthToken;
         let Some(auth) = self.cfg.auth.clone() else {
@@ -99,7 +104,7 @@ impl FrameService {
     }
 
     /// USERS: the admin creates, re-keys or removes a user.
-    pub(super) fn users(&mut self, ctx: &mut Context<'_, Note>, conn: ConnId, msg: Message) {
+    pub(super) fn users(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::Users;
         let Some(auth) = self.cfg.auth.clone() else {
@@ -185,7 +190,7 @@ impl FrameService {
     /// The new user's secret is hashed: store it.
     pub(super) fn store_user(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         id: u32,
         name: String,
@@ -222,7 +227,7 @@ impl FrameService {
 
     /// db-server answered a user change.
     pub(super) fn user_changed(
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         id: u32,
         name: String,
@@ -268,7 +273,7 @@ impl FrameService {
     /// db-server answered a login's lookup: check the secret on a verifier thread.
     pub(super) fn check_login(
         &mut self,
-        ctx: &mut Context<'_, Note>,
+        ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         id: u32,
         user: String,

@@ -3,7 +3,7 @@
 use super::*;
 
 impl HttpFront {
-    pub(super) fn health(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+    pub(super) fn health(&self, ctx: &mut Context<'_, Note, Timer>, status: Status) -> Answer {
         let stats = ctx.server().stats();
         let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
         let body = serde_json::json!({
@@ -18,7 +18,7 @@ impl HttpFront {
         Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
     }
 
-    pub(super) fn metrics(&self, ctx: &mut Context<'_, Note>, status: Status) -> Answer {
+    pub(super) fn metrics(&self, ctx: &mut Context<'_, Note, Timer>, status: Status) -> Answer {
         let s = ctx.server().stats();
         let mut t = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
