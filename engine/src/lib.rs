@@ -67,6 +67,7 @@ mod session;
 pub mod signal;
 mod socket;
 mod stats;
+#[doc(hidden)] // public for benches/timer.rs only; not part of the API
 pub mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;
