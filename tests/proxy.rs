@@ -924,3 +924,58 @@ fn a_backend_may_be_named_by_host_name() {
     let r = get(p.addr, "/x");
     assert_eq!((r.status, backend_of(&r)), (200, "named".to_string()));
 }
+
+#[test]
+fn the_config_files_proxy_table_sets_what_flags_leave_unset_and_flags_win() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let dir = common::TempDir::new("proxy-config");
+    let file = dir.path("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[proxy]\n\
+             backends = [\"{}\", {{ address = \"{}\", weight = 3 }}]\n\
+             strategy = \"weighted_round_robin\"\n\
+             check_interval_secs = 0.05\n\
+             check_path = \"/raw\"\n\
+             max_body = 10\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // The file's backends and settings (the health-check keys must parse too: unknown keys are
+    // refused), the strategy overridden by its flag.
+    let (_proxy, listen, admin_addr) =
+        common::spawn_proxy(&[], &["--config", file, "--strategy", "least_connections"]);
+    let st = call(admin_addr, "GET /status HTTP/1.1\r\nHost: a\r\n\r\n");
+    let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+    assert_eq!(v["strategy"], "least_connections", "{}", st.body);
+    let backends = v["backends"].as_array().unwrap();
+    let weight_of = |addr: SocketAddr| {
+        backends
+            .iter()
+            .find(|x| x["address"] == addr.to_string())
+            .map(|x| x["weight"].clone())
+    };
+    assert_eq!(weight_of(a.addr), Some(serde_json::json!(1)), "{}", st.body);
+    assert_eq!(weight_of(b.addr), Some(serde_json::json!(3)), "{}", st.body);
+    // max_body from the file: 11 bytes are refused before any backend sees them.
+    let r = call(
+        listen,
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    // A key the table does not know is refused at start, naming it.
+    std::fs::write(dir.path("bad.toml"), "[proxy]\nstrategi = \"random\"\n").unwrap();
+    let bad = dir.path("bad.toml");
+    let out = std::process::Command::new(common::bin_path("proxy"))
+        .args(["--config", bad.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("strategi"), "{err}");
+}

@@ -32,57 +32,13 @@ struct Args {
     /// A backend, HOST:PORT or HOST:PORT,weight=N (repeat the flag for each).
     #[arg(long = "backend", value_name = "ADDR[,weight=N]")]
     backends: Vec<String>,
-    /// round_robin, weighted_round_robin, least_connections, power_of_two or consistent_hash
-    /// [default: round_robin].
-    #[arg(long)]
-    strategy: Option<String>,
-    /// What consistent_hash hashes: client_ip (default) or header:NAME.
-    #[arg(long)]
-    hash_key: Option<String>,
-    /// What is balanced [default: http].
-    #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
     #[command(flatten)]
     engine: settings::EngineArgs,
     /// TLS termination on --listen (the admin API stays plain, for loopback use).
     #[command(flatten)]
     tls: shared::tls::ServerTlsArgs,
-    /// Seconds between health checks of each backend [default: 2].
-    #[arg(long)]
-    check_interval: Option<f64>,
-    /// Seconds a health check may take [default: 1].
-    #[arg(long)]
-    check_timeout: Option<f64>,
-    /// Path health checks GET [default: /health].
-    #[arg(long)]
-    check_path: Option<String>,
-    /// Passed checks that bring a backend back [default: 2].
-    #[arg(long)]
-    rise: Option<u32>,
-    /// Failed checks (or failed requests in a row) that take a backend out [default: 3].
-    #[arg(long)]
-    fall: Option<u32>,
-    /// Seconds to open a backend connection [default: 3].
-    #[arg(long)]
-    connect_timeout: Option<f64>,
-    /// Seconds a backend may stay silent once it has the request: then 504 [default: 30].
-    #[arg(long)]
-    response_timeout: Option<f64>,
-    /// Seconds a request may take to arrive whole, from its first byte: then 408 [default: 30].
-    #[arg(long)]
-    client_timeout: Option<f64>,
-    /// Seconds an idle keep-alive connection stays open [default: 60].
-    #[arg(long)]
-    idle_timeout: Option<f64>,
-    /// Idle keep-alive connections kept per backend and loop thread [default: 512].
-    #[arg(long)]
-    backend_idle: Option<usize>,
-    /// Seconds between the periodic METRIC log lines, 0 for none [default: 10].
-    #[arg(long)]
-    metrics_interval: Option<f64>,
-    /// Largest request body in bytes (over it: 413) [default: 1 GiB].
-    #[arg(long)]
-    max_body: Option<u64>,
+    #[command(flatten)]
+    proxy: ProxySettings,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Deserialize)]
@@ -90,29 +46,6 @@ struct Args {
 enum ModeArg {
     Http,
     Tcp,
-}
-
-/// The `[proxy]` table of the configuration file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileProxy {
-    #[serde(default)]
-    backends: Vec<FileBackend>,
-    strategy: Option<String>,
-    hash_key: Option<String>,
-    mode: Option<ModeArg>,
-    check_interval_secs: Option<f64>,
-    check_timeout_secs: Option<f64>,
-    check_path: Option<String>,
-    rise: Option<u32>,
-    fall: Option<u32>,
-    connect_timeout_secs: Option<f64>,
-    response_timeout_secs: Option<f64>,
-    client_timeout_secs: Option<f64>,
-    idle_timeout_secs: Option<f64>,
-    backend_idle: Option<usize>,
-    metrics_interval_secs: Option<f64>,
-    max_body: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +61,95 @@ enum FileBackend {
 #[derive(Debug, Default, Deserialize)]
 struct File {
     #[serde(default)]
-    proxy: FileProxy,
+    proxy: ProxySettings,
+}
+/// Every proxy setting a flag or the configuration file's `[proxy]` table can give, declared
+/// once: clap reads it from the command line, serde from the file (durations there end in
+/// `_secs`). A flag overrides the file; what neither gives takes `ProxyConfig`'s default.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySettings {
+    /// round_robin, weighted_round_robin, least_connections, power_of_two or consistent_hash
+    /// [default: round_robin].
+    #[arg(long)]
+    strategy: Option<String>,
+    /// What consistent_hash hashes: client_ip (default) or header:NAME.
+    #[arg(long)]
+    hash_key: Option<String>,
+    /// What is balanced [default: http].
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Seconds between health checks of each backend [default: 2].
+    #[arg(long)]
+    #[serde(rename = "check_interval_secs")]
+    check_interval: Option<f64>,
+    /// Seconds a health check may take [default: 1].
+    #[arg(long)]
+    #[serde(rename = "check_timeout_secs")]
+    check_timeout: Option<f64>,
+    /// Path health checks GET [default: /health].
+    #[arg(long)]
+    check_path: Option<String>,
+    /// Passed checks that bring a backend back [default: 2].
+    #[arg(long)]
+    rise: Option<u32>,
+    /// Failed checks (or failed requests in a row) that take a backend out [default: 3].
+    #[arg(long)]
+    fall: Option<u32>,
+    /// Seconds to open a backend connection [default: 3].
+    #[arg(long)]
+    #[serde(rename = "connect_timeout_secs")]
+    connect_timeout: Option<f64>,
+    /// Seconds a backend may stay silent once it has the request: then 504 [default: 30].
+    #[arg(long)]
+    #[serde(rename = "response_timeout_secs")]
+    response_timeout: Option<f64>,
+    /// Seconds a request may take to arrive whole, from its first byte: then 408 [default: 30].
+    #[arg(long)]
+    #[serde(rename = "client_timeout_secs")]
+    client_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open [default: 60].
+    #[arg(long)]
+    #[serde(rename = "idle_timeout_secs")]
+    idle_timeout: Option<f64>,
+    /// Idle keep-alive connections kept per backend and loop thread [default: 512].
+    #[arg(long)]
+    backend_idle: Option<usize>,
+    /// Seconds between the periodic METRIC log lines, 0 for none [default: 10].
+    #[arg(long)]
+    #[serde(rename = "metrics_interval_secs")]
+    metrics_interval: Option<f64>,
+    /// Largest request body in bytes (over it: 413) [default: 1 GiB].
+    #[arg(long)]
+    max_body: Option<u64>,
+    /// Backends from the file (the command line's are `--backend`).
+    #[arg(skip)]
+    #[serde(default)]
+    backends: Vec<FileBackend>,
+}
+
+impl ProxySettings {
+    /// These settings (the flags) over `file`'s.
+    fn over(self, file: ProxySettings) -> ProxySettings {
+        ProxySettings {
+            strategy: self.strategy.or(file.strategy),
+            hash_key: self.hash_key.or(file.hash_key),
+            mode: self.mode.or(file.mode),
+            check_interval: self.check_interval.or(file.check_interval),
+            check_timeout: self.check_timeout.or(file.check_timeout),
+            check_path: self.check_path.or(file.check_path),
+            rise: self.rise.or(file.rise),
+            fall: self.fall.or(file.fall),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout),
+            response_timeout: self.response_timeout.or(file.response_timeout),
+            client_timeout: self.client_timeout.or(file.client_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            backend_idle: self.backend_idle.or(file.backend_idle),
+            metrics_interval: self.metrics_interval.or(file.metrics_interval),
+            max_body: self.max_body.or(file.max_body),
+            backends: file.backends,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -172,7 +193,7 @@ fn run(args: Args) -> Result<(), String> {
         Some(p) => settings::load(p).map_err(|e| e.to_string())?,
         None => File::default(),
     };
-    let fp = file.proxy;
+    let fp = args.proxy.over(file.proxy);
     let mut backends = Vec::new();
     for b in &fp.backends {
         backends.push(match b {
@@ -186,71 +207,36 @@ fn run(args: Args) -> Result<(), String> {
         backends.push(backend(b)?);
     }
     let strategy = Strategy::parse(
-        args.strategy
-            .as_deref()
-            .or(fp.strategy.as_deref())
-            .unwrap_or("round_robin"),
-        args.hash_key.as_deref().or(fp.hash_key.as_deref()),
+        fp.strategy.as_deref().unwrap_or("round_robin"),
+        fp.hash_key.as_deref(),
     )?;
     let d = ProxyConfig::default();
-    let pick = |flag: Option<f64>, file: Option<f64>, default: Duration, what: &str| {
-        flag.or(file).map_or(Ok(default), |v| secs(v, what))
+    let pick = |given: Option<f64>, default: Duration, what: &str| {
+        given.map_or(Ok(default), |v| secs(v, what))
     };
-    let mode = match args.mode.or(fp.mode).unwrap_or(ModeArg::Http) {
+    let mode = match fp.mode.unwrap_or(ModeArg::Http) {
         ModeArg::Http => Mode::Http,
         ModeArg::Tcp => Mode::Tcp,
     };
-    let metrics = args
-        .metrics_interval
-        .or(fp.metrics_interval_secs)
-        .unwrap_or(10.0);
+    let metrics = fp.metrics_interval.unwrap_or(10.0);
     let mut cfg = ProxyConfig {
         mode,
         max_head: d.max_head,
-        max_body: args.max_body.or(fp.max_body).unwrap_or(d.max_body),
-        connect_timeout: pick(
-            args.connect_timeout,
-            fp.connect_timeout_secs,
-            d.connect_timeout,
-            "--connect-timeout",
-        )?,
+        max_body: fp.max_body.unwrap_or(d.max_body),
+        connect_timeout: pick(fp.connect_timeout, d.connect_timeout, "--connect-timeout")?,
         response_timeout: pick(
-            args.response_timeout,
-            fp.response_timeout_secs,
+            fp.response_timeout,
             d.response_timeout,
             "--response-timeout",
         )?,
-        client_timeout: pick(
-            args.client_timeout,
-            fp.client_timeout_secs,
-            d.client_timeout,
-            "--client-timeout",
-        )?,
-        idle_timeout: pick(
-            args.idle_timeout,
-            fp.idle_timeout_secs,
-            d.idle_timeout,
-            "--idle-timeout",
-        )?,
-        idle_per_backend: args
-            .backend_idle
-            .or(fp.backend_idle)
-            .unwrap_or(d.idle_per_backend),
+        client_timeout: pick(fp.client_timeout, d.client_timeout, "--client-timeout")?,
+        idle_timeout: pick(fp.idle_timeout, d.idle_timeout, "--idle-timeout")?,
+        idle_per_backend: fp.backend_idle.unwrap_or(d.idle_per_backend),
         check: CheckConfig {
-            interval: pick(
-                args.check_interval,
-                fp.check_interval_secs,
-                d.check.interval,
-                "--check-interval",
-            )?
-            .max(Duration::from_millis(10)),
-            timeout: pick(
-                args.check_timeout,
-                fp.check_timeout_secs,
-                d.check.timeout,
-                "--check-timeout",
-            )?,
-            path: args.check_path.or(fp.check_path).unwrap_or(d.check.path),
+            interval: pick(fp.check_interval, d.check.interval, "--check-interval")?
+                .max(Duration::from_millis(10)),
+            timeout: pick(fp.check_timeout, d.check.timeout, "--check-timeout")?,
+            path: fp.check_path.clone().unwrap_or(d.check.path),
         },
         metrics_interval: (metrics > 0.0)
             .then(|| secs(metrics, "--metrics-interval"))
@@ -258,8 +244,8 @@ fn run(args: Args) -> Result<(), String> {
         admin_listener: None, // set once the server has it
     };
     let thresholds = Thresholds {
-        rise: args.rise.or(fp.rise).unwrap_or(2).max(1),
-        fall: args.fall.or(fp.fall).unwrap_or(3).max(1),
+        rise: fp.rise.unwrap_or(2).max(1),
+        fall: fp.fall.unwrap_or(3).max(1),
     };
     let engine_cfg =
         settings::engine_config(args.engine.config.as_deref(), &args.engine.settings())
