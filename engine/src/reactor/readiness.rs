@@ -50,7 +50,7 @@ impl<H: Handler> Loop<H> {
         let tls = s.tls.is_some();
         self.core.arm(id);
         if tls {
-            // The handler hears of it once the handshake is done (see `read_tls`); for now the
+            // The handler hears of it once the handshake is done (see `tls_step`); for now the
             // ClientHello goes out.
             self.flush(id);
             return;
@@ -65,7 +65,9 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Reads until `WouldBlock`, the pass budget, backpressure or a close, handing data to the
-    /// handler after every read so pipelined input never needs a larger buffer.
+    /// handler after every read so pipelined input never needs a larger buffer. Plain and TLS
+    /// sessions share this loop; only the step that fills the buffer differs
+    /// ([`Loop::plain_step`], [`Loop::tls_step`]).
     pub(super) fn read(&mut self, id: ConnId) {
         let mut reads = 0;
         loop {
@@ -86,11 +88,10 @@ impl<H: Handler> Loop<H> {
                     continue;
                 }
             }
-            // TLS sessions read through rustls (a lingering one just discards, as below).
-            if s.tls.is_some() && s.state == State::Open {
-                return self.read_tls(id);
-            }
-            if !s.readable || !s.may_read() {
+            // TLS sessions read through rustls (a lingering one just discards, as plain ones do).
+            let tls = s.tls.is_some() && s.state == State::Open;
+            let has_input = if tls { s.has_input() } else { s.readable };
+            if !has_input || !s.may_read() {
                 return;
             }
             if reads == READS_PER_PASS {
@@ -100,150 +101,163 @@ impl<H: Handler> Loop<H> {
             if !core.read_room(id) {
                 return;
             }
-            let s = &mut core.sessions[id.key as usize];
-            reads += 1;
-            let space = s.rbuf.len() - s.rend;
-            let lingering = s.state == State::Lingering;
-            match (&s.stream).read(&mut s.rbuf[s.rend..]) {
-                Ok(0) => {
-                    s.readable = false;
-                    s.read_closed = true;
-                    if lingering {
-                        core.release(id.key as usize);
-                    } else {
-                        if s.rstart < s.rend {
-                            debug!(
-                                "{} closed with {} unconsumed bytes",
-                                s.peer,
-                                s.rend - s.rstart
-                            );
-                        }
-                        core.begin_close(id, CloseReason::PeerClosed, false);
-                    }
-                    return;
-                }
-                Ok(n) => {
-                    if n < space && !s.hup {
-                        // A short read drained the socket: new data will raise a new edge.
-                        s.readable = false;
-                    }
-                    if lingering {
-                        continue; // discard: nobody listens any more
-                    }
-                    s.rend += n;
-                    s.stats.bytes_in += n as u64;
-                    s.last_read = tick;
-                    bump(&core.counters().bytes_in, n as u64);
-                    self.deliver(id);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.readable = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    s.readable = false;
-                    s.read_closed = true;
-                    if lingering {
-                        core.release(id.key as usize);
-                    } else {
-                        debug!("read from {} failed: {e}", s.peer);
-                        core.counters().error(ErrorKind::Io);
-                        core.begin_close(id, CloseReason::Io(e.kind()), true);
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The TLS form of [`Loop::read`]: socket bytes go through rustls, plaintext into the read
-    /// buffer, each batch handed to the handler as it comes.
-    pub(super) fn read_tls(&mut self, id: ConnId) {
-        let mut reads = 0;
-        loop {
+            let step = if tls {
+                self.tls_step(id)
+            } else {
+                self.plain_step(id)
+            };
             let core = &mut self.core;
-            let tick = core.tick;
-            let Some(s) = core.session(id) else {
-                return;
+            let Some(s) = core.sessions.get_mut(id.key as usize) else {
+                return; // a lingering session ended: its slot is free
             };
-            if !s.has_input() || !s.may_read() {
-                return;
-            }
-            if reads == READS_PER_PASS {
-                core.mark_ready(id);
-                return;
-            }
-            if !core.read_room(id) {
-                return;
-            }
-            let s = &mut core.sessions[id.key as usize];
-            let Some(tls) = s.tls.as_mut() else {
-                return;
-            };
-            let step = tls.read(&s.stream, &mut s.rbuf[s.rend..], s.readable);
-            let wants_write = tls.wants_write();
             match step {
-                TlsRead::Plain(n) => {
-                    s.rend += n;
-                    self.deliver(id);
-                }
-                TlsRead::Wire(n) => {
-                    reads += 1;
-                    s.stats.bytes_in += n as u64;
-                    s.last_read = tick;
-                    let connected = tls.connect_pending && !tls.conn.is_handshaking();
-                    if connected {
-                        tls.connect_pending = false;
+                Step::Read {
+                    plain,
+                    wire,
+                    flush,
+                    connected,
+                } => {
+                    if wire > 0 {
+                        reads += 1;
+                        s.stats.bytes_in += wire as u64;
+                        s.last_read = tick;
+                        bump(&core.counters().bytes_in, wire as u64);
                     }
-                    let queued = s.queued() > 0;
-                    bump(&core.counters().bytes_in, n as u64);
-                    if wants_write || queued {
-                        // Handshake messages to answer, or output that waited for the
-                        // handshake to end.
+                    if flush {
                         core.mark_dirty(id);
+                    }
+                    if plain > 0 {
+                        core.sessions[id.key as usize].rend += plain;
+                        self.deliver(id);
                     }
                     if connected {
                         let (h, mut ctx) = self.ctx();
                         h.on_connect(&mut ctx, id);
                     }
                 }
-                TlsRead::WouldBlock => {
+                Step::Discarded => reads += 1,
+                Step::Again => {}
+                Step::WouldBlock => {
                     s.readable = false;
                     return;
                 }
-                TlsRead::Eof => {
+                Step::Eof => {
                     s.readable = false;
                     s.read_closed = true;
+                    if s.rstart < s.rend {
+                        debug!(
+                            "{} closed with {} unconsumed bytes",
+                            s.peer,
+                            s.rend - s.rstart
+                        );
+                    }
                     core.begin_close(id, CloseReason::PeerClosed, false);
                     return;
                 }
-                TlsRead::NotTls(listener) => {
-                    debug!("Closing {}: plain text on a TLS port", s.peer);
-                    if !listener.plaintext_reply.is_empty() {
-                        let _ = (&s.stream).write(&listener.plaintext_reply);
-                    }
-                    core.counters().error(ErrorKind::Tls);
-                    let why = "plain text on a TLS port".to_string();
-                    core.begin_close(id, CloseReason::Tls(why), true);
-                    return;
-                }
-                TlsRead::Failed(why) => {
-                    info!("Closing {}: TLS failed: {why}", s.peer);
-                    let mut wire = 0;
-                    let _ = tls.push(&s.stream, &mut wire); // the alert, best effort
-                    core.counters().error(ErrorKind::Tls);
-                    core.begin_close(id, CloseReason::Tls(why), true);
-                    return;
-                }
-                TlsRead::Io(e) => {
+                Step::Close(reason) => {
                     s.readable = false;
                     s.read_closed = true;
-                    debug!("read from {} failed: {e}", s.peer);
-                    core.counters().error(ErrorKind::Io);
-                    core.begin_close(id, CloseReason::Io(e.kind()), true);
+                    core.begin_close(id, reason, true);
                     return;
                 }
+                Step::Released => return,
+            }
+        }
+    }
+
+    /// One read from a plain socket into the read buffer (a lingering session's bytes are
+    /// discarded, and its end releases it).
+    fn plain_step(&mut self, id: ConnId) -> Step {
+        let core = &mut self.core;
+        let s = &mut core.sessions[id.key as usize];
+        let space = s.rbuf.len() - s.rend;
+        let lingering = s.state == State::Lingering;
+        match (&s.stream).read(&mut s.rbuf[s.rend..]) {
+            Ok(0) if lingering => {
+                core.release(id.key as usize);
+                Step::Released
+            }
+            Ok(0) => Step::Eof,
+            Ok(n) => {
+                if n < space && !s.hup {
+                    // A short read drained the socket: new data will raise a new edge.
+                    s.readable = false;
+                }
+                if lingering {
+                    return Step::Discarded;
+                }
+                Step::Read {
+                    plain: n,
+                    wire: n,
+                    flush: false,
+                    connected: false,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
+            Err(_) if lingering => {
+                core.release(id.key as usize);
+                Step::Released
+            }
+            Err(e) => {
+                debug!("read from {} failed: {e}", s.peer);
+                core.counters().error(ErrorKind::Io);
+                Step::Close(CloseReason::Io(e.kind()))
+            }
+        }
+    }
+
+    /// One step of a TLS session: decrypted bytes already in rustls into the read buffer, or
+    /// one read from the socket into rustls (which may finish the handshake).
+    fn tls_step(&mut self, id: ConnId) -> Step {
+        let core = &mut self.core;
+        let s = &mut core.sessions[id.key as usize];
+        let Some(tls) = s.tls.as_mut() else {
+            return Step::WouldBlock;
+        };
+        let step = tls.read(&s.stream, &mut s.rbuf[s.rend..], s.readable);
+        let wants_write = tls.wants_write();
+        match step {
+            TlsRead::Plain(n) => Step::Read {
+                plain: n,
+                wire: 0,
+                flush: false,
+                connected: false,
+            },
+            TlsRead::Wire(n) => {
+                let connected = tls.connect_pending && !tls.conn.is_handshaking();
+                if connected {
+                    tls.connect_pending = false;
+                }
+                Step::Read {
+                    plain: 0,
+                    wire: n,
+                    // Handshake messages to answer, or output that waited for the handshake.
+                    flush: wants_write || s.queued() > 0,
+                    connected,
+                }
+            }
+            TlsRead::WouldBlock => Step::WouldBlock,
+            TlsRead::Eof => Step::Eof,
+            TlsRead::NotTls(listener) => {
+                debug!("Closing {}: plain text on a TLS port", s.peer);
+                if !listener.plaintext_reply.is_empty() {
+                    let _ = (&s.stream).write(&listener.plaintext_reply);
+                }
+                core.counters().error(ErrorKind::Tls);
+                Step::Close(CloseReason::Tls("plain text on a TLS port".to_string()))
+            }
+            TlsRead::Failed(why) => {
+                info!("Closing {}: TLS failed: {why}", s.peer);
+                let mut wire = 0;
+                let _ = tls.push(&s.stream, &mut wire); // the alert, best effort
+                core.counters().error(ErrorKind::Tls);
+                Step::Close(CloseReason::Tls(why))
+            }
+            TlsRead::Io(e) => {
+                debug!("read from {} failed: {e}", s.peer);
+                core.counters().error(ErrorKind::Io);
+                Step::Close(CloseReason::Io(e.kind()))
             }
         }
     }
@@ -350,4 +364,28 @@ fn flush_tls(
     } else {
         Flush::Blocked
     })
+}
+
+/// What one read step gave.
+enum Step {
+    /// `plain` bytes were placed in the read buffer and `wire` bytes taken from the socket;
+    /// `flush`: output waits (TLS handshake); `connected`: an outbound TLS handshake finished.
+    Read {
+        plain: usize,
+        wire: usize,
+        flush: bool,
+        connected: bool,
+    },
+    /// A lingering session's bytes, read and dropped: nobody listens any more.
+    Discarded,
+    /// Interrupted: try again.
+    Again,
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed.
+    Eof,
+    /// Close now, dropping output.
+    Close(CloseReason),
+    /// A lingering session ended and is gone.
+    Released,
 }
