@@ -103,7 +103,7 @@ pub struct PgResult {
     raw: NonNull<ffi::PGresult>,
 }
 
-// A PGresult is plain memory owned by this value alone.
+// SAFETY: a PGresult is plain memory owned by this value alone; nothing else points into it.
 unsafe impl Send for PgResult {}
 
 impl Drop for PgResult {
@@ -113,7 +113,11 @@ impl Drop for PgResult {
     }
 }
 
-fn owned(p: *const c_char) -> String {
+/// The text at `p`, trimmed; empty for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during the call.
+unsafe fn owned(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
@@ -138,9 +142,11 @@ impl PgResult {
                 ffi::PQresultErrorMessage(self.raw.as_ptr()),
             )
         };
+        // SAFETY: both are NULL or strings owned by this result, alive while `self` is.
+        let (sqlstate, message) = unsafe { (owned(state), owned(msg)) };
         PgError {
-            sqlstate: owned(state),
-            message: owned(msg).trim_start_matches("ERROR:").trim().to_string(),
+            sqlstate,
+            message: message.trim_start_matches("ERROR:").trim().to_string(),
         }
     }
 
@@ -159,7 +165,7 @@ impl PgResult {
     /// The name of column `col`.
     pub fn column_name(&self, col: usize) -> String {
         // SAFETY: valid result pointer; libpq checks the index and returns NULL when out of range.
-        owned(unsafe { ffi::PQfname(self.raw.as_ptr(), col as c_int) })
+        unsafe { owned(ffi::PQfname(self.raw.as_ptr(), col as c_int)) }
     }
 
     /// The type of column `col`.
@@ -188,7 +194,7 @@ impl PgResult {
     /// Rows an INSERT, UPDATE, DELETE or MERGE changed (0 for other commands).
     pub fn rows_affected(&self) -> u64 {
         // SAFETY: valid result pointer; the string belongs to it.
-        owned(unsafe { ffi::PQcmdTuples(self.raw.as_ptr()) })
+        unsafe { owned(ffi::PQcmdTuples(self.raw.as_ptr())) }
             .parse()
             .unwrap_or(0)
     }
@@ -196,7 +202,7 @@ impl PgResult {
     /// The command tag's first word (`SELECT`, `INSERT`, …).
     pub fn command(&self) -> String {
         // SAFETY: valid result pointer; the string belongs to it.
-        let tag = owned(unsafe { ffi::PQcmdStatus(self.raw.as_ptr()) });
+        let tag = unsafe { owned(ffi::PQcmdStatus(self.raw.as_ptr())) };
         tag.split(' ').next().unwrap_or_default().to_string()
     }
 }
@@ -225,8 +231,8 @@ impl std::fmt::Debug for PgConn {
     }
 }
 
-// A PGconn may be used from any thread as long as one thread at a time does; `&mut self` on
-// every call and no `Sync` see to that.
+// SAFETY: a PGconn may be used from any thread as long as one thread at a time does; `&mut self`
+// on every call and no `Sync` see to that.
 unsafe impl Send for PgConn {}
 
 impl Drop for PgConn {
@@ -237,7 +243,8 @@ impl Drop for PgConn {
 }
 
 unsafe extern "C" fn notice(_arg: *mut std::ffi::c_void, message: *const c_char) {
-    log::debug!("PostgreSQL: {}", owned(message));
+    // SAFETY: libpq passes a NUL-terminated message valid for the duration of the callback.
+    log::debug!("PostgreSQL: {}", unsafe { owned(message) });
 }
 
 /// Where a connection stands with respect to transactions.
@@ -300,10 +307,16 @@ impl PgConn {
 
     fn last_error(&self) -> String {
         // SAFETY: valid connection pointer; the message belongs to it.
-        owned(unsafe { ffi::PQerrorMessage(self.raw.as_ptr()) })
+        unsafe { owned(ffi::PQerrorMessage(self.raw.as_ptr())) }
     }
 
-    fn check(&self, res: *mut ffi::PGresult) -> Result<PgResult, PgError> {
+    /// Takes ownership of `res` (NULL: the connection's error) and turns a failed status into
+    /// a [`PgError`].
+    ///
+    /// # Safety
+    /// `res` is NULL or a result libpq returned on this connection that nothing else owns (the
+    /// returned [`PgResult`] clears it).
+    unsafe fn check(&self, res: *mut ffi::PGresult) -> Result<PgResult, PgError> {
         let Some(raw) = NonNull::new(res) else {
             let sqlstate = if self.is_ok() { "" } else { "08006" };
             return Err(PgError {
@@ -339,7 +352,8 @@ impl PgConn {
         let c = CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"))?;
         // SAFETY: valid connection and C string.
         let res = unsafe { ffi::PQexec(self.raw.as_ptr(), c.as_ptr()) };
-        self.check(res)
+        // SAFETY: a fresh result of this connection, owned by nobody yet.
+        unsafe { self.check(res) }
     }
 
     /// Runs one statement with `$n` parameters, prepared on first use and cached by its text
@@ -354,12 +368,14 @@ impl PgConn {
             if r.is_null() {
                 break;
             }
-            let r = self.check(r);
+            // SAFETY: a fresh result of this connection, owned by nobody yet.
+            let r = unsafe { self.check(r) };
             if first.is_none() {
                 first = Some(r);
             }
         }
-        first.unwrap_or_else(|| self.check(std::ptr::null_mut()))
+        // SAFETY: NULL asks for the connection's error.
+        first.unwrap_or_else(|| unsafe { self.check(std::ptr::null_mut()) })
     }
 
     /// Starts one statement whose rows arrive `chunk` at a time, so that no more than a chunk
@@ -589,7 +605,8 @@ impl PgConn {
                 types.as_ptr(),
             )
         };
-        self.check(res)?;
+        // SAFETY: a fresh result of this connection, owned by nobody yet.
+        unsafe { self.check(res) }?;
         self.prepared
             .entry(sql.to_string())
             .or_default()
@@ -622,7 +639,8 @@ impl RowStream<'_> {
             self.finished = true;
             return Ok(None);
         }
-        let r = self.conn.check(r);
+        // SAFETY: a fresh result of this connection, owned by nobody yet.
+        let r = unsafe { self.conn.check(r) };
         if r.is_err() {
             self.drain();
         }
