@@ -89,6 +89,13 @@ impl<T> ConnMap<T> {
             .filter_map(|s| s.as_ref().map(|(c, v)| (*c, v)))
     }
 
+    /// Every entry, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut T)> {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.as_mut().map(|(c, v)| (*c, v)))
+    }
+
     /// The connections present.
     pub fn ids(&self) -> Vec<ConnId> {
         self.iter().map(|(c, _)| c).collect()

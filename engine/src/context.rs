@@ -131,7 +131,7 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// configured default.
     pub fn set_idle_timeout(&mut self, conn: ConnId, timeout: Option<Duration>) {
         if let Some(s) = self.core.session_mut(conn) {
-            s.idle_timeout_ms = timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            s.idle_timeout_ms = timeout.and_then(crate::reactor::idle_ms);
             self.core.arm(conn);
         }
     }
@@ -157,9 +157,13 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
         }
     }
 
-    /// The peer's address.
+    /// The peer's address; still known inside [`crate::Handler::on_close`] (for its log line).
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.core.session(conn).map(|s| s.peer)
+        self.core
+            .sessions
+            .get(conn.key as usize)
+            .filter(|s| s.gen == conn.gen)
+            .map(|s| s.peer())
     }
 
     /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave); `None`

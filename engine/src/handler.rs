@@ -12,7 +12,8 @@ use crate::context::Context;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub(crate) key: u32,
-    pub(crate) gen: u32,
+    /// Never zero, so `Option<ConnId>` (and maps of `Option<(ConnId, T)>`) cost no tag.
+    pub(crate) gen: std::num::NonZeroU32,
 }
 
 impl ConnId {
@@ -65,7 +66,7 @@ pub enum CloseReason {
     Shutdown,
     /// TLS failed: a bad certificate, a protocol error, a handshake that took too long, or
     /// plain text on a TLS port. The text says which.
-    Tls(String),
+    Tls(Box<str>),
 }
 
 /// Protocol logic plugged into a loop. One handler value per loop thread, made by the factory

@@ -7,11 +7,15 @@
 
 use crate::config::{READ_CHUNK, WRITE_CHUNK};
 
-/// Spare read buffers and output chunks of one loop.
+/// Capacity of the output chunk a small message gets when its queue is empty.
+pub(crate) const SMALL_CHUNK: usize = 512;
+
+/// Spare read buffers and output chunks (full and small) of one loop.
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     read: Vec<Vec<u8>>,
     chunks: Vec<Vec<u8>>,
+    small: Vec<Vec<u8>>,
     cap: usize,
 }
 
@@ -20,6 +24,7 @@ impl BufferPool {
         BufferPool {
             read: Vec::new(),
             chunks: Vec::new(),
+            small: Vec::new(),
             cap,
         }
     }
@@ -43,11 +48,24 @@ impl BufferPool {
             .unwrap_or_else(|| Vec::with_capacity(WRITE_CHUNK))
     }
 
-    /// Returns an output chunk; one that grew for a large message is freed rather than kept.
+    /// An empty output chunk with room for `SMALL_CHUNK` bytes.
+    pub(crate) fn take_small(&mut self) -> Vec<u8> {
+        self.small
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SMALL_CHUNK))
+    }
+
+    /// Returns an output chunk to the spares of its size; one that grew for a large message (or
+    /// a small one that grew) is freed rather than kept.
     pub(crate) fn put_chunk(&mut self, mut chunk: Vec<u8>) {
-        if chunk.capacity() <= 2 * WRITE_CHUNK && self.chunks.len() < self.cap {
+        let spares = match chunk.capacity() {
+            SMALL_CHUNK => &mut self.small,
+            c if (WRITE_CHUNK..=2 * WRITE_CHUNK).contains(&c) => &mut self.chunks,
+            _ => return,
+        };
+        if spares.len() < self.cap {
             chunk.clear();
-            self.chunks.push(chunk);
+            spares.push(chunk);
         }
     }
 }

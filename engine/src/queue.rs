@@ -1,7 +1,8 @@
 //! A session's output queue: chunks of whole messages in four priority lanes.
 //!
-//! Messages are appended whole to the tail chunk of their lane (chunks hold `WRITE_CHUNK` bytes;
-//! a larger message gets a chunk of its own), so a chunk boundary is always a message boundary.
+//! Messages are appended whole to the tail chunk of their lane (chunks hold `WRITE_CHUNK` bytes,
+//! or `SMALL_CHUNK` when a small message finds the queue empty; a larger message gets a chunk of
+//! its own), so a chunk boundary is always a message boundary.
 //! Writing takes lanes in priority order with one `writev`; the only exception is a chunk that was
 //! partly written, which must finish first so that no message is ever interleaved with another.
 
@@ -10,6 +11,7 @@ use std::io::{self, IoSlice, Write};
 
 use crate::config::WRITE_CHUNK;
 use crate::pool::BufferPool;
+use crate::pool::SMALL_CHUNK;
 
 /// Write order of a message on its connection: CRITICAL before HIGH before NORMAL before LOW.
 /// Within one priority, messages keep the order they were sent in.
@@ -72,13 +74,18 @@ impl WriteQueue {
         pool: &mut BufferPool,
         fill: impl FnOnce(&mut Vec<u8>) -> R,
     ) -> R {
+        let queue_empty = self.len == 0;
         let lane = &mut self.lanes[prio as usize];
         let fits = lane
             .back()
-            .is_some_and(|c| c.len() + size_hint <= c.capacity().max(WRITE_CHUNK));
+            .is_some_and(|c| c.len() + size_hint <= c.capacity());
         if !fits {
             let chunk = if size_hint > WRITE_CHUNK {
                 Vec::with_capacity(size_hint)
+            } else if queue_empty && size_hint <= SMALL_CHUNK {
+                // A lone small message (a ping, a short reply): a 10 KB chunk for it would
+                // make a burst of them — a liveness sweep over many clients — cost 10 KB each.
+                pool.take_small()
             } else {
                 pool.take_chunk()
             };

@@ -70,6 +70,14 @@ pub enum SendError {
     Overflow,
 }
 
+/// One of the id lists a pass works through.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Batch {
+    Ready,
+    Dirty,
+    Closing,
+}
+
 /// Everything of a loop except its handler, so that the handler can be given `&mut Core` (as a
 /// [`Context`]) while being called.
 pub(crate) struct Core<M, T> {
@@ -94,6 +102,9 @@ pub(crate) struct Core<M, T> {
     /// Graceful closes waiting for the handler to stop being busy: re-checked after each batch
     /// of messages and timers, which is how a busy handler's work completes.
     waiting_on_handler: Vec<ConnId>,
+    /// An empty list with capacity, swapped with `ready`, `dirty` or `closing` while one of
+    /// them is worked through, so no pass allocates once the lists have grown.
+    spare_ids: Vec<ConnId>,
     pub(crate) exit: bool,
     pub(crate) draining: bool,
     /// The drain check has not run since the shutdown began: poll without blocking.
@@ -103,6 +114,11 @@ pub(crate) struct Core<M, T> {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An idle timeout as a session keeps it: whole ms, at least 1, at most `u32::MAX` (~49 days).
+pub(crate) fn idle_ms(d: Duration) -> Option<std::num::NonZeroU32> {
+    std::num::NonZeroU32::new(u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1))
 }
 
 impl<M, T> Core<M, T> {
@@ -163,11 +179,11 @@ impl<M, T> Core<M, T> {
         let Some(s) = self.session_mut(id) else {
             return Err(SendError::Closed);
         };
-        if matches!(s.state, State::Closing { .. }) {
+        if matches!(s.state, State::Closing(_)) {
             return Err(SendError::Closed);
         }
         if s.queued().saturating_add(size_hint) > hard_cap {
-            let peer = s.peer;
+            let peer = s.peer();
             warn!(
                 "Closing {peer}: {} bytes of output queued, over the hard cap of {hard_cap}",
                 s.queued() + size_hint
@@ -202,9 +218,12 @@ impl<M, T> Core<M, T> {
             return;
         };
         match &mut s.state {
-            State::Closing { abort: a, .. } => *a |= abort,
+            State::Closing(_) => s.abort |= abort,
             State::Lingering => return,
-            _ => s.state = State::Closing { reason, abort },
+            _ => {
+                s.state = State::Closing(reason);
+                s.abort = abort;
+            }
         }
         self.closing.push(id);
     }
@@ -231,7 +250,7 @@ impl<M, T> Core<M, T> {
         config: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<ConnId> {
-        let tls = Tls::client(config, name).map_err(io::Error::other)?;
+        let tls = Tls::client(config, name, self.tick).map_err(io::Error::other)?;
         let id = self.connect(addr)?;
         self.sessions[id.key as usize].tls = Some(Box::new(tls));
         Ok(id)
@@ -241,16 +260,16 @@ impl<M, T> Core<M, T> {
     /// compacts, or grows it up to the maximum message size. False when the peer sent more than
     /// that without it being consumed (the session is then being closed).
     fn read_room(&mut self, id: ConnId) -> bool {
-        let limit = self.cfg.max_message_size + READ_SLACK;
+        let limit = (self.cfg.max_message_size + READ_SLACK).min(u32::MAX as usize);
         let s = &mut self.sessions[id.key as usize];
         if s.rbuf.is_empty() {
             s.rbuf = self.pool.take_read();
             s.rstart = 0;
             s.rend = 0;
         }
-        if s.rend == s.rbuf.len() {
+        if s.rend as usize == s.rbuf.len() {
             if s.rstart > 0 {
-                s.rbuf.copy_within(s.rstart..s.rend, 0);
+                s.rbuf.copy_within(s.rstart as usize..s.rend as usize, 0);
                 s.rend -= s.rstart;
                 s.rstart = 0;
             } else if s.rbuf.len() < limit {
@@ -259,7 +278,8 @@ impl<M, T> Core<M, T> {
             } else {
                 warn!(
                     "Closing {}: message over {} bytes",
-                    s.peer, self.cfg.max_message_size
+                    s.peer(),
+                    self.cfg.max_message_size
                 );
                 self.counters().error(ErrorKind::TooLarge);
                 self.begin_close(id, CloseReason::TooLarge, true);
@@ -288,9 +308,9 @@ impl<M, T> Core<M, T> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         self.next_gen = self.next_gen.wrapping_add(1);
-        let gen = self.next_gen;
+        let gen = std::num::NonZeroU32::new(self.next_gen).unwrap_or(std::num::NonZeroU32::MIN);
         let mut s = Session::new(stream, gen, peer, state, self.tick);
-        s.idle_timeout_ms = self.cfg.idle_timeout.map(ms);
+        s.idle_timeout_ms = self.cfg.idle_timeout.and_then(idle_ms);
         entry.insert(s);
         let c = self.counters();
         bump(&c.connections_total, 1);
@@ -298,6 +318,26 @@ impl<M, T> Core<M, T> {
         let id = ConnId { key, gen };
         self.arm(id);
         Ok(id)
+    }
+
+    /// Takes the ids in `list` out for working through, leaving it empty but with the spare's
+    /// capacity; give the batch back with [`Core::put_batch`].
+    pub(crate) fn take_batch(&mut self, which: Batch) -> Vec<ConnId> {
+        let spare = mem::take(&mut self.spare_ids);
+        let list = match which {
+            Batch::Ready => &mut self.ready,
+            Batch::Dirty => &mut self.dirty,
+            Batch::Closing => &mut self.closing,
+        };
+        mem::replace(list, spare)
+    }
+
+    /// Returns a worked-through batch's list as the spare.
+    pub(crate) fn put_batch(&mut self, mut batch: Vec<ConnId>) {
+        batch.clear();
+        if batch.capacity() > self.spare_ids.capacity() {
+            self.spare_ids = batch;
+        }
     }
 
     /// Makes sure the session's deadline check fires no later than its nearest deadline.
@@ -314,14 +354,15 @@ impl<M, T> Core<M, T> {
         let mut due: Option<u64> = None;
         let mut consider = |d: u64| due = Some(due.map_or(d, |x: u64| x.min(d)));
         match s.state {
-            State::Connecting => consider(s.created.saturating_add(connect_ms)),
+            // While connecting, `last_read` is when the connection was opened.
+            State::Connecting => consider(s.last_read.saturating_add(connect_ms)),
             State::Lingering => consider(s.last_read.saturating_add(LINGER_MS)),
-            State::Open | State::Closing { .. } => {
+            State::Open | State::Closing(_) => {
                 if let (Some(idle), State::Open) = (s.idle_timeout_ms, &s.state) {
-                    consider(s.last_read.saturating_add(idle));
+                    consider(s.last_read.saturating_add(u64::from(idle.get())));
                 }
-                if s.state == State::Open && s.handshaking() {
-                    consider(s.created.saturating_add(handshake_ms));
+                if let (State::Open, Some(started)) = (&s.state, s.handshake_started()) {
+                    consider(started.saturating_add(handshake_ms));
                 }
                 if let (Some(w), true) = (write_ms, s.queued() > 0) {
                     consider(s.last_write.saturating_add(w));
@@ -331,16 +372,17 @@ impl<M, T> Core<M, T> {
         let Some(due) = due else {
             return;
         };
-        if let Some((_, at)) = s.timer {
-            if at <= due {
-                return;
+        if let Some(k) = s.timer {
+            match self.timers.due(k) {
+                Some(at) if at <= due => return,
+                Some(_) => {
+                    self.timers.cancel(k);
+                }
+                None => {}
             }
         }
-        if let Some((k, _)) = s.timer.take() {
-            self.timers.cancel(k);
-        }
         let k = self.timers.insert(due, Timer::Session(id));
-        self.sessions[id.key as usize].timer = Some((k, due));
+        self.sessions[id.key as usize].timer = Some(k);
     }
 
     pub(crate) fn set_user_timer(&mut self, after: Duration, token: T) -> TimerKey {
@@ -355,7 +397,7 @@ impl<M, T> Core<M, T> {
             return;
         };
         let _ = self.registry.deregister(&mut s.stream);
-        if let Some((k, _)) = s.timer.take() {
+        if let Some(k) = s.timer.take() {
             self.timers.cancel(k);
         }
         if !s.rbuf.is_empty() {
@@ -390,7 +432,11 @@ pub(crate) struct Loop<H: Handler> {
     /// TLS settings per listener (same index), `None` for plain ones.
     tls: Vec<Option<Arc<TlsListener>>>,
     accept_pending: Vec<usize>,
+    /// Swapped with `accept_pending` while it is worked through (keeps both capacities).
+    accepting: Vec<usize>,
     inbox: Vec<H::Message>,
+    /// Timers fired in this pass (capacity kept between passes).
+    fired: Vec<Timer<H::Timer>>,
     refusals: RefusalLog,
 }
 
@@ -436,6 +482,7 @@ impl<H: Handler> Loop<H> {
                 ready: Vec::new(),
                 closing: Vec::new(),
                 waiting_on_handler: Vec::new(),
+                spare_ids: Vec::new(),
                 exit: false,
                 draining: false,
                 drain_unchecked: false,
@@ -444,7 +491,9 @@ impl<H: Handler> Loop<H> {
             listeners,
             tls,
             accept_pending: Vec::new(),
+            accepting: Vec::new(),
             inbox: Vec::new(),
+            fired: Vec::new(),
             refusals: RefusalLog::default(),
         })
     }
@@ -504,8 +553,8 @@ impl<H: Handler> Loop<H> {
             self.run_ready();
             self.run_timers();
             // Messages and timers are how a busy handler finishes: re-check closes waiting on it.
-            let waiting = mem::take(&mut self.core.waiting_on_handler);
-            self.core.closing.extend(waiting);
+            let core = &mut self.core;
+            core.closing.append(&mut core.waiting_on_handler);
             self.finish_pass();
             if self.core.draining && self.drain_step() {
                 break;

@@ -19,7 +19,8 @@
 //! Lingering (as nginx's `lingering_close`) keeps the kernel from answering unread input with an
 //! RST that would destroy the last replies still in flight to the peer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 
 use mio::net::TcpStream;
 
@@ -33,20 +34,26 @@ use crate::tls::Tls;
 pub(crate) enum State {
     Connecting,
     Open,
-    Closing { reason: CloseReason, abort: bool },
+    /// `Session::abort` says whether output still queued is thrown away.
+    Closing(CloseReason),
     Lingering,
 }
 
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) stream: TcpStream,
-    pub(crate) gen: u32,
+    pub(crate) gen: NonZeroU32,
     pub(crate) state: State,
-    pub(crate) peer: SocketAddr,
+    /// The peer's address, kept as IP and port (a `SocketAddr` would add 12 bytes to every
+    /// session for IPv6 flow and scope ids we never use); see [`Session::peer`].
+    peer_ip: IpAddr,
+    peer_port: u16,
     /// Read buffer, empty (no allocation) while every received byte is consumed.
     pub(crate) rbuf: Vec<u8>,
-    pub(crate) rstart: usize,
-    pub(crate) rend: usize,
+    /// Unconsumed input is `rbuf[rstart..rend]` (u32: the buffer never outgrows the maximum
+    /// message size, which `read_room` keeps under 4 GiB).
+    pub(crate) rstart: u32,
+    pub(crate) rend: u32,
     /// Output queue, taken from the loop's spares when there is output and given back after.
     pub(crate) wq: Option<Box<WriteQueue>>,
     /// The socket reported readable and we have not read to `WouldBlock` yet.
@@ -63,12 +70,16 @@ pub(crate) struct Session {
     pub(crate) hup: bool,
     pub(crate) in_dirty: bool,
     pub(crate) in_ready: bool,
-    pub(crate) idle_timeout_ms: Option<u64>,
+    /// Closing without writing what is queued (set with `State::Closing`).
+    pub(crate) abort: bool,
+    /// Idle timeout in ms (at most ~49 days; `None`: never).
+    pub(crate) idle_timeout_ms: Option<NonZeroU32>,
+    /// Tick of the last read (while connecting: when the connection was opened).
     pub(crate) last_read: u64,
     pub(crate) last_write: u64,
-    pub(crate) created: u64,
     /// The one wheel entry that checks this session's deadlines, and when it fires.
-    pub(crate) timer: Option<(TimerKey, u64)>,
+    /// (Its due tick is kept by the wheel: [`crate::timer::TimerWheel::due`].)
+    pub(crate) timer: Option<TimerKey>,
     pub(crate) stats: SessionStats,
     /// Which listener accepted it (index in `Server::listen` order); `None` when outbound.
     pub(crate) listener: Option<u16>,
@@ -79,7 +90,7 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(
         stream: TcpStream,
-        gen: u32,
+        gen: NonZeroU32,
         peer: SocketAddr,
         state: State,
         now: u64,
@@ -88,7 +99,8 @@ impl Session {
             stream,
             gen,
             state,
-            peer,
+            peer_ip: peer.ip(),
+            peer_port: peer.port(),
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
@@ -101,15 +113,20 @@ impl Session {
             hup: false,
             in_dirty: false,
             in_ready: false,
+            abort: false,
             idle_timeout_ms: None,
             last_read: now,
             last_write: now,
-            created: now,
             timer: None,
             stats: SessionStats::default(),
             listener: None,
             tls: None,
         }
+    }
+
+    /// The peer's address (for an IPv6 peer without its flow and scope ids).
+    pub(crate) fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.peer_ip, self.peer_port)
     }
 
     /// Output not yet on the wire: the write queue, plus one for records still held by TLS.
@@ -123,6 +140,14 @@ impl Session {
         self.readable || self.tls.as_ref().is_some_and(|t| t.plain_pending)
     }
 
+    /// When the handshake of a TLS session still handshaking began.
+    pub(crate) fn handshake_started(&self) -> Option<u64> {
+        self.tls
+            .as_ref()
+            .filter(|t| t.conn.is_handshaking())
+            .map(|t| t.started)
+    }
+
     /// A TLS session whose handshake has not finished.
     pub(crate) fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking())
@@ -132,7 +157,7 @@ impl Session {
     pub(crate) fn is_live(&self) -> bool {
         matches!(
             self.state,
-            State::Connecting | State::Open | State::Closing { .. }
+            State::Connecting | State::Open | State::Closing(_)
         )
     }
 
@@ -145,5 +170,20 @@ impl Session {
             State::Lingering => !self.read_closed,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays for one `Session` in the slab (and its slab tag); issue 14
+    /// brought it down from 248 bytes. Growing it is a decision, not an accident.
+    #[test]
+    fn an_idle_session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+
+        assert!(size <= 184, "Session grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<Option<TimerKey>>(), 8);
     }
 }

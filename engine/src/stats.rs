@@ -159,10 +159,15 @@ pub struct SessionStats {
 
 /// Moving average of the last 100 round-trip samples (e.g. ping → pong).
 ///
-/// Allocates its ring on the first sample, so sessions that never measure RTT pay 24 bytes.
+/// Allocates on the first sample, so sessions that never measure RTT pay one pointer.
 #[derive(Debug, Default, Clone)]
 pub struct RttWindow {
-    ring: Option<Box<[u32; RttWindow::SIZE]>>,
+    ring: Option<Box<Ring>>,
+}
+
+#[derive(Debug, Clone)]
+struct Ring {
+    samples: [u32; RttWindow::SIZE],
     next: u16,
     filled: u16,
     sum: u64,
@@ -175,26 +180,34 @@ impl RttWindow {
     /// Adds one sample (saturating at about 71 minutes).
     pub fn record(&mut self, rtt: Duration) {
         let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
-        let ring = self.ring.get_or_insert_with(|| Box::new([0; Self::SIZE]));
-        let slot = &mut ring[self.next as usize];
-        if (self.filled as usize) == Self::SIZE {
-            self.sum -= u64::from(*slot);
+        let r = self.ring.get_or_insert_with(|| {
+            Box::new(Ring {
+                samples: [0; Self::SIZE],
+                next: 0,
+                filled: 0,
+                sum: 0,
+            })
+        });
+        let slot = &mut r.samples[r.next as usize];
+        if (r.filled as usize) == Self::SIZE {
+            r.sum -= u64::from(*slot);
         } else {
-            self.filled += 1;
+            r.filled += 1;
         }
         *slot = us;
-        self.sum += u64::from(us);
-        self.next = ((self.next as usize + 1) % Self::SIZE) as u16;
+        r.sum += u64::from(us);
+        r.next = ((r.next as usize + 1) % Self::SIZE) as u16;
     }
 
     /// Mean of the kept samples, or `None` before the first.
     pub fn average(&self) -> Option<Duration> {
-        (self.filled > 0).then(|| Duration::from_micros(self.sum / u64::from(self.filled)))
+        let r = self.ring.as_ref()?;
+        Some(Duration::from_micros(r.sum / u64::from(r.filled.max(1))))
     }
 
     /// Number of samples kept (at most 100).
     pub fn samples(&self) -> usize {
-        self.filled as usize
+        self.ring.as_ref().map_or(0, |r| r.filled as usize)
     }
 }
 
@@ -215,5 +228,6 @@ mod tests {
         }
         assert_eq!(w.average(), Some(Duration::from_micros(10)));
         assert_eq!(w.samples(), 100);
+        assert_eq!(std::mem::size_of::<RttWindow>(), 8);
     }
 }

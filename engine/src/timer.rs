@@ -10,6 +10,8 @@
 //! A [`TimerKey`] carries a generation so that cancelling an already-fired timer whose slab key
 //! has been reused does nothing.
 
+use std::num::NonZeroU32;
+
 use slab::Slab;
 
 const SLOTS: usize = 4096;
@@ -19,14 +21,15 @@ const WORDS: usize = SLOTS / 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerKey {
     key: u32,
-    gen: u32,
+    /// Never zero, so an `Option<TimerKey>` (kept in every session) costs no extra word.
+    gen: NonZeroU32,
 }
 
 #[derive(Debug)]
 struct Entry<T> {
     due: u64,
     seq: u64,
-    gen: u32,
+    gen: NonZeroU32,
     /// Index of this entry's key in its slot's list.
     pos: u32,
     value: T,
@@ -42,6 +45,8 @@ pub struct TimerWheel<T> {
     now: u64,
     next_gen: u32,
     next_seq: u64,
+    /// Timers fired by the current `expire`, kept to reuse its capacity.
+    fired: Vec<(u64, u64, T)>,
 }
 
 impl<T> Default for TimerWheel<T> {
@@ -60,6 +65,7 @@ impl<T> TimerWheel<T> {
             now: 0,
             next_gen: 0,
             next_seq: 0,
+            fired: Vec::new(),
         }
     }
 
@@ -77,8 +83,8 @@ impl<T> TimerWheel<T> {
     pub fn insert(&mut self, due: u64, value: T) -> TimerKey {
         let due = due.max(self.now + 1);
         self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = NonZeroU32::new(self.next_gen).unwrap_or(NonZeroU32::MIN);
         self.next_seq += 1;
-        let gen = self.next_gen;
         let slot = (due % SLOTS as u64) as usize;
         let pos = self.slots[slot].len() as u32;
         let key = self.entries.insert(Entry {
@@ -117,13 +123,21 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// The tick a pending timer is due at, or `None` if it fired or was cancelled.
+    pub fn due(&self, t: TimerKey) -> Option<u64> {
+        self.entries
+            .get(t.key as usize)
+            .filter(|e| e.gen == t.gen)
+            .map(|e| e.due)
+    }
+
     /// Moves the wheel to tick `now` and appends every timer due by then to `out`, in order of
     /// due tick and then of insertion.
     pub fn expire(&mut self, now: u64, out: &mut Vec<T>) {
         if now <= self.now {
             return;
         }
-        let mut fired: Vec<(u64, u64, T)> = Vec::new();
+        let mut fired = std::mem::take(&mut self.fired);
         let span = (now - self.now).min(SLOTS as u64);
         for step in 1..=span {
             let slot = ((self.now + step) % SLOTS as u64) as usize;
@@ -142,8 +156,9 @@ impl<T> TimerWheel<T> {
             }
         }
         self.now = now;
-        fired.sort_by_key(|(due, seq, _)| (*due, *seq));
-        out.extend(fired.into_iter().map(|(_, _, v)| v));
+        fired.sort_unstable_by_key(|(due, seq, _)| (*due, *seq));
+        out.extend(fired.drain(..).map(|(_, _, v)| v));
+        self.fired = fired;
     }
 
     /// Ticks from the current position to the next slot holding anything, or `None` when the
@@ -197,8 +212,10 @@ mod tests {
     fn cancelled_timer_never_fires_even_when_its_key_is_reused() {
         let mut w = TimerWheel::new();
         let a = w.insert(5, 1);
+        assert_eq!(w.due(a), Some(5));
         assert_eq!(w.cancel(a), Some(1));
         assert_eq!(w.cancel(a), None);
+        assert_eq!(w.due(a), None);
         w.insert(7, 2); // reuses the slab key of `a`
         let mut out = Vec::new();
         w.expire(10, &mut out);

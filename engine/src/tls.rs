@@ -83,6 +83,8 @@ pub(crate) struct Tls {
     pub(crate) sniff: Option<Arc<TlsListener>>,
     /// Client side: the handler's `on_connect` waits for the handshake to finish.
     pub(crate) connect_pending: bool,
+    /// Loop tick the handshake began at (for its deadline).
+    pub(crate) started: u64,
 }
 
 /// What one step of reading a TLS session gave.
@@ -104,19 +106,21 @@ pub(crate) enum TlsRead {
 }
 
 impl Tls {
-    pub(crate) fn server(listener: &Arc<TlsListener>) -> Result<Self, rustls::Error> {
+    pub(crate) fn server(listener: &Arc<TlsListener>, started: u64) -> Result<Self, rustls::Error> {
         let conn = rustls::ServerConnection::new(Arc::clone(&listener.config))?;
         Ok(Tls {
             conn: conn.into(),
             plain_pending: false,
             sniff: Some(Arc::clone(listener)),
             connect_pending: false,
+            started,
         })
     }
 
     pub(crate) fn client(
         config: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
+        started: u64,
     ) -> Result<Self, rustls::Error> {
         let conn = rustls::ClientConnection::new(config, name)?;
         Ok(Tls {
@@ -124,6 +128,7 @@ impl Tls {
             plain_pending: false,
             sniff: None,
             connect_pending: true,
+            started,
         })
     }
 

@@ -30,6 +30,7 @@ pub(crate) struct Tls {
     pub(crate) conn: Never,
     pub(crate) plain_pending: bool,
     pub(crate) connect_pending: bool,
+    pub(crate) started: u64,
 }
 
 #[allow(dead_code)] // the variants mirror the TLS build's, which constructs them
@@ -44,7 +45,7 @@ pub(crate) enum TlsRead {
 }
 
 impl Tls {
-    pub(crate) fn server(listener: &Arc<TlsListener>) -> Result<Self, String> {
+    pub(crate) fn server(listener: &Arc<TlsListener>, _started: u64) -> Result<Self, String> {
         match listener.never {}
     }
 

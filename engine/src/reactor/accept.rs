@@ -75,7 +75,7 @@ impl<H: Handler> Loop<H> {
             s.listener = u16::try_from(li).ok();
         }
         if let Some(Some(listener)) = self.tls.get(li) {
-            match Tls::server(listener) {
+            match Tls::server(listener, self.core.tick) {
                 Ok(tls) => {
                     self.core.sessions[id.key as usize].tls = Some(Box::new(tls));
                     self.core.arm(id); // the handshake deadline

@@ -5,24 +5,31 @@ use super::*;
 
 impl<H: Handler> Loop<H> {
     pub(super) fn run_ready(&mut self) {
-        let ready = mem::take(&mut self.core.ready);
+        let ready = self.core.take_batch(Batch::Ready);
         for id in &ready {
             if let Some(s) = self.core.sessions.get_mut(id.key as usize) {
                 s.in_ready = false;
             }
         }
-        for id in ready {
+        for &id in &ready {
             self.read(id);
         }
-        for li in mem::take(&mut self.accept_pending) {
-            self.accept(li);
+        self.core.put_batch(ready);
+        if !self.accept_pending.is_empty() {
+            mem::swap(&mut self.accept_pending, &mut self.accepting);
+            let mut accepting = mem::take(&mut self.accepting);
+            for &li in &accepting {
+                self.accept(li);
+            }
+            accepting.clear();
+            self.accepting = accepting;
         }
     }
 
     pub(super) fn run_timers(&mut self) {
-        let mut fired = Vec::new();
+        let mut fired = mem::take(&mut self.fired);
         self.core.timers.expire(self.core.tick, &mut fired);
-        for t in fired {
+        for t in fired.drain(..) {
             match t {
                 Timer::User(token) => {
                     let (h, mut ctx) = self.ctx();
@@ -31,6 +38,7 @@ impl<H: Handler> Loop<H> {
                 Timer::Session(id) => self.check_deadlines(id),
             }
         }
+        self.fired = fired;
     }
 
     pub(super) fn check_deadlines(&mut self, id: ConnId) {
@@ -56,7 +64,7 @@ impl<H: Handler> Loop<H> {
                 }
             }
             State::Connecting => {
-                if tick >= s.created.saturating_add(ms(core.cfg.connect_timeout)) {
+                if tick >= s.last_read.saturating_add(ms(core.cfg.connect_timeout)) {
                     core.counters().error(ErrorKind::Connect);
                     core.begin_close(
                         id,
@@ -66,33 +74,34 @@ impl<H: Handler> Loop<H> {
                     return;
                 }
             }
-            State::Open | State::Closing { .. } if write_stalled => {
-                info!("Closing {}: output stalled for the write timeout", s.peer);
+            State::Open | State::Closing(_) if write_stalled => {
+                info!("Closing {}: output stalled for the write timeout", s.peer());
                 core.counters().error(ErrorKind::Timeout);
                 core.begin_close(id, CloseReason::WriteTimeout, true);
                 return;
             }
             State::Open
-                if s.handshaking()
-                    && tick >= s.created.saturating_add(ms(core.cfg.tls_handshake_timeout)) =>
+                if s.handshake_started().is_some_and(|started| {
+                    tick >= started.saturating_add(ms(core.cfg.tls_handshake_timeout))
+                }) =>
             {
-                debug!("Closing {}: TLS handshake timed out", s.peer);
+                debug!("Closing {}: TLS handshake timed out", s.peer());
                 core.counters().error(ErrorKind::Tls);
-                let why = "handshake timed out".to_string();
+                let why = "handshake timed out".into();
                 core.begin_close(id, CloseReason::Tls(why), true);
                 return;
             }
             State::Open => {
                 if s.idle_timeout_ms
-                    .is_some_and(|t| tick >= s.last_read.saturating_add(t))
+                    .is_some_and(|t| tick >= s.last_read.saturating_add(u64::from(t.get())))
                 {
-                    debug!("Closing {}: idle timeout", s.peer);
+                    debug!("Closing {}: idle timeout", s.peer());
                     core.counters().error(ErrorKind::Timeout);
                     core.begin_close(id, CloseReason::IdleTimeout, false);
                     return;
                 }
             }
-            State::Closing { .. } => {}
+            State::Closing(_) => {}
         }
         core.arm(id);
     }
@@ -104,17 +113,19 @@ impl<H: Handler> Loop<H> {
             if self.core.dirty.is_empty() && self.core.closing.is_empty() {
                 return;
             }
-            let dirty = mem::take(&mut self.core.dirty);
-            for id in dirty {
+            let dirty = self.core.take_batch(Batch::Dirty);
+            for &id in &dirty {
                 if let Some(s) = self.core.sessions.get_mut(id.key as usize) {
                     s.in_dirty = false;
                 }
                 self.flush(id);
             }
-            let closing = mem::take(&mut self.core.closing);
-            for id in closing {
+            self.core.put_batch(dirty);
+            let closing = self.core.take_batch(Batch::Closing);
+            for &id in &closing {
                 self.try_finish_close(id);
             }
+            self.core.put_batch(closing);
         }
     }
 
@@ -122,9 +133,10 @@ impl<H: Handler> Loop<H> {
         let Some(s) = self.core.session(id) else {
             return;
         };
-        let State::Closing { reason, abort } = s.state.clone() else {
+        let State::Closing(reason) = s.state.clone() else {
             return;
         };
+        let abort = s.abort;
         if !abort && s.queued() > 0 {
             return; // the final flush brings it back here
         }
@@ -218,7 +230,7 @@ impl<H: Handler> Loop<H> {
             };
             if s.is_live() {
                 let reason = match &s.state {
-                    State::Closing { reason, .. } => reason.clone(),
+                    State::Closing(reason) => reason.clone(),
                     _ => CloseReason::Shutdown,
                 };
                 s.state = State::Lingering;

@@ -127,7 +127,7 @@ impl<H: Handler> Loop<H> {
                         core.mark_dirty(id);
                     }
                     if plain > 0 {
-                        core.sessions[id.key as usize].rend += plain;
+                        core.sessions[id.key as usize].rend += plain as u32;
                         self.deliver(id);
                     }
                     if connected {
@@ -147,7 +147,7 @@ impl<H: Handler> Loop<H> {
                     if s.rstart < s.rend {
                         debug!(
                             "{} closed with {} unconsumed bytes",
-                            s.peer,
+                            s.peer(),
                             s.rend - s.rstart
                         );
                     }
@@ -170,9 +170,9 @@ impl<H: Handler> Loop<H> {
     fn plain_step(&mut self, id: ConnId) -> Step {
         let core = &mut self.core;
         let s = &mut core.sessions[id.key as usize];
-        let space = s.rbuf.len() - s.rend;
+        let space = s.rbuf.len() - s.rend as usize;
         let lingering = s.state == State::Lingering;
-        match (&s.stream).read(&mut s.rbuf[s.rend..]) {
+        match (&s.stream).read(&mut s.rbuf[s.rend as usize..]) {
             Ok(0) if lingering => {
                 core.release(id.key as usize);
                 Step::Released
@@ -200,7 +200,7 @@ impl<H: Handler> Loop<H> {
                 Step::Released
             }
             Err(e) => {
-                debug!("read from {} failed: {e}", s.peer);
+                debug!("read from {} failed: {e}", s.peer());
                 core.counters().error(ErrorKind::Io);
                 Step::Close(CloseReason::Io(e.kind()))
             }
@@ -212,10 +212,11 @@ impl<H: Handler> Loop<H> {
     fn tls_step(&mut self, id: ConnId) -> Step {
         let core = &mut self.core;
         let s = &mut core.sessions[id.key as usize];
+        let peer = s.peer();
         let Some(tls) = s.tls.as_mut() else {
             return Step::WouldBlock;
         };
-        let step = tls.read(&s.stream, &mut s.rbuf[s.rend..], s.readable);
+        let step = tls.read(&s.stream, &mut s.rbuf[s.rend as usize..], s.readable);
         let wants_write = tls.wants_write();
         match step {
             TlsRead::Plain(n) => Step::Read {
@@ -240,22 +241,22 @@ impl<H: Handler> Loop<H> {
             TlsRead::WouldBlock => Step::WouldBlock,
             TlsRead::Eof => Step::Eof,
             TlsRead::NotTls(listener) => {
-                debug!("Closing {}: plain text on a TLS port", s.peer);
+                debug!("Closing {}: plain text on a TLS port", s.peer());
                 if !listener.plaintext_reply.is_empty() {
                     let _ = (&s.stream).write(&listener.plaintext_reply);
                 }
                 core.counters().error(ErrorKind::Tls);
-                Step::Close(CloseReason::Tls("plain text on a TLS port".to_string()))
+                Step::Close(CloseReason::Tls("plain text on a TLS port".into()))
             }
             TlsRead::Failed(why) => {
-                info!("Closing {}: TLS failed: {why}", s.peer);
+                info!("Closing {peer}: TLS failed: {why}");
                 let mut wire = 0;
                 let _ = tls.push(&s.stream, &mut wire); // the alert, best effort
                 core.counters().error(ErrorKind::Tls);
-                Step::Close(CloseReason::Tls(why))
+                Step::Close(CloseReason::Tls(why.into()))
             }
             TlsRead::Io(e) => {
-                debug!("read from {} failed: {e}", s.peer);
+                debug!("read from {} failed: {e}", s.peer());
                 core.counters().error(ErrorKind::Io);
                 Step::Close(CloseReason::Io(e.kind()))
             }
@@ -266,14 +267,14 @@ impl<H: Handler> Loop<H> {
     pub(super) fn deliver(&mut self, id: ConnId) {
         let s = &mut self.core.sessions[id.key as usize];
         let buf = mem::take(&mut s.rbuf);
-        let (a, b) = (s.rstart, s.rend);
+        let (a, b) = (s.rstart as usize, s.rend as usize);
         let consumed = {
             let (h, mut ctx) = self.ctx();
             h.on_data(&mut ctx, id, &buf[a..b]).min(b - a)
         };
         // Removal from the slab is deferred to the end of the pass, so the session is still here.
         let s = &mut self.core.sessions[id.key as usize];
-        s.rstart = a + consumed;
+        s.rstart = (a + consumed) as u32;
         if s.rstart == s.rend {
             s.rstart = 0;
             s.rend = 0;
@@ -318,7 +319,7 @@ impl<H: Handler> Loop<H> {
         if relieved {
             s.backpressure = false;
         }
-        let closing = matches!(s.state, State::Closing { .. });
+        let closing = matches!(s.state, State::Closing(_));
         let readable = s.has_input();
         match res {
             Ok(Flush::Done) => {

@@ -68,6 +68,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    shared::memory::fix_mmap_threshold();
     shared::logging::init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,6 +153,7 @@ impl ProxySettings {
 }
 
 fn main() -> ExitCode {
+    shared::memory::fix_mmap_threshold();
     shared::logging::init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! - [`logging`]: the log line format and escaping of peer bytes.
 //! - [`tls`]: certificate and key files into rustls configs (every program's TLS options).
 //! - [`backoff`], [`breaker`]: reconnect timing and the circuit breaker.
+//! - [`memory`]: the C allocator's settings for a long-running server.
 //! - [`clock`]: seconds since the epoch, the one way every program reads the time of day.
 //!
 //! May depend on the engine; never on the frame protocol, a database or a program.
@@ -16,6 +17,7 @@ pub mod breaker;
 pub mod clock;
 pub mod http1;
 pub mod logging;
+pub mod memory;
 pub mod settings;
 pub mod tls;
 

@@ -41,7 +41,8 @@ pub struct Liveness {
     /// The first ping comes after a random delay in this range, so that clients that
     /// connected together are not pinged together.
     pub first: (Duration, Duration),
-    /// A client that has not answered a ping this long after it was sent is disconnected.
+    /// A client that has not answered a ping this long after it was sent is disconnected
+    /// (more than an hour counts as an hour).
     pub timeout: Duration,
 }
 

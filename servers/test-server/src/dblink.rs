@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use engine::{CloseReason, ConnId, ConnMap, Context};
+use engine::{CloseReason, ConnId, Context};
 use log::{info, warn};
 
 use prost::Message as _;
@@ -113,7 +113,9 @@ struct Pending<T> {
 pub struct DbLink<T> {
     cfg: LinkConfig,
     slots: Vec<Slot>,
-    by_conn: ConnMap<usize>,
+    /// The link's connections and their slots: a few entries, searched in order (a `ConnMap`
+    /// would be as long as the loop's highest connection key).
+    by_conn: Vec<(ConnId, usize)>,
     pending: HashMap<u32, Pending<T>>,
     next_id: u32,
     breaker: Breaker,
@@ -150,7 +152,7 @@ impl<T> DbLink<T> {
             breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_open),
             cfg,
             slots,
-            by_conn: ConnMap::default(),
+            by_conn: Vec::new(),
             pending: HashMap::new(),
             next_id: 0,
             rr: 0,
@@ -194,7 +196,14 @@ impl<T> DbLink<T> {
 
     /// True when `conn` is one of the link's connections.
     pub fn owns(&self, conn: ConnId) -> bool {
-        self.by_conn.get(conn).is_some()
+        self.slot_of(conn).is_some()
+    }
+
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        self.by_conn
+            .iter()
+            .find(|(c, _)| *c == conn)
+            .map(|(_, i)| *i)
     }
 
     /// Connections up now.
@@ -229,7 +238,7 @@ impl<T> DbLink<T> {
         match dialed {
             Ok(conn) => {
                 self.slots[i].state = SlotState::Connecting;
-                self.by_conn.insert(conn, i);
+                self.by_conn.push((conn, i));
             }
             Err(e) => self.lost(ctx, i, &format!("connect: {e}")),
         }
@@ -271,7 +280,7 @@ impl<T> DbLink<T> {
         ctx: &mut Context<'_, M, Tm>,
         conn: ConnId,
     ) {
-        let Some(&i) = self.by_conn.get(conn) else {
+        let Some(i) = self.slot_of(conn) else {
             return;
         };
         let slot = &mut self.slots[i];
@@ -306,9 +315,10 @@ impl<T> DbLink<T> {
         conn: ConnId,
         reason: CloseReason,
     ) -> Vec<Event<T>> {
-        let Some(i) = self.by_conn.remove(conn) else {
+        let Some(at) = self.by_conn.iter().position(|(c, _)| *c == conn) else {
             return Vec::new();
         };
+        let (_, i) = self.by_conn.swap_remove(at);
         self.subscribing.retain(|_, slot| *slot != i);
         let was_watched = std::mem::replace(&mut self.slots[i].watched, false);
         let ids: Vec<u32> = self

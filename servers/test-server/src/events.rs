@@ -12,8 +12,8 @@ use crate::dblink::LinkTimer;
 pub enum Timer {
     /// One of the db link's (reconnection, request-timeout sweep).
     Link(LinkTimer),
-    /// A frame client's ping tick.
-    Ping(ConnId),
+    /// The loop's liveness sweep: pings the clients due one, drops those that never answered.
+    Liveness,
     /// An HTTP connection's request deadline.
     Http(ConnId),
 }

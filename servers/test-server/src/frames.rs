@@ -115,16 +115,24 @@ pub fn migrate(
 
 /// What the service remembers of one client.
 #[derive(Debug, Default)]
+///
+/// Every idle connection pays for one, so it stays small (32 bytes, pinned by a test): the
+/// peer's address is the engine's, the user is boxed, times are `u32` offsets from the
+/// service's epoch, and the liveness timer is one sweep per loop rather than one per client.
 struct Client {
-    peer: Option<SocketAddr>,
     /// The authenticated user and when its token expires (seconds since the epoch).
-    user: Option<(String, u64)>,
-    /// Requests forwarded and not yet answered.
-    in_flight: u32,
-    /// The server's ping waiting for its answer: id and when it went out.
-    ping_out: Option<(u32, Instant)>,
+    user: Option<Box<(String, u64)>>,
     /// Round trips of the last 100 answered pings.
     rtt: RttWindow,
+    /// Requests forwarded and not yet answered.
+    in_flight: u32,
+    /// When the next ping is due (ms since `FrameService::epoch`, wrapping).
+    ping_due: u32,
+    /// The id of the server's ping waiting for its answer (0: none out).
+    ping_id: u32,
+    /// When that ping went out (µs since `FrameService::epoch`, wrapping every ~71 minutes;
+    /// the sweep checks it at least every second, and timeouts are capped at an hour).
+    ping_sent_us: u32,
 }
 
 /// The handler of one loop.
@@ -140,6 +148,10 @@ pub struct FrameService {
     next_ping: u32,
     /// For the first ping's random delay.
     rng: u64,
+    /// What `Client`'s times count from.
+    epoch: Instant,
+    /// The liveness sweep timer is set (it stops while the loop has no client).
+    sweeping: bool,
     /// Each client's moving average of its last 100 ping round trips, summed (µs) over the
     /// clients of this loop that answered one, and how many those are (for /metrics).
     rtt_averages: (u64, u64),
@@ -189,6 +201,8 @@ impl FrameService {
                 u64::from_le_bytes(seed) | 1
             },
             rtt_averages: (0, 0),
+            epoch: Instant::now(),
+            sweeping: false,
         }
     }
 
@@ -236,7 +250,7 @@ impl FrameService {
             .clients
             .get(conn)
             .and_then(|c| c.user.as_ref())
-            .map(|(_, exp)| *exp > now_secs());
+            .map(|u| u.1 > now_secs());
         match authed {
             None => {
                 return Self::reply_error(
@@ -347,7 +361,7 @@ impl FrameService {
                 self.check_login(ctx, conn, id, user, secret, &m);
             }
             Event::Failed(Owner::Login { conn, id, .. }, code, text) => {
-                self.refund_login(conn);
+                self.refund_login(ctx, conn);
                 Self::reply_error(ctx, conn, id, Operation::AuthLogin, code, text);
             }
             Event::Reply(Owner::Setup, m) => {
@@ -449,17 +463,13 @@ impl Handler for FrameService {
                 return h.on_accept(conn, peer);
             }
         }
-        self.clients.insert(
-            conn,
-            Client {
-                peer: Some(peer),
-                ..Client::default()
-            },
-        );
+        let mut client = Client::default();
         if let Some(live) = self.cfg.liveness {
             let delay = self.first_ping_delay(&live);
-            ctx.set_timer(delay, Timer::Ping(conn));
+            client.ping_due = self.now_ms().wrapping_add(liveness::ms(delay));
+            self.start_sweep(ctx, &live);
         }
+        self.clients.insert(conn, client);
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
@@ -516,7 +526,7 @@ impl Handler for FrameService {
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, timer: Timer) {
         match timer {
-            Timer::Ping(conn) => self.ping_tick(ctx, conn),
+            Timer::Liveness => self.sweep(ctx),
             Timer::Http(conn) => {
                 if let Some(h) = self.http.as_mut() {
                     h.on_timer(ctx, conn);
@@ -580,19 +590,19 @@ impl Handler for FrameService {
                     .and_then(|a| a.signer.issue(&user, SystemTime::now()).ok());
                 match issued {
                     Some(t) => {
-                        if let (Some(limit), Some(p)) = (
+                        let ip = ctx.peer_addr(conn).map(|p| p.ip());
+                        if let (Some(limit), Some(ip)) = (
                             self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
-                            c.peer,
+                            ip,
                         ) {
-                            limit.refund(p.ip());
+                            limit.refund(ip);
                         }
                         info!(
                             "User {} logged in from {}",
                             shared::logging::Printable::new(user.as_bytes(), 64),
-                            c.peer
-                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                            ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
                         );
-                        c.user = Some((user, t.expires_at));
+                        c.user = Some(Box::new((user, t.expires_at)));
                         let reply = wire::message(
                             MessageType::Response,
                             op,
@@ -608,7 +618,7 @@ impl Handler for FrameService {
                         info!(
                             "Failed login for {} from {}",
                             shared::logging::Printable::new(user.as_bytes(), 64),
-                            c.peer
+                            ctx.peer_addr(conn)
                                 .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
                         );
                         Self::reply_error(
@@ -643,7 +653,9 @@ impl Handler for FrameService {
                 self.rtt_averages.0 = self.rtt_averages.0.saturating_sub(micros(avg));
                 self.rtt_averages.1 = self.rtt_averages.1.saturating_sub(1);
             }
-            debug!("Connection from {:?} closed: {reason:?}", c.peer);
+            if let Some(peer) = ctx.peer_addr(conn) {
+                debug!("Connection from {peer} closed: {reason:?}");
+            }
         }
     }
 
@@ -712,5 +724,16 @@ mod tests {
         }
         let empty = DataRequest::decode(&sandboxed(&[])[..]).unwrap();
         assert!(empty.sandboxed && empty.kind.is_none());
+    }
+
+    /// Every connected frame client pays for one `Client` in its loop's map (next to the
+    /// engine's session, pinned in the engine); issue 14 brought it from 120 to 32 bytes
+    /// (and the map's slot, with its `ConnId`, to 40).
+    #[test]
+    fn an_idle_client_stays_small() {
+        let size = std::mem::size_of::<super::Client>();
+        assert!(size <= 32, "Client grew to {size} bytes");
+        let slot = std::mem::size_of::<Option<(engine::ConnId, super::Client)>>();
+        assert!(slot <= 40, "a client's map slot grew to {slot} bytes");
     }
 }

@@ -93,7 +93,8 @@ struct Args {
     /// comes after a random 1/30 to 59/30 of it (1–59 s at the default 30).
     #[arg(long, default_value_t = 30.0)]
     ping_interval: f64,
-    /// Disconnect a frame client that has not answered a ping within this many seconds.
+    /// Disconnect a frame client that has not answered a ping within this many seconds (at
+    /// most 3600).
     #[arg(long, default_value_t = 90.0)]
     ping_timeout: f64,
     /// Where SIGUSR1 sends clients (HOST:PORT): every frame client gets a SERVER_MIGRATION
@@ -138,6 +139,7 @@ enum TlsOn {
 }
 
 fn main() -> ExitCode {
+    shared::memory::fix_mmap_threshold();
     shared::logging::init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,7 @@ impl FrameService {
             );
         };
         // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
-        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        let ip = ctx.peer_addr(conn).map(|p| p.ip());
         if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
             if !limit.allow(ip, Instant::now()) {
                 debug!("login from {ip} refused: too many failed logins");
@@ -92,7 +92,7 @@ impl FrameService {
                     },
                 );
                 if let Some(c) = self.clients.get_mut(conn) {
-                    c.user = Some((claims.user, claims.expires_at));
+                    c.user = Some(Box::new((claims.user, claims.expires_at)));
                 }
                 let _ = wire::send(ctx, conn, &reply);
             }
@@ -120,7 +120,10 @@ impl FrameService {
         let Ok(change) = wire::UserChange::decode(msg.data) else {
             return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad UserChange");
         };
-        let user = self.clients.get(conn).and_then(|c| c.user.clone());
+        let user = self
+            .clients
+            .get(conn)
+            .and_then(|c| c.user.as_deref().cloned());
         let refusal = match user {
             None => Some((ErrorCode::Unauthenticated, "log in first")),
             Some((_, exp)) if exp <= now_secs() => {
@@ -286,7 +289,7 @@ impl FrameService {
         };
         if m.r#type() == MessageType::Error {
             let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
-            self.refund_login(conn);
+            self.refund_login(ctx, conn);
             return Self::reply_error(
                 ctx,
                 conn,
@@ -328,7 +331,7 @@ impl FrameService {
                 c.in_flight += 1;
             }
         } else {
-            self.refund_login(conn);
+            self.refund_login(ctx, conn);
             Self::reply_error(
                 ctx,
                 conn,
@@ -341,9 +344,9 @@ impl FrameService {
     }
 
     /// A login ended otherwise than with a wrong secret: its token goes back.
-    pub(super) fn refund_login(&self, conn: ConnId) {
+    pub(super) fn refund_login(&self, ctx: &Context<'_, Note, Timer>, conn: ConnId) {
         let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
-        let ip = self.clients.get(conn).and_then(|c| c.peer).map(|p| p.ip());
+        let ip = ctx.peer_addr(conn).map(|p| p.ip());
         if let (Some(limit), Some(ip)) = (limit, ip) {
             limit.refund(ip);
         }
