@@ -124,9 +124,10 @@ pub struct SocketOptions {
     pub keepalive: Option<Keepalive>,
     /// SO_REUSEADDR on listeners, so a restarted server can bind while old connections linger.
     pub reuse_address: bool,
-    /// SO_RCVBUF.
+    /// SO_RCVBUF. `None` (the default) leaves the size to the kernel, which grows it with the
+    /// connection's bandwidth-delay product; setting it turns that autotuning off.
     pub recv_buffer: Option<usize>,
-    /// SO_SNDBUF.
+    /// SO_SNDBUF; `None` (the default) as for `recv_buffer`.
     pub send_buffer: Option<usize>,
     /// TCP_USER_TIMEOUT (Linux): drop a connection whose sent data stays unacknowledged this long.
     pub user_timeout: Option<Duration>,
@@ -155,8 +156,8 @@ impl Default for SocketOptions {
                 retries: 9,
             }),
             reuse_address: true,
-            recv_buffer: Some(64 * 1024),
-            send_buffer: Some(64 * 1024),
+            recv_buffer: None,
+            send_buffer: None,
             user_timeout: Some(Duration::from_secs(60)),
             linger: None,
         }

@@ -19,6 +19,10 @@ pub(crate) fn listener(
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    // On Linux an accepted socket inherits these from its listener (buffer sizes must be set
+    // before listen to affect the window anyway), so accepting costs no setsockopt call.
+    #[cfg(target_os = "linux")]
+    apply(&socket, opts)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
@@ -45,8 +49,9 @@ pub(crate) fn claim(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Socket
     }
 }
 
-/// Applies the per-connection options to an accepted or outbound stream.
-pub(crate) fn apply(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
+/// Applies the per-connection options to a listener (Linux: its accepted sockets inherit them),
+/// an accepted stream (elsewhere) or an outbound stream.
+pub(crate) fn apply<S: std::os::fd::AsFd>(stream: &S, opts: &SocketOptions) -> io::Result<()> {
     let s = SockRef::from(stream);
     if opts.nodelay {
         s.set_tcp_nodelay(true)?;
@@ -73,6 +78,17 @@ pub(crate) fn apply(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::R
         s.set_linger(opts.linger)?;
     }
     Ok(())
+}
+
+/// Options an accepted stream does not inherit from its listener on this platform.
+pub(crate) fn apply_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = (stream, opts);
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    apply(stream, opts)
 }
 
 /// Opens a non-blocking outbound connection; completion is reported by the first writable event.
@@ -111,5 +127,52 @@ pub(crate) fn raise_nofile_limit() -> Option<usize> {
     #[cfg(not(unix))]
     {
         None
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Accepting sets no option on Linux: this is what makes that correct.
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let opts = SocketOptions {
+            recv_buffer: Some(128 * 1024),
+            ..SocketOptions::default()
+        };
+        let l = listener("127.0.0.1:0".parse().unwrap(), &opts, 16).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let l = std::net::TcpListener::from(l);
+        l.set_nonblocking(false).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        let s = SockRef::from(&accepted);
+        assert!(s.tcp_nodelay().unwrap());
+        assert!(s.keepalive().unwrap());
+        let tcp = |opt| {
+            use std::os::fd::AsRawFd;
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `v`.
+            let r = unsafe {
+                libc::getsockopt(
+                    accepted.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    opt,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            v
+        };
+        assert_eq!(tcp(libc::TCP_KEEPIDLE), 30);
+        assert_eq!(tcp(libc::TCP_KEEPINTVL), 10);
+        assert_eq!(tcp(libc::TCP_KEEPCNT), 9);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(60)));
+        // The kernel doubles the value asked for (bookkeeping overhead).
+        assert_eq!(s.recv_buffer_size().unwrap(), 2 * 128 * 1024);
     }
 }

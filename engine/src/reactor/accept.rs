@@ -58,7 +58,7 @@ impl<H: Handler> Loop<H> {
                 return;
             }
         }
-        if let Err(e) = socket::apply(&stream, &self.core.cfg.socket) {
+        if let Err(e) = socket::apply_accepted(&stream, &self.core.cfg.socket) {
             debug!("dropping {peer}: setting socket options failed: {e}");
             shared.gate.release();
             return;

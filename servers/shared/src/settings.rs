@@ -10,7 +10,7 @@
 //! rate_limit_allow = ["127.0.0.1", "::1"]
 //!
 //! [engine.socket]
-//! send_buffer = 65536
+//! send_buffer = 262144         # 0 (the default) leaves it to the kernel's autotuning
 //! keepalive = true
 //! ```
 //! Every key is listed in docs/operations.md.
