@@ -288,6 +288,48 @@ fn health_says_degraded_without_db_server() {
 }
 
 #[test]
+fn by_default_successes_are_not_logged_and_404s_are() {
+    let dir = TempDir::new("http-quiet");
+    let (_db, db_addr) = common::spawn_db(&dir.path("quiet.db"));
+    let db = db_addr.to_string();
+    let mut ts = common::Proc::spawn_logging(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--threads",
+            "1",
+            "--insecure-http-writes",
+        ],
+        None,
+    );
+    let [_, http] = ts.listen_addrs();
+    wait_ready(http);
+    assert_eq!(call(http, &put("quiet", "x", None)).status, 201);
+    assert_eq!(
+        call(http, "GET /docs/quiet HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    assert_eq!(
+        call(http, "GET /docs/absent HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        404
+    );
+    // One loop writes the lines in request order: a success logged would come before this.
+    let nf = ts.wait_line("Status: 404");
+    assert!(
+        nf.contains("][ERROR] Client IP: 127.0.0.1, Status: 404, Response: {"),
+        "{nf}"
+    );
+    assert!(
+        !ts.seen.iter().any(|l| l.contains("Status: 20")),
+        "a success was logged at the default level:\n{}",
+        ts.seen.join("\n")
+    );
+}
+
+#[test]
 fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
     let dir = TempDir::new("http-log");
     let db_file = dir.path("log.db");

@@ -220,8 +220,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns one of this package's binaries.
+    /// Spawns one of this package's binaries, logging at `RUST_LOG=info`.
     pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        Proc::spawn_logging(bin, args, Some("info"))
+    }
+
+    /// Spawns one of this package's binaries with `RUST_LOG` set to `rust_log`, or unset (the
+    /// default users get) for `None`.
+    pub fn spawn_logging(bin: &str, args: &[&str], rust_log: Option<&str>) -> Proc {
         let path = bin_path(bin);
         // test-server's second port and its startup hashing: ephemeral and cheap in tests,
         // unless a test says otherwise.
@@ -234,10 +240,14 @@ impl Proc {
                 extra.extend(["--argon2-memory-kib", "64"]);
             }
         }
-        let mut child = Command::new(path)
+        let mut cmd = Command::new(path);
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
             .args(args)
             .args(&extra)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -19,6 +19,7 @@ use crate::config::{Mode, ProxyConfig};
 use crate::pool::{Backend, Pool};
 use crate::{admin, headers};
 use shared::http1::{self, BodyKind, BodyReader, Head};
+use shared::logging::ACCESS;
 
 /// Output queued on a connection above which the connection feeding it stops being read.
 const HIGH_WATER: usize = 256 * 1024;
@@ -56,6 +57,8 @@ struct Resp {
     close_client: bool,
     /// The backend connection cannot carry another request.
     close_backend: bool,
+    /// The access log will show this response: keep the start of its body for it.
+    logged: bool,
 }
 
 #[derive(Debug)]
@@ -252,7 +255,7 @@ impl Handler for Proxy {
             self.conns.insert(conn, Conn::Admin);
             return;
         }
-        info!("New connection from {}", peer.ip());
+        info!(target: ACCESS, "New connection from {}", peer.ip());
         if self.cfg.mode == Mode::Tcp {
             return self.tcp_accept(ctx, conn, peer);
         }

@@ -1,22 +1,51 @@
 //! Log output in the original design's format: `[2024-11-21 14:30:20][INFO] message`.
+//!
+//! Per-request lines (the access log `Client IP: …`, `New connection from …`, `Selected backend
+//! server …`) keep the original format and level but go to the [`ACCESS`] target, which the
+//! default filter shows only at WARN and above: by default a 404 or a 5xx is logged (ERROR, as
+//! the original design has it) and a success costs nothing. `RUST_LOG=info` shows them all.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 
-/// Installs the logger: level from `RUST_LOG` (e.g. `info`, `debug`, `engine=debug`), `info`
-/// by default; lines go to standard error.
+/// The log target of per-request lines.
+pub const ACCESS: &str = "access";
+
+/// The filter used when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,access=warn";
+
+/// Installs the logger: filter from `RUST_LOG` (e.g. `info`, `debug`, `engine=debug`),
+/// [`DEFAULT_FILTER`] when unset; lines go to standard error.
 pub fn init() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "[{}][{}] {}",
-                chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
-                record.level(),
-                record.args()
-            )
-        })
-        .try_init();
+    let _ =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_FILTER))
+            .format(|buf, record| {
+                timestamp(|ts| writeln!(buf, "[{ts}][{}] {}", record.level(), record.args()))
+            })
+            .try_init();
+}
+
+/// Calls `f` with the local time as `2024-11-21 14:30:20`, formatted once per second per
+/// thread (reading the local time zone and formatting on every line cost more than the line).
+fn timestamp<R>(f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = crate::clock::now_secs() as i64;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            last.1.clear();
+            let now = chrono::Local::now();
+            let _ = fmt::Write::write_fmt(
+                &mut last.1,
+                format_args!("{}", now.format("%Y-%m-%d %H:%M:%S")),
+            );
+            last.0 = secs;
+        }
+        f(&last.1)
+    })
 }
 
 /// Bytes from the wire as they may appear in a log line: printable ASCII as is, everything else

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use engine::{ConnId, ConnMap, Context};
-use log::{error, info};
+use log::error;
 use prost::Message as _;
+use shared::logging::ACCESS;
 
 use crate::config::AuthConfig;
 use crate::dblink::DbLink;
@@ -685,15 +686,11 @@ fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
     } else {
         log::Level::Info
     };
-    if !log::log_enabled!(level) {
+    if !log::log_enabled!(target: ACCESS, level) {
         return;
     }
     let ip = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
     // Escaped: a document's content is whatever a client stored.
     let text = shared::logging::Printable::new(body, MAX);
-    if status == 404 || status >= 500 {
-        error!("Client IP: {ip}, Status: {status}, Response: {text}");
-    } else {
-        info!("Client IP: {ip}, Status: {status}, Response: {text}");
-    }
+    log::log!(target: ACCESS, level, "Client IP: {ip}, Status: {status}, Response: {text}");
 }

@@ -169,7 +169,7 @@ impl Proxy {
                     self.fail(ctx, conn, 502, "no backend could answer")
                 };
             };
-            info!("Selected backend server {}", backend.addr);
+            info!(target: ACCESS, "Selected backend server {}", backend.addr);
             let reused = self.take_idle(ctx, backend.addr);
             let up = match reused {
                 Some(up) => up,
@@ -417,6 +417,7 @@ impl Proxy {
                     dechunk,
                     close_client,
                     close_backend: !head.keep_alive() || until_close,
+                    logged: log::log_enabled!(target: ACCESS, access_level(head.status)),
                 });
             }
             let Some(resp) = ex.resp.as_mut() else {
@@ -428,7 +429,9 @@ impl Proxy {
                 let r = resp.body.advance(rest, Some(&mut plain));
                 if let Ok(n) = r {
                     let _ = ctx.send(client, &plain);
-                    keep_prefix(&mut ex.log_body, &plain);
+                    if resp.logged {
+                        keep_prefix(&mut ex.log_body, &plain);
+                    }
                     Ok(n)
                 } else {
                     r
@@ -437,7 +440,9 @@ impl Proxy {
                 let r = resp.body.advance(rest, None);
                 if let Ok(n) = r {
                     let _ = ctx.send(client, &rest[..n]);
-                    keep_prefix(&mut ex.log_body, &rest[..n]);
+                    if resp.logged {
+                        keep_prefix(&mut ex.log_body, &rest[..n]);
+                    }
                 }
                 r
             };
@@ -680,6 +685,15 @@ pub(super) fn idempotent(method: &str) -> bool {
     )
 }
 
+/// The level of a response's access line: ERROR for 404 and 5xx, INFO otherwise.
+fn access_level(status: u16) -> log::Level {
+    if status == 404 || status >= 500 {
+        log::Level::Error
+    } else {
+        log::Level::Info
+    }
+}
+
 pub(super) fn keep_prefix(log: &mut Vec<u8>, bytes: &[u8]) {
     let room = (LOG_BODY + 1).saturating_sub(log.len());
     log.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -687,16 +701,13 @@ pub(super) fn keep_prefix(log: &mut Vec<u8>, bytes: &[u8]) {
 
 /// `Client IP: …, Status: …, Response: …`, as test-server writes it (404 and 5xx at ERROR).
 pub(super) fn access_log(peer: SocketAddr, status: u16, body: &[u8]) {
-    let level = if status == 404 || status >= 500 {
-        log::Level::Error
-    } else {
-        log::Level::Info
-    };
-    if !log::log_enabled!(level) {
+    let level = access_level(status);
+    if !log::log_enabled!(target: ACCESS, level) {
         return;
     }
     // Escaped: a backend's body may hold CR/LF or binary bytes that would forge log lines.
     log::log!(
+        target: ACCESS,
         level,
         "Client IP: {}, Status: {status}, Response: {}",
         peer.ip(),

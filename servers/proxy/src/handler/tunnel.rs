@@ -43,7 +43,7 @@ impl Proxy {
                 ctx.close(conn);
                 return;
             };
-            info!("Selected backend server {}", backend.addr);
+            info!(target: shared::logging::ACCESS, "Selected backend server {}", backend.addr);
             c.tried.push(backend.addr);
             match ctx.connect(backend.addr) {
                 Ok(up) => {
