@@ -163,7 +163,7 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize, knobs: &Knobs) {
             }
         };
         buf.drain(..n);
-        HEAD_REQUEST.with(|h| h.set(head.method == "HEAD"));
+        HEAD_REQUEST.with(|h| h.set(head.method() == "HEAD"));
         if head.expectation() == http1::Expectation::Continue
             && buf.is_empty()
             && s.write_all(http1::CONTINUE).is_err()
@@ -207,9 +207,11 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize, knobs: &Knobs) {
             respond(s, 200, &plain, close)
         } else if path == "/headers" {
             let headers: serde_json::Map<String, serde_json::Value> = head
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into()))
+                .headers()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v).into_owned();
+                    (k.to_ascii_lowercase(), v.into())
+                })
                 .collect();
             let body = serde_json::json!({ "backend": name, "headers": headers }).to_string();
             respond(s, 200, &body, close)
@@ -238,7 +240,7 @@ fn serve(mut s: &TcpStream, name: &str, hits: &AtomicUsize, knobs: &Knobs) {
             // a NUL, invalid UTF-8, a terminal escape.
             let body: &[u8] = b"ok\r\n[2024-01-01 00:00:00][INFO] forged line\x00\xff\x1b[31m";
             let mut out = Vec::new();
-            http1::write_response(&mut out, 200, &[], body, !close, head.method == "HEAD");
+            http1::write_response(&mut out, 200, &[], body, !close, head.method() == "HEAD");
             s.write_all(&out)
         } else if path == "/close" {
             return;

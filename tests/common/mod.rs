@@ -28,6 +28,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// Takes charge of a server already running on `thread`.
+    pub fn adopt(
+        addr: SocketAddr,
+        handle: ServerHandle,
+        thread: JoinHandle<std::io::Result<()>>,
+    ) -> Running {
+        Running {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
     /// Waits for `run` to return (after a shutdown) and gives its result.
     pub fn join(mut self) -> std::io::Result<()> {
         let t = self.thread.take().expect("joined once");

@@ -91,7 +91,7 @@ pub(crate) fn on_data<T>(
             Ok(Parsed::Request(req, n)) => {
                 used += n;
                 let keep = req.keep_alive();
-                let head_only = req.method == "HEAD";
+                let head_only = req.method() == "HEAD";
                 let r = route(pool, mode, ctx, &req);
                 send(ctx, conn, &r, keep, head_only);
                 if !keep {
@@ -177,10 +177,10 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, Str
 
 fn route<T>(pool: &Pool, mode: Mode, ctx: &mut Context<'_, (), T>, req: &Request) -> Reply {
     // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
-    let method = if req.method == "HEAD" {
+    let method = if req.method() == "HEAD" {
         "GET"
     } else {
-        req.method.as_str()
+        req.method()
     };
     let command = match parse(method, req.path(), &req.body) {
         Ok(c) => c,

@@ -232,7 +232,7 @@ impl Client {
 
     /// True while the request being served is a HEAD: no answer to it carries a body.
     fn answering_head(&self) -> bool {
-        matches!(&self.state, ClientState::Busy(ex) if ex.head.method == "HEAD")
+        matches!(&self.state, ClientState::Busy(ex) if ex.head.method() == "HEAD")
     }
 }
 

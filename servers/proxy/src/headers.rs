@@ -1,6 +1,7 @@
 //! Rewriting heads on their way through the proxy (RFC 9110 §7.6): hop-by-hop fields dropped,
 //! `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-Id` added.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use shared::http1::{self, Head};
@@ -72,7 +73,7 @@ impl Default for RequestIds {
 /// the body is forwarded as it came. `proto` (`http` or `https`) is how the client reached us.
 pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(head.method.as_bytes());
+    out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     // An absolute-form target goes on in origin form, its authority as the Host
     // (RFC 9112 §3.2.2: it replaces whatever Host the client sent).
@@ -80,22 +81,23 @@ pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = head.target_authority();
     if let Some(a) = authority {
-        field(&mut out, "Host", a);
+        field(&mut out, "Host", a.as_bytes());
     } else if head.header("host").is_none() {
         // An HTTP/1.0 request may come without Host; HTTP/1.1 needs one, empty when the
         // target has no authority (RFC 9112 §3.2).
-        field(&mut out, "Host", "");
+        field(&mut out, "Host", b"");
     }
-    let mut forwarded_for: Option<String> = None;
-    for (name, value) in &head.headers {
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value) in head.headers() {
         if authority.is_some() && name.eq_ignore_ascii_case("host") {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(match forwarded_for {
-                Some(f) => format!("{f}, {value}"),
-                None => value.clone(),
-            });
+            let f = forwarded_for.get_or_insert_with(Vec::new);
+            if !f.is_empty() {
+                f.extend_from_slice(b", ");
+            }
+            f.extend_from_slice(value);
             continue;
         }
         if hop_by_hop(head, name)
@@ -106,16 +108,17 @@ pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool
         }
         field(&mut out, name, value);
     }
-    let xff = match forwarded_for {
-        Some(f) => format!("{f}, {client}"),
-        None => client.to_string(),
-    };
+    let mut xff = forwarded_for.unwrap_or_default();
+    if !xff.is_empty() {
+        xff.extend_from_slice(b", ");
+    }
+    let _ = write!(xff, "{client}");
     field(&mut out, "X-Forwarded-For", &xff);
-    field(&mut out, "X-Forwarded-Proto", proto);
-    field(&mut out, "X-Request-Id", id);
+    field(&mut out, "X-Forwarded-Proto", proto.as_bytes());
+    field(&mut out, "X-Request-Id", id.as_bytes());
     if upgrade {
-        field(&mut out, "Connection", "Upgrade");
-        if let Some(u) = head.header("upgrade") {
+        field(&mut out, "Connection", b"Upgrade");
+        if let Some(u) = head.header_bytes("upgrade") {
             field(&mut out, "Upgrade", u);
         }
     }
@@ -147,7 +150,7 @@ pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
     out.extend_from_slice(http1::reason(head.status).as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_id = false;
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         if hop_by_hop(head, name)
             || (shape.dechunk && name.eq_ignore_ascii_case("transfer-encoding"))
         {
@@ -157,12 +160,12 @@ pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
         field(&mut out, name, value);
     }
     if !has_id {
-        field(&mut out, "X-Request-Id", id);
+        field(&mut out, "X-Request-Id", id.as_bytes());
     }
     if shape.close {
-        field(&mut out, "Connection", "close");
+        field(&mut out, "Connection", b"close");
     } else if shape.client_minor == 0 {
-        field(&mut out, "Connection", "keep-alive");
+        field(&mut out, "Connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -172,17 +175,17 @@ pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
 /// handshake needs back.
 pub fn switching(head: &Head) -> Vec<u8> {
     let mut out = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         field(&mut out, name, value);
     }
     out.extend_from_slice(b"\r\n");
     out
 }
 
-fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

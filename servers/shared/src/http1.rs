@@ -11,7 +11,7 @@
 //! use shared::http1::{parse_request, Limits, Parsed};
 //! let raw = b"GET /docs/a HTTP/1.1\r\nHost: x\r\n\r\n";
 //! let Ok(Parsed::Request(req, used)) = parse_request(raw, Limits::default()) else { panic!() };
-//! assert_eq!((req.method.as_str(), req.target.as_str(), used), ("GET", "/docs/a", raw.len()));
+//! assert_eq!((req.method(), req.target(), used), ("GET", "/docs/a", raw.len()));
 //! assert!(req.keep_alive());
 //! ```
 //!
@@ -45,9 +45,10 @@ impl Default for Limits {
 }
 
 /// How a message's body is delimited (RFC 9112 §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyKind {
     /// No body.
+    #[default]
     None,
     /// `Content-Length` bytes.
     Length(u64),
@@ -58,38 +59,112 @@ pub enum BodyKind {
 }
 
 /// A request or response head: what a proxy reads before it streams the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It keeps a copy of the head's bytes and the positions of its parts, so that one value can
+/// be parsed into again and again (`parse_*_into`) without allocating once its buffers have
+/// grown to the size of the heads a connection sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Head {
-    /// `GET`, `PUT`, … as sent (empty for a response).
-    pub method: String,
-    /// The request target (path and query) as sent (empty for a response).
-    pub target: String,
+    raw: Vec<u8>,
+    method: Span,
+    target: Span,
     /// The status (0 for a request).
     pub status: u16,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    /// Header names and values in order (values as text, lossy for non-UTF-8 bytes).
-    pub headers: Vec<(String, String)>,
+    fields: Vec<(Span, Span)>,
     /// How the body that follows is delimited.
     pub body: BodyKind,
 }
 
+/// A range of `Head::raw`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span(u32, u32);
+
+impl Span {
+    /// Where `part` (a slice of `base`, or empty) lies in it.
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        if part.is_empty() || start + part.len() > base.len() {
+            return Span(0, 0);
+        }
+        Span(start as u32, (start + part.len()) as u32)
+    }
+}
+
 impl Head {
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+    fn bytes(&self, s: Span) -> &[u8] {
+        &self.raw[s.0 as usize..s.1 as usize]
+    }
+
+    /// Text of a span the parser checked to be ASCII (method, target, field names).
+    fn text(&self, s: Span) -> &str {
+        std::str::from_utf8(self.bytes(s)).unwrap_or_default()
+    }
+
+    /// `GET`, `PUT`, … as sent (empty for a response).
+    pub fn method(&self) -> &str {
+        self.text(self.method)
+    }
+
+    /// The request target (path and query) as sent (empty for a response).
+    pub fn target(&self) -> &str {
+        self.text(self.target)
+    }
+
+    /// Header names and values in order, values as the bytes sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.fields
             .iter()
+            .map(|&(n, v)| (self.text(n), self.bytes(v)))
+    }
+
+    /// The first header named `name` (case-insensitive), as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
+    }
+
+    /// Fills `self` from a parsed head at the front of `buf` (`n` bytes long).
+    fn fill(
+        &mut self,
+        buf: &[u8],
+        n: usize,
+        method: &str,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+    ) {
+        self.raw.clear();
+        self.raw.extend_from_slice(&buf[..n]);
+        let base = &buf[..n];
+        self.method = Span::of(base, method.as_bytes());
+        self.target = Span::of(base, target.as_bytes());
+        self.fields.clear();
+        self.fields.extend(
+            headers
+                .iter()
+                .map(|h| (Span::of(base, h.name.as_bytes()), Span::of(base, h.value))),
+        );
+    }
+}
+
+impl Head {
+    /// The first header named `name` (case-insensitive), if its value is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// True when a header `name` lists `token` (comma-separated, case-insensitive), as in
     /// `Connection: keep-alive, Upgrade`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
+        self.headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .any(|(_, v)| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
     }
 
     /// Whether the sender wants the connection kept after this message.
@@ -110,17 +185,17 @@ impl Head {
     /// The target in origin form (path and query): the target itself, or the part of an
     /// absolute-form target after its authority (`/` when it has no path).
     pub fn origin_target(&self) -> &str {
-        match absolute_form(&self.target) {
+        match absolute_form(self.target()) {
             Some((_, "")) => "/",
             Some((_, rest)) => rest,
-            None => &self.target,
+            None => self.target(),
         }
     }
 
     /// The authority of an absolute-form target (`host:port`), which stands in for `Host`
     /// (RFC 9112 §3.2.2); `None` for any other form.
     pub fn target_authority(&self) -> Option<&str> {
-        absolute_form(&self.target).map(|(authority, _)| authority)
+        absolute_form(self.target()).map(|(authority, _)| authority)
     }
 }
 
@@ -210,7 +285,7 @@ fn check_host(headers: &[httparse::Header<'_>], minor: u8) -> Result<(), HttpErr
 }
 
 /// A whole request: its head and its body (de-chunked).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// Method, target, headers.
     pub head: Head,
@@ -300,7 +375,7 @@ impl Head {
     /// True for methods whose effects a later request may depend on (RFC 9110 §9.2.1: not
     /// GET, HEAD, OPTIONS or TRACE).
     pub fn is_unsafe(&self) -> bool {
-        !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+        !matches!(self.method(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
     }
 }
 
@@ -309,33 +384,22 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 const MAX_HEADERS: usize = 64;
 
-fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect()
-}
-
 /// The body framing the headers declare, refusing what could desynchronise a connection:
 /// both Content-Length and Transfer-Encoding, differing lengths, a coding other than a final
 /// chunked (requests: 501; responses: read until close), Transfer-Encoding on HTTP/1.0.
-fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<BodyKind, HttpError> {
-    let values = |name: &str| -> Vec<&str> {
+fn framing(
+    headers: &[httparse::Header<'_>],
+    minor: u8,
+    request: bool,
+) -> Result<BodyKind, HttpError> {
+    let named = |name: &'static str| {
         headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-            .collect()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.trim_ascii())
     };
-    let te = values("transfer-encoding");
-    let cl = values("content-length");
-    if !te.is_empty() {
-        if !cl.is_empty() {
+    if named("transfer-encoding").next().is_some() {
+        if named("content-length").next().is_some() {
             return Err(HttpError::Bad(
                 "both Content-Length and Transfer-Encoding".into(),
             ));
@@ -343,28 +407,46 @@ fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<Bod
         if minor == 0 {
             return Err(HttpError::Bad("Transfer-Encoding in HTTP/1.0".into()));
         }
-        let coding = te.join(",").to_ascii_lowercase();
-        let codings: Vec<&str> = coding.split(',').map(str::trim).collect();
-        return match codings.as_slice() {
-            ["chunked"] => Ok(BodyKind::Chunked),
-            _ if request => Err(HttpError::NotImplemented(coding)),
-            _ => Ok(BodyKind::UntilClose),
+        let mut codings = named("transfer-encoding").flat_map(|v| v.split(|&b| b == b','));
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        return match only_chunked {
+            true => Ok(BodyKind::Chunked),
+            false if request => {
+                let all: Vec<String> = named("transfer-encoding")
+                    .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+                    .collect();
+                Err(HttpError::NotImplemented(all.join(",")))
+            }
+            false => Ok(BodyKind::UntilClose),
         };
     }
     // RFC 9110 §8.6 lets a recipient collapse `5, 5`; a request is refused instead (as nginx
     // does), so nothing downstream ever sees the list. A response's identical values collapse.
-    if request && (cl.len() > 1 || cl.iter().any(|v| v.contains(','))) {
+    if request
+        && (named("content-length").nth(1).is_some()
+            || named("content-length").any(|v| v.contains(&b',')))
+    {
         return Err(HttpError::Bad("more than one Content-Length".into()));
     }
     let mut len: Option<u64> = None;
-    for v in cl.iter().flat_map(|v| v.split(',')) {
-        let v = v.trim();
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HttpError::Bad(format!("bad Content-Length {v:?}")));
+    for v in named("content-length").flat_map(|v| v.split(|&b| b == b',')) {
+        let v = v.trim_ascii();
+        let bad = || {
+            HttpError::Bad(format!(
+                "bad Content-Length {:?}",
+                String::from_utf8_lossy(v)
+            ))
+        };
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
         }
-        let n: u64 = v
-            .parse()
-            .map_err(|_| HttpError::Bad(format!("bad Content-Length {v:?}")))?;
+        let n: u64 = std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
         if len.is_some_and(|l| l != n) {
             return Err(HttpError::Bad("differing Content-Length values".into()));
         }
@@ -382,6 +464,17 @@ fn framing(headers: &[(String, String)], minor: u8, request: bool) -> Result<Bod
 /// incomplete. The head may be up to `max_head` bytes, not counting forwarding fields a proxy
 /// added (up to [`FORWARDING_ROOM`] more).
 pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut head = Head::default();
+    Ok(parse_request_head_into(&mut head, buf, max_head)?.map(|n| (head, n)))
+}
+
+/// [`parse_request_head`] into `head`, whose buffers are reused: no allocation once they have
+/// grown. Gives the head's length, `None` while incomplete (`head` is then unspecified).
+pub fn parse_request_head_into(
+    head: &mut Head,
+    buf: &[u8],
+    max_head: usize,
+) -> Result<Option<usize>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     // Over the limit: 414 if the request line alone does not fit, else 431.
@@ -420,19 +513,11 @@ pub fn parse_request_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, u
         return Err(HttpError::Bad("invalid request target".into()));
     }
     check_host(req.headers, minor)?;
-    let headers = owned_headers(req.headers);
-    let body = framing(&headers, minor, true)?;
-    Ok(Some((
-        Head {
-            method: method.to_string(),
-            target: target.to_string(),
-            status: 0,
-            minor,
-            headers,
-            body,
-        },
-        n,
-    )))
+    head.body = framing(req.headers, minor, true)?;
+    head.status = 0;
+    head.minor = minor;
+    head.fill(buf, n, method, target, req.headers);
+    Ok(Some(n))
 }
 
 /// Parses the response head at the front of `buf`, the answer to a `method` request (a HEAD
@@ -442,6 +527,17 @@ pub fn parse_response_head(
     max_head: usize,
     method: &str,
 ) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut head = Head::default();
+    Ok(parse_response_head_into(&mut head, buf, max_head, method)?.map(|n| (head, n)))
+}
+
+/// [`parse_response_head`] into `head`, whose buffers are reused.
+pub fn parse_response_head_into(
+    head: &mut Head,
+    buf: &[u8],
+    max_head: usize,
+    method: &str,
+) -> Result<Option<usize>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let n = match resp.parse(buf) {
@@ -454,46 +550,64 @@ pub fn parse_response_head(
     };
     let status = resp.code.unwrap_or(0);
     let minor = resp.version.unwrap_or(1);
-    let headers = owned_headers(resp.headers);
     let bodiless = method.eq_ignore_ascii_case("HEAD")
         || (100..200).contains(&status)
         || status == 204
         || status == 304;
-    let body = if bodiless {
+    head.body = if bodiless {
         BodyKind::None
     } else {
-        framing(&headers, minor, false)?
+        framing(resp.headers, minor, false)?
     };
-    Ok(Some((
-        Head {
-            method: String::new(),
-            target: String::new(),
-            status,
-            minor,
-            headers,
-            body,
-        },
-        n,
-    )))
+    head.status = status;
+    head.minor = minor;
+    head.fill(buf, n, "", "", resp.headers);
+    Ok(Some(n))
 }
 
 /// Parses the whole request at the front of `buf`, body included (for servers that answer
 /// whole requests; a proxy streams with [`parse_request_head`] and [`BodyReader`]).
 pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
-    let Some((head, n)) = parse_request_head(buf, limits.max_head)? else {
-        return Ok(Parsed::Incomplete);
+    let mut req = Request::default();
+    Ok(match parse_request_into(&mut req, buf, limits)? {
+        Progress::Request(n) => Parsed::Request(req, n),
+        Progress::AwaitingBody => Parsed::AwaitingBody(req.head),
+        Progress::Incomplete => Parsed::Incomplete,
+    })
+}
+
+/// How far [`parse_request_into`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A whole request (in the `Request` given) and the bytes it took.
+    Request(usize),
+    /// Its head is whole (in the `Request` given), its body is not.
+    AwaitingBody,
+    /// Not even its head yet.
+    Incomplete,
+}
+
+/// [`parse_request`] into `req`, whose buffers are reused: a server keeps one `Request` and
+/// parses every request into it without allocating once its buffers have grown.
+pub fn parse_request_into(
+    req: &mut Request,
+    buf: &[u8],
+    limits: Limits,
+) -> Result<Progress, HttpError> {
+    let Some(n) = parse_request_head_into(&mut req.head, buf, limits.max_head)? else {
+        return Ok(Progress::Incomplete);
     };
     let max = limits.max_body as u64;
-    if matches!(head.body, BodyKind::Length(len) if len > max) {
+    if matches!(req.head.body, BodyKind::Length(len) if len > max) {
         return Err(HttpError::BodyTooLarge(limits.max_body));
     }
-    let mut reader = BodyReader::new(head.body, max);
-    let mut body = Vec::new();
-    let used = reader.advance(&buf[n..], Some(&mut body))?;
+    let mut reader = BodyReader::new(req.head.body, max);
+    req.body.clear();
+    let used = reader.advance(&buf[n..], Some(&mut req.body))?;
     if !reader.is_done() {
-        return Ok(Parsed::AwaitingBody(head));
+        return Ok(Progress::AwaitingBody);
     }
-    Ok(Parsed::Request(Request { head, body }, n + used))
+    Ok(Progress::Request(n + used))
 }
 
 #[cfg(test)]
@@ -510,14 +624,11 @@ mod tests {
         let Ok(Parsed::Request(r, n)) = parse(raw) else {
             panic!()
         };
-        assert_eq!(
-            (r.method.as_str(), r.body.as_slice()),
-            ("PUT", &b"hello"[..])
-        );
+        assert_eq!((r.method(), r.body.as_slice()), ("PUT", &b"hello"[..]));
         let Ok(Parsed::Request(r2, m)) = parse(&raw[n..]) else {
             panic!()
         };
-        assert_eq!((r2.target.as_str(), n + m), ("/", raw.len()));
+        assert_eq!((r2.target(), n + m), ("/", raw.len()));
         for cut in 0..n {
             assert!(
                 matches!(

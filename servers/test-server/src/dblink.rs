@@ -453,14 +453,14 @@ impl<T> DbLink<T> {
         Ok(())
     }
 
-    /// Bytes from one of the link's connections: the answers they complete.
+    /// Bytes from one of the link's connections: the answers they complete, appended to `out`.
     pub fn on_data<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
         ctx: &mut Context<'_, M, Tm>,
         conn: ConnId,
         data: &[u8],
-    ) -> (usize, Vec<Event<T>>) {
-        let mut out = Vec::new();
+        out: &mut Vec<Event<T>>,
+    ) -> usize {
         let max = self.cfg.max_message;
         let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
             let Ok(msg) = msg else {
@@ -497,6 +497,6 @@ impl<T> DbLink<T> {
                 _ => info!("db link: notification from db-server (op {})", msg.op),
             }
         });
-        (used, out)
+        used
     }
 }

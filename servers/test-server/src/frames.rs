@@ -148,6 +148,8 @@ pub struct FrameService {
     next_ping: u32,
     /// For the first ping's random delay.
     rng: u64,
+    /// The db link's events of one read (capacity kept between reads).
+    events: Vec<crate::dblink::Event<Owner>>,
     /// What `Client`'s times count from.
     epoch: Instant,
     /// The liveness sweep timer is set (it stops while the loop has no client).
@@ -203,6 +205,7 @@ impl FrameService {
             rtt_averages: (0, 0),
             epoch: Instant::now(),
             sweeping: false,
+            events: Vec::new(),
         }
     }
 
@@ -484,10 +487,12 @@ impl Handler for FrameService {
     fn on_data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, data: &[u8]) -> usize {
         if let Some(link) = self.link.as_mut() {
             if link.owns(conn) {
-                let (used, events) = link.on_data(ctx, conn, data);
-                for ev in events {
+                let mut events = std::mem::take(&mut self.events);
+                let used = link.on_data(ctx, conn, data, &mut events);
+                for ev in events.drain(..) {
                     self.settle(ctx, ev);
                 }
+                self.events = events;
                 return used;
             }
         }

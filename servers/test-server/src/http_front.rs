@@ -37,7 +37,7 @@ use protocol::proto::{
 };
 use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
 use shared::clock::now_secs;
-use shared::http1::{self, Limits, Parsed, Request};
+use shared::http1::{self, Limits, Progress, Request};
 
 use cache::DocCache;
 pub use docs::{create_docs_table, watch_request, DOCS_TABLE};
@@ -130,6 +130,8 @@ pub struct HttpFront {
     cache: DocCache,
     /// Reused for responses written at once.
     scratch: Vec<u8>,
+    /// Every request is parsed into this one (its buffers reused: no allocation per request).
+    req: Request,
 }
 
 /// What `/health` and `/metrics` report about the rest of the process.
@@ -154,16 +156,44 @@ pub struct Status {
 
 struct Answer {
     status: u16,
-    body: Vec<u8>,
+    body: Body,
     json: bool,
     allow: Option<&'static str>,
+}
+
+/// An answer's body: made for this request, or a cached document's (shared, not copied).
+#[derive(Debug)]
+enum Body {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Owned(v) => v,
+            Body::Shared(s) => s,
+        }
+    }
 }
 
 impl Answer {
     fn json(status: u16, body: Vec<u8>) -> Self {
         Answer {
             status,
-            body,
+            body: Body::Owned(body),
+            json: true,
+            allow: None,
+        }
+    }
+
+    /// A 200 with a cached document's body.
+    fn cached(body: Arc<[u8]>) -> Self {
+        Answer {
+            status: 200,
+            body: Body::Shared(body),
             json: true,
             allow: None,
         }
@@ -190,6 +220,7 @@ impl HttpFront {
             date: (0, String::new()),
             cache,
             scratch: Vec::with_capacity(1024),
+            req: Request::default(),
         }
     }
 
@@ -267,6 +298,22 @@ impl HttpFront {
         link: Option<&mut DbLink<Owner>>,
         status: Status,
     ) -> usize {
+        let mut req = std::mem::take(&mut self.req);
+        let used = self.take_requests(ctx, conn, data, link, status, &mut req);
+        self.req = req;
+        used
+    }
+
+    /// `on_data` with the request every request is parsed into.
+    fn take_requests(
+        &mut self,
+        ctx: &mut Context<'_, Note, Timer>,
+        conn: ConnId,
+        data: &[u8],
+        link: Option<&mut DbLink<Owner>>,
+        status: Status,
+        req: &mut Request,
+    ) -> usize {
         let mut link = link;
         let mut used = 0;
         loop {
@@ -285,12 +332,12 @@ impl HttpFront {
                 }
                 return used;
             }
-            let parsed = http1::parse_request(&data[used..], self.cfg.limits);
+            let parsed = http1::parse_request_into(req, &data[used..], self.cfg.limits);
             let seq = c.next_seq;
-            if let Ok(Parsed::AwaitingBody(head)) = &parsed {
+            if let Ok(Progress::AwaitingBody) = &parsed {
                 if c.expect_seen != Some(seq) {
                     c.expect_seen = Some(seq);
-                    if let Some(refused) = self.answer_expectation(ctx, conn, seq, head) {
+                    if let Some(refused) = self.answer_expectation(ctx, conn, seq, &req.head) {
                         // Refused before its body: answered now, and the body is not read.
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.next_seq += 1;
@@ -305,7 +352,7 @@ impl HttpFront {
                 return data.len();
             };
             match parsed {
-                Ok(Parsed::Incomplete | Parsed::AwaitingBody(_)) => {
+                Ok(Progress::Incomplete | Progress::AwaitingBody) => {
                     // Part of a request: it must be whole within the request timeout, however
                     // slowly its bytes trickle in (slowloris, slow POST).
                     let pending = used < data.len();
@@ -329,19 +376,19 @@ impl HttpFront {
                     self.complete(ctx, conn, seq, answer, false);
                     return data.len();
                 }
-                Ok(Parsed::Request(req, _)) if req.is_unsafe() && c.waiting > 0 => {
+                Ok(Progress::Request(_)) if req.is_unsafe() && c.waiting > 0 => {
                     // A write waits for the answers to every request before it.
                     c.hold(ctx, conn);
                     return used;
                 }
-                Ok(Parsed::Request(req, n)) => {
+                Ok(Progress::Request(n)) => {
                     used += n;
                     c.next_seq += 1;
                     let keep = req.keep_alive();
                     if !keep {
                         c.close_after = Some(seq);
                     }
-                    if req.method == "HEAD" {
+                    if req.method() == "HEAD" {
                         c.head_seqs.push(seq);
                     }
                     ctx.count_message_in(conn);
@@ -350,7 +397,7 @@ impl HttpFront {
                             417,
                             "only \"Expect: 100-continue\" is supported",
                         )),
-                        _ => self.route(ctx, conn, seq, &req, link.as_deref_mut(), status),
+                        _ => self.route(ctx, conn, seq, req, link.as_deref_mut(), status),
                     };
                     match answer {
                         Some(answer) => self.complete(ctx, conn, seq, answer, keep),
@@ -403,7 +450,7 @@ impl HttpFront {
     /// unknown path (404), method (405), a write without a valid token (401). `route` starts
     /// with it; `answer_expectation` uses it to refuse before a body is sent.
     fn refusal(&self, head: &http1::Head) -> Option<Answer> {
-        let method = head.method.as_str();
+        let method = head.method();
         match head.path() {
             "/health" | "/metrics" => (!matches!(method, "GET" | "HEAD")).then(|| Answer {
                 allow: Some("GET, HEAD"),
@@ -437,7 +484,7 @@ impl HttpFront {
         }
         let path = req.path();
         // HEAD is served as GET; `complete` leaves the body out.
-        let method = match req.method.as_str() {
+        let method = match req.method() {
             "HEAD" => "GET",
             m => m,
         };
@@ -461,7 +508,7 @@ impl HttpFront {
                 if cached {
                     if let Some(body) = self.cache.docs.get(name) {
                         self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        return Some(Answer::json(200, body.clone()));
+                        return Some(Answer::cached(Arc::clone(body)));
                     }
                     self.cfg
                         .counters
@@ -606,12 +653,8 @@ impl HttpFront {
         self.cfg.counters.count(answer.status);
         let now = now_secs();
         if self.date.0 != now || self.date.1.is_empty() {
-            self.date = (
-                now,
-                chrono::Utc::now()
-                    .format("%a, %d %b %Y %H:%M:%S GMT")
-                    .to_string(),
-            );
+            self.date.0 = now;
+            shared::clock::http_date(now, &mut self.date.1);
         }
         let Some(c) = self.conns.get_mut(conn) else {
             return;

@@ -115,7 +115,7 @@ impl Proxy {
         let peer = c.peer;
         if matches!(head.body, BodyKind::Length(n) if n > self.cfg.max_body) {
             let msg = format!("request body over {} bytes", self.cfg.max_body);
-            self.refuse_answering(ctx, conn, 413, &msg, head.method == "HEAD");
+            self.refuse_answering(ctx, conn, 413, &msg, head.method() == "HEAD");
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
@@ -344,7 +344,7 @@ impl Proxy {
                 return data.len();
             };
             if ex.resp.is_none() {
-                let parsed = http1::parse_response_head(&data[at..], 64 * 1024, &ex.head.method);
+                let parsed = http1::parse_response_head(&data[at..], 64 * 1024, ex.head.method());
                 let (head, n) = match parsed {
                     Ok(None) => return at,
                     Ok(Some(h)) => h,
@@ -567,7 +567,7 @@ impl Proxy {
                 // Nothing answered: retry where that is safe, else 502.
                 let backend = ex.backend.take();
                 let safe = ex.replay.is_some()
-                    && (idempotent(&ex.head.method) || !u.connected)
+                    && (idempotent(ex.head.method()) || !u.connected)
                     && !ex.upgrade;
                 if let Some(b) = &backend {
                     b.end(None);

@@ -13,7 +13,7 @@
 #[derive(Debug, Default)]
 pub(super) struct DocCache {
     /// Name → the 200 answer's body.
-    pub(super) docs: std::collections::HashMap<String, Vec<u8>>,
+    pub(super) docs: std::collections::HashMap<String, std::sync::Arc<[u8]>>,
     bytes: usize,
     cap: usize,
     pub(super) generation: u64,
@@ -48,7 +48,7 @@ impl DocCache {
             && !self.docs.contains_key(name)
         {
             self.bytes += size;
-            self.docs.insert(name.to_string(), body.to_vec());
+            self.docs.insert(name.to_string(), body.into());
         }
     }
 }

@@ -133,7 +133,7 @@ impl HttpFront {
         }
         Answer {
             status: 200,
-            body: t.into_bytes(),
+            body: super::Body::Owned(t.into_bytes()),
             json: false,
             allow: None,
         }
