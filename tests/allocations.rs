@@ -13,6 +13,8 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 use engine::{CloseReason, ConnId, Context, Handler, Server};
 
@@ -322,4 +324,81 @@ fn the_front_forwards_a_put_with_a_pinned_number_of_allocations_on_its_loop() {
         n / COUNTED as u64 <= PUT_ALLOCATIONS_AT_MOST,
         "HTTP front PUT: {n} allocations over {COUNTED} requests, over {PUT_ALLOCATIONS_AT_MOST} each"
     );
+}
+
+/// A backend that answers every request on a connection with the same 200, allocating nothing
+/// per request (it reads into a fixed buffer and looks for the end of each head).
+fn fixed_backend() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                let mut buf = [0u8; 16 * 1024];
+                let mut have = 0;
+                loop {
+                    let n = match s.read(&mut buf[have..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    have += n;
+                    while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        if s.write_all(reply).is_err() {
+                            return;
+                        }
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_request_through_the_proxy_allocates_nothing() {
+    let _turn = one_at_a_time();
+    use proxy::config::{CheckConfig, ProxyConfig};
+    use proxy::pool::{Pool, Thresholds};
+    let backend = fixed_backend();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server: Server<Counted<proxy::Proxy>> = Server::new(engine::Config {
+        threads: 1,
+        ..Default::default()
+    })
+    .unwrap()
+    .listen(any)
+    .unwrap();
+    let cfg = Arc::new(ProxyConfig {
+        // No health check or metrics line while counting (those are not requests).
+        check: CheckConfig {
+            interval: Duration::from_secs(3600),
+            ..ProxyConfig::default().check
+        },
+        metrics_interval: None,
+        admin_listener: Some(server.add_listener(any).unwrap()),
+        ..ProxyConfig::default()
+    });
+    let pool = Arc::new(Pool::new(
+        &[(backend, 1)],
+        proxy::strategy::Strategy::RoundRobin,
+        Thresholds { rise: 1, fall: 1 },
+    ));
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || {
+        server.run(move |_| Counted(proxy::Proxy::new(Arc::clone(&cfg), Arc::clone(&pool))))
+    });
+    let _proxy = common::Running::adopt(addr, handle, thread);
+    let mut s = connect(addr);
+    let get = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 1 << 16];
+    let n = allocations_over(|| {
+        s.write_all(get).unwrap();
+        assert_eq!(read_http(&mut s, &mut buf), 200);
+    });
+    assert_none("proxy request/response", n);
 }

@@ -5,8 +5,9 @@
 //! nearer ones and is simply skipped until its tick comes. A bitmap of non-empty slots gives the
 //! next wake-up without scanning every slot's contents.
 //!
-//! Entries live in a slab; a slot is a list of slab keys, and each entry knows its index in that
-//! list, so cancelling is a `swap_remove` plus one index fix-up: O(1), leaving nothing behind.
+//! Entries live in a slab; a slot is a doubly linked list threaded through them (the slot holds
+//! its first key, each entry its neighbours'), so inserting and cancelling are O(1) and never
+//! allocate once the slab has grown to the number of pending timers.
 //! A [`TimerKey`] carries a generation so that cancelling an already-fired timer whose slab key
 //! has been reused does nothing.
 
@@ -25,13 +26,17 @@ pub struct TimerKey {
     gen: NonZeroU32,
 }
 
+/// No entry (end of a slot's list).
+const NIL: u32 = u32::MAX;
+
 #[derive(Debug)]
 struct Entry<T> {
     due: u64,
     seq: u64,
     gen: NonZeroU32,
-    /// Index of this entry's key in its slot's list.
-    pos: u32,
+    /// Neighbours in the slot's list.
+    prev: u32,
+    next: u32,
     value: T,
 }
 
@@ -39,7 +44,8 @@ struct Entry<T> {
 #[derive(Debug)]
 pub struct TimerWheel<T> {
     entries: Slab<Entry<T>>,
-    slots: Vec<Vec<u32>>,
+    /// First entry of each slot's list, or `NIL`.
+    slots: Vec<u32>,
     occupied: [u64; WORDS],
     /// Last tick processed by `expire`.
     now: u64,
@@ -60,7 +66,7 @@ impl<T> TimerWheel<T> {
     pub fn new() -> Self {
         TimerWheel {
             entries: Slab::new(),
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            slots: vec![NIL; SLOTS],
             occupied: [0; WORDS],
             now: 0,
             next_gen: 0,
@@ -86,16 +92,20 @@ impl<T> TimerWheel<T> {
         let gen = NonZeroU32::new(self.next_gen).unwrap_or(NonZeroU32::MIN);
         self.next_seq += 1;
         let slot = (due % SLOTS as u64) as usize;
-        let pos = self.slots[slot].len() as u32;
+        let first = self.slots[slot];
         let key = self.entries.insert(Entry {
             due,
             seq: self.next_seq,
             gen,
-            pos,
+            prev: NIL,
+            next: first,
             value,
         });
-        let key = u32::try_from(key).unwrap_or(u32::MAX); // invariant: < 4G timers in one loop
-        self.slots[slot].push(key);
+        let key = u32::try_from(key).unwrap_or(NIL - 1); // invariant: < 4G timers in one loop
+        if first != NIL {
+            self.entries[first as usize].prev = key;
+        }
+        self.slots[slot] = key;
         self.occupied[slot / 64] |= 1 << (slot % 64);
         TimerKey { key, gen }
     }
@@ -104,12 +114,15 @@ impl<T> TimerWheel<T> {
     fn unlink(&mut self, key: u32) -> Entry<T> {
         let e = self.entries.remove(key as usize);
         let slot = (e.due % SLOTS as u64) as usize;
-        let list = &mut self.slots[slot];
-        list.swap_remove(e.pos as usize);
-        if let Some(&moved) = list.get(e.pos as usize) {
-            self.entries[moved as usize].pos = e.pos;
+        if e.prev == NIL {
+            self.slots[slot] = e.next;
+        } else {
+            self.entries[e.prev as usize].next = e.next;
         }
-        if list.is_empty() {
+        if e.next != NIL {
+            self.entries[e.next as usize].prev = e.prev;
+        }
+        if self.slots[slot] == NIL {
             self.occupied[slot / 64] &= !(1 << (slot % 64));
         }
         e
@@ -144,15 +157,15 @@ impl<T> TimerWheel<T> {
             if self.occupied[slot / 64] & (1 << (slot % 64)) == 0 {
                 continue;
             }
-            let mut i = 0;
-            while let Some(&key) = self.slots[slot].get(i) {
-                if self.entries[key as usize].due <= now {
-                    // swap_remove brings the last key to `i`: look at `i` again.
+            let mut key = self.slots[slot];
+            while key != NIL {
+                let entry = &self.entries[key as usize];
+                let next = entry.next;
+                if entry.due <= now {
                     let e = self.unlink(key);
                     fired.push((e.due, e.seq, e.value));
-                } else {
-                    i += 1;
                 }
+                key = next;
             }
         }
         self.now = now;
@@ -247,11 +260,23 @@ mod tests {
                 *k = w.insert(100 + (i as u64 + round) % 7, i as u64);
             }
         }
-        assert_eq!(w.slots.iter().map(Vec::len).sum::<usize>(), 1000);
+        let listed: usize = w
+            .slots
+            .iter()
+            .map(|&first| {
+                let (mut n, mut k) = (0, first);
+                while k != NIL {
+                    n += 1;
+                    k = w.entries[k as usize].next;
+                }
+                n
+            })
+            .sum();
+        assert_eq!(listed, 1000);
         let mut out = Vec::new();
         w.expire(200, &mut out);
         assert_eq!(out.len(), 1000);
-        assert!(w.slots.iter().all(Vec::is_empty));
+        assert!(w.slots.iter().all(|&first| first == NIL));
         assert!(w.occupied.iter().all(|&b| b == 0));
     }
 

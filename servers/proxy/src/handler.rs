@@ -34,8 +34,10 @@ const LOG_BODY: usize = 200;
 #[derive(Debug)]
 struct Exchange {
     head: Head,
-    /// The rewritten head and as much of the body as fits in [`REPLAY_MAX`], for a retry.
-    replay: Option<Vec<u8>>,
+    /// The rewritten head and as much of the body as fits in [`REPLAY_MAX`], for a retry
+    /// (while `replayable`; the buffer is kept for the next request either way).
+    replay: Vec<u8>,
+    replayable: bool,
     req: BodyReader,
     up: Option<ConnId>,
     backend: Option<Arc<Backend>>,
@@ -46,6 +48,27 @@ struct Exchange {
     started: Instant,
     resp: Option<Resp>,
     log_body: Vec<u8>,
+}
+
+impl Exchange {
+    /// An empty exchange; `Proxy::begin` fills every field.
+    fn boxed() -> Box<Exchange> {
+        Box::new(Exchange {
+            head: Head::default(),
+            replay: Vec::with_capacity(512),
+            replayable: false,
+            req: BodyReader::new(BodyKind::None, 0),
+            up: None,
+            backend: None,
+            tried: Vec::new(),
+            upgrade: false,
+            keep_alive: false,
+            request_id: String::with_capacity(16),
+            started: Instant::now(),
+            resp: None,
+            log_body: Vec::new(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -139,7 +162,18 @@ pub struct Proxy {
     checking: HashMap<SocketAddr, ConnId>,
     is_first_loop: bool,
     ids: headers::RequestIds,
+    /// Finished exchanges, kept with their buffers for the next requests (no allocation per
+    /// request once the loop has as many as it has requests in flight).
+    #[allow(clippy::vec_box)] // the boxes move in and out of `ClientState::Busy`
+    spare: Vec<Box<Exchange>>,
+    /// Each response head is parsed into this one.
+    resp_head: Head,
+    /// Each rewritten response head is written here, then queued.
+    out: Vec<u8>,
 }
+
+/// Spare exchanges kept per loop.
+const SPARE_EXCHANGES: usize = 256;
 
 impl Proxy {
     /// A loop's handler over the shared `pool`.
@@ -152,6 +186,9 @@ impl Proxy {
             checking: HashMap::new(),
             is_first_loop: false,
             ids: headers::RequestIds::new(),
+            spare: Vec::new(),
+            resp_head: Head::default(),
+            out: Vec::with_capacity(512),
         }
     }
 

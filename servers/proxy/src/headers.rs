@@ -17,8 +17,11 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-fn hop_by_hop(head: &Head, name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) || head.has_token("connection", name)
+/// `name` is hop-by-hop in `head`; `listed` says whether `head` has a `Connection` field at all
+/// (without one, no other field can be named by it: one lookup per head, not per field).
+fn hop_by_hop(head: &Head, listed: bool, name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || (listed && head.has_token("connection", name))
 }
 
 /// Makes request ids: 16 hex digits from splitmix64 over a randomly seeded counter, so ids are
@@ -45,18 +48,31 @@ impl RequestIds {
 
     /// The client's id if it sent a sane one (printable, at most 128 bytes), else a new one.
     pub fn for_request(&mut self, head: &Head) -> String {
+        let mut id = String::new();
+        self.for_request_into(head, &mut id);
+        id
+    }
+
+    /// [`RequestIds::for_request`] into `out` (cleared first; no allocation once it has room).
+    pub fn for_request_into(&mut self, head: &Head, out: &mut String) {
+        out.clear();
         match head.header("x-request-id") {
             Some(id)
                 if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) =>
             {
-                id.to_string()
+                out.push_str(id);
             }
             _ => {
                 self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
                 let mut z = self.state;
                 z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
                 z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                format!("{:016x}", z ^ (z >> 31))
+                z ^= z >> 31;
+                for shift in (0..16).rev() {
+                    out.push(char::from(
+                        b"0123456789abcdef"[(z >> (shift * 4)) as usize & 15],
+                    ));
+                }
             }
         }
     }
@@ -73,6 +89,20 @@ impl Default for RequestIds {
 /// the body is forwarded as it came. `proto` (`http` or `https`) is how the client reached us.
 pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
+    request_into(&mut out, head, client, proto, id, upgrade);
+    out
+}
+
+/// [`request`] appended to `out`.
+pub fn request_into(
+    out: &mut Vec<u8>,
+    head: &Head,
+    client: IpAddr,
+    proto: &str,
+    id: &str,
+    upgrade: bool,
+) {
+    let listed = head.header_bytes("connection").is_some();
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     // An absolute-form target goes on in origin form, its authority as the Host
@@ -81,49 +111,41 @@ pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = head.target_authority();
     if let Some(a) = authority {
-        field(&mut out, "Host", a.as_bytes());
+        field(out, "Host", a.as_bytes());
     } else if head.header("host").is_none() {
         // An HTTP/1.0 request may come without Host; HTTP/1.1 needs one, empty when the
         // target has no authority (RFC 9112 §3.2).
-        field(&mut out, "Host", b"");
+        field(out, "Host", b"");
     }
-    let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in head.headers() {
-        if authority.is_some() && name.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            let f = forwarded_for.get_or_insert_with(Vec::new);
-            if !f.is_empty() {
-                f.extend_from_slice(b", ");
-            }
-            f.extend_from_slice(value);
-            continue;
-        }
-        if hop_by_hop(head, name)
+        if (authority.is_some() && name.eq_ignore_ascii_case("host"))
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+            || hop_by_hop(head, listed, name)
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-request-id")
         {
             continue;
         }
-        field(&mut out, name, value);
+        field(out, name, value);
     }
-    let mut xff = forwarded_for.unwrap_or_default();
-    if !xff.is_empty() {
-        xff.extend_from_slice(b", ");
+    // The list the client sent (in order, joined), then the client itself.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
     }
-    let _ = write!(xff, "{client}");
-    field(&mut out, "X-Forwarded-For", &xff);
-    field(&mut out, "X-Forwarded-Proto", proto.as_bytes());
-    field(&mut out, "X-Request-Id", id.as_bytes());
+    let _ = write!(out, "{client}\r\n");
+    field(out, "X-Forwarded-Proto", proto.as_bytes());
+    field(out, "X-Request-Id", id.as_bytes());
     if upgrade {
-        field(&mut out, "Connection", b"Upgrade");
+        field(out, "Connection", b"Upgrade");
         if let Some(u) = head.header_bytes("upgrade") {
-            field(&mut out, "Upgrade", u);
+            field(out, "Upgrade", u);
         }
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// How the response head is rewritten for the client.
@@ -140,35 +162,40 @@ pub struct ResponseShape {
 /// The response head as the client gets it.
 pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
+    response_into(&mut out, head, shape, id);
+    out
+}
+
+/// [`response`] appended to `out`.
+pub fn response_into(out: &mut Vec<u8>, head: &Head, shape: ResponseShape, id: &str) {
+    let listed = head.header_bytes("connection").is_some();
     out.extend_from_slice(if shape.client_minor == 0 {
         b"HTTP/1.0 "
     } else {
         b"HTTP/1.1 "
     });
-    out.extend_from_slice(head.status.to_string().as_bytes());
-    out.push(b' ');
+    let _ = write!(out, "{} ", head.status);
     out.extend_from_slice(http1::reason(head.status).as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_id = false;
     for (name, value) in head.headers() {
-        if hop_by_hop(head, name)
+        if hop_by_hop(head, listed, name)
             || (shape.dechunk && name.eq_ignore_ascii_case("transfer-encoding"))
         {
             continue;
         }
         has_id |= name.eq_ignore_ascii_case("x-request-id");
-        field(&mut out, name, value);
+        field(out, name, value);
     }
     if !has_id {
-        field(&mut out, "X-Request-Id", id.as_bytes());
+        field(out, "X-Request-Id", id.as_bytes());
     }
     if shape.close {
-        field(&mut out, "Connection", b"close");
+        field(out, "Connection", b"close");
     } else if shape.client_minor == 0 {
-        field(&mut out, "Connection", b"keep-alive");
+        field(out, "Connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// The 101 answer to an upgrade, passed on whole but for the hop-by-hop fields, which the

@@ -408,9 +408,21 @@ impl Pool {
     ) -> Option<Arc<Backend>> {
         let m = self.members();
         let ok = |b: &Backend| b.eligible() && !exclude.contains(&b.addr);
-        let live: Vec<usize> = (0..m.backends.len())
-            .filter(|&i| ok(&m.backends[i]))
-            .collect();
+        let eligible = (0..m.backends.len()).filter(|&i| ok(&m.backends[i]));
+        // On the stack for up to 64 backends: no allocation per request.
+        let mut few = [0usize; 64];
+        let many: Vec<usize>;
+        let live: &[usize] = if m.backends.len() <= few.len() {
+            let mut n = 0;
+            for i in eligible {
+                few[n] = i;
+                n += 1;
+            }
+            &few[..n]
+        } else {
+            many = eligible.collect();
+            &many
+        };
         if live.is_empty() {
             return None;
         }

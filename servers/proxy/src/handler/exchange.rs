@@ -42,15 +42,20 @@ impl Proxy {
                     if c.buf.is_empty() {
                         return;
                     }
-                    match http1::parse_request_head(&c.buf, self.cfg.max_head) {
-                        Ok(None) => return,
+                    let mut ex = self.spare.pop().unwrap_or_else(Exchange::boxed);
+                    match http1::parse_request_head_into(&mut ex.head, &c.buf, self.cfg.max_head) {
+                        Ok(None) => {
+                            self.spare.push(ex);
+                            return;
+                        }
                         Err(e) => {
+                            self.spare.push(ex);
                             let msg = e.to_string();
                             return self.refuse(ctx, conn, e.status(), &msg);
                         }
-                        Ok(Some((head, n))) => {
+                        Ok(Some(n)) => {
                             c.buf.drain(..n);
-                            if !self.begin(ctx, conn, head) {
+                            if !self.begin(ctx, conn, ex) {
                                 return;
                             }
                         }
@@ -79,11 +84,11 @@ impl Proxy {
                         }
                         Ok(n) => {
                             let _ = ctx.send(up, &c.buf[..n]);
-                            if let Some(r) = ex.replay.as_mut() {
-                                if r.len() + n <= REPLAY_MAX {
-                                    r.extend_from_slice(&c.buf[..n]);
+                            if ex.replayable {
+                                if ex.replay.len() + n <= REPLAY_MAX {
+                                    ex.replay.extend_from_slice(&c.buf[..n]);
                                 } else {
-                                    ex.replay = None;
+                                    ex.replayable = false;
                                 }
                             }
                             c.buf.drain(..n);
@@ -107,37 +112,44 @@ impl Proxy {
         &mut self,
         ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
-        head: Head,
+        mut ex: Box<Exchange>,
     ) -> bool {
         let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
             return false;
         };
         let peer = c.peer;
+        let head = &ex.head;
         if matches!(head.body, BodyKind::Length(n) if n > self.cfg.max_body) {
             let msg = format!("request body over {} bytes", self.cfg.max_body);
-            self.refuse_answering(ctx, conn, 413, &msg, head.method() == "HEAD");
+            let head_only = head.method() == "HEAD";
+            self.refuse_answering(ctx, conn, 413, &msg, head_only);
             return false;
         }
         let upgrade = head.has_token("connection", "upgrade") && head.header("upgrade").is_some();
-        let request_id = self.ids.for_request(&head);
         let proto = if ctx.is_tls(conn) { "https" } else { "http" };
-        let bytes = headers::request(&head, peer.ip(), proto, &request_id, upgrade);
-        self.pool.count_request();
-        let ex = Exchange {
-            req: BodyReader::new(head.body, self.cfg.max_body),
-            keep_alive: head.keep_alive() && !upgrade,
-            head,
-            replay: Some(bytes),
-            up: None,
-            backend: None,
-            tried: Vec::new(),
+        let ex_ = &mut *ex;
+        self.ids.for_request_into(&ex_.head, &mut ex_.request_id);
+        ex_.replay.clear();
+        headers::request_into(
+            &mut ex_.replay,
+            &ex_.head,
+            peer.ip(),
+            proto,
+            &ex_.request_id,
             upgrade,
-            request_id,
-            started: Instant::now(),
-            resp: None,
-            log_body: Vec::new(),
-        };
-        c.state = ClientState::Busy(Box::new(ex));
+        );
+        self.pool.count_request();
+        ex.req = BodyReader::new(ex.head.body, self.cfg.max_body);
+        ex.keep_alive = ex.head.keep_alive() && !upgrade;
+        ex.replayable = true;
+        ex.up = None;
+        ex.backend = None;
+        ex.tried.clear();
+        ex.upgrade = upgrade;
+        ex.started = Instant::now();
+        ex.resp = None;
+        ex.log_body.clear();
+        c.state = ClientState::Busy(ex);
         self.dispatch(ctx, conn)
     }
 
@@ -151,14 +163,14 @@ impl Proxy {
             let ClientState::Busy(ex) = &c.state else {
                 return false;
             };
-            let Some(bytes) = ex.replay.clone() else {
+            if !ex.replayable {
                 return self.fail(
                     ctx,
                     conn,
                     502,
                     "backend failed and the request is too long to retry",
                 );
-            };
+            }
             let chosen = self
                 .pool
                 .select(ip, |h| ex.head.header(h).map(str::to_string), &ex.tried);
@@ -185,7 +197,9 @@ impl Proxy {
                     }
                 },
             };
-            let _ = ctx.send(up, &bytes);
+            if let Some(ex) = self.exchange(conn) {
+                let _ = ctx.send(up, &ex.replay);
+            }
             backend.begin();
             self.conns.insert(
                 up,
@@ -344,10 +358,12 @@ impl Proxy {
                 return data.len();
             };
             if ex.resp.is_none() {
-                let parsed = http1::parse_response_head(&data[at..], 64 * 1024, ex.head.method());
-                let (head, n) = match parsed {
+                let head = &mut self.resp_head;
+                let parsed =
+                    http1::parse_response_head_into(head, &data[at..], 64 * 1024, ex.head.method());
+                let n = match parsed {
                     Ok(None) => return at,
-                    Ok(Some(h)) => h,
+                    Ok(Some(n)) => n,
                     Err(e) => {
                         warn!("bad response from {}: {e}", backend.addr);
                         self.pool.traffic_result(&backend, false, "bad response");
@@ -358,7 +374,7 @@ impl Proxy {
                 };
                 at += n;
                 if head.status == 101 && ex.upgrade {
-                    let _ = ctx.send(client, &headers::switching(&head));
+                    let _ = ctx.send(client, &headers::switching(head));
                     let _ = ctx.send(client, &data[at..]);
                     access_log(c.peer, 101, b"");
                     backend.end(Some((101, ex.started.elapsed())));
@@ -382,18 +398,18 @@ impl Proxy {
                 if (100..200).contains(&head.status) {
                     // 100 Continue and friends: pass on to an HTTP/1.1 client, then the real one.
                     if minor > 0 {
-                        let _ = ctx.send(
-                            client,
-                            &headers::response(
-                                &head,
-                                headers::ResponseShape {
-                                    client_minor: 1,
-                                    close: false,
-                                    dechunk: false,
-                                },
-                                &ex.request_id,
-                            ),
+                        self.out.clear();
+                        headers::response_into(
+                            &mut self.out,
+                            head,
+                            headers::ResponseShape {
+                                client_minor: 1,
+                                close: false,
+                                dechunk: false,
+                            },
+                            &ex.request_id,
                         );
+                        let _ = ctx.send(client, &self.out);
                     }
                     continue;
                 }
@@ -405,7 +421,9 @@ impl Proxy {
                     close: close_client,
                     dechunk,
                 };
-                let _ = ctx.send(client, &headers::response(&head, shape, &ex.request_id));
+                self.out.clear();
+                headers::response_into(&mut self.out, head, shape, &ex.request_id);
+                let _ = ctx.send(client, &self.out);
                 self.pool.traffic_result(
                     &backend,
                     !backend_trouble(head.status),
@@ -477,22 +495,27 @@ impl Proxy {
         let Some(Conn::Client(c)) = self.conns.get_mut(client) else {
             return;
         };
-        let ClientState::Busy(ex) = std::mem::replace(&mut c.state, ClientState::Idle) else {
+        let ClientState::Busy(mut ex) = std::mem::replace(&mut c.state, ClientState::Idle) else {
             return;
         };
         let peer = c.peer;
-        let Some(resp) = ex.resp else {
+        let Some(resp) = ex.resp.take() else {
             return;
         };
-        if let Some(b) = &ex.backend {
+        let backend = ex.backend.take();
+        if let Some(b) = &backend {
             b.end(Some((resp.status, ex.started.elapsed())));
         }
         access_log(peer, resp.status, &ex.log_body);
         let request_done = ex.req.is_done();
-        if let Some(up) = ex.up {
+        let up = ex.up.take();
+        if self.spare.len() < SPARE_EXCHANGES {
+            self.spare.push(ex);
+        }
+        if let Some(up) = up {
             let reusable = !resp.close_backend
                 && request_done
-                && ex.backend.as_ref().is_some_and(|b| !b.is_draining());
+                && backend.as_ref().is_some_and(|b| !b.is_draining());
             if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
                 u.client = None;
                 u.got_bytes = false;
@@ -566,9 +589,8 @@ impl Proxy {
             None => {
                 // Nothing answered: retry where that is safe, else 502.
                 let backend = ex.backend.take();
-                let safe = ex.replay.is_some()
-                    && (idempotent(ex.head.method()) || !u.connected)
-                    && !ex.upgrade;
+                let safe =
+                    ex.replayable && (idempotent(ex.head.method()) || !u.connected) && !ex.upgrade;
                 if let Some(b) = &backend {
                     b.end(None);
                     let why = if u.connected {
