@@ -241,6 +241,105 @@ pub fn send<M: Send + 'static, T>(
     })
 }
 
+/// What [`send_payload`] sends: a message's fields but its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    /// REQUEST, RESPONSE, NOTIFICATION or ERROR.
+    pub ty: MessageType,
+    /// The operation.
+    pub op: Operation,
+    /// Correlates an answer with its request.
+    pub id: u32,
+    /// Write order on the connection.
+    pub priority: Priority,
+}
+
+impl Header {
+    /// The frame's length for a payload of `data_len` bytes (an upper bound: the timestamp is
+    /// counted at its longest).
+    pub fn frame_len(&self, data_len: usize) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len};
+        let field = |tag: u32, v: u64| {
+            if v == 0 {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(v)
+            }
+        };
+        let data = if data_len == 0 {
+            0
+        } else {
+            key_len(4) + encoded_len_varint(data_len as u64) + data_len
+        };
+        frame::HEADER
+            + field(1, self.ty as i32 as u64)
+            + field(2, u64::from(self.id))
+            + key_len(3)
+            + 10
+            + data
+            + field(5, self.op as i32 as u64)
+            + field(7, self.priority as i32 as u64)
+    }
+}
+
+/// Sends the message `header` + `payload` (uncompressed, timestamped now) with the payload
+/// encoded straight into the connection's output chunk: the same bytes as
+/// `send(ctx, conn, &message(..))` without encoding the payload into a buffer of its own
+/// first. A payload over [`COMPRESS_OVER`] takes that general path (it may be compressed).
+pub fn send_payload<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    header: Header,
+    payload: &impl prost::Message,
+) -> Result<(), SendError> {
+    let data_len = payload.encoded_len();
+    if data_len > COMPRESS_OVER {
+        let mut m = message(header.ty, header.op, header.id, payload);
+        m.priority = header.priority as i32;
+        return send(ctx, conn, &m);
+    }
+    let prio = match header.priority {
+        Priority::Critical => engine::Priority::Critical,
+        Priority::High => engine::Priority::High,
+        Priority::Normal => engine::Priority::Normal,
+        Priority::Low => engine::Priority::Low,
+    };
+    let timestamp = now_micros();
+    ctx.send_with(conn, prio, header.frame_len(data_len), |out| {
+        encode_parts(header, timestamp, payload, data_len, out)
+    })
+}
+
+/// Appends the frame of `header` + `payload` (`data_len` = its encoded length).
+fn encode_parts(
+    header: Header,
+    timestamp: u64,
+    payload: &impl prost::Message,
+    data_len: usize,
+    out: &mut Vec<u8>,
+) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    frame::encode_with(out, |b| {
+        let varint = |tag: u32, v: u64, b: &mut Vec<u8>| {
+            if v != 0 {
+                encode_key(tag, WireType::Varint, b);
+                encode_varint(v, b);
+            }
+        };
+        // Field order as prost writes it (by number), so the bytes match `send`'s.
+        varint(1, header.ty as i32 as u64, b);
+        varint(2, u64::from(header.id), b);
+        varint(3, timestamp, b);
+        if data_len > 0 {
+            encode_key(4, WireType::LengthDelimited, b);
+            encode_varint(data_len as u64, b);
+            payload.encode_raw(b);
+        }
+        varint(5, header.op as i32 as u64, b);
+        varint(7, header.priority as i32 as u64, b);
+    })
+}
+
 /// The answer to a Ping request: same id, payload echoed, CRITICAL.
 pub fn pong(ping: Message) -> Message {
     Message {
@@ -392,6 +491,39 @@ pub fn next_frame(data: &[u8], max: usize) -> Next<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_payload_sent_in_parts_is_the_frame_send_would_write() {
+        let payload = Ping {
+            payload: b"parts".to_vec().into(),
+        };
+        for (id, prio) in [
+            (0, Priority::Normal),
+            (7, Priority::High),
+            (u32::MAX, Priority::Low),
+        ] {
+            let header = Header {
+                ty: MessageType::Response,
+                op: Operation::Data,
+                id,
+                priority: prio,
+            };
+            let mut m = message(header.ty, header.op, id, &payload);
+            m.priority = prio as i32;
+            m.timestamp = 1_700_000_000_000_000;
+            let mut parts = Vec::new();
+            encode_parts(
+                header,
+                m.timestamp,
+                &payload,
+                payload.encoded_len(),
+                &mut parts,
+            );
+            assert_eq!(parts, to_frame(&m));
+            assert!(header.frame_len(payload.encoded_len()) >= parts.len());
+        }
+    }
+
     use super::*;
 
     /// docs/protocol.md is the contract: every code in its error table, with its value and

@@ -476,6 +476,7 @@ pub fn sqlite_config(dir: &TempDir) -> db::SqliteConfig {
         max_group: 256,
         busy_timeout: Duration::from_secs(5),
         max_txns: 64,
+        memory: db::sqlite::SqliteMemory::default(),
     }
 }
 

@@ -54,6 +54,14 @@ struct Args {
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
+    /// SQLite page cache per connection, in MiB (each reader, the writer, each open
+    /// transaction; used as pages are read). SQLite's own default is 2.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    sqlite_cache_mb: u64,
+    /// How much of the SQLite file is read through a memory map, in MiB: address space, served
+    /// from the kernel's page cache and shared by every connection (0 = read with pread only).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    sqlite_mmap_mb: u64,
     /// Requests queued for the workers before new ones get OVERLOADED.
     #[arg(long, default_value_t = 10_000)]
     queue: usize,
@@ -114,6 +122,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 max_group: 256,
                 busy_timeout: Duration::from_secs(5),
                 max_txns: 64,
+                memory: db::sqlite::SqliteMemory {
+                    cache_kib: args.sqlite_cache_mb.saturating_mul(1024),
+                    mmap_bytes: args.sqlite_mmap_mb.saturating_mul(1 << 20),
+                },
             }),
             format!("SQLite {}", args.sqlite.display()),
         ),

@@ -246,18 +246,23 @@ impl DbService {
     ) {
         let msg = match result {
             Ok(resp) => {
-                let mut m = wire::message(MessageType::Response, Operation::Data, id, &resp);
-                m.priority = wire::Priority::High as i32;
-                if wire::frame_len(&m) > self.max_message {
-                    wire::error(
-                        id,
-                        Operation::Data,
-                        ErrorCode::TooLarge,
-                        "response over the maximum message size",
-                    )
-                } else {
-                    m
+                let header = wire::Header {
+                    ty: MessageType::Response,
+                    op: Operation::Data,
+                    id,
+                    priority: wire::Priority::High,
+                };
+                // Encoded once, straight into the output (an over-long answer is refused whole).
+                if header.frame_len(resp.encoded_len()) <= self.max_message {
+                    let _ = wire::send_payload(ctx, conn, header, &resp);
+                    return;
                 }
+                wire::error(
+                    id,
+                    Operation::Data,
+                    ErrorCode::TooLarge,
+                    "response over the maximum message size",
+                )
             }
             Err(e) => wire::error(id, Operation::Data, e.code, e.message),
         };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{ffi, Connection, OpenFlags};
 
 pub use super::error::DbError;
@@ -50,11 +50,57 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
+/// How much memory each connection may use to keep the database's pages at hand.
+///
+/// SQLite's default page cache is 2 MiB per connection: once a table outgrows it, every read
+/// that misses is a `pread` into the kernel's page cache. Memory-mapping the file serves those
+/// reads from the kernel's page cache directly (shared by every connection, counted once) and a
+/// larger cache keeps hot pages (index interiors) in the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteMemory {
+    /// `PRAGMA cache_size` in KiB, per connection (each reader, the writer, each open
+    /// transaction): a budget, used as pages are read.
+    pub cache_kib: u64,
+    /// `PRAGMA mmap_size` in bytes: address space, not memory; resident as the kernel caches
+    /// the file (0 = read with `pread` only).
+    pub mmap_bytes: u64,
+}
+
+impl Default for SqliteMemory {
+    /// 16 MiB of cache per connection, up to 1 GiB of the file mapped.
+    fn default() -> Self {
+        SqliteMemory {
+            cache_kib: 16 * 1024,
+            mmap_bytes: 1 << 30,
+        }
+    }
+}
+
+fn tune(conn: &Connection, memory: SqliteMemory) -> Result<(), DbError> {
+    conn.pragma_update(
+        None,
+        "cache_size",
+        -(memory.cache_kib.min(i64::MAX as u64) as i64),
+    )?;
+    // Answers with the size SQLite applied (capped at compile time): a row, not an update.
+    let _: i64 = conn.query_row(
+        &format!("PRAGMA mmap_size = {}", memory.mmap_bytes),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(())
+}
+
 /// Opens (creating if needed) the database for writing: WAL, `synchronous=FULL` so that an
 /// acknowledged commit survives power loss, and the tables the server keeps for itself.
-pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+pub fn open_writer(
+    path: &Path,
+    busy: Duration,
+    memory: SqliteMemory,
+) -> Result<Connection, DbError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy)?;
+    tune(&conn, memory)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -69,7 +115,11 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, DbError> {
 }
 
 /// Opens a read-only connection (a WAL reader never blocks the writer or other readers).
-pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+pub fn open_reader(
+    path: &Path,
+    busy: Duration,
+    memory: SqliteMemory,
+) -> Result<Connection, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -77,6 +127,7 @@ pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, DbError> {
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(busy)?;
+    tune(&conn, memory)?;
     conn.set_prepared_statement_cache_capacity(256);
     conn.authorizer(Some(super::sandbox::authorize));
     Ok(conn)
@@ -103,26 +154,28 @@ pub fn next_commit_index(conn: &Connection) -> Result<u64, DbError> {
 }
 
 /// Opens a connection for an interactive transaction (the database already exists).
-pub fn open_txn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+pub fn open_txn(path: &Path, busy: Duration, memory: SqliteMemory) -> Result<Connection, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(busy)?;
+    tune(&conn, memory)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.authorizer(Some(super::sandbox::authorize));
     Ok(conn)
 }
 
-fn to_sql(v: &Value) -> SqlValue {
-    match &v.kind {
-        None | Some(value::Kind::Null(_)) => SqlValue::Null,
-        Some(value::Kind::Integer(i)) => SqlValue::Integer(*i),
-        Some(value::Kind::Real(f)) => SqlValue::Real(*f),
-        Some(value::Kind::Text(t)) => SqlValue::Text(t.clone()),
-        Some(value::Kind::Blob(b)) => SqlValue::Blob(b.to_vec()),
-    }
+/// A request's value as SQLite binds it, borrowed (text and blobs are not copied here).
+fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match &v.kind {
+        None | Some(value::Kind::Null(_)) => ValueRef::Null,
+        Some(value::Kind::Integer(i)) => ValueRef::Integer(*i),
+        Some(value::Kind::Real(f)) => ValueRef::Real(*f),
+        Some(value::Kind::Text(t)) => ValueRef::Text(t.as_bytes()),
+        Some(value::Kind::Blob(b)) => ValueRef::Blob(b),
+    })
 }
 
 fn from_sql(v: ValueRef<'_>) -> (Value, usize) {
@@ -161,7 +214,13 @@ pub fn bind(stmt: &mut rusqlite::Statement<'_>, st: &Statement) -> Result<(), Db
                 format!("no parameter named {}", a.name),
             ));
         };
-        stmt.raw_bind_parameter(i, a.value.as_ref().map(to_sql).unwrap_or(SqlValue::Null))?;
+        stmt.raw_bind_parameter(
+            i,
+            a.value
+                .as_ref()
+                .map(to_sql)
+                .unwrap_or(ToSqlOutput::Borrowed(ValueRef::Null)),
+        )?;
     }
     Ok(())
 }
@@ -207,6 +266,25 @@ pub fn execute(
     st: &Statement,
     limit: Limit,
 ) -> Result<StatementResult, DbError> {
+    run(conn, st, limit, false).map(|r| r.unwrap_or_default())
+}
+
+/// Runs one statement on `conn` if SQLite says it only reads; `None` (nothing run) if it may
+/// write. One lookup in the statement cache for both (a reader's whole job).
+pub fn execute_read(
+    conn: &Connection,
+    st: &Statement,
+    limit: Limit,
+) -> Result<Option<StatementResult>, DbError> {
+    run(conn, st, limit, true)
+}
+
+fn run(
+    conn: &Connection,
+    st: &Statement,
+    limit: Limit,
+    reads_only: bool,
+) -> Result<Option<StatementResult>, DbError> {
     if super::sandbox::unmarked(&st.sql).trim().is_empty() {
         return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
     }
@@ -214,6 +292,9 @@ pub fn execute(
     let _sandbox = super::sandbox::Guard::enter(&st.sql);
     let start = Instant::now();
     let mut stmt = conn.prepare_cached(&st.sql)?;
+    if reads_only && !stmt.readonly() {
+        return Ok(None);
+    }
     bind(&mut stmt, st)?;
     let columns = columns(&stmt);
     let readonly = stmt.readonly();
@@ -234,7 +315,7 @@ pub fn execute(
         out.last_insert_id = conn.last_insert_rowid();
     }
     out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// True when `sql` can only read: decided by SQLite itself on a prepared statement.
@@ -255,9 +336,9 @@ pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<Batch
 struct SqliteTxn(Connection);
 
 /// Opens connections for interactive transactions and cursors on the database at `path`.
-pub fn txn_opener(path: PathBuf, busy: Duration) -> Opener {
+pub fn txn_opener(path: PathBuf, busy: Duration, memory: SqliteMemory) -> Opener {
     Arc::new(move |_purpose: Purpose| {
-        let conn = open_txn(&path, busy)?;
+        let conn = open_txn(&path, busy, memory)?;
         // Deferred: the snapshot starts at the first read, the write lock at the first write.
         conn.execute_batch("BEGIN")?;
         Ok(Box::new(SqliteTxn(conn)) as Box<dyn TxnConn>)
@@ -336,5 +417,32 @@ impl TxnConn for SqliteTxn {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_gets_the_configured_cache_and_map() {
+        let dir = std::env::temp_dir().join(format!("netmod-sqlite-mem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.db");
+        let memory = SqliteMemory {
+            cache_kib: 8 * 1024,
+            mmap_bytes: 64 << 20,
+        };
+        let busy = Duration::from_secs(1);
+        let w = open_writer(&path, busy, memory).unwrap();
+        let r = open_reader(&path, busy, memory).unwrap();
+        let t = open_txn(&path, busy, memory).unwrap();
+        for c in [&w, &r, &t] {
+            let cache: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+            let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
+            assert_eq!((cache, mmap), (-8 * 1024, 64 << 20));
+        }
+        drop((w, r, t));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

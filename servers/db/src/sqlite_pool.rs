@@ -46,6 +46,8 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Interactive transactions open at once (each holds a connection and a thread).
     pub max_txns: usize,
+    /// Page cache and memory map of each connection.
+    pub memory: sqlite::SqliteMemory,
 }
 
 /// Opens the database (creating it) and starts the writer and the readers on a [`Pool`].
@@ -55,13 +57,13 @@ pub struct SqliteConfig {
 /// `AFTER_INDEX` is met at once, or never: an index above the last commit was never
 /// acknowledged (STALE).
 pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
-    let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout)?;
+    let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout, cfg.memory)?;
     let counters = Counters::starting_at(sqlite::commit_index(&writer_conn)?);
     let readers = (0..cfg.readers.max(1))
-        .map(|_| sqlite::open_reader(&cfg.path, cfg.busy_timeout))
+        .map(|_| sqlite::open_reader(&cfg.path, cfg.busy_timeout, cfg.memory))
         .collect::<Result<Vec<_>, _>>()?;
     let txns = Txns::new(
-        sqlite::txn_opener(cfg.path.clone(), cfg.busy_timeout),
+        sqlite::txn_opener(cfg.path.clone(), cfg.busy_timeout, cfg.memory),
         cfg.max_txns,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
@@ -123,18 +125,14 @@ impl Reader {
         let Work::Execute(st) = &job.work else {
             return enqueue(&self.writer, job);
         };
-        match sqlite::is_readonly(&self.conn, &st.sql) {
-            Ok(true) => {}
-            Ok(false) => return enqueue(&self.writer, job),
-            Err(e) => {
-                self.monitor.record(&st.sql, Duration::ZERO, false);
-                return (job.reply)(Err(e));
-            }
-        }
         // The snapshot this read sees starts after this load, so it includes at least this index.
         let index = self.counters.committed_index();
         let start = Instant::now();
-        let r = sqlite::execute(&self.conn, st, job.limit);
+        let r = match sqlite::execute_read(&self.conn, st, job.limit) {
+            Ok(None) => return enqueue(&self.writer, job),
+            Ok(Some(res)) => Ok(res),
+            Err(e) => Err(e),
+        };
         self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         (job.reply)(r.map(|res| DataResponse {
             kind: Some(data_response::Kind::Result(res)),
