@@ -8,6 +8,7 @@
 //!   replicas; statements, values and error codes on PostgreSQL; the libpq binding.
 //! - [`batch`], [`page`], [`error`]: batches, result limits and errors, the same everywhere.
 //! - [`txn`]: interactive transactions and cursors, a connection and a thread each.
+//! - [`turn`]: the first-come, first-served queue for SQLite's write lock.
 //! - [`watch`]: table-change notifications for subscribed connections.
 //! - [`sandbox`]: what a client's statements (through test-server) may not touch.
 //! - [`monitor`]: per-statement counts, latency and the slow-query log.
@@ -24,6 +25,7 @@ pub mod sandbox;
 pub mod service;
 pub mod sqlite;
 pub mod sqlite_pool;
+pub mod turn;
 pub mod txn;
 pub mod watch;
 pub mod workers;

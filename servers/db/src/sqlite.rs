@@ -12,6 +12,7 @@ use rusqlite::{ffi, Connection, OpenFlags};
 pub use super::error::DbError;
 pub use super::page::Limit;
 use super::page::{self, SizedRow};
+use super::turn::{Turn, WriteTurn};
 use super::txn::{Opener, Page, Purpose, TxnConn};
 use protocol::proto::{
     value, Batch, BatchResult, Column, ErrorCode, Row, Statement, StatementResult, Value,
@@ -332,16 +333,32 @@ pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<Batch
     })
 }
 
-/// A SQLite connection holding an interactive transaction or a cursor.
-struct SqliteTxn(Connection);
+/// A SQLite connection holding an interactive transaction or a cursor, and the write turn
+/// once it has written (held to its end).
+struct SqliteTxn {
+    conn: Connection,
+    turn: Arc<WriteTurn>,
+    busy: Duration,
+    holding: Option<Turn>,
+}
 
 /// Opens connections for interactive transactions and cursors on the database at `path`.
-pub fn txn_opener(path: PathBuf, busy: Duration, memory: SqliteMemory) -> Opener {
+pub fn txn_opener(
+    path: PathBuf,
+    busy: Duration,
+    memory: SqliteMemory,
+    turn: Arc<WriteTurn>,
+) -> Opener {
     Arc::new(move |_purpose: Purpose| {
         let conn = open_txn(&path, busy, memory)?;
         // Deferred: the snapshot starts at the first read, the write lock at the first write.
         conn.execute_batch("BEGIN")?;
-        Ok(Box::new(SqliteTxn(conn)) as Box<dyn TxnConn>)
+        Ok(Box::new(SqliteTxn {
+            conn,
+            turn: Arc::clone(&turn),
+            busy,
+            holding: None,
+        }) as Box<dyn TxnConn>)
     })
 }
 
@@ -351,25 +368,31 @@ impl TxnConn for SqliteTxn {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
-        let wrote = !is_readonly(&self.0, &st.sql).unwrap_or(false);
-        execute(&self.0, st, limit).map(|r| (r, wrote))
+        let wrote = !is_readonly(&self.conn, &st.sql).unwrap_or(false);
+        if wrote && self.holding.is_none() {
+            // In line with the writer's groups and the other transactions (`turn`).
+            self.holding = self.turn.take(self.busy);
+        }
+        execute(&self.conn, st, limit).map(|r| (r, wrote))
     }
 
     fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
         // Advancing the index is itself a write, which a read-only transaction on an older
         // snapshot could not make (BUSY); so only a transaction that wrote takes one.
         if wrote {
-            let index = next_commit_index(&self.0)?;
-            self.0.execute_batch("COMMIT")?;
+            let index = next_commit_index(&self.conn)?;
+            self.conn.execute_batch("COMMIT")?;
+            self.holding = None;
             Ok(index)
         } else {
-            self.0.execute_batch("COMMIT")?;
+            self.conn.execute_batch("COMMIT")?;
             Ok(committed.load(Ordering::Acquire))
         }
     }
 
     fn rollback(&mut self) {
-        let _ = self.0.execute_batch("ROLLBACK");
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.holding = None;
     }
 
     fn cursor(
@@ -381,7 +404,7 @@ impl TxnConn for SqliteTxn {
     ) {
         let _sandbox = super::sandbox::Guard::enter(&st.sql);
         let prepared = self
-            .0
+            .conn
             .prepare(&st.sql)
             .map_err(DbError::from)
             .and_then(|mut stmt| {

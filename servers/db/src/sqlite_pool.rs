@@ -27,6 +27,7 @@ use rusqlite::Connection;
 use crate::monitor::Monitor;
 use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
 use crate::sqlite::{self, DbError};
+use crate::turn::WriteTurn;
 use crate::txn::Txns;
 use crate::workers::{enqueue, Job, Work};
 use protocol::proto::{data_response, DataResponse, ErrorCode};
@@ -62,8 +63,14 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
     let readers = (0..cfg.readers.max(1))
         .map(|_| sqlite::open_reader(&cfg.path, cfg.busy_timeout, cfg.memory))
         .collect::<Result<Vec<_>, _>>()?;
+    let turn = Arc::new(WriteTurn::default());
     let txns = Txns::new(
-        sqlite::txn_opener(cfg.path.clone(), cfg.busy_timeout, cfg.memory),
+        sqlite::txn_opener(
+            cfg.path.clone(),
+            cfg.busy_timeout,
+            cfg.memory,
+            Arc::clone(&turn),
+        ),
         cfg.max_txns,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
@@ -89,6 +96,8 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
                 // One writer: SQLite has one, and its group commit is the batching.
                 writers: vec![Writer {
                     conn: writer_conn,
+                    turn: Arc::clone(&turn),
+                    busy: cfg.busy_timeout,
                     counters: Arc::clone(&counters),
                     monitor: Arc::clone(&monitor),
                 }],
@@ -144,6 +153,9 @@ impl Reader {
 /// The writer thread's connection: group commits.
 struct Writer {
     conn: Connection,
+    /// Taken for each group, so transactions get the write lock in their turn.
+    turn: Arc<WriteTurn>,
+    busy: Duration,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
 }
@@ -156,6 +168,8 @@ impl Worker for Writer {
 
 impl Writer {
     fn commit_group(&mut self, group: &mut Vec<Job>) {
+        // Held to the end of the group (None: the wait ran out; SQLite decides, BUSY or not).
+        let _turn = self.turn.take(self.busy);
         let mut results: Vec<Result<DataResponse, DbError>> = Vec::with_capacity(group.len());
         let begun = self
             .conn
