@@ -5,13 +5,16 @@
 # stdout; see docs/BENCHMARKS.md.
 #
 # netmod runs with db-server beside it on core 0 (its CPU is counted in cpu_us_per_req too) and
-# RUST_LOG=warn, which turns the per-request access log off as nginx's `access_log off` does.
+# RUST_LOG=warn, which turns the per-request access log off as nginx's `access_log off` does;
+# `netmod_default` is the same with RUST_LOG unset: the configuration users get.
 # `netmod` serves the document from its coherent cache; `netmod_nocache` (--doc-cache-mb 0) asks
 # db-server on every request.
-# usage: benches/http_docs.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers CONNS="64 512")
+# usage: benches/http_docs.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers CONNS="64 512"
+#                                WHO="netmod netmod_default netmod_nocache nginx hyper")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-../shared/peers} conns_list=${CONNS:-64 512}
+who_list=${WHO:-netmod netmod_default netmod_nocache nginx hyper}
 bash "$peers/install.sh" >/dev/null
 cargo build --release -q --bin test-server --bin db-server
 bin=target/release
@@ -26,7 +29,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 # netmod: db-server + test-server, the document stored through the front. Prints "ts_pid db_pid port".
-start_netmod() { # cache_mb
+start_netmod() { # cache_mb rust_log ("-" leaves RUST_LOG unset)
   local dbp fp hp
   dbp=$(free_port) fp=$(free_port) hp=$(free_port)
   rm -f "$work/docs.db"*
@@ -34,7 +37,9 @@ start_netmod() { # cache_mb
     --threads 1 >"$work/db.log" 2>&1 &
   local db=$!
   wait_port "$dbp"
-  RUST_LOG=warn taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$fp" --http-listen "127.0.0.1:$hp" \
+  local log=(env RUST_LOG="$2")
+  [ "$2" = - ] && log=(env -u RUST_LOG)
+  "${log[@]}" taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$fp" --http-listen "127.0.0.1:$hp" \
     --db "127.0.0.1:$dbp" --threads 1 --insecure-http-writes --doc-cache-mb "$1" >"$work/ts.log" 2>&1 &
   local ts=$!
   wait_port "$hp"
@@ -46,11 +51,14 @@ start_netmod() { # cache_mb
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), secs=$secs"
 for round in $(seq "$runs"); do
   for conns in $conns_list; do
-    for who in netmod netmod_nocache nginx hyper; do
+    for who in $who_list; do
       port=$(free_port)
       case $who in
-        netmod | netmod_nocache)
-          read -r ts db port < <(start_netmod "$([ "$who" = netmod ] && echo 16 || echo 0)")
+        netmod | netmod_default | netmod_nocache)
+          cache=16 log=warn
+          [ "$who" = netmod_nocache ] && cache=0
+          [ "$who" = netmod_default ] && log=-
+          read -r ts db port < <(start_netmod "$cache" "$log")
           pids+=("$ts" "$db"); server="$ts $db" ;;
         nginx) # the master and its worker: the worker does the serving
           master=$(bash "$peers/start-nginx-docs.sh" "$port" 1 0)

@@ -5,10 +5,14 @@
 # least-connections at 64, RUNS rounds interleaved. Then: the proxy's memory per proxied
 # connection pair with 5,000 idle keep-alive clients, and the time from killing a backend to its
 # removal from rotation, idle and under load. Raw lines on stdout; see docs/BENCHMARKS.md.
-# usage: benches/proxy_lb.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers IDLE=5000)
+# `netmod-rr-default` is netmod-rr with RUST_LOG unset: the configuration users get.
+# Lines read `round=N server=LB conns=C …` (benches/server-medians.sh LOG nginx-rr).
+# usage: benches/proxy_lb.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers IDLE=5000
+#                               CONNS="64 512"; TAIL=0 skips the memory and removal parts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-../shared/peers} idle=${IDLE:-5000}
+conns_list=${CONNS:-64 512} tail=${TAIL:-1}
 bash "$peers/install.sh" >/dev/null
 cargo build --release -q --bin proxy
 bin=target/release
@@ -25,7 +29,9 @@ start_proxy() { # port admin_port log strategy backend_ports... -> pid
   local port=$1 admin=$2 log=$3 strategy=$4; shift 4
   local args=()
   for b in "$@"; do args+=(--backend "127.0.0.1:$b"); done
-  RUST_LOG=${PROXY_LOG:-warn} taskset -c 0 "$bin/proxy" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+  local log=(env RUST_LOG="${PROXY_LOG:-warn}")
+  [ "${PROXY_LOG:-}" = - ] && log=(env -u RUST_LOG)
+  "${log[@]}" taskset -c 0 "$bin/proxy" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
     --threads 1 --strategy "$strategy" --metrics-interval 0 --check-interval 1 --fall 2 --rise 2 \
     "${args[@]}" >"$log" 2>&1 &
   local pid=$!
@@ -37,6 +43,7 @@ b1=$(free_port) b2=$(free_port) b3=$(free_port)
 for b in $b1 $b2 $b3; do pids+=("$(bash "$peers/start-nginx-docs.sh" "$b" 1 1)"); done
 bw="$(for p in "${pids[@]: -3}"; do workers "$p"; done)"
 np=$(free_port) na=$(free_port); nppid=$(start_proxy "$np" "$na" "$work/rr.log" round_robin $b1 $b2 $b3); pids+=("$nppid")
+nd=$(free_port) nda=$(free_port); ndpid=$(PROXY_LOG=- start_proxy "$nd" "$nda" "$work/rrd.log" round_robin $b1 $b2 $b3); pids+=("$ndpid")
 nc=$(free_port) nca=$(free_port); ncpid=$(start_proxy "$nc" "$nca" "$work/lc.log" least_connections $b1 $b2 $b3); pids+=("$ncpid")
 gl=$(free_port); glpid=$(CPU=0 bash "$peers/start-nginx-lb.sh" "$gl" $b1 $b2 $b3); pids+=("$glpid")
 hl=$(free_port); hlpid=$(CPU=0 bash "$peers/start-haproxy-lb.sh" "$hl" $b1 $b2 $b3); pids+=("$hlpid")
@@ -51,15 +58,17 @@ load() { # server_pids port conns
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), secs=$secs"
 for run in $(seq "$runs"); do
-  for c in 64 512; do
-    echo "run=$run lb=netmod-rr conns=$c $(load "$nppid" "$np" $c) rss_kb=$(rss_kb "$nppid")"
-    echo "run=$run lb=nginx-rr conns=$c $(load "$(workers "$glpid")" "$gl" $c)"
-    echo "run=$run lb=haproxy-rr conns=$c $(load "$hlpid" "$hl" $c) rss_kb=$(rss_kb "$hlpid")"
+  for c in $conns_list; do
+    echo "round=$run server=netmod-rr conns=$c $(load "$nppid" "$np" $c) rss_kb=$(rss_kb "$nppid")"
+    echo "round=$run server=netmod-rr-default conns=$c $(load "$ndpid" "$nd" $c)"
+    echo "round=$run server=nginx-rr conns=$c $(load "$(workers "$glpid")" "$gl" $c)"
+    echo "round=$run server=haproxy-rr conns=$c $(load "$hlpid" "$hl" $c) rss_kb=$(rss_kb "$hlpid")"
   done
-  echo "run=$run lb=netmod-lc conns=64 $(load "$ncpid" "$nc" 64)"
-  echo "run=$run lb=nginx-lc conns=64 $(load "$(workers "$gcpid")" "$gc" 64)"
-  echo "run=$run lb=haproxy-lc conns=64 $(load "$hcpid" "$hc" 64)"
+  echo "round=$run server=netmod-lc conns=64 $(load "$ncpid" "$nc" 64)"
+  echo "round=$run server=nginx-lc conns=64 $(load "$(workers "$gcpid")" "$gc" 64)"
+  echo "round=$run server=haproxy-lc conns=64 $(load "$hcpid" "$hc" 64)"
 done
+[ "$tail" = 0 ] && exit 0
 
 # Memory per proxied pair: IDLE clients each make one keep-alive request, then sit idle.
 idle_pairs() { # pid port -> line

@@ -17,11 +17,39 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-/// `name` is hop-by-hop in `head`; `listed` says whether `head` has a `Connection` field at all
-/// (without one, no other field can be named by it: one lookup per head, not per field).
-fn hop_by_hop(head: &Head, listed: bool, name: &str) -> bool {
+/// The fields a head's `Connection` names, looked up once per head rather than once per field.
+#[derive(Clone, Copy)]
+enum Listed<'a> {
+    None,
+    /// The one `Connection` field's value.
+    One(&'a [u8]),
+    /// Several `Connection` fields (rare): ask the head.
+    Several,
+}
+
+impl<'a> Listed<'a> {
+    fn of(head: &'a Head) -> Self {
+        let mut fields = head
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"));
+        match (fields.next(), fields.next()) {
+            (None, _) => Listed::None,
+            (Some((_, v)), None) => Listed::One(v),
+            _ => Listed::Several,
+        }
+    }
+}
+
+/// `name` is hop-by-hop in `head` (`listed`: its `Connection` fields).
+fn hop_by_hop(head: &Head, listed: Listed<'_>, name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || (listed && head.has_token("connection", name))
+        || match listed {
+            Listed::None => false,
+            Listed::One(v) => v
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes())),
+            Listed::Several => head.has_token("connection", name),
+        }
 }
 
 /// Makes request ids: 16 hex digits from splitmix64 over a randomly seeded counter, so ids are
@@ -102,7 +130,7 @@ pub fn request_into(
     id: &str,
     upgrade: bool,
 ) {
-    let listed = head.header_bytes("connection").is_some();
+    let listed = Listed::of(head);
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     // An absolute-form target goes on in origin form, its authority as the Host
@@ -168,7 +196,7 @@ pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
 
 /// [`response`] appended to `out`.
 pub fn response_into(out: &mut Vec<u8>, head: &Head, shape: ResponseShape, id: &str) {
-    let listed = head.header_bytes("connection").is_some();
+    let listed = Listed::of(head);
     out.extend_from_slice(if shape.client_minor == 0 {
         b"HTTP/1.0 "
     } else {

@@ -97,9 +97,15 @@ impl Head {
         &self.raw[s.0 as usize..s.1 as usize]
     }
 
-    /// Text of a span the parser checked to be ASCII (method, target, field names).
+    /// Text of a span that was a `&str` when `fill` copied it (method, target, field names).
     fn text(&self, s: Span) -> &str {
-        std::str::from_utf8(self.bytes(s)).unwrap_or_default()
+        let bytes = self.bytes(s);
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: `fill` is the only writer of `raw` and of the method, target and name spans,
+        // and it makes each of those spans cover bytes copied from a `&str` httparse gave for
+        // that same part (or an empty span): valid UTF-8, checked once there rather than on
+        // every access (it was 12 % of the proxy's user time).
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     /// `GET`, `PUT`, … as sent (empty for a response).
@@ -202,6 +208,9 @@ impl Head {
 /// Splits an `http://` or `https://` target into its authority and the rest (path and query,
 /// possibly empty).
 fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    if target.starts_with('/') {
+        return None; // origin form, nearly every request: no search
+    }
     let (scheme, rest) = target.split_once("://")?;
     if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
         return None;
