@@ -1,9 +1,9 @@
 //! Query monitoring: per statement text, count, errors, mean and p99 latency; a slow-query log.
 //!
 //! Statements are told apart by a 64-bit hash of their whole text, computed once per execution
-//! outside any lock; each keeps only the first [`SHOWN`] bytes of its text for the report. The
-//! table is split in [`SHARDS`] locks (workers rarely wait on each other) and holds at most
-//! [`MAX_SHAPES`] statements (the rest are counted under `<other>`), so its memory is bounded
+//! outside any lock; each keeps only the first `SHOWN` (256) bytes of its text for the report. The
+//! table is split in `SHARDS` (8) locks (workers rarely wait on each other) and holds at most
+//! `MAX_SHAPES` (1,000) statements (the rest are counted under `<other>`), so its memory is bounded
 //! whatever clients send: about 1,000 × (256 B + a 2-significant-digit histogram, ~1.4 KB).
 
 use std::collections::HashMap;

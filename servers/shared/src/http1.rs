@@ -580,7 +580,7 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
     let mut req = Request::default();
     Ok(match parse_request_into(&mut req, buf, limits)? {
         Progress::Request(n) => Parsed::Request(req, n),
-        Progress::AwaitingBody => Parsed::AwaitingBody(req.head),
+        Progress::AwaitingBody { .. } => Parsed::AwaitingBody(req.head),
         Progress::Incomplete => Parsed::Incomplete,
     })
 }
@@ -590,8 +590,11 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, HttpError> {
 pub enum Progress {
     /// A whole request (in the `Request` given) and the bytes it took.
     Request(usize),
-    /// Its head is whole (in the `Request` given), its body is not.
-    AwaitingBody,
+    /// Its head is whole (in the `Request` given), its body is not. `needed` is how many bytes
+    /// the whole request takes when its head says so (a Content-Length body): a server can wait
+    /// for that many before parsing again, rather than re-reading the head and the body so far
+    /// on every read (quadratic for a body arriving in pieces).
+    AwaitingBody { needed: Option<usize> },
     /// Not even its head yet.
     Incomplete,
 }
@@ -614,7 +617,11 @@ pub fn parse_request_into(
     req.body.clear();
     let used = reader.advance(&buf[n..], Some(&mut req.body))?;
     if !reader.is_done() {
-        return Ok(Progress::AwaitingBody);
+        let needed = match req.head.body {
+            BodyKind::Length(len) => usize::try_from(len).ok().map(|len| n + len),
+            _ => None,
+        };
+        return Ok(Progress::AwaitingBody { needed });
     }
     Ok(Progress::Request(n + used))
 }
@@ -625,6 +632,24 @@ mod tests {
 
     fn parse(b: &[u8]) -> Result<Parsed, HttpError> {
         parse_request(b, Limits::default())
+    }
+
+    #[test]
+    fn a_request_awaiting_its_body_says_how_long_it_will_be() {
+        let raw = b"PUT /d HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello";
+        let mut req = Request::default();
+        let head = raw.len() - 5;
+        assert_eq!(
+            parse_request_into(&mut req, raw, Limits::default()),
+            Ok(Progress::AwaitingBody {
+                needed: Some(head + 10)
+            })
+        );
+        let chunked = b"PUT /d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
+        assert_eq!(
+            parse_request_into(&mut req, chunked, Limits::default()),
+            Ok(Progress::AwaitingBody { needed: None })
+        );
     }
 
     #[test]

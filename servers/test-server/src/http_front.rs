@@ -107,6 +107,9 @@ struct HttpConn {
     expect_seen: Option<u64>,
     /// A `100 Continue` owed to this request, written when the answers before it are out.
     continue_owed: Option<u64>,
+    /// Bytes the request being received takes in all (its head gave a Content-Length): not
+    /// parsed again before that many are buffered. 0: unknown, parse on every read.
+    awaiting: usize,
 }
 
 impl HttpConn {
@@ -332,9 +335,17 @@ impl HttpFront {
                 }
                 return used;
             }
-            let parsed = http1::parse_request_into(req, &data[used..], self.cfg.limits);
             let seq = c.next_seq;
-            if let Ok(Progress::AwaitingBody) = &parsed {
+            // A body still arriving (its length known): nothing to parse until it is all here.
+            let parsed = if c.awaiting > data.len() - used && c.expect_seen == Some(seq) {
+                Ok(Progress::AwaitingBody {
+                    needed: Some(c.awaiting),
+                })
+            } else {
+                http1::parse_request_into(req, &data[used..], self.cfg.limits)
+            };
+            if let Ok(Progress::AwaitingBody { needed }) = &parsed {
+                c.awaiting = needed.unwrap_or(0);
                 if c.expect_seen != Some(seq) {
                     c.expect_seen = Some(seq);
                     if let Some(refused) = self.answer_expectation(ctx, conn, seq, &req.head) {
@@ -352,7 +363,7 @@ impl HttpFront {
                 return data.len();
             };
             match parsed {
-                Ok(Progress::Incomplete | Progress::AwaitingBody) => {
+                Ok(Progress::Incomplete | Progress::AwaitingBody { .. }) => {
                     // Part of a request: it must be whole within the request timeout, however
                     // slowly its bytes trickle in (slowloris, slow POST).
                     let pending = used < data.len();
@@ -383,6 +394,7 @@ impl HttpFront {
                 }
                 Ok(Progress::Request(n)) => {
                     used += n;
+                    c.awaiting = 0;
                     c.next_seq += 1;
                     let keep = req.keep_alive();
                     if !keep {
