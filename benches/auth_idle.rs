@@ -3,7 +3,7 @@
 //! with a signed token (`AUTH_TOKEN`, no database needed), and prints the server's RSS growth.
 //!
 //! ```text
-//! cargo build --release --bin test-server && cargo bench --bench auth_idle [-- N]
+//! cargo bench --bench auth_idle [-- N]      (builds target/release/test-server first)
 //! ```
 //!
 //! Prints one line: `auth_idle clients=… rss_before_kb=… rss_after_kb=… per_client_bytes=…
@@ -51,17 +51,43 @@ fn raise_nofile() {
     }
 }
 
+/// `cargo build --release --bin test-server` (quick when up to date), without the variables
+/// cargo set for this bench: a build script that watches them would rebuild for nothing.
+fn build_test_server(root: &std::path::Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "netmod-test-server",
+            "--bin",
+            "test-server",
+        ])
+        .current_dir(root);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if (name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR")
+            || name == "OUT_DIR"
+        {
+            build.env_remove(name);
+        }
+    }
+    let ok = build.status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "cannot build test-server");
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
     raise_nofile();
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/test-server");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release --bin test-server"
-    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    build_test_server(root);
+    let bin = root.join("target/release/test-server");
     let (port, http) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut child = Command::new(&bin)
