@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -32,6 +32,27 @@ struct Entry {
     errors: u64,
     sum_us: u64,
     hist: Option<Histogram<u64>>,
+}
+
+impl Entry {
+    fn new(shown: Box<str>) -> Self {
+        Entry {
+            shown,
+            count: 0,
+            errors: 0,
+            sum_us: 0,
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).ok(),
+        }
+    }
+
+    fn add(&mut self, us: u64, ok: bool) {
+        self.count += 1;
+        self.errors += u64::from(!ok);
+        self.sum_us = self.sum_us.saturating_add(us);
+        if let Some(h) = self.hist.as_mut() {
+            let _ = h.record(us);
+        }
+    }
 }
 
 /// Shared by every worker.
@@ -80,81 +101,41 @@ impl Monitor {
         let mut h = self.hasher.build_hasher();
         h.write(sql.as_bytes());
         let key = h.finish().max(OTHER + 1);
-        let mut map = match self.shards[key as usize % SHARDS].lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let key = if !map.contains_key(&key) && map.len() >= MAX_SHAPES / SHARDS {
-            OTHER
-        } else {
-            key
-        };
-        let e = map.entry(key).or_insert_with(|| Entry {
-            shown: if key == OTHER {
-                "<other>".into()
-            } else {
-                shown(sql)
-            },
-            count: 0,
-            errors: 0,
-            sum_us: 0,
-            hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).ok(),
-        });
-        e.count += 1;
-        e.errors += u64::from(!ok);
-        e.sum_us = e.sum_us.saturating_add(us);
-        if let Some(h) = e.hist.as_mut() {
-            let _ = h.record(us);
+        {
+            let mut map = self.shard(key);
+            if map.contains_key(&key) || map.len() < MAX_SHAPES / SHARDS {
+                return map.entry(key).or_insert_with(|| Entry::new(shown(sql))).add(us, ok);
+            }
         }
+        // A full shard: counted under `<other>`, which lives in the shard of its own key.
+        self.shard(OTHER)
+            .entry(OTHER)
+            .or_insert_with(|| Entry::new("<other>".into()))
+            .add(us, ok);
+    }
+
+    fn shard(&self, key: u64) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.shards[key as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every statement's figures, most executed first.
     pub fn snapshot(&self) -> Vec<StatementStats> {
         let mut out: Vec<StatementStats> = Vec::new();
-        let mut other: Option<(StatementStats, Histogram<u64>)> = None;
-        for shard in &self.shards {
-            let map = match shard.lock() {
-                Ok(m) => m,
-                Err(p) => p.into_inner(),
-            };
-            for (&key, e) in map.iter() {
-                let stats = StatementStats {
-                    sql: e.shown.to_string(),
-                    count: e.count,
-                    errors: e.errors,
-                    mean_us: e.sum_us as f64 / e.count.max(1) as f64,
-                    p99_us: e
-                        .hist
-                        .as_ref()
-                        .map_or(0.0, |h| h.value_at_quantile(0.99) as f64),
-                };
-                if key != OTHER {
-                    out.push(stats);
-                    continue;
-                }
-                // `<other>` has a part in each shard: one line for all of them.
-                let (o, hist) = other.get_or_insert_with(|| {
-                    let h = Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                        .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits"));
-                    (
-                        StatementStats {
-                            sql: "<other>".into(),
-                            ..Default::default()
-                        },
-                        h,
-                    )
-                });
-                let total_us = o.mean_us * o.count as f64 + stats.mean_us * stats.count as f64;
-                o.count += stats.count;
-                o.errors += stats.errors;
-                o.mean_us = total_us / o.count.max(1) as f64;
-                if let Some(h) = e.hist.as_ref() {
-                    let _ = hist.add(h);
-                }
-                o.p99_us = hist.value_at_quantile(0.99) as f64;
-            }
+        for shard in 0..SHARDS {
+            let map = self.shard(shard as u64);
+            out.extend(map.values().map(|e| StatementStats {
+                sql: e.shown.to_string(),
+                count: e.count,
+                errors: e.errors,
+                mean_us: e.sum_us as f64 / e.count.max(1) as f64,
+                p99_us: e
+                    .hist
+                    .as_ref()
+                    .map_or(0.0, |h| h.value_at_quantile(0.99) as f64),
+            }));
         }
-        out.extend(other.map(|(o, _)| o));
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.sql.cmp(&b.sql)));
         out
     }
