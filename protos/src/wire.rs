@@ -165,7 +165,11 @@ pub fn error(id: u32, op: Operation, code: ErrorCode, text: impl Into<String>) -
 
 /// The engine priority a message is queued with.
 pub fn engine_priority(msg: &Message) -> engine::Priority {
-    match Priority::try_from(msg.priority).unwrap_or(Priority::Normal) {
+    to_engine(Priority::try_from(msg.priority).unwrap_or(Priority::Normal))
+}
+
+fn to_engine(p: Priority) -> engine::Priority {
+    match p {
         Priority::Critical => engine::Priority::Critical,
         Priority::High => engine::Priority::High,
         Priority::Normal => engine::Priority::Normal,
@@ -298,14 +302,8 @@ pub fn send_payload<M: Send + 'static, T>(
         m.priority = header.priority as i32;
         return send(ctx, conn, &m);
     }
-    let prio = match header.priority {
-        Priority::Critical => engine::Priority::Critical,
-        Priority::High => engine::Priority::High,
-        Priority::Normal => engine::Priority::Normal,
-        Priority::Low => engine::Priority::Low,
-    };
     let timestamp = now_micros();
-    ctx.send_with(conn, prio, header.frame_len(data_len), |out| {
+    ctx.send_with(conn, to_engine(header.priority), header.frame_len(data_len), |out| {
         encode_parts(header, timestamp, payload, data_len, out)
     })
 }
