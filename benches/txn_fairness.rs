@@ -65,15 +65,7 @@ fn main() {
         .unwrap_or(3);
     let dir = std::env::temp_dir().join(format!("netmod-txn-fairness-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let pool = PoolConfig::Sqlite(SqliteConfig {
-        path: dir.join("fair.db"),
-        readers: 2,
-        queue: 10_000,
-        max_group: 256,
-        busy_timeout: Duration::from_secs(5),
-        max_txns: 64,
-        memory: db::sqlite::SqliteMemory::default(),
-    })
+    let pool = PoolConfig::Sqlite(SqliteConfig::new(dir.join("fair.db")))
     .start(Arc::new(Monitor::new(None)))
     .expect("database");
     let pool = Arc::new(pool);

@@ -469,15 +469,7 @@ pub fn start_db_with(dir: &TempDir, tune: impl FnOnce(&mut db::SqliteConfig)) ->
 
 /// The tests' SQLite settings for a database file in `dir`.
 pub fn sqlite_config(dir: &TempDir) -> db::SqliteConfig {
-    db::SqliteConfig {
-        path: dir.path("test.db"),
-        readers: 2,
-        queue: 10_000,
-        max_group: 256,
-        busy_timeout: Duration::from_secs(5),
-        max_txns: 64,
-        memory: db::sqlite::SqliteMemory::default(),
-    }
+    db::SqliteConfig::new(dir.path("test.db"))
 }
 
 /// db-server's service in-process on the backend `cfg` names.

@@ -116,16 +116,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => (
             PoolConfig::Sqlite(SqliteConfig {
-                path: args.sqlite.clone(),
                 readers,
                 queue: args.queue,
-                max_group: 256,
-                busy_timeout: Duration::from_secs(5),
-                max_txns: 64,
                 memory: db::sqlite::SqliteMemory {
                     cache_kib: args.sqlite_cache_mb.saturating_mul(1024),
                     mmap_bytes: args.sqlite_mmap_mb.saturating_mul(1 << 20),
                 },
+                ..SqliteConfig::new(args.sqlite.clone())
             }),
             format!("SQLite {}", args.sqlite.display()),
         ),

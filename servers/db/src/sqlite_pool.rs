@@ -51,6 +51,22 @@ pub struct SqliteConfig {
     pub memory: sqlite::SqliteMemory,
 }
 
+impl SqliteConfig {
+    /// db-server's defaults for the database at `path`: 2 readers, 10,000 queued jobs, groups
+    /// of up to 256 writes, a 5 s busy timeout, 64 open transactions, the default memory.
+    pub fn new(path: PathBuf) -> Self {
+        SqliteConfig {
+            path,
+            readers: 2,
+            queue: 10_000,
+            max_group: 256,
+            busy_timeout: Duration::from_secs(5),
+            max_txns: 64,
+            memory: sqlite::SqliteMemory::default(),
+        }
+    }
+}
+
 /// Opens the database (creating it) and starts the writer and the readers on a [`Pool`].
 ///
 /// Single statements that look like reads go to the readers, which hand anything SQLite does
