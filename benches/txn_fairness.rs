@@ -66,8 +66,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("netmod-txn-fairness-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let pool = PoolConfig::Sqlite(SqliteConfig::new(dir.join("fair.db")))
-    .start(Arc::new(Monitor::new(None)))
-    .expect("database");
+        .start(Arc::new(Monitor::new(None)))
+        .expect("database");
     let pool = Arc::new(pool);
     let watchers = db::watch::Watchers::new();
     let server = Server::new(engine::Config {

@@ -303,9 +303,12 @@ pub fn send_payload<M: Send + 'static, T>(
         return send(ctx, conn, &m);
     }
     let timestamp = now_micros();
-    ctx.send_with(conn, to_engine(header.priority), header.frame_len(data_len), |out| {
-        encode_parts(header, timestamp, payload, data_len, out)
-    })
+    ctx.send_with(
+        conn,
+        to_engine(header.priority),
+        header.frame_len(data_len),
+        |out| encode_parts(header, timestamp, payload, data_len, out),
+    )
 }
 
 /// Appends the frame of `header` + `payload` (`data_len` = its encoded length).

@@ -104,7 +104,10 @@ impl Monitor {
         {
             let mut map = self.shard(key);
             if map.contains_key(&key) || map.len() < MAX_SHAPES / SHARDS {
-                return map.entry(key).or_insert_with(|| Entry::new(shown(sql))).add(us, ok);
+                return map
+                    .entry(key)
+                    .or_insert_with(|| Entry::new(shown(sql)))
+                    .add(us, ok);
             }
         }
         // A full shard: counted under `<other>`, which lives in the shard of its own key.
@@ -125,15 +128,17 @@ impl Monitor {
         let mut out: Vec<StatementStats> = Vec::new();
         for shard in 0..SHARDS {
             let map = self.shard(shard as u64);
-            out.extend(map.values().map(|e| StatementStats {
-                sql: e.shown.to_string(),
-                count: e.count,
-                errors: e.errors,
-                mean_us: e.sum_us as f64 / e.count.max(1) as f64,
-                p99_us: e
-                    .hist
-                    .as_ref()
-                    .map_or(0.0, |h| h.value_at_quantile(0.99) as f64),
+            out.extend(map.values().map(|e| {
+                StatementStats {
+                    sql: e.shown.to_string(),
+                    count: e.count,
+                    errors: e.errors,
+                    mean_us: e.sum_us as f64 / e.count.max(1) as f64,
+                    p99_us: e
+                        .hist
+                        .as_ref()
+                        .map_or(0.0, |h| h.value_at_quantile(0.99) as f64),
+                }
             }));
         }
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.sql.cmp(&b.sql)));
