@@ -291,21 +291,7 @@ fn health_says_degraded_without_db_server() {
 fn by_default_successes_are_not_logged_and_404s_are() {
     let dir = TempDir::new("http-quiet");
     let (_db, db_addr) = common::spawn_db(&dir.path("quiet.db"));
-    let db = db_addr.to_string();
-    let mut ts = common::Proc::spawn_logging(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db,
-            "--threads",
-            "1",
-            "--insecure-http-writes",
-        ],
-        None,
-    );
-    let [_, http] = ts.listen_addrs();
+    let (mut ts, http) = common::spawn_front_logging(db_addr, &[], None);
     wait_ready(http);
     assert_eq!(call(http, &put("quiet", "x", None)).status, 201);
     assert_eq!(

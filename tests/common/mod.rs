@@ -551,6 +551,15 @@ pub fn wait_front_ready(http: SocketAddr) {
 /// test-server as a child process in front of db-server `db` (one loop, HTTP writes without a
 /// token), with `extra` flags: the process and its HTTP address.
 pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
+    spawn_front_logging(db, extra, Some("info"))
+}
+
+/// [`spawn_front`] with `RUST_LOG` set to `rust_log`, or unset for `None`.
+pub fn spawn_front_logging(
+    db: SocketAddr,
+    extra: &[&str],
+    rust_log: Option<&str>,
+) -> (Proc, SocketAddr) {
     let db = db.to_string();
     let mut args = vec![
         "--listen",
@@ -562,7 +571,7 @@ pub fn spawn_front(db: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
         "--insecure-http-writes",
     ];
     args.extend_from_slice(extra);
-    let mut p = Proc::spawn("test-server", &args);
+    let mut p = Proc::spawn_logging("test-server", &args, rust_log);
     let [_, http] = p.listen_addrs();
     (p, http)
 }

@@ -16,8 +16,7 @@
 //! ```
 //!
 //! Heads are [`Head`] (`head.rs`), bodies are read by [`BodyReader`] (`body.rs`), responses
-//! written by [`write_response`]
-//! (`response.rs`).
+//! written by [`write_response`] (`response.rs`).
 
 mod body;
 mod head;
