@@ -11,12 +11,10 @@ cd "$(dirname "$0")/.."
 secs=${SECS:-5} runs=${RUNS:-3} conns=${CONNS:-50} rows=${ROWS:-1000000}
 cargo build --release -q --bin db-server --bin loadgen
 bin=$PWD/target/release
-hz=$(getconf CLK_TCK)
 work=$(mktemp -d "${DIR:-/tmp}/netmod-dbgrown.XXXXXX")
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 . benches/common.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start() { # extra db-server flags...
   port=$(free_port)
   taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$port" --sqlite "$work/grown.db" --workers 2 \
@@ -44,13 +42,9 @@ for round in $(seq "$runs"); do
     if [ "$cfg" = default ]; then start; else start --sqlite-cache-mb 2 --sqlite-mmap-mb 0; fi
     for run in read:1 read:16 write:1; do
       mode=${run%:*} depth=${run#*:}
-      t0=$(cpu_ticks "$pid")
-      out=$(taskset -c 1 "$bin/loadgen" db --addr "127.0.0.1:$port" --mode "$mode" --rows "$n" \
-              --conns "$conns" --pipeline "$depth" --duration "$secs")
-      t1=$(cpu_ticks "$pid")
-      reqs=$(echo "$out" | sed -n 's/^requests=\([0-9]*\).*/\1/p')
-      us=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", t * 1e6 / hz / n }')
-      echo "round=$round server=$cfg conns=${mode}_p$depth $(echo "$out" | tail -1) cpu_us_per_req=$us"
+      line=$(loadgen_cpu "$pid" "$bin/loadgen" db --addr "127.0.0.1:$port" --mode "$mode" \
+        --rows "$n" --conns "$conns" --pipeline "$depth" --duration "$secs")
+      echo "round=$round server=$cfg conns=${mode}_p$depth $line"
     done
     stop
   done

@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
-hz=$(getconf CLK_TCK)
 w=$(mktemp -d)
 for round in 1 2 3; do
   for who in before after after_sqlite_defaults; do
@@ -20,12 +19,9 @@ for round in 1 2 3; do
     taskset -c 0 $b --listen 127.0.0.1:$port --sqlite $w/ab.db --workers 2 "${extra[@]}" >/dev/null 2>&1 &
     pid=$!
     wait_port $port
-    t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-    out=$(taskset -c 1 target/release/loadgen db --addr 127.0.0.1:$port --mode write --conns 50 --pipeline 1 --duration 5)
-    t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
-    reqs=$(echo "$out" | sed -n 's/^requests=\([0-9]*\).*/\1/p')
-    us=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", t * 1e6 / hz / n }')
-    echo "round=$round server=$who conns=write_p1 $(echo "$out" | tail -1) cpu_us_per_req=$us"
+    line=$(loadgen_cpu "$pid" target/release/loadgen db --addr "127.0.0.1:$port" --mode write \
+      --conns 50 --pipeline 1 --duration 5)
+    echo "round=$round server=$who conns=write_p1 $line"
     kill $pid; wait $pid 2>/dev/null || true
   done
 done
