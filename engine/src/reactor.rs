@@ -332,12 +332,10 @@ impl<M, T> Core<M, T> {
         mem::replace(list, spare)
     }
 
-    /// Returns a worked-through batch's list as the spare.
+    /// Returns a worked-through batch's list as the spare (`take_batch` left none).
     pub(crate) fn put_batch(&mut self, mut batch: Vec<ConnId>) {
         batch.clear();
-        if batch.capacity() > self.spare_ids.capacity() {
-            self.spare_ids = batch;
-        }
+        self.spare_ids = batch;
     }
 
     /// Makes sure the session's deadline check fires no later than its nearest deadline.

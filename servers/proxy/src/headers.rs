@@ -74,14 +74,8 @@ impl RequestIds {
         }
     }
 
-    /// The client's id if it sent a sane one (printable, at most 128 bytes), else a new one.
-    pub fn for_request(&mut self, head: &Head) -> String {
-        let mut id = String::new();
-        self.for_request_into(head, &mut id);
-        id
-    }
-
-    /// [`RequestIds::for_request`] into `out` (cleared first; no allocation once it has room).
+    /// The client's id if it sent a sane one (printable, at most 128 bytes), else a new one,
+    /// into `out` (cleared first; no allocation once it has room).
     pub fn for_request_into(&mut self, head: &Head, out: &mut String) {
         out.clear();
         match head.header("x-request-id") {
@@ -112,16 +106,10 @@ impl Default for RequestIds {
     }
 }
 
-/// The request head as the backend gets it. `upgrade` keeps `Connection: Upgrade` and the
-/// `Upgrade` field (a WebSocket handshake); the body framing fields are kept unchanged, since
-/// the body is forwarded as it came. `proto` (`http` or `https`) is how the client reached us.
-pub fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    request_into(&mut out, head, client, proto, id, upgrade);
-    out
-}
-
-/// [`request`] appended to `out`.
+/// Appends the request head as the backend gets it. `upgrade` keeps `Connection: Upgrade` and
+/// the `Upgrade` field (a WebSocket handshake); the body framing fields are kept unchanged,
+/// since the body is forwarded as it came. `proto` (`http` or `https`) is how the client
+/// reached us.
 pub fn request_into(
     out: &mut Vec<u8>,
     head: &Head,
@@ -187,14 +175,7 @@ pub struct ResponseShape {
     pub dechunk: bool,
 }
 
-/// The response head as the client gets it.
-pub fn response(head: &Head, shape: ResponseShape, id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    response_into(&mut out, head, shape, id);
-    out
-}
-
-/// [`response`] appended to `out`.
+/// Appends the response head as the client gets it.
 pub fn response_into(out: &mut Vec<u8>, head: &Head, shape: ResponseShape, id: &str) {
     let listed = Listed::of(head);
     out.extend_from_slice(if shape.client_minor == 0 {
@@ -247,6 +228,20 @@ fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(head: &Head, client: IpAddr, proto: &str, id: &str, upgrade: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        request_into(&mut out, head, client, proto, id, upgrade);
+        out
+    }
+
+    impl RequestIds {
+        fn for_request(&mut self, head: &Head) -> String {
+            let mut id = String::new();
+            self.for_request_into(head, &mut id);
+            id
+        }
+    }
 
     fn head(raw: &[u8]) -> Head {
         http1::parse_request_head(raw, 8192).unwrap().unwrap().0
