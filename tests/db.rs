@@ -679,3 +679,50 @@ fn watchers_hear_of_committed_writes_to_their_tables_on_every_loop() {
     assert_eq!(code(first[0].await_reply(id)), ErrorCode::BadMessage);
     first[0].ping(b"still here").unwrap();
 }
+
+/// A pass's reads are handed to the workers together: those that do not fit the work queue are
+/// answered OVERLOADED at once, the rest answered normally, none lost or answered twice.
+#[test]
+fn a_full_work_queue_answers_overloaded_and_loses_no_request() {
+    let dir = TempDir::new("db-overload");
+    let mut cfg = common::sqlite_config(&dir);
+    cfg.queue = 2;
+    let srv = common::start_db_pool(db::PoolConfig::Sqlite(cfg));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", vec![])
+        .unwrap();
+    // 50 reads in one write: one read on the server, one pass, one hand-over.
+    let mut bytes = Vec::new();
+    for id in 1..=50u32 {
+        let req = DataRequest::execute("SELECT count(*) FROM t", vec![]);
+        let msg = wire::message(MessageType::Request, Operation::Data, 1000 + id, &req);
+        bytes.extend_from_slice(&wire::to_frame(&msg));
+    }
+    c.send_raw(&bytes).unwrap();
+    let (mut answered, mut overloaded) = (HashSet::new(), 0);
+    while answered.len() < 50 {
+        let m = c.recv().unwrap().expect("connection open");
+        assert!(
+            answered.insert(m.message_id),
+            "answered twice: {}",
+            m.message_id
+        );
+        match MessageType::try_from(m.r#type) {
+            Ok(MessageType::Response) => {}
+            Ok(MessageType::Error) => {
+                match tools::client::server_error(&m) {
+                    ClientError::Server { code, .. } => assert_eq!(code, ErrorCode::Overloaded),
+                    other => panic!("{other:?}"),
+                }
+                overloaded += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        overloaded > 0 && overloaded < 50,
+        "{overloaded} of 50 overloaded"
+    );
+    // The server carries on.
+    assert_eq!(count(&mut c, "t"), 0);
+}

@@ -152,6 +152,12 @@ pub trait Handler: 'static {
     ) {
     }
 
+    /// The loop has handled this pass's events, messages and timers and is about to write
+    /// output and poll again. Work collected during the pass can be handed to other threads
+    /// here in one go (one lock and one wake for the pass instead of one per request), as
+    /// Redis does in `beforeSleep`.
+    fn on_pass_end(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>) {}
+
     /// The connection is closed; `conn` is invalid from now on. Called exactly once per
     /// connection that was accepted or whose connect was attempted.
     fn on_close(

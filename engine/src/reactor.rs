@@ -550,6 +550,10 @@ impl<H: Handler> Loop<H> {
             }
             self.run_ready();
             self.run_timers();
+            {
+                let (h, mut ctx) = self.ctx();
+                h.on_pass_end(&mut ctx);
+            }
             // Messages and timers are how a busy handler finishes: re-check closes waiting on it.
             let core = &mut self.core;
             core.closing.append(&mut core.waiting_on_handler);

@@ -105,6 +105,37 @@ impl<M> LoopHandle<M> {
         }
         Ok(())
     }
+
+    /// Queues all of `msgs` (emptied, its capacity kept for the caller) under one lock and
+    /// with at most one wake: a worker that finished a group of jobs answers them together, so
+    /// the loop is not woken once per answer. False if the loop has ended (the messages are
+    /// left in `msgs`).
+    pub fn send_all(&self, msgs: &mut Vec<M>) -> bool {
+        if self.mailbox.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if msgs.is_empty() {
+            return true;
+        }
+        let was_empty = {
+            let mut q = match self.mailbox.queue.lock() {
+                Ok(q) => q,
+                Err(p) => p.into_inner(),
+            };
+            let was_empty = q.is_empty();
+            q.append(msgs);
+            was_empty
+        };
+        if was_empty {
+            let _ = self.mailbox.waker.wake();
+        }
+        true
+    }
+
+    /// True when both handles send to the same loop.
+    pub fn same_loop(&self, other: &LoopHandle<M>) -> bool {
+        Arc::ptr_eq(&self.mailbox, &other.mailbox)
+    }
 }
 
 /// Controls a running server from any thread.

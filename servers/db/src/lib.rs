@@ -7,6 +7,8 @@
 //! - [`postgres_pool`], [`postgres`], [`libpq`]: writers on the primary and readers routed to
 //!   replicas; statements, values and error codes on PostgreSQL; the libpq binding.
 //! - [`batch`], [`page`], [`error`]: batches, result limits and errors, the same everywhere.
+//! - `queue`: the bounded job queues between the loops and the workers.
+//! - [`reply`]: how answers get back to the connection's loop, a group's together.
 //! - [`txn`]: interactive transactions and cursors, a connection and a thread each.
 //! - [`turn`]: the first-come, first-served queue for SQLite's write lock.
 //! - [`watch`]: table-change notifications for subscribed connections.
@@ -21,6 +23,8 @@ pub mod page;
 pub mod pool;
 pub mod postgres;
 pub mod postgres_pool;
+pub(crate) mod queue;
+pub mod reply;
 pub mod sandbox;
 pub mod service;
 pub mod sqlite;

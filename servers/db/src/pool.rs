@@ -7,21 +7,26 @@
 //! gives only its `Worker`s: how a group of reads or writes runs on its connections.
 //!
 //! ```text
-//! submit ─► check_allowed ─► read keyword? ─► readers queue ─► reader thread ─► Worker::run_group
-//!                                   └ else ─► writers queue ─► writer thread ─► Worker::run_group
+//! submit ─► check_allowed ─► read keyword? ─► Pending.reads ─┐ flush: ─► readers queue ─► reader thread ─► Worker::run_group
+//!                                   └ else ─► Pending.writes ┘ one lock ─► writers queue ─► writer thread ─► Worker::run_group
 //! ```
+//!
+//! A loop stages its pass's jobs in a [`Pending`] and flushes it at the end of the pass: one
+//! lock and at most one wake per worker for the pass; workers answer a group's jobs together
+//! ([`crate::reply::batched`]). On a busy core this saves two context switches per request.
 //!
 //! A reader that finds a job is a write after all (SQLite: not read-only; PostgreSQL: the
 //! read-only session refused it) hands it to the writers queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::error::DbError;
 use crate::monitor::Monitor;
+use crate::queue::JobQueue;
+use crate::reply;
 use crate::txn::Txns;
-use crate::workers::{check_allowed, enqueue, starts_with_keyword, Job, Work, READ_KEYWORDS};
+use crate::workers::{check_allowed, starts_with_keyword, Job, Work, READ_KEYWORDS};
 use protocol::proto::{ErrorCode, ReadConsistency, StatsResult};
 
 /// Idempotency records are kept this long.
@@ -33,17 +38,25 @@ const PRUNE_EVERY_WRITES: u64 = 1000;
 /// One worker thread's share of a backend: it owns its connections and runs the groups of jobs
 /// the pool takes from its queue (one job, or up to the group size when several wait).
 pub(crate) trait Worker: Send + 'static {
-    /// Runs `jobs` and answers each through its reply.
-    fn run_group(&mut self, jobs: Vec<Job>);
+    /// Runs `jobs` (taking them out) and answers each through its reply.
+    fn run_group(&mut self, jobs: &mut Vec<Job>);
 }
 
 /// The queues, for workers that hand a job on (a reader that found a write).
 #[derive(Debug, Clone)]
 pub(crate) struct Queues {
     /// Jobs that may be reads.
-    pub readers: SyncSender<Job>,
+    pub readers: Arc<JobQueue>,
     /// Writes and batches.
-    pub writers: SyncSender<Job>,
+    pub writers: Arc<JobQueue>,
+}
+
+/// Jobs a loop has staged during its pass ([`Pool::submit`]), handed to the workers together
+/// by [`Pool::flush`]. Keeps its capacity from pass to pass.
+#[derive(Debug, Default)]
+pub struct Pending {
+    reads: Vec<Job>,
+    writes: Vec<Job>,
 }
 
 /// Commits and the commit index, kept the same way for every backend.
@@ -132,19 +145,26 @@ impl Pool {
         after_index: AfterIndex,
         make: impl FnOnce(&Queues) -> Result<Workers<R, W>, DbError>,
     ) -> Result<Pool, DbError> {
-        let (wtx, wrx) = mpsc::sync_channel::<Job>(queue);
-        let (rtx, rrx) = mpsc::sync_channel::<Job>(queue);
         let queues = Queues {
-            readers: rtx,
-            writers: wtx,
+            readers: Arc::new(JobQueue::new(queue)),
+            writers: Arc::new(JobQueue::new(queue)),
         };
         let workers = make(&queues)?;
-        let (wrx, rrx) = (Arc::new(Mutex::new(wrx)), Arc::new(Mutex::new(rrx)));
         for (i, w) in workers.writers.into_iter().enumerate() {
-            serve(format!("db-writer-{i}"), w, &wrx, workers.writer_group)?;
+            serve(
+                format!("db-writer-{i}"),
+                w,
+                &queues.writers,
+                workers.writer_group,
+            )?;
         }
         for (i, r) in workers.readers.into_iter().enumerate() {
-            serve(format!("db-reader-{i}"), r, &rrx, workers.reader_group)?;
+            serve(
+                format!("db-reader-{i}"),
+                r,
+                &queues.readers,
+                workers.reader_group,
+            )?;
         }
         Ok(Pool {
             txns,
@@ -155,11 +175,12 @@ impl Pool {
         })
     }
 
-    /// Queues a statement or batch outside interactive transactions: single statements that
-    /// look like reads to the readers, everything else to the writers.
-    pub fn submit(&self, job: Job) {
+    /// Checks a statement or batch outside interactive transactions and stages it in
+    /// `pending` (answering at once what is refused): single statements that look like reads
+    /// for the readers, everything else for the writers. [`Pool::flush`] hands them over.
+    pub fn submit(&self, job: Job, pending: &mut Pending) {
         if let Err(e) = check_allowed(&job.work) {
-            return (job.reply)(Err(e));
+            return job.reply.send(Err(e));
         }
         let now = self.committed_index();
         if self.after_index == AfterIndex::Stale
@@ -170,14 +191,20 @@ impl Pool {
                 ErrorCode::Stale,
                 format!("commit index {} not reached (at {now})", job.after_index),
             );
-            return (job.reply)(Err(e));
+            return job.reply.send(Err(e));
         }
         match &job.work {
             Work::Execute(st) if starts_with_keyword(&st.sql, READ_KEYWORDS) => {
-                enqueue(&self.queues.readers, job)
+                pending.reads.push(job)
             }
-            _ => enqueue(&self.queues.writers, job),
+            _ => pending.writes.push(job),
         }
+    }
+
+    /// Hands the staged jobs to the workers: one lock per queue, and no more wakes than jobs.
+    pub fn flush(&self, pending: &mut Pending) {
+        self.queues.readers.push_all(&mut pending.reads);
+        self.queues.writers.push_all(&mut pending.writes);
     }
 
     /// Interactive transactions and cursors.
@@ -204,11 +231,11 @@ impl Pool {
 }
 
 /// Starts a thread that runs `worker` on groups of up to `group` jobs from `jobs`, until the
-/// pool (every sender) is gone.
+/// pool closes the queue and it is empty. A group's answers go back together.
 fn serve(
     name: String,
     mut worker: impl Worker,
-    jobs: &Arc<Mutex<Receiver<Job>>>,
+    jobs: &Arc<JobQueue>,
     group: usize,
 ) -> Result<(), DbError> {
     let jobs = Arc::clone(jobs);
@@ -216,27 +243,20 @@ fn serve(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            while let Some(g) = next_group(&jobs, group) {
-                worker.run_group(g);
+            let mut taken = Vec::with_capacity(group.min(64));
+            while jobs.take(&mut taken, group) {
+                reply::batched(|| worker.run_group(&mut taken));
+                taken.clear();
             }
         })
         .map(|_| ())
         .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
 }
 
-/// The next job, waiting for it, and whatever else is queued, up to `max`.
-fn next_group(jobs: &Mutex<Receiver<Job>>, max: usize) -> Option<Vec<Job>> {
-    let rx = match jobs.lock() {
-        Ok(rx) => rx,
-        Err(p) => p.into_inner(),
-    };
-    let mut group = Vec::with_capacity(max.min(16));
-    group.push(rx.recv().ok()?);
-    while group.len() < max {
-        match rx.try_recv() {
-            Ok(j) => group.push(j),
-            Err(_) => break,
-        }
+impl Drop for Pool {
+    /// Workers finish the jobs already queued, then stop.
+    fn drop(&mut self) {
+        self.queues.readers.close();
+        self.queues.writers.close();
     }
-    Some(group)
 }

@@ -23,7 +23,6 @@
 //! index beside it after the commit, so a retry gets the same reply.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +35,9 @@ use super::libpq::Param;
 use super::monitor::Monitor;
 use super::page::Limit;
 use super::postgres::{self, Pg};
+use super::queue::JobQueue;
 use super::txn::Txns;
-use super::workers::{enqueue, starts_with_keyword, Job, Work};
+use super::workers::{starts_with_keyword, Job, Work};
 use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
 use protocol::proto::{
     data_response, DataResponse, ErrorCode, ReadConsistency, Statement, StatementResult,
@@ -181,8 +181,8 @@ enum Outcome {
 }
 
 impl Worker for Writer {
-    fn run_group(&mut self, jobs: Vec<Job>) {
-        Writer::run_group(self, jobs);
+    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+        Writer::run_group(self, std::mem::take(jobs));
     }
 }
 
@@ -222,7 +222,7 @@ impl Writer {
         if let Ok(resp) = &r {
             self.committed(resp.commit_index, 1);
         }
-        (job.reply)(r);
+        job.reply.send(r);
     }
 
     fn committed(&mut self, index: u64, writes: u64) {
@@ -250,7 +250,7 @@ impl Writer {
                 // The connection failed: whether the group committed is unknown.
                 self.pg = None;
                 for job in jobs {
-                    (job.reply)(Err(e.clone()));
+                    job.reply.send(Err(e.clone()));
                 }
                 return;
             }
@@ -261,7 +261,8 @@ impl Writer {
                 self.monitor
                     .record(&st.sql, start.elapsed(), outcome.is_ok());
             }
-            (job.reply)(outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index)));
+            job.reply
+                .send(outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index)));
         }
         if wrote > 0 {
             self.committed(index, wrote);
@@ -416,7 +417,7 @@ struct Reader {
     rr: Arc<AtomicUsize>,
     wait: Duration,
     retry: Duration,
-    writers: SyncSender<Job>,
+    writers: Arc<JobQueue>,
     committed: Arc<AtomicU64>,
     monitor: Arc<Monitor>,
 }
@@ -431,27 +432,27 @@ fn statement(j: &Job) -> Option<(&Statement, Limit)> {
 
 /// Answers a job's read outcome: a "read" that wrote goes to the writers instead.
 fn answer(
-    writers: &SyncSender<Job>,
+    writers: &Arc<JobQueue>,
     monitor: &Monitor,
     job: Job,
     r: Result<DataResponse, DbError>,
     start: Instant,
 ) {
     if matches!(&r, Err(e) if e.code == ErrorCode::ReadOnly) {
-        return enqueue(writers, job);
+        return writers.push(job);
     }
     if let Work::Execute(st) = &job.work {
         monitor.record(&st.sql, start.elapsed(), r.is_ok());
     }
-    (job.reply)(r);
+    job.reply.send(r);
 }
 
 /// A read-only session: a statement that writes fails READ_ONLY and goes to the writers.
 const READ_ONLY_SESSION: &str = "SET default_transaction_read_only = on";
 
 impl Worker for Reader {
-    fn run_group(&mut self, jobs: Vec<Job>) {
-        Reader::run_group(self, jobs);
+    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+        Reader::run_group(self, std::mem::take(jobs));
     }
 }
 

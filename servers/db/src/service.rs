@@ -4,11 +4,13 @@
 //! # Lifecycle of a request
 //!
 //! ```text
-//! frame ─► decode Message ─► REQUEST DATA ─► decode DataRequest ─► Pool::submit ─► worker thread
-//!   │                         REQUEST PING ─► PONG                                    │
-//!   │                         other ─► ERROR UNSUPPORTED                  LoopHandle::send(Reply)
-//!   └─ undecodable ─► ERROR BAD_MESSAGE                                               ▼
-//!                                                on_message ─► RESPONSE DATA (or ERROR) to the peer
+//! frame ─► decode Message ─► REQUEST DATA ─► decode DataRequest ─► Pool::submit (staged)
+//!   │                         REQUEST PING ─► PONG                        │ end of the pass:
+//!   │                         other ─► ERROR UNSUPPORTED                  ▼ Pool::flush
+//!   │                                                       worker thread: a group of jobs
+//!   └─ undecodable ─► ERROR BAD_MESSAGE                                   │ the group's answers
+//!                                                                         ▼ together (reply)
+//!                                          on_message ─► RESPONSE DATA (or ERROR) to the peer
 //! ```
 //!
 //! A connection with requests in flight is "busy", so a graceful shutdown waits for its answers.
@@ -20,9 +22,10 @@ use prost::Message as _;
 
 use super::error::DbError;
 use super::page::Limit;
-use super::pool::Pool;
+use super::pool::{Pending, Pool};
+use super::reply::ReplyTo;
 use super::watch::{self, Subscription, Watchers};
-use super::workers::{Job, ReplyFn, Work};
+use super::workers::{Job, Work};
 use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
 };
@@ -33,24 +36,7 @@ pub const DEFAULT_RESULT_LIMIT: usize = 10 * 1024 * 1024;
 /// Room left in a frame for the response's own fields.
 const RESPONSE_OVERHEAD: usize = 4096;
 
-/// An answer coming back from a worker.
-#[derive(Debug)]
-pub struct Reply {
-    conn: ConnId,
-    id: u32,
-    result: Result<DataResponse, DbError>,
-    /// Tables the work writes, when somebody watches (see [`watch`]).
-    tables: Vec<String>,
-}
-
-/// What a loop's mailbox carries.
-#[derive(Debug)]
-pub enum Inbox {
-    /// A worker's answer.
-    Reply(Reply),
-    /// Another loop committed a write: tell this loop's subscribers.
-    Changed(Arc<TablesChanged>),
-}
+pub use super::reply::{Inbox, Reply};
 
 /// The handler of one loop.
 #[derive(Debug)]
@@ -60,6 +46,8 @@ pub struct DbService {
     max_message: usize,
     inflight: ConnMap<u32>,
     subscriptions: ConnMap<Subscription>,
+    /// This pass's jobs, handed to the workers at its end.
+    pending: Pending,
 }
 
 impl DbService {
@@ -71,6 +59,7 @@ impl DbService {
             max_message,
             inflight: ConnMap::default(),
             subscriptions: ConnMap::default(),
+            pending: Pending::default(),
         }
     }
 
@@ -202,39 +191,32 @@ impl DbService {
             Vec::new()
         };
         let reply = self.reply_fn(ctx, conn, id, tables);
-        self.pool.submit(Job {
+        let job = Job {
             work,
             idempotency_key: req.idempotency_key,
             limit,
             consistency,
             after_index: req.after_index,
             reply,
-        });
+        };
+        self.pool.submit(job, &mut self.pending);
     }
 
-    /// Counts one answer owed to `conn` and makes the callback a worker delivers it through.
+    /// Counts one answer owed to `conn` and says where a worker delivers it.
     fn reply_fn(
         &mut self,
         ctx: &mut Context<'_, Inbox>,
         conn: ConnId,
         id: u32,
         tables: Vec<String>,
-    ) -> ReplyFn {
+    ) -> ReplyTo {
         match self.inflight.get_mut(conn) {
             Some(n) => *n += 1,
             None => {
                 self.inflight.insert(conn, 1);
             }
         }
-        let inbox = ctx.loop_handle();
-        Box::new(move |result| {
-            let _ = inbox.send(Inbox::Reply(Reply {
-                conn,
-                id,
-                result,
-                tables,
-            }));
-        })
+        ReplyTo::new(ctx.loop_handle(), conn, id, tables)
     }
 
     fn answer(
@@ -297,6 +279,10 @@ impl Handler for DbService {
                 _ => wire::reply_unsupported(ctx, conn, &msg),
             }
         })
+    }
+
+    fn on_pass_end(&mut self, _ctx: &mut Context<'_, Inbox>) {
+        self.pool.flush(&mut self.pending);
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_, Inbox>, msg: Inbox) {

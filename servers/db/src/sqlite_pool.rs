@@ -16,7 +16,6 @@
 //! retry finds the key and gets the stored response (byte for byte the same), not a second write.
 
 use std::path::PathBuf;
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +25,11 @@ use rusqlite::Connection;
 
 use crate::monitor::Monitor;
 use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
+use crate::queue::JobQueue;
 use crate::sqlite::{self, DbError};
 use crate::turn::WriteTurn;
 use crate::txn::Txns;
-use crate::workers::{enqueue, Job, Work};
+use crate::workers::{Job, Work};
 use protocol::proto::{data_response, DataResponse, ErrorCode};
 
 /// SQLite pool configuration.
@@ -117,7 +117,7 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
                     counters: Arc::clone(&counters),
                     monitor: Arc::clone(&monitor),
                 }],
-                reader_group: 1,
+                reader_group: READ_GROUP,
                 writer_group: cfg.max_group.max(1),
             })
         },
@@ -129,37 +129,49 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
     Ok(pool)
 }
 
+/// Reads a reader takes from its queue at once (one read transaction for them all).
+const READ_GROUP: usize = 32;
+
 /// A reader thread's connection (read-only).
 struct Reader {
     conn: Connection,
-    writer: SyncSender<Job>,
+    writer: Arc<JobQueue>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
 }
 
 impl Worker for Reader {
-    fn run_group(&mut self, jobs: Vec<Job>) {
-        for job in jobs {
-            self.read(job);
+    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+        // The snapshot the group's reads see starts after this load (at their first step), so
+        // it includes at least this index.
+        let index = self.counters.committed_index();
+        // Several jobs share one read transaction: one WAL read lock (fcntl calls on the -shm
+        // file) instead of one per statement. Every job was queued before the snapshot starts,
+        // so each still sees every write acknowledged before it was sent.
+        let shared = jobs.len() > 1 && self.conn.execute_batch("BEGIN").is_ok();
+        for job in jobs.drain(..) {
+            self.read(job, index);
+        }
+        // An I/O error may have ended the transaction already.
+        if shared && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("COMMIT");
         }
     }
 }
 
 impl Reader {
-    fn read(&mut self, job: Job) {
+    fn read(&mut self, job: Job, index: u64) {
         let Work::Execute(st) = &job.work else {
-            return enqueue(&self.writer, job);
+            return self.writer.push(job);
         };
-        // The snapshot this read sees starts after this load, so it includes at least this index.
-        let index = self.counters.committed_index();
         let start = Instant::now();
         let r = match sqlite::execute_read(&self.conn, st, job.limit) {
-            Ok(None) => return enqueue(&self.writer, job),
+            Ok(None) => return self.writer.push(job),
             Ok(Some(res)) => Ok(res),
             Err(e) => Err(e),
         };
         self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
-        (job.reply)(r.map(|res| DataResponse {
+        job.reply.send(r.map(|res| DataResponse {
             kind: Some(data_response::Kind::Result(res)),
             commit_index: index,
         }));
@@ -177,8 +189,8 @@ struct Writer {
 }
 
 impl Worker for Writer {
-    fn run_group(&mut self, mut jobs: Vec<Job>) {
-        self.commit_group(&mut jobs);
+    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+        self.commit_group(jobs);
     }
 }
 
@@ -197,7 +209,7 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 for job in group.drain(..) {
-                    (job.reply)(Err(e.clone()));
+                    job.reply.send(Err(e.clone()));
                 }
                 return;
             }
@@ -230,7 +242,7 @@ impl Writer {
             }
         }
         for (job, r) in group.drain(..).zip(results) {
-            (job.reply)(r);
+            job.reply.send(r);
         }
     }
 

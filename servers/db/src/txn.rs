@@ -31,7 +31,8 @@ use log::info;
 use super::error::DbError;
 use super::monitor::Monitor;
 use super::page::Limit;
-use super::workers::{check_statement, ReplyFn};
+use super::reply::ReplyTo;
+use super::workers::check_statement;
 use protocol::proto::{
     data_response, Column, CursorOpen, CursorPage, DataResponse, ErrorCode, Row, Statement,
     StatementResult, TxnBegin, TxnEnded, TxnInfo,
@@ -89,15 +90,15 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(2);
 const REMEMBER_EXPIRED: Duration = Duration::from_secs(600);
 
 enum Cmd {
-    Exec(Statement, Limit, ReplyFn),
-    Commit(ReplyFn),
+    Exec(Statement, Limit, ReplyTo),
+    Commit(ReplyTo),
     /// Rollback of a transaction, close of a cursor.
-    Rollback(ReplyFn),
-    Fetch(ReplyFn),
+    Rollback(ReplyTo),
+    Fetch(ReplyTo),
 }
 
 impl Cmd {
-    fn into_reply(self) -> ReplyFn {
+    fn into_reply(self) -> ReplyTo {
         match self {
             Cmd::Exec(_, _, r) | Cmd::Commit(r) | Cmd::Rollback(r) | Cmd::Fetch(r) => r,
         }
@@ -180,8 +181,8 @@ impl Txns {
         purpose: Purpose,
         timeout_ms: u32,
         idle_ms: u32,
-        reply: ReplyFn,
-        body: impl FnOnce(Box<dyn TxnConn>, Session, ReplyFn) + Send + 'static,
+        reply: ReplyTo,
+        body: impl FnOnce(Box<dyn TxnConn>, Session, ReplyTo) + Send + 'static,
     ) {
         let timeout = match timeout_ms {
             0 => DEFAULT_TIMEOUT,
@@ -198,7 +199,7 @@ impl Txns {
             let mut t = lock(&self.table);
             if t.open.len() >= self.max_open {
                 drop(t);
-                return reply(Err(DbError::new(
+                return reply.send(Err(DbError::new(
                     ErrorCode::Overloaded,
                     "too many open transactions and cursors",
                 )));
@@ -209,7 +210,7 @@ impl Txns {
             Ok(c) => c,
             Err(e) => {
                 lock(&self.table).open.remove(&id);
-                return reply(Err(e));
+                return reply.send(Err(e));
             }
         };
         let session = Session {
@@ -237,7 +238,7 @@ impl Txns {
         if let Err(e) = spawned {
             lock(&table).open.remove(&id);
             if let Some(reply) = slot.lock().ok().and_then(|mut r| r.take()) {
-                reply(Err(DbError::new(
+                reply.send(Err(DbError::new(
                     ErrorCode::Internal,
                     format!("cannot start a thread: {e}"),
                 )));
@@ -246,14 +247,14 @@ impl Txns {
     }
 
     /// Opens a transaction; the reply carries its id.
-    pub fn begin(&self, req: &TxnBegin, reply: ReplyFn) {
+    pub fn begin(&self, req: &TxnBegin, reply: ReplyTo) {
         self.open(
             Purpose::Transaction,
             req.timeout_ms,
             req.idle_ms,
             reply,
             |mut conn, session, reply| {
-                reply(Ok(DataResponse {
+                reply.send(Ok(DataResponse {
                     kind: Some(data_response::Kind::Txn(TxnInfo {
                         txn_id: session.id,
                         timeout_ms: u32::try_from(session.timeout.as_millis()).unwrap_or(u32::MAX),
@@ -267,10 +268,10 @@ impl Txns {
     }
 
     /// Opens a cursor over `req.stmt`; the reply carries its id and first page.
-    pub fn open_cursor(&self, req: CursorOpen, limit: Limit, reply: ReplyFn) {
+    pub fn open_cursor(&self, req: CursorOpen, limit: Limit, reply: ReplyTo) {
         let st = req.stmt.unwrap_or_default();
         if let Err(e) = check_statement(&st) {
-            return reply(Err(e));
+            return reply.send(Err(e));
         }
         let page_rows = match req.page_rows {
             0 => DEFAULT_PAGE_ROWS,
@@ -288,26 +289,26 @@ impl Txns {
         );
     }
 
-    fn send(&self, id: u64, seq: u64, make: impl FnOnce(ReplyFn) -> Cmd, reply: ReplyFn) {
+    fn send(&self, id: u64, seq: u64, make: impl FnOnce(ReplyTo) -> Cmd, reply: ReplyTo) {
         let mut t = lock(&self.table);
         let now = Instant::now();
         t.expired
             .retain(|_, at| now.duration_since(*at) < REMEMBER_EXPIRED);
         if t.expired.contains_key(&id) {
             drop(t);
-            return reply(Err(DbError::new(
+            return reply.send(Err(DbError::new(
                 ErrorCode::TxnExpired,
                 format!("transaction {id:#x} expired and was rolled back"),
             )));
         }
         let Some(open) = t.open.get_mut(&id) else {
             drop(t);
-            return reply(Err(not_found(id)));
+            return reply.send(Err(not_found(id)));
         };
         if seq != open.next_seq {
             let want = open.next_seq;
             drop(t);
-            return reply(Err(DbError::new(
+            return reply.send(Err(DbError::new(
                 ErrorCode::BadRequest,
                 format!("transaction {id:#x}: seq {seq} out of order, expected {want}"),
             )));
@@ -316,7 +317,7 @@ impl Txns {
         if let Err(mpsc::SendError(cmd)) = open.tx.send(make(reply)) {
             // The thread just expired the transaction.
             drop(t);
-            cmd.into_reply()(Err(DbError::new(
+            cmd.into_reply().send(Err(DbError::new(
                 ErrorCode::TxnExpired,
                 format!("transaction {id:#x} expired"),
             )));
@@ -324,25 +325,25 @@ impl Txns {
     }
 
     /// Runs a statement in transaction `id`.
-    pub fn execute(&self, id: u64, seq: u64, st: Statement, limit: Limit, reply: ReplyFn) {
+    pub fn execute(&self, id: u64, seq: u64, st: Statement, limit: Limit, reply: ReplyTo) {
         if let Err(e) = check_statement(&st) {
-            return reply(Err(e));
+            return reply.send(Err(e));
         }
         self.send(id, seq, |r| Cmd::Exec(st, limit, r), reply);
     }
 
     /// Commits transaction `id`.
-    pub fn commit(&self, id: u64, seq: u64, reply: ReplyFn) {
+    pub fn commit(&self, id: u64, seq: u64, reply: ReplyTo) {
         self.send(id, seq, Cmd::Commit, reply);
     }
 
     /// Rolls transaction `id` back, or closes cursor `id`.
-    pub fn rollback(&self, id: u64, seq: u64, reply: ReplyFn) {
+    pub fn rollback(&self, id: u64, seq: u64, reply: ReplyTo) {
         self.send(id, seq, Cmd::Rollback, reply);
     }
 
     /// The next page of cursor `id`.
-    pub fn fetch(&self, id: u64, seq: u64, reply: ReplyFn) {
+    pub fn fetch(&self, id: u64, seq: u64, reply: ReplyTo) {
         self.send(id, seq, Cmd::Fetch, reply);
     }
 }
@@ -386,7 +387,7 @@ impl Session {
                     self.id
                 );
                 while let Ok(cmd) = self.rx.try_recv() {
-                    cmd.into_reply()(Err(DbError::new(
+                    cmd.into_reply().send(Err(DbError::new(
                         ErrorCode::TxnExpired,
                         format!("transaction {:#x} expired", self.id),
                     )));
@@ -412,7 +413,7 @@ fn run_cursor(
     st: &Statement,
     page_rows: usize,
     limit: Limit,
-    first: ReplyFn,
+    first: ReplyTo,
 ) {
     let start = Instant::now();
     // Pages are cut at the size limit rather than failing: the next page carries on.
@@ -432,7 +433,7 @@ fn run_cursor(
                 .monitor
                 .record(&st.sql, start.elapsed(), page.is_ok());
         }
-        r(page.map(|p| DataResponse {
+        r.send(page.map(|p| DataResponse {
             kind: Some(data_response::Kind::Page(CursorPage {
                 cursor_id: session.id,
                 columns: p.columns,
@@ -453,19 +454,19 @@ fn run_cursor(
                 }
                 Some(Cmd::Rollback(r)) => {
                     session.end();
-                    r(Ok(ended(session.committed.load(Ordering::Acquire))));
+                    r.send(Ok(ended(session.committed.load(Ordering::Acquire))));
                     return false;
                 }
-                Some(other) => {
-                    other.into_reply()(Err(misuse("a cursor takes fetch and close_cursor only")))
-                }
+                Some(other) => other
+                    .into_reply()
+                    .send(Err(misuse("a cursor takes fetch and close_cursor only"))),
             }
         }
     });
     if let Some(r) = reply.take() {
         // The backend stopped without a page (it should not); still answer.
         session.end();
-        r(Err(DbError::new(ErrorCode::Internal, "cursor ended early")));
+        r.send(Err(DbError::new(ErrorCode::Internal, "cursor ended early")));
     }
 }
 
@@ -487,12 +488,12 @@ fn run(conn: &mut dyn TxnConn, session: &Session) {
                     res
                 });
                 monitor.record(&st.sql, start.elapsed(), r.is_ok());
-                reply(r.map(|res| DataResponse {
+                reply.send(r.map(|res| DataResponse {
                     kind: Some(data_response::Kind::Result(res)),
                     commit_index: committed.load(Ordering::Acquire),
                 }));
             }
-            Cmd::Fetch(reply) => reply(Err(misuse("fetch is for cursors"))),
+            Cmd::Fetch(reply) => reply.send(Err(misuse("fetch is for cursors"))),
             Cmd::Commit(reply) => {
                 session.end();
                 let r = conn.commit(wrote, committed);
@@ -502,12 +503,12 @@ fn run(conn: &mut dyn TxnConn, session: &Session) {
                     }
                     Err(_) => conn.rollback(),
                 }
-                return reply(r.map(ended));
+                return reply.send(r.map(ended));
             }
             Cmd::Rollback(reply) => {
                 session.end();
                 conn.rollback();
-                return reply(Ok(ended(committed.load(Ordering::Acquire))));
+                return reply.send(Ok(ended(committed.load(Ordering::Acquire))));
             }
         }
     }

@@ -1,11 +1,10 @@
-//! What the backends' workers are given: jobs, the reply callback, and which statements may be
+//! What the backends' workers are given: jobs, where they answer, and which statements may be
 //! run outside the server's own transaction handling.
-
-use std::sync::mpsc::{SyncSender, TrySendError};
 
 use super::error::DbError;
 use super::page::Limit;
-use protocol::proto::{Batch, DataResponse, ErrorCode, ReadConsistency, Statement};
+use super::reply::ReplyTo;
+use protocol::proto::{Batch, ErrorCode, ReadConsistency, Statement};
 
 /// What a job asks for.
 #[derive(Debug, Clone)]
@@ -15,9 +14,6 @@ pub enum Work {
     /// An atomic batch.
     Batch(Batch),
 }
-
-/// Called once with the outcome, on the worker thread.
-pub type ReplyFn = Box<dyn FnOnce(Result<DataResponse, DbError>) + Send>;
 
 /// One request for a worker.
 pub struct Job {
@@ -32,31 +28,12 @@ pub struct Job {
     /// With AFTER_INDEX: the commit index the read must see.
     pub after_index: u64,
     /// Where the outcome goes.
-    pub reply: ReplyFn,
+    pub reply: ReplyTo,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").field("work", &self.work).finish()
-    }
-}
-
-fn overloaded(job: Job) {
-    (job.reply)(Err(DbError::new(
-        ErrorCode::Overloaded,
-        "work queue full, retry later",
-    )));
-}
-
-/// Queues `job` on `tx`, answering OVERLOADED when the queue is full.
-pub(crate) fn enqueue(tx: &SyncSender<Job>, job: Job) {
-    match tx.try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(job)) => overloaded(job),
-        Err(TrySendError::Disconnected(job)) => (job.reply)(Err(DbError::new(
-            ErrorCode::Unavailable,
-            "database workers stopped",
-        ))),
     }
 }
 
