@@ -305,7 +305,7 @@ fn by_default_successes_are_not_logged_and_404s_are() {
     // One loop writes the lines in request order: a success logged would come before this.
     let nf = ts.wait_line("Status: 404");
     assert!(
-        nf.contains("][ERROR] Client IP: 127.0.0.1, Status: 404, Response: {"),
+        nf.contains("][ERROR][test-server] Client IP: 127.0.0.1, Status: 404, Response: {"),
         "{nf}"
     );
     assert!(

@@ -152,6 +152,51 @@ fn loadgen_prints_the_contract_line_last() {
     assert_eq!(fields[3].1.parse::<u64>().unwrap(), 0);
 }
 
+/// On a terminal loadgen rewrites one progress line each second and erases it before its
+/// report; captured (as above) it writes no such line. `script` gives it a pseudo-terminal.
+#[test]
+fn loadgen_shows_progress_on_a_terminal_only_and_keeps_its_last_line() {
+    let mut p = Proc::spawn(
+        "test-server",
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let addr = p.listen_addr().to_string();
+    let cmd = format!(
+        "{} ping --addr {addr} --conns 2 --duration 2.2",
+        common::bin_path("loadgen").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("rps so far"),
+        "no progress line on a terminal: {text:?}"
+    );
+    assert!(
+        text.contains("\r\x1b[K"),
+        "the line is not rewritten in place: {text:?}"
+    );
+    let last = text.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("rps=") && last.contains(" errors=0"),
+        "{last:?}"
+    );
+    // Captured output has no progress line.
+    let captured = common::loadgen(&["ping", "--addr", &addr, "--conns", "2", "--duration", "1.2"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&captured.stdout),
+        String::from_utf8_lossy(&captured.stderr)
+    );
+    assert!(
+        !all.contains("rps so far") && !all.contains('\x1b'),
+        "{all:?}"
+    );
+}
+
 #[test]
 fn loadgen_cycles_connections_when_asked_and_counts_no_errors_for_them() {
     let mut p = Proc::spawn(

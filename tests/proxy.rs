@@ -669,9 +669,10 @@ fn several_loop_threads_share_one_pool_and_the_logs_keep_the_original_format() {
     assert!(seen.values().all(|&n| n == 10), "{seen:?}");
     for line in [
         "[INFO] Backend server pool initialized with 4 servers",
-        "[INFO] New connection from 127.0.0.1",
-        "[INFO] Selected backend server 127.0.0.1:",
-        "[INFO] Client IP: 127.0.0.1, Status: 200, Response: {\"backend\":",
+        // Per-request lines name the program that wrote them.
+        "[INFO][proxy] New connection from 127.0.0.1",
+        "[INFO][proxy] Selected backend server 127.0.0.1:",
+        "[INFO][proxy] Client IP: 127.0.0.1, Status: 200, Response: {\"backend\":",
         "[INFO] [METRIC][SERVER 127.0.0.1:",
         "[INFO] [METRIC][SYSTEM] Total Requests: ",
     ] {
@@ -978,4 +979,74 @@ fn the_config_files_proxy_table_sets_what_flags_leave_unset_and_flags_win() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("strategi"), "{err}");
+}
+
+/// With `--admin-token`, changes to the pool need it as a Bearer token (401 with
+/// `WWW-Authenticate` otherwise); reading does not. The dashboard is served at `/` and
+/// `/dashboard`; a backend added through the API is `unknown` until its first check answers.
+#[test]
+fn admin_changes_need_the_token_and_a_new_backend_is_unknown_until_checked() {
+    let a = TestBackend::start("a");
+    let addr_a = a.addr.to_string();
+    let p = proxy(&[
+        "--backend",
+        &addr_a,
+        "--admin-token",
+        "t0ken",
+        "--check-interval",
+        "3600",
+    ]);
+    let b = TestBackend::start("b");
+    let add = format!("{{\"address\":\"{}\"}}", b.addr);
+    let refused = admin(&p, "POST", "/backends", &add);
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    assert!(refused.body.contains("admin token"), "{}", refused.body);
+    let wrong = call(
+        p.admin,
+        &format!(
+            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0kem\r\nContent-Length: {}\r\n\r\n{add}",
+            add.len()
+        ),
+    );
+    assert_eq!(wrong.status, 401);
+    let ok = call(
+        p.admin,
+        &format!(
+            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\nContent-Length: {}\r\n\r\n{add}",
+            add.len()
+        ),
+    );
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let st = admin(&p, "GET", "/status", "");
+    assert_eq!(st.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+    let added = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == b.addr.to_string())
+        .expect("the added backend");
+    assert_eq!(added["state"], "unknown", "{added}");
+    assert_eq!(
+        added["healthy"], true,
+        "it takes traffic before its first check"
+    );
+    assert_eq!(
+        v["bucket_bounds_ms"].as_array().unwrap().len() + 1,
+        added["response_buckets"].as_array().unwrap().len()
+    );
+    for path in ["/", "/dashboard"] {
+        let page = admin(&p, "GET", path, "");
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(
+            page.body.contains("<title>proxy · netmod</title>") && !page.body.contains("/*SHARED")
+        );
+    }
 }

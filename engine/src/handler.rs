@@ -69,6 +69,26 @@ pub enum CloseReason {
     Tls(Box<str>),
 }
 
+/// For people: `connect failed: connection refused`, `idle timeout`, …
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Local => f.write_str("closed here"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout (the peer stopped reading)"),
+            CloseReason::Overflow => {
+                f.write_str("output over the hard cap (the peer does not read)")
+            }
+            CloseReason::TooLarge => f.write_str("message over the maximum size"),
+            CloseReason::ConnectFailed(kind) => write!(f, "connect failed: {kind}"),
+            CloseReason::Io(kind) => write!(f, "socket error: {kind}"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::Tls(why) => write!(f, "TLS failed: {why}"),
+        }
+    }
+}
+
 /// Protocol logic plugged into a loop. One handler value per loop thread, made by the factory
 /// given to [`crate::Server::run`]; it keeps whatever per-connection state it needs, keyed by
 /// [`ConnId`].

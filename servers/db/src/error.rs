@@ -4,7 +4,7 @@ use protocol::proto::ErrorCode;
 
 /// A failure with the code a client is told.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code:?}: {message}")]
+#[error("{}: {message}", code.as_str_name())]
 pub struct DbError {
     /// The documented code.
     pub code: ErrorCode,

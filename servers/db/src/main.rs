@@ -77,7 +77,7 @@ struct Args {
 
 fn main() -> ExitCode {
     shared::memory::fix_mmap_threshold();
-    shared::logging::init();
+    shared::logging::init("db-server");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,7 @@
 //!
 //! A loop stages its pass's jobs in a [`Pending`] and flushes it at the end of the pass: one
 //! lock and at most one wake per worker for the pass; workers answer a group's jobs together
-//! ([`crate::reply::batched`]). On a busy core this saves two context switches per request.
+//! (`reply::batched`). On a busy core this saves two context switches per request.
 //!
 //! A reader that finds a job is a write after all (SQLite: not read-only; PostgreSQL: the
 //! read-only session refused it) hands it to the writers queue.

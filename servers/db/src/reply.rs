@@ -3,7 +3,7 @@
 //! A [`ReplyTo`] names the loop, the connection and the request; whoever runs the work
 //! (a pool worker, a transaction's thread) calls [`ReplyTo::send`] once with the outcome.
 //!
-//! Inside [`batched`] (the pool runs each group of jobs in it) answers are held and handed to
+//! Inside `batched` (the pool runs each group of jobs in it) answers are held and handed to
 //! each loop together when the group ends: one lock and at most one wake per loop and group
 //! instead of one per answer. On a busy core this matters more than the lock: every wake of
 //! the loop may preempt the worker, so answering one by one costs two context switches per
@@ -57,7 +57,7 @@ impl ReplyTo {
         }
     }
 
-    /// Delivers the outcome (held until the end of the group inside [`batched`]).
+    /// Delivers the outcome (held until the end of the group inside `batched`).
     pub fn send(self, result: Result<DataResponse, DbError>) {
         let msg = Inbox::Reply(Reply {
             conn: self.conn,

@@ -4,10 +4,16 @@
 //! server …`) keep the original format and level but go to the [`ACCESS`] target, which the
 //! default filter shows only at WARN and above: by default a 404 or a 5xx is logged (ERROR, as
 //! the original design has it) and a success costs nothing. `RUST_LOG=info` shows them all.
+//!
+//! Per-request lines name the program that wrote them after the level
+//! (`[2024-11-21 14:30:20][INFO][proxy] Client IP: …`), so that the lines of a proxy and of the
+//! test-server behind it, written to one terminal, can be told apart. On a terminal the level is
+//! coloured; in a file or a pipe nothing but text is written.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
+use std::sync::OnceLock;
 
 /// The log target of per-request lines.
 pub const ACCESS: &str = "access";
@@ -15,13 +21,26 @@ pub const ACCESS: &str = "access";
 /// The filter used when `RUST_LOG` is not set.
 pub const DEFAULT_FILTER: &str = "info,access=warn";
 
-/// Installs the logger: filter from `RUST_LOG` (e.g. `info`, `debug`, `engine=debug`),
-/// [`DEFAULT_FILTER`] when unset; lines go to standard error.
-pub fn init() {
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+/// Installs the logger for `program` (named on per-request lines): filter from `RUST_LOG` (e.g.
+/// `info`, `debug`, `engine=debug`), [`DEFAULT_FILTER`] when unset; lines go to standard error,
+/// the level coloured when that is a terminal.
+pub fn init(program: &'static str) {
+    let _ = PROGRAM.set(program);
     let _ =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_FILTER))
             .format(|buf, record| {
-                timestamp(|ts| writeln!(buf, "[{ts}][{}] {}", record.level(), record.args()))
+                let style = buf.default_level_style(record.level());
+                let level = record.level();
+                timestamp(|ts| match (record.target(), PROGRAM.get()) {
+                    (ACCESS, Some(program)) => writeln!(
+                        buf,
+                        "[{ts}][{style}{level}{style:#}][{program}] {}",
+                        record.args()
+                    ),
+                    _ => writeln!(buf, "[{ts}][{style}{level}{style:#}] {}", record.args()),
+                })
             })
             .try_init();
 }

@@ -140,7 +140,7 @@ enum TlsOn {
 
 fn main() -> ExitCode {
     shared::memory::fix_mmap_threshold();
-    shared::logging::init();
+    shared::logging::init("test-server");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

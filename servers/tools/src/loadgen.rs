@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,29 @@ pub struct LoadConfig {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// Show a live progress line on standard error (elapsed, answers, rps so far, errors),
+    /// rewritten in place each second and erased at the end. For a terminal only.
+    pub progress: bool,
+}
+
+/// Answers and errors so far, published by each loop a few times a second for the progress
+/// line (plain stores of the loop's own totals: nothing shared on the request path).
+#[derive(Debug, Default)]
+struct Progress {
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// How often loops publish their totals.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What a loop's timers are for.
+#[derive(Debug, Clone, Copy)]
+enum Tick {
+    /// The end of the run.
+    End,
+    /// Publish the totals for the progress line.
+    Publish,
 }
 
 impl LoadConfig {
@@ -182,10 +206,12 @@ struct LoadHandler<W: Workload> {
     started: Instant,
     stopping: bool,
     results: Arc<Mutex<Vec<Report>>>,
+    /// This loop's slot for the progress line, when one is shown.
+    progress: Option<Arc<Progress>>,
 }
 
 impl<W: Workload> LoadHandler<W> {
-    fn open(&mut self, ctx: &mut Context<'_, ()>) {
+    fn open(&mut self, ctx: &mut Context<'_, (), Tick>) {
         let dialed = match &self.cfg.tls {
             Some((config, name)) => {
                 ctx.connect_tls(self.cfg.addr, Arc::clone(config), name.clone())
@@ -203,7 +229,7 @@ impl<W: Workload> LoadHandler<W> {
         }
     }
 
-    fn send_one(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    fn send_one(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -226,17 +252,20 @@ impl<W: Workload> LoadHandler<W> {
 
 impl<W: Workload> Handler for LoadHandler<W> {
     type Message = ();
-    type Timer = ();
+    type Timer = Tick;
 
-    fn on_start(&mut self, ctx: &mut Context<'_, ()>) {
+    fn on_start(&mut self, ctx: &mut Context<'_, (), Tick>) {
         self.started = ctx.now();
         for _ in 0..self.my_conns {
             self.open(ctx);
         }
-        ctx.set_timer(self.cfg.duration, ()); // the end of the run
+        ctx.set_timer(self.cfg.duration, Tick::End);
+        if self.progress.is_some() {
+            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+        }
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId) {
+    fn on_connect(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
         if let Some(mut hello) = self.work.handshake() {
             hello.message_id = HANDSHAKE_ID;
             if let Some(c) = self.conns.get_mut(conn) {
@@ -253,7 +282,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId, data: &[u8]) -> usize {
         let mut used = 0;
         let now = ctx.now();
         loop {
@@ -330,7 +359,15 @@ impl<W: Workload> Handler for LoadHandler<W> {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, ()>, (): ()) {
+    fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
+        if let Tick::Publish = tick {
+            if let (Some(p), false) = (&self.progress, self.stopping) {
+                p.ok.store(self.report.ok, Ordering::Relaxed);
+                p.errors.store(self.report.errors, Ordering::Relaxed);
+                ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+            }
+            return;
+        }
         self.stopping = true;
         let mut report = std::mem::replace(&mut self.report, Report::empty());
         report.elapsed = ctx.now().saturating_duration_since(self.started);
@@ -345,7 +382,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
         ctx.exit();
     }
 
-    fn on_close(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.remove(conn) else {
             return;
         };
@@ -357,7 +394,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
             self.open(ctx);
             return;
         }
-        warn!("connection to {} closed: {reason:?}", self.cfg.addr);
+        warn!("connection to {} closed: {reason}", self.cfg.addr);
         // A connection that never became usable (refused, or its TLS handshake failed) is an
         // error of its own; one lost later costs the requests it had in flight.
         let unusable = matches!(reason, CloseReason::ConnectFailed(_) | CloseReason::Tls(_));
@@ -383,7 +420,11 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
     let results = Arc::new(Mutex::new(Vec::new()));
     let work = Arc::new(work);
     let shared = Arc::clone(&results);
-    server.run(move |i| {
+    let slots: Vec<Arc<Progress>> = (0..threads).map(|_| Arc::default()).collect();
+    let line = cfg
+        .progress
+        .then(|| ProgressLine::start(slots.clone(), cfg.duration));
+    let run = server.run(move |i| {
         let my_conns = cfg.conns / threads + usize::from(i < cfg.conns % threads);
         LoadHandler {
             cfg: cfg.clone(),
@@ -394,8 +435,11 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
             started: Instant::now(),
             stopping: false,
             results: Arc::clone(&shared),
+            progress: cfg.progress.then(|| Arc::clone(&slots[i])),
         }
-    })?;
+    });
+    drop(line); // erased before the report is printed
+    run?;
     let mut total = Report::empty();
     let parts = results
         .lock()
@@ -410,6 +454,58 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         let _ = total.latency_us.add(&r.latency_us);
     }
     Ok(total)
+}
+
+/// The live progress line: a thread that rewrites one line of standard error each second until
+/// dropped, then erases it.
+struct ProgressLine {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn start(slots: Vec<Arc<Progress>>, duration: Duration) -> ProgressLine {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let (lock, cv) = &*s;
+            let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !*done {
+                done = cv
+                    .wait_timeout(done, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                if *done {
+                    break;
+                }
+                let ok: u64 = slots.iter().map(|p| p.ok.load(Ordering::Relaxed)).sum();
+                let errors: u64 = slots.iter().map(|p| p.errors.load(Ordering::Relaxed)).sum();
+                let t = started.elapsed().as_secs_f64();
+                eprint!(
+                    "\r\x1b[K{t:.0}/{} s  {ok} answers  {:.0} rps so far  {errors} errors",
+                    duration.as_secs_f64(),
+                    ok as f64 / t.max(1e-9),
+                );
+            }
+            eprint!("\r\x1b[K");
+        });
+        ProgressLine {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What `loadgen db` sends.

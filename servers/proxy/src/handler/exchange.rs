@@ -568,11 +568,8 @@ impl Proxy {
             }
             if self.cfg.mode == Mode::Tcp && !u.connected {
                 // The backend never answered the connect: try another.
-                self.pool.traffic_result(
-                    &u.backend,
-                    false,
-                    &format!("connect failed ({reason:?})"),
-                );
+                self.pool
+                    .traffic_result(&u.backend, false, &connect_failure(reason));
                 return self.tcp_connect(ctx, client);
             }
             ctx.close(client);
@@ -594,9 +591,9 @@ impl Proxy {
                 if let Some(b) = &backend {
                     b.end(None);
                     let why = if u.connected {
-                        format!("closed before answering ({reason:?})")
+                        format!("closed before answering ({reason})")
                     } else {
-                        format!("connect failed ({reason:?})")
+                        connect_failure(reason)
                     };
                     self.pool.traffic_result(b, false, &why);
                 }
@@ -735,4 +732,12 @@ pub(super) fn access_log(peer: SocketAddr, status: u16, body: &[u8]) {
         peer.ip(),
         shared::logging::Printable::new(body, LOG_BODY)
     );
+}
+
+/// Why a backend connection that never opened failed, for the log (`connect failed: …`).
+fn connect_failure(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::ConnectFailed(_) => reason.to_string(),
+        other => format!("connect failed ({other})"),
+    }
 }

@@ -97,7 +97,11 @@ impl FrameService {
                 let _ = wire::send(ctx, conn, &reply);
             }
             Err(e) => {
-                debug!("token refused from {:?}: {e}", ctx.peer_addr(conn));
+                debug!(
+                    "token refused from {}: {e}",
+                    ctx.peer_addr(conn)
+                        .map_or_else(|| "-".to_string(), |p| p.to_string())
+                );
                 Self::reply_error(ctx, conn, id, op, ErrorCode::Unauthenticated, e.to_string());
             }
         }

@@ -91,7 +91,10 @@ impl From<ClientError> for Fail {
         match e {
             ClientError::Server { code, message } => {
                 let exit = if code == ErrorCode::Unavailable { 3 } else { 1 };
-                Fail(exit, format!("server error {code:?}: {message}"))
+                Fail(
+                    exit,
+                    format!("server error {}: {message}", code.as_str_name()),
+                )
             }
             ClientError::Io(e) => Fail(3, format!("connection: {e}")),
             other => Fail(3, other.to_string()),

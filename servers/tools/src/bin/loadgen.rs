@@ -133,12 +133,14 @@ impl LoadArgs {
             threads: self.threads,
             tls: self.tls.config().map_err(|e| e.to_string())?,
             requests_per_conn: self.requests_per_conn.map(|n| n.max(1)),
+            // On a terminal only: piped or captured output stays exactly the report.
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         })
     }
 }
 
 fn main() -> ExitCode {
-    shared::logging::init();
+    shared::logging::init("loadgen");
     let cli = Cli::parse();
     let holding = match &cli.mode {
         Mode::Frames {
