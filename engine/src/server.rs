@@ -168,6 +168,11 @@ impl ServerHandle {
         self.shared.stats.snapshot()
     }
 
+    /// Connections open now on each loop, in loop order (its length is the number of loops).
+    pub fn connections_by_loop(&self) -> Vec<u64> {
+        self.shared.stats.connections_by_loop()
+    }
+
     /// The connection limit in force.
     pub fn max_connections(&self) -> usize {
         self.shared.gate.max()

@@ -126,6 +126,14 @@ impl ServerStats {
         }
     }
 
+    /// Connections open now on each loop, in loop order (how evenly the kernel spreads them).
+    pub fn connections_by_loop(&self) -> Vec<u64> {
+        self.loops
+            .iter()
+            .map(|c| c.connections_active.load(Relaxed))
+            .collect()
+    }
+
     /// Reads every counter of every loop.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot::default();

@@ -2,6 +2,7 @@
 //! examples):
 //!
 //! ```text
+//! GET    / or /dashboard                          → the live dashboard (HTML, polls /status)
 //! GET    /status                                  → pool, strategy, every backend's counters
 //! POST   /backends  {"address": "h:p", "weight": 1} → 201 | 409 already there
 //! DELETE /backends  {"address": "h:p"}              → 200, draining | 404
@@ -9,7 +10,9 @@
 //! GET    /metrics                                 → Prometheus text
 //! ```
 //!
-//! Malformed JSON, an unknown strategy or a bad address get 400 with `{"error": "..."}`.
+//! Malformed JSON, an unknown strategy or a bad address get 400 with `{"error": "..."}`. With an
+//! admin token configured, the requests that change the pool (POST, DELETE) need
+//! `Authorization: Bearer TOKEN`, else 401.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -49,17 +52,30 @@ struct SetStrategy {
     hash_key: Option<String>,
 }
 
+/// The dashboard: one self-contained page (no CDN, no build step) that polls `/status`.
+fn dashboard() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| shared::page::assemble(include_str!("dashboard.html")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Metrics,
+    Html,
+}
+
 struct Reply {
     status: u16,
     body: String,
-    json: bool,
+    kind: Kind,
 }
 
 fn reply(status: u16, body: serde_json::Value) -> Reply {
     Reply {
         status,
         body: body.to_string(),
-        json: true,
+        kind: Kind::Json,
     }
 }
 
@@ -67,10 +83,12 @@ fn bad(status: u16, msg: impl std::fmt::Display) -> Reply {
     reply(status, json!({ "error": msg.to_string() }))
 }
 
-/// Bytes from an admin connection: every whole request is answered in order.
+/// Bytes from an admin connection: every whole request is answered in order. `token`: what
+/// requests that change the pool must present, if anything.
 pub(crate) fn on_data<T>(
     pool: &Pool,
     mode: Mode,
+    token: Option<&str>,
     ctx: &mut Context<'_, (), T>,
     conn: ConnId,
     data: &[u8],
@@ -92,7 +110,7 @@ pub(crate) fn on_data<T>(
                 used += n;
                 let keep = req.keep_alive();
                 let head_only = req.method() == "HEAD";
-                let r = route(pool, mode, ctx, &req);
+                let r = route(pool, mode, token, ctx, &req);
                 send(ctx, conn, &r, keep, head_only);
                 if !keep {
                     ctx.close(conn);
@@ -104,16 +122,31 @@ pub(crate) fn on_data<T>(
 }
 
 fn send<T>(ctx: &mut Context<'_, (), T>, conn: ConnId, r: &Reply, keep: bool, head_only: bool) {
-    let kind = if r.json {
-        "application/json"
-    } else {
-        "text/plain; version=0.0.4"
-    };
+    let mut headers = vec![(
+        "Content-Type",
+        match r.kind {
+            Kind::Json => "application/json",
+            Kind::Metrics => "text/plain; version=0.0.4",
+            Kind::Html => "text/html; charset=utf-8",
+        },
+    )];
+    if r.kind == Kind::Html {
+        // The page loads nothing from elsewhere and may not be framed.
+        headers.push((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ));
+        headers.push(("Cache-Control", "no-store"));
+    }
+    if r.status == 401 {
+        headers.push(("WWW-Authenticate", "Bearer realm=\"proxy admin\""));
+    }
     let mut out = Vec::new();
     http1::write_response(
         &mut out,
         r.status,
-        &[("Content-Type", kind)],
+        &headers,
         r.body.as_bytes(),
         keep,
         head_only,
@@ -124,6 +157,8 @@ fn send<T>(ctx: &mut Context<'_, (), T>, conn: ConnId, r: &Reply, keep: bool, he
 /// What an admin request asks for, once its method, path and body are checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// `GET /` or `GET /dashboard`.
+    Dashboard,
     /// `GET /status`.
     Status,
     /// `GET /metrics`.
@@ -150,6 +185,7 @@ fn address(text: &str) -> Result<SocketAddr, (u16, String)> {
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, String)> {
     let not_allowed = || Err((405, "method not allowed".to_string()));
     match (method, path) {
+        ("GET", "/" | "/dashboard") => Ok(Command::Dashboard),
         ("GET", "/status") => Ok(Command::Status),
         ("GET", "/metrics") => Ok(Command::Metrics),
         ("POST", "/backends") => {
@@ -170,12 +206,33 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Command, (u16, Str
                 .map(Command::SetStrategy)
                 .map_err(|e| (400, e))
         }
-        (_, "/status" | "/metrics" | "/backends" | "/strategy") => not_allowed(),
+        (_, "/" | "/dashboard" | "/status" | "/metrics" | "/backends" | "/strategy") => {
+            not_allowed()
+        }
         _ => Err((404, "Not found".into())),
     }
 }
 
-fn route<T>(pool: &Pool, mode: Mode, ctx: &mut Context<'_, (), T>, req: &Request) -> Reply {
+/// True when `req` presents `token` as `Authorization: Bearer TOKEN` (compared in constant
+/// time, so the answer's timing does not tell how much of a guess was right).
+fn authorized(req: &Request, token: &str) -> bool {
+    let given = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .as_bytes();
+    let want = token.as_bytes();
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+fn route<T>(
+    pool: &Pool,
+    mode: Mode,
+    token: Option<&str>,
+    ctx: &mut Context<'_, (), T>,
+    req: &Request,
+) -> Reply {
     // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2).
     let method = if req.method() == "HEAD" {
         "GET"
@@ -186,12 +243,29 @@ fn route<T>(pool: &Pool, mode: Mode, ctx: &mut Context<'_, (), T>, req: &Request
         Ok(c) => c,
         Err((status, msg)) => return bad(status, msg),
     };
+    let changes = matches!(
+        command,
+        Command::Add(..) | Command::Drain(_) | Command::SetStrategy(_)
+    );
+    if let (true, Some(token)) = (changes, token) {
+        if !authorized(req, token) {
+            return bad(
+                401,
+                "this change needs the admin token: Authorization: Bearer TOKEN",
+            );
+        }
+    }
     match command {
+        Command::Dashboard => Reply {
+            status: 200,
+            body: dashboard().to_string(),
+            kind: Kind::Html,
+        },
         Command::Status => reply(200, status_json(pool, mode)),
         Command::Metrics => Reply {
             status: 200,
             body: metrics(pool, ctx.server().stats().connections_active),
-            json: false,
+            kind: Kind::Metrics,
         },
         Command::Add(addr, weight) => match pool.add(addr, weight) {
             Ok(()) => reply(201, json!({ "added": addr.to_string(), "weight": weight })),
@@ -223,6 +297,7 @@ pub fn status_json(pool: &Pool, mode: Mode) -> serde_json::Value {
         "requests": t.requests,
         "failures": t.failures,
         "retries": t.retries,
+        "bucket_bounds_ms": BUCKETS.iter().map(|b| b * 1000.0).collect::<Vec<_>>(),
     })
 }
 

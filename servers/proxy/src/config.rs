@@ -47,6 +47,9 @@ pub struct ProxyConfig {
     pub metrics_interval: Option<Duration>,
     /// The admin API's listener (its connections get the admin API, not the proxy).
     pub admin_listener: Option<engine::ListenerId>,
+    /// What the admin API's changes (POST, DELETE) must present as `Authorization: Bearer`;
+    /// none: the admin API trusts whoever reaches its address.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +70,7 @@ impl Default for ProxyConfig {
             },
             metrics_interval: Some(Duration::from_secs(10)),
             admin_listener: None,
+            admin_token: None,
         }
     }
 }

@@ -345,7 +345,10 @@ impl Handler for Proxy {
                 data.len()
             }
             Some(Conn::Upstream(_)) => self.upstream_data(ctx, conn, data),
-            Some(Conn::Admin) => admin::on_data(&self.pool, self.cfg.mode, ctx, conn, data),
+            Some(Conn::Admin) => {
+                let token = self.cfg.admin_token.as_deref();
+                admin::on_data(&self.pool, self.cfg.mode, token, ctx, conn, data)
+            }
             Some(Conn::Check(_)) => match http1::parse_response_head(data, 16 * 1024, "GET") {
                 Ok(None) => 0,
                 Ok(Some((head, _))) => {
@@ -430,7 +433,7 @@ impl Handler for Proxy {
         match self.conns.get(conn) {
             Some(Conn::Upstream(_)) => self.upstream_closed(ctx, conn, &reason),
             Some(Conn::Check(_)) => {
-                let why = format!("health check connection closed ({reason:?})");
+                let why = format!("health check connection closed ({reason})");
                 self.check_done(ctx, conn, false, &why);
             }
             Some(Conn::Client(_)) => {

@@ -122,6 +122,10 @@ struct ProxySettings {
     /// Largest request body in bytes (over it: 413) [default: 1 GiB].
     #[arg(long)]
     max_body: Option<u64>,
+    /// Token the admin API's changes (POST, DELETE; the dashboard's buttons) must present as
+    /// `Authorization: Bearer TOKEN` [default: none, anyone who reaches --admin may change the pool].
+    #[arg(long, env = "NETMOD_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Backends from the file (the command line's are `--backend`).
     #[arg(skip)]
     #[serde(default)]
@@ -138,6 +142,7 @@ impl ProxySettings {
             check_interval: self.check_interval.or(file.check_interval),
             check_timeout: self.check_timeout.or(file.check_timeout),
             check_path: self.check_path.or(file.check_path),
+            admin_token: self.admin_token.or(file.admin_token),
             rise: self.rise.or(file.rise),
             fall: self.fall.or(file.fall),
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
@@ -154,7 +159,7 @@ impl ProxySettings {
 
 fn main() -> ExitCode {
     shared::memory::fix_mmap_threshold();
-    shared::logging::init();
+    shared::logging::init("proxy");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -243,6 +248,7 @@ fn run(args: Args) -> Result<(), String> {
             .then(|| secs(metrics, "--metrics-interval"))
             .transpose()?,
         admin_listener: None, // set once the server has it
+        admin_token: fp.admin_token.clone().filter(|t| !t.is_empty()),
     };
     let thresholds = Thresholds {
         rise: fp.rise.unwrap_or(2).max(1),

@@ -31,6 +31,8 @@ pub struct Backend {
     latency_count: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     healthy: AtomicBool,
+    /// An active check has answered at least once (until then its health is unknown).
+    checked: AtomicBool,
     draining: AtomicBool,
     check_ok: AtomicU32,
     check_fail: AtomicU32,
@@ -44,8 +46,11 @@ pub struct BackendStatus {
     pub address: String,
     /// Weight.
     pub weight: u32,
-    /// Passes its health checks.
+    /// Passes its health checks (a new backend takes traffic before its first check).
     pub healthy: bool,
+    /// `unknown` until its first check answers, then `healthy` or `unhealthy`; `draining`
+    /// while it is being removed.
+    pub state: &'static str,
     /// Being removed: finishes what it has, gets nothing new.
     pub draining: bool,
     /// Requests in flight.
@@ -56,6 +61,9 @@ pub struct BackendStatus {
     pub failures: u64,
     /// Mean response time of its answered requests, ms.
     pub avg_response_ms: f64,
+    /// Answered requests by response time since start, not cumulative: one count per bound of
+    /// [`BUCKETS`] (≤ bound) and a last one for slower answers.
+    pub response_buckets: Vec<u64>,
 }
 
 impl Backend {
@@ -70,6 +78,7 @@ impl Backend {
             latency_count: AtomicU64::new(0),
             buckets: Default::default(),
             healthy: AtomicBool::new(true),
+            checked: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             check_ok: AtomicU32::new(0),
             check_fail: AtomicU32::new(0),
@@ -119,11 +128,21 @@ impl Backend {
 
     /// Counters now.
     pub fn status(&self) -> BackendStatus {
-        let n = self.latency_count.load(Ordering::Relaxed);
+        let (buckets, n, _) = self.histogram();
+        let mut response_buckets = buckets.to_vec();
+        response_buckets.push(n.saturating_sub(buckets.iter().sum()));
+        let checked = self.checked.load(Ordering::Relaxed);
+        let state = match (self.is_draining(), self.is_healthy(), checked) {
+            (true, _, _) => "draining",
+            (false, false, _) => "unhealthy", // failed checks, or failed requests before any
+            (false, true, false) => "unknown",
+            (false, true, true) => "healthy",
+        };
         BackendStatus {
             address: self.addr.to_string(),
             weight: self.weight,
             healthy: self.is_healthy(),
+            state,
             draining: self.is_draining(),
             active: self.active(),
             total: self.total.load(Ordering::Relaxed),
@@ -133,6 +152,7 @@ impl Backend {
             } else {
                 self.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
             },
+            response_buckets,
         }
     }
 
@@ -357,6 +377,7 @@ impl Pool {
     /// An active health check of `b` passed or failed.
     pub fn check_result(&self, b: &Backend, ok: bool, why: &str) {
         let t = self.thresholds;
+        b.checked.store(true, Ordering::Relaxed);
         if ok {
             b.check_fail.store(0, Ordering::Relaxed);
             let n = b.check_ok.fetch_add(1, Ordering::Relaxed) + 1;

@@ -7,6 +7,7 @@
 //! - [`backoff`], [`breaker`]: reconnect timing and the circuit breaker.
 //! - [`memory`]: the C allocator's settings for a long-running server.
 //! - [`clock`]: seconds since the epoch, the one way every program reads the time of day.
+//! - [`page`]: the style and script helpers of the servers' HTML pages.
 //!
 //! May depend on the engine; never on the frame protocol, a database or a program.
 
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod http1;
 pub mod logging;
 pub mod memory;
+pub mod page;
 pub mod settings;
 pub mod tls;
 

@@ -1,6 +1,6 @@
 //! Settings every loop of a test-server shares: authentication and liveness.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::auth::{self, TokenSigner};
@@ -64,4 +64,33 @@ pub struct RttTotals {
     pub sum_us: AtomicU64,
     /// Round trips measured.
     pub count: AtomicU64,
+    /// Round trips by duration: one count per bound of [`RTT_BOUNDS_US`] (≤ bound) and a last
+    /// one for longer ones (not cumulative), for percentiles.
+    pub buckets: [AtomicU64; RTT_BOUNDS_US.len() + 1],
+}
+
+/// Upper bounds (µs) of the round-trip histogram of [`RttTotals`].
+pub const RTT_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+impl RttTotals {
+    /// Counts one round trip of `us` µs.
+    pub fn record(&self, us: u64) {
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let i = RTT_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(RTT_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The histogram's counts now.
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
 }

@@ -28,7 +28,6 @@ mod liveness;
 mod login;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -498,10 +497,7 @@ impl Handler for FrameService {
         }
         if let Some(h) = self.http.as_mut() {
             if h.owns(conn) {
-                let rtt = (
-                    self.cfg.rtt.count.load(Ordering::Relaxed),
-                    self.cfg.rtt.sum_us.load(Ordering::Relaxed),
-                );
+                let rtt = &*self.cfg.rtt;
                 let status = match self.link.as_mut() {
                     Some(l) => http_front::Status {
                         db_up: l.up(),
@@ -659,7 +655,7 @@ impl Handler for FrameService {
                 self.rtt_averages.1 = self.rtt_averages.1.saturating_sub(1);
             }
             if let Some(peer) = ctx.peer_addr(conn) {
-                debug!("Connection from {peer} closed: {reason:?}");
+                debug!("Connection from {peer} closed: {reason}");
             }
         }
     }

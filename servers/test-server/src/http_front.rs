@@ -7,6 +7,8 @@
 //! DELETE /docs/<name>  → 204 | 404                                          (Bearer token needed)
 //! GET    /health       → 200 {"status": "ok", …} | 503 {"status": "degraded", …} (no db link)
 //! GET    /metrics      → Prometheus text
+//! GET    /status       → the server's figures: JSON, or the live page for a browser
+//!                        (`Accept: text/html`), which polls the JSON
 //! ```
 //!
 //! Requests on a connection may be pipelined: each gets a sequence number and answers go out in
@@ -139,7 +141,7 @@ pub struct HttpFront {
 
 /// What `/health` and `/metrics` report about the rest of the process.
 #[derive(Debug, Clone, Copy)]
-pub struct Status {
+pub struct Status<'a> {
     /// db link connections up (this loop).
     pub db_up: usize,
     /// Whether the db link's breaker lets requests through.
@@ -148,8 +150,8 @@ pub struct Status {
     pub db_in_flight: usize,
     /// The documents table is known to exist (the link's setup was answered).
     pub ready: bool,
-    /// Server pings answered, and the sum of their round trips in µs (all loops).
-    pub rtt: (u64, u64),
+    /// Round trips of the server's pings (all loops).
+    pub rtt: &'a crate::config::RttTotals,
     /// Frame clients' moving averages of their last 100 ping round trips (this loop): their
     /// sum in µs, and how many clients have one.
     pub rtt_averages: (u64, u64),
@@ -160,8 +162,18 @@ pub struct Status {
 struct Answer {
     status: u16,
     body: Body,
-    json: bool,
+    kind: Kind,
     allow: Option<&'static str>,
+}
+
+/// What an answer's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    /// Prometheus text.
+    Metrics,
+    /// The status page.
+    Html,
 }
 
 /// An answer's body: made for this request, or a cached document's (shared, not copied).
@@ -187,7 +199,7 @@ impl Answer {
         Answer {
             status,
             body: Body::Owned(body),
-            json: true,
+            kind: Kind::Json,
             allow: None,
         }
     }
@@ -197,7 +209,7 @@ impl Answer {
         Answer {
             status: 200,
             body: Body::Shared(body),
-            json: true,
+            kind: Kind::Json,
             allow: None,
         }
     }
@@ -299,7 +311,7 @@ impl HttpFront {
         conn: ConnId,
         data: &[u8],
         link: Option<&mut DbLink<Owner>>,
-        status: Status,
+        status: Status<'_>,
     ) -> usize {
         let mut req = std::mem::take(&mut self.req);
         let used = self.take_requests(ctx, conn, data, link, status, &mut req);
@@ -314,7 +326,7 @@ impl HttpFront {
         conn: ConnId,
         data: &[u8],
         link: Option<&mut DbLink<Owner>>,
-        status: Status,
+        status: Status<'_>,
         req: &mut Request,
     ) -> usize {
         let mut link = link;
@@ -464,10 +476,12 @@ impl HttpFront {
     fn refusal(&self, head: &http1::Head) -> Option<Answer> {
         let method = head.method();
         match head.path() {
-            "/health" | "/metrics" => (!matches!(method, "GET" | "HEAD")).then(|| Answer {
-                allow: Some("GET, HEAD"),
-                ..Answer::error(405, "method not allowed")
-            }),
+            "/health" | "/metrics" | "/status" => {
+                (!matches!(method, "GET" | "HEAD")).then(|| Answer {
+                    allow: Some("GET, HEAD"),
+                    ..Answer::error(405, "method not allowed")
+                })
+            }
             path => match (doc_name(path), method) {
                 (None, _) => Some(Answer::error(404, "Not found")),
                 (Some(_), "GET" | "HEAD") => None,
@@ -488,7 +502,7 @@ impl HttpFront {
         seq: u64,
         req: &Request,
         link: Option<&mut DbLink<Owner>>,
-        status: Status,
+        status: Status<'_>,
     ) -> Option<Answer> {
         // Unknown paths, methods and unauthorised writes: the same answers as before a body.
         if let Some(refused) = self.refusal(req) {
@@ -503,6 +517,8 @@ impl HttpFront {
         match path {
             "/health" => return Some(self.health(ctx, status)),
             "/metrics" => return Some(self.metrics(ctx, status)),
+            "/status" if status::wants_page(req) => return Some(status::page()),
+            "/status" => return Some(self.status(ctx, status)),
             _ => {}
         }
         let Some(name) = doc_name(path) else {
@@ -671,11 +687,17 @@ impl HttpFront {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        access_log(c.peer, answer.status, &answer.body);
-        let content_type = if answer.json {
-            "application/json"
+        // Metrics and the page are not what an access line is for.
+        let logged: &[u8] = if answer.kind == Kind::Json {
+            &answer.body
         } else {
-            "text/plain; version=0.0.4"
+            b""
+        };
+        access_log(c.peer, answer.status, logged);
+        let content_type = match answer.kind {
+            Kind::Json => "application/json",
+            Kind::Metrics => "text/plain; version=0.0.4",
+            Kind::Html => "text/html; charset=utf-8",
         };
         let headers = [
             ("Server", "netmod"),

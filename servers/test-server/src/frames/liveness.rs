@@ -65,9 +65,7 @@ impl FrameService {
         c.rtt.record(rtt);
         self.rtt_averages.0 += c.rtt.average().map_or(0, micros);
         c.ping_id = 0;
-        let us = micros(rtt);
-        self.cfg.rtt.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.cfg.rtt.count.fetch_add(1, Ordering::Relaxed);
+        self.cfg.rtt.record(micros(rtt));
     }
 
     /// The loop's sweep: disconnects each client whose ping went unanswered for the timeout,

@@ -1,9 +1,9 @@
-//! `/health` and `/metrics` of the front: the loop's and the server's figures.
+//! `/health`, `/metrics` and `/status` of the front: the loop's and the server's figures.
 
 use super::*;
 
 impl HttpFront {
-    pub(super) fn health(&self, ctx: &mut Context<'_, Note, Timer>, status: Status) -> Answer {
+    pub(super) fn health(&self, ctx: &mut Context<'_, Note, Timer>, status: Status<'_>) -> Answer {
         let stats = ctx.server().stats();
         let ok = status.ready && status.db_up > 0 && status.db_breaker_closed;
         let body = serde_json::json!({
@@ -18,7 +18,7 @@ impl HttpFront {
         Answer::json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
     }
 
-    pub(super) fn metrics(&self, ctx: &mut Context<'_, Note, Timer>, status: Status) -> Answer {
+    pub(super) fn metrics(&self, ctx: &mut Context<'_, Note, Timer>, status: Status<'_>) -> Answer {
         let s = ctx.server().stats();
         let mut t = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -90,7 +90,10 @@ impl HttpFront {
             "Documents kept in memory (loop serving this request).",
             self.cache.docs.len() as u64,
         );
-        let (n, sum_us) = status.rtt;
+        let (n, sum_us) = (
+            status.rtt.count.load(Ordering::Relaxed),
+            status.rtt.sum_us.load(Ordering::Relaxed),
+        );
         let _ = write!(
             t,
             "# HELP netmod_ping_rtt_seconds Round trips of the server's pings to frame clients.\n\
@@ -134,8 +137,91 @@ impl HttpFront {
         Answer {
             status: 200,
             body: super::Body::Owned(t.into_bytes()),
-            json: false,
+            kind: Kind::Metrics,
             allow: None,
         }
+    }
+}
+
+/// The status page: one self-contained file (no CDN, no build step) that polls `/status`.
+fn page_bytes() -> Arc<[u8]> {
+    static PAGE: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
+    Arc::clone(PAGE.get_or_init(|| {
+        Arc::from(shared::page::assemble(include_str!("status.html")).into_bytes())
+    }))
+}
+
+/// A browser asking for `/status` (`Accept` names `text/html`) gets the page; anything else
+/// (curl, scripts, the page's own polling) the JSON.
+pub(super) fn wants_page(head: &http1::Head) -> bool {
+    head.header("accept")
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+pub(super) fn page() -> Answer {
+    Answer {
+        status: 200,
+        body: Body::Shared(page_bytes()),
+        kind: Kind::Html,
+        allow: None,
+    }
+}
+
+impl HttpFront {
+    /// `GET /status` as JSON: the server's figures, and this loop's view of the db link.
+    pub(super) fn status(&self, ctx: &mut Context<'_, Note, Timer>, status: Status<'_>) -> Answer {
+        let server = ctx.server();
+        let s = server.stats();
+        let counters = &self.cfg.counters;
+        let (hits, misses) = (
+            counters.cache_hits.load(Ordering::Relaxed),
+            counters.cache_misses.load(Ordering::Relaxed),
+        );
+        let (rtt_n, rtt_sum_us) = (
+            status.rtt.count.load(Ordering::Relaxed),
+            status.rtt.sum_us.load(Ordering::Relaxed),
+        );
+        let by_class: Vec<u64> = counters
+            .by_class
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect();
+        let body = serde_json::json!({
+            "program": "test-server",
+            "version": shared::VERSION,
+            "loops": server.connections_by_loop().len(),
+            "connections": {
+                "active": s.connections_active,
+                "total": s.connections_total,
+                "by_loop": server.connections_by_loop(),
+            },
+            "bytes": { "in": s.bytes_in, "out": s.bytes_out },
+            "messages": { "in": s.messages_in, "out": s.messages_out },
+            "http_responses": {
+                "1xx": by_class[0], "2xx": by_class[1], "3xx": by_class[2],
+                "4xx": by_class[3], "5xx": by_class[4],
+            },
+            "db": {
+                "ready": status.ready,
+                "connections_up": status.db_up,
+                "in_flight": status.db_in_flight,
+                "circuit": if status.db_breaker_closed { "closed" } else { "open" },
+                "watching": status.db_watching,
+            },
+            "doc_cache": {
+                "on": self.cfg.cache_bytes > 0 && status.db_watching,
+                "hits": hits,
+                "misses": misses,
+                "hit_ratio": if hits + misses == 0 { None } else { Some(hits as f64 / (hits + misses) as f64) },
+                "entries": self.cache.docs.len(),
+            },
+            "ping_rtt": {
+                "count": rtt_n,
+                "mean_ms": if rtt_n == 0 { None } else { Some(rtt_sum_us as f64 / rtt_n as f64 / 1000.0) },
+                "bucket_bounds_ms": crate::config::RTT_BOUNDS_US.iter().map(|b| *b as f64 / 1000.0).collect::<Vec<_>>(),
+                "buckets": status.rtt.bucket_counts(),
+            },
+        });
+        Answer::json(200, body.to_string().into_bytes())
     }
 }

@@ -369,6 +369,7 @@ fn run(args: Args) -> Result<(), String> {
     println!("  curl http://{http}/docs/example");
     println!("  curl http://{http}/health");
     println!("  curl http://{proxy_admin}/status");
+    println!("  in a browser: http://{proxy_admin}/ (the proxy's dashboard), http://{}/status (a test-server)", addrs[0].1);
     // The client next to this binary, by its full path: the commands work from anywhere.
     let client = sibling("client")?.display().to_string();
     println!("  {client} --addr {addr} ping");
