@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GET /docs/example through test-server's HTTP front (1 loop thread) next to nginx (1 worker) and
 # tokio+hyper (current_thread) serving the same 96-byte answer, all pinned to core 0, wrk on core 1
-# (../shared/peers/load-http.sh), 64 and 512 connections, RUNS rounds interleaved. Raw lines on
+# (benches/peers/load-http.sh), 64 and 512 connections, RUNS rounds interleaved. Raw lines on
 # stdout; see docs/BENCHMARKS.md.
 #
 # netmod runs with db-server beside it on core 0 (its CPU is counted in cpu_us_per_req too) and
@@ -9,11 +9,11 @@
 # `netmod_default` is the same with RUST_LOG unset: the configuration users get.
 # `netmod` serves the document from its coherent cache; `netmod_nocache` (--doc-cache-mb 0) asks
 # db-server on every request.
-# usage: benches/http_docs.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers CONNS="64 512"
+# usage: benches/http_docs.sh   (env: SECS=10 RUNS=3 PEERS=benches/peers CONNS="64 512"
 #                                WHO="netmod netmod_default netmod_nocache nginx hyper")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-../shared/peers} conns_list=${CONNS:-64 512}
+secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-benches/peers} conns_list=${CONNS:-64 512}
 who_list=${WHO:-netmod netmod_default netmod_nocache nginx hyper}
 bash "$peers/install.sh" >/dev/null
 cargo build --release -q --bin test-server --bin db-server

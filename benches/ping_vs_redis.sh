@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Ping/pong RPS of test-server (1 loop thread, core 0) driven by loadgen (core 1), interleaved
-# with Redis PING under the same pinning (../shared/peers/load-redis-ping.sh); then memory per
+# with Redis PING under the same pinning (benches/peers/load-redis-ping.sh); then memory per
 # idle connection at 10,000 connections. Raw lines on stdout; see docs/BENCHMARKS.md.
-# usage: benches/ping_vs_redis.sh   (env: SECS=10 RUNS=3 CONNS=50 PEERS=../shared/peers)
+# usage: benches/ping_vs_redis.sh   (env: SECS=10 RUNS=3 CONNS=50 PEERS=benches/peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${SECS:-10} runs=${RUNS:-3} conns=${CONNS:-50} peers=${PEERS:-../shared/peers}
+secs=${SECS:-10} runs=${RUNS:-3} conns=${CONNS:-50} peers=${PEERS:-benches/peers}
 bash "$peers/install.sh"
 cargo build --release -q --bin test-server --bin loadgen
 bin=target/release

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The proxy against nginx and HAProxy as load balancers, as in ../shared/peers/baseline.sh: three
+# The proxy against nginx and HAProxy as load balancers, with the peer scripts of benches/peers: three
 # nginx backends (1 worker each) serving /docs/example on core 1 beside wrk; each balancer alone
 # on core 0 (netmod proxy --threads 1, RUST_LOG=warn); round-robin at 64 and 512 connections and
 # least-connections at 64, RUNS rounds interleaved. Then: the proxy's memory per proxied
@@ -7,11 +7,11 @@
 # removal from rotation, idle and under load. Raw lines on stdout; see docs/BENCHMARKS.md.
 # `netmod-rr-default` is netmod-rr with RUST_LOG unset: the configuration users get.
 # Lines read `round=N server=LB conns=C …` (benches/server-medians.sh LOG nginx-rr).
-# usage: benches/proxy_lb.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers IDLE=5000
+# usage: benches/proxy_lb.sh   (env: SECS=10 RUNS=3 PEERS=benches/peers IDLE=5000
 #                               CONNS="64 512"; TAIL=0 skips the memory and removal parts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-../shared/peers} idle=${IDLE:-5000}
+secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-benches/peers} idle=${IDLE:-5000}
 conns_list=${CONNS:-64 512} tail=${TAIL:-1}
 bash "$peers/install.sh" >/dev/null
 cargo build --release -q --bin proxy

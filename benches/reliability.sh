@@ -68,11 +68,11 @@ echo "## a normal client with 5000 slowloris connections held (front)"
 # by benches/loris.py (one epoll loop, a header line every 5 s, reopened when the server closes
 # them at its 30 s deadline), which shares the client's core but takes little of it.
 ts_pid=${pids[1]}
-base=$(SERVER_PIDS="$ts_pid" CLIENT_CPU=1 bash ../shared/peers/load-http.sh "http://127.0.0.1:$hp/docs/example" 16 "$wrk_secs")
+base=$(SERVER_PIDS="$ts_pid" CLIENT_CPU=1 bash benches/peers/load-http.sh "http://127.0.0.1:$hp/docs/example" 16 "$wrk_secs")
 taskset -c 1 python3 benches/loris.py 127.0.0.1 "$hp" 5000 5 $((wrk_secs + 20)) >"$work/loris5k.txt" 2>&1 &
 lp=$!; pids+=("$lp")
 for _ in $(seq 100); do [ "$(ls /proc/"$ts_pid"/fd | wc -l)" -ge 5000 ] && break; sleep 0.1; done
-held=$(SERVER_PIDS="$ts_pid" CLIENT_CPU=1 bash ../shared/peers/load-http.sh "http://127.0.0.1:$hp/docs/example" 16 "$wrk_secs")
+held=$(SERVER_PIDS="$ts_pid" CLIENT_CPU=1 bash benches/peers/load-http.sh "http://127.0.0.1:$hp/docs/example" 16 "$wrk_secs")
 conns=$(ls /proc/"$ts_pid"/fd | wc -l)
 wait "$lp" || true
 echo "loris5000 test_server_fds_during=$conns attacker: $(tail -n 1 "$work/loris5k.txt")"

@@ -11,10 +11,10 @@
 #   frames loadgen ping, 50 connections x 16 in flight, plain and TLS (test-server --tls-on frames).
 #
 # Certificates: a throwaway self-signed ECDSA P-256 one made with openssl for 127.0.0.1.
-# usage: benches/tls.sh   (env: SECS=10 RUNS=3 PEERS=../shared/peers)
+# usage: benches/tls.sh   (env: SECS=10 RUNS=3 PEERS=benches/peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-../shared/peers}
+secs=${SECS:-10} runs=${RUNS:-3} peers=${PEERS:-benches/peers}
 bash "$peers/install.sh" >/dev/null
 cargo build --release -q --bin test-server --bin db-server --bin loadgen
 bin=target/release
@@ -60,7 +60,7 @@ start_netmod() {
 start_nginx() { # port tls(0|1)
   local dir
   dir=$(mktemp -d "$work/nginx.XXXXXX")
-  sed -e "s/@PORT@/$1/" -e "s/@WORKERS@/1/" "$peers/nginx-docs.conf" >"$dir/nginx.conf"
+  sed -e "s/PORT_HERE/$1/" -e "s/WORKERS_HERE/1/" "$peers/nginx-docs.conf" >"$dir/nginx.conf"
   if [ "$2" = 1 ]; then
     sed -i -e "s|listen 127.0.0.1:$1 reuseport|listen 127.0.0.1:$1 ssl reuseport|" \
       -e "s|default_type application/json;|default_type application/json; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;|" \

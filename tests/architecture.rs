@@ -166,3 +166,33 @@ fn each_crate_depends_only_on_the_crates_below_it() {
         );
     }
 }
+
+/// A clone reproduces every benchmark: no script under `benches/` reaches outside the
+/// repository (the peers it compares with are started by `benches/peers/`).
+#[test]
+fn bench_scripts_need_nothing_outside_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("benches")];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_some_and(|e| e == "sh") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !text.contains("../shared") && !text.contains("steering/"),
+                    "{} reads outside the repository",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} scripts found");
+}
