@@ -1288,3 +1288,57 @@ fn stack_keeps_its_data_in_its_data_dir_and_prints_commands_that_work_anywhere()
         "{client}"
     );
 }
+
+/// `loadgen http` GETs over keep-alive connections (pipelined), prints the same contract line,
+/// and counts non-2xx/3xx answers as errors (exit status 1 when nothing succeeded).
+#[test]
+fn loadgen_http_loads_the_front_and_counts_error_answers() {
+    let dir = common::TempDir::new("loadgen-http");
+    let (_db, db) = common::spawn_db(&dir.path("h.db"));
+    let (_ts, http) = common::spawn_front(db, &[]);
+    common::wait_front_ready(http);
+    let addr = http.to_string();
+    let ok = common::loadgen(&[
+        "http",
+        "--addr",
+        &addr,
+        "--path",
+        "/health",
+        "--conns",
+        "4",
+        "--pipeline",
+        "4",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(ok.status.success());
+    let last = common::last_line(&ok);
+    assert!(
+        last.starts_with("rps=") && last.ends_with(" errors=0"),
+        "{last}"
+    );
+    let rps: f64 = last["rps=".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rps > 0.0, "{last}");
+    let missing = common::loadgen(&[
+        "http",
+        "--addr",
+        &addr,
+        "--path",
+        "/docs/absent",
+        "--conns",
+        "2",
+        "--duration",
+        "0.3",
+    ]);
+    assert!(!missing.status.success());
+    let last = common::last_line(&missing);
+    assert!(
+        last.starts_with("rps=0.0 ") && !last.ends_with(" errors=0"),
+        "{last}"
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`client`]: a blocking frame client, for people (the `client` binary) and for tests.
 //! - [`loadgen`]: the load generator, itself an engine client (`loadgen` binary).
+//! - [`httpload`]: its HTTP/1.1 mode (`loadgen http`).
 //!
 //! The `stack` binary (one machine's whole system: db-server, test-servers, proxy) lives in
 //! `src/bin/stack.rs` and runs the other binaries as child processes.
@@ -11,4 +12,5 @@
 #![deny(rust_2018_idioms)]
 
 pub mod client;
+pub mod httpload;
 pub mod loadgen;

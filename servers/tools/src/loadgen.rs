@@ -89,7 +89,7 @@ pub struct LoadConfig {
 /// Answers and errors so far, published by each loop a few times a second for the progress
 /// line (plain stores of the loop's own totals: nothing shared on the request path).
 #[derive(Debug, Default)]
-struct Progress {
+pub(crate) struct Progress {
     ok: AtomicU64,
     errors: AtomicU64,
 }
@@ -99,7 +99,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// What a loop's timers are for.
 #[derive(Debug, Clone, Copy)]
-enum Tick {
+pub(crate) enum Tick {
     /// The end of the run.
     End,
     /// Publish the totals for the progress line.
@@ -141,7 +141,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Report {
             ok: 0,
             errors: 0,
@@ -200,14 +200,11 @@ const HANDSHAKE_ID: u32 = 0;
 struct LoadHandler<W: Workload> {
     cfg: LoadConfig,
     work: Arc<W>,
-    my_conns: usize,
     conns: ConnMap<LoadConn>,
     report: Report,
     started: Instant,
     stopping: bool,
-    results: Arc<Mutex<Vec<Report>>>,
-    /// This loop's slot for the progress line, when one is shown.
-    progress: Option<Arc<Progress>>,
+    share: LoopShare,
 }
 
 impl<W: Workload> LoadHandler<W> {
@@ -256,13 +253,10 @@ impl<W: Workload> Handler for LoadHandler<W> {
 
     fn on_start(&mut self, ctx: &mut Context<'_, (), Tick>) {
         self.started = ctx.now();
-        for _ in 0..self.my_conns {
+        for _ in 0..self.share.my_conns {
             self.open(ctx);
         }
-        ctx.set_timer(self.cfg.duration, Tick::End);
-        if self.progress.is_some() {
-            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
-        }
+        self.share.start_timers(ctx, self.cfg.duration);
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
@@ -361,10 +355,8 @@ impl<W: Workload> Handler for LoadHandler<W> {
 
     fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
         if let Tick::Publish = tick {
-            if let (Some(p), false) = (&self.progress, self.stopping) {
-                p.ok.store(self.report.ok, Ordering::Relaxed);
-                p.errors.store(self.report.errors, Ordering::Relaxed);
-                ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+            if !self.stopping {
+                self.share.publish(ctx, &self.report);
             }
             return;
         }
@@ -376,10 +368,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
             .iter()
             .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
             .count() as u64;
-        if let Ok(mut r) = self.results.lock() {
-            r.push(report);
-        }
-        ctx.exit();
+        self.share.finish(ctx, report);
     }
 
     fn on_close(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId, reason: CloseReason) {
@@ -403,8 +392,50 @@ impl<W: Workload> Handler for LoadHandler<W> {
     }
 }
 
-/// Runs one load and sums what every loop measured.
-pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
+/// What each loop of a run shares with the others and with [`run_loops`].
+pub(crate) struct LoopShare {
+    /// Connections this loop opens.
+    pub my_conns: usize,
+    /// Where the loop leaves its report when the run ends.
+    pub results: Arc<Mutex<Vec<Report>>>,
+    /// Its slot for the progress line, when one is shown.
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl LoopShare {
+    /// Publishes a loop's totals for the progress line and asks to be called again.
+    pub fn publish(&self, ctx: &mut Context<'_, (), Tick>, report: &Report) {
+        if let Some(p) = &self.progress {
+            p.ok.store(report.ok, Ordering::Relaxed);
+            p.errors.store(report.errors, Ordering::Relaxed);
+            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+        }
+    }
+
+    /// Starts the loop's timers: the end of the run, and publishing if a line is shown.
+    pub fn start_timers(&self, ctx: &mut Context<'_, (), Tick>, duration: Duration) {
+        ctx.set_timer(duration, Tick::End);
+        if self.progress.is_some() {
+            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+        }
+    }
+
+    /// Hands in the loop's report at the end of the run and ends the loop.
+    pub fn finish(&self, ctx: &mut Context<'_, (), Tick>, report: Report) {
+        if let Ok(mut r) = self.results.lock() {
+            r.push(report);
+        }
+        ctx.exit();
+    }
+}
+
+/// Runs one load of `cfg.conns` connections on loops made by `make` (given the loop's index and
+/// its share), with the progress line when asked, and sums what every loop measured.
+pub(crate) fn run_loops<H, F>(cfg: &LoadConfig, make: F) -> std::io::Result<Report>
+where
+    H: Handler<Message = (), Timer = Tick>,
+    F: Fn(usize, LoopShare) -> H + Send + Sync + 'static,
+{
     let threads = cfg.threads.clamp(1, cfg.conns.max(1));
     let engine_cfg = engine::Config {
         threads,
@@ -416,27 +447,23 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         },
         ..engine::Config::default()
     };
-    let server: Server<LoadHandler<W>> = Server::new(engine_cfg)?;
+    let server: Server<H> = Server::new(engine_cfg)?;
     let results = Arc::new(Mutex::new(Vec::new()));
-    let work = Arc::new(work);
     let shared = Arc::clone(&results);
     let slots: Vec<Arc<Progress>> = (0..threads).map(|_| Arc::default()).collect();
     let line = cfg
         .progress
         .then(|| ProgressLine::start(slots.clone(), cfg.duration));
+    let (conns, progress) = (cfg.conns, cfg.progress);
     let run = server.run(move |i| {
-        let my_conns = cfg.conns / threads + usize::from(i < cfg.conns % threads);
-        LoadHandler {
-            cfg: cfg.clone(),
-            work: Arc::clone(&work),
-            my_conns,
-            conns: ConnMap::default(),
-            report: Report::empty(),
-            started: Instant::now(),
-            stopping: false,
-            results: Arc::clone(&shared),
-            progress: cfg.progress.then(|| Arc::clone(&slots[i])),
-        }
+        make(
+            i,
+            LoopShare {
+                my_conns: conns / threads + usize::from(i < conns % threads),
+                results: Arc::clone(&shared),
+                progress: progress.then(|| Arc::clone(&slots[i])),
+            },
+        )
     });
     drop(line); // erased before the report is printed
     run?;
@@ -454,6 +481,21 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         let _ = total.latency_us.add(&r.latency_us);
     }
     Ok(total)
+}
+
+/// Runs one load of frames and sums what every loop measured.
+pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
+    let work = Arc::new(work);
+    let c = cfg.clone();
+    run_loops(&cfg, move |_, share| LoadHandler {
+        cfg: c.clone(),
+        work: Arc::clone(&work),
+        conns: ConnMap::default(),
+        report: Report::empty(),
+        started: Instant::now(),
+        stopping: false,
+        share,
+    })
 }
 
 /// The live progress line: a thread that rewrites one line of standard error each second until

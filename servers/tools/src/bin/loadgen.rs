@@ -1,5 +1,5 @@
-//! loadgen: drives a server with pipelined requests (pings, or SQL against db-server) and
-//! reports throughput and latency.
+//! loadgen: drives a server with pipelined requests (pings, SQL against db-server, frames
+//! through test-server, or HTTP GETs) and reports throughput and latency.
 //!
 //! The last line printed is always `rps=<float> p50_us=<float> p99_us=<float> errors=<int>`.
 
@@ -64,6 +64,15 @@ enum Mode {
         #[arg(long)]
         hold: bool,
     },
+    /// HTTP/1.1 GETs of one path over keep-alive connections (test-server's HTTP front, the
+    /// proxy, or any HTTP server); 2xx and 3xx answers count as successes. Plain HTTP only.
+    Http {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// The path to GET.
+        #[arg(long, default_value = "/docs/example")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -83,7 +92,7 @@ enum ModeArg {
 #[derive(Debug, Args)]
 struct LoadArgs {
     /// Server address [default: 127.0.0.1:7000, test-server's frame port; for `db`,
-    /// 127.0.0.1:7100, db-server's].
+    /// 127.0.0.1:7100, db-server's; for `http`, 127.0.0.1:8080, the proxy's].
     #[arg(long)]
     addr: Option<SocketAddr>,
     /// Connections.
@@ -110,6 +119,8 @@ struct LoadArgs {
 const TEST_SERVER: &str = "127.0.0.1:7000";
 /// db-server's port, the default of `db`.
 const DB_SERVER: &str = "127.0.0.1:7100";
+/// The proxy's HTTP port, the default of `http`.
+const PROXY: &str = "127.0.0.1:8080";
 
 impl LoadArgs {
     /// The run's settings; `default_addr` when `--addr` is not given.
@@ -201,6 +212,22 @@ fn main() -> ExitCode {
             let work = FramesWorkload::prepare(&cfg, op, user, secret, *docs)
                 .map_err(|e| format!("logging in / storing documents: {e}"))?;
             loadgen::run(cfg, work).map_err(|e| e.to_string())
+        }),
+        Mode::Http { load, path } => load.config(PROXY).and_then(|cfg| {
+            if cfg.tls.is_some() {
+                return Err("loadgen http speaks plain HTTP only (no --tls)".into());
+            }
+            if !path.starts_with('/') {
+                return Err(format!("--path must start with '/': {path:?}"));
+            }
+            println!(
+                "loadgen http: {} connections x pipeline {} -> GET http://{}{path} for {:.1} s",
+                cfg.conns,
+                cfg.pipeline,
+                cfg.addr,
+                cfg.duration.as_secs_f64()
+            );
+            tools::httpload::run(cfg, path).map_err(|e| e.to_string())
         }),
     };
     match result {
