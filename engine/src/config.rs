@@ -1,7 +1,7 @@
 //! Engine configuration: loop count, buffers, backpressure, timeouts, limits and socket options.
 //!
-//! Every field has a default taken from SPEC §3; servers map their command-line flags and TOML
-//! files onto this struct.
+//! Every field has the default of the original design (docs/operations.md lists them); servers
+//! map their command-line flags and TOML files onto this struct.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -115,7 +115,7 @@ impl Default for RateLimit {
     }
 }
 
-/// Socket options (SPEC §3). `None` leaves the kernel default.
+/// Socket options (defaults from the original design; docs/operations.md). `None` leaves the kernel default.
 #[derive(Debug, Clone)]
 pub struct SocketOptions {
     /// TCP_NODELAY: send small frames at once rather than waiting to coalesce them.

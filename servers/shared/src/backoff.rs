@@ -1,4 +1,4 @@
-//! Reconnection delays: exponential backoff with jitter (SPEC §4: base 2 s, doubling, at most
+//! Reconnection delays: exponential backoff with jitter (the original design: base 2 s, doubling, at most
 //! 60 s, ±10 %, back to the base after a success). Shared by every program that reconnects.
 //!
 //! ```
@@ -39,7 +39,7 @@ impl Backoff {
         }
     }
 
-    /// SPEC's defaults: 2 s, 60 s, 10 %.
+    /// The original design's defaults: 2 s, 60 s, 10 %.
     pub fn standard() -> Self {
         Backoff::new(Duration::from_secs(2), Duration::from_secs(60), 0.1)
     }

@@ -1,6 +1,6 @@
 //! A circuit breaker: after `threshold` consecutive failures to reach a backend it opens and
 //! callers fail at once instead of waiting; after `open_for` it lets one trial through
-//! (half-open): success closes it, failure opens it again (SPEC §6: 5 failures, 60 s).
+//! (half-open): success closes it, failure opens it again (by default 5 failures, 60 s).
 //!
 //! ```
 //! use std::time::{Duration, Instant};

@@ -32,7 +32,7 @@ pub use response::{error_body, plain_http_on_tls_reply, reason, write_response};
 /// Size limits of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Request line and headers together (SPEC §6: 8192; over it: 431).
+    /// Request line and headers together (8192 by default; over it: 431).
     pub max_head: usize,
     /// Body (over it: 413).
     pub max_body: usize,

@@ -72,7 +72,7 @@ pub struct Token {
     pub expires_at: u64,
 }
 
-/// Default token lifetime (SPEC §6).
+/// Default token lifetime (docs/operations.md).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 const PREFIX: &str = "nm1.";

@@ -33,7 +33,7 @@ impl AuthConfig {
     }
 }
 
-/// When the server pings its clients and gives up on them (SPEC §4).
+/// When the server pings its clients and gives up on them (docs/protocol.md, liveness).
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
     /// Between pings.

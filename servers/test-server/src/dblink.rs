@@ -56,7 +56,7 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    /// SPEC's defaults for `addr`: 2 connections, backoff 2 s..60 s ±10 %, breaker 5 failures /
+    /// The original design's defaults for `addr`: 2 connections, backoff 2 s..60 s ±10 %, breaker 5 failures /
     /// 60 s, 30 s request timeout.
     pub fn new(addr: SocketAddr) -> Self {
         LinkConfig {

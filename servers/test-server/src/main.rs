@@ -249,7 +249,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let interval = secs(args.ping_interval);
         test_server::Liveness {
             interval,
-            // SPEC's 1–59 s spread for 30 s pings, scaled with the interval.
+            // The original design's 1–59 s spread for 30 s pings, scaled with the interval.
             first: (interval / 30, interval * 59 / 30),
             timeout: secs(args.ping_timeout),
         }

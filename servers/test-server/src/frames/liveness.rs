@@ -1,5 +1,5 @@
 //! Server-initiated pings: the first after a random delay, then every interval; a client that
-//! does not answer within the timeout is disconnected (SPEC §4). Round trips feed /metrics.
+//! does not answer within the timeout is disconnected (docs/protocol.md, liveness). Round trips feed /metrics.
 //!
 //! One sweep per loop walks its clients (every second with the default 30 s / 90 s, finer for
 //! shorter settings) instead of one timer per client: a client then costs 12 bytes of

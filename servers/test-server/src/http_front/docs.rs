@@ -44,7 +44,7 @@ pub(super) fn put_batch(name: &str, content: String) -> DataRequest {
     }
 }
 
-/// `{"docName": …, "content": …}`, keys in SPEC's order.
+/// `{"docName": …, "content": …}`, keys in the original design's order.
 pub(super) fn doc_json(name: &str, content: &str) -> Vec<u8> {
     let q = |s: &str| serde_json::Value::from(s).to_string();
     format!(r#"{{"docName":{},"content":{}}}"#, q(name), q(content)).into_bytes()
