@@ -155,7 +155,7 @@ fn loadgen_prints_the_contract_line_last() {
 /// On a terminal loadgen rewrites one progress line each second and erases it before its
 /// report; captured (as above) it writes no such line. `script` gives it a pseudo-terminal.
 #[test]
-fn loadgen_shows_progress_on_a_terminal_only_and_keeps_its_last_line() {
+fn loadgen_shows_progress_and_colour_on_a_terminal_only_and_keeps_its_last_line() {
     let mut p = Proc::spawn(
         "test-server",
         &["--listen", "127.0.0.1:0", "--threads", "1"],
@@ -195,6 +195,31 @@ fn loadgen_shows_progress_on_a_terminal_only_and_keeps_its_last_line() {
         !all.contains("rps so far") && !all.contains('\x1b'),
         "{all:?}"
     );
+    // Log levels are coloured on a terminal, plain text otherwise.
+    let cmd = format!(
+        "{} ping --addr 127.0.0.1:1 --conns 1 --duration 0.2",
+        common::bin_path("loadgen").display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        text.contains("[\x1b[33mWARN\x1b[0m] "),
+        "no colour on a terminal: {text:?}"
+    );
+    let plain = common::loadgen(&[
+        "ping",
+        "--addr",
+        "127.0.0.1:1",
+        "--conns",
+        "1",
+        "--duration",
+        "0.2",
+    ]);
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(err.contains("][WARN] ") && !err.contains('\x1b'), "{err:?}");
 }
 
 #[test]
