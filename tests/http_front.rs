@@ -329,13 +329,15 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
     );
     let ok = ts.wait_line("Status: 201");
     let shape = |l: &str, level: &str| {
-        // [YYYY-MM-DD HH:MM:SS][LEVEL] Client IP: 127.0.0.1, Status: …, Response: {…}
+        // [YYYY-MM-DD HH:MM:SS][LEVEL][test-server] Client IP: 127.0.0.1, Status: …, Response: {…}
         let b = l.as_bytes();
         b.len() > 22
             && b[0] == b'['
             && b[11] == b' '
             && b[20] == b']'
-            && l[21..].starts_with(&format!("[{level}] Client IP: 127.0.0.1, Status: "))
+            && l[21..].starts_with(&format!(
+                "[{level}][test-server] Client IP: 127.0.0.1, Status: "
+            ))
             && l.contains(", Response: {")
     };
     assert!(shape(&ok, "INFO"), "{ok}");
