@@ -1367,3 +1367,47 @@ fn loadgen_http_loads_the_front_and_counts_error_answers() {
         "{last}"
     );
 }
+
+/// Host names work wherever HOST:PORT is documented (resolved once, at start): test-server's
+/// `--db`, loadgen's and the client's `--addr`, the proxy's `--backend`.
+#[test]
+fn host_names_are_accepted_where_host_port_is_documented() {
+    let dir = common::TempDir::new("host-names");
+    let (_db, db) = common::spawn_db(&dir.path("n.db"));
+    let by_name = format!("localhost:{}", db.port());
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--db",
+            &by_name,
+        ],
+    );
+    let [frames, http] = ts.listen_addrs();
+    common::wait_front_ready(http);
+    let last = loadgen_last_line(&[
+        "ping",
+        "--addr",
+        &format!("localhost:{}", frames.port()),
+        "--conns",
+        "2",
+        "--duration",
+        "0.3",
+    ]);
+    assert!(last.ends_with(" errors=0"), "{last}");
+    let (code, out) = client(
+        &["--addr", &format!("localhost:{}", frames.port()), "ping"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (_proxy, listen, _admin) =
+        common::spawn_proxy(&[], &["--backend", &format!("localhost:{}", http.port())]);
+    common::eventually("the proxy forwards to the backend named by host", || {
+        common::http::call(listen, "GET /health HTTP/1.1\r\nHost: p\r\n\r\n").status == 200
+    });
+}

@@ -173,12 +173,8 @@ fn main() -> ExitCode {
 fn backend(spec: &str) -> Result<(SocketAddr, u32), String> {
     let (addr, rest) = spec.split_once(',').unwrap_or((spec, ""));
     // HOST:PORT, a name resolved once at start (its first address).
-    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim())
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            format!("backend {spec:?}: want HOST:PORT or HOST:PORT,weight=N (a name that resolves)")
-        })?;
+    let addr = shared::addr::resolve(addr)
+        .map_err(|e| format!("backend {spec:?}: {e} (HOST:PORT or HOST:PORT,weight=N)"))?;
     let weight = match rest.trim() {
         "" => 1,
         w => w

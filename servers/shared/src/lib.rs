@@ -1,5 +1,6 @@
 //! Code every netmod server shares, one module per concept.
 //!
+//! - [`addr`]: `HOST:PORT` as people type it, resolved once, with errors that say what is wrong.
 //! - [`http1`]: HTTP/1.1 request parsing and response writing (test-server's front and the proxy).
 //! - [`settings`]: TOML configuration files and the duration syntax of flags.
 //! - [`logging`]: the log line format and escaping of peer bytes.
@@ -13,6 +14,7 @@
 
 #![deny(rust_2018_idioms)]
 
+pub mod addr;
 pub mod backoff;
 pub mod breaker;
 pub mod clock;

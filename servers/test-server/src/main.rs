@@ -61,8 +61,9 @@ struct Args {
     /// every instance's cache.
     #[arg(long, default_value_t = 16)]
     doc_cache_mb: usize,
-    /// db-server's address; data requests and logins go there.
-    #[arg(long, default_value = "127.0.0.1:7100")]
+    /// db-server's address, HOST:PORT (a host name is resolved once, at start); data requests
+    /// and logins go there.
+    #[arg(long, default_value = "127.0.0.1:7100", value_parser = shared::addr::resolve)]
     db: SocketAddr,
     /// Connections to db-server per loop thread (requests are multiplexed on them).
     #[arg(long, default_value_t = 2)]

@@ -3,7 +3,7 @@
 //! Exit codes: 0 done; 1 the server refused (its error code and message are printed);
 //! 2 bad usage; 3 no connection (or db-server unavailable); 4 the document does not exist.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -114,22 +114,14 @@ fn main() -> ExitCode {
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, Fail> {
-    // "127.0.0.1" or "localhost" alone: say what is missing rather than "cannot resolve".
-    let has_port = addr.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok()
-    });
-    if !has_port {
-        return Err(Fail(
-            2,
-            format!("--addr {addr:?} has no port: give HOST:PORT, e.g. 127.0.0.1:7000 (test-server's frame port)"),
-        ));
-    }
-    match addr.to_socket_addrs() {
-        Ok(mut a) => a
-            .next()
-            .ok_or_else(|| Fail(2, format!("{addr:?} resolves to no address"))),
-        Err(e) => Err(Fail(2, format!("cannot resolve {addr:?}: {e}"))),
-    }
+    shared::addr::resolve(addr).map_err(|e| {
+        let hint = if e.contains("no port") {
+            " (test-server's frame port is 7000)"
+        } else {
+            ""
+        };
+        Fail(2, format!("--addr: {e}{hint}"))
+    })
 }
 
 fn timeout(args: &Args) -> Duration {

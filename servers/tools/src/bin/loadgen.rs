@@ -91,9 +91,9 @@ enum ModeArg {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Server address [default: 127.0.0.1:7000, test-server's frame port; for `db`,
+    /// Server address, HOST:PORT [default: 127.0.0.1:7000, test-server's frame port; for `db`,
     /// 127.0.0.1:7100, db-server's; for `http`, 127.0.0.1:8080, the proxy's].
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = shared::addr::resolve)]
     addr: Option<SocketAddr>,
     /// Connections.
     #[arg(long, default_value_t = 50)]
