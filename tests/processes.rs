@@ -152,6 +152,24 @@ fn loadgen_prints_the_contract_line_last() {
     assert_eq!(fields[3].1.parse::<u64>().unwrap(), 0);
 }
 
+/// Runs loadgen with `args` on a pseudo-terminal (`script` from util-linux): whether it
+/// succeeded, and everything it wrote there.
+fn on_a_terminal(args: &[&str]) -> (bool, String) {
+    let cmd = format!(
+        "{} {}",
+        common::bin_path("loadgen").display(),
+        args.join(" ")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// On a terminal loadgen rewrites one progress line each second and erases it before its
 /// report; captured (as above) it writes no such line. `script` gives it a pseudo-terminal.
 #[test]
@@ -161,16 +179,8 @@ fn loadgen_shows_progress_and_colour_on_a_terminal_only_and_keeps_its_last_line(
         &["--listen", "127.0.0.1:0", "--threads", "1"],
     );
     let addr = p.listen_addr().to_string();
-    let cmd = format!(
-        "{} ping --addr {addr} --conns 2 --duration 2.2",
-        common::bin_path("loadgen").display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .expect("run script (util-linux)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = on_a_terminal(&["ping", "--addr", &addr, "--conns", "2", "--duration", "2.2"]);
+    assert!(ok, "{text}");
     assert!(
         text.contains("rps so far"),
         "no progress line on a terminal: {text:?}"
@@ -196,15 +206,15 @@ fn loadgen_shows_progress_and_colour_on_a_terminal_only_and_keeps_its_last_line(
         "{all:?}"
     );
     // Log levels are coloured on a terminal, plain text otherwise.
-    let cmd = format!(
-        "{} ping --addr 127.0.0.1:1 --conns 1 --duration 0.2",
-        common::bin_path("loadgen").display()
-    );
-    let tty = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .expect("run script (util-linux)");
-    let text = String::from_utf8_lossy(&tty.stdout);
+    let (_, text) = on_a_terminal(&[
+        "ping",
+        "--addr",
+        "127.0.0.1:1",
+        "--conns",
+        "1",
+        "--duration",
+        "0.2",
+    ]);
     assert!(
         text.contains("[\x1b[33mWARN\x1b[0m] "),
         "no colour on a terminal: {text:?}"

@@ -37,8 +37,6 @@ pub fn run(cfg: LoadConfig, path: &str) -> std::io::Result<Report> {
         request: request.clone(),
         conns: ConnMap::default(),
         report: Report::empty(),
-        started: Instant::now(),
-        stopping: false,
         head: Head::default(),
         share,
     })
@@ -57,8 +55,6 @@ struct HttpLoad {
     request: Vec<u8>,
     conns: ConnMap<Conn>,
     report: Report,
-    started: Instant,
-    stopping: bool,
     head: Head,
     share: LoopShare,
 }
@@ -96,19 +92,14 @@ impl HttpLoad {
             return;
         };
         if (200..400).contains(&status) {
-            self.report.ok += 1;
-            let us = now.saturating_duration_since(sent).as_micros().max(1);
-            let _ = self
-                .report
-                .latency_us
-                .record(u64::try_from(us).unwrap_or(u64::MAX));
+            self.report.success(sent, now);
         } else {
             self.report.errors += 1;
             if self.report.errors <= 3 {
                 warn!("answer {status} from {}", self.cfg.addr);
             }
         }
-        if !self.stopping {
+        if !self.share.stopping() {
             self.send_one(ctx, conn);
         }
     }
@@ -119,11 +110,10 @@ impl Handler for HttpLoad {
     type Timer = Tick;
 
     fn on_start(&mut self, ctx: &mut Context<'_, (), Tick>) {
-        self.started = ctx.now();
         for _ in 0..self.share.my_conns {
             self.open(ctx);
         }
-        self.share.start_timers(ctx, self.cfg.duration);
+        self.share.begin(ctx, self.cfg.duration);
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
@@ -189,24 +179,15 @@ impl Handler for HttpLoad {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
-        if let Tick::Publish = tick {
-            if !self.stopping {
-                self.share.publish(ctx, &self.report);
-            }
-            return;
-        }
-        self.stopping = true;
-        let mut report = std::mem::replace(&mut self.report, Report::empty());
-        report.elapsed = ctx.now().saturating_duration_since(self.started);
-        report.open = self.conns.iter().filter(|(c, _)| ctx.is_open(*c)).count() as u64;
-        self.share.finish(ctx, report);
+        let open = self.conns.iter().filter(|(c, _)| ctx.is_open(*c)).count() as u64;
+        self.share.on_tick(ctx, tick, &mut self.report, open);
     }
 
     fn on_close(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.remove(conn) else {
             return;
         };
-        if self.stopping {
+        if self.share.stopping() {
             return;
         }
         warn!("connection to {} closed: {reason}", self.cfg.addr);

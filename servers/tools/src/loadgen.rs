@@ -152,6 +152,15 @@ impl Report {
         }
     }
 
+    /// Counts a successful answer to a request sent at `sent` and answered at `now`.
+    pub(crate) fn success(&mut self, sent: Instant, now: Instant) {
+        self.ok += 1;
+        let us = now.saturating_duration_since(sent).as_micros().max(1);
+        let _ = self
+            .latency_us
+            .record(u64::try_from(us).unwrap_or(u64::MAX));
+    }
+
     /// Successful answers per second.
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -202,8 +211,6 @@ struct LoadHandler<W: Workload> {
     work: Arc<W>,
     conns: ConnMap<LoadConn>,
     report: Report,
-    started: Instant,
-    stopping: bool,
     share: LoopShare,
 }
 
@@ -252,11 +259,10 @@ impl<W: Workload> Handler for LoadHandler<W> {
     type Timer = Tick;
 
     fn on_start(&mut self, ctx: &mut Context<'_, (), Tick>) {
-        self.started = ctx.now();
         for _ in 0..self.share.my_conns {
             self.open(ctx);
         }
-        self.share.start_timers(ctx, self.cfg.duration);
+        self.share.begin(ctx, self.cfg.duration);
     }
 
     fn on_connect(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
@@ -327,19 +333,14 @@ impl<W: Workload> Handler for LoadHandler<W> {
                         continue;
                     };
                     if self.work.is_success(&reply) {
-                        self.report.ok += 1;
-                        let us = now.saturating_duration_since(sent).as_micros().max(1);
-                        let _ = self
-                            .report
-                            .latency_us
-                            .record(u64::try_from(us).unwrap_or(u64::MAX));
+                        self.report.success(sent, now);
                     } else {
                         self.report.errors += 1;
                         if self.report.errors <= 3 {
                             warn!("error reply: {}", crate::client::server_error(&reply));
                         }
                     }
-                    if !self.stopping {
+                    if !self.share.stopping() {
                         self.send_one(ctx, conn);
                     }
                 }
@@ -354,28 +355,19 @@ impl<W: Workload> Handler for LoadHandler<W> {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
-        if let Tick::Publish = tick {
-            if !self.stopping {
-                self.share.publish(ctx, &self.report);
-            }
-            return;
-        }
-        self.stopping = true;
-        let mut report = std::mem::replace(&mut self.report, Report::empty());
-        report.elapsed = ctx.now().saturating_duration_since(self.started);
-        report.open = self
+        let open = self
             .conns
             .iter()
             .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
             .count() as u64;
-        self.share.finish(ctx, report);
+        self.share.on_tick(ctx, tick, &mut self.report, open);
     }
 
     fn on_close(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.remove(conn) else {
             return;
         };
-        if self.stopping {
+        if self.share.stopping() {
             return;
         }
         if c.retired {
@@ -400,32 +392,56 @@ pub(crate) struct LoopShare {
     pub results: Arc<Mutex<Vec<Report>>>,
     /// Its slot for the progress line, when one is shown.
     pub progress: Option<Arc<Progress>>,
+    /// When this loop began.
+    started: Instant,
+    /// The run's time is up: answers are no longer followed by new requests.
+    stopping: bool,
 }
 
 impl LoopShare {
-    /// Publishes a loop's totals for the progress line and asks to be called again.
-    pub fn publish(&self, ctx: &mut Context<'_, (), Tick>, report: &Report) {
-        if let Some(p) = &self.progress {
-            p.ok.store(report.ok, Ordering::Relaxed);
-            p.errors.store(report.errors, Ordering::Relaxed);
-            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
-        }
-    }
-
-    /// Starts the loop's timers: the end of the run, and publishing if a line is shown.
-    pub fn start_timers(&self, ctx: &mut Context<'_, (), Tick>, duration: Duration) {
+    /// Starts the loop's clock and timers (the end of the run; publishing if a line is shown).
+    pub fn begin(&mut self, ctx: &mut Context<'_, (), Tick>, duration: Duration) {
+        self.started = ctx.now();
         ctx.set_timer(duration, Tick::End);
         if self.progress.is_some() {
             ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
         }
     }
 
-    /// Hands in the loop's report at the end of the run and ends the loop.
-    pub fn finish(&self, ctx: &mut Context<'_, (), Tick>, report: Report) {
-        if let Ok(mut r) = self.results.lock() {
-            r.push(report);
+    /// True once the run's time is up.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// A timer fired: publishes `report`'s totals for the progress line, or at the end of the
+    /// run hands the report in (with `open`, the connections still usable) and ends the loop.
+    pub fn on_tick(
+        &mut self,
+        ctx: &mut Context<'_, (), Tick>,
+        tick: Tick,
+        report: &mut Report,
+        open: u64,
+    ) {
+        match tick {
+            Tick::Publish if !self.stopping => {
+                if let Some(p) = &self.progress {
+                    p.ok.store(report.ok, Ordering::Relaxed);
+                    p.errors.store(report.errors, Ordering::Relaxed);
+                    ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+                }
+            }
+            Tick::Publish => {}
+            Tick::End => {
+                self.stopping = true;
+                let mut done = std::mem::replace(report, Report::empty());
+                done.elapsed = ctx.now().saturating_duration_since(self.started);
+                done.open = open;
+                if let Ok(mut r) = self.results.lock() {
+                    r.push(done);
+                }
+                ctx.exit();
+            }
         }
-        ctx.exit();
     }
 }
 
@@ -462,6 +478,8 @@ where
                 my_conns: conns / threads + usize::from(i < conns % threads),
                 results: Arc::clone(&shared),
                 progress: progress.then(|| Arc::clone(&slots[i])),
+                started: Instant::now(),
+                stopping: false,
             },
         )
     });
@@ -492,8 +510,6 @@ pub fn run<W: Workload>(cfg: LoadConfig, work: W) -> std::io::Result<Report> {
         work: Arc::clone(&work),
         conns: ConnMap::default(),
         report: Report::empty(),
-        started: Instant::now(),
-        stopping: false,
         share,
     })
 }
