@@ -760,3 +760,86 @@ fn ping_round_trips_show_on_metrics_and_in_the_line_that_drops_a_silent_client()
     assert!(line.contains("over its last 3 answered pings"), "{line}");
     common::eventually("its average leaves the gauge", || metric() == 0.0);
 }
+
+/// A TCP relay to `to` that can stop passing bytes both ways without closing anything, as a
+/// network partition does (no FIN, no RST: packets just vanish).
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for inbound in l.incoming() {
+                let Ok(inbound) = inbound else { return };
+                let Ok(outbound) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    let cut = Arc::clone(&c);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Cut: the bytes vanish, the connection stays open.
+                            if !cut.load(Ordering::SeqCst) && into.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// db-server gone silent without closing anything (a partition) is noticed by the link's
+/// liveness pings: a request then fails UNAVAILABLE when the silent connection is closed,
+/// not TIMEOUT after the request timeout, and requests go through again once db-server
+/// answers again (the link reconnects).
+#[test]
+fn a_silent_db_server_is_noticed_by_liveness_pings_not_by_the_request_timeout() {
+    let dir = TempDir::new("ts-silent-db");
+    let db = start_db(&dir);
+    let relay = Relay::start(db.addr);
+    let mut svc = service(relay.addr);
+    if let Some(link) = svc.db.as_mut() {
+        link.conns = 1;
+        link.silence_limit = Duration::from_millis(600);
+        link.ping_interval = Duration::from_millis(200);
+        link.request_timeout = Duration::from_secs(3600); // only liveness can end the wait
+    }
+    let ts = start(
+        engine::Config {
+            threads: 1,
+            ..Default::default()
+        },
+        move |_| FrameService::new(svc.clone()),
+    );
+    let (mut c, _) = admin(ts.addr);
+    c.execute("SELECT 1", vec![]).unwrap();
+    relay.cut(true);
+    assert_eq!(code(c.execute("SELECT 2", vec![])), ErrorCode::Unavailable);
+    relay.cut(false);
+    common::eventually("requests pass again after the partition heals", || {
+        c.execute("SELECT 3", vec![]).is_ok()
+    });
+}

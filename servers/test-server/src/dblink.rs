@@ -15,6 +15,10 @@
 //! request: breaker open → Failed(UNAVAILABLE) at once; no slot Up → Failed(UNAVAILABLE) at once;
 //!          else sent on the next Up slot → Reply, or Failed(UNAVAILABLE) if the connection
 //!          drops, or Failed(TIMEOUT) after the request timeout.
+//! liveness: a connection db-server has sent nothing on for `ping_interval` gets a Ping; one
+//!          silent for `silence_limit` is closed (its requests fail UNAVAILABLE, the slot
+//!          reconnects). A partition — no FIN, no RST, packets just vanish — is noticed in
+//!          seconds, not after TCP's retransmission timeout.
 //! ```
 
 use std::collections::HashMap;
@@ -45,6 +49,10 @@ pub struct LinkConfig {
     pub breaker_open: Duration,
     /// An answer not back within this fails with TIMEOUT.
     pub request_timeout: Duration,
+    /// A connection db-server has been quiet on this long is pinged.
+    pub ping_interval: Duration,
+    /// A connection db-server has been quiet on this long (pings unanswered) is closed.
+    pub silence_limit: Duration,
     /// Largest frame accepted from db-server.
     pub max_message: usize,
     /// TLS to db-server: the client config (trusted CA, optional client certificate for mutual
@@ -56,8 +64,9 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    /// The original design's defaults for `addr`: 2 connections, backoff 2 s..60 s ±10 %, breaker 5 failures /
-    /// 60 s, 30 s request timeout.
+    /// The original design's defaults for `addr`: 2 connections, backoff 2 s..60 s ±10 %,
+    /// breaker 5 failures / 60 s, 30 s request timeout; pinged after 2 s of quiet, closed after
+    /// 6 s of silence.
     pub fn new(addr: SocketAddr) -> Self {
         LinkConfig {
             addr,
@@ -66,6 +75,8 @@ impl LinkConfig {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(2),
+            silence_limit: Duration::from_secs(6),
             max_message: engine::DEFAULT_MAX_MESSAGE,
             tls: None,
         }
@@ -99,6 +110,10 @@ struct Slot {
     backoff: Backoff,
     /// db-server answered this connection's subscription.
     watched: bool,
+    /// When db-server last sent anything on this connection (or it came up).
+    heard: Instant,
+    /// When this connection was last pinged.
+    pinged: Instant,
 }
 
 #[derive(Debug)]
@@ -125,6 +140,8 @@ pub struct DbLink<T> {
     subscription: Option<Message>,
     /// Subscriptions sent and not yet answered: message id → slot.
     subscribing: HashMap<u32, usize>,
+    /// Liveness pings not answered yet (their ids are not given to requests).
+    pings: Vec<u32>,
 }
 
 /// The link's timers, carried inside the handler's own timer type (`Tm: From<LinkTimer>`) and
@@ -135,6 +152,8 @@ pub enum LinkTimer {
     Reconnect(usize),
     /// Time to fail requests that waited longer than the request timeout.
     Sweep,
+    /// Time to ping quiet connections and close silent ones.
+    Liveness,
 }
 
 impl<T> DbLink<T> {
@@ -146,6 +165,8 @@ impl<T> DbLink<T> {
                 state: SlotState::Down,
                 backoff: Backoff::new(base, max, jitter),
                 watched: false,
+                heard: Instant::now(),
+                pinged: Instant::now(),
             })
             .collect();
         DbLink {
@@ -159,6 +180,7 @@ impl<T> DbLink<T> {
             sweeping: false,
             subscription: None,
             subscribing: HashMap::new(),
+            pings: Vec::new(),
         }
     }
 
@@ -181,6 +203,7 @@ impl<T> DbLink<T> {
             self.next_id = self.next_id.wrapping_add(1).max(1);
             if !self.pending.contains_key(&self.next_id)
                 && !self.subscribing.contains_key(&self.next_id)
+                && !self.pings.contains(&self.next_id)
             {
                 return self.next_id;
             }
@@ -191,6 +214,9 @@ impl<T> DbLink<T> {
     pub fn start<M: Send + 'static, Tm: From<LinkTimer>>(&mut self, ctx: &mut Context<'_, M, Tm>) {
         for i in 0..self.slots.len() {
             self.connect(ctx, i);
+        }
+        if !self.cfg.ping_interval.is_zero() {
+            ctx.set_timer(self.cfg.ping_interval, Tm::from(LinkTimer::Liveness));
         }
     }
 
@@ -289,6 +315,7 @@ impl<T> DbLink<T> {
         }
         slot.backoff.reset();
         slot.state = SlotState::Up(conn);
+        slot.heard = Instant::now();
         // db-server accepted a connection: that is the trial the open breaker waits for. Left
         // open, it would refuse every request (and the service's setup) until a request came
         // by after the open period — which may be never, behind a proxy that stopped sending
@@ -341,7 +368,7 @@ impl<T> DbLink<T> {
         if was_watched {
             events.push(Event::Watching(false));
         }
-        self.lost(ctx, i, &format!("{reason:?}"));
+        self.lost(ctx, i, &reason.to_string());
         events
     }
 
@@ -353,6 +380,10 @@ impl<T> DbLink<T> {
     ) -> Vec<Event<T>> {
         match timer {
             LinkTimer::Sweep => self.sweep(ctx),
+            LinkTimer::Liveness => {
+                self.liveness(ctx);
+                Vec::new()
+            }
             LinkTimer::Reconnect(i) => {
                 let down = self
                     .slots
@@ -363,6 +394,47 @@ impl<T> DbLink<T> {
                 }
                 Vec::new()
             }
+        }
+    }
+
+    /// Pings connections db-server has been quiet on and closes those silent too long (their
+    /// requests then fail at once, in `on_close`, and the slot reconnects with backoff).
+    fn liveness<M: Send + 'static, Tm: From<LinkTimer>>(&mut self, ctx: &mut Context<'_, M, Tm>) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let SlotState::Up(conn) = self.slots[i].state else {
+                continue;
+            };
+            let quiet = now.duration_since(self.slots[i].heard);
+            if quiet >= self.cfg.silence_limit {
+                warn!(
+                    "db link {i} to {}: nothing heard for {:.1} s; closing it",
+                    self.cfg.addr,
+                    quiet.as_secs_f64()
+                );
+                ctx.abort(conn);
+            } else if quiet >= self.cfg.ping_interval
+                && now.duration_since(self.slots[i].pinged) >= self.cfg.ping_interval
+            {
+                let id = self.fresh_id();
+                let ping = wire::message(
+                    MessageType::Request,
+                    wire::Operation::Ping,
+                    id,
+                    &wire::Ping::default(),
+                );
+                if wire::send(ctx, conn, &ping).is_ok() {
+                    self.pings.push(id);
+                    self.slots[i].pinged = now;
+                }
+            }
+        }
+        // An unanswered ping's id stays reserved until its connection is closed; keep few.
+        if self.pings.len() > 4 * self.slots.len() {
+            self.pings.drain(..self.slots.len());
+        }
+        if !ctx.is_shutting_down() {
+            ctx.set_timer(self.cfg.ping_interval, Tm::from(LinkTimer::Liveness));
         }
     }
 
@@ -435,7 +507,7 @@ impl<T> DbLink<T> {
             return Err((
                 owner,
                 ErrorCode::Unavailable,
-                format!("cannot send to db-server: {e:?}"),
+                format!("cannot send to db-server: {e}"),
             ));
         }
         self.pending.insert(
@@ -462,6 +534,9 @@ impl<T> DbLink<T> {
         out: &mut Vec<Event<T>>,
     ) -> usize {
         let max = self.cfg.max_message;
+        if let Some(i) = self.slot_of(conn) {
+            self.slots[i].heard = Instant::now();
+        }
         let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
             let Ok(msg) = msg else {
                 warn!("db link: undecodable frame from db-server");
@@ -480,6 +555,10 @@ impl<T> DbLink<T> {
                     out.push(Event::Watching(true));
                 }
                 return;
+            }
+            if let Some(at) = self.pings.iter().position(|id| *id == msg.message_id) {
+                self.pings.swap_remove(at);
+                return; // a pong: hearing it was the point
             }
             match kind {
                 Ok(MessageType::Response | MessageType::Error) => {

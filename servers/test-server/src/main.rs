@@ -68,6 +68,10 @@ struct Args {
     /// Connections to db-server per loop thread (requests are multiplexed on them).
     #[arg(long, default_value_t = 2)]
     db_conns: usize,
+    /// Seconds db-server may stay silent on a link connection before it is closed (and its
+    /// requests fail at once): a partition sends no FIN. It is pinged after a third of this.
+    #[arg(long, default_value_t = 6.0)]
+    db_silence_limit: f64,
     /// Key that signs login tokens. Give every instance the same one so that a token from one
     /// is accepted by all; without it a random key is made, good for this process only.
     #[arg(long, env = "NETMOD_TOKEN_SECRET", hide_env_values = true)]
@@ -201,6 +205,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut link = LinkConfig::new(args.db);
     link.conns = args.db_conns;
+    link.silence_limit = secs(args.db_silence_limit).max(Duration::from_millis(300));
+    link.ping_interval = link.silence_limit / 3;
     link.breaker_failures = args.breaker_failures;
     link.breaker_open = secs(args.breaker_open);
     link.backoff = (secs(args.reconnect_base), secs(args.reconnect_max), 0.1);
