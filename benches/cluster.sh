@@ -16,11 +16,15 @@
 # detect_s=… recovery_s=…`):
 #   app_partition   app1 cut off for CUT seconds under HTTP load through the proxy, then healed
 #   flapping        the link to app2 down/up every 2 s for FLAP seconds under load
+#   db_partition    db-server cut off from every app host for CUT seconds while a writer PUTs
+#                   documents and loadgen reads a cached one, both on app1 directly: cached
+#                   reads keep answering, writes fail fast (503), every acknowledged write is
+#                   there after healing (checked on app2)
 #
 # Everything (namespaces, processes, data) is removed on exit, on error and on Ctrl-C.
 # usage: sudo benches/cluster.sh [--short]     (env CUT=20 FLAP=30 CONNS=30)
-# Status: the first two scenarios of issue 16; PostgreSQL primary/standby and the db-server
-# partitions are not built yet (docs/RELIABILITY.md).
+# Status: three of issue 16's scenarios; PostgreSQL primary/standby ones are not built yet
+# (docs/RELIABILITY.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "cluster.sh needs root (network namespaces)"; exit 2; }
@@ -156,3 +160,69 @@ wait "$lp"
 requests=$(field requests <"$work/f.out")
 failed=$(tail -1 "$work/f.out" | field errors)
 echo "scenario=flapping requests=$requests failed=$failed acked_writes=0 acked_missing=0 state_changes_seen=$transitions in_flight_bound=$((conns * flap / 4))"
+
+# Scenario: db-server cut off from every app host for $cut s, 3 s into a run of reads of a
+# cached document and of writes, both on app1 directly (through the proxy, the apps' /health
+# would take them all out while db-server is away).
+writer() { # SECONDS: PUTs /docs/w-N, about 20 a second; prints acked names, then a summary line
+  ip netns exec nm-client python3 - "$1" "${ip[app1]}" <<'PY'
+import http.client, sys, time
+secs, host = float(sys.argv[1]), sys.argv[2]
+end, n, failed, slowest_failure = time.time() + secs, 0, 0, 0.0
+while time.time() < end:
+    n += 1
+    name = f"w-{n}"
+    t0 = time.time()
+    try:
+        c = http.client.HTTPConnection(host, 8000, timeout=5)
+        c.request("PUT", f"/docs/{name}", body=b'{"content":"acked"}')
+        status = c.getresponse().status
+        c.close()
+    except OSError:
+        status = 0
+    if status in (200, 201):
+        print(f"acked {name}", flush=True)
+    else:
+        failed += 1
+        slowest_failure = max(slowest_failure, time.time() - t0)
+    time.sleep(0.05)  # about 20 writes/s: each empties the document cache (a table-wide notice)
+print(f"writes={n} failed={failed} slowest_failure_s={slowest_failure:.2f}")
+PY
+}
+health_of() { # APP: the status code of its /health
+  ip netns exec nm-client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${ip[$1]}:8000/health" || true
+}
+until_health() { # APP CODE LIMIT_S: seconds until its /health answers CODE
+  local t0 n=0
+  t0=$(date +%s.%N)
+  while [ "$(health_of "$1")" != "$2" ]; do
+    n=$((n + 1)); [ "$n" -gt $(($3 * 10)) ] && { echo "never"; return; }
+    sleep 0.1
+  done
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
+}
+total=$((cut + 15))
+ip netns exec nm-client curl -s -m 5 "http://${ip[app1]}:8000/docs/example" >/dev/null # cached now
+ip netns exec nm-client "$bin/loadgen" http --addr "${ip[app1]}:8000" --path /docs/example \
+  --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/d.out" &
+lp=$!
+writer "$total" >"$work/w.out" &
+wp=$!
+sleep 3
+link db down
+detect=$(until_health app1 503 "$cut")
+sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$detect")"
+link db up
+recovery=$(until_health app1 200 60)
+wait "$lp" "$wp"
+acked=$(grep -c '^acked ' "$work/w.out" || true)
+missing=0
+for name in $(sed -n 's/^acked //p' "$work/w.out"); do
+  code=$(ip netns exec nm-client curl -s -m 5 -o /dev/null -w '%{http_code}' "http://${ip[app2]}:8000/docs/$name")
+  [ "$code" = 200 ] || missing=$((missing + 1))
+done
+reads=$(field requests <"$work/d.out")
+read_failed=$(tail -1 "$work/d.out" | field errors)
+summary=$(tail -1 "$work/w.out")
+echo "scenario=db_partition requests=$reads failed=$read_failed acked_writes=$acked acked_missing=$missing detect_s=$detect recovery_s=$recovery $summary"
+[ "$missing" -eq 0 ] || { echo "acknowledged writes are missing"; exit 1; }

@@ -509,3 +509,54 @@ fn curl_checks_skipped_without_curl() {
         "the access log test's curl client",
     );
 }
+
+/// While db-server cannot be reached, documents cached before are served marked stale
+/// (`Cache-Status: …; detail=db-unreachable`, like nginx's `proxy_cache_use_stale error`);
+/// writes and uncached reads fail at once with 503; once db-server is back the cache starts
+/// afresh (notices may have been missed) and answers carry no stale mark.
+#[test]
+fn cached_documents_are_served_stale_while_db_server_is_unreachable_and_fresh_after() {
+    let dir = TempDir::new("http-stale");
+    let file = dir.path("stale.db");
+    let (mut db, db_addr) = common::spawn_db(&file);
+    let front = start_front(db_addr, true);
+    wait_ready(front.http);
+    common::eventually("the document cache in use", || {
+        call(front.http, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .body
+            .contains(r#""doc_cache":"on""#)
+    });
+    assert_eq!(call(front.http, &put("kept", "v1", None)).status, 201);
+    let get = "GET /docs/kept HTTP/1.1\r\nHost: x\r\n\r\n";
+    let fresh = call(front.http, get);
+    assert_eq!(fresh.status, 200);
+    common::eventually("the document cached", || {
+        call(front.http, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .body
+            .contains(r#""entries":1"#)
+    });
+
+    db.signal(libc::SIGKILL);
+    db.wait_exit();
+    common::eventually("the cached document served stale", || {
+        let r = call(front.http, get);
+        r.status == 200 && r.header("cache-status") == Some("netmod; hit; detail=db-unreachable")
+    });
+    assert_eq!(call(front.http, get).body, fresh.body);
+    assert_eq!(call(front.http, &put("other", "x", None)).status, 503);
+    assert_eq!(
+        call(front.http, "GET /docs/absent HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        503
+    );
+
+    let file_arg = file.display().to_string();
+    let mut back = common::Proc::spawn(
+        "db-server",
+        &["--listen", &db_addr.to_string(), "--sqlite", &file_arg],
+    );
+    back.listen_addr();
+    common::eventually("fresh answers once db-server is back", || {
+        let r = call(front.http, get);
+        r.status == 200 && r.header("cache-status").is_none()
+    });
+}

@@ -164,7 +164,12 @@ struct Answer {
     body: Body,
     kind: Kind,
     allow: Option<&'static str>,
+    /// A cached document served while db-server cannot be reached.
+    stale: bool,
 }
+
+/// `Cache-Status` (RFC 9211) of a document served stale while db-server cannot be reached.
+const STALE: &str = "netmod; hit; detail=db-unreachable";
 
 /// What an answer's body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +206,7 @@ impl Answer {
             body: Body::Owned(body),
             kind: Kind::Json,
             allow: None,
+            stale: false,
         }
     }
 
@@ -211,6 +217,7 @@ impl Answer {
             body: Body::Shared(body),
             kind: Kind::Json,
             allow: None,
+            stale: false,
         }
     }
 
@@ -239,9 +246,14 @@ impl HttpFront {
         }
     }
 
-    /// The link's subscription was taken or lost: whatever is cached may be stale.
-    pub fn on_db_watching(&mut self, _watching: bool) {
-        self.cache.reset();
+    /// The link's subscription was taken (whatever is cached may have missed notices: emptied)
+    /// or lost (kept as stale, served only while db-server cannot be reached).
+    pub fn on_db_watching(&mut self, watching: bool) {
+        if watching {
+            self.cache.reset();
+        } else {
+            self.cache.suspend();
+        }
     }
 
     /// A change notice from db-server.
@@ -531,8 +543,20 @@ impl HttpFront {
             ));
         }
         let cached = self.cfg.cache_bytes > 0 && link.as_ref().is_some_and(|l| l.watching());
+        let unreachable = link
+            .as_ref()
+            .is_none_or(|l| l.up() == 0 || l.breaker() != shared::breaker::State::Closed);
         let (op, data) = match method {
             "GET" => {
+                if !cached && unreachable && self.cache.stale {
+                    if let Some(body) = self.cache.docs.get(name) {
+                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Some(Answer {
+                            stale: true,
+                            ..Answer::cached(Arc::clone(body))
+                        });
+                    }
+                }
                 if cached {
                     if let Some(body) = self.cache.docs.get(name) {
                         self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -699,13 +723,22 @@ impl HttpFront {
             Kind::Metrics => "text/plain; version=0.0.4",
             Kind::Html => "text/html; charset=utf-8",
         };
-        let headers = [
+        let mut headers = [
             ("Server", "netmod"),
             ("Date", self.date.1.as_str()),
             ("Content-Type", content_type),
-            ("Allow", answer.allow.unwrap_or_default()),
+            ("", ""),
+            ("", ""),
         ];
-        let n = if answer.allow.is_some() { 4 } else { 3 };
+        let mut n = 3;
+        if let Some(allow) = answer.allow {
+            headers[n] = ("Allow", allow);
+            n += 1;
+        }
+        if answer.stale {
+            headers[n] = ("Cache-Status", STALE);
+            n += 1;
+        }
         let head_only = match c.head_seqs.iter().position(|&s| s == seq) {
             Some(i) => {
                 c.head_seqs.swap_remove(i);

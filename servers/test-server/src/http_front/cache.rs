@@ -7,7 +7,11 @@
 /// before a change cannot be stored after it, every change (a notice, this front's own write, the
 /// subscription taken or lost) moves `generation` on, a read remembers the generation it was
 /// sent in, and its answer is kept only if nothing moved in between. While the link is not
-/// subscribed, nothing is served from or stored in the cache. Another instance's write is seen
+/// subscribed, nothing is stored in the cache and nothing is served from it — except when
+/// db-server cannot be reached at all: then what was cached when the subscription was lost is
+/// served marked stale (`Cache-Status: …; detail=db-unreachable`, as nginx's
+/// `proxy_cache_use_stale error`), since no answer from db-server is the alternative; the
+/// subscription taken again empties the cache (notices may have been missed). Another instance's write is seen
 /// here as soon as its notice arrives (asynchronous, as with Redis' client-side caching); this
 /// instance's own writes are seen at once.
 #[derive(Debug, Default)]
@@ -17,6 +21,9 @@ pub(super) struct DocCache {
     bytes: usize,
     cap: usize,
     pub(super) generation: u64,
+    /// The subscription was lost: what is kept may be stale (served only while db-server
+    /// cannot be reached).
+    pub(super) stale: bool,
 }
 
 impl DocCache {
@@ -32,6 +39,13 @@ impl DocCache {
         self.docs.clear();
         self.bytes = 0;
         self.generation += 1;
+        self.stale = false;
+    }
+
+    /// The subscription was lost: keep the documents, as stale ones, and store nothing new.
+    pub(super) fn suspend(&mut self) {
+        self.generation += 1;
+        self.stale = true;
     }
 
     pub(super) fn forget(&mut self, name: &str) {

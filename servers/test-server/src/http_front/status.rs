@@ -139,6 +139,7 @@ impl HttpFront {
             body: super::Body::Owned(t.into_bytes()),
             kind: Kind::Metrics,
             allow: None,
+            stale: false,
         }
     }
 }
@@ -164,6 +165,7 @@ pub(super) fn page() -> Answer {
         body: Body::Shared(page_bytes()),
         kind: Kind::Html,
         allow: None,
+        stale: false,
     }
 }
 
