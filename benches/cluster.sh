@@ -21,6 +21,8 @@
 #                   reads keep answering, writes fail fast (503), every acknowledged write is
 #                   there after healing (checked on app2)
 #
+# The programs run with the sample deployment files (deploy/config/: flags and configuration
+# of this 10.77.0.0/24 layout), so those are exercised, not only shipped.
 # Everything (namespaces, processes, data) is removed on exit, on error and on Ctrl-C.
 # usage: sudo benches/cluster.sh [--short]     (env CUT=20 FLAP=30 CONNS=30)
 # Status: three of issue 16's scenarios; PostgreSQL primary/standby ones are not built yet
@@ -33,7 +35,7 @@ short=
 cut=${CUT:-$([ -n "$short" ] && echo 6 || echo 20)}
 flap=${FLAP:-$([ -n "$short" ] && echo 8 || echo 30)}
 conns=${CONNS:-30}
-cargo build --release -q --bin db-server --bin test-server --bin proxy --bin loadgen
+cargo build --release -q --bin db-server --bin test-server --bin proxy --bin loadgen --bin client
 bin=$PWD/target/release
 work=$(mktemp -d /tmp/netmod-cluster.XXXXXX)
 net=nm-net
@@ -105,19 +107,39 @@ until_state() {
   python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
 }
 
-run_in db "$bin/db-server" --listen "${ip[db]}:7100" --sqlite "$work/cluster.db"
+# The programs start as the deploy/ files say (deploy/config/*.env: the flags, *.toml: the
+# configuration), with the layout's addresses; only the database path moves into $work.
+env_file() { # FILE: exports its KEY=VALUE lines (systemd's EnvironmentFile format)
+  local k v
+  while IFS='=' read -r k v; do
+    [[ -z $k || $k == \#* ]] && continue
+    export "$k=$v"
+  done <"$1"
+}
+cfg=$PWD/deploy/config
+env_file "$cfg/db-server.env"
+env_file "$cfg/test-server.env"
+env_file "$cfg/proxy.env"
+# shellcheck disable=SC2086  # the *_ARGS are flag lists, split as systemd splits them
+run_in db "$bin/db-server" --config "$cfg/db-server.toml" ${DB_SERVER_ARGS//\/var\/lib\/netmod/$work}
 wait_for "${ip[db]}" 7100
 for a in app1 app2 app3; do
-  run_in "$a" "$bin/test-server" --listen "${ip[$a]}:7000" --http-listen "${ip[$a]}:8000" \
-    --db "${ip[db]}:7100" --insecure-http-writes
+  # shellcheck disable=SC2086
+  run_in "$a" "$bin/test-server" --config "$cfg/test-server.toml" $TEST_SERVER_ARGS
 done
 for a in app1 app2 app3; do wait_for "${ip[$a]}" 8000; done
-run_in proxy "$bin/proxy" --listen "${ip[proxy]}:8080" --admin "${ip[proxy]}:8081" \
-  --backend "${ip[app1]}:8000" --backend "${ip[app2]}:8000" --backend "${ip[app3]}:8000" \
-  --check-interval 1 --check-timeout 1 --rise 2 --fall 2 --metrics-interval 0
+# shellcheck disable=SC2086
+run_in proxy "$bin/proxy" --config "$cfg/proxy.toml" $PROXY_ARGS
 wait_for "${ip[proxy]}" 8080
-ip netns exec nm-client curl -s -m 5 -X PUT -d '{"content":"cluster"}' \
-  "http://${ip[app1]}:8000/docs/example" >/dev/null
+# Writes need a token (the sample configuration does not allow unauthenticated ones).
+for _ in $(seq 100); do
+  token=$(ip netns exec nm-client env NETMOD_SECRET="$NETMOD_ADMIN_SECRET" "$bin/client" \
+    --addr "${ip[app1]}:7000" --user admin login 2>/dev/null) && break
+  sleep 0.1
+done
+[ -n "${token:-}" ] || { echo "cannot log in as admin on app1"; exit 1; }
+ip netns exec nm-client curl -s -m 5 -X PUT -H "Authorization: Bearer $token" \
+  -d '{"content":"cluster"}' "http://${ip[app1]}:8000/docs/example" >/dev/null
 for a in app1 app2 app3; do
   for _ in $(seq 100); do [ "$(state_of $a)" = healthy ] && break; sleep 0.1; done
 done
@@ -165,9 +187,9 @@ echo "scenario=flapping requests=$requests failed=$failed acked_writes=0 acked_m
 # cached document and of writes, both on app1 directly (through the proxy, the apps' /health
 # would take them all out while db-server is away).
 writer() { # SECONDS: PUTs /docs/w-N, about 20 a second; prints acked names, then a summary line
-  ip netns exec nm-client python3 - "$1" "${ip[app1]}" <<'PY'
+  ip netns exec nm-client python3 - "$1" "${ip[app1]}" "$token" <<'PY'
 import http.client, sys, time
-secs, host = float(sys.argv[1]), sys.argv[2]
+secs, host, token = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 end, n, failed, slowest_failure = time.time() + secs, 0, 0, 0.0
 while time.time() < end:
     n += 1
@@ -175,7 +197,8 @@ while time.time() < end:
     t0 = time.time()
     try:
         c = http.client.HTTPConnection(host, 8000, timeout=5)
-        c.request("PUT", f"/docs/{name}", body=b'{"content":"acked"}')
+        c.request("PUT", f"/docs/{name}", body=b'{"content":"acked"}',
+                  headers={"Authorization": f"Bearer {token}"})
         status = c.getresponse().status
         c.close()
     except OSError:
