@@ -96,16 +96,18 @@ for b in json.load(sys.stdin)["backends"]:
     if b["address"] == want:
         print(b["state"])' "${ip[$1]}:8000" 2>/dev/null || echo "?"
 }
-# Seconds (0.1 s steps, at most $3) until app $1 shows state $2.
-until_state() {
-  local t0 n=0
+# Seconds (0.1 s steps, at most LIMIT) until `CMD ARGS…` prints WANT; "never" if it does not.
+seconds_until() { # LIMIT WANT CMD ARGS…
+  local limit=$1 want=$2 t0 n=0
+  shift 2
   t0=$(date +%s.%N)
-  while [ "$(state_of "$1")" != "$2" ]; do
-    n=$((n + 1)); [ "$n" -gt $(($3 * 10)) ] && { echo "never"; return; }
+  while [ "$("$@")" != "$want" ]; do
+    n=$((n + 1)); [ "$n" -gt $((limit * 10)) ] && { echo "never"; return; }
     sleep 0.1
   done
   python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
 }
+until_state() { seconds_until "$3" "$2" state_of "$1"; } # APP STATE LIMIT_S (in the proxy)
 
 # The programs start as the deploy/ files say (deploy/config/*.env: the flags, *.toml: the
 # configuration), with the layout's addresses; only the database path moves into $work.
@@ -215,15 +217,7 @@ PY
 health_of() { # APP: the status code of its /health
   ip netns exec nm-client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${ip[$1]}:8000/health" || true
 }
-until_health() { # APP CODE LIMIT_S: seconds until its /health answers CODE
-  local t0 n=0
-  t0=$(date +%s.%N)
-  while [ "$(health_of "$1")" != "$2" ]; do
-    n=$((n + 1)); [ "$n" -gt $(($3 * 10)) ] && { echo "never"; return; }
-    sleep 0.1
-  done
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
-}
+until_health() { seconds_until "$3" "$2" health_of "$1"; } # APP CODE LIMIT_S: its /health
 total=$((cut + 15))
 ip netns exec nm-client curl -s -m 5 "http://${ip[app1]}:8000/docs/example" >/dev/null # cached now
 ip netns exec nm-client "$bin/loadgen" http --addr "${ip[app1]}:8000" --path /docs/example \

@@ -48,7 +48,11 @@ fn service(db: SocketAddr) -> ServiceConfig {
 }
 
 fn start_test_server(db: SocketAddr) -> Running {
-    let svc = service(db);
+    start_service(service(db))
+}
+
+/// test-server's frame service in-process on one loop, with `svc`.
+fn start_service(svc: ServiceConfig) -> Running {
     start(
         engine::Config {
             threads: 1,
@@ -266,13 +270,7 @@ fn with_db_server_dead_clients_get_a_fast_error_and_the_link_comes_back_by_itsel
     if let Some(link) = svc.db.as_mut() {
         link.breaker_open = Duration::from_secs(60);
     }
-    let ts = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
-        move |_| FrameService::new(svc.clone()),
-    );
+    let ts = start_service(svc);
     let (mut c, _) = admin(ts.addr);
     c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", vec![])
         .unwrap();
@@ -832,13 +830,7 @@ fn a_silent_db_server_is_noticed_by_liveness_pings_not_by_the_request_timeout() 
         link.ping_interval = Duration::from_millis(200);
         link.request_timeout = Duration::from_secs(3600); // only liveness can end the wait
     }
-    let ts = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
-        move |_| FrameService::new(svc.clone()),
-    );
+    let ts = start_service(svc);
     let (mut c, _) = admin(ts.addr);
     c.execute("SELECT 1", vec![]).unwrap();
     relay.cut(true);

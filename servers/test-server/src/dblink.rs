@@ -315,7 +315,7 @@ impl<T> DbLink<T> {
         }
         slot.backoff.reset();
         slot.state = SlotState::Up(conn);
-        slot.heard = Instant::now();
+        slot.heard = ctx.now();
         // db-server accepted a connection: that is the trial the open breaker waits for. Left
         // open, it would refuse every request (and the service's setup) until a request came
         // by after the open period — which may be never, behind a proxy that stopped sending
@@ -400,7 +400,7 @@ impl<T> DbLink<T> {
     /// Pings connections db-server has been quiet on and closes those silent too long (their
     /// requests then fail at once, in `on_close`, and the slot reconnects with backoff).
     fn liveness<M: Send + 'static, Tm: From<LinkTimer>>(&mut self, ctx: &mut Context<'_, M, Tm>) {
-        let now = Instant::now();
+        let now = ctx.now();
         for i in 0..self.slots.len() {
             let SlotState::Up(conn) = self.slots[i].state else {
                 continue;
@@ -534,8 +534,9 @@ impl<T> DbLink<T> {
         out: &mut Vec<Event<T>>,
     ) -> usize {
         let max = self.cfg.max_message;
+        // The loop's clock of this pass: no clock read per arrival.
         if let Some(i) = self.slot_of(conn) {
-            self.slots[i].heard = Instant::now();
+            self.slots[i].heard = ctx.now();
         }
         let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
             let Ok(msg) = msg else {

@@ -15,9 +15,12 @@
 //! that order, whatever order db-server answers in. A request that cannot be framed (bad
 //! syntax, head over 8192 bytes, body over the limit) is answered and the connection closed.
 
+mod answer;
 mod cache;
 mod docs;
 mod status;
+
+use answer::{Answer, Body, Kind, STALE};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -157,73 +160,6 @@ pub struct Status<'a> {
     pub rtt_averages: (u64, u64),
     /// The link's change subscription is up, so the document cache is in use.
     pub db_watching: bool,
-}
-
-struct Answer {
-    status: u16,
-    body: Body,
-    kind: Kind,
-    allow: Option<&'static str>,
-    /// A cached document served while db-server cannot be reached.
-    stale: bool,
-}
-
-/// `Cache-Status` (RFC 9211) of a document served stale while db-server cannot be reached.
-const STALE: &str = "netmod; hit; detail=db-unreachable";
-
-/// What an answer's body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Json,
-    /// Prometheus text.
-    Metrics,
-    /// The status page.
-    Html,
-}
-
-/// An answer's body: made for this request, or a cached document's (shared, not copied).
-#[derive(Debug)]
-enum Body {
-    Owned(Vec<u8>),
-    Shared(Arc<[u8]>),
-}
-
-impl std::ops::Deref for Body {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Body::Owned(v) => v,
-            Body::Shared(s) => s,
-        }
-    }
-}
-
-impl Answer {
-    fn json(status: u16, body: Vec<u8>) -> Self {
-        Answer {
-            status,
-            body: Body::Owned(body),
-            kind: Kind::Json,
-            allow: None,
-            stale: false,
-        }
-    }
-
-    /// A 200 with a cached document's body.
-    fn cached(body: Arc<[u8]>) -> Self {
-        Answer {
-            status: 200,
-            body: Body::Shared(body),
-            kind: Kind::Json,
-            allow: None,
-            stale: false,
-        }
-    }
-
-    fn error(status: u16, message: &str) -> Self {
-        Answer::json(status, http1::error_body(message))
-    }
 }
 
 /// A document name from the path: one non-empty segment of at most 255 bytes.
@@ -543,12 +479,9 @@ impl HttpFront {
             ));
         }
         let cached = self.cfg.cache_bytes > 0 && link.as_ref().is_some_and(|l| l.watching());
-        let unreachable = link
-            .as_ref()
-            .is_none_or(|l| l.up() == 0 || l.breaker() != shared::breaker::State::Closed);
         let (op, data) = match method {
             "GET" => {
-                if !cached && unreachable && self.cache.stale {
+                if !cached && self.cache.stale && unreachable(link.as_deref()) {
                     if let Some(body) = self.cache.docs.get(name) {
                         self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                         return Some(Answer {
@@ -803,4 +736,9 @@ fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
     // Escaped: a document's content is whatever a client stored.
     let text = shared::logging::Printable::new(body, MAX);
     log::log!(target: ACCESS, level, "Client IP: {ip}, Status: {status}, Response: {text}");
+}
+
+/// db-server cannot answer: no link, no connection up, or the circuit breaker open.
+fn unreachable(link: Option<&DbLink<Owner>>) -> bool {
+    link.is_none_or(|l| l.up() == 0 || l.breaker() != shared::breaker::State::Closed)
 }

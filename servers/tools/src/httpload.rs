@@ -61,14 +61,8 @@ struct HttpLoad {
 
 impl HttpLoad {
     fn open(&mut self, ctx: &mut Context<'_, (), Tick>) {
-        match ctx.connect(self.cfg.addr) {
-            Ok(c) => {
-                self.conns.insert(c, Conn::default());
-            }
-            Err(e) => {
-                warn!("connect to {} failed: {e}", self.cfg.addr);
-                self.report.errors += 1;
-            }
+        if let Some(c) = self.cfg.dial(ctx, &mut self.report) {
+            self.conns.insert(c, Conn::default());
         }
     }
 

@@ -107,6 +107,25 @@ pub(crate) enum Tick {
 }
 
 impl LoadConfig {
+    /// Opens one load connection on the loop (with TLS when the run uses it); a connect that
+    /// fails at once is logged and counted in `report` as an error.
+    pub(crate) fn dial(
+        &self,
+        ctx: &mut Context<'_, (), Tick>,
+        report: &mut Report,
+    ) -> Option<ConnId> {
+        let dialed = match &self.tls {
+            Some((config, name)) => ctx.connect_tls(self.addr, Arc::clone(config), name.clone()),
+            None => ctx.connect(self.addr),
+        };
+        dialed
+            .map_err(|e| {
+                warn!("connect to {} failed: {e}", self.addr);
+                report.errors += 1;
+            })
+            .ok()
+    }
+
     /// One blocking client connection to the server (with TLS when the run uses it), for the
     /// set-up before a run.
     pub fn client(&self) -> Result<crate::client::FrameClient, crate::client::ClientError> {
@@ -216,20 +235,8 @@ struct LoadHandler<W: Workload> {
 
 impl<W: Workload> LoadHandler<W> {
     fn open(&mut self, ctx: &mut Context<'_, (), Tick>) {
-        let dialed = match &self.cfg.tls {
-            Some((config, name)) => {
-                ctx.connect_tls(self.cfg.addr, Arc::clone(config), name.clone())
-            }
-            None => ctx.connect(self.cfg.addr),
-        };
-        match dialed {
-            Ok(c) => {
-                self.conns.insert(c, LoadConn::default());
-            }
-            Err(e) => {
-                warn!("connect to {} failed: {e}", self.cfg.addr);
-                self.report.errors += 1;
-            }
+        if let Some(c) = self.cfg.dial(ctx, &mut self.report) {
+            self.conns.insert(c, LoadConn::default());
         }
     }
 
