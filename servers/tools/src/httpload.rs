@@ -173,7 +173,10 @@ impl Handler for HttpLoad {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
-        let open = self.conns.iter().filter(|(c, _)| ctx.is_open(*c)).count() as u64;
+        let open = match tick {
+            Tick::End => self.conns.iter().filter(|(c, _)| ctx.is_open(*c)).count() as u64,
+            Tick::Publish => 0, // not used
+        };
         self.share.on_tick(ctx, tick, &mut self.report, open);
     }
 

@@ -362,11 +362,14 @@ impl<W: Workload> Handler for LoadHandler<W> {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, (), Tick>, tick: Tick) {
-        let open = self
-            .conns
-            .iter()
-            .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
-            .count() as u64;
+        let open = match tick {
+            Tick::End => self
+                .conns
+                .iter()
+                .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
+                .count() as u64,
+            Tick::Publish => 0, // not used
+        };
         self.share.on_tick(ctx, tick, &mut self.report, open);
     }
 
@@ -421,7 +424,8 @@ impl LoopShare {
     }
 
     /// A timer fired: publishes `report`'s totals for the progress line, or at the end of the
-    /// run hands the report in (with `open`, the connections still usable) and ends the loop.
+    /// run hands the report in (with `open`, the connections still usable; read at the end
+    /// only) and ends the loop.
     pub fn on_tick(
         &mut self,
         ctx: &mut Context<'_, (), Tick>,
