@@ -103,6 +103,7 @@ impl Schema {
             max_txns: 16,
             replica_wait: Duration::from_secs(5),
             replica_retry: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
         }
     }
 
@@ -1156,4 +1157,125 @@ fn pg_without_the_right_to_make_the_role_sandboxed_statements_fail_closed() {
         "DROP SCHEMA {} CASCADE; DROP OWNED BY {user}; DROP ROLE {user}",
         schema.name
     ));
+}
+
+/// `host:port` of a `postgresql://user@host:port/db…` URL.
+fn host_port(url: &str) -> &str {
+    let rest = &url[url
+        .find('@')
+        .map_or(url.find("://").unwrap() + 3, |at| at + 1)..];
+    &rest[..rest.find('/').unwrap_or(rest.len())]
+}
+
+/// Every connection to PostgreSQL carries the configured bound as socket options (so a
+/// server cut off by the network is given up within it, not after the kernel's 15-minute
+/// retransmission timeout), and a URL's own settings win.
+#[test]
+fn pg_connections_carry_the_timeout_as_tcp_user_timeout_and_keepalives() {
+    use db::postgres::Endpoint;
+    use std::os::fd::BorrowedFd;
+    let Some((url, _)) = urls("socket-options") else {
+        return;
+    };
+    let pg = Endpoint::new(url.clone(), Duration::from_secs(7))
+        .connect()
+        .unwrap();
+    // SAFETY: the connection owns the socket and outlives the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(pg.socket()) };
+    let sock = socket2::SockRef::from(&fd);
+    assert_eq!(
+        sock.tcp_user_timeout().unwrap(),
+        Some(Duration::from_secs(7))
+    );
+    assert!(sock.keepalive().unwrap());
+    assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(4));
+
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let own = Endpoint::new(
+        format!("{url}{sep}tcp_user_timeout=1500"),
+        Duration::from_secs(7),
+    )
+    .connect()
+    .unwrap();
+    let fd = unsafe { BorrowedFd::borrow_raw(own.socket()) };
+    assert_eq!(
+        socket2::SockRef::from(&fd).tcp_user_timeout().unwrap(),
+        Some(Duration::from_millis(1500))
+    );
+}
+
+/// The primary cut off by the network (its connections lost, new ones accepted but never
+/// answered): a connect gives up after the timeout instead of waiting for ever, requests that
+/// need the primary then fail at once with UNAVAILABLE (not each after its own timeout),
+/// writes resume after healing, and every acknowledged write is there.
+#[test]
+fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
+    use common::relay::Relay;
+    let Some(schema) = Schema::new("primary-cut") else {
+        return;
+    };
+    let to: std::net::SocketAddr = host_port(&schema.primary).parse().unwrap();
+    let relay = Relay::start(to);
+    let url = schema
+        .primary
+        .replacen(host_port(&schema.primary), &relay.addr.to_string(), 1);
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        url,
+        writers: 2,
+        timeout: Duration::from_secs(2),
+        ..schema.config(vec![])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE w (id INT PRIMARY KEY)", vec![])
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut id = 0;
+    let mut write = |c: &mut FrameClient, acked: &mut Vec<i64>| {
+        id += 1;
+        let r = c.execute("INSERT INTO w VALUES (?1)", vec![Value::int(id)]);
+        if r.is_ok() {
+            acked.push(id);
+        }
+        r
+    };
+    for _ in 0..5 {
+        write(&mut c, &mut acked).unwrap();
+    }
+
+    relay.cut(true);
+    relay.break_connections();
+    // The writes find their connections gone, then cannot connect: UNAVAILABLE, and soon from
+    // the gate (its message says so) without trying again.
+    let mut gated = false;
+    for _ in 0..50 {
+        match write(&mut c, &mut acked) {
+            Err(ClientError::Server { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::Unavailable, "{message}");
+                if message.contains("primary is unreachable") {
+                    gated = true;
+                    break;
+                }
+            }
+            Ok(_) => panic!("a write went through a cut link"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(gated, "requests for an unreachable primary fail at once");
+    // Reads that must see the primary fail the same way.
+    let mut primary_read = exec("SELECT count(*) FROM w", vec![]);
+    primary_read.consistency = ReadConsistency::Primary as i32;
+    assert_eq!(code(c.data(&primary_read)), ErrorCode::Unavailable);
+
+    relay.cut(false);
+    common::eventually("writes go through again after healing", || {
+        write(&mut c, &mut acked).is_ok()
+    });
+    let ids = c.execute("SELECT id FROM w ORDER BY id", vec![]).unwrap();
+    let present: Vec<Value> = ids.rows.iter().map(|r| r.values[0].clone()).collect();
+    for a in &acked {
+        assert!(
+            present.contains(&Value::int(*a)),
+            "acknowledged write {a} missing"
+        );
+    }
 }

@@ -614,6 +614,58 @@ fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
         &t,
     );
     assert_eq!((code, out.as_str()), (0, "name\tn\nreadme\t42\n"));
+    // Read-your-writes: a write's commit index (stderr) passed to --after-index.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin_path("client"))
+            .args(["--addr", a])
+            .args(args)
+            .env("NETMOD_TOKEN", &token)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    };
+    let (code, _, err) = run(&[
+        "sql",
+        "UPDATE docs SET content = 'v2' WHERE name = ?1",
+        "readme",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let index: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("(commit index ")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no commit index in {err:?}"));
+    assert!(index > 0, "{err}");
+    let at = index.to_string();
+    let (code, out, err) = run(&[
+        "sql",
+        "--after-index",
+        &at,
+        "SELECT content FROM docs WHERE name = ?1",
+        "readme",
+    ]);
+    assert_eq!((code, out.as_str()), (Some(0), "content\nv2\n"), "{err}");
+    let (code, out, _) = run(&[
+        "sql",
+        "--primary",
+        "SELECT content FROM docs WHERE name = ?1",
+        "readme",
+    ]);
+    assert_eq!((code, out.as_str()), (Some(0), "content\nv2\n"));
+    // An index no write produced was never acknowledged: STALE, not an old answer.
+    let later = (index + 1_000_000).to_string();
+    let (code, _, err) = run(&["sql", "--after-index", &later, "SELECT content FROM docs"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("STALE"), "{err}");
     assert_eq!(client(&["--addr", a, "delete", "readme"], &t).0, 0);
     assert_eq!(
         client(&["--addr", a, "get", "readme"], &t).0,

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::relay::Relay;
 use common::{start, start_db, Proc, Running, TempDir, WAIT};
 use prost::Message as _;
 use protocol::proto::{value, AuthLogin, AuthToken, Value};
@@ -762,56 +763,6 @@ fn ping_round_trips_show_on_metrics_and_in_the_line_that_drops_a_silent_client()
     assert!(line.contains("round trips averaged"), "{line}");
     assert!(line.contains("over its last 3 answered pings"), "{line}");
     common::eventually("its average leaves the gauge", || metric() == 0.0);
-}
-
-/// A TCP relay to `to` that can stop passing bytes both ways without closing anything, as a
-/// network partition does (no FIN, no RST: packets just vanish).
-struct Relay {
-    addr: SocketAddr,
-    cut: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Relay {
-    fn start(to: SocketAddr) -> Relay {
-        use std::io::{Read, Write};
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let c = Arc::clone(&cut);
-        std::thread::spawn(move || {
-            for inbound in l.incoming() {
-                let Ok(inbound) = inbound else { return };
-                let Ok(outbound) = std::net::TcpStream::connect(to) else {
-                    continue;
-                };
-                for (mut from, mut into) in [
-                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                    (outbound, inbound),
-                ] {
-                    let cut = Arc::clone(&c);
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let n = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            // Cut: the bytes vanish, the connection stays open.
-                            if !cut.load(Ordering::SeqCst) && into.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        Relay { addr, cut }
-    }
-
-    fn cut(&self, on: bool) {
-        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// db-server gone silent without closing anything (a partition) is noticed by the link's

@@ -263,10 +263,50 @@ pub enum TxnState {
 impl PgConn {
     /// Connects with a `postgresql://` URL or a `key=value` connection string.
     pub fn connect(url: &str) -> Result<PgConn, PgError> {
-        let c = CString::new(url).map_err(|_| PgError::client("connection URL holds a NUL"))?;
-        // SAFETY: `c` is a valid C string; libpq returns NULL only when out of memory.
-        let raw = NonNull::new(unsafe { ffi::PQconnectdb(c.as_ptr()) })
-            .ok_or_else(|| PgError::client("libpq: out of memory"))?;
+        PgConn::connect_with(url, &[])
+    }
+
+    /// Connects with `url`, taking `defaults` (libpq keyword, value) for what the URL does
+    /// not set: a setting in the URL wins.
+    ///
+    /// ```no_run
+    /// use db::libpq::PgConn;
+    /// // Give up on a server that does not answer within 5 s, unless the URL says otherwise.
+    /// let conn = PgConn::connect_with(
+    ///     "postgresql://postgres@10.0.0.5/app",
+    ///     &[("connect_timeout", "5"), ("tcp_user_timeout", "5000")],
+    /// )?;
+    /// # Ok::<(), db::libpq::PgError>(())
+    /// ```
+    pub fn connect_with(url: &str, defaults: &[(&str, &str)]) -> Result<PgConn, PgError> {
+        let c =
+            |s: &str| CString::new(s).map_err(|_| PgError::client("connection URL holds a NUL"));
+        // Keywords before the expanded `dbname` are overridden by the URL's own settings
+        // (libpq processes the arrays in order; the last value of a keyword wins).
+        let mut keys = Vec::with_capacity(defaults.len() + 1);
+        let mut values = Vec::with_capacity(defaults.len() + 1);
+        for (k, v) in defaults {
+            keys.push(c(k)?);
+            values.push(c(v)?);
+        }
+        keys.push(c("dbname")?);
+        values.push(c(url)?);
+        let key_ptrs: Vec<*const c_char> = keys
+            .iter()
+            .map(|k| k.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let value_ptrs: Vec<*const c_char> = values
+            .iter()
+            .map(|v| v.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        // SAFETY: both arrays are NULL-terminated, of equal length, and point into C strings
+        // that outlive the call; libpq returns NULL only when out of memory.
+        let raw = NonNull::new(unsafe {
+            ffi::PQconnectdbParams(key_ptrs.as_ptr(), value_ptrs.as_ptr(), 1)
+        })
+        .ok_or_else(|| PgError::client("libpq: out of memory"))?;
         let conn = PgConn {
             raw,
             prepared: HashMap::new(),
@@ -285,6 +325,12 @@ impl PgConn {
             ffi::PQsetNoticeProcessor(conn.raw.as_ptr(), Some(notice), std::ptr::null_mut());
         }
         Ok(conn)
+    }
+
+    /// The connection's socket (for socket options; do not read or write it).
+    pub fn socket(&self) -> c_int {
+        // SAFETY: valid connection pointer.
+        unsafe { ffi::PQsocket(self.raw.as_ptr()) }
     }
 
     /// True while the connection is usable.

@@ -51,6 +51,14 @@ struct Args {
     /// primary answers.
     #[arg(long, default_value_t = 100)]
     replica_wait_ms: u64,
+    /// PostgreSQL: seconds a server may leave a connection attempt, or data db-server sent,
+    /// unanswered before that connection counts as dead (libpq connect_timeout,
+    /// tcp_user_timeout and TCP keepalives; a URL's own settings win; 0 = the system's
+    /// defaults, which wait about 15 minutes on a host cut off by the network). A primary
+    /// that cannot be reached is then tried once a second, and requests that need it fail
+    /// at once (UNAVAILABLE) meanwhile.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    postgres_timeout_secs: u64,
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
@@ -111,6 +119,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 max_txns: 64,
                 replica_wait: Duration::from_millis(args.replica_wait_ms),
                 replica_retry: Duration::from_secs(5),
+                timeout: Duration::from_secs(args.postgres_timeout_secs),
             }),
             format!("PostgreSQL with {} replica(s)", args.replica.len()),
         ),

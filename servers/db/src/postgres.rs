@@ -15,7 +15,7 @@ pub use values::{parse_lsn, unhex};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::DbError;
 use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, RowStream, TxnState};
@@ -69,13 +69,95 @@ fn reads_only(command: &str) -> bool {
     )
 }
 
+/// A PostgreSQL server db-server connects to: its URL, and how long the server may leave a
+/// connection attempt or sent data unanswered before the connection counts as dead.
+///
+/// Without that bound a server cut off by the network (no RST, no FIN: packets vanish) holds
+/// a worker for the kernel's retransmission timeout, about 15 minutes, and an idle connection
+/// to it for ever. The bound becomes libpq's `connect_timeout`, `tcp_user_timeout` and TCP
+/// keepalives, unless the URL sets them itself.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use db::postgres::Endpoint;
+/// let primary = Endpoint::new("postgresql://netmod@10.0.0.30/netmod", Duration::from_secs(5));
+/// let pg = primary.connect()?;
+/// # Ok::<(), db::error::DbError>(())
+/// ```
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    defaults: Vec<(&'static str, String)>,
+}
+
+impl Endpoint {
+    /// `url` with `timeout` (zero: libpq's and the kernel's defaults).
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Endpoint {
+        let mut defaults = Vec::new();
+        if !timeout.is_zero() {
+            let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+            let half = secs.div_ceil(2).to_string();
+            defaults = vec![
+                // libpq rounds a connect_timeout under 2 s up to 2 s.
+                ("connect_timeout", secs.to_string()),
+                ("tcp_user_timeout", timeout.as_millis().to_string()),
+                ("keepalives", "1".into()),
+                ("keepalives_idle", half.clone()),
+                ("keepalives_interval", half),
+                ("keepalives_count", "2".into()),
+            ];
+        }
+        Endpoint {
+            url: url.into(),
+            defaults,
+        }
+    }
+
+    /// Opens a connection.
+    pub fn connect(&self) -> Result<Pg, DbError> {
+        let defaults: Vec<(&str, &str)> = self
+            .defaults
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        Ok(Pg {
+            conn: PgConn::connect_with(&self.url, &defaults)?,
+            translated: HashMap::new(),
+        })
+    }
+
+    /// The URL without its password, for logs.
+    pub fn redacted(&self) -> String {
+        let url = &self.url;
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let user = &url[s + 3..at];
+                let user = user.split(':').next().unwrap_or_default();
+                format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 impl Pg {
-    /// Connects to `url`.
+    /// Connects to `url` with libpq's defaults (see [`Endpoint`] for bounded waits).
     pub fn connect(url: &str) -> Result<Pg, DbError> {
         Ok(Pg {
             conn: PgConn::connect(url)?,
             translated: HashMap::new(),
         })
+    }
+
+    /// The connection's socket (for socket options; do not read or write it).
+    pub fn socket(&self) -> std::ffi::c_int {
+        self.conn.socket()
     }
 
     /// True while the connection is usable.
@@ -549,9 +631,9 @@ struct PgTxn(Pg);
 
 /// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
 /// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
-pub fn txn_opener(url: String) -> Opener {
+pub fn txn_opener(primary: Endpoint) -> Opener {
     Arc::new(move |purpose: Purpose| {
-        let mut pg = Pg::connect(&url)?;
+        let mut pg = primary.connect()?;
         pg.exec(match purpose {
             Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
             Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",

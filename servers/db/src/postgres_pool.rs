@@ -22,8 +22,8 @@
 //! concurrent retry waits on it), stores the response with the write, and records the commit
 //! index beside it after the commit, so a retry gets the same reply.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -34,7 +34,7 @@ use super::error::DbError;
 use super::libpq::Param;
 use super::monitor::Monitor;
 use super::page::Limit;
-use super::postgres::{self, Pg};
+use super::postgres::{self, Endpoint, Pg};
 use super::queue::JobQueue;
 use super::txn::Txns;
 use super::workers::{starts_with_keyword, Job, Work};
@@ -62,19 +62,15 @@ pub struct PgConfig {
     pub replica_wait: Duration,
     /// How long a failed replica is left alone before it is tried again.
     pub replica_retry: Duration,
+    /// How long a PostgreSQL server may leave a connection attempt or sent data unanswered
+    /// before its connection counts as dead (see [`Endpoint`]); zero: the system's defaults.
+    /// A primary that cannot be reached is tried again once a second, and requests that need
+    /// it fail fast meanwhile rather than each waiting out this timeout.
+    pub timeout: Duration,
 }
 
-/// A URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
+/// How often a primary that could not be reached is tried again.
+const PRIMARY_RETRY: Duration = Duration::from_secs(1);
 
 /// Requests a worker takes from its queue at once (one round trip, one commit for writes).
 const MAX_GROUP: usize = 64;
@@ -82,11 +78,12 @@ const MAX_GROUP: usize = 64;
 /// Connects to the primary (failing fast when it cannot), prepares the server's tables, and
 /// starts the writers and readers on a [`Pool`]. Replicas are connected to lazily.
 pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
-    let mut first = Pg::connect(&cfg.url)?;
+    let primary = Endpoint::new(cfg.url.clone(), cfg.timeout);
+    let mut first = primary.connect()?;
     first.create_meta()?;
     let counters = Counters::starting_at(first.current_lsn()?);
     let txns = Txns::new(
-        postgres::txn_opener(cfg.url.clone()),
+        postgres::txn_opener(primary.clone()),
         cfg.max_txns,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
@@ -99,9 +96,14 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
         AfterIndex::Readers,
         |queues| {
             let mut spare = Some(first);
+            let gate = Arc::new(PrimaryGate::new(
+                PRIMARY_RETRY,
+                cfg.timeout.saturating_mul(2),
+            ));
             let writers = (0..cfg.writers.max(1))
                 .map(|_| Writer {
-                    url: cfg.url.clone(),
+                    primary: primary.clone(),
+                    gate: Arc::clone(&gate),
                     pg: spare.take(),
                     counters: Arc::clone(&counters),
                     monitor: Arc::clone(&monitor),
@@ -110,13 +112,14 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
             let rr = Arc::new(AtomicUsize::new(0));
             let readers = (0..cfg.readers.max(1))
                 .map(|_| Reader {
-                    url: cfg.url.clone(),
+                    endpoint: primary.clone(),
+                    gate: Arc::clone(&gate),
                     primary: None,
                     replicas: cfg
                         .replicas
                         .iter()
                         .map(|u| Replica {
-                            url: u.clone(),
+                            endpoint: Endpoint::new(u.clone(), cfg.timeout),
                             pg: None,
                             down_until: None,
                             replayed: 0,
@@ -140,11 +143,11 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
     )?;
     info!(
         "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s), {} reader(s)",
-        redact(&cfg.url),
+        primary.redacted(),
         cfg.replicas.len(),
         cfg.replicas
             .iter()
-            .map(|u| format!(" {}", redact(u)))
+            .map(|u| format!(" {}", Endpoint::new(u.clone(), cfg.timeout).redacted()))
             .collect::<String>(),
         cfg.writers.max(1),
         cfg.readers.max(1)
@@ -153,23 +156,138 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
 }
 
 /// A connection that is there and usable, connecting (again) if needed.
-fn ensure<'a>(slot: &'a mut Option<Pg>, url: &str, setup: &str) -> Result<&'a mut Pg, DbError> {
+fn ensure<'a>(
+    slot: &'a mut Option<Pg>,
+    server: &Endpoint,
+    setup: &str,
+) -> Result<&'a mut Pg, DbError> {
     if slot.as_ref().is_some_and(Pg::is_ok) {
         if let Some(pg) = slot {
             return Ok(pg);
         }
     }
     *slot = None;
-    let mut pg = Pg::connect(url)?;
+    let mut pg = server.connect()?;
     if !setup.is_empty() {
         pg.exec(setup)?;
     }
     Ok(slot.insert(pg))
 }
 
+/// Fails requests for the primary fast while it is unreachable.
+///
+/// Once a connection to the primary cannot be made (refused, or timed out),
+/// requests that need it are answered `UNAVAILABLE` at once for `retry`, instead of each
+/// worker waiting out its own connect timeout; then one worker tries again (the others keep
+/// answering at once until that try ends, bounded by `probe`). A success opens the gate.
+struct PrimaryGate {
+    closed: AtomicBool,
+    retry: Duration,
+    probe: Duration,
+    state: Mutex<Option<Closed>>,
+}
+
+struct Closed {
+    next_try: Instant,
+    why: String,
+}
+
+impl PrimaryGate {
+    fn new(retry: Duration, probe: Duration) -> PrimaryGate {
+        PrimaryGate {
+            closed: AtomicBool::new(false),
+            retry,
+            probe,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// `Ok` when the caller may use the primary: it is not known to be down, or this caller
+    /// is the one to try it again.
+    fn pass(&self) -> Result<(), DbError> {
+        if !self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(closed) = state.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < closed.next_try {
+            return Err(DbError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the PostgreSQL primary is unreachable ({}); next try within {:.1} s",
+                    closed.why,
+                    (closed.next_try - now).as_secs_f64()
+                ),
+            ));
+        }
+        closed.next_try = now + self.probe + self.retry;
+        Ok(())
+    }
+
+    /// The primary failed a connection: closed for `retry`.
+    fn failed(&self, e: &DbError) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.is_none() {
+            warn!(
+                "the PostgreSQL primary is unreachable ({}): requests that need it fail at once, retrying every {:?}",
+                e.message, self.retry
+            );
+        }
+        *state = Some(Closed {
+            next_try: Instant::now() + self.retry,
+            why: e.message.clone(),
+        });
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The primary answered.
+    fn answered(&self) {
+        if !self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.take().is_some() {
+            info!("the PostgreSQL primary answers again");
+        }
+        self.closed.store(false, Ordering::Release);
+    }
+
+    /// The connection in `slot` after a request on it: a broken one is dropped (the next
+    /// request connects again, and only a failed connect closes the gate: a primary that
+    /// restarted answers at once); otherwise the primary answered.
+    fn settle(&self, slot: &mut Option<Pg>) {
+        if slot.as_ref().is_some_and(Pg::is_ok) {
+            self.answered();
+        } else {
+            *slot = None;
+        }
+    }
+
+    /// A usable connection to the primary in `slot`, unless the gate is closed.
+    fn connect<'a>(
+        &self,
+        slot: &'a mut Option<Pg>,
+        server: &Endpoint,
+        setup: &str,
+    ) -> Result<&'a mut Pg, DbError> {
+        self.pass()?;
+        match ensure(slot, server, setup) {
+            Ok(pg) => Ok(pg),
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A writer thread: its connection to the primary.
 struct Writer {
-    url: String,
+    primary: Endpoint,
+    gate: Arc<PrimaryGate>,
     pg: Option<Pg>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
@@ -212,8 +330,12 @@ impl Writer {
 
     fn run(&mut self, job: Job) {
         let start = Instant::now();
-        let r = match ensure(&mut self.pg, &self.url, "") {
-            Ok(pg) => write(pg, &job),
+        let r = match self.gate.connect(&mut self.pg, &self.primary, "") {
+            Ok(pg) => {
+                let r = write(pg, &job);
+                self.gate.settle(&mut self.pg);
+                r
+            }
             Err(e) => Err(e),
         };
         if let Work::Execute(st) = &job.work {
@@ -235,17 +357,24 @@ impl Writer {
     /// position is read (see [`Pg::execute_group`]).
     fn run_together(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
-        let ran = ensure(&mut self.pg, &self.url, "").and_then(|pg| {
-            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
-            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
-            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
-                Some(i) => i,
-                None => pg.current_lsn()?,
-            };
-            Ok((outcomes, index))
-        });
+        let ran = self
+            .gate
+            .connect(&mut self.pg, &self.primary, "")
+            .and_then(|pg| {
+                let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+                let (outcomes, lsn) =
+                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+                let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                    Some(i) => i,
+                    None => pg.current_lsn()?,
+                };
+                Ok((outcomes, index))
+            });
         let (outcomes, index) = match ran {
-            Ok(r) => r,
+            Ok(r) => {
+                self.gate.answered();
+                r
+            }
             Err(e) => {
                 // The connection failed: whether the group committed is unknown.
                 self.pg = None;
@@ -403,7 +532,7 @@ fn stored_response(pg: &mut Pg, key: &str) -> Result<DataResponse, DbError> {
 }
 
 struct Replica {
-    url: String,
+    endpoint: Endpoint,
     pg: Option<Pg>,
     down_until: Option<Instant>,
     /// The replayed WAL position last seen here: a lower bound for what a read there sees.
@@ -411,7 +540,8 @@ struct Replica {
 }
 
 struct Reader {
-    url: String,
+    endpoint: Endpoint,
+    gate: Arc<PrimaryGate>,
     primary: Option<Pg>,
     replicas: Vec<Replica>,
     rr: Arc<AtomicUsize>,
@@ -502,7 +632,7 @@ impl Reader {
                     let rep = &mut self.replicas[i];
                     warn!(
                         "Replica {} failed ({}); skipped for {:?}",
-                        redact(&rep.url),
+                        rep.endpoint.redacted(),
                         e.message,
                         self.retry
                     );
@@ -525,7 +655,7 @@ impl Reader {
     ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
         let wait = self.wait;
         let rep = &mut self.replicas[i];
-        let pg = ensure(&mut rep.pg, &rep.url, READ_ONLY_SESSION)?;
+        let pg = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?;
         // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
         // the last one seen, which they are at least as new as.
         let needed = jobs
@@ -571,6 +701,7 @@ impl Reader {
         for _ in 0..2 {
             ran = self.read_primary(&jobs, index);
             if ran.is_ok() {
+                self.gate.settle(&mut self.primary);
                 break;
             }
             self.primary = None;
@@ -598,7 +729,9 @@ impl Reader {
         jobs: &[Job],
         index: u64,
     ) -> Result<Vec<Result<(StatementResult, bool), DbError>>, DbError> {
-        let pg = ensure(&mut self.primary, &self.url, READ_ONLY_SESSION)?;
+        let pg = self
+            .gate
+            .connect(&mut self.primary, &self.endpoint, READ_ONLY_SESSION)?;
         // An index beyond what this server acknowledged may come from another db-server: ask
         // the primary itself, once.
         let needed = jobs

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use prost::Message as _;
-use protocol::proto::{value, StatementResult, Value};
+use protocol::proto::{
+    data_request, data_response, value, DataRequest, ReadConsistency, Statement, StatementResult,
+    Value,
+};
 use protocol::wire::{self, ErrorCode, MessageType, Operation};
 use shared::backoff::Backoff;
 use tools::client::{ClientError, FrameClient};
@@ -59,8 +62,19 @@ enum Cmd {
     /// Delete a document.
     Delete { name: String },
     /// Run one SQL statement; arguments bind to ?1, ?2, … (numbers as integers or reals,
-    /// `null` as NULL, anything else as text).
-    Sql { sql: String, args: Vec<String> },
+    /// `null` as NULL, anything else as text). The commit index a write produced is printed on
+    /// stderr: pass it to --after-index to read your write from a replica.
+    Sql {
+        sql: String,
+        args: Vec<String>,
+        /// Read from the primary, never from a replica.
+        #[arg(long, conflicts_with = "after_index")]
+        primary: bool,
+        /// Read from a replica only once it has this commit index (db-server waits briefly,
+        /// else the primary answers): never older than that write.
+        #[arg(long, value_name = "INDEX")]
+        after_index: Option<u64>,
+    },
     /// Stay connected and print what the server sends (shutdown and migration notices);
     /// reconnect with backoff, and follow migrations.
     Watch,
@@ -302,6 +316,8 @@ fn run(args: &Args) -> Result<(), Fail> {
         Cmd::Sql {
             sql,
             args: sql_args,
+            primary,
+            after_index,
         } => {
             let wanted = protocol::placeholders::to_dollar(sql).params;
             if wanted != sql_args.len() {
@@ -313,9 +329,28 @@ fn run(args: &Args) -> Result<(), Fail> {
                     ),
                 ));
             }
+            let consistency = match (primary, after_index) {
+                (true, _) => ReadConsistency::Primary,
+                (_, Some(_)) => ReadConsistency::AfterIndex,
+                _ => ReadConsistency::AnyReplica,
+            };
+            let req = DataRequest {
+                kind: Some(data_request::Kind::Execute(Statement {
+                    sql: sql.clone(),
+                    args: sql_args.iter().map(|a| arg_value(a)).collect(),
+                    named_args: Vec::new(),
+                })),
+                consistency: consistency as i32,
+                after_index: after_index.unwrap_or(0),
+                ..Default::default()
+            };
             let mut c = session(args, addr, true)?;
-            let r = c.execute(sql, sql_args.iter().map(|a| arg_value(a)).collect())?;
+            let resp = c.data(&req)?;
+            let Some(data_response::Kind::Result(r)) = resp.kind else {
+                return Err(Fail(1, format!("unexpected answer: {:?}", resp.kind)));
+            };
             print_result(&r);
+            eprintln!("(commit index {})", resp.commit_index);
             Ok(())
         }
         Cmd::Watch => watch(args, addr),
