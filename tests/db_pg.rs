@@ -1279,3 +1279,49 @@ fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
         );
     }
 }
+
+/// Several clients setting up tables at once (what three test-servers starting together do):
+/// each CREATE outside the sandbox is followed by taking the server tables' rights from the
+/// client role, and PostgreSQL fails concurrent REVOKEs on one table ("tuple concurrently
+/// updated"), which aborted the whole setup batch. Every batch must go through.
+#[test]
+fn pg_concurrent_table_setups_do_not_fail_each_other() {
+    let Some(schema) = Schema::new("setup-race") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE _netmod_guarded (id INT)", vec![])
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = srv.addr;
+            std::thread::spawn(move || {
+                let mut c = FrameClient::connect(addr, WAIT).unwrap();
+                for i in 0..10 {
+                    let table = format!("race_{t}_{i}");
+                    let r = c.data(&DataRequest::batch(vec![
+                        BatchStep::new(
+                            format!("CREATE TABLE IF NOT EXISTS {table} (id INT)"),
+                            vec![],
+                        ),
+                        BatchStep::new(format!("INSERT INTO {table} VALUES (1)"), vec![]),
+                    ]));
+                    let resp = r.unwrap_or_else(|e| panic!("setup batch {table}: {e:?}"));
+                    assert!(
+                        matches!(resp.kind, Some(data_response::Kind::Batch(_))),
+                        "{resp:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // And the server's table stays out of the sandbox's reach.
+    assert_eq!(
+        code(c.data(&sandboxed(exec("SELECT * FROM _netmod_guarded", vec![])))),
+        ErrorCode::Forbidden
+    );
+}

@@ -1473,3 +1473,41 @@ fn host_names_are_accepted_where_host_port_is_documented() {
         common::http::call(listen, "GET /health HTTP/1.1\r\nHost: p\r\n\r\n").status == 200
     });
 }
+
+/// A table setup db-server refuses (here: a users table of the wrong shape; in the cluster
+/// run, a conflict between instances setting up at once) is tried again with backoff, so the
+/// instance serves once the cause is gone, without waiting for its db link to reconnect.
+#[test]
+fn a_refused_table_setup_is_tried_again_until_it_succeeds() {
+    let dir = common::TempDir::new("setup-retry");
+    let (_db, db_addr) = common::spawn_db(&dir.path("s.db"));
+    let mut direct = FrameClient::connect(db_addr, WAIT).unwrap();
+    direct
+        .execute("CREATE TABLE _netmod_users (name TEXT PRIMARY KEY)", vec![])
+        .unwrap();
+    let db_addr = db_addr.to_string();
+    let mut ts = Proc::spawn(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--admin-secret",
+            "pw",
+            "--threads",
+            "1",
+        ],
+    );
+    let addr = ts.listen_addr().to_string();
+    let line = ts.wait_line("trying again in");
+    assert!(line.contains("_netmod_users on db-server failed"), "{line}");
+    direct.execute("DROP TABLE _netmod_users", vec![]).unwrap();
+    common::eventually("the admin can log in once the setup went through", || {
+        client(
+            &["--addr", &addr, "--user", "admin", "login"],
+            &[("NETMOD_SECRET", "pw")],
+        )
+        .0 == 0
+    });
+}

@@ -486,7 +486,7 @@ impl Pg {
         // A user that may not create roles (a managed database, say) still gets a working
         // db-server; sandboxed statements then fail closed (FORBIDDEN) until the role exists.
         let sandbox = self
-            .exec(SANDBOX_ROLE_SETUP)
+            .serialized(SANDBOX_ROLE_SETUP)
             .and_then(|()| self.protect_server_tables());
         if let Err(e) = sandbox {
             log::warn!(
@@ -502,7 +502,30 @@ impl Pg {
     /// run at start and after every statement outside the sandbox that creates something,
     /// since the schema's default privileges give new tables to the role.
     pub fn protect_server_tables(&mut self) -> Result<(), DbError> {
-        self.exec(PROTECT_SERVER_TABLES)
+        self.serialized(PROTECT_SERVER_TABLES)
+    }
+
+    /// Runs `block` (rights and roles) under a transaction-scoped advisory lock that every
+    /// db-server connection takes for it. PostgreSQL fails a GRANT or REVOKE on an object
+    /// another transaction is changing the rights of ("tuple concurrently updated"): several
+    /// test-servers creating their tables at once through one or more db-servers did that.
+    /// Inside a transaction it runs in a savepoint, so that its failure (logged by the caller)
+    /// does not abort the caller's transaction.
+    fn serialized(&mut self, block: &str) -> Result<(), DbError> {
+        const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('netmod: client role rights'))";
+        let (run, undo) = if self.txn_state() == TxnState::Idle {
+            (format!("BEGIN; {LOCK}; {block}; COMMIT"), "ROLLBACK")
+        } else {
+            (
+                format!("SAVEPOINT netmod_rights; {LOCK}; {block}; RELEASE netmod_rights"),
+                "ROLLBACK TO netmod_rights; RELEASE netmod_rights",
+            )
+        };
+        let r = self.exec(&run);
+        if r.is_err() && self.is_ok() {
+            let _ = self.exec(undo);
+        }
+        r
     }
 }
 

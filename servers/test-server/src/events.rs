@@ -16,6 +16,8 @@ pub enum Timer {
     Liveness,
     /// An HTTP connection's request deadline.
     Http(ConnId),
+    /// Try the table setup on db-server again (it failed).
+    Setup,
 }
 
 impl From<LinkTimer> for Timer {

@@ -47,6 +47,7 @@ use protocol::proto::{
     DataResponse, Value,
 };
 use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+use shared::backoff::Backoff;
 use shared::clock::now_secs;
 
 /// The table of users and their stored secrets, in db-server's database.
@@ -143,6 +144,10 @@ pub struct FrameService {
     http: Option<HttpFront>,
     /// db-server answered the setup (tables exist).
     ready: bool,
+    /// Delays between setups that failed (while db-server answers, but refuses it).
+    setup_backoff: Backoff,
+    /// A setup retry is scheduled.
+    setup_due: bool,
     /// Ids of the server's own pings.
     next_ping: u32,
     /// For the first ping's random delay.
@@ -195,6 +200,8 @@ impl FrameService {
             link,
             http,
             ready: false,
+            setup_backoff: Backoff::standard(),
+            setup_due: false,
             next_ping: 0,
             rng: {
                 let mut seed = [0u8; 8];
@@ -369,12 +376,10 @@ impl FrameService {
             Event::Reply(Owner::Setup, m) => {
                 if m.r#type() == MessageType::Error {
                     let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
-                    warn!(
-                        "setting up {USERS_TABLE} on db-server failed: {}",
-                        e.message
-                    );
+                    self.setup_failed(ctx, &e.message);
                 } else {
                     self.ready = true;
+                    self.setup_backoff.reset();
                 }
             }
             Event::Reply(
@@ -389,9 +394,7 @@ impl FrameService {
             Event::Failed(Owner::User { conn, id, .. }, code, text) => {
                 Self::reply_error(ctx, conn, id, Operation::Users, code, text);
             }
-            Event::Failed(Owner::Setup, _, text) => {
-                warn!("setting up {USERS_TABLE} failed: {text}")
-            }
+            Event::Failed(Owner::Setup, _, text) => self.setup_failed(ctx, &text),
             Event::Notice(m) => {
                 if let Some(h) = self.http.as_mut() {
                     h.on_db_notice(m);
@@ -403,6 +406,22 @@ impl FrameService {
                 }
             }
         }
+    }
+
+    /// A setup failed: tried again after a backoff (2 s doubling to 60 s) until it succeeds,
+    /// so that a refusal (a conflict with another instance's setup, say) does not leave this
+    /// instance unable to serve until its db link happens to reconnect.
+    fn setup_failed(&mut self, ctx: &mut Context<'_, Note, Timer>, why: &str) {
+        if self.ready || self.setup_due {
+            return;
+        }
+        let delay = self.setup_backoff.next_delay();
+        warn!(
+            "setting up {USERS_TABLE} on db-server failed: {why}; trying again in {:.1} s",
+            delay.as_secs_f64()
+        );
+        self.setup_due = true;
+        ctx.set_timer(delay, Timer::Setup);
     }
 
     /// Creates the users table and the bootstrap user (idempotent; on every link connection).
@@ -528,6 +547,12 @@ impl Handler for FrameService {
     fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, timer: Timer) {
         match timer {
             Timer::Liveness => self.sweep(ctx),
+            Timer::Setup => {
+                self.setup_due = false;
+                if !self.ready {
+                    self.setup(ctx);
+                }
+            }
             Timer::Http(conn) => {
                 if let Some(h) = self.http.as_mut() {
                     h.on_timer(ctx, conn);
