@@ -8,11 +8,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info};
 
 use super::strategy::{self, HashKey, Ring, Strategy};
+
+/// A backend taken out again within this long of coming back is flapping: each such fall
+/// doubles the passing checks it needs to return (`rise` × 2, × 4, up to × [`MAX_RISE_FACTOR`]),
+/// so that a link going down and up every few seconds keeps it out instead of moving it in
+/// and out of rotation on every flap (with the requests in flight on it lost each time).
+/// A fall after a longer healthy spell needs `rise` again.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+/// The most `rise` is multiplied by for a flapping backend.
+pub const MAX_RISE_FACTOR: u32 = 8;
 
 /// Upper bounds (seconds) of the response-time histogram buckets.
 pub const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -36,6 +45,9 @@ pub struct Backend {
     draining: AtomicBool,
     check_ok: AtomicU32,
     check_fail: AtomicU32,
+    /// How many times `rise` passing checks bring it back (see [`FLAP_WINDOW`]).
+    rise_factor: AtomicU32,
+    flaps: Mutex<Flaps>,
     passive_fail: AtomicU32,
 }
 
@@ -82,6 +94,8 @@ impl Backend {
             draining: AtomicBool::new(false),
             check_ok: AtomicU32::new(0),
             check_fail: AtomicU32::new(0),
+            rise_factor: AtomicU32::new(1),
+            flaps: Mutex::new(Flaps::default()),
             passive_fail: AtomicU32::new(0),
         }
     }
@@ -169,15 +183,46 @@ impl Backend {
         )
     }
 
-    fn mark(&self, healthy: bool, why: &str) {
-        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            if healthy {
-                info!("[STATUS] Server {} marked as healthy", self.addr);
-            } else {
-                error!("[STATUS] Server {} marked as unhealthy ({why})", self.addr);
-            }
+    fn mark(&self, healthy: bool, why: &str, now: Instant) {
+        if self.healthy.swap(healthy, Ordering::Relaxed) == healthy {
+            return;
+        }
+        let mut flaps = self.flaps.lock().unwrap_or_else(|p| p.into_inner());
+        if healthy {
+            flaps.up_since = Some(now);
+            info!("[STATUS] Server {} marked as healthy", self.addr);
+            return;
+        }
+        let again = flaps
+            .up_since
+            .is_some_and(|t| now.saturating_duration_since(t) < FLAP_WINDOW);
+        flaps.falls = if again { flaps.falls + 1 } else { 1 };
+        let factor = 1u32
+            .checked_shl(flaps.falls - 1)
+            .unwrap_or(u32::MAX)
+            .min(MAX_RISE_FACTOR);
+        self.rise_factor.store(factor, Ordering::Relaxed);
+        if factor > 1 {
+            error!(
+                "[STATUS] Server {} marked as unhealthy ({why}; fall {} within {} s of coming \
+                 back: it returns after {factor} × rise passing checks)",
+                self.addr,
+                flaps.falls,
+                FLAP_WINDOW.as_secs()
+            );
+        } else {
+            error!("[STATUS] Server {} marked as unhealthy ({why})", self.addr);
         }
     }
+}
+
+/// A backend's recent falls (see [`FLAP_WINDOW`]).
+#[derive(Debug, Default)]
+struct Flaps {
+    /// Falls in a row, each within the window of the return before it.
+    falls: u32,
+    /// When it last came back.
+    up_since: Option<Instant>,
 }
 
 /// Health-check thresholds.
@@ -376,20 +421,25 @@ impl Pool {
 
     /// An active health check of `b` passed or failed.
     pub fn check_result(&self, b: &Backend, ok: bool, why: &str) {
+        self.check_result_at(b, ok, why, Instant::now());
+    }
+
+    fn check_result_at(&self, b: &Backend, ok: bool, why: &str, now: Instant) {
         let t = self.thresholds;
         b.checked.store(true, Ordering::Relaxed);
         if ok {
             b.check_fail.store(0, Ordering::Relaxed);
             let n = b.check_ok.fetch_add(1, Ordering::Relaxed) + 1;
-            if n >= t.rise && !b.is_healthy() {
+            let rise = t.rise.saturating_mul(b.rise_factor.load(Ordering::Relaxed));
+            if n >= rise && !b.is_healthy() {
                 b.passive_fail.store(0, Ordering::Relaxed);
-                b.mark(true, why);
+                b.mark(true, why, now);
             }
         } else {
             b.check_ok.store(0, Ordering::Relaxed);
             let n = b.check_fail.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= t.fall {
-                b.mark(false, why);
+                b.mark(false, why, now);
             }
         }
     }
@@ -405,7 +455,7 @@ impl Pool {
         let n = b.passive_fail.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.thresholds.fall {
             b.check_ok.store(0, Ordering::Relaxed);
-            b.mark(false, why);
+            b.mark(false, why, Instant::now());
         }
     }
 
@@ -536,6 +586,43 @@ mod tests {
         assert!(b1.is_healthy());
         assert_eq!(p.reap().len(), 1);
         assert_eq!(p.members().backends.len(), 2);
+    }
+
+    #[test]
+    fn a_flapping_backend_needs_more_passing_checks_each_time_until_it_stays_up() {
+        let p = pool(1, Strategy::RoundRobin); // rise 2, fall 3
+        let b = p.members().backends[0].clone();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let fall = |now| {
+            for _ in 0..3 {
+                p.check_result_at(&b, false, "down", now);
+            }
+            assert!(!b.is_healthy());
+        };
+        // Passing checks until it is back; how many it took.
+        let rise = |now| {
+            let mut n = 0;
+            while !b.is_healthy() {
+                p.check_result_at(&b, true, "ok", now);
+                n += 1;
+                assert!(n <= 100, "never came back");
+            }
+            n
+        };
+        fall(at(0));
+        assert_eq!(rise(at(1)), 2, "a first fall: rise");
+        fall(at(5));
+        assert_eq!(rise(at(6)), 4, "again within the window: twice rise");
+        fall(at(10));
+        assert_eq!(rise(at(11)), 8);
+        fall(at(20));
+        assert_eq!(rise(at(21)), 16, "at most MAX_RISE_FACTOR × rise");
+        fall(at(30));
+        assert_eq!(rise(at(31)), 16);
+        // Healthy for longer than the window: a fall is a first fall again.
+        fall(at(31) + FLAP_WINDOW);
+        assert_eq!(rise(at(100)), 2);
     }
 
     #[test]
