@@ -1325,3 +1325,41 @@ fn pg_concurrent_table_setups_do_not_fail_each_other() {
         ErrorCode::Forbidden
     );
 }
+
+/// The standby cut off by the network (its connections lost, new ones accepted but never
+/// answered): reads keep answering from the primary, and once the standby answers again the
+/// readers go back to it (one reader tries it again at a time, after answering its reads, so
+/// no read waits on a connection attempt to a silent host).
+#[test]
+fn pg_reads_survive_a_standby_cut_off_and_return_to_it_after_healing() {
+    use common::relay::Relay;
+    let Some(schema) = Schema::new("standby-cut") else {
+        return;
+    };
+    let Some(live) = schema.replica.clone() else {
+        return;
+    };
+    let relay = Relay::start(host_port(&live).parse().unwrap());
+    let via_relay = live.replacen(host_port(&live), &relay.addr.to_string(), 1);
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        replica_retry: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        ..schema.config(vec![via_relay])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    common::eventually("reads on the standby", || {
+        on_standby(&mut c, ReadConsistency::AnyReplica)
+    });
+
+    relay.cut(true);
+    relay.break_connections();
+    for _ in 0..20 {
+        // Answered (by the primary), never an error.
+        assert!(!on_standby(&mut c, ReadConsistency::AnyReplica));
+    }
+
+    relay.cut(false);
+    common::eventually("reads return to the standby after healing", || {
+        on_standby(&mut c, ReadConsistency::AnyReplica)
+    });
+}

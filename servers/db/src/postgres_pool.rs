@@ -110,6 +110,8 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 })
                 .collect();
             let rr = Arc::new(AtomicUsize::new(0));
+            let health: Vec<Arc<Mutex<ReplicaHealth>>> =
+                cfg.replicas.iter().map(|_| Arc::default()).collect();
             let readers = (0..cfg.readers.max(1))
                 .map(|_| Reader {
                     endpoint: primary.clone(),
@@ -118,13 +120,15 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                     replicas: cfg
                         .replicas
                         .iter()
-                        .map(|u| Replica {
+                        .zip(&health)
+                        .map(|(u, h)| Replica {
                             endpoint: Endpoint::new(u.clone(), cfg.timeout),
                             pg: None,
-                            down_until: None,
+                            health: Arc::clone(h),
                             replayed: 0,
                         })
                         .collect(),
+                    probe: None,
                     rr: Arc::clone(&rr),
                     wait: cfg.replica_wait,
                     retry: cfg.replica_retry,
@@ -534,12 +538,37 @@ fn stored_response(pg: &mut Pg, key: &str) -> Result<DataResponse, DbError> {
 struct Replica {
     endpoint: Endpoint,
     pg: Option<Pg>,
-    down_until: Option<Instant>,
+    health: Arc<Mutex<ReplicaHealth>>,
     /// The replayed WAL position last seen here: a lower bound for what a read there sees.
     replayed: u64,
 }
 
+/// What the readers know of one replica, shared among them. A replica that failed is left
+/// alone for `retry`; then one reader tries it again, after answering its reads elsewhere, so
+/// that no read waits on a connection attempt to a host that may be gone.
+#[derive(Debug, Default)]
+struct ReplicaHealth {
+    down_until: Option<Instant>,
+    probing: bool,
+}
+
+/// Where a replica stands for a reader about to use it.
+enum Use {
+    /// Up: read there.
+    Read,
+    /// Down: skip it.
+    Skip,
+    /// Down and due a try, which this reader makes after its reads.
+    Probe,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Reader {
+    /// A replica this reader is to try again once its reads are answered.
+    probe: Option<usize>,
     endpoint: Endpoint,
     gate: Arc<PrimaryGate>,
     primary: Option<Pg>,
@@ -600,6 +629,63 @@ impl Reader {
         if !to_primary.is_empty() {
             self.on_primary(to_primary, start);
         }
+        if let Some(i) = self.probe.take() {
+            self.probe_replica(i);
+        }
+    }
+
+    /// Tries replica `i` again (it was down): a new connection, marked up or down for `retry`.
+    fn probe_replica(&mut self, i: usize) {
+        let retry = self.retry;
+        let rep = &mut self.replicas[i];
+        rep.pg = None;
+        let r = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION).map(|_| ());
+        let mut h = lock(&rep.health);
+        h.probing = false;
+        match r {
+            Ok(()) => {
+                h.down_until = None;
+                info!("Replica {} answers again", rep.endpoint.redacted());
+            }
+            Err(e) => {
+                h.down_until = Some(Instant::now() + retry);
+                log::debug!(
+                    "Replica {} still down: {}",
+                    rep.endpoint.redacted(),
+                    e.message
+                );
+            }
+        }
+    }
+
+    /// Whether replica `i` may be read from now (claiming its probe when one is due).
+    fn replica_use(&self, i: usize, now: Instant) -> Use {
+        let mut h = lock(&self.replicas[i].health);
+        match h.down_until {
+            None => Use::Read,
+            Some(t) if now < t || h.probing => Use::Skip,
+            Some(_) => {
+                h.probing = true;
+                Use::Probe
+            }
+        }
+    }
+
+    /// Replica `i` failed a read: down for `retry` (others readers skip it too).
+    fn replica_failed(&mut self, i: usize, e: &DbError) {
+        let retry = self.retry;
+        let rep = &mut self.replicas[i];
+        rep.pg = None;
+        let mut h = lock(&rep.health);
+        if h.down_until.is_none() {
+            warn!(
+                "Replica {} failed ({}); skipped for {:?}",
+                rep.endpoint.redacted(),
+                e.message,
+                retry
+            );
+        }
+        h.down_until = Some(Instant::now() + retry);
     }
 
     /// Runs `jobs` on a replica; returns those the primary must serve.
@@ -609,10 +695,33 @@ impl Reader {
         let now = Instant::now();
         for k in 0..n {
             let i = (first + k) % n;
-            if self.replicas[i].down_until.is_some_and(|t| now < t) {
-                continue;
+            match self.replica_use(i, now) {
+                Use::Read => {}
+                Use::Skip => continue,
+                Use::Probe => {
+                    if self.probe.is_none() {
+                        self.probe = Some(i);
+                    } else {
+                        lock(&self.replicas[i].health).probing = false;
+                    }
+                    continue;
+                }
             }
-            match self.try_replica(i, &jobs) {
+            // A connection that fails at once (closed by a restarted server) is replaced at
+            // once; one that fails slowly (a silent host: the timeout ran out) marks the
+            // replica down, rather than waiting out a connection attempt too.
+            let mut outcome = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+            for _ in 0..2 {
+                let had = self.replicas[i].pg.is_some();
+                let tried = Instant::now();
+                outcome = self.try_replica(i, &jobs);
+                let quick = tried.elapsed() < Duration::from_millis(500);
+                if outcome.is_ok() || !(had && quick) {
+                    break;
+                }
+                self.replicas[i].pg = None;
+            }
+            match outcome {
                 Ok((outcomes, replayed)) => {
                     let mut rest = Vec::new();
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -628,17 +737,7 @@ impl Reader {
                     }
                     return rest;
                 }
-                Err(e) => {
-                    let rep = &mut self.replicas[i];
-                    warn!(
-                        "Replica {} failed ({}); skipped for {:?}",
-                        rep.endpoint.redacted(),
-                        e.message,
-                        self.retry
-                    );
-                    rep.pg = None;
-                    rep.down_until = Some(now + self.retry);
-                }
+                Err(e) => self.replica_failed(i, &e),
             }
         }
         jobs
