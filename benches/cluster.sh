@@ -5,28 +5,40 @@
 #
 #   client 10.77.0.2 ──┐
 #   proxy  10.77.0.10 ─┤
-#   app1   10.77.0.11 ─┤ bridge (in namespace nm-net)
-#   app2   10.77.0.12 ─┤
+#   app1   10.77.0.11 ─┤
+#   app2   10.77.0.12 ─┤ bridge (in namespace nm-net)
 #   app3   10.77.0.13 ─┤
-#   db     10.77.0.20 ─┘
+#   db     10.77.0.20 ─┤
+#   pg1    10.77.0.30 ─┤ PostgreSQL primary
+#   pg2    10.77.0.31 ─┘ PostgreSQL hot standby (pg_basebackup -R, streaming)
 #
 # The real binaries run in them: the proxy in front of three test-servers, which use one
-# db-server (SQLite). Load comes from the client namespace (the project's loadgen). Scenarios
-# (each prints one line `scenario=… requests=… failed=… acked_writes=… acked_missing=…
-# detect_s=… recovery_s=…`):
-#   app_partition   app1 cut off for CUT seconds under HTTP load through the proxy, then healed
-#   flapping        the link to app2 down/up every 2 s for FLAP seconds under load
-#   db_partition    db-server cut off from every app host for CUT seconds while a writer PUTs
-#                   documents and loadgen reads a cached one, both on app1 directly: cached
-#                   reads keep answering, writes fail fast (503), every acknowledged write is
-#                   there after healing (checked on app2)
+# db-server on PostgreSQL (writes on pg1, reads on pg2). Load comes from the client namespace
+# (the project's loadgen, client, and a writer that records every acknowledged write).
+# Scenarios (each prints one line `scenario=… requests=… failed=… acked_writes=…
+# acked_missing=… recovery_s=…`; the script fails on a request failed outside a cut or an
+# acknowledged write missing):
+#   app_partition      app1 cut off for CUT seconds under HTTP load through the proxy, healed
+#   flapping           the link to app2 down/up every 2 s for FLAP seconds under load
+#   db_partition       db-server cut off from every app host for CUT seconds while a writer PUTs
+#                      documents and loadgen reads a cached one, both on app1 directly: cached
+#                      reads keep answering, writes fail fast (503)
+#   standby_lag        the standby's replay paused for LAG seconds while a checker writes and
+#                      reads its writes back with AFTER_INDEX: never stale
+#   standby_partition  pg2 cut off for CUT seconds: plain reads (loadgen db) go to the primary,
+#                      AFTER_INDEX reads are never stale
+#   primary_partition  pg1 cut off for CUT seconds: writes fail fast (503), reads keep going to
+#                      the standby, writes resume after healing, nothing acknowledged is lost
+#   promotion          the documented switchover (docs/operations.md): db-server stopped, pg1
+#                      stopped cleanly, pg2 promoted once it has replayed everything, db-server
+#                      started on pg2; every write acknowledged in the whole run is on pg2
 #
 # The programs run with the sample deployment files (deploy/config/: flags and configuration
 # of this 10.77.0.0/24 layout), so those are exercised, not only shipped.
 # Everything (namespaces, processes, data) is removed on exit, on error and on Ctrl-C.
-# usage: sudo benches/cluster.sh [--short]     (env CUT=20 FLAP=30 CONNS=30)
-# Status: three of issue 16's scenarios; PostgreSQL primary/standby ones are not built yet
-# (docs/RELIABILITY.md).
+# usage: sudo benches/cluster.sh [--short]     (env CUT=20 FLAP=30 LAG=10 CONNS=30)
+# PostgreSQL comes from Debian's package (installed if missing); its servers run as the
+# `postgres` user on data directories made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "cluster.sh needs root (network namespaces)"; exit 2; }
@@ -34,23 +46,39 @@ short=
 [ "${1:-}" = --short ] && short=1
 cut=${CUT:-$([ -n "$short" ] && echo 6 || echo 20)}
 flap=${FLAP:-$([ -n "$short" ] && echo 8 || echo 30)}
+lag=${LAG:-10}
 conns=${CONNS:-30}
 cargo build --release -q --bin db-server --bin test-server --bin proxy --bin loadgen --bin client
 bin=$PWD/target/release
+pgbin=$(bash .ci/pg-cluster install)
 work=$(mktemp -d /tmp/netmod-cluster.XXXXXX)
+# The postgres user keeps its data directories and logs in here (root writes anywhere).
+chown postgres: "$work" && chmod 755 "$work"
 net=nm-net
-hosts=(client proxy app1 app2 app3 db)
+hosts=(client proxy app1 app2 app3 db pg1 pg2)
 declare -A ip=([client]=10.77.0.2 [proxy]=10.77.0.10 [app1]=10.77.0.11 [app2]=10.77.0.12
-  [app3]=10.77.0.13 [db]=10.77.0.20)
+  [app3]=10.77.0.13 [db]=10.77.0.20 [pg1]=10.77.0.30 [pg2]=10.77.0.31)
 pids=()
 
 remove_net() {
   for h in "${hosts[@]}"; do ip netns del "nm-$h" 2>/dev/null || true; done
   ip netns del "$net" 2>/dev/null || true
 }
+pg_stop() { # HOST [MODE]
+  [ -e "$work/$1/postmaster.pid" ] || return 0
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/$1" -m "${2:-immediate}" -w stop >/dev/null 2>&1 || true
+}
 teardown() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ]; then
+    for f in "$work"/*.log; do
+      [ -s "$f" ] && { echo "--- the end of $(basename "$f")"; tail -n 15 "$f"; }
+    done
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pg_stop pg2
+  pg_stop pg1
   remove_net
   rm -rf "$work"
 }
@@ -77,6 +105,7 @@ run_in() {
   local h=$1; shift
   ip netns exec "nm-$h" "$@" >>"$work/$h.log" 2>&1 &
   pids+=($!)
+  last_pid=$!
 }
 wait_for() { # HOST PORT
   for _ in $(seq 200); do
@@ -109,6 +138,49 @@ seconds_until() { # LIMIT WANT CMD ARGS…
 }
 until_state() { seconds_until "$3" "$2" state_of "$1"; } # APP STATE LIMIT_S (in the proxy)
 
+# PostgreSQL: the primary on pg1, a hot standby cloned from it on pg2 (streaming replication).
+# Clients from the private /24 are trusted here; a real deployment uses scram-sha-256.
+pg_start() { # HOST
+  ip netns exec "nm-$1" runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/$1" -l "$work/$1.log" \
+    -w -t 60 start >/dev/null
+}
+psql_on() { # HOST DB SQL: runs SQL there as postgres (from the host itself), prints the values
+  ip netns exec "nm-$1" runuser -u postgres -- "$pgbin/psql" -h "${ip[$1]}" -U postgres -d "$2" \
+    -AtqX -v ON_ERROR_STOP=1 -c "$3"
+}
+pg_conf() { # HOST: where it listens (its address; the Unix socket in its data directory)
+  cat >>"$work/$1/postgresql.conf" <<EOF
+listen_addresses = '${ip[$1]}'
+port = 5432
+unix_socket_directories = '$work/$1'
+EOF
+}
+runuser -u postgres -- "$pgbin/initdb" -D "$work/pg1" -U postgres --auth=trust -E UTF8 \
+  --locale=C.UTF-8 >/dev/null
+pg_conf pg1
+cat >>"$work/pg1/postgresql.conf" <<EOF
+wal_level = replica
+max_wal_senders = 5
+hot_standby = on
+fsync = on
+synchronous_commit = on
+shared_buffers = 64MB
+EOF
+cat >>"$work/pg1/pg_hba.conf" <<EOF
+host all all 10.77.0.0/24 trust
+host replication all 10.77.0.0/24 trust
+EOF
+pg_start pg1
+# The sample's database and user: the user may make the client sandbox's role.
+psql_on pg1 postgres "CREATE ROLE netmod LOGIN CREATEROLE" >/dev/null
+psql_on pg1 postgres "CREATE DATABASE netmod OWNER netmod" >/dev/null
+ip netns exec nm-pg2 runuser -u postgres -- "$pgbin/pg_basebackup" -h "${ip[pg1]}" -U postgres \
+  -D "$work/pg2" -R -X stream -c fast >>"$work/basebackup.log" 2>&1
+rm -f "$work/pg2/.s.PGSQL.5432.lock" # pg1's socket lock, copied with the data
+runuser -u postgres -- sed -i '/^listen_addresses\|^port\|^unix_socket_directories/d' "$work/pg2/postgresql.conf"
+pg_conf pg2
+pg_start pg2
+
 # The programs start as the deploy/ files say (deploy/config/*.env: the flags, *.toml: the
 # configuration), with the layout's addresses; only the database path moves into $work.
 env_file() { # FILE: exports its KEY=VALUE lines (systemd's EnvironmentFile format)
@@ -123,7 +195,8 @@ env_file "$cfg/db-server.env"
 env_file "$cfg/test-server.env"
 env_file "$cfg/proxy.env"
 # shellcheck disable=SC2086  # the *_ARGS are flag lists, split as systemd splits them
-run_in db "$bin/db-server" --config "$cfg/db-server.toml" ${DB_SERVER_ARGS//\/var\/lib\/netmod/$work}
+run_in db "$bin/db-server" --config "$cfg/db-server.toml" $DB_SERVER_ARGS
+db_pid=$last_pid
 wait_for "${ip[db]}" 7100
 for a in app1 app2 app3; do
   # shellcheck disable=SC2086
@@ -169,51 +242,106 @@ failed=$(tail -1 "$work/a.out" | field errors)
 echo "scenario=app_partition requests=$requests failed=$failed acked_writes=0 acked_missing=0 detect_s=$detect recovery_s=$recovery in_flight_bound=$conns"
 [ "$failed" -le "$conns" ] || { echo "more requests failed than were in flight at the cut"; exit 1; }
 
-# Scenario: the link to app2 flaps (down/up every 2 s) for $flap s.
+# Scenario: the link to app2 flaps (down/up every 2 s) for $flap s. The proxy's log says how
+# often it changed its mind about app2 (rise/fall should keep that low, not once per flap).
+marks() { grep -c "Server ${ip[app2]}:8000 marked as" "$work/proxy.log" || true; }
+marks_before=$(marks)
 load "$((flap + 6))" >"$work/f.out" &
 lp=$!
 sleep 2
-transitions=0 last=$(state_of app2)
+downs=0
 end=$((SECONDS + flap))
 while [ $SECONDS -lt $end ]; do
-  link app2 down; sleep 2
+  link app2 down; downs=$((downs + 1)); sleep 2
   link app2 up; sleep 2
-  s=$(state_of app2); [ "$s" != "$last" ] && transitions=$((transitions + 1)); last=$s
 done
 wait "$lp"
 requests=$(field requests <"$work/f.out")
 failed=$(tail -1 "$work/f.out" | field errors)
-echo "scenario=flapping requests=$requests failed=$failed acked_writes=0 acked_missing=0 state_changes_seen=$transitions in_flight_bound=$((conns * flap / 4))"
+changes=$(($(marks) - marks_before))
+echo "scenario=flapping requests=$requests failed=$failed acked_writes=0 acked_missing=0 flaps=$downs health_changes=$changes in_flight_bound=$((conns * downs))"
+# At worst the requests in flight on app2 at each cut fail; every other one must succeed.
+[ "$failed" -le $((conns * downs)) ] || { echo "requests failed that were not on the flapping link"; exit 1; }
+# Down, back, down again, then out until the flapping stops (each fall within a minute of a
+# return doubles the passing checks it needs), back after: at most 4 changes, however long.
+[ "$changes" -le 4 ] || { echo "the proxy's health state thrashed ($changes changes)"; exit 1; }
 
-# Scenario: db-server cut off from every app host for $cut s, 3 s into a run of reads of a
-# cached document and of writes, both on app1 directly (through the proxy, the apps' /health
-# would take them all out while db-server is away).
-writer() { # SECONDS: PUTs /docs/w-N, about 20 a second; prints acked names, then a summary line
-  ip netns exec nm-client python3 - "$1" "${ip[app1]}" "$token" <<'PY'
+# The writers: every acknowledged write is recorded, and all of them must be on the primary.
+touch "$work/acked-all"
+now() { date +%s.%N; }
+# SECONDS HOST TIMEOUT TAG: PUTs /docs/w-TAG-N on HOST:8000 about 20 times a second (each write
+# empties the apps' document caches: a table-wide change notice); one line per write:
+# `w START END STATUS NAME` (STATUS 0: no answer within TIMEOUT seconds).
+writer() {
+  ip netns exec nm-client python3 - "$@" "$token" <<'PY'
 import http.client, sys, time
-secs, host, token = float(sys.argv[1]), sys.argv[2], sys.argv[3]
-end, n, failed, slowest_failure = time.time() + secs, 0, 0, 0.0
+secs, host, timeout, tag, token = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+end, n = time.time() + secs, 0
 while time.time() < end:
     n += 1
-    name = f"w-{n}"
+    name = f"w-{tag}-{n}"
     t0 = time.time()
     try:
-        c = http.client.HTTPConnection(host, 8000, timeout=5)
+        c = http.client.HTTPConnection(host, 8000, timeout=timeout)
         c.request("PUT", f"/docs/{name}", body=b'{"content":"acked"}',
                   headers={"Authorization": f"Bearer {token}"})
         status = c.getresponse().status
         c.close()
     except OSError:
         status = 0
-    if status in (200, 201):
-        print(f"acked {name}", flush=True)
-    else:
-        failed += 1
-        slowest_failure = max(slowest_failure, time.time() - t0)
-    time.sleep(0.05)  # about 20 writes/s: each empties the document cache (a table-wide notice)
-print(f"writes={n} failed={failed} slowest_failure_s={slowest_failure:.2f}")
+    print(f"w {t0:.3f} {time.time():.3f} {status} {name}", flush=True)
+    time.sleep(0.05)
 PY
 }
+# FILE CUT HEAL (epoch seconds): a writer's lines summed up; its acknowledged names are added
+# to $work/acked-all. detect_s: the cut to the first failed write's answer; first_ok_s: the
+# heal to the first acknowledged write; recovery_s: the heal to the first acknowledged write
+# after the last failure (each event-loop thread of an app has its own db link, reconnecting
+# on its own backoff, so a write can still fail after another loop's first success);
+# slowest_failure_s; after_detect_s: the slowest failure that started after the first one (how
+# fast writes fail once the cut is known); failed_outside: failures before the cut.
+writes_summary() {
+  python3 - "$@" "$work/acked-all" <<'PY'
+import sys
+path, cut, heal, acked_all = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+rows = [(float(s), float(e), st, name) for _, s, e, st, name in
+        (l.split() for l in open(path) if l.startswith("w "))]
+ok = [r for r in rows if r[2] in ("200", "201")]
+bad = [r for r in rows if r[2] not in ("200", "201")]
+with open(acked_all, "a") as f:
+    f.writelines(r[3] + "\n" for r in ok)
+first_fail = min((e for s, e, _, _ in bad if e >= cut), default=None)
+first_ok = min((e for s, e, _, _ in ok if s >= heal), default=None)
+last_bad = max((e for s, e, _, _ in bad), default=heal)
+settled = min((e for s, e, _, _ in ok if s >= max(heal, last_bad)), default=None)
+since = lambda t, t0: f"{t - t0:.1f}" if t is not None else "never"
+slowest = max((e - s for s, e, _, _ in bad), default=0.0)
+after = max((e - s for s, e, _, _ in bad if first_fail is not None and s >= first_fail), default=0.0)
+outside = sum(1 for s, e, _, _ in bad if e < cut)
+print(f"writes={len(rows)} write_failed={len(bad)} acked_writes={len(ok)} "
+      f"detect_s={since(first_fail, cut)} first_ok_s={since(first_ok, heal)} "
+      f"recovery_s={since(settled, heal)} slowest_failure_s={slowest:.2f} "
+      f"after_detect_s={after:.2f} failed_outside={outside}")
+PY
+}
+# HOST FILE: how many of the document names in FILE (one a line) HOST's `docs` table lacks.
+missing_on() {
+  local total found
+  total=$(sort -u "$2" | grep -c . || true)
+  [ "$total" -eq 0 ] && { echo 0; return; }
+  found=$(psql_on "$1" netmod "SELECT count(*) FROM docs WHERE name IN ($(sort -u "$2" | sed "s/.*/'&'/" | paste -sd,))")
+  echo $((total - found))
+}
+check_writes() { # SUMMARY: fails the run on a write failed before the cut, or no recovery
+  local outside
+  outside=$(echo "$1" | field failed_outside)
+  [ "$outside" -eq 0 ] || { echo "writes failed before the cut"; exit 1; }
+  [[ $1 != *"recovery_s=never"* ]] || { echo "writes did not recover after healing"; exit 1; }
+}
+
+# Scenario: db-server cut off from every app host for $cut s, 3 s into a run of reads of a
+# cached document and of writes, both on app1 directly (through the proxy, the apps' /health
+# would take them all out while db-server is away).
 health_of() { # APP: the status code of its /health
   ip netns exec nm-client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${ip[$1]}:8000/health" || true
 }
@@ -223,23 +351,181 @@ ip netns exec nm-client curl -s -m 5 "http://${ip[app1]}:8000/docs/example" >/de
 ip netns exec nm-client "$bin/loadgen" http --addr "${ip[app1]}:8000" --path /docs/example \
   --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/d.out" &
 lp=$!
-writer "$total" >"$work/w.out" &
+writer "$total" "${ip[app1]}" 30 db >"$work/d.w" &
 wp=$!
 sleep 3
+t_cut=$(now)
 link db down
 detect=$(until_health app1 503 "$cut")
 sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$detect")"
 link db up
+t_heal=$(now)
 recovery=$(until_health app1 200 60)
 wait "$lp" "$wp"
-acked=$(grep -c '^acked ' "$work/w.out" || true)
-missing=0
-for name in $(sed -n 's/^acked //p' "$work/w.out"); do
-  code=$(ip netns exec nm-client curl -s -m 5 -o /dev/null -w '%{http_code}' "http://${ip[app2]}:8000/docs/$name")
-  [ "$code" = 200 ] || missing=$((missing + 1))
-done
+summary=$(writes_summary "$work/d.w" "$t_cut" "$t_heal")
+sed -n 's/^w [^ ]* [^ ]* 20[01] //p' "$work/d.w" >"$work/d.acked"
+missing=$(missing_on pg1 "$work/d.acked")
 reads=$(field requests <"$work/d.out")
 read_failed=$(tail -1 "$work/d.out" | field errors)
-summary=$(tail -1 "$work/w.out")
-echo "scenario=db_partition requests=$reads failed=$read_failed acked_writes=$acked acked_missing=$missing detect_s=$detect recovery_s=$recovery $summary"
+echo "scenario=db_partition requests=$reads failed=$read_failed acked_missing=$missing health_detect_s=$detect health_recovery_s=$recovery $summary"
 [ "$missing" -eq 0 ] || { echo "acknowledged writes are missing"; exit 1; }
+[ "$read_failed" -eq 0 ] || { echo "reads of a cached document failed"; exit 1; }
+check_writes "$summary"
+
+# The read-your-writes checker: through test-server (app1) with the client binary, it sets a
+# row to 1, 2, 3, … and after each write reads the row twice: with --after-index (the write's
+# commit index: must never be older than the write) and plainly (a replica, however far
+# behind: counted, to show the standby did lag). Prints `requests=… failed=… stale=…
+# plain_behind=… writes=… last_acked=…`.
+checker() { # SECONDS
+  ip netns exec nm-client env NETMOD_TOKEN="$token" python3 - "$1" "$bin/client" "${ip[app1]}:7000" <<'PY'
+import subprocess, sys, time
+secs, client, addr = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+def sql(*args):
+    p = subprocess.run([client, "--addr", addr, "sql", *args], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+def value(out):
+    lines = out.split("\n")
+    return int(lines[1]) if len(lines) > 1 and lines[1] else None
+end = time.time() + secs
+n = reads = failed = stale = behind = 0
+last_acked, error = 0, ""
+while time.time() < end:
+    n += 1
+    rc, out, err = sql("UPDATE lag_probe SET v = ?1 WHERE k = 1", str(n))
+    index = next((l[len("(commit index "):-1] for l in err.splitlines()
+                  if l.startswith("(commit index ")), None)
+    if rc != 0 or index is None:
+        error = error or err.strip()
+        continue
+    last_acked = n
+    rc, out, err = sql("--after-index", index, "SELECT v FROM lag_probe WHERE k = 1")
+    reads += 1
+    if rc != 0:
+        failed += 1
+        error = error or err.strip()
+    elif value(out) != n:
+        stale += 1
+    rc, out, err = sql("SELECT v FROM lag_probe WHERE k = 1")
+    reads += 1
+    if rc != 0:
+        failed += 1
+        error = error or err.strip()
+    elif (value(out) or 0) < n:
+        behind += 1
+print(f"requests={reads} failed={failed} stale={stale} plain_behind={behind} writes={n} last_acked={last_acked}")
+if error:
+    print(f"checker: first error: {error}", file=sys.stderr)
+PY
+}
+probe_value() { psql_on "$1" netmod "SELECT v FROM lag_probe WHERE k = 1"; } # HOST
+ip netns exec nm-client env NETMOD_TOKEN="$token" "$bin/client" --addr "${ip[app1]}:7000" sql \
+  "CREATE TABLE IF NOT EXISTS lag_probe (k INT PRIMARY KEY, v BIGINT NOT NULL)" >/dev/null 2>&1
+ip netns exec nm-client env NETMOD_TOKEN="$token" "$bin/client" --addr "${ip[app1]}:7000" sql \
+  "INSERT INTO lag_probe VALUES (1, 0) ON CONFLICT (k) DO NOTHING" >/dev/null 2>&1
+check_probe() { # OUT: fails the run on a stale or failed read, or the last acknowledged value missing
+  local last
+  last=$(field last_acked <"$1")
+  [ "$(field stale <"$1")" -eq 0 ] || { echo "an AFTER_INDEX read returned stale data"; exit 1; }
+  [ "$(probe_value "$primary")" -ge "$last" ] || { echo "the acknowledged value is not on the primary"; exit 1; }
+}
+primary=pg1
+
+# Scenario: the standby's replay paused for $lag s (it falls behind by that much).
+checker $((lag + 6)) >"$work/l.out" 2>>"$work/checker.log" &
+cp=$!
+sleep 3
+psql_on pg2 netmod "SELECT pg_wal_replay_pause()" >/dev/null
+sleep "$lag"
+behind=$(psql_on pg1 netmod "SELECT pg_current_wal_lsn() - replay_lsn FROM pg_stat_replication")
+psql_on pg2 netmod "SELECT pg_wal_replay_resume()" >/dev/null
+wait "$cp"
+check_probe "$work/l.out"
+echo "scenario=standby_lag $(cat "$work/l.out") acked_missing=0 paused_s=$lag behind_bytes=${behind:-?}"
+[ "$(field failed <"$work/l.out")" -eq 0 ] || { echo "reads failed while the standby lagged"; exit 1; }
+[ "$(field plain_behind <"$work/l.out")" -gt 0 ] || { echo "the standby never lagged: nothing was tested"; exit 1; }
+
+# Scenario: the standby cut off for $cut s under plain reads (loadgen db on db-server) and the
+# checker. detect_s: until db-server logs the replica failed; recovery_s: from the heal until
+# db-server has a new connection on the standby.
+replica_failures() { grep -c "Replica .* failed" "$work/db.log" || true; }
+base=$(replica_failures)
+new_failure() { [ "$(replica_failures)" -gt "$base" ] && echo yes || echo no; }
+new_replica_conn() { # since epoch $t_heal
+  psql_on pg2 postgres "SELECT count(*) > 0 FROM pg_stat_activity WHERE client_addr = '${ip[db]}' AND backend_start > to_timestamp($t_heal)" 2>/dev/null || echo f
+}
+total=$((cut + 10))
+ip netns exec nm-client "$bin/loadgen" db --addr "${ip[db]}:7100" --mode read --rows 1000 \
+  --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/s.out" &
+lp=$!
+checker "$total" >"$work/s.c" 2>>"$work/checker.log" &
+cp=$!
+sleep 3
+link pg2 down
+detect=$(seconds_until "$cut" yes new_failure)
+sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$detect")"
+link pg2 up
+t_heal=$(now)
+recovery=$(seconds_until 30 t new_replica_conn)
+wait "$lp" "$cp"
+check_probe "$work/s.c"
+reads=$(( $(field requests <"$work/s.out") + $(field requests <"$work/s.c") ))
+failed=$(( $(tail -1 "$work/s.out" | field errors) + $(field failed <"$work/s.c") ))
+echo "scenario=standby_partition requests=$reads failed=$failed stale=$(field stale <"$work/s.c") acked_writes=$(field last_acked <"$work/s.c") acked_missing=0 detect_s=$detect recovery_s=$recovery"
+[ "$failed" -eq 0 ] || { echo "reads failed while the standby was cut off"; exit 1; }
+
+# Scenario: the primary cut off from everything for $cut s under writes (app1) and plain reads
+# (loadgen db: served by the standby meanwhile).
+total=$((cut + 15))
+ip netns exec nm-client "$bin/loadgen" db --addr "${ip[db]}:7100" --mode read --rows 1000 \
+  --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/p.out" &
+lp=$!
+writer "$total" "${ip[app1]}" 30 pp >"$work/p.w" &
+wp=$!
+sleep 3
+t_cut=$(now)
+link pg1 down
+sleep "$cut"
+link pg1 up
+t_heal=$(now)
+wait "$lp" "$wp"
+summary=$(writes_summary "$work/p.w" "$t_cut" "$t_heal")
+sed -n 's/^w [^ ]* [^ ]* 20[01] //p' "$work/p.w" >"$work/p.acked"
+missing=$(missing_on pg1 "$work/p.acked")
+reads=$(field requests <"$work/p.out")
+read_failed=$(tail -1 "$work/p.out" | field errors)
+echo "scenario=primary_partition requests=$reads failed=$read_failed acked_missing=$missing $summary"
+[ "$missing" -eq 0 ] || { echo "acknowledged writes are missing"; exit 1; }
+[ "$read_failed" -eq 0 ] || { echo "plain reads failed while only the primary was cut off"; exit 1; }
+check_writes "$summary"
+
+# Scenario: promotion, as docs/operations.md tells an operator (a planned switchover): stop
+# db-server, stop the primary cleanly (it sends the standby all its WAL first), wait until the
+# standby has replayed the primary's last checkpoint, promote it, start db-server on it.
+t0=$(now)
+kill -TERM "$db_pid"
+wait "$db_pid" || true
+pg_stop pg1 fast
+final=$(LC_ALL=C runuser -u postgres -- "$pgbin/pg_controldata" "$work/pg1" | sed -n 's/^Latest checkpoint location: *//p')
+replayed() { psql_on pg2 netmod "SELECT pg_last_wal_replay_lsn() >= '$final'::pg_lsn" 2>/dev/null || echo f; }
+caught_up=$(seconds_until 60 t replayed)
+[ "$caught_up" != never ] || { echo "the standby did not replay the primary's last checkpoint"; exit 1; }
+[ "$(psql_on pg2 netmod "SELECT pg_promote(true, 60)")" = t ] || { echo "promotion failed"; exit 1; }
+primary=pg2
+args=$(echo "${DB_SERVER_ARGS//${ip[pg1]}/${ip[pg2]}}" | sed -E 's/--replica [^ ]+ ?//')
+# shellcheck disable=SC2086
+run_in db "$bin/db-server" --config "$cfg/db-server.toml" $args
+db_pid=$last_pid
+wait_for "${ip[db]}" 7100
+writer 120 "${ip[app1]}" 30 pr >"$work/r.w" &
+wp=$!
+first_ack() { grep -q '^w [^ ]* [^ ]* 20[01] ' "$work/r.w" && echo yes || echo no; }
+seconds_until 110 yes first_ack >/dev/null
+sleep 2 # a few more writes on the new primary
+kill "$wp" 2>/dev/null || true
+wait "$wp" 2>/dev/null || true
+summary=$(writes_summary "$work/r.w" "$t0" "$t0")
+check_probe "$work/s.c"
+missing=$(missing_on pg2 "$work/acked-all")
+echo "scenario=promotion requests=$(echo "$summary" | field writes) failed=$(echo "$summary" | field write_failed) acked_writes=$(sort -u "$work/acked-all" | grep -c .) acked_missing=$missing recovery_s=$(echo "$summary" | sed -n 's/.*recovery_s=\([^ ]*\).*/\1/p') caught_up_s=$caught_up"
+[ "$missing" -eq 0 ] || { echo "acknowledged writes are missing on the promoted standby"; exit 1; }
