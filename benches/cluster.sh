@@ -137,6 +137,10 @@ seconds_until() { # LIMIT WANT CMD ARGS…
   python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
 }
 until_state() { seconds_until "$3" "$2" state_of "$1"; } # APP STATE LIMIT_S (in the proxy)
+# Sleeps out the rest of a $cut-second cut that was noticed after DETECT seconds ("never": 0).
+rest_of_cut() {
+  sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$1")"
+}
 
 # PostgreSQL: the primary on pg1, a hot standby cloned from it on pg2 (streaming replication).
 # Clients from the private /24 are trusted here; a real deployment uses scram-sha-256.
@@ -233,7 +237,7 @@ lp=$!
 sleep 3
 link app1 down
 detect=$(until_state app1 unhealthy "$cut")
-sleep "$(python3 -c "import sys; print(max(0.0, $cut - float(sys.argv[1]) if sys.argv[1] != 'never' else $cut))" "$detect")"
+rest_of_cut "$detect"
 link app1 up
 recovery=$(until_state app1 healthy 30)
 wait "$lp"
@@ -357,7 +361,7 @@ sleep 3
 t_cut=$(now)
 link db down
 detect=$(until_health app1 503 "$cut")
-sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$detect")"
+rest_of_cut "$detect"
 link db up
 t_heal=$(now)
 recovery=$(until_health app1 200 60)
@@ -419,6 +423,10 @@ if error:
 PY
 }
 probe_value() { psql_on "$1" netmod "SELECT v FROM lag_probe WHERE k = 1"; } # HOST
+db_reads() { # SECONDS: plain point reads on db-server (a replica's, while one answers); loadgen's last two lines
+  ip netns exec nm-client "$bin/loadgen" db --addr "${ip[db]}:7100" --mode read --rows 1000 \
+    --conns 10 --duration "$1" 2>>"$work/loadgen.log" | tail -2
+}
 ip netns exec nm-client env NETMOD_TOKEN="$token" "$bin/client" --addr "${ip[app1]}:7000" sql \
   "CREATE TABLE IF NOT EXISTS lag_probe (k INT PRIMARY KEY, v BIGINT NOT NULL)" >/dev/null 2>&1
 ip netns exec nm-client env NETMOD_TOKEN="$token" "$bin/client" --addr "${ip[app1]}:7000" sql \
@@ -455,15 +463,14 @@ new_replica_conn() { # since epoch $t_heal
   psql_on pg2 postgres "SELECT count(*) > 0 FROM pg_stat_activity WHERE client_addr = '${ip[db]}' AND backend_start > to_timestamp($t_heal)" 2>/dev/null || echo f
 }
 total=$((cut + 10))
-ip netns exec nm-client "$bin/loadgen" db --addr "${ip[db]}:7100" --mode read --rows 1000 \
-  --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/s.out" &
+db_reads "$total" >"$work/s.out" &
 lp=$!
 checker "$total" >"$work/s.c" 2>>"$work/checker.log" &
 cp=$!
 sleep 3
 link pg2 down
 detect=$(seconds_until "$cut" yes new_failure)
-sleep "$(python3 -c "import sys; d = sys.argv[1]; print(max(0.0, $cut - (float(d) if d != 'never' else $cut)))" "$detect")"
+rest_of_cut "$detect"
 link pg2 up
 t_heal=$(now)
 recovery=$(seconds_until 30 t new_replica_conn)
@@ -477,8 +484,7 @@ echo "scenario=standby_partition requests=$reads failed=$failed stale=$(field st
 # Scenario: the primary cut off from everything for $cut s under writes (app1) and plain reads
 # (loadgen db: served by the standby meanwhile).
 total=$((cut + 15))
-ip netns exec nm-client "$bin/loadgen" db --addr "${ip[db]}:7100" --mode read --rows 1000 \
-  --conns 10 --duration "$total" 2>>"$work/loadgen.log" | tail -2 >"$work/p.out" &
+db_reads "$total" >"$work/p.out" &
 lp=$!
 writer "$total" "${ip[app1]}" 30 pp >"$work/p.w" &
 wp=$!

@@ -72,6 +72,10 @@ pub struct PgConfig {
 /// How often a primary that could not be reached is tried again.
 const PRIMARY_RETRY: Duration = Duration::from_secs(1);
 
+/// A connection that fails after this long went silent (a timeout ran out) rather than being
+/// closed by a server that restarted.
+const SLOW_FAILURE: Duration = Duration::from_millis(500);
+
 /// Requests a worker takes from its queue at once (one round trip, one commit for writes).
 const MAX_GROUP: usize = 64;
 
@@ -104,6 +108,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 .map(|_| Writer {
                     primary: primary.clone(),
                     gate: Arc::clone(&gate),
+                    probe: false,
                     pg: spare.take(),
                     counters: Arc::clone(&counters),
                     monitor: Arc::clone(&monitor),
@@ -129,6 +134,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                         })
                         .collect(),
                     probe: None,
+                    probe_primary: false,
                     rr: Arc::clone(&rr),
                     wait: cfg.replica_wait,
                     retry: cfg.replica_retry,
@@ -180,10 +186,12 @@ fn ensure<'a>(
 
 /// Fails requests for the primary fast while it is unreachable.
 ///
-/// Once a connection to the primary cannot be made (refused, or timed out),
-/// requests that need it are answered `UNAVAILABLE` at once for `retry`, instead of each
-/// worker waiting out its own connect timeout; then one worker tries again (the others keep
-/// answering at once until that try ends, bounded by `probe`). A success opens the gate.
+/// Once a connection to the primary cannot be made (refused, or timed out), or one went
+/// silent (it failed only after [`SLOW_FAILURE`]), requests that need it are answered
+/// `UNAVAILABLE` at once, instead of each worker waiting out its own timeout; every `retry`
+/// one worker tries again — after answering its own requests, so that no request waits on
+/// that try (the others keep answering at once until it ends, bounded by `probe`). A
+/// success opens the gate.
 struct PrimaryGate {
     closed: AtomicBool,
     retry: Duration,
@@ -206,9 +214,10 @@ impl PrimaryGate {
         }
     }
 
-    /// `Ok` when the caller may use the primary: it is not known to be down, or this caller
-    /// is the one to try it again.
-    fn pass(&self) -> Result<(), DbError> {
+    /// `Ok` when the caller may use the primary: it is not known to be down. When it is down
+    /// and a try is due, `probe` is set: the caller answers its requests, then tries
+    /// ([`PrimaryGate::probe`]).
+    fn pass(&self, probe: &mut bool) -> Result<(), DbError> {
         if !self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -217,18 +226,29 @@ impl PrimaryGate {
             return Ok(());
         };
         let now = Instant::now();
-        if now < closed.next_try {
-            return Err(DbError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "the PostgreSQL primary is unreachable ({}); next try within {:.1} s",
-                    closed.why,
-                    (closed.next_try - now).as_secs_f64()
-                ),
-            ));
+        let wait = closed.next_try.saturating_duration_since(now);
+        let refused = DbError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the PostgreSQL primary is unreachable ({}); next try within {:.1} s",
+                closed.why,
+                wait.as_secs_f64()
+            ),
+        );
+        if wait.is_zero() {
+            closed.next_try = now + self.probe + self.retry;
+            *probe = true;
         }
-        closed.next_try = now + self.probe + self.retry;
-        Ok(())
+        Err(refused)
+    }
+
+    /// Tries the primary again (see [`PrimaryGate::pass`]): a new connection in `slot`.
+    fn probe(&self, slot: &mut Option<Pg>, server: &Endpoint, setup: &str) {
+        *slot = None;
+        match ensure(slot, server, setup) {
+            Ok(_) => self.answered(),
+            Err(e) => self.failed(&e),
+        }
     }
 
     /// The primary failed a connection: closed for `retry`.
@@ -259,25 +279,31 @@ impl PrimaryGate {
         self.closed.store(false, Ordering::Release);
     }
 
-    /// The connection in `slot` after a request on it: a broken one is dropped (the next
-    /// request connects again, and only a failed connect closes the gate: a primary that
-    /// restarted answers at once); otherwise the primary answered.
-    fn settle(&self, slot: &mut Option<Pg>) {
+    /// The connection in `slot` after a request on it, which failed with `failed` after
+    /// `took` if it did. A connection that broke at once was closed by the server (a restart):
+    /// it is dropped and the next request connects again. One that broke slowly went silent
+    /// (the timeout ran out): the primary is unreachable.
+    fn settle(&self, slot: &mut Option<Pg>, failed: Option<&DbError>, took: Duration) {
         if slot.as_ref().is_some_and(Pg::is_ok) {
             self.answered();
-        } else {
-            *slot = None;
+            return;
+        }
+        *slot = None;
+        if let Some(e) = failed.filter(|_| took >= SLOW_FAILURE) {
+            self.failed(e);
         }
     }
 
-    /// A usable connection to the primary in `slot`, unless the gate is closed.
+    /// A usable connection to the primary in `slot`, unless the gate is closed (`probe`: see
+    /// [`PrimaryGate::pass`]).
     fn connect<'a>(
         &self,
         slot: &'a mut Option<Pg>,
         server: &Endpoint,
         setup: &str,
+        probe: &mut bool,
     ) -> Result<&'a mut Pg, DbError> {
-        self.pass()?;
+        self.pass(probe)?;
         match ensure(slot, server, setup) {
             Ok(pg) => Ok(pg),
             Err(e) => {
@@ -292,6 +318,8 @@ impl PrimaryGate {
 struct Writer {
     primary: Endpoint,
     gate: Arc<PrimaryGate>,
+    /// This writer is to try the primary again once its group is answered.
+    probe: bool,
     pg: Option<Pg>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
@@ -330,14 +358,21 @@ impl Writer {
         if !together.is_empty() {
             self.run_together(together);
         }
+        if std::mem::take(&mut self.probe) {
+            self.gate.probe(&mut self.pg, &self.primary, "");
+        }
     }
 
     fn run(&mut self, job: Job) {
         let start = Instant::now();
-        let r = match self.gate.connect(&mut self.pg, &self.primary, "") {
+        let r = match self
+            .gate
+            .connect(&mut self.pg, &self.primary, "", &mut self.probe)
+        {
             Ok(pg) => {
                 let r = write(pg, &job);
-                self.gate.settle(&mut self.pg);
+                self.gate
+                    .settle(&mut self.pg, r.as_ref().err(), start.elapsed());
                 r
             }
             Err(e) => Err(e),
@@ -363,7 +398,7 @@ impl Writer {
         let start = Instant::now();
         let ran = self
             .gate
-            .connect(&mut self.pg, &self.primary, "")
+            .connect(&mut self.pg, &self.primary, "", &mut self.probe)
             .and_then(|pg| {
                 let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
                 let (outcomes, lsn) =
@@ -381,7 +416,7 @@ impl Writer {
             }
             Err(e) => {
                 // The connection failed: whether the group committed is unknown.
-                self.pg = None;
+                self.gate.settle(&mut self.pg, Some(&e), start.elapsed());
                 for job in jobs {
                     job.reply.send(Err(e.clone()));
                 }
@@ -569,6 +604,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Reader {
     /// A replica this reader is to try again once its reads are answered.
     probe: Option<usize>,
+    /// The same for the primary (see [`PrimaryGate::pass`]).
+    probe_primary: bool,
     endpoint: Endpoint,
     gate: Arc<PrimaryGate>,
     primary: Option<Pg>,
@@ -631,6 +668,10 @@ impl Reader {
         }
         if let Some(i) = self.probe.take() {
             self.probe_replica(i);
+        }
+        if std::mem::take(&mut self.probe_primary) {
+            self.gate
+                .probe(&mut self.primary, &self.endpoint, READ_ONLY_SESSION);
         }
     }
 
@@ -798,12 +839,13 @@ impl Reader {
         // Reads are safe to repeat: a connection found broken is replaced once.
         let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
         for _ in 0..2 {
+            let tried = Instant::now();
             ran = self.read_primary(&jobs, index);
+            self.gate
+                .settle(&mut self.primary, ran.as_ref().err(), tried.elapsed());
             if ran.is_ok() {
-                self.gate.settle(&mut self.primary);
                 break;
             }
-            self.primary = None;
         }
         match ran {
             Ok(outcomes) => {
@@ -828,9 +870,12 @@ impl Reader {
         jobs: &[Job],
         index: u64,
     ) -> Result<Vec<Result<(StatementResult, bool), DbError>>, DbError> {
-        let pg = self
-            .gate
-            .connect(&mut self.primary, &self.endpoint, READ_ONLY_SESSION)?;
+        let pg = self.gate.connect(
+            &mut self.primary,
+            &self.endpoint,
+            READ_ONLY_SESSION,
+            &mut self.probe_primary,
+        )?;
         // An index beyond what this server acknowledged may come from another db-server: ask
         // the primary itself, once.
         let needed = jobs
