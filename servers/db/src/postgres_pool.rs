@@ -279,13 +279,17 @@ impl PrimaryGate {
         self.closed.store(false, Ordering::Release);
     }
 
-    /// The connection in `slot` after a request on it, which failed with `failed` after
-    /// `took` if it did. A connection that broke at once was closed by the server (a restart):
-    /// it is dropped and the next request connects again. One that broke slowly went silent
-    /// (the timeout ran out): the primary is unreachable.
+    /// The connection in `slot` after a request, which failed with `failed` after `took` if
+    /// it did. A success means the primary answered. A connection that broke at once was
+    /// closed by the server (a restart): it is dropped and the next request connects again.
+    /// One that broke slowly went silent (the timeout ran out): the primary is unreachable.
+    /// Only a success opens the gate: a request the gate refused leaves an idle connection
+    /// that merely looks usable, which says nothing of the primary.
     fn settle(&self, slot: &mut Option<Pg>, failed: Option<&DbError>, took: Duration) {
         if slot.as_ref().is_some_and(Pg::is_ok) {
-            self.answered();
+            if failed.is_none() {
+                self.answered();
+            }
             return;
         }
         *slot = None;
