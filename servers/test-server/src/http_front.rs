@@ -182,11 +182,11 @@ impl HttpFront {
         }
     }
 
-    /// The link's subscription was taken (whatever is cached may have missed notices: emptied)
-    /// or lost (kept as stale, served only while db-server cannot be reached).
+    /// The link's subscription was taken (whatever is cached may have missed notices: none of
+    /// it is current) or lost (kept as stale, served only while db-server cannot be reached).
     pub fn on_db_watching(&mut self, watching: bool) {
         if watching {
-            self.cache.reset();
+            self.cache.invalidate();
         } else {
             self.cache.suspend();
         }
@@ -201,7 +201,7 @@ impl HttpFront {
                 .iter()
                 .any(|t| t == "*" || t.eq_ignore_ascii_case(DOCS_TABLE))
         {
-            self.cache.reset();
+            self.cache.invalidate();
         }
     }
 
@@ -482,7 +482,7 @@ impl HttpFront {
         let (op, data) = match method {
             "GET" => {
                 if !cached && self.cache.stale && unreachable(link.as_deref()) {
-                    if let Some(body) = self.cache.docs.get(name) {
+                    if let Some(body) = self.cache.last_known(name) {
                         self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                         return Some(Answer {
                             stale: true,
@@ -491,7 +491,7 @@ impl HttpFront {
                     }
                 }
                 if cached {
-                    if let Some(body) = self.cache.docs.get(name) {
+                    if let Some(body) = self.cache.current(name) {
                         self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                         return Some(Answer::cached(Arc::clone(body)));
                     }
@@ -601,6 +601,21 @@ impl HttpFront {
             ctx.resume_reading(conn);
         }
         let answer = match reply {
+            // db-server was not reached, or did not answer in time: the last version known of
+            // a document, marked stale, beats an error (see `DocCache`).
+            Err((code @ (ErrorCode::Unavailable | ErrorCode::Timeout), text)) => match &op {
+                DocOp::Get(name, _) => match self.cache.last_known(name) {
+                    Some(body) => {
+                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Answer {
+                            stale: true,
+                            ..Answer::cached(Arc::clone(body))
+                        }
+                    }
+                    None => db_failure(code, &text),
+                },
+                _ => db_failure(code, &text),
+            },
             Err((code, text)) => db_failure(code, &text),
             Ok(m) if m.r#type() == MessageType::Error => {
                 let e = wire::ErrorBody::decode(m.data).unwrap_or_default();

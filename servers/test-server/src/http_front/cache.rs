@@ -1,29 +1,49 @@
 //! Documents answered from memory, kept coherent by db-server's change notices.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 /// Documents answered from memory.
 ///
 /// Coherence comes from db-server: the link subscribes to changes of [`DOCS_TABLE`](super::DOCS_TABLE) and every
-/// committed write there, by any instance or client, empties the cache. So that an answer read
-/// before a change cannot be stored after it, every change (a notice, this front's own write, the
-/// subscription taken or lost) moves `generation` on, a read remembers the generation it was
-/// sent in, and its answer is kept only if nothing moved in between. While the link is not
-/// subscribed, nothing is stored in the cache and nothing is served from it — except when
-/// db-server cannot be reached at all: then what was cached when the subscription was lost is
-/// served marked stale (`Cache-Status: …; detail=db-unreachable`, as nginx's
-/// `proxy_cache_use_stale error`), since no answer from db-server is the alternative; the
-/// subscription taken again empties the cache (notices may have been missed). Another instance's write is seen
-/// here as soon as its notice arrives (asynchronous, as with Redis' client-side caching); this
-/// instance's own writes are seen at once.
+/// committed write there, by any instance or client, makes every kept document out of date. So
+/// that an answer read before a change cannot be stored after it, every change (a notice, this
+/// front's own write, the subscription taken or lost) moves `generation` on, a read remembers
+/// the generation it was sent in, and its answer is kept only if nothing moved in between.
+///
+/// A change notice does not drop what is kept: it moves `epoch` on, and only documents stored
+/// in the current epoch are served as fresh. The older ones stay, as the last version known,
+/// for one case: db-server cannot be reached at all. Then the last version known is served
+/// marked stale (`Cache-Status: …; detail=db-unreachable`, as nginx's
+/// `proxy_cache_use_stale error`), since no answer from db-server is the alternative — whether
+/// the subscription was lost while the document was fresh, or a write elsewhere had just made
+/// it out of date and the re-read had not come back yet (a partition that begins between a
+/// notice and the next read must not turn a cached document into errors). This instance's own
+/// `PUT`/`DELETE` drops the document outright: it knows better than any copy. While the link
+/// is not subscribed nothing new is stored; the subscription taken again starts a new epoch
+/// (notices may have been missed). Another instance's write is seen here as soon as its notice
+/// arrives (asynchronous, as with Redis' client-side caching); this instance's own writes are
+/// seen at once.
 #[derive(Debug, Default)]
 pub(super) struct DocCache {
-    /// Name → the 200 answer's body.
-    pub(super) docs: std::collections::HashMap<String, std::sync::Arc<[u8]>>,
+    /// Name → the last 200 answer's body known, and the epoch it was stored in.
+    docs: HashMap<String, Entry>,
+    /// Bytes of names and bodies kept, current or not (at most `cap`).
     bytes: usize,
     cap: usize,
+    /// How many of `docs` belong to the current epoch.
+    current: usize,
+    epoch: u64,
     pub(super) generation: u64,
-    /// The subscription was lost: what is kept may be stale (served only while db-server
-    /// cannot be reached).
+    /// The subscription was lost: nothing is current (served stale only while db-server cannot
+    /// be reached).
     pub(super) stale: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    body: Arc<[u8]>,
+    epoch: u64,
 }
 
 impl DocCache {
@@ -35,34 +55,143 @@ impl DocCache {
         }
     }
 
-    pub(super) fn reset(&mut self) {
-        self.docs.clear();
-        self.bytes = 0;
+    /// The document, if it is known to be current (stored since the last change notice).
+    pub(super) fn current(&self, name: &str) -> Option<&Arc<[u8]>> {
+        self.docs
+            .get(name)
+            .filter(|e| e.epoch == self.epoch)
+            .map(|e| &e.body)
+    }
+
+    /// The last version of the document known, current or not: only for answers marked stale.
+    pub(super) fn last_known(&self, name: &str) -> Option<&Arc<[u8]>> {
+        self.docs.get(name).map(|e| &e.body)
+    }
+
+    /// How many documents are current.
+    pub(super) fn len(&self) -> usize {
+        self.current
+    }
+
+    /// Every document may have changed (a change notice, or the subscription taken again):
+    /// none is current any more; each is kept as the last version known.
+    pub(super) fn invalidate(&mut self) {
+        self.epoch += 1;
         self.generation += 1;
+        self.current = 0;
         self.stale = false;
     }
 
-    /// The subscription was lost: keep the documents, as stale ones, and store nothing new.
+    /// The subscription was lost: nothing is current, and nothing new is stored.
     pub(super) fn suspend(&mut self) {
+        self.epoch += 1;
         self.generation += 1;
+        self.current = 0;
         self.stale = true;
     }
 
+    /// This instance changes the document: dropped, current or not.
     pub(super) fn forget(&mut self, name: &str) {
-        if let Some(body) = self.docs.remove(name) {
-            self.bytes -= body.len() + name.len();
+        if let Some(e) = self.docs.remove(name) {
+            self.bytes -= e.body.len() + name.len();
+            if e.epoch == self.epoch {
+                self.current -= 1;
+            }
         }
         self.generation += 1;
     }
 
+    /// An answer read in `generation`: stored as current if nothing changed since it was sent
+    /// and it fits (documents that are no longer current make room first).
     pub(super) fn offer(&mut self, generation: u64, name: &str, body: &[u8]) {
-        let size = body.len() + name.len();
-        if generation == self.generation
-            && self.bytes + size <= self.cap
-            && !self.docs.contains_key(name)
-        {
-            self.bytes += size;
-            self.docs.insert(name.to_string(), body.into());
+        if generation != self.generation || self.current(name).is_some() {
+            return;
         }
+        let size = body.len() + name.len();
+        if let Some(old) = self.docs.remove(name) {
+            self.bytes -= old.body.len() + name.len();
+        }
+        if self.bytes + size > self.cap {
+            let epoch = self.epoch;
+            let mut freed = 0;
+            self.docs.retain(|n, e| {
+                let keep = e.epoch == epoch;
+                if !keep {
+                    freed += n.len() + e.body.len();
+                }
+                keep
+            });
+            self.bytes -= freed;
+            if self.bytes + size > self.cap {
+                return;
+            }
+        }
+        self.bytes += size;
+        self.current += 1;
+        self.docs.insert(
+            name.to_string(),
+            Entry {
+                body: body.into(),
+                epoch: self.epoch,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_notice_keeps_the_last_version_known_but_not_as_current() {
+        let mut c = DocCache::new(1024);
+        c.offer(c.generation, "a", b"v1");
+        assert_eq!(c.current("a").map(|b| &b[..]), Some(&b"v1"[..]));
+        assert_eq!(c.len(), 1);
+
+        c.invalidate();
+        assert!(c.current("a").is_none());
+        assert_eq!(c.last_known("a").map(|b| &b[..]), Some(&b"v1"[..]));
+        assert_eq!(c.len(), 0);
+
+        // A read sent before the notice is not stored; one sent after replaces the old version.
+        c.offer(c.generation - 1, "a", b"old");
+        assert!(c.current("a").is_none());
+        c.offer(c.generation, "a", b"v2");
+        assert_eq!(c.current("a").map(|b| &b[..]), Some(&b"v2"[..]));
+        assert_eq!(c.bytes, 3);
+    }
+
+    #[test]
+    fn this_instances_own_write_drops_the_document_outright() {
+        let mut c = DocCache::new(1024);
+        c.offer(c.generation, "a", b"v1");
+        c.suspend();
+        assert!(c.stale && c.current("a").is_none() && c.last_known("a").is_some());
+        c.forget("a");
+        assert!(c.last_known("a").is_none());
+        assert_eq!((c.bytes, c.len()), (0, 0));
+    }
+
+    #[test]
+    fn out_of_date_documents_make_room_for_current_ones_and_the_cap_holds() {
+        let mut c = DocCache::new(6);
+        c.offer(c.generation, "a", b"123");
+        c.offer(c.generation, "b", b"123");
+        assert!(c.current("b").is_none(), "over the cap: not stored");
+        c.invalidate();
+        c.offer(c.generation, "b", b"123");
+        assert!(c.current("b").is_some());
+        assert!(c.last_known("a").is_none(), "the out-of-date one made room");
+        assert_eq!((c.bytes, c.len()), (4, 1));
+        c.offer(c.generation, "c", b"1");
+        assert!(c.current("c").is_some());
+        assert_eq!((c.bytes, c.len()), (6, 2));
+        c.offer(c.generation, "d", b"1");
+        assert!(
+            c.last_known("d").is_none(),
+            "current documents are not evicted"
+        );
+        assert_eq!(c.bytes, 6);
     }
 }

@@ -88,7 +88,7 @@ impl HttpFront {
             "doc_cache_entries",
             "gauge",
             "Documents kept in memory (loop serving this request).",
-            self.cache.docs.len() as u64,
+            self.cache.len() as u64,
         );
         let (n, sum_us) = (
             status.rtt.count.load(Ordering::Relaxed),
@@ -215,7 +215,7 @@ impl HttpFront {
                 "hits": hits,
                 "misses": misses,
                 "hit_ratio": if hits + misses == 0 { None } else { Some(hits as f64 / (hits + misses) as f64) },
-                "entries": self.cache.docs.len(),
+                "entries": self.cache.len(),
             },
             "ping_rtt": {
                 "count": rtt_n,
