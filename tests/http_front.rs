@@ -628,3 +628,29 @@ fn cached_documents_are_served_stale_while_db_server_is_unreachable_and_fresh_af
         r.status == 200 && r.header("cache-status").is_none()
     });
 }
+
+/// `/status` is the page for a browser and JSON for everything else, at one URL: the answer
+/// says `Vary: Accept`, so a cache in between keeps the two apart (RFC 9110 §12.5.5).
+#[test]
+fn status_is_negotiated_by_accept_and_says_so_in_vary() {
+    let dir = TempDir::new("http-status-vary");
+    let db = start_db(&dir);
+    let front = start_front(db.addr, true);
+    wait_ready(front.http);
+    let json = call(front.http, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(json.status, 200);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert_eq!(json.header("vary"), Some("Accept"));
+    let page = call(
+        front.http,
+        "GET /status HTTP/1.1\r\nHost: x\r\nAccept: text/html,application/xhtml+xml\r\n\r\n",
+    );
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("vary"), Some("Accept"));
+    let health = call(front.http, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(health.header("vary"), None);
+}

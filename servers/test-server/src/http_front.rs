@@ -465,8 +465,18 @@ impl HttpFront {
         match path {
             "/health" => return Some(self.health(ctx, status)),
             "/metrics" => return Some(self.metrics(ctx, status)),
-            "/status" if status::wants_page(req) => return Some(status::page()),
-            "/status" => return Some(self.status(ctx, status)),
+            "/status" => {
+                // The page or the JSON, by `Accept`: said in `Vary` (RFC 9110 §12.5.5).
+                let answer = if status::wants_page(req) {
+                    status::page()
+                } else {
+                    self.status(ctx, status)
+                };
+                return Some(Answer {
+                    vary: Some("Accept"),
+                    ..answer
+                });
+            }
             _ => {}
         }
         let Some(name) = doc_name(path) else {
@@ -677,6 +687,7 @@ impl HttpFront {
             ("Content-Type", content_type),
             ("", ""),
             ("", ""),
+            ("", ""),
         ];
         let mut n = 3;
         if let Some(allow) = answer.allow {
@@ -685,6 +696,10 @@ impl HttpFront {
         }
         if answer.stale {
             headers[n] = ("Cache-Status", STALE);
+            n += 1;
+        }
+        if let Some(vary) = answer.vary {
+            headers[n] = ("Vary", vary);
             n += 1;
         }
         let head_only = match c.head_seqs.iter().position(|&s| s == seq) {

@@ -12,6 +12,9 @@ pub(super) struct Answer {
     pub(super) allow: Option<&'static str>,
     /// A cached document served while db-server cannot be reached.
     pub(super) stale: bool,
+    /// `Vary`: the request headers the answer depends on besides the path (a cache between
+    /// the client and the front must not hand a browser's page to a script, or the reverse).
+    pub(super) vary: Option<&'static str>,
 }
 
 /// `Cache-Status` (RFC 9211) of a document served stale while db-server cannot be reached.
@@ -53,6 +56,7 @@ impl Answer {
             kind: Kind::Json,
             allow: None,
             stale: false,
+            vary: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl Answer {
             kind: Kind::Json,
             allow: None,
             stale: false,
+            vary: None,
         }
     }
 

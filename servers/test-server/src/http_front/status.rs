@@ -140,6 +140,7 @@ impl HttpFront {
             kind: Kind::Metrics,
             allow: None,
             stale: false,
+            vary: None,
         }
     }
 }
@@ -166,6 +167,7 @@ pub(super) fn page() -> Answer {
         kind: Kind::Html,
         allow: None,
         stale: false,
+        vary: None,
     }
 }
 
