@@ -1,0 +1,138 @@
+//! The loops of one run: what each shares with the others (its connections, where its report
+//! goes, its progress slot, the run's clock), their timers, and [`run_loops`], which starts them
+//! and sums what they measured. Frame loads ([`super::run`]) and HTTP loads
+//! ([`crate::httpload`]) both run on it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::{Context, Handler, Server};
+
+use super::progress::{Progress, ProgressLine, PUBLISH_EVERY};
+use super::{LoadConfig, Report};
+
+/// What a loop's timers are for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tick {
+    /// The end of the run.
+    End,
+    /// Publish the totals for the progress line.
+    Publish,
+}
+
+/// What each loop of a run shares with the others and with [`run_loops`].
+pub(crate) struct LoopShare {
+    /// Connections this loop opens.
+    pub my_conns: usize,
+    /// Where the loop leaves its report when the run ends.
+    pub results: Arc<Mutex<Vec<Report>>>,
+    /// Its slot for the progress line, when one is shown.
+    pub progress: Option<Arc<Progress>>,
+    /// When this loop began.
+    started: Instant,
+    /// The run's time is up: answers are no longer followed by new requests.
+    stopping: bool,
+}
+
+impl LoopShare {
+    /// Starts the loop's clock and timers (the end of the run; publishing if a line is shown).
+    pub fn begin(&mut self, ctx: &mut Context<'_, (), Tick>, duration: Duration) {
+        self.started = ctx.now();
+        ctx.set_timer(duration, Tick::End);
+        if self.progress.is_some() {
+            ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+        }
+    }
+
+    /// True once the run's time is up.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// A timer fired: publishes `report`'s totals for the progress line, or at the end of the
+    /// run hands the report in (with `open`, the connections still usable; read at the end
+    /// only) and ends the loop.
+    pub fn on_tick(
+        &mut self,
+        ctx: &mut Context<'_, (), Tick>,
+        tick: Tick,
+        report: &mut Report,
+        open: u64,
+    ) {
+        match tick {
+            Tick::Publish if !self.stopping => {
+                if let Some(p) = &self.progress {
+                    p.publish(report.ok, report.errors);
+                    ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
+                }
+            }
+            Tick::Publish => {}
+            Tick::End => {
+                self.stopping = true;
+                let mut done = std::mem::replace(report, Report::empty());
+                done.elapsed = ctx.now().saturating_duration_since(self.started);
+                done.open = open;
+                if let Ok(mut r) = self.results.lock() {
+                    r.push(done);
+                }
+                ctx.exit();
+            }
+        }
+    }
+}
+
+/// Runs one load of `cfg.conns` connections on loops made by `make` (given the loop's index and
+/// its share), with the progress line when asked, and sums what every loop measured.
+pub(crate) fn run_loops<H, F>(cfg: &LoadConfig, make: F) -> std::io::Result<Report>
+where
+    H: Handler<Message = (), Timer = Tick>,
+    F: Fn(usize, LoopShare) -> H + Send + Sync + 'static,
+{
+    let threads = cfg.threads.clamp(1, cfg.conns.max(1));
+    let engine_cfg = engine::Config {
+        threads,
+        // Client sockets keep the kernel's buffer auto-tuning.
+        socket: engine::SocketOptions {
+            recv_buffer: None,
+            send_buffer: None,
+            ..engine::SocketOptions::default()
+        },
+        ..engine::Config::default()
+    };
+    let server: Server<H> = Server::new(engine_cfg)?;
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::clone(&results);
+    let slots: Vec<Arc<Progress>> = (0..threads).map(|_| Arc::default()).collect();
+    let line = cfg
+        .progress
+        .then(|| ProgressLine::start(slots.clone(), cfg.duration));
+    let (conns, progress) = (cfg.conns, cfg.progress);
+    let run = server.run(move |i| {
+        make(
+            i,
+            LoopShare {
+                my_conns: conns / threads + usize::from(i < conns % threads),
+                results: Arc::clone(&shared),
+                progress: progress.then(|| Arc::clone(&slots[i])),
+                started: Instant::now(),
+                stopping: false,
+            },
+        )
+    });
+    drop(line); // erased before the report is printed
+    run?;
+    let mut total = Report::empty();
+    let parts = results
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    for r in parts {
+        total.ok += r.ok;
+        total.errors += r.errors;
+        total.elapsed = total.elapsed.max(r.elapsed);
+        total.open += r.open;
+        total.cycles += r.cycles;
+        let _ = total.latency_us.add(&r.latency_us);
+    }
+    Ok(total)
+}
