@@ -544,25 +544,27 @@ fn client(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// test-server on a free port, on db-server at `db`, with the admin secret `pw` and `extra`.
+fn test_server_on(db: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db,
+        "--admin-secret",
+        "pw",
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn("test-server", &args)
+}
+
 #[test]
 fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
     let dir = common::TempDir::new("client-cli");
     let db_file = dir.path("cli.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
     let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--admin-secret",
-            "pw",
-            "--threads",
-            "1",
-        ],
-    );
+    let mut ts = test_server_on(&db_addr, &["--threads", "1"]);
     let addr = ts.listen_addr().to_string();
     let a = addr.as_str();
 
@@ -785,17 +787,7 @@ fn loadgen_frames_logs_in_and_loads_documents_through_test_server() {
     let db_file = dir.path("frames.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
     let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--admin-secret",
-            "pw",
-        ],
-    );
+    let mut ts = test_server_on(&db_addr, &[]);
     let addr = ts.listen_addr().to_string();
     // The users table exists once test-server's link has set it up.
     common::eventually("admin can log in", || {
@@ -846,17 +838,7 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     let db_file = dir.path("drain.db");
     let (_db, db_addr) = common::spawn_db(&db_file);
     let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--admin-secret",
-            "pw",
-        ],
-    );
+    let mut ts = test_server_on(&db_addr, &[]);
     let addr = ts.listen_addr();
     let mut c = None;
     common::eventually("admin can log in", || {
@@ -1486,19 +1468,7 @@ fn a_refused_table_setup_is_tried_again_until_it_succeeds() {
         .execute("CREATE TABLE _netmod_users (name TEXT PRIMARY KEY)", vec![])
         .unwrap();
     let db_addr = db_addr.to_string();
-    let mut ts = Proc::spawn(
-        "test-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db_addr,
-            "--admin-secret",
-            "pw",
-            "--threads",
-            "1",
-        ],
-    );
+    let mut ts = test_server_on(&db_addr, &["--threads", "1"]);
     let addr = ts.listen_addr().to_string();
     let line = ts.wait_line("trying again in");
     assert!(line.contains("_netmod_users on db-server failed"), "{line}");
