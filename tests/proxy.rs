@@ -891,6 +891,53 @@ fn active_checks_alone_take_a_backend_out_after_fall_failures_and_back_after_ris
     });
 }
 
+/// When every backend fails its checks but some still answer them (degraded, as a test-server
+/// cut off from db-server is while it serves its cached documents), requests go to those: their
+/// answer beats the proxy's own 503. A backend that does not answer at all gets none, and one
+/// healthy backend ends it (Envoy's panic routing at a 0 % threshold).
+#[test]
+fn with_every_backend_unhealthy_requests_go_to_those_still_answering() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let mut p = proxy(&[
+        "--backend",
+        &addr_arg(&a),
+        "--backend",
+        &addr_arg(&b),
+        "--fall",
+        "1",
+        "--rise",
+        "1",
+    ]);
+    a.set_health(503);
+    b.kill();
+    p.p.wait_line(&format!("Server {} marked as unhealthy", a.addr));
+    p.p.wait_line(&format!("Server {} marked as unhealthy", b.addr));
+    let seen = spread(p.addr, "/x", 10);
+    assert_eq!(
+        seen.get("a"),
+        Some(&10),
+        "all to the one still answering: {seen:?}"
+    );
+    let line = p.p.wait_line("no healthy backend");
+    assert!(line.contains("[WARN]"), "{line}");
+    let status: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    assert!(
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["healthy"] == false),
+        "{status}"
+    );
+
+    a.set_health(200);
+    p.p.wait_line(&format!("Server {} marked as healthy", a.addr));
+    assert_eq!(spread(p.addr, "/x", 2).get("a"), Some(&2));
+    p.p.wait_line("requests go to healthy backends again");
+}
+
 #[test]
 fn the_access_log_escapes_what_a_backend_sends() {
     let b = TestBackend::start("raw");

@@ -326,7 +326,7 @@ impl Handler for Proxy {
             }
             Some(Conn::Check(c)) => {
                 if self.cfg.mode == Mode::Tcp {
-                    return self.check_done(ctx, conn, true, "connected");
+                    return self.check_done(ctx, conn, true, true, "connected");
                 }
                 let req = format!(
                     "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmod-proxy\r\nConnection: close\r\n\r\n",
@@ -357,12 +357,13 @@ impl Handler for Proxy {
                         ctx,
                         conn,
                         ok,
+                        true,
                         &format!("health check answered {}", head.status),
                     );
                     data.len()
                 }
                 Err(e) => {
-                    self.check_done(ctx, conn, false, &format!("health check: {e}"));
+                    self.check_done(ctx, conn, false, false, &format!("health check: {e}"));
                     data.len()
                 }
             },
@@ -423,7 +424,7 @@ impl Handler for Proxy {
             }
             (Timer::Upstream(_), Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
             (Timer::Check(_), Some(Conn::Check(_))) => {
-                self.check_done(ctx, conn, false, "health check timed out")
+                self.check_done(ctx, conn, false, false, "health check timed out")
             }
             _ => {}
         }
@@ -434,7 +435,7 @@ impl Handler for Proxy {
             Some(Conn::Upstream(_)) => self.upstream_closed(ctx, conn, &reason),
             Some(Conn::Check(_)) => {
                 let why = format!("health check connection closed ({reason})");
-                self.check_done(ctx, conn, false, &why);
+                self.check_done(ctx, conn, false, false, &why);
             }
             Some(Conn::Client(_)) => {
                 if let Some(Conn::Client(c)) = self.conns.remove(conn) {

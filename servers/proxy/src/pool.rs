@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::strategy::{self, HashKey, Ring, Strategy};
 
@@ -42,6 +42,8 @@ pub struct Backend {
     healthy: AtomicBool,
     /// An active check has answered at least once (until then its health is unknown).
     checked: AtomicBool,
+    /// Its last check got an HTTP answer (any status): alive, if perhaps degraded.
+    answering: AtomicBool,
     draining: AtomicBool,
     check_ok: AtomicU32,
     check_fail: AtomicU32,
@@ -91,6 +93,7 @@ impl Backend {
             buckets: Default::default(),
             healthy: AtomicBool::new(true),
             checked: AtomicBool::new(false),
+            answering: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             check_ok: AtomicU32::new(0),
             check_fail: AtomicU32::new(0),
@@ -108,6 +111,11 @@ impl Backend {
     /// Passes its health checks.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Its last health check got an answer, whatever its status.
+    pub fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
     }
 
     /// Being removed.
@@ -263,6 +271,8 @@ pub struct Pool {
     /// Smooth weighted round-robin's running weights, by address.
     swrr: Mutex<Vec<(SocketAddr, i64)>>,
     rng: AtomicU64,
+    /// No backend is healthy and requests go to those still answering (see [`Pool::select`]).
+    panicking: AtomicBool,
     requests: AtomicU64,
     failures: AtomicU64,
     retries: AtomicU64,
@@ -314,6 +324,7 @@ impl Pool {
             rr: AtomicUsize::new(0),
             swrr: Mutex::new(Vec::new()),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            panicking: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -419,8 +430,10 @@ impl Pool {
         true
     }
 
-    /// An active health check of `b` passed or failed.
-    pub fn check_result(&self, b: &Backend, ok: bool, why: &str) {
+    /// An active health check of `b` passed or failed; `answered`: it got an HTTP answer
+    /// (whatever the status) rather than no connection, a timeout or garbage.
+    pub fn check_result(&self, b: &Backend, ok: bool, answered: bool, why: &str) {
+        b.answering.store(answered, Ordering::Relaxed);
         self.check_result_at(b, ok, why, Instant::now());
     }
 
@@ -471,6 +484,13 @@ impl Pool {
 
     /// Picks a backend for a request from `client` (`header` looks a request header up, for
     /// hashing on it), never one in `exclude` (already tried). `None` when no backend is up.
+    ///
+    /// When no backend is healthy, the request goes to those whose last health check still got
+    /// an answer (alive but reporting themselves degraded, e.g. a test-server cut off from
+    /// db-server, which still serves its cached documents): their answer, even a 503, is
+    /// better than the proxy's own 503. This is Envoy's panic routing with the threshold at
+    /// 0 %: one healthy backend ends it. Backends that time out or refuse connections, and
+    /// draining ones, are never chosen.
     pub fn select(
         &self,
         client: IpAddr,
@@ -478,25 +498,29 @@ impl Pool {
         exclude: &[SocketAddr],
     ) -> Option<Arc<Backend>> {
         let m = self.members();
-        let ok = |b: &Backend| b.eligible() && !exclude.contains(&b.addr);
-        let eligible = (0..m.backends.len()).filter(|&i| ok(&m.backends[i]));
+        let healthy = |b: &Backend| b.eligible() && !exclude.contains(&b.addr);
         // On the stack for up to 64 backends: no allocation per request.
         let mut few = [0usize; 64];
-        let many: Vec<usize>;
-        let live: &[usize] = if m.backends.len() <= few.len() {
-            let mut n = 0;
-            for i in eligible {
-                few[n] = i;
-                n += 1;
-            }
-            &few[..n]
-        } else {
-            many = eligible.collect();
-            &many
-        };
-        if live.is_empty() {
+        let mut many = Vec::new();
+        let mut n = gather(&m.backends, healthy, &mut few, &mut many);
+        let panic = n == 0;
+        let answering =
+            |b: &Backend| !b.is_draining() && b.is_answering() && !exclude.contains(&b.addr);
+        if panic {
+            n = gather(&m.backends, answering, &mut few, &mut many);
+        }
+        if !panic || n > 0 {
+            self.note_panic(panic, n);
+        }
+        if n == 0 {
             return None;
         }
+        let live: &[usize] = if m.backends.len() <= few.len() {
+            &few[..n]
+        } else {
+            &many
+        };
+        let ok = |b: &Backend| if panic { answering(b) } else { healthy(b) };
         let pick = match self.strategy() {
             Strategy::RoundRobin => live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()],
             Strategy::WeightedRoundRobin => {
@@ -551,6 +575,46 @@ impl Pool {
         };
         Some(Arc::clone(&m.backends[pick]))
     }
+
+    /// Logs the start and the end of panic routing (one relaxed load per request otherwise).
+    fn note_panic(&self, panic: bool, answering: usize) {
+        if self.panicking.load(Ordering::Relaxed) == panic
+            || self.panicking.swap(panic, Ordering::Relaxed) == panic
+        {
+            return;
+        }
+        if panic {
+            warn!(
+                "[STATUS] no healthy backend: sending requests to the {answering} that still \
+                 answer their health checks"
+            );
+        } else {
+            info!("[STATUS] requests go to healthy backends again");
+        }
+    }
+}
+
+/// The indices of the backends `ok` accepts, in `few` (64 or fewer backends, no allocation)
+/// or `many`; returns how many.
+fn gather(
+    backends: &[Arc<Backend>],
+    ok: impl Fn(&Backend) -> bool,
+    few: &mut [usize; 64],
+    many: &mut Vec<usize>,
+) -> usize {
+    let chosen = (0..backends.len()).filter(|&i| ok(&backends[i]));
+    if backends.len() <= few.len() {
+        let mut n = 0;
+        for i in chosen {
+            few[n] = i;
+            n += 1;
+        }
+        n
+    } else {
+        many.clear();
+        many.extend(chosen);
+        many.len()
+    }
 }
 
 #[cfg(test)]
@@ -580,12 +644,66 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(p.select(ip(), |_| None, &[]).unwrap().addr.port(), 9000);
         }
-        p.check_result(&b1, true, "ok");
+        p.check_result(&b1, true, true, "ok");
         assert!(!b1.is_healthy(), "rise is 2");
-        p.check_result(&b1, true, "ok");
+        p.check_result(&b1, true, true, "ok");
         assert!(b1.is_healthy());
         assert_eq!(p.reap().len(), 1);
         assert_eq!(p.members().backends.len(), 2);
+    }
+
+    #[test]
+    fn with_no_healthy_backend_requests_go_to_those_still_answering_their_checks() {
+        for s in [
+            Strategy::RoundRobin,
+            Strategy::LeastConnections,
+            Strategy::PowerOfTwo,
+            Strategy::WeightedRoundRobin,
+            Strategy::ConsistentHash(HashKey::ClientIp),
+        ] {
+            let p = pool(4, s.clone());
+            let b = p.members().backends.clone();
+            let fail = |i: usize, answered: bool| {
+                for _ in 0..3 {
+                    p.check_result(&b[i], false, answered, "test");
+                }
+            };
+            fail(0, true); // answers 503: degraded
+            fail(1, false); // times out
+            fail(2, true);
+            p.drain(b[2].addr).unwrap(); // answers, but is being removed
+                                         // b[3] is still healthy: only it is chosen.
+            for _ in 0..20 {
+                assert_eq!(
+                    p.select(ip(), |_| None, &[]).unwrap().addr,
+                    b[3].addr,
+                    "{s:?}"
+                );
+            }
+            fail(3, false);
+            for _ in 0..20 {
+                let got = p.select(ip(), |_| None, &[]).map(|b| b.addr);
+                assert_eq!(
+                    got,
+                    Some(b[0].addr),
+                    "{s:?}: the answering, not draining one"
+                );
+            }
+            assert!(p.select(ip(), |_| None, &[b[0].addr]).is_none(), "{s:?}");
+            fail(0, false);
+            assert!(
+                p.select(ip(), |_| None, &[]).is_none(),
+                "{s:?}: nobody answers"
+            );
+            // One healthy backend ends it.
+            p.check_result(&b[1], true, true, "ok");
+            p.check_result(&b[1], true, true, "ok");
+            assert_eq!(
+                p.select(ip(), |_| None, &[]).unwrap().addr,
+                b[1].addr,
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

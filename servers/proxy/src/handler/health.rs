@@ -27,7 +27,9 @@ impl Proxy {
                         }),
                     );
                 }
-                Err(e) => self.pool.check_result(b, false, &format!("connect: {e}")),
+                Err(e) => self
+                    .pool
+                    .check_result(b, false, false, &format!("connect: {e}")),
             }
         }
         ctx.set_timer(self.cfg.check.interval, Timer::HealthTick);
@@ -38,6 +40,7 @@ impl Proxy {
         ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         ok: bool,
+        answered: bool,
         why: &str,
     ) {
         if let Some(Conn::Check(c)) = self.conns.remove(conn) {
@@ -45,7 +48,7 @@ impl Proxy {
                 ctx.cancel_timer(t);
             }
             self.checking.remove(&c.backend.addr);
-            self.pool.check_result(&c.backend, ok, why);
+            self.pool.check_result(&c.backend, ok, answered, why);
             ctx.abort(conn);
         }
     }
