@@ -21,8 +21,9 @@
 #   app_partition      app1 cut off for CUT seconds under HTTP load through the proxy, healed
 #   flapping           the link to app2 down/up every 2 s for FLAP seconds under load
 #   db_partition       db-server cut off from every app host for CUT seconds while a writer PUTs
-#                      documents and loadgen reads a cached one, both on app1 directly: cached
-#                      reads keep answering, writes fail fast (503)
+#                      documents and loadgen reads a cached one, both on app1 directly, and a
+#                      second loadgen reads it through the proxy: cached reads keep answering
+#                      (stale) both ways, writes fail fast (503)
 #   standby_lag        the standby's replay paused for LAG seconds while a checker writes and
 #                      reads its writes back with AFTER_INDEX: never stale
 #   standby_partition  pg2 cut off for CUT seconds: plain reads (loadgen db) go to the primary,
@@ -336,6 +337,16 @@ missing_on() {
   found=$(psql_on "$1" netmod "SELECT count(*) FROM docs WHERE name IN ($(sort -u "$2" | sed "s/.*/'&'/" | paste -sd,))")
   echo $((total - found))
 }
+# TAG: a scenario's writer ($work/TAG.w, cut at $t_cut, healed at $t_heal) and reads
+# ($work/TAG.out, loadgen's last two lines) summed up into $summary, $missing (acknowledged
+# writes absent on pg1), $reads and $read_failed.
+tally() {
+  summary=$(writes_summary "$work/$1.w" "$t_cut" "$t_heal")
+  sed -n 's/^w [^ ]* [^ ]* 20[01] //p' "$work/$1.w" >"$work/$1.acked"
+  missing=$(missing_on pg1 "$work/$1.acked")
+  reads=$(field requests <"$work/$1.out")
+  read_failed=$(tail -1 "$work/$1.out" | field errors)
+}
 check_writes() { # SUMMARY: fails the run on a write failed before the cut, or no recovery
   local outside
   outside=$(echo "$1" | field failed_outside)
@@ -344,8 +355,9 @@ check_writes() { # SUMMARY: fails the run on a write failed before the cut, or n
 }
 
 # Scenario: db-server cut off from every app host for $cut s, 3 s into a run of reads of a
-# cached document and of writes, both on app1 directly (through the proxy, the apps' /health
-# would take them all out while db-server is away).
+# cached document and of writes on app1 directly, and of reads of the same document through
+# the proxy (every app's /health fails while db-server is away: the proxy sends the reads to the
+# apps that still answer their checks, which serve the document stale).
 health_of() { # APP: the status code of its /health
   ip netns exec nm-client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${ip[$1]}:8000/health" || true
 }
@@ -357,6 +369,8 @@ ip netns exec nm-client "$bin/loadgen" http --addr "${ip[app1]}:8000" --path /do
 lp=$!
 writer "$total" "${ip[app1]}" 30 db >"$work/d.w" &
 wp=$!
+load "$total" >"$work/d.proxy" &
+pp=$!
 sleep 3
 t_cut=$(now)
 link db down
@@ -365,15 +379,16 @@ rest_of_cut "$detect"
 link db up
 t_heal=$(now)
 recovery=$(until_health app1 200 60)
-wait "$lp" "$wp"
-summary=$(writes_summary "$work/d.w" "$t_cut" "$t_heal")
-sed -n 's/^w [^ ]* [^ ]* 20[01] //p' "$work/d.w" >"$work/d.acked"
-missing=$(missing_on pg1 "$work/d.acked")
-reads=$(field requests <"$work/d.out")
-read_failed=$(tail -1 "$work/d.out" | field errors)
-echo "scenario=db_partition requests=$reads failed=$read_failed acked_missing=$missing health_detect_s=$detect health_recovery_s=$recovery $summary"
+wait "$lp" "$wp" "$pp"
+tally d
+proxied=$(field requests <"$work/d.proxy")
+proxied_failed=$(tail -1 "$work/d.proxy" | field errors)
+# How often the proxy found no healthy app and sent the reads to those still answering.
+panics=$(grep -c "no healthy backend: sending requests" "$work/proxy.log" || true)
+echo "scenario=db_partition requests=$reads failed=$read_failed acked_missing=$missing health_detect_s=$detect health_recovery_s=$recovery $summary proxied=$proxied proxied_failed=$proxied_failed proxy_panics=$panics"
 [ "$missing" -eq 0 ] || { echo "acknowledged writes are missing"; exit 1; }
 [ "$read_failed" -eq 0 ] || { echo "reads of a cached document failed"; exit 1; }
+[ "$proxied_failed" -eq 0 ] || { echo "reads of a cached document through the proxy failed"; exit 1; }
 check_writes "$summary"
 
 # The read-your-writes checker: through test-server (app1) with the client binary, it sets a
@@ -495,11 +510,7 @@ sleep "$cut"
 link pg1 up
 t_heal=$(now)
 wait "$lp" "$wp"
-summary=$(writes_summary "$work/p.w" "$t_cut" "$t_heal")
-sed -n 's/^w [^ ]* [^ ]* 20[01] //p' "$work/p.w" >"$work/p.acked"
-missing=$(missing_on pg1 "$work/p.acked")
-reads=$(field requests <"$work/p.out")
-read_failed=$(tail -1 "$work/p.out" | field errors)
+tally p
 echo "scenario=primary_partition requests=$reads failed=$read_failed acked_missing=$missing $summary"
 [ "$missing" -eq 0 ] || { echo "acknowledged writes are missing"; exit 1; }
 [ "$read_failed" -eq 0 ] || { echo "plain reads failed while only the primary was cut off"; exit 1; }
