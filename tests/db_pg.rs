@@ -1280,6 +1280,59 @@ fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
     }
 }
 
+/// The worker whose turn it is to try an unreachable primary again answers its requests
+/// before it tries: the try can take the whole connect timeout (a host that swallows packets),
+/// and no request may wait on it. The primary here first refuses connections (the gate closes
+/// at once), then swallows them: a try waits out the 20 s timeout, longer than the client waits
+/// for an answer, so the write whose turn started the try and every write during it must get
+/// their UNAVAILABLE without waiting for it.
+#[test]
+fn pg_no_request_waits_on_a_try_of_an_unreachable_primary() {
+    use common::relay::Relay;
+    let Some(schema) = Schema::new("primary-probe") else {
+        return;
+    };
+    let to: std::net::SocketAddr = host_port(&schema.primary).parse().unwrap();
+    let relay = Relay::start(to);
+    let url = schema
+        .primary
+        .replacen(host_port(&schema.primary), &relay.addr.to_string(), 1);
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        url,
+        writers: 2,
+        timeout: Duration::from_secs(20),
+        ..schema.config(vec![])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    c.execute("CREATE TABLE p (id INT)", vec![]).unwrap();
+
+    relay.refuse(true);
+    relay.break_connections();
+    let mut write = || c.execute("INSERT INTO p VALUES (1)", vec![]);
+    common::eventually("the gate closed", || {
+        matches!(write(), Err(ClientError::Server { message, .. })
+            if message.contains("primary is unreachable"))
+    });
+    // From now on a try connects and then hears nothing until its timeout.
+    relay.cut(true);
+    relay.refuse(false);
+    let tried = relay.accepted();
+    let mut unavailable = || match write() {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::Unavailable),
+        other => panic!("a write while the primary is tried: {other:?}"),
+    };
+    common::eventually("a try of the primary under way", || {
+        unavailable();
+        relay.accepted() > tried
+    });
+    for _ in 0..20 {
+        unavailable();
+    }
+    // Ends the try (its connection closed) rather than leave a worker waiting on it.
+    relay.break_connections();
+    drop(srv);
+}
+
 /// Several clients setting up tables at once (what three test-servers starting together do):
 /// each CREATE outside the sandbox is followed by taking the server tables' rights from the
 /// client role, and PostgreSQL fails concurrent REVOKEs on one table ("tuple concurrently

@@ -3,13 +3,15 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Relays connections made to [`Relay::addr`] to `to`, each on two threads.
 pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    refuse: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -19,11 +21,18 @@ impl Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(Mutex::new(Vec::new()));
         let (c, o) = (Arc::clone(&cut), Arc::clone(&open));
+        let (r, a) = (Arc::clone(&refuse), Arc::clone(&accepted));
         std::thread::spawn(move || {
             for inbound in l.incoming() {
                 let Ok(inbound) = inbound else { return };
+                a.fetch_add(1, Ordering::SeqCst);
+                if r.load(Ordering::SeqCst) {
+                    continue; // closed at once, as a server that is not there
+                }
                 let Ok(outbound) = TcpStream::connect(to) else {
                     continue;
                 };
@@ -54,7 +63,24 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, cut, open }
+        Relay {
+            addr,
+            cut,
+            refuse,
+            accepted,
+            open,
+        }
+    }
+
+    /// New connections are closed as soon as they are accepted (`true`): a connect fails at
+    /// once, as to a host whose server is gone.
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far (refused ones included).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Bytes stop passing (`true`) or pass again (`false`). Connections made meanwhile are

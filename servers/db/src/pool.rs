@@ -40,6 +40,10 @@ const PRUNE_EVERY_WRITES: u64 = 1000;
 pub(crate) trait Worker: Send + 'static {
     /// Runs `jobs` (taking them out) and answers each through its reply.
     fn run_group(&mut self, jobs: &mut Vec<Job>);
+
+    /// Slow work due after a group, run once its answers are out (they are held until the
+    /// group ends): trying a server known to be down again, which can take a connect timeout.
+    fn after_group(&mut self) {}
 }
 
 /// The queues, for workers that hand a job on (a reader that found a write).
@@ -247,6 +251,7 @@ fn serve(
             while jobs.take(&mut taken, group) {
                 reply::batched(|| worker.run_group(&mut taken));
                 taken.clear();
+                worker.after_group();
             }
         })
         .map(|_| ())

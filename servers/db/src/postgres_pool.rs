@@ -207,6 +207,13 @@ impl Worker for Writer {
     fn run_group(&mut self, jobs: &mut Vec<Job>) {
         Writer::run_group(self, std::mem::take(jobs));
     }
+
+    /// The primary's probe, when this worker claimed it (see [`PrimaryGate::pass`]).
+    fn after_group(&mut self) {
+        if std::mem::take(&mut self.probe) {
+            self.gate.probe(&mut self.pg, &self.primary, "");
+        }
+    }
 }
 
 impl Writer {
@@ -230,9 +237,6 @@ impl Writer {
         }
         if !together.is_empty() {
             self.run_together(together);
-        }
-        if std::mem::take(&mut self.probe) {
-            self.gate.probe(&mut self.pg, &self.primary, "");
         }
     }
 
@@ -500,6 +504,17 @@ impl Worker for Reader {
     fn run_group(&mut self, jobs: &mut Vec<Job>) {
         Reader::run_group(self, std::mem::take(jobs));
     }
+
+    /// The probes this worker claimed (a replica's, the primary's), once its answers are out.
+    fn after_group(&mut self) {
+        if let Some(i) = self.probe.take() {
+            self.probe_replica(i);
+        }
+        if std::mem::take(&mut self.probe_primary) {
+            self.gate
+                .probe(&mut self.primary, &self.endpoint, READ_ONLY_SESSION);
+        }
+    }
 }
 
 impl Reader {
@@ -515,13 +530,6 @@ impl Reader {
         }
         if !to_primary.is_empty() {
             self.on_primary(to_primary, start);
-        }
-        if let Some(i) = self.probe.take() {
-            self.probe_replica(i);
-        }
-        if std::mem::take(&mut self.probe_primary) {
-            self.gate
-                .probe(&mut self.primary, &self.endpoint, READ_ONLY_SESSION);
         }
     }
 
