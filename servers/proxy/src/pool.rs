@@ -671,8 +671,9 @@ mod tests {
             fail(0, true); // answers 503: degraded
             fail(1, false); // times out
             fail(2, true);
-            p.drain(b[2].addr).unwrap(); // answers, but is being removed
-                                         // b[3] is still healthy: only it is chosen.
+            // b[2] answers, but is being removed.
+            p.drain(b[2].addr).unwrap();
+            // b[3] is still healthy: only it is chosen.
             for _ in 0..20 {
                 assert_eq!(
                     p.select(ip(), |_| None, &[]).unwrap().addr,
