@@ -513,6 +513,32 @@ fn the_proxy_terminates_tls_and_tells_backends_the_client_used_https() {
     assert_eq!(resp.status, 400);
     assert!(resp.body.contains("TLS"), "{}", resp.body);
     assert_eq!(backend.hits(), 1);
+
+    // loadgen's HTTP load over TLS: every answer good with the CA, none without it.
+    let load = |ca: &std::path::Path| {
+        let out = common::loadgen(&[
+            "http",
+            "--addr",
+            &addr.to_string(),
+            "--path",
+            "/x",
+            "--conns",
+            "2",
+            "--duration",
+            "0.3",
+            "--tls-ca",
+            path(ca),
+        ]);
+        (out.status.success(), common::last_line(&out))
+    };
+    let (ok, last) = load(&certs.ca);
+    assert!(
+        ok && last.ends_with(" errors=0") && !last.starts_with("rps=0.0 "),
+        "{last}"
+    );
+    assert!(backend.hits() > 1);
+    let (ok, last) = load(&certs.rogue_ca);
+    assert!(!ok && last.starts_with("rps=0.0 "), "{last}");
 }
 
 /// The proxy terminating TLS with the test certificate, in front of `backend`.

@@ -65,7 +65,8 @@ enum Mode {
         hold: bool,
     },
     /// HTTP/1.1 GETs of one path over keep-alive connections (test-server's HTTP front, the
-    /// proxy, or any HTTP server); 2xx and 3xx answers count as successes. Plain HTTP only.
+    /// proxy, or any HTTP server); 2xx and 3xx answers count as successes. HTTPS with `--tls`
+    /// or `--tls-ca`.
     Http {
         #[command(flatten)]
         load: LoadArgs,
@@ -214,16 +215,14 @@ fn main() -> ExitCode {
             loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),
         Mode::Http { load, path } => load.config(PROXY).and_then(|cfg| {
-            if cfg.tls.is_some() {
-                return Err("loadgen http speaks plain HTTP only (no --tls)".into());
-            }
             if !path.starts_with('/') {
                 return Err(format!("--path must start with '/': {path:?}"));
             }
             println!(
-                "loadgen http: {} connections x pipeline {} -> GET http://{}{path} for {:.1} s",
+                "loadgen http: {} connections x pipeline {} -> GET {}://{}{path} for {:.1} s",
                 cfg.conns,
                 cfg.pipeline,
+                if cfg.tls.is_some() { "https" } else { "http" },
                 cfg.addr,
                 cfg.duration.as_secs_f64()
             );
