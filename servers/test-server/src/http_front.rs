@@ -492,12 +492,8 @@ impl HttpFront {
         let (op, data) = match method {
             "GET" => {
                 if !cached && self.cache.stale && unreachable(link.as_deref()) {
-                    if let Some(body) = self.cache.last_known(name) {
-                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        return Some(Answer {
-                            stale: true,
-                            ..Answer::cached(Arc::clone(body))
-                        });
+                    if let Some(answer) = stale(&self.cache, &self.cfg.counters.cache_hits, name) {
+                        return Some(answer);
                     }
                 }
                 if cached {
@@ -614,16 +610,8 @@ impl HttpFront {
             // db-server was not reached, or did not answer in time: the last version known of
             // a document, marked stale, beats an error (see `DocCache`).
             Err((code @ (ErrorCode::Unavailable | ErrorCode::Timeout), text)) => match &op {
-                DocOp::Get(name, _) => match self.cache.last_known(name) {
-                    Some(body) => {
-                        self.cfg.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        Answer {
-                            stale: true,
-                            ..Answer::cached(Arc::clone(body))
-                        }
-                    }
-                    None => db_failure(code, &text),
-                },
+                DocOp::Get(name, _) => stale(&self.cache, &self.cfg.counters.cache_hits, name)
+                    .unwrap_or_else(|| db_failure(code, &text)),
                 _ => db_failure(code, &text),
             },
             Err((code, text)) => db_failure(code, &text),
@@ -769,6 +757,17 @@ fn access_log(peer: Option<SocketAddr>, status: u16, body: &[u8]) {
 }
 
 /// db-server cannot answer: no link, no connection up, or the circuit breaker open.
+/// The last version known of document `name`, marked stale (db-server cannot be reached),
+/// counted as a cache hit.
+fn stale(cache: &DocCache, hits: &std::sync::atomic::AtomicU64, name: &str) -> Option<Answer> {
+    let body = cache.last_known(name)?;
+    hits.fetch_add(1, Ordering::Relaxed);
+    Some(Answer {
+        stale: true,
+        ..Answer::cached(Arc::clone(body))
+    })
+}
+
 fn unreachable(link: Option<&DbLink<Owner>>) -> bool {
     link.is_none_or(|l| l.up() == 0 || l.breaker() != shared::breaker::State::Closed)
 }
