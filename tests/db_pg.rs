@@ -1204,27 +1204,36 @@ fn pg_connections_carry_the_timeout_as_tcp_user_timeout_and_keepalives() {
     );
 }
 
-/// The primary cut off by the network (its connections lost, new ones accepted but never
-/// answered): a connect gives up after the timeout instead of waiting for ever, requests that
-/// need the primary then fail at once with UNAVAILABLE (not each after its own timeout),
-/// writes resume after healing, and every acknowledged write is there.
-#[test]
-fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
-    use common::relay::Relay;
-    let Some(schema) = Schema::new("primary-cut") else {
-        return;
-    };
+/// db-server (two writers, libpq `timeout`) on `schema`'s primary through a relay that can cut
+/// it off.
+fn primary_through_relay(
+    schema: &Schema,
+    timeout: Duration,
+) -> (common::relay::Relay, common::Running) {
     let to: std::net::SocketAddr = host_port(&schema.primary).parse().unwrap();
-    let relay = Relay::start(to);
+    let relay = common::relay::Relay::start(to);
     let url = schema
         .primary
         .replacen(host_port(&schema.primary), &relay.addr.to_string(), 1);
     let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
         url,
         writers: 2,
-        timeout: Duration::from_secs(2),
+        timeout,
         ..schema.config(vec![])
     }));
+    (relay, srv)
+}
+
+/// The primary cut off by the network (its connections lost, new ones accepted but never
+/// answered): a connect gives up after the timeout instead of waiting for ever, requests that
+/// need the primary then fail at once with UNAVAILABLE (not each after its own timeout),
+/// writes resume after healing, and every acknowledged write is there.
+#[test]
+fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
+    let Some(schema) = Schema::new("primary-cut") else {
+        return;
+    };
+    let (relay, srv) = primary_through_relay(&schema, Duration::from_secs(2));
     let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
     c.execute("CREATE TABLE w (id INT PRIMARY KEY)", vec![])
         .unwrap();
@@ -1288,21 +1297,10 @@ fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
 /// their UNAVAILABLE without waiting for it.
 #[test]
 fn pg_no_request_waits_on_a_try_of_an_unreachable_primary() {
-    use common::relay::Relay;
     let Some(schema) = Schema::new("primary-probe") else {
         return;
     };
-    let to: std::net::SocketAddr = host_port(&schema.primary).parse().unwrap();
-    let relay = Relay::start(to);
-    let url = schema
-        .primary
-        .replacen(host_port(&schema.primary), &relay.addr.to_string(), 1);
-    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
-        url,
-        writers: 2,
-        timeout: Duration::from_secs(20),
-        ..schema.config(vec![])
-    }));
+    let (relay, srv) = primary_through_relay(&schema, Duration::from_secs(20));
     let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
     c.execute("CREATE TABLE p (id INT)", vec![]).unwrap();
 
