@@ -279,18 +279,33 @@ impl PgConn {
     /// # Ok::<(), db::libpq::PgError>(())
     /// ```
     pub fn connect_with(url: &str, defaults: &[(&str, &str)]) -> Result<PgConn, PgError> {
+        PgConn::connect_params(url, defaults, &[])
+    }
+
+    /// Like [`PgConn::connect_with`], and `overrides` win over the URL's own settings (the
+    /// client login's user and password on a URL that names db-server's).
+    pub fn connect_params(
+        url: &str,
+        defaults: &[(&str, &str)],
+        overrides: &[(&str, &str)],
+    ) -> Result<PgConn, PgError> {
         let c =
             |s: &str| CString::new(s).map_err(|_| PgError::client("connection URL holds a NUL"));
-        // Keywords before the expanded `dbname` are overridden by the URL's own settings
-        // (libpq processes the arrays in order; the last value of a keyword wins).
-        let mut keys = Vec::with_capacity(defaults.len() + 1);
-        let mut values = Vec::with_capacity(defaults.len() + 1);
+        // Keywords before the expanded `dbname` are overridden by the URL's own settings, and
+        // those after it override them (libpq processes the arrays in order; the last value
+        // of a keyword wins).
+        let mut keys = Vec::with_capacity(defaults.len() + overrides.len() + 1);
+        let mut values = Vec::with_capacity(defaults.len() + overrides.len() + 1);
         for (k, v) in defaults {
             keys.push(c(k)?);
             values.push(c(v)?);
         }
         keys.push(c("dbname")?);
         values.push(c(url)?);
+        for (k, v) in overrides {
+            keys.push(c(k)?);
+            values.push(c(v)?);
+        }
         let key_ptrs: Vec<*const c_char> = keys
             .iter()
             .map(|k| k.as_ptr())

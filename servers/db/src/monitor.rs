@@ -87,7 +87,6 @@ impl Monitor {
 
     /// Records one execution of `sql`.
     pub fn record(&self, sql: &str, took: Duration, ok: bool) {
-        let sql = super::sandbox::unmarked(sql);
         if let Some(slow) = self.slow {
             if took >= slow {
                 warn!(

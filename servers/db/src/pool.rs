@@ -183,7 +183,7 @@ impl Pool {
     /// `pending` (answering at once what is refused): single statements that look like reads
     /// for the readers, everything else for the writers. [`Pool::flush`] hands them over.
     pub fn submit(&self, job: Job, pending: &mut Pending) {
-        if let Err(e) = check_allowed(&job.work) {
+        if let Err(e) = check_allowed(&job.work, &job.caller) {
             return job.reply.send(Err(e));
         }
         let now = self.committed_index();

@@ -252,10 +252,11 @@ impl Pg {
         &mut self,
         st: &Statement,
         limit: Limit,
+        client: bool,
     ) -> Result<(StatementResult, bool), DbError> {
-        if sandbox::is_marked(&st.sql) {
+        if client {
             // As the client role, in the same round trip (see `execute_many`).
-            let (mut out, _) = self.execute_many(&[(st, limit)], false, None)?;
+            let (mut out, _) = self.execute_many(&[(st, limit)], false, None, true)?;
             return out
                 .pop()
                 .flatten()
@@ -270,7 +271,7 @@ impl Pg {
             Err(Fail::Aborted) => Err(DbError::new(ErrorCode::Internal, "statement not run")),
         };
         drop(stream);
-        if r.is_ok() && creates(&st.sql) {
+        if r.is_ok() && creates(&st.sql, client) {
             self.after_create();
         }
         r
@@ -296,6 +297,7 @@ impl Pg {
         sts: &[(&Statement, Limit)],
         together: bool,
         then: Option<&str>,
+        client: bool,
     ) -> Result<
         (
             Vec<Option<Result<(StatementResult, bool), DbError>>>,
@@ -305,16 +307,16 @@ impl Pg {
     > {
         let start = Instant::now();
         if let ([(st, limit)], None) = (sts, then) {
-            if sandbox::is_marked(&st.sql) {
-                return self.pipelined(sts, together, then, start);
+            if client {
+                return self.pipelined(sts, together, then, start, true);
             }
             // One statement alone: no pipeline needed.
-            return match self.execute(st, *limit) {
+            return match self.execute(st, *limit, false) {
                 Err(e) if e.code == ErrorCode::Unavailable && !self.is_ok() => Err(e),
                 r => Ok((vec![Some(r)], None)),
             };
         }
-        self.pipelined(sts, together, then, start)
+        self.pipelined(sts, together, then, start, client)
     }
 
     /// `execute_many` over a pipeline. A sandboxed statement runs between `SET ROLE
@@ -327,6 +329,7 @@ impl Pg {
         together: bool,
         then: Option<&str>,
         start: Instant,
+        client: bool,
     ) -> Result<
         (
             Vec<Option<Result<(StatementResult, bool), DbError>>>,
@@ -353,7 +356,7 @@ impl Pg {
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
         let mut syncs: Vec<usize> = Vec::new();
         for ((t, p), &i) in bound.iter().zip(&which) {
-            let sandboxed = sandbox::is_marked(&sts[i].0.sql);
+            let sandboxed = client;
             if sandboxed {
                 stmts.push((SET_CLIENT_ROLE, &[]));
                 slot.push(None);
@@ -425,7 +428,7 @@ impl Pg {
         let created = sts
             .iter()
             .zip(&outcomes)
-            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && creates(&st.sql));
+            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && creates(&st.sql, client));
         if created {
             self.after_create();
         }
@@ -442,6 +445,7 @@ impl Pg {
         &mut self,
         sts: &[(&Statement, Limit)],
         then: Option<&str>,
+        client: bool,
     ) -> Result<
         (
             Vec<Result<(StatementResult, bool), DbError>>,
@@ -455,7 +459,7 @@ impl Pg {
         let mut todo: Vec<usize> = (0..sts.len()).collect();
         loop {
             let batch: Vec<(&Statement, Limit)> = todo.iter().map(|&i| sts[i]).collect();
-            let (ran, value) = self.execute_many(&batch, true, then)?;
+            let (ran, value) = self.execute_many(&batch, true, then, client)?;
             let failed = ran.iter().any(|r| !matches!(r, Some(Ok(_))));
             let mut again = Vec::new();
             for (&i, r) in todo.iter().zip(ran) {
@@ -530,8 +534,8 @@ impl Pg {
 }
 
 /// True for a statement outside the sandbox that creates something (a table, a view, …).
-fn creates(sql: &str) -> bool {
-    !sandbox::is_marked(sql) && super::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
+fn creates(sql: &str, client: bool) -> bool {
+    !client && super::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
 }
 
 /// Switches a connection to the sandbox's role for one statement.
@@ -649,19 +653,20 @@ fn read_result(
     Ok((out, wrote))
 }
 
-/// A PostgreSQL connection holding an interactive transaction or a cursor.
-struct PgTxn(Pg);
+/// A PostgreSQL connection holding an interactive transaction or a cursor, and whether it
+/// runs a client's statements.
+struct PgTxn(Pg, bool);
 
 /// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
 /// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
 pub fn txn_opener(primary: Endpoint) -> Opener {
-    Arc::new(move |purpose: Purpose| {
+    Arc::new(move |purpose: Purpose, client: bool| {
         let mut pg = primary.connect()?;
         pg.exec(match purpose {
             Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
             Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         })?;
-        Ok(Box::new(PgTxn(pg)) as Box<dyn TxnConn>)
+        Ok(Box::new(PgTxn(pg, client)) as Box<dyn TxnConn>)
     })
 }
 
@@ -671,7 +676,7 @@ impl TxnConn for PgTxn {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
-        self.0.execute(st, limit)
+        self.0.execute(st, limit, self.1)
     }
 
     fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
@@ -700,7 +705,7 @@ impl TxnConn for PgTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
-        if sandbox::is_marked(&st.sql) {
+        if self.1 {
             // The cursor's connection is its own: the role stays for its life.
             if let Err(e) = self.0.exec(SET_CLIENT_ROLE) {
                 page(Err(e));

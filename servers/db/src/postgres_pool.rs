@@ -122,6 +122,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 cfg.replicas.iter().map(|_| Arc::default()).collect();
             let readers = (0..cfg.readers.max(1))
                 .map(|_| Reader {
+                    client: false,
                     endpoint: primary.clone(),
                     gate: Arc::clone(&gate),
                     primary: None,
@@ -226,12 +227,20 @@ impl Writer {
             let plain = matches!(&job.work, Work::Execute(st)
                 if job.idempotency_key.is_empty()
                     && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]));
-            if plain {
+            // A group commits under one identity.
+            let same = together
+                .first()
+                .is_none_or(|j| j.caller.sandboxed == job.caller.sandboxed);
+            if plain && same {
                 together.push(job);
                 continue;
             }
             if !together.is_empty() {
                 self.run_together(std::mem::take(&mut together));
+            }
+            if plain {
+                together.push(job);
+                continue;
             }
             self.run(job);
         }
@@ -273,13 +282,14 @@ impl Writer {
     /// position is read (see [`Pg::execute_group`]).
     fn run_together(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
+        let client = jobs.first().is_some_and(|j| j.caller.sandboxed);
         let ran = self
             .gate
             .connect(&mut self.pg, &self.primary, "", &mut self.probe)
             .and_then(|pg| {
                 let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
                 let (outcomes, lsn) =
-                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"), client)?;
                 let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
                     Some(i) => i,
                     None => pg.current_lsn()?,
@@ -337,8 +347,9 @@ fn respond(kind: data_response::Kind, index: u64) -> DataResponse {
 /// Runs one write on the primary; see the module docs.
 fn write(pg: &mut Pg, job: &Job) -> Result<DataResponse, DbError> {
     let key = job.idempotency_key.as_str();
+    let client = job.caller.sandboxed;
     if let (Work::Execute(st), true) = (&job.work, key.is_empty()) {
-        let (res, _) = pg.execute(st, job.limit)?;
+        let (res, _) = pg.execute(st, job.limit, client)?;
         let index = pg.current_lsn()?;
         return Ok(respond(data_response::Kind::Result(res), index));
     }
@@ -355,16 +366,16 @@ fn write(pg: &mut Pg, job: &Job) -> Result<DataResponse, DbError> {
             }
         }
         let kind = match &job.work {
-            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit)?.0),
+            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit, client)?.0),
             Work::Batch(b) => {
                 data_response::Kind::Batch(batch::run(b, job.limit, |st, l, may_fail| {
                     if !may_fail {
-                        return pg.execute(st, l).map(|r| r.0);
+                        return pg.execute(st, l, client).map(|r| r.0);
                     }
                     // A failed statement fails a PostgreSQL transaction: a savepoint keeps a step
                     // that may fail from taking the batch with it.
                     pg.exec("SAVEPOINT step")?;
-                    match pg.execute(st, l) {
+                    match pg.execute(st, l, client) {
                         Ok((r, _)) => {
                             pg.exec("RELEASE step")?;
                             Ok(r)
@@ -456,6 +467,8 @@ struct Replica {
 }
 
 struct Reader {
+    /// The identity of the group being served (clients' reads run as the client role).
+    client: bool,
     /// A replica this reader is to try again once its reads are answered.
     probe: Option<usize>,
     /// The same for the primary (see [`PrimaryGate::pass`]).
@@ -519,8 +532,16 @@ impl Worker for Reader {
 
 impl Reader {
     /// Serves a group of reads: those that may go to a replica on the next healthy one (in one
-    /// round trip), the rest, and any the replica could not serve, on the primary.
-    fn run_group(&mut self, jobs: Vec<Job>) {
+    /// round trip), the rest, and any the replica could not serve, on the primary. The
+    /// servers' reads and the clients' run apart.
+    fn run_group(&mut self, mut jobs: Vec<Job>) {
+        crate::sqlite_pool::for_each_identity(&mut jobs, |client, group| {
+            self.client = client;
+            self.run_identity(std::mem::take(group));
+        });
+    }
+
+    fn run_identity(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
         let (to_replica, mut to_primary): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -652,6 +673,7 @@ impl Reader {
         jobs: &[Job],
     ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
         let wait = self.wait;
+        let client = self.client;
         let rep = &mut self.replicas[i];
         let pg = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?;
         // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
@@ -683,7 +705,7 @@ impl Reader {
             .filter(|(_, h)| **h)
             .filter_map(|(j, _)| statement(j))
             .collect();
-        let (ran, _) = pg.execute_group(&sts, None)?;
+        let (ran, _) = pg.execute_group(&sts, None, client)?;
         let mut ran = ran.into_iter();
         let outcomes = here
             .iter()
@@ -753,7 +775,7 @@ impl Reader {
             .filter(|j| !stale(j))
             .filter_map(statement)
             .collect();
-        let (ran, _) = pg.execute_group(&sts, None)?;
+        let (ran, _) = pg.execute_group(&sts, None, self.client)?;
         let mut ran = ran.into_iter();
         Ok(jobs
             .iter()

@@ -1,138 +1,174 @@
-//! The client sandbox: statements a client sent through test-server run without access to the
-//! server's own tables (`_netmod_*`) or to anything that reaches past the database.
+//! The client identity: what statements a client sent through test-server may do, and how each
+//! backend makes the database itself enforce it.
 //!
-//! test-server sets `DataRequest.sandboxed` on every request it forwards for a client.
-//! db-server marks each statement of such a request by prefixing [`MARK`] (an SQL comment, so
-//! the text still runs as written), and each backend enforces the mark with the database's own
-//! checks, not by reading the SQL text (which quoting, escapes or `U&"…"` identifiers defeat):
+//! test-server sets `DataRequest.sandboxed` (and `user`) on every request it forwards for a
+//! client; db-server carries that as a typed [`crate::workers::Caller`] on the job, never as a
+//! mark in the SQL text. The design rests on identities and connections rather than on reading
+//! SQL text (which quoting, comments and escapes defeat):
 //!
-//! - SQLite: an authorizer callback, installed on every connection, refuses while a marked
-//!   statement is prepared (or re-prepared after a schema change) any access to a `_netmod_*`
-//!   table — directly, through a view or a CTE — plus `ATTACH`, `DETACH`, `PRAGMA`, triggers
-//!   (their bodies would later run with the server's rights) and virtual tables. The mark also
-//!   keeps a sandboxed statement out of the cache entry of the same text prepared unsandboxed.
-//! - PostgreSQL: each marked statement runs between `SET ROLE netmod_client` and `RESET ROLE`
-//!   in its own pipeline segment; that role holds no rights on the server's tables (revoked at
-//!   start and after every table the server creates) and no TRIGGER right on the tables it
-//!   does not own. `SET`, `RESET` and `DO` statements are refused in the sandbox. Known gap:
-//!   the session still authenticates as db-server's own user, so a statement that switches
-//!   the role back from inside a query (`set_config('role', …)` followed by a dynamic query,
-//!   or a function doing the same) is not stopped; closing it needs a separate login for the
-//!   client role.
+//! - **Separate connections.** Client statements run only on client connections; the servers'
+//!   own statements (logins, users, documents, idempotency and commit-index bookkeeping in
+//!   server transactions) only on server connections. Nothing a client leaves in a session — a
+//!   temporary object, a setting, a prepared statement — can change what a server statement
+//!   means.
+//! - **SQLite** (one file, one identity): a client connection's authorizer ([`Sandbox`]) is the
+//!   client identity. While a statement is prepared it refuses any access to a server table
+//!   (`_netmod_*`, however spelled, directly, through a view or a CTE), `dbstat` and the other
+//!   introspection tables, DDL on a table the servers read or write ([`SHARED_TABLES`], e.g.
+//!   `docs`: rows yes, schema no), temporary objects, triggers (their bodies would later run
+//!   when the servers write), virtual tables, `ATTACH`/`DETACH` and `PRAGMA`. A view a client
+//!   creates is read back under the same authorizer before its answer: one whose body reaches
+//!   what the client may not is dropped and refused. db-server's own bookkeeping on a client
+//!   connection (the idempotency record and the commit index, which must commit with the
+//!   client's write) runs in a *server turn* ([`Sandbox::as_server`]), prepared outside the
+//!   statement cache so that no client text can reuse it.
+//! - **PostgreSQL**: client connections log in as a role of their own (see
+//!   `crate::postgres::ClientRole`), which owns nothing of the servers' and holds no right on
+//!   the servers' schema beyond reading and writing the shared tables.
 //!
 //! A refusal is `FORBIDDEN`.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::Connection;
 
-/// Statement kinds refused in the sandbox before they reach a database: ATTACH/DETACH
-/// (SQLite: another file), SET/RESET/DO (PostgreSQL: a role change or a block that could make
-/// one; see the gap noted in docs/protocol.md).
+/// Statement kinds refused to clients before they reach a database: ATTACH/DETACH (SQLite:
+/// another file), SET/RESET/DO (PostgreSQL: the client role's session is reset after each
+/// request anyway; refused so that a client's statement never depends on it).
 pub const REFUSED_STATEMENTS: &[&str] = &["ATTACH", "DETACH", "SET", "RESET", "DO"];
 
-/// Prefix of a sandboxed statement's text.
-pub const MARK: &str = "/*netmod:sandbox*/ ";
-
-/// The PostgreSQL role sandboxed statements run as.
+/// The PostgreSQL role client statements run as (its own login; see docs/operations.md).
 pub const PG_ROLE: &str = "netmod_client";
 
-/// Prefix of the server's own tables.
+/// Prefix of the servers' own tables: no client ever reads or writes them.
 pub const SERVER_TABLES: &str = "_netmod_";
 
-/// True when `sql` carries the sandbox mark.
-pub fn is_marked(sql: &str) -> bool {
-    sql.starts_with(MARK)
-}
+/// Tables the servers read and write that clients share: clients read and write their rows
+/// but may not create, alter, drop or index them (test-server's documents, which its HTTP
+/// front serves to anonymous readers).
+pub const SHARED_TABLES: &[&str] = &["docs"];
 
-/// The statement text without the mark (for logs and statistics).
-pub fn unmarked(sql: &str) -> &str {
-    sql.strip_prefix(MARK).unwrap_or(sql)
-}
+/// SQLite's introspection tables, which tell about every table (the servers' included).
+const INTROSPECTION: &[&str] = &["dbstat", "sqlite_dbpage", "sqlite_stmt"];
 
-/// `sql` with the mark (once).
-pub fn mark(sql: &mut String) {
-    if !is_marked(sql) {
-        sql.insert_str(0, MARK);
-    }
-}
-
-thread_local! {
-    /// Set while this thread prepares or runs a marked statement on SQLite.
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// While alive, SQLite statements prepared on this thread are checked by [`authorize`]; does
-/// nothing for an unmarked statement.
-#[derive(Debug)]
-pub struct Guard(bool);
-
-impl Guard {
-    /// Enters the sandbox if `sql` is marked.
-    pub fn enter(sql: &str) -> Guard {
-        let on = is_marked(sql);
-        if on {
-            ACTIVE.with(|a| a.set(true));
-        }
-        Guard(on)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.0 {
-            ACTIVE.with(|a| a.set(false));
-        }
-    }
-}
-
-fn server_table(name: &str) -> bool {
+/// True for a server table's name (`_netmod_…`, any case).
+pub fn is_server_table(name: &str) -> bool {
     name.get(..SERVER_TABLES.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(SERVER_TABLES))
 }
 
-/// The authorizer of every SQLite connection: allows everything outside the sandbox.
-pub fn authorize(ctx: AuthContext<'_>) -> Authorization {
-    if !ACTIVE.with(Cell::get) {
-        return Authorization::Allow;
+/// True for a table whose schema clients may not change: a server table or a shared one.
+pub fn is_protected(name: &str) -> bool {
+    is_server_table(name) || SHARED_TABLES.iter().any(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// The client identity of one SQLite client connection: its authorizer and what it noticed.
+#[derive(Debug, Default)]
+pub struct Sandbox {
+    /// Set while db-server runs its own bookkeeping on the connection.
+    server_turn: AtomicBool,
+    /// Views created by the statement being prepared (checked once it ran).
+    created_views: Mutex<Vec<String>>,
+}
+
+impl Sandbox {
+    /// Makes `conn` a client connection: installs the authorizer and returns its state.
+    pub fn install(conn: &Connection) -> Arc<Sandbox> {
+        let sandbox = Arc::new(Sandbox::default());
+        let state = Arc::clone(&sandbox);
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| state.authorize(ctx)));
+        sandbox
     }
+
+    /// Runs `f` (db-server's own statements, prepared outside the cache) with the server's
+    /// rights. Only db-server's fixed SQL runs here, never a client's text.
+    pub fn as_server<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Reset<'a>(&'a AtomicBool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        self.server_turn.store(true, Ordering::Release);
+        let _reset = Reset(&self.server_turn);
+        f()
+    }
+
+    /// Forgets the views noticed so far (before a client statement is prepared).
+    pub fn clear_views(&self) {
+        if let Ok(mut v) = self.created_views.lock() {
+            v.clear();
+        }
+    }
+
+    /// The views the last prepared statement creates.
+    pub fn take_views(&self) -> Vec<String> {
+        self.created_views
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
+        if self.server_turn.load(Ordering::Acquire) {
+            return Authorization::Allow;
+        }
+        if let AuthAction::CreateView { view_name } = ctx.action {
+            if let Ok(mut v) = self.created_views.lock() {
+                v.push(view_name.to_string());
+            }
+        }
+        if refused(&ctx.action) {
+            Authorization::Deny
+        } else {
+            Authorization::Allow
+        }
+    }
+}
+
+/// The client identity's policy: true for what a client statement may not do.
+fn refused(action: &AuthAction<'_>) -> bool {
     use AuthAction as A;
-    let denied = match ctx.action {
+    match *action {
+        // Another file, the connection's settings, code that would run later with whoever
+        // writes the table, session-private objects that could shadow the servers' names.
         A::Attach { .. }
         | A::Detach { .. }
         | A::Pragma { .. }
         | A::CreateTrigger { .. }
         | A::CreateTempTrigger { .. }
+        | A::DropTrigger { .. }
+        | A::DropTempTrigger { .. }
         | A::CreateVtable { .. }
         | A::DropVtable { .. }
+        | A::CreateTempTable { .. }
+        | A::CreateTempView { .. }
+        | A::CreateTempIndex { .. }
+        | A::DropTempTable { .. }
+        | A::DropTempView { .. }
+        | A::DropTempIndex { .. }
         | A::Unknown { .. } => true,
+        // Rows: none of the servers' tables, no introspection.
         A::Read { table_name, .. }
         | A::Insert { table_name }
         | A::Update { table_name, .. }
-        | A::Delete { table_name }
-        | A::CreateTable { table_name }
-        | A::CreateTempTable { table_name }
+        | A::Delete { table_name } => {
+            is_server_table(table_name)
+                || INTROSPECTION
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(table_name))
+        }
+        // Schema: never of a table the servers use (nor a new object under such a name).
+        A::CreateTable { table_name }
         | A::DropTable { table_name }
-        | A::DropTempTable { table_name }
-        | A::Analyze { table_name }
         | A::AlterTable { table_name, .. }
         | A::CreateIndex { table_name, .. }
-        | A::CreateTempIndex { table_name, .. }
-        | A::DropIndex { table_name, .. }
-        | A::DropTempIndex { table_name, .. }
-        | A::DropTrigger { table_name, .. }
-        | A::DropTempTrigger { table_name, .. } => server_table(table_name),
-        A::CreateView { view_name }
-        | A::CreateTempView { view_name }
-        | A::DropView { view_name }
-        | A::DropTempView { view_name } => server_table(view_name),
-        A::Reindex { index_name } => server_table(index_name),
+        | A::DropIndex { table_name, .. } => is_protected(table_name),
+        A::CreateView { view_name } | A::DropView { view_name } => is_protected(view_name),
+        A::Reindex { index_name } => is_server_table(index_name),
         _ => false,
-    };
-    if denied {
-        Authorization::Deny
-    } else {
-        Authorization::Allow
     }
 }
 
@@ -141,12 +177,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mark_is_added_once_and_read_back() {
-        let mut sql = "SELECT 1".to_string();
-        mark(&mut sql);
-        mark(&mut sql);
-        assert!(is_marked(&sql));
-        assert_eq!(unmarked(&sql), "SELECT 1");
-        assert!(server_table("_NetMod_users") && !server_table("docs") && !server_table("_net"));
+    fn server_and_shared_tables_are_known_in_any_case() {
+        assert!(is_server_table("_NetMod_users") && !is_server_table("docs"));
+        assert!(!is_server_table("_net"));
+        assert!(is_protected("DOCS") && is_protected("_netmod_meta") && !is_protected("notes"));
+    }
+
+    #[test]
+    fn a_client_connection_refuses_what_the_servers_own_and_a_server_turn_does_not() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _netmod_users (name TEXT, secret_hash TEXT);
+             CREATE TABLE docs (name TEXT PRIMARY KEY, content TEXT);",
+        )
+        .unwrap();
+        let sandbox = Sandbox::install(&conn);
+        for sql in [
+            "SELECT * FROM _netmod_users",
+            "SELECT * FROM main.\"_NETMOD_USERS\"",
+            "ALTER TABLE docs RENAME TO docs_real",
+            "DROP TABLE docs",
+            "CREATE INDEX d ON docs (content)",
+            "CREATE TEMP TABLE docs (x)",
+            "CREATE TEMP VIEW v AS SELECT 1",
+            "CREATE VIEW docs2 AS SELECT 1",
+            "SELECT * FROM dbstat",
+            "PRAGMA table_info(docs)",
+        ] {
+            let r = conn.prepare(sql).map(|_| ());
+            if sql.contains("docs2") {
+                assert!(r.is_ok(), "{sql}");
+                continue;
+            }
+            assert!(r.is_err(), "{sql}: allowed");
+        }
+        assert!(conn.prepare("INSERT INTO docs VALUES ('a', 'b')").is_ok());
+        assert!(sandbox
+            .as_server(|| conn.prepare("SELECT * FROM _netmod_users").map(|_| ()))
+            .is_ok());
+        // The turn ends with the call.
+        assert!(conn.prepare("SELECT * FROM _netmod_users").is_err());
     }
 }

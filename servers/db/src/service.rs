@@ -25,7 +25,7 @@ use super::page::Limit;
 use super::pool::{Pending, Pool};
 use super::reply::ReplyTo;
 use super::watch::{self, Subscription, Watchers};
-use super::workers::{Job, Work};
+use super::workers::{Caller, Job, Work};
 use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
 };
@@ -112,7 +112,7 @@ impl DbService {
 
     fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
-        let req = match DataRequest::decode(msg.data) {
+        let mut req = match DataRequest::decode(msg.data) {
             Ok(r) => r,
             Err(e) => {
                 let reply = wire::error(
@@ -136,21 +136,24 @@ impl DbService {
         };
         let consistency = req.consistency();
         let watched = self.watchers.any();
-        let mut req = req;
-        if req.sandboxed {
-            sandbox_statements(&mut req);
-        }
+        let caller = Caller {
+            sandboxed: req.sandboxed,
+            user: std::mem::take(&mut req.user),
+        };
         let work = match req.kind {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
             Some(data_request::Kind::Begin(b)) => {
                 let reply = self.reply_fn(ctx, conn, id, Vec::new());
-                return self.pool.txns().begin(&b, reply);
+                return self.pool.txns().begin(&b, caller, reply);
             }
             Some(data_request::Kind::TxnExecute(t)) => {
                 let reply = self.reply_fn(ctx, conn, id, Vec::new());
                 let st = t.stmt.unwrap_or_default();
-                return self.pool.txns().execute(t.txn_id, t.seq, st, limit, reply);
+                return self
+                    .pool
+                    .txns()
+                    .execute(t.txn_id, t.seq, &caller, st, limit, reply);
             }
             Some(data_request::Kind::Commit(t)) => {
                 let tables = if watched {
@@ -159,19 +162,19 @@ impl DbService {
                     Vec::new()
                 };
                 let reply = self.reply_fn(ctx, conn, id, tables);
-                return self.pool.txns().commit(t.txn_id, t.seq, reply);
+                return self.pool.txns().commit(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
                 let reply = self.reply_fn(ctx, conn, id, Vec::new());
-                return self.pool.txns().rollback(t.txn_id, t.seq, reply);
+                return self.pool.txns().rollback(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::OpenCursor(c)) => {
                 let reply = self.reply_fn(ctx, conn, id, Vec::new());
-                return self.pool.txns().open_cursor(c, limit, reply);
+                return self.pool.txns().open_cursor(c, limit, caller, reply);
             }
             Some(data_request::Kind::Fetch(t)) => {
                 let reply = self.reply_fn(ctx, conn, id, Vec::new());
-                return self.pool.txns().fetch(t.txn_id, t.seq, reply);
+                return self.pool.txns().fetch(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::Stats(_)) => {
                 let resp = DataResponse {
@@ -193,7 +196,8 @@ impl DbService {
         let reply = self.reply_fn(ctx, conn, id, tables);
         let job = Job {
             work,
-            idempotency_key: req.idempotency_key,
+            idempotency_key: caller.scoped_key(&req.idempotency_key),
+            caller,
             limit,
             consistency,
             after_index: req.after_index,
@@ -320,29 +324,5 @@ impl Handler for DbService {
 
     fn is_busy(&self, conn: ConnId) -> bool {
         self.inflight.get(conn).is_some_and(|n| *n > 0)
-    }
-}
-
-/// Marks every statement of a sandboxed request (see [`super::sandbox`]).
-fn sandbox_statements(req: &mut DataRequest) {
-    use super::sandbox::mark;
-    match req.kind.as_mut() {
-        Some(data_request::Kind::Execute(st)) => mark(&mut st.sql),
-        Some(data_request::Kind::Batch(b)) => b
-            .steps
-            .iter_mut()
-            .filter_map(|s| s.stmt.as_mut())
-            .for_each(|st| mark(&mut st.sql)),
-        Some(data_request::Kind::TxnExecute(t)) => {
-            if let Some(st) = t.stmt.as_mut() {
-                mark(&mut st.sql);
-            }
-        }
-        Some(data_request::Kind::OpenCursor(c)) => {
-            if let Some(st) = c.stmt.as_mut() {
-                mark(&mut st.sql);
-            }
-        }
-        _ => {}
     }
 }

@@ -12,6 +12,7 @@ use rusqlite::{ffi, Connection, OpenFlags};
 pub use super::error::DbError;
 pub use super::page::Limit;
 use super::page::{self, SizedRow};
+use super::sandbox::Sandbox;
 use super::turn::{Turn, WriteTurn};
 use super::txn::{Opener, Page, Purpose, TxnConn};
 use protocol::proto::{
@@ -33,7 +34,7 @@ impl From<rusqlite::Error> for DbError {
                         ErrorCode::Busy
                     }
                     ffi::ErrorCode::ReadOnly => ErrorCode::ReadOnly,
-                    // The sandbox's authorizer refused (see `sandbox`).
+                    // The client identity's authorizer refused (see `sandbox`).
                     ffi::ErrorCode::AuthorizationForStatementDenied => ErrorCode::Forbidden,
                     ffi::ErrorCode::TypeMismatch => ErrorCode::TypeMismatch,
                     ffi::ErrorCode::TooBig => ErrorCode::TooLarge,
@@ -105,22 +106,104 @@ pub fn open_writer(
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(256);
-    conn.authorizer(Some(super::sandbox::authorize));
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS _netmod_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-         INSERT OR IGNORE INTO _netmod_meta (k, v) VALUES ('commit_index', 0);
-         CREATE TABLE IF NOT EXISTS _netmod_idempotency (
+        "CREATE TABLE IF NOT EXISTS main._netmod_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+         INSERT OR IGNORE INTO main._netmod_meta (k, v) VALUES ('commit_index', 0);
+         CREATE TABLE IF NOT EXISTS main._netmod_idempotency (
              key TEXT PRIMARY KEY, response BLOB NOT NULL, created INTEGER NOT NULL);",
     )?;
     Ok(conn)
 }
 
-/// Opens a read-only connection (a WAL reader never blocks the writer or other readers).
+/// A connection and, for a client connection, the client identity it runs under.
+///
+/// Server connections run only the servers' own statements; client connections only clients'
+/// statements, plus db-server's bookkeeping in a server turn (see [`Sandbox`]).
+pub struct Conn {
+    /// The connection.
+    pub conn: Connection,
+    /// `Some` on a client connection.
+    pub sandbox: Option<Arc<Sandbox>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("client", &self.sandbox.is_some())
+            .finish()
+    }
+}
+
+impl Conn {
+    fn new(conn: Connection, client: bool) -> Conn {
+        let sandbox = client.then(|| Sandbox::install(&conn));
+        Conn { conn, sandbox }
+    }
+
+    /// Runs one statement (see [`execute`]).
+    pub fn execute(&self, st: &Statement, limit: Limit) -> Result<StatementResult, DbError> {
+        execute(&self.conn, self.sandbox.as_deref(), st, limit)
+    }
+
+    /// The stored commit index, advanced by one, inside the caller's transaction.
+    pub fn next_commit_index(&self) -> Result<u64, DbError> {
+        bookkeeping(
+            &self.conn,
+            self.sandbox.as_deref(),
+            "UPDATE main._netmod_meta SET v = v + 1 WHERE k = 'commit_index' RETURNING v",
+            |q| q.query_row([], |r| r.get::<_, i64>(0)),
+        )
+        .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+}
+
+/// Runs db-server's own statement `sql` on `conn` through `f`: from the statement cache on a
+/// server connection; on a client connection in a server turn, prepared afresh (a cached copy
+/// could later serve a client's identical text without the authorizer).
+pub fn bookkeeping<T>(
+    conn: &Connection,
+    sandbox: Option<&Sandbox>,
+    sql: &str,
+    f: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<T>,
+) -> Result<T, DbError> {
+    match sandbox {
+        None => {
+            let mut q = conn.prepare_cached(sql)?;
+            Ok(f(&mut q)?)
+        }
+        Some(s) => s.as_server(|| {
+            let mut q = conn.prepare(sql)?;
+            Ok(f(&mut q)?)
+        }),
+    }
+}
+
+/// Opens the writer's client connection: the same file and durability as [`open_writer`], under
+/// the client identity.
+pub fn open_client_writer(
+    path: &Path,
+    busy: Duration,
+    memory: SqliteMemory,
+) -> Result<Conn, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    tune(&conn, memory)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(Conn::new(conn, true))
+}
+
+/// Opens a read-only connection (a WAL reader never blocks the writer or other readers), a
+/// client connection when `client`.
 pub fn open_reader(
     path: &Path,
     busy: Duration,
     memory: SqliteMemory,
-) -> Result<Connection, DbError> {
+    client: bool,
+) -> Result<Conn, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -130,32 +213,27 @@ pub fn open_reader(
     conn.busy_timeout(busy)?;
     tune(&conn, memory)?;
     conn.set_prepared_statement_cache_capacity(256);
-    conn.authorizer(Some(super::sandbox::authorize));
-    Ok(conn)
+    Ok(Conn::new(conn, client))
 }
 
 /// The commit index stored in the database.
 pub fn commit_index(conn: &Connection) -> Result<u64, DbError> {
     let v: i64 = conn.query_row(
-        "SELECT v FROM _netmod_meta WHERE k = 'commit_index'",
+        "SELECT v FROM main._netmod_meta WHERE k = 'commit_index'",
         [],
         |r| r.get(0),
     )?;
     Ok(u64::try_from(v).unwrap_or(0))
 }
 
-/// Advances the stored commit index by one and returns it, inside the caller's transaction.
-/// SQLite's write lock orders the writer's groups and interactive transactions, so every commit
-/// gets its own index.
-pub fn next_commit_index(conn: &Connection) -> Result<u64, DbError> {
-    let v: i64 = conn
-        .prepare_cached("UPDATE _netmod_meta SET v = v + 1 WHERE k = 'commit_index' RETURNING v")?
-        .query_row([], |r| r.get(0))?;
-    Ok(u64::try_from(v).unwrap_or(0))
-}
-
-/// Opens a connection for an interactive transaction (the database already exists).
-pub fn open_txn(path: &Path, busy: Duration, memory: SqliteMemory) -> Result<Connection, DbError> {
+/// Opens a connection for an interactive transaction (the database already exists), a client
+/// connection when `client`.
+pub fn open_txn(
+    path: &Path,
+    busy: Duration,
+    memory: SqliteMemory,
+    client: bool,
+) -> Result<Conn, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -164,8 +242,7 @@ pub fn open_txn(path: &Path, busy: Duration, memory: SqliteMemory) -> Result<Con
     tune(&conn, memory)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.set_prepared_statement_cache_capacity(64);
-    conn.authorizer(Some(super::sandbox::authorize));
-    Ok(conn)
+    Ok(Conn::new(conn, client))
 }
 
 /// A request's value as SQLite binds it, borrowed (text and blobs are not copied here).
@@ -261,48 +338,68 @@ pub fn read_rows(
     })
 }
 
-/// Runs one statement on `conn` (through its prepared-statement cache).
+/// Runs one statement on `conn` (through its prepared-statement cache), under `sandbox` on a
+/// client connection.
 pub fn execute(
     conn: &Connection,
+    sandbox: Option<&Sandbox>,
     st: &Statement,
     limit: Limit,
 ) -> Result<StatementResult, DbError> {
-    run(conn, st, limit, false).map(|r| r.unwrap_or_default())
+    run(conn, sandbox, st, limit, false).map(|r| r.unwrap_or_default())
 }
 
-/// Runs one statement on `conn` if SQLite says it only reads; `None` (nothing run) if it may
+/// Runs one statement on `c` if SQLite says it only reads; `None` (nothing run) if it may
 /// write. One lookup in the statement cache for both (a reader's whole job).
 pub fn execute_read(
-    conn: &Connection,
+    c: &Conn,
     st: &Statement,
     limit: Limit,
 ) -> Result<Option<StatementResult>, DbError> {
-    run(conn, st, limit, true)
+    run(&c.conn, c.sandbox.as_deref(), st, limit, true)
 }
 
 fn run(
     conn: &Connection,
+    sandbox: Option<&Sandbox>,
     st: &Statement,
     limit: Limit,
     reads_only: bool,
 ) -> Result<Option<StatementResult>, DbError> {
-    if super::sandbox::unmarked(&st.sql).trim().is_empty() {
+    if st.sql.trim().is_empty() {
         return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
     }
-    // Prepared (and possibly re-prepared while stepping) under the statement's sandbox.
-    let _sandbox = super::sandbox::Guard::enter(&st.sql);
     let start = Instant::now();
-    let mut stmt = conn.prepare_cached(&st.sql)?;
+    // A client's CREATE is prepared afresh, so the authorizer sees (and names) every view it
+    // makes; everything else comes from the cache, whose entries were all prepared under this
+    // connection's authorizer.
+    let fresh_prepare =
+        sandbox.is_some() && super::workers::first_keyword(&st.sql).eq_ignore_ascii_case("CREATE");
+    if let Some(s) = sandbox {
+        s.clear_views();
+    }
+    let mut fresh;
+    let mut cached;
+    let stmt: &mut rusqlite::Statement<'_> = if fresh_prepare {
+        fresh = conn.prepare(&st.sql)?;
+        &mut fresh
+    } else {
+        cached = conn.prepare_cached(&st.sql)?;
+        &mut cached
+    };
     if reads_only && !stmt.readonly() {
         return Ok(None);
     }
-    bind(&mut stmt, st)?;
-    let columns = columns(&stmt);
+    bind(stmt, st)?;
+    let columns = columns(stmt);
     let readonly = stmt.readonly();
     let ncols = columns.len();
     let mut rows = stmt.raw_query();
     let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit, None)?;
     drop(rows);
+    if let Some(s) = sandbox {
+        check_views(conn, s)?;
+    }
     let mut out = StatementResult {
         columns,
         truncated: !done,
@@ -319,24 +416,50 @@ fn run(
     Ok(Some(out))
 }
 
+/// Reads every view the client's statement just created under the client identity: a view
+/// whose body reaches what the client may not (a server table, introspection) is dropped and
+/// the statement refused, so no such view exists for anyone to read later.
+fn check_views(conn: &Connection, sandbox: &Sandbox) -> Result<(), DbError> {
+    for view in sandbox.take_views() {
+        let quoted = format!("main.\"{}\"", view.replace('"', "\"\""));
+        let Err(e) = conn.prepare(&format!("SELECT * FROM {quoted}")) else {
+            continue;
+        };
+        let dropped = sandbox.as_server(|| conn.execute_batch(&format!("DROP VIEW {quoted}")));
+        if let Err(d) = dropped {
+            log::error!("dropping the refused client view {view} failed: {d}");
+        }
+        let e = DbError::from(e);
+        return Err(DbError::new(
+            if e.code == ErrorCode::Forbidden {
+                ErrorCode::Forbidden
+            } else {
+                e.code
+            },
+            format!(
+                "view {view} refused: its body cannot be read by clients ({})",
+                e.message
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// True when `sql` can only read: decided by SQLite itself on a prepared statement.
 pub fn is_readonly(conn: &Connection, sql: &str) -> Result<bool, DbError> {
-    let _sandbox = super::sandbox::Guard::enter(sql);
     Ok(conn.prepare_cached(sql)?.readonly())
 }
 
 /// Runs a batch's steps in order on `conn`, inside a transaction the caller opened (a failing
 /// SQLite statement undoes only itself, so `may_fail` steps need no savepoint).
-pub fn run_batch(conn: &Connection, batch: &Batch, limit: Limit) -> Result<BatchResult, DbError> {
-    super::batch::run(batch, limit, |st, limit, _may_fail| {
-        execute(conn, st, limit)
-    })
+pub fn run_batch(c: &Conn, batch: &Batch, limit: Limit) -> Result<BatchResult, DbError> {
+    super::batch::run(batch, limit, |st, limit, _may_fail| c.execute(st, limit))
 }
 
 /// A SQLite connection holding an interactive transaction or a cursor, and the write turn
 /// once it has written (held to its end).
 struct SqliteTxn {
-    conn: Connection,
+    conn: Conn,
     turn: Arc<WriteTurn>,
     busy: Duration,
     holding: Option<Turn>,
@@ -349,10 +472,10 @@ pub fn txn_opener(
     memory: SqliteMemory,
     turn: Arc<WriteTurn>,
 ) -> Opener {
-    Arc::new(move |_purpose: Purpose| {
-        let conn = open_txn(&path, busy, memory)?;
+    Arc::new(move |_purpose: Purpose, client: bool| {
+        let conn = open_txn(&path, busy, memory, client)?;
         // Deferred: the snapshot starts at the first read, the write lock at the first write.
-        conn.execute_batch("BEGIN")?;
+        conn.conn.execute_batch("BEGIN")?;
         Ok(Box::new(SqliteTxn {
             conn,
             turn: Arc::clone(&turn),
@@ -368,30 +491,30 @@ impl TxnConn for SqliteTxn {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
-        let wrote = !is_readonly(&self.conn, &st.sql).unwrap_or(false);
+        let wrote = !is_readonly(&self.conn.conn, &st.sql).unwrap_or(false);
         if wrote && self.holding.is_none() {
             // In line with the writer's groups and the other transactions (`turn`).
             self.holding = self.turn.take(self.busy);
         }
-        execute(&self.conn, st, limit).map(|r| (r, wrote))
+        self.conn.execute(st, limit).map(|r| (r, wrote))
     }
 
     fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
         // Advancing the index is itself a write, which a read-only transaction on an older
         // snapshot could not make (BUSY); so only a transaction that wrote takes one.
         if wrote {
-            let index = next_commit_index(&self.conn)?;
-            self.conn.execute_batch("COMMIT")?;
+            let index = self.conn.next_commit_index()?;
+            self.conn.conn.execute_batch("COMMIT")?;
             self.holding = None;
             Ok(index)
         } else {
-            self.conn.execute_batch("COMMIT")?;
+            self.conn.conn.execute_batch("COMMIT")?;
             Ok(committed.load(Ordering::Acquire))
         }
     }
 
     fn rollback(&mut self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
+        let _ = self.conn.conn.execute_batch("ROLLBACK");
         self.holding = None;
     }
 
@@ -402,8 +525,8 @@ impl TxnConn for SqliteTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
-        let _sandbox = super::sandbox::Guard::enter(&st.sql);
         let prepared = self
+            .conn
             .conn
             .prepare(&st.sql)
             .map_err(DbError::from)
@@ -458,8 +581,8 @@ mod tests {
         };
         let busy = Duration::from_secs(1);
         let w = open_writer(&path, busy, memory).unwrap();
-        let r = open_reader(&path, busy, memory).unwrap();
-        let t = open_txn(&path, busy, memory).unwrap();
+        let r = open_reader(&path, busy, memory, false).unwrap().conn;
+        let t = open_txn(&path, busy, memory, false).unwrap().conn;
         for c in [&w, &r, &t] {
             let cache: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
             let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();

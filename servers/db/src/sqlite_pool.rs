@@ -10,10 +10,19 @@
 //! acknowledged write is on disk. While one group commits, the next one queues up, so the group
 //! size follows the load by itself.
 //!
+//! # Identities
+//!
+//! Every worker has a server connection and a client connection (see [`crate::sandbox`]): a
+//! group's client jobs run on the client connection, the servers' jobs on the server one, so no
+//! client statement ever runs where a server statement does. The writer commits a group's
+//! server writes and its client writes as two transactions (two fsyncs when a group holds both).
+//!
 //! # Idempotency
 //!
-//! A write with an idempotency key stores the key and its response in the same savepoint. A
-//! retry finds the key and gets the stored response (byte for byte the same), not a second write.
+//! A write with an idempotency key (scoped to its user) stores the key and its response in the
+//! same savepoint, on the write's own connection (on a client connection, in a server turn:
+//! the client can neither read nor forge the record). A retry finds the key and gets the
+//! stored response (byte for byte the same), not a second write.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,12 +30,11 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 use prost::Message as _;
-use rusqlite::Connection;
 
 use crate::monitor::Monitor;
 use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
 use crate::queue::JobQueue;
-use crate::sqlite::{self, DbError};
+use crate::sqlite::{self, Conn, DbError};
 use crate::turn::WriteTurn;
 use crate::txn::Txns;
 use crate::workers::{Job, Work};
@@ -76,9 +84,14 @@ impl SqliteConfig {
 pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
     let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout, cfg.memory)?;
     let counters = Counters::starting_at(sqlite::commit_index(&writer_conn)?);
+    let client_writer = sqlite::open_client_writer(&cfg.path, cfg.busy_timeout, cfg.memory)?;
     let readers = (0..cfg.readers.max(1))
-        .map(|_| sqlite::open_reader(&cfg.path, cfg.busy_timeout, cfg.memory))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|_| {
+            let open =
+                |client| sqlite::open_reader(&cfg.path, cfg.busy_timeout, cfg.memory, client);
+            Ok([open(false)?, open(true)?])
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
     let turn = Arc::new(WriteTurn::default());
     let txns = Txns::new(
         sqlite::txn_opener(
@@ -102,8 +115,8 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
             Ok(Workers {
                 readers: readers
                     .into_iter()
-                    .map(|conn| Reader {
-                        conn,
+                    .map(|conns| Reader {
+                        conns,
                         writer: queues.writers.clone(),
                         counters: Arc::clone(&counters),
                         monitor: Arc::clone(&monitor),
@@ -111,7 +124,13 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
                     .collect(),
                 // One writer: SQLite has one, and its group commit is the batching.
                 writers: vec![Writer {
-                    conn: writer_conn,
+                    conns: [
+                        Conn {
+                            conn: writer_conn,
+                            sandbox: None,
+                        },
+                        client_writer,
+                    ],
                     turn: Arc::clone(&turn),
                     busy: cfg.busy_timeout,
                     counters: Arc::clone(&counters),
@@ -132,9 +151,9 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
 /// Reads a reader takes from its queue at once (one read transaction for them all).
 const READ_GROUP: usize = 32;
 
-/// A reader thread's connection (read-only).
+/// A reader thread's connections (read-only): the server's and the client's.
 struct Reader {
-    conn: Connection,
+    conns: [Conn; 2],
     writer: Arc<JobQueue>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
@@ -145,42 +164,58 @@ impl Worker for Reader {
         // The snapshot the group's reads see starts after this load (at their first step), so
         // it includes at least this index.
         let index = self.counters.committed_index();
-        // Several jobs share one read transaction: one WAL read lock (fcntl calls on the -shm
-        // file) instead of one per statement. Every job was queued before the snapshot starts,
-        // so each still sees every write acknowledged before it was sent.
-        let shared = jobs.len() > 1 && self.conn.execute_batch("BEGIN").is_ok();
-        for job in jobs.drain(..) {
-            self.read(job, index);
-        }
-        // An I/O error may have ended the transaction already.
-        if shared && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("COMMIT");
-        }
+        for_each_identity(jobs, |client, group| {
+            let conn = &self.conns[usize::from(client)];
+            // Several jobs share one read transaction: one WAL read lock (fcntl calls on the
+            // -shm file) instead of one per statement. Every job was queued before the snapshot
+            // starts, so each still sees every write acknowledged before it was sent.
+            let shared = group.len() > 1 && conn.conn.execute_batch("BEGIN").is_ok();
+            for job in group.drain(..) {
+                read(conn, &self.writer, &self.monitor, job, index);
+            }
+            // An I/O error may have ended the transaction already.
+            if shared && !conn.conn.is_autocommit() {
+                let _ = conn.conn.execute_batch("COMMIT");
+            }
+        });
     }
 }
 
-impl Reader {
-    fn read(&mut self, job: Job, index: u64) {
-        let Work::Execute(st) = &job.work else {
-            return self.writer.push(job);
-        };
-        let start = Instant::now();
-        let r = match sqlite::execute_read(&self.conn, st, job.limit) {
-            Ok(None) => return self.writer.push(job),
-            Ok(Some(res)) => Ok(res),
-            Err(e) => Err(e),
-        };
-        self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
-        job.reply.send(r.map(|res| DataResponse {
-            kind: Some(data_response::Kind::Result(res)),
-            commit_index: index,
-        }));
+/// Runs `f` on the servers' jobs of `jobs`, then on the clients' (`true`), taking them out;
+/// without a copy when the group has one identity only (the usual case).
+pub(crate) fn for_each_identity(jobs: &mut Vec<Job>, mut f: impl FnMut(bool, &mut Vec<Job>)) {
+    let Some(first) = jobs.first().map(|j| j.caller.sandboxed) else {
+        return;
+    };
+    if jobs.iter().all(|j| j.caller.sandboxed == first) {
+        return f(first, jobs);
     }
+    let (mut clients, mut servers): (Vec<Job>, Vec<Job>) =
+        jobs.drain(..).partition(|j| j.caller.sandboxed);
+    f(false, &mut servers);
+    f(true, &mut clients);
 }
 
-/// The writer thread's connection: group commits.
+fn read(conn: &Conn, writer: &JobQueue, monitor: &Monitor, job: Job, index: u64) {
+    let Work::Execute(st) = &job.work else {
+        return writer.push(job);
+    };
+    let start = Instant::now();
+    let r = match sqlite::execute_read(conn, st, job.limit) {
+        Ok(None) => return writer.push(job),
+        Ok(Some(res)) => Ok(res),
+        Err(e) => Err(e),
+    };
+    monitor.record(&st.sql, start.elapsed(), r.is_ok());
+    job.reply.send(r.map(|res| DataResponse {
+        kind: Some(data_response::Kind::Result(res)),
+        commit_index: index,
+    }));
+}
+
+/// The writer thread's connections, the server's and the client's: group commits.
 struct Writer {
-    conn: Connection,
+    conns: [Conn; 2],
     /// Taken for each group, so transactions get the write lock in their turn.
     turn: Arc<WriteTurn>,
     busy: Duration,
@@ -190,24 +225,28 @@ struct Writer {
 
 impl Worker for Writer {
     fn run_group(&mut self, jobs: &mut Vec<Job>) {
-        self.commit_group(jobs);
+        // The servers' writes, then the clients': each identity's on its own connection.
+        for_each_identity(jobs, |client, group| {
+            self.commit_group(usize::from(client), group)
+        });
     }
 }
 
 impl Writer {
-    fn commit_group(&mut self, group: &mut Vec<Job>) {
+    fn commit_group(&mut self, which: usize, group: &mut Vec<Job>) {
         // Held to the end of the group (None: the wait ran out; SQLite decides, BUSY or not).
         let _turn = self.turn.take(self.busy);
+        let c = &self.conns[which];
         let mut results: Vec<Result<DataResponse, DbError>> = Vec::with_capacity(group.len());
-        let begun = self
+        let begun = c
             .conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(DbError::from)
-            .and_then(|()| sqlite::next_commit_index(&self.conn));
+            .and_then(|()| c.next_commit_index());
         let index = match begun {
             Ok(i) => i,
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = c.conn.execute_batch("ROLLBACK");
                 for job in group.drain(..) {
                     job.reply.send(Err(e.clone()));
                 }
@@ -215,13 +254,13 @@ impl Writer {
             }
         };
         for job in group.iter() {
-            results.push(self.one(job, index));
+            results.push(self.one(c, job, index));
         }
         let wrote = results.iter().filter(|r| r.is_ok()).count();
         let committed = if wrote == 0 {
-            self.conn.execute_batch("ROLLBACK").map_err(DbError::from)
+            c.conn.execute_batch("ROLLBACK").map_err(DbError::from)
         } else {
-            self.conn.execute_batch("COMMIT").map_err(DbError::from)
+            c.conn.execute_batch("COMMIT").map_err(DbError::from)
         };
         match committed {
             Ok(()) if wrote > 0 => {
@@ -232,7 +271,7 @@ impl Writer {
             Ok(()) => {}
             Err(e) => {
                 error!("group commit of {} writes failed: {e}", group.len());
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = c.conn.execute_batch("ROLLBACK");
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(DbError::new(
                         ErrorCode::Internal,
@@ -247,11 +286,11 @@ impl Writer {
     }
 
     /// Runs one write inside its own savepoint.
-    fn one(&self, job: &Job, index: u64) -> Result<DataResponse, DbError> {
-        let conn = &self.conn;
+    fn one(&self, c: &Conn, job: &Job, index: u64) -> Result<DataResponse, DbError> {
+        let conn = &c.conn;
         conn.execute_batch("SAVEPOINT w")?;
         let start = Instant::now();
-        let r = self.apply(job, index);
+        let r = apply(c, job, index);
         if let Work::Execute(st) = &job.work {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
@@ -269,48 +308,58 @@ impl Writer {
         r
     }
 
-    fn apply(&self, job: &Job, index: u64) -> Result<DataResponse, DbError> {
-        let conn = &self.conn;
-        let key = job.idempotency_key.as_str();
-        if !key.is_empty() {
-            let mut q =
-                conn.prepare_cached("SELECT response FROM _netmod_idempotency WHERE key = ?1")?;
-            let mut rows = q.query([key])?;
-            if let Some(row) = rows.next()? {
-                let bytes: Vec<u8> = row.get(0)?;
-                return DataResponse::decode(bytes.as_slice()).map_err(|e| {
-                    DbError::new(
-                        ErrorCode::Internal,
-                        format!("stored response unreadable: {e}"),
-                    )
-                });
-            }
-        }
-        let kind = match &job.work {
-            // `Pool::submit` has refused transaction control already.
-            Work::Execute(st) => data_response::Kind::Result(sqlite::execute(conn, st, job.limit)?),
-            Work::Batch(b) => data_response::Kind::Batch(sqlite::run_batch(conn, b, job.limit)?),
-        };
-        let resp = DataResponse {
-            kind: Some(kind),
-            commit_index: index,
-        };
-        if !key.is_empty() {
-            conn.prepare_cached(
-                "INSERT INTO _netmod_idempotency (key, response, created) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(rusqlite::params![key, resp.encode_to_vec(), now_secs()])?;
-        }
-        Ok(resp)
-    }
-
     fn prune_idempotency(&self) {
         let cutoff = idempotency_cutoff();
-        if let Err(e) = self.conn.execute(
-            "DELETE FROM _netmod_idempotency WHERE created < ?1",
+        if let Err(e) = self.conns[0].conn.execute(
+            "DELETE FROM main._netmod_idempotency WHERE created < ?1",
             [cutoff],
         ) {
             error!("pruning idempotency keys failed: {e}");
         }
     }
+}
+
+/// Claim → run → store for one write on `c` (the claim and the store are the write's own
+/// transaction, so a write and its record commit together or not at all).
+fn apply(c: &Conn, job: &Job, index: u64) -> Result<DataResponse, DbError> {
+    let key = job.idempotency_key.as_str();
+    let sandbox = c.sandbox.as_deref();
+    if !key.is_empty() {
+        let stored = sqlite::bookkeeping(
+            &c.conn,
+            sandbox,
+            "SELECT response FROM main._netmod_idempotency WHERE key = ?1",
+            |q| {
+                let mut rows = q.query([key])?;
+                rows.next()?.map(|row| row.get::<_, Vec<u8>>(0)).transpose()
+            },
+        )?;
+        if let Some(bytes) = stored {
+            return DataResponse::decode(bytes.as_slice()).map_err(|e| {
+                DbError::new(
+                    ErrorCode::Internal,
+                    format!("stored response unreadable: {e}"),
+                )
+            });
+        }
+    }
+    let kind = match &job.work {
+        // `Pool::submit` has refused transaction control already.
+        Work::Execute(st) => data_response::Kind::Result(c.execute(st, job.limit)?),
+        Work::Batch(b) => data_response::Kind::Batch(sqlite::run_batch(c, b, job.limit)?),
+    };
+    let resp = DataResponse {
+        kind: Some(kind),
+        commit_index: index,
+    };
+    if !key.is_empty() {
+        let stored = resp.encode_to_vec();
+        sqlite::bookkeeping(
+            &c.conn,
+            sandbox,
+            "INSERT INTO main._netmod_idempotency (key, response, created) VALUES (?1, ?2, ?3)",
+            |q| q.execute(rusqlite::params![key, stored, now_secs()]),
+        )?;
+    }
+    Ok(resp)
 }

@@ -32,7 +32,7 @@ use super::error::DbError;
 use super::monitor::Monitor;
 use super::page::Limit;
 use super::reply::ReplyTo;
-use super::workers::check_statement;
+use super::workers::{check_statement, Caller};
 use protocol::proto::{
     data_response, Column, CursorOpen, CursorPage, DataResponse, ErrorCode, Row, Statement,
     StatementResult, TxnBegin, TxnEnded, TxnInfo,
@@ -79,8 +79,9 @@ pub trait TxnConn: Send {
     );
 }
 
-/// Opens a connection with its transaction begun.
-pub type Opener = Arc<dyn Fn(Purpose) -> Result<Box<dyn TxnConn>, DbError> + Send + Sync>;
+/// Opens a connection with its transaction begun: a client connection when `sandboxed`
+/// (the caller's identity, see [`crate::sandbox`]), else a server connection.
+pub type Opener = Arc<dyn Fn(Purpose, bool) -> Result<Box<dyn TxnConn>, DbError> + Send + Sync>;
 
 /// Default and largest transaction timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,12 +112,15 @@ const DEFAULT_PAGE_ROWS: usize = 1000;
 struct Open {
     tx: Sender<Cmd>,
     next_seq: u64,
+    /// Who began it: requests from anyone else are told it does not exist.
+    owner: Caller,
 }
 
 #[derive(Default)]
 struct Table {
     open: HashMap<u64, Open>,
-    expired: HashMap<u64, Instant>,
+    /// Expired ids: when, and whose.
+    expired: HashMap<u64, (Instant, Caller)>,
 }
 
 /// All open transactions of the server.
@@ -179,6 +183,7 @@ impl Txns {
     fn open(
         &self,
         purpose: Purpose,
+        owner: Caller,
         timeout_ms: u32,
         idle_ms: u32,
         reply: ReplyTo,
@@ -195,7 +200,7 @@ impl Txns {
         .min(timeout);
         let id = self.prefix | (self.counter.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
         let (tx, rx) = mpsc::channel::<Cmd>();
-        {
+        let sandboxed = {
             let mut t = lock(&self.table);
             if t.open.len() >= self.max_open {
                 drop(t);
@@ -204,9 +209,18 @@ impl Txns {
                     "too many open transactions and cursors",
                 )));
             }
-            t.open.insert(id, Open { tx, next_seq: 1 });
-        }
-        let conn = match (self.opener)(purpose) {
+            let sandboxed = owner.sandboxed;
+            t.open.insert(
+                id,
+                Open {
+                    tx,
+                    next_seq: 1,
+                    owner,
+                },
+            );
+            sandboxed
+        };
+        let conn = match (self.opener)(purpose, sandboxed) {
             Ok(c) => c,
             Err(e) => {
                 lock(&self.table).open.remove(&id);
@@ -247,9 +261,10 @@ impl Txns {
     }
 
     /// Opens a transaction; the reply carries its id.
-    pub fn begin(&self, req: &TxnBegin, reply: ReplyTo) {
+    pub fn begin(&self, req: &TxnBegin, owner: Caller, reply: ReplyTo) {
         self.open(
             Purpose::Transaction,
+            owner,
             req.timeout_ms,
             req.idle_ms,
             reply,
@@ -268,9 +283,9 @@ impl Txns {
     }
 
     /// Opens a cursor over `req.stmt`; the reply carries its id and first page.
-    pub fn open_cursor(&self, req: CursorOpen, limit: Limit, reply: ReplyTo) {
+    pub fn open_cursor(&self, req: CursorOpen, limit: Limit, owner: Caller, reply: ReplyTo) {
         let st = req.stmt.unwrap_or_default();
-        if let Err(e) = check_statement(&st) {
+        if let Err(e) = check_statement(&st, &owner) {
             return reply.send(Err(e));
         }
         let page_rows = match req.page_rows {
@@ -279,6 +294,7 @@ impl Txns {
         };
         self.open(
             Purpose::Cursor,
+            owner,
             req.timeout_ms,
             req.idle_ms,
             reply,
@@ -289,19 +305,27 @@ impl Txns {
         );
     }
 
-    fn send(&self, id: u64, seq: u64, make: impl FnOnce(ReplyTo) -> Cmd, reply: ReplyTo) {
+    fn send(
+        &self,
+        id: u64,
+        seq: u64,
+        caller: &Caller,
+        make: impl FnOnce(ReplyTo) -> Cmd,
+        reply: ReplyTo,
+    ) {
         let mut t = lock(&self.table);
         let now = Instant::now();
         t.expired
-            .retain(|_, at| now.duration_since(*at) < REMEMBER_EXPIRED);
-        if t.expired.contains_key(&id) {
+            .retain(|_, (at, _)| now.duration_since(*at) < REMEMBER_EXPIRED);
+        if t.expired.get(&id).is_some_and(|(_, owner)| owner == caller) {
             drop(t);
             return reply.send(Err(DbError::new(
                 ErrorCode::TxnExpired,
                 format!("transaction {id:#x} expired and was rolled back"),
             )));
         }
-        let Some(open) = t.open.get_mut(&id) else {
+        // Another user's transaction is, to this caller, one that does not exist.
+        let Some(open) = t.open.get_mut(&id).filter(|o| o.owner == *caller) else {
             drop(t);
             return reply.send(Err(not_found(id)));
         };
@@ -325,26 +349,34 @@ impl Txns {
     }
 
     /// Runs a statement in transaction `id`.
-    pub fn execute(&self, id: u64, seq: u64, st: Statement, limit: Limit, reply: ReplyTo) {
-        if let Err(e) = check_statement(&st) {
+    pub fn execute(
+        &self,
+        id: u64,
+        seq: u64,
+        caller: &Caller,
+        st: Statement,
+        limit: Limit,
+        reply: ReplyTo,
+    ) {
+        if let Err(e) = check_statement(&st, caller) {
             return reply.send(Err(e));
         }
-        self.send(id, seq, |r| Cmd::Exec(st, limit, r), reply);
+        self.send(id, seq, caller, |r| Cmd::Exec(st, limit, r), reply);
     }
 
     /// Commits transaction `id`.
-    pub fn commit(&self, id: u64, seq: u64, reply: ReplyTo) {
-        self.send(id, seq, Cmd::Commit, reply);
+    pub fn commit(&self, id: u64, seq: u64, caller: &Caller, reply: ReplyTo) {
+        self.send(id, seq, caller, Cmd::Commit, reply);
     }
 
     /// Rolls transaction `id` back, or closes cursor `id`.
-    pub fn rollback(&self, id: u64, seq: u64, reply: ReplyTo) {
-        self.send(id, seq, Cmd::Rollback, reply);
+    pub fn rollback(&self, id: u64, seq: u64, caller: &Caller, reply: ReplyTo) {
+        self.send(id, seq, caller, Cmd::Rollback, reply);
     }
 
     /// The next page of cursor `id`.
-    pub fn fetch(&self, id: u64, seq: u64, reply: ReplyTo) {
-        self.send(id, seq, Cmd::Fetch, reply);
+    pub fn fetch(&self, id: u64, seq: u64, caller: &Caller, reply: ReplyTo) {
+        self.send(id, seq, caller, Cmd::Fetch, reply);
     }
 }
 
@@ -379,8 +411,9 @@ impl Session {
             Ok(c) => Some(c),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 let mut t = lock(&self.table);
-                t.open.remove(&self.id);
-                t.expired.insert(self.id, Instant::now());
+                if let Some(open) = t.open.remove(&self.id) {
+                    t.expired.insert(self.id, (Instant::now(), open.owner));
+                }
                 drop(t);
                 info!(
                     "Transaction or cursor {:#x} expired and was rolled back",

@@ -109,7 +109,7 @@ impl Subscription {
 pub fn written_tables(work: &Work) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |st: &Statement| {
-        if let Some(t) = written_table(super::sandbox::unmarked(&st.sql)) {
+        if let Some(t) = written_table(&st.sql) {
             if !out.contains(&t) {
                 out.push(t);
             }

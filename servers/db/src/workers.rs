@@ -15,11 +15,48 @@ pub enum Work {
     Batch(Batch),
 }
 
+/// On whose behalf a request runs: a typed field of every job, transaction and cursor, never a
+/// mark in the SQL text.
+///
+/// A sandboxed caller's statements run on the client connections, under the client identity
+/// (see [`crate::sandbox`]); the servers' own statements never share a connection with them.
+/// `user` scopes what a user owns on db-server: idempotency keys, transactions and cursors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// Run as a client (`DataRequest.sandboxed`).
+    pub sandboxed: bool,
+    /// The end user a server forwards the request for (`DataRequest.user`; "" for none).
+    pub user: String,
+}
+
+impl Caller {
+    /// The servers' own work (test-server's logins and documents, db-server's direct clients).
+    pub fn server() -> Caller {
+        Caller::default()
+    }
+
+    /// `key` in this caller's namespace: the same key from another user is another key. The
+    /// user's length comes first, so no (user, key) pair can spell another's.
+    pub fn scoped_key(&self, key: &str) -> String {
+        if key.is_empty() {
+            return String::new();
+        }
+        if self.user.is_empty() && !self.sandboxed {
+            return key.to_string();
+        }
+        let who = if self.sandboxed { "c" } else { "s" };
+        format!("{who}{}:{}:{key}", self.user.len(), self.user)
+    }
+}
+
 /// One request for a worker.
 pub struct Job {
     /// The work.
     pub work: Work,
-    /// Writes: the idempotency key ("" for none).
+    /// On whose behalf it runs.
+    pub caller: Caller,
+    /// Writes: the idempotency key, already scoped to the caller ([`Caller::scoped_key`]; ""
+    /// for none).
     pub idempotency_key: String,
     /// Result size limit.
     pub limit: Limit,
@@ -33,19 +70,26 @@ pub struct Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("work", &self.work).finish()
+        f.debug_struct("Job")
+            .field("work", &self.work)
+            .field("caller", &self.caller)
+            .finish()
     }
 }
 
 /// First SQL keyword, as written, skipping white space and comments (no allocation: this runs
-/// on the event loop for every request).
+/// on the event loop for every request). Comments are read as PostgreSQL reads them: `--` ends
+/// at `\n` or `\r`, and `/* … */` nests.
 pub fn first_keyword(sql: &str) -> &str {
     let mut s = sql.trim_start();
     loop {
         if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+            s = rest
+                .find(['\n', '\r'])
+                .map_or("", |i| &rest[i..])
+                .trim_start();
+        } else if s.starts_with("/*") {
+            s = after_block_comment(s).trim_start();
         } else {
             break;
         }
@@ -54,6 +98,29 @@ pub fn first_keyword(sql: &str) -> &str {
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(s.len());
     &s[..end]
+}
+
+/// `s` (starting with `/*`) after its comment, nested comments included ("" if unterminated).
+fn after_block_comment(s: &str) -> &str {
+    let bytes = s.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return &s[i..];
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    ""
 }
 
 /// True when `sql` starts with one of `keywords` (upper case), in any case.
@@ -66,19 +133,19 @@ pub(crate) fn starts_with_keyword(sql: &str, keywords: &[&str]) -> bool {
 pub(crate) const READ_KEYWORDS: &[&str] = &["SELECT", "WITH", "VALUES", "EXPLAIN", "SHOW", "TABLE"];
 
 /// Refuses work holding statements that would break the server's own transaction handling.
-pub(crate) fn check_allowed(work: &Work) -> Result<(), DbError> {
+pub(crate) fn check_allowed(work: &Work, caller: &Caller) -> Result<(), DbError> {
     match work {
-        Work::Execute(st) => check_statement(st),
+        Work::Execute(st) => check_statement(st, caller),
         Work::Batch(b) => b
             .steps
             .iter()
             .filter_map(|step| step.stmt.as_ref())
-            .try_for_each(check_statement),
+            .try_for_each(|st| check_statement(st, caller)),
     }
 }
 
 /// Refuses a statement that would break the server's own transaction handling.
-pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
+pub(crate) fn check_statement(st: &Statement, caller: &Caller) -> Result<(), DbError> {
     const FORBIDDEN: &[&str] = &[
         "BEGIN",
         "COMMIT",
@@ -90,9 +157,7 @@ pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
         "DETACH",
         "VACUUM",
     ];
-    if super::sandbox::is_marked(&st.sql)
-        && starts_with_keyword(&st.sql, super::sandbox::REFUSED_STATEMENTS)
-    {
+    if caller.sandboxed && starts_with_keyword(&st.sql, super::sandbox::REFUSED_STATEMENTS) {
         // What the sandbox refuses gets the sandbox's code, however it is first noticed.
         return Err(DbError::new(
             ErrorCode::Forbidden,
@@ -110,7 +175,22 @@ pub(crate) fn check_statement(st: &Statement) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_keyword, starts_with_keyword};
+    use super::{first_keyword, starts_with_keyword, Caller};
+
+    #[test]
+    fn keys_are_scoped_to_their_user() {
+        let user = |u: &str| Caller {
+            sandboxed: true,
+            user: u.into(),
+        };
+        assert_eq!(Caller::server().scoped_key("k"), "k");
+        assert_eq!(user("alice").scoped_key(""), "");
+        assert_ne!(user("alice").scoped_key("k"), user("bob").scoped_key("k"));
+        // No pair spells another: the user's length is part of the key.
+        assert_ne!(user("a:1").scoped_key("b"), user("a").scoped_key("1:b"));
+        // A client's key never meets a server's.
+        assert_ne!(user("").scoped_key("k"), Caller::server().scoped_key("k"));
+    }
 
     #[test]
     fn first_keyword_skips_space_and_comments() {
@@ -120,5 +200,9 @@ mod tests {
         assert_eq!(first_keyword("commit;"), "commit");
         assert!(starts_with_keyword("  commit;", &["BEGIN", "COMMIT"]));
         assert!(!starts_with_keyword("committed_rows", &["COMMIT"]));
+        // PostgreSQL's comments: nested blocks, and a line comment ended by a carriage return.
+        assert_eq!(first_keyword("/* /* */ */ SET ROLE postgres"), "SET");
+        assert_eq!(first_keyword("-- x\rDO $$ BEGIN END $$"), "DO");
+        assert_eq!(first_keyword("/* a /* b */ c */-- d\n\rselect"), "select");
     }
 }

@@ -168,19 +168,24 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `DataRequest.sandboxed`'s field number (data.proto).
+/// `DataRequest.sandboxed`'s and `DataRequest.user`'s field numbers (data.proto).
 const SANDBOXED_FIELD: u32 = 18;
+const USER_FIELD: u32 = 19;
 
-/// A client's encoded `DataRequest` with `sandboxed = true` appended: db-server then runs its
-/// statements in the client sandbox (no `_netmod_*` tables, ATTACH, PRAGMA or triggers; see
-/// `db::sandbox`). Appended rather than decoded and encoded again: for a scalar field the last
-/// value on the wire wins, so whatever the client put there is overridden.
-fn sandboxed(data: &[u8]) -> Vec<u8> {
+/// A client's encoded `DataRequest` with `sandboxed = true` and `user` appended: db-server then
+/// runs its statements under the client identity (see `db::sandbox`), and its idempotency
+/// keys, transactions and cursors belong to `user`. Appended rather than decoded and encoded
+/// again: for a non-repeated field the last value on the wire wins, so whatever the client
+/// put there is overridden.
+fn sandboxed(data: &[u8], user: &str) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, WireType};
-    let mut out = Vec::with_capacity(data.len() + 3);
+    let mut out = Vec::with_capacity(data.len() + 8 + user.len());
     out.extend_from_slice(data);
     encode_key(SANDBOXED_FIELD, WireType::Varint, &mut out);
     encode_varint(1, &mut out);
+    encode_key(USER_FIELD, WireType::LengthDelimited, &mut out);
+    encode_varint(user.len() as u64, &mut out);
+    out.extend_from_slice(user.as_bytes());
     out
 }
 
@@ -255,11 +260,8 @@ impl FrameService {
     fn data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::Data;
-        let authed = self
-            .clients
-            .get(conn)
-            .and_then(|c| c.user.as_ref())
-            .map(|u| u.1 > now_secs());
+        let user = self.clients.get(conn).and_then(|c| c.user.as_deref());
+        let authed = user.map(|u| u.1 > now_secs());
         match authed {
             None => {
                 return Self::reply_error(
@@ -283,8 +285,9 @@ impl FrameService {
             }
             Some(true) => {}
         }
+        let name = user.map_or("", |u| u.0.as_str());
         let mut msg = msg;
-        msg.data = sandboxed(&msg.data).into();
+        msg.data = sandboxed(&msg.data, name).into();
         self.forward(ctx, conn, msg, Owner::Data { conn, id });
     }
 
@@ -744,11 +747,15 @@ mod tests {
         let mut req = DataRequest::execute("SELECT 1", vec![]);
         for client_value in [false, true] {
             req.sandboxed = client_value;
-            let forwarded = DataRequest::decode(&sandboxed(&req.encode_to_vec())[..]).unwrap();
+            req.user = "mallory".into();
+            let forwarded =
+                DataRequest::decode(&sandboxed(&req.encode_to_vec(), "bob")[..]).unwrap();
             assert!(forwarded.sandboxed);
+            assert_eq!(forwarded.user, "bob");
+            req.user.clear();
             assert_eq!(forwarded.kind, req.kind);
         }
-        let empty = DataRequest::decode(&sandboxed(&[])[..]).unwrap();
+        let empty = DataRequest::decode(&sandboxed(&[], "bob")[..]).unwrap();
         assert!(empty.sandboxed && empty.kind.is_none());
     }
 

@@ -1,0 +1,348 @@
+//! An ordinary account, as an attacker would use it, against real db-server and test-server
+//! processes on SQLite: each attack of issue 23 fails, and the servers' behaviour (logins,
+//! user removal, documents over HTTP, other users' writes) is unchanged afterwards.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{http, Proc, TempDir, WAIT};
+use protocol::proto::{
+    data_request, data_response, value, DataRequest, DataResponse, Statement, TxnBegin,
+    TxnStatement, Value,
+};
+use protocol::wire::ErrorCode;
+use tools::client::{ClientError, FrameClient};
+
+/// db-server on a fresh SQLite file and test-server (frames and HTTP) in front of it.
+struct Stack {
+    _dir: TempDir,
+    _db: Proc,
+    _ts: Proc,
+    frames: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Stack {
+    fn start(tag: &str) -> Stack {
+        let dir = TempDir::new(tag);
+        let (db, db_addr) = common::spawn_db(&dir.path("lp.db"));
+        let db_addr = db_addr.to_string();
+        let mut ts = Proc::spawn(
+            "test-server",
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                &db_addr,
+                "--threads",
+                "1",
+                "--admin-secret",
+                "admin-secret",
+                "--insecure-http-writes",
+            ],
+        );
+        let [frames, http] = ts.listen_addrs();
+        common::wait_front_ready(http);
+        Stack {
+            _dir: dir,
+            _db: db,
+            _ts: ts,
+            frames,
+            http,
+        }
+    }
+
+    /// A connection logged in as `user`.
+    fn login(&self, user: &str, secret: &str) -> Result<FrameClient, ClientError> {
+        let mut c = FrameClient::connect(self.frames, WAIT).unwrap();
+        c.login(user, secret)?;
+        Ok(c)
+    }
+
+    /// The admin, once the users table exists.
+    fn admin(&self) -> FrameClient {
+        let mut admin = None;
+        common::eventually("admin can log in", || {
+            admin = self.login("admin", "admin-secret").ok();
+            admin.is_some()
+        });
+        admin.unwrap()
+    }
+
+    /// An ordinary account made by the admin, logged in.
+    fn user(&self, name: &str) -> FrameClient {
+        let secret = format!("{name}-secret-1");
+        self.admin().change_user(name, &secret, false).unwrap();
+        self.login(name, &secret).unwrap()
+    }
+
+    fn get(&self, name: &str) -> http::Resp {
+        http::call(
+            self.http,
+            &format!("GET /docs/{name} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    }
+
+    fn put(&self, name: &str, content: &str) -> http::Resp {
+        let body = format!("{{\"content\":\"{content}\"}}");
+        http::call(
+            self.http,
+            &format!(
+                "PUT /docs/{name} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    }
+
+    fn delete(&self, name: &str) -> http::Resp {
+        http::call(
+            self.http,
+            &format!("DELETE /docs/{name} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    }
+
+    /// What the servers must still do after an attack.
+    fn still_serves(&self, tag: &str) {
+        let put = self.put(tag, "after");
+        assert!(put.status == 200 || put.status == 201, "PUT: {put:?}");
+        let got = self.get(tag);
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(got.body.contains("\"after\""), "{}", got.body);
+        assert!(
+            !got.body.contains("argon2"),
+            "a hash on the page: {}",
+            got.body
+        );
+        let del = self.delete(tag);
+        assert!(del.status < 300, "DELETE: {del:?}");
+        assert_eq!(self.get(tag).status, 404);
+        // Logins, and a user's removal taking effect.
+        let name = format!("{tag}_u");
+        let mut admin = self.admin();
+        admin.change_user(&name, "a-long-secret", false).unwrap();
+        assert!(self.login(&name, "a-long-secret").is_ok());
+        assert!(admin.change_user(&name, "", true).unwrap().removed);
+        assert_eq!(
+            code(self.login(&name, "a-long-secret")),
+            ErrorCode::Unauthenticated
+        );
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+fn req(kind: data_request::Kind) -> DataRequest {
+    DataRequest {
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+fn stmt(sql: &str) -> Statement {
+    Statement {
+        sql: sql.into(),
+        ..Default::default()
+    }
+}
+
+fn rows(r: &DataResponse) -> Vec<Vec<Value>> {
+    match &r.kind {
+        Some(data_response::Kind::Result(res)) => {
+            res.rows.iter().map(|row| row.values.clone()).collect()
+        }
+        other => panic!("not a result: {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_cannot_swap_a_view_in_for_the_documents_table() {
+    let s = Stack::start("lp-view-swap");
+    let mut bob = s.user("bob");
+    assert_eq!(s.put("admin", "public text").status, 201);
+    // The attack of finding 1, and its variants: each refused by the database itself.
+    for sql in [
+        "ALTER TABLE docs RENAME TO docs_real",
+        "ALTER TABLE \"DOCS\" ADD COLUMN x",
+        "DROP TABLE docs",
+        "CREATE VIEW docs AS SELECT 1",
+        "CREATE TABLE main.\"Docs\" (x)",
+        "CREATE INDEX docs_by_content ON docs (content)",
+        "CREATE VIEW hashes AS SELECT name, secret_hash AS content, created AS updated FROM _netmod_users",
+        "CREATE VIEW keys AS SELECT group_concat(key) AS k FROM _netmod_idempotency",
+        "CREATE VIEW nested AS WITH u AS (SELECT * FROM \"_NETMOD_USERS\") SELECT * FROM u",
+    ] {
+        assert_eq!(code(bob.execute(sql, vec![])), ErrorCode::Forbidden, "{sql}");
+    }
+    // SQLite itself keeps this virtual table out of views (an SQL error); refused either way.
+    let sizes = code(bob.execute("CREATE VIEW sizes AS SELECT * FROM dbstat", vec![]));
+    assert!(
+        matches!(sizes, ErrorCode::Forbidden | ErrorCode::SqlError),
+        "{sizes:?}"
+    );
+    // A refused view is not left behind for anyone to read.
+    for view in ["hashes", "keys", "nested", "sizes"] {
+        let sql = format!("SELECT * FROM {view}");
+        let mut admin = s.admin();
+        assert_eq!(
+            code(admin.execute(&sql, vec![])),
+            ErrorCode::UnknownTable,
+            "{view} exists"
+        );
+    }
+    let page = s.get("admin");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("public text"), "{}", page.body);
+    s.still_serves("viewswap");
+}
+
+#[test]
+fn a_client_cannot_shadow_the_servers_tables_with_temporary_objects() {
+    let s = Stack::start("lp-temp");
+    let mut bob = s.user("bob");
+    for sql in [
+        "CREATE TEMP TABLE docs (name TEXT PRIMARY KEY, content TEXT, updated INT)",
+        "CREATE TEMPORARY TABLE _netmod_users (name TEXT, secret_hash TEXT, created INT)",
+        "CREATE TABLE temp.docs (x)",
+        "CREATE TEMP VIEW docs AS SELECT 'x' AS name, 'y' AS content, 0 AS updated",
+        "CREATE TEMP TABLE scratch (x)",
+    ] {
+        assert_eq!(
+            code(bob.execute(sql, vec![])),
+            ErrorCode::Forbidden,
+            "{sql}"
+        );
+    }
+    // Finding 2's symptom: PUT answered 201 and the document never appeared.
+    s.still_serves("tempshadow");
+}
+
+#[test]
+fn a_client_sees_no_size_or_count_of_the_servers_tables() {
+    let s = Stack::start("lp-dbstat");
+    let mut bob = s.user("bob");
+    for sql in [
+        "SELECT * FROM dbstat",
+        "SELECT name, ncell FROM dbstat WHERE name = '_netmod_users'",
+        "SELECT * FROM main.dbstat",
+        "SELECT * FROM pragma_page_count()",
+    ] {
+        assert_eq!(
+            code(bob.execute(sql, vec![])),
+            ErrorCode::Forbidden,
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn a_client_keeps_its_own_tables_views_indexes_transactions_and_the_documents() {
+    let s = Stack::start("lp-own");
+    let mut bob = s.user("bob");
+    for sql in [
+        "CREATE TABLE mine (id INTEGER PRIMARY KEY, body TEXT)",
+        "CREATE INDEX mine_body ON mine (body)",
+        "INSERT INTO mine (body) VALUES ('a'), ('b')",
+        "CREATE VIEW mine_view AS SELECT body FROM mine WHERE body > 'a'",
+        "CREATE VIEW doc_names AS SELECT name FROM docs",
+        "INSERT INTO docs (name, content, updated) VALUES ('bobs', 'by sql', 1)",
+        "UPDATE docs SET content = 'by sql again' WHERE name = 'bobs'",
+    ] {
+        bob.execute(sql, vec![])
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    let r = bob.execute("SELECT body FROM mine_view", vec![]).unwrap();
+    assert_eq!(r.rows.len(), 1);
+    assert!(s.get("bobs").body.contains("by sql again"));
+    let r = bob
+        .execute("SELECT count(*) FROM doc_names", vec![])
+        .unwrap();
+    assert_eq!(r.rows[0].values[0], Value::int(1));
+    for sql in [
+        "DROP VIEW mine_view",
+        "DROP VIEW doc_names",
+        "DROP INDEX mine_body",
+        "DELETE FROM docs WHERE name = 'bobs'",
+        "DROP TABLE mine",
+    ] {
+        bob.execute(sql, vec![])
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    assert_eq!(s.get("bobs").status, 404);
+    s.still_serves("own");
+}
+
+#[test]
+fn idempotency_keys_and_transactions_belong_to_the_user_who_made_them() {
+    let s = Stack::start("lp-keys");
+    let mut alice = s.user("alice");
+    let mut bob = s.user("bob");
+    alice
+        .execute(
+            "CREATE TABLE ledger (id INTEGER PRIMARY KEY, who TEXT)",
+            vec![],
+        )
+        .unwrap();
+    let keyed = |sql: &str| DataRequest {
+        idempotency_key: "order-1".into(),
+        ..req(data_request::Kind::Execute(stmt(sql)))
+    };
+    let hers = alice
+        .data(&keyed(
+            "INSERT INTO ledger (who) VALUES ('alice') RETURNING id, who",
+        ))
+        .unwrap();
+    // Bob's write with the same key is his own write, not alice's stored answer.
+    let his = bob
+        .data(&keyed(
+            "INSERT INTO ledger (who) VALUES ('bob') RETURNING id, who",
+        ))
+        .unwrap();
+    assert_eq!(rows(&his)[0][1], Value::text("bob"), "{his:?}");
+    assert_ne!(his.commit_index, hers.commit_index);
+    // Alice's retry still gets exactly her answer, and wrote nothing more.
+    let again = alice
+        .data(&keyed(
+            "INSERT INTO ledger (who) VALUES ('alice') RETURNING id, who",
+        ))
+        .unwrap();
+    assert_eq!(again, hers);
+    let n = alice
+        .execute("SELECT count(*) FROM ledger", vec![])
+        .unwrap();
+    assert_eq!(n.rows[0].values[0], Value::int(2));
+
+    // Alice's transaction is unknown to bob.
+    let begun = alice
+        .data(&req(data_request::Kind::Begin(TxnBegin {
+            timeout_ms: 5000,
+            idle_ms: 5000,
+        })))
+        .unwrap();
+    let Some(data_response::Kind::Txn(txn)) = begun.kind else {
+        panic!("{begun:?}");
+    };
+    let in_hers = |seq| {
+        req(data_request::Kind::TxnExecute(TxnStatement {
+            txn_id: txn.txn_id,
+            seq,
+            stmt: Some(stmt("INSERT INTO ledger (who) VALUES ('intruder')")),
+        }))
+    };
+    assert_eq!(code(bob.data(&in_hers(1))), ErrorCode::TxnNotFound);
+    // Her sequence is untouched by the attempt.
+    alice.data(&in_hers(1)).unwrap();
+    let n = alice
+        .execute("SELECT count(*) FROM ledger", vec![])
+        .unwrap();
+    assert_eq!(
+        n.rows[0].values[0].kind,
+        Some(value::Kind::Integer(2)),
+        "uncommitted"
+    );
+}
