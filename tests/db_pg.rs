@@ -1088,14 +1088,29 @@ fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_the
         ..Default::default()
     })));
     assert_eq!(code(c.data(&cursor)), ErrorCode::Forbidden);
-    let txn = begin(&mut c, 5000);
-    let inside = sandboxed(req(data_request::Kind::TxnExecute(TxnStatement {
-        txn_id: txn,
-        seq: 1,
-        stmt: Some(stmt("SELECT * FROM _netmod_users", vec![])),
-    })));
-    assert_eq!(code(c.data(&inside)), ErrorCode::Forbidden);
-    let _ = end(&mut c, data_request::Kind::Rollback, txn, 2);
+    // A transaction belongs to whoever began it: the server's is unknown to a client.
+    let server_txn = begin(&mut c, 5000);
+    let txn = match c
+        .data(&sandboxed(req(data_request::Kind::Begin(TxnBegin {
+            timeout_ms: 5000,
+            idle_ms: 5000,
+        }))))
+        .unwrap()
+        .kind
+    {
+        Some(data_response::Kind::Txn(t)) => t.txn_id,
+        other => panic!("{other:?}"),
+    };
+    let inside = |txn_id| {
+        sandboxed(req(data_request::Kind::TxnExecute(TxnStatement {
+            txn_id,
+            seq: 1,
+            stmt: Some(stmt("SELECT * FROM _netmod_users", vec![])),
+        })))
+    };
+    assert_eq!(code(c.data(&inside(server_txn))), ErrorCode::TxnNotFound);
+    assert_eq!(code(c.data(&inside(txn))), ErrorCode::Forbidden);
+    let _ = end(&mut c, data_request::Kind::Rollback, server_txn, 1);
     // The client's own work goes on: the tables it may use, and ones it creates.
     let (r, _) = result(&mut c, &sandboxed(exec("SELECT body FROM notes", vec![])));
     assert_eq!(r.rows.len(), 1);
@@ -1413,4 +1428,99 @@ fn pg_reads_survive_a_standby_cut_off_and_return_to_it_after_healing() {
     common::eventually("reads return to the standby after healing", || {
         on_standby(&mut c, ReadConsistency::AnyReplica)
     });
+}
+
+/// `r` as test-server sends it for `user`.
+fn as_user(mut r: DataRequest, user: &str) -> DataRequest {
+    r.sandboxed = true;
+    r.user = user.into();
+    r
+}
+
+/// Issue 23, findings 2, 4, 5, 7 and 8 on PostgreSQL: what a client statement sets or creates
+/// (settings through set_config in a function, temporary tables shadowing the servers') is
+/// gone before the next statement, on readers and writers alike; the comment tricks of the
+/// keyword filter fail; idempotency keys are the user's own.
+#[test]
+fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
+    let Some(schema) = Schema::new("no-state") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS _netmod_users (name TEXT PRIMARY KEY, secret_hash TEXT)",
+        "INSERT INTO _netmod_users VALUES ('admin', 'h')",
+        "CREATE TABLE notes (id BIGINT, body TEXT)",
+    ] {
+        c.execute(sql, vec![]).unwrap();
+    }
+    let client = |sql: &str| as_user(exec(sql, vec![]), "mallory");
+    c.data(&client(
+        "CREATE FUNCTION poison() RETURNS bigint LANGUAGE sql AS $$
+           SELECT 1::bigint FROM (SELECT set_config('default_transaction_read_only', 'on', false),
+                                         set_config('search_path', 'pg_catalog', false),
+                                         set_config('statement_timeout', '1', false)) x $$",
+    ))
+    .unwrap();
+    // On every reader and writer connection, more than once.
+    for _ in 0..8 {
+        c.data(&client("SELECT poison()")).unwrap();
+        c.data(&client("INSERT INTO notes SELECT poison(), 'p'"))
+            .unwrap();
+    }
+    let shadow = c.data(&client(
+        "CREATE TEMP TABLE _netmod_users (name TEXT, secret_hash TEXT)",
+    ));
+    if shadow.is_ok() {
+        let _ = c.data(&client(
+            "INSERT INTO _netmod_users VALUES ('admin', 'planted')",
+        ));
+    }
+    // Every user's writes and reads work as before, and the servers see their own table.
+    for _ in 0..8 {
+        c.data(&client("INSERT INTO notes VALUES (2, 'after')"))
+            .unwrap();
+        c.execute("INSERT INTO notes VALUES (3, 'server')", vec![])
+            .unwrap();
+        let (r, _) = result(
+            &mut c,
+            &exec("SELECT secret_hash FROM _netmod_users", vec![]),
+        );
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(r.rows[0].values[0], Value::text("h"));
+    }
+    c.execute("DELETE FROM _netmod_users WHERE name = 'admin'", vec![])
+        .unwrap();
+    assert_eq!(count(&mut c, "_netmod_users"), 0);
+    for sql in [
+        "/* /* */ */ SET ROLE postgres",
+        "-- x\rDO $$ BEGIN PERFORM 1; END $$",
+        "/* a /* b */ c */ RESET ROLE",
+    ] {
+        assert_eq!(code(c.data(&client(sql))), ErrorCode::Forbidden, "{sql}");
+    }
+    // The same key from two users: two writes, each user's own answer.
+    let keyed = |user: &str| {
+        let mut r = as_user(
+            exec(
+                &format!("INSERT INTO notes VALUES (9, '{user}') RETURNING body"),
+                vec![],
+            ),
+            user,
+        );
+        r.idempotency_key = "same-key".into();
+        r
+    };
+    let (alice, _) = result(&mut c, &keyed("alice"));
+    let (bob, _) = result(&mut c, &keyed("bob"));
+    assert_eq!(alice.rows[0].values[0], Value::text("alice"));
+    assert_eq!(bob.rows[0].values[0], Value::text("bob"));
+    let (again, _) = result(&mut c, &keyed("alice"));
+    assert_eq!(again, alice);
+    let (n, _) = result(
+        &mut c,
+        &exec("SELECT count(*) FROM notes WHERE id = 9", vec![]),
+    );
+    assert_eq!(n.rows[0].values[0], Value::int(2));
 }

@@ -59,6 +59,9 @@ const CHUNK_ROWS: usize = 256;
 pub struct Pg {
     conn: PgConn,
     translated: HashMap<String, Arc<Translated>>,
+    /// The session's settings, set again after every client statement (`RESET ALL` then
+    /// these): temporary objects searched last, then what the worker set ([`Pg::set_session`]).
+    session: Vec<String>,
 }
 
 /// Commands that only read.
@@ -120,10 +123,7 @@ impl Endpoint {
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
-        Ok(Pg {
-            conn: PgConn::connect_with(&self.url, &defaults)?,
-            translated: HashMap::new(),
-        })
+        Pg::start(PgConn::connect_with(&self.url, &defaults)?)
     }
 
     /// The URL without its password, for logs.
@@ -149,10 +149,40 @@ impl std::fmt::Debug for Endpoint {
 impl Pg {
     /// Connects to `url` with libpq's defaults (see [`Endpoint`] for bounded waits).
     pub fn connect(url: &str) -> Result<Pg, DbError> {
-        Ok(Pg {
-            conn: PgConn::connect(url)?,
+        Pg::start(PgConn::connect(url)?)
+    }
+
+    /// A new connection's session: the search path it was given, with `pg_temp` named last,
+    /// so that a temporary table (which a client statement may have left behind before the
+    /// reset that follows it) never hides a permanent one from a server statement.
+    fn start(conn: PgConn) -> Result<Pg, DbError> {
+        let mut pg = Pg {
+            conn,
             translated: HashMap::new(),
-        })
+            session: Vec::new(),
+        };
+        let path = pg
+            .scalar("SELECT current_setting('search_path')", &[])?
+            .and_then(|p| String::from_utf8(p).ok())
+            .unwrap_or_default();
+        let path = if path.trim().is_empty() {
+            "pg_temp".to_string()
+        } else {
+            format!("{path}, pg_temp")
+        };
+        pg.set_session(&format!("SET search_path = {path}"))?;
+        Ok(pg)
+    }
+
+    /// Runs a session setting (`SET …`, no parameters) and keeps it: it is set again after
+    /// every client statement, which ends with `RESET ALL`.
+    pub fn set_session(&mut self, sql: &str) -> Result<(), DbError> {
+        if sql.is_empty() {
+            return Ok(());
+        }
+        self.exec(sql)?;
+        self.session.push(sql.to_string());
+        Ok(())
     }
 
     /// The connection's socket (for socket options; do not read or write it).
@@ -364,8 +394,15 @@ impl Pg {
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
             if sandboxed {
-                stmts.push(("RESET ROLE", &[]));
-                slot.push(None);
+                // Nothing the statement set outlives it: role, settings (a function may have
+                // called set_config), temporary objects; then the connection's own settings.
+                for reset in ["RESET ROLE", "RESET ALL", "DISCARD TEMP"]
+                    .into_iter()
+                    .chain(self.session.iter().map(String::as_str))
+                {
+                    stmts.push((reset, &[]));
+                    slot.push(None);
+                }
             }
             if !together {
                 syncs.push(stmts.len() - 1);

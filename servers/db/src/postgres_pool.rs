@@ -182,9 +182,7 @@ fn ensure<'a>(
     }
     *slot = None;
     let mut pg = server.connect()?;
-    if !setup.is_empty() {
-        pg.exec(setup)?;
-    }
+    pg.set_session(setup)?;
     Ok(slot.insert(pg))
 }
 

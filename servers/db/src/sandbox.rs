@@ -22,9 +22,12 @@
 //!   connection (the idempotency record and the commit index, which must commit with the
 //!   client's write) runs in a *server turn* ([`Sandbox::as_server`]), prepared outside the
 //!   statement cache so that no client text can reuse it.
-//! - **PostgreSQL**: client connections log in as a role of their own (see
-//!   `crate::postgres::ClientRole`), which owns nothing of the servers' and holds no right on
-//!   the servers' schema beyond reading and writing the shared tables.
+//! - **PostgreSQL**: a client statement runs as the role [`PG_ROLE`] (no right on a server
+//!   table, no TRIGGER right on tables it does not own) and is followed, in the same round
+//!   trip, by a reset of everything it could have set (role, settings, temporary tables);
+//!   every connection searches `pg_temp` last. Known gap: the connections still log in as
+//!   db-server's user, so a statement that sets the role back from inside a query runs with
+//!   db-server's rights; client connections that log in as a role of their own close it.
 //!
 //! A refusal is `FORBIDDEN`.
 
