@@ -346,3 +346,28 @@ fn idempotency_keys_and_transactions_belong_to_the_user_who_made_them() {
         "uncommitted"
     );
 }
+
+/// Issue 24, finding 5: a connection that has not logged in may not make test-server hold a
+/// large frame; once logged in, the full frame size is there.
+#[test]
+fn before_login_only_small_frames_are_taken() {
+    let s = Stack::start("lp-prelogin");
+    let _ = s.admin();
+    // A header declaring 100,000 bytes, nothing after it: answered and closed at once, not
+    // waited for (the body would sit in the server's memory).
+    let mut anon = FrameClient::connect(s.frames, WAIT).unwrap();
+    anon.send_raw(&100_000u32.to_be_bytes()).unwrap();
+    let m = anon.recv().unwrap().expect("an answer before the close");
+    assert_eq!(
+        code::<()>(Err(tools::client::server_error(&m))),
+        ErrorCode::FrameTooLarge
+    );
+    assert!(anon.recv().unwrap().is_none(), "closed");
+    // A logged-in user sends a 200 KB statement as before.
+    let mut bob = s.user("bob");
+    let big = "x".repeat(200_000);
+    let r = bob
+        .execute("SELECT length(?1)", vec![Value::text(big)])
+        .unwrap();
+    assert_eq!(r.rows[0].values[0], Value::int(200_000));
+}

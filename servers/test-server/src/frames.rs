@@ -53,11 +53,19 @@ use shared::clock::now_secs;
 /// The table of users and their stored secrets, in db-server's database.
 pub const USERS_TABLE: &str = "_netmod_users";
 
+/// Largest frame a connection may send before it has logged in: 64 KiB (Redis caps
+/// unauthenticated requests the same way).
+pub const PRE_LOGIN_MAX_MESSAGE: usize = 64 * 1024;
+
 /// Behaviour knobs of the frame service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Largest frame accepted (the engine's maximum message size).
     pub max_message_size: usize,
+    /// Largest frame accepted before the connection has logged in, when logins are configured
+    /// (default [`PRE_LOGIN_MAX_MESSAGE`]; never more than `max_message_size`): a connection
+    /// that never logs in holds at most this much of a frame.
+    pub pre_login_max_message: usize,
     /// `reconnect_after` in the shutdown notice, in seconds.
     pub reconnect_after: u32,
     /// db-server to forward data requests to (none: they get UNAVAILABLE).
@@ -78,6 +86,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_message_size: engine::DEFAULT_MAX_MESSAGE,
+            pre_login_max_message: PRE_LOGIN_MAX_MESSAGE,
             reconnect_after: 5,
             db: None,
             auth: None,
@@ -543,7 +552,15 @@ impl Handler for FrameService {
                 return h.on_data(ctx, conn, data, self.link.as_mut(), status);
             }
         }
-        let max = self.cfg.max_message_size;
+        let logged_in = self.clients.get(conn).is_some_and(|c| c.user.is_some());
+        // Without logins configured there is no "before login".
+        let max = if logged_in || self.cfg.auth.is_none() {
+            self.cfg.max_message_size
+        } else {
+            self.cfg
+                .pre_login_max_message
+                .min(self.cfg.max_message_size)
+        };
         wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
     }
 

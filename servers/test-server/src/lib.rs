@@ -23,6 +23,7 @@ pub mod verifier;
 pub use config::{AuthConfig, Liveness, RttTotals};
 pub use events::{DocOp, Note, Owner};
 pub use frames::{
-    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig, USERS_TABLE,
+    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig, PRE_LOGIN_MAX_MESSAGE,
+    USERS_TABLE,
 };
 pub use verifier::Verifier;

@@ -39,6 +39,11 @@ struct Args {
     /// Largest frame accepted, in bytes.
     #[arg(long)]
     max_message_size: Option<usize>,
+    /// Largest frame accepted from a connection that has not logged in, in bytes (a login or a
+    /// token is small; larger frames get FRAME_TOO_LARGE and the connection closes), so that
+    /// connections that never log in cannot hold large buffers.
+    #[arg(long, default_value_t = test_server::PRE_LOGIN_MAX_MESSAGE, value_name = "BYTES")]
+    pre_login_max_message: usize,
     /// Address of the HTTP/1.1 front (documents, /health, /metrics).
     #[arg(long, default_value = "127.0.0.1:8000")]
     http_listen: SocketAddr,
@@ -263,6 +268,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut service = ServiceConfig {
         max_message_size: cfg.max_message_size,
+        pre_login_max_message: args.pre_login_max_message,
         db: Some(link),
         auth: Some(auth),
         http: Some(http),
