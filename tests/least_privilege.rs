@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use common::{http, Proc, TempDir, WAIT};
 use protocol::proto::{
-    data_request, data_response, value, DataRequest, DataResponse, Statement, TxnBegin,
+    data_request, data_response, DataRequest, DataResponse, Statement, TxnBegin, TxnEnd,
     TxnStatement, Value,
 };
 use protocol::wire::ErrorCode;
@@ -27,22 +27,11 @@ impl Stack {
     fn start(tag: &str) -> Stack {
         let dir = TempDir::new(tag);
         let (db, db_addr) = common::spawn_db(&dir.path("lp.db"));
-        let db_addr = db_addr.to_string();
-        let mut ts = Proc::spawn(
-            "test-server",
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--db",
-                &db_addr,
-                "--threads",
-                "1",
-                "--admin-secret",
-                "admin-secret",
-                "--insecure-http-writes",
-            ],
+        let (ts, [frames, http]) = common::spawn_front_listening(
+            db_addr,
+            &["--admin-secret", "admin-secret"],
+            Some("info"),
         );
-        let [frames, http] = ts.listen_addrs();
         common::wait_front_ready(http);
         Stack {
             _dir: dir,
@@ -127,6 +116,14 @@ impl Stack {
             code(self.login(&name, "a-long-secret")),
             ErrorCode::Unauthenticated
         );
+    }
+}
+
+/// Runs each statement as `c`, which must succeed.
+fn run_all(c: &mut FrameClient, sqls: &[&str]) {
+    for sql in sqls {
+        c.execute(sql, vec![])
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 }
 
@@ -244,18 +241,18 @@ fn a_client_sees_no_size_or_count_of_the_servers_tables() {
 fn a_client_keeps_its_own_tables_views_indexes_transactions_and_the_documents() {
     let s = Stack::start("lp-own");
     let mut bob = s.user("bob");
-    for sql in [
-        "CREATE TABLE mine (id INTEGER PRIMARY KEY, body TEXT)",
-        "CREATE INDEX mine_body ON mine (body)",
-        "INSERT INTO mine (body) VALUES ('a'), ('b')",
-        "CREATE VIEW mine_view AS SELECT body FROM mine WHERE body > 'a'",
-        "CREATE VIEW doc_names AS SELECT name FROM docs",
-        "INSERT INTO docs (name, content, updated) VALUES ('bobs', 'by sql', 1)",
-        "UPDATE docs SET content = 'by sql again' WHERE name = 'bobs'",
-    ] {
-        bob.execute(sql, vec![])
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
+    run_all(
+        &mut bob,
+        &[
+            "CREATE TABLE mine (id INTEGER PRIMARY KEY, body TEXT)",
+            "CREATE INDEX mine_body ON mine (body)",
+            "INSERT INTO mine (body) VALUES ('a'), ('b')",
+            "CREATE VIEW mine_view AS SELECT body FROM mine WHERE body > 'a'",
+            "CREATE VIEW doc_names AS SELECT name FROM docs",
+            "INSERT INTO docs (name, content, updated) VALUES ('bobs', 'by sql', 1)",
+            "UPDATE docs SET content = 'by sql again' WHERE name = 'bobs'",
+        ],
+    );
     let r = bob.execute("SELECT body FROM mine_view", vec![]).unwrap();
     assert_eq!(r.rows.len(), 1);
     assert!(s.get("bobs").body.contains("by sql again"));
@@ -263,16 +260,16 @@ fn a_client_keeps_its_own_tables_views_indexes_transactions_and_the_documents() 
         .execute("SELECT count(*) FROM doc_names", vec![])
         .unwrap();
     assert_eq!(r.rows[0].values[0], Value::int(1));
-    for sql in [
-        "DROP VIEW mine_view",
-        "DROP VIEW doc_names",
-        "DROP INDEX mine_body",
-        "DELETE FROM docs WHERE name = 'bobs'",
-        "DROP TABLE mine",
-    ] {
-        bob.execute(sql, vec![])
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
+    run_all(
+        &mut bob,
+        &[
+            "DROP VIEW mine_view",
+            "DROP VIEW doc_names",
+            "DROP INDEX mine_body",
+            "DELETE FROM docs WHERE name = 'bobs'",
+            "DROP TABLE mine",
+        ],
+    );
     assert_eq!(s.get("bobs").status, 404);
     s.still_serves("own");
 }
@@ -335,15 +332,31 @@ fn idempotency_keys_and_transactions_belong_to_the_user_who_made_them() {
         }))
     };
     assert_eq!(code(bob.data(&in_hers(1))), ErrorCode::TxnNotFound);
-    // Her sequence is untouched by the attempt.
-    alice.data(&in_hers(1)).unwrap();
-    let n = alice
-        .execute("SELECT count(*) FROM ledger", vec![])
+    let ends = |seq| {
+        req(data_request::Kind::Commit(TxnEnd {
+            txn_id: txn.txn_id,
+            seq,
+        }))
+    };
+    assert_eq!(code(bob.data(&ends(1))), ErrorCode::TxnNotFound);
+    // Her sequence is untouched by the attempts, and she commits her own statement only.
+    let mut own = in_hers(1);
+    if let Some(data_request::Kind::TxnExecute(t)) = own.kind.as_mut() {
+        t.stmt = Some(stmt("INSERT INTO ledger (who) VALUES ('alice in txn')"));
+    }
+    alice.data(&own).unwrap();
+    alice.data(&ends(2)).unwrap();
+    let who = alice
+        .execute("SELECT who FROM ledger ORDER BY id", vec![])
         .unwrap();
+    let who: Vec<_> = who.rows.iter().map(|r| r.values[0].clone()).collect();
     assert_eq!(
-        n.rows[0].values[0].kind,
-        Some(value::Kind::Integer(2)),
-        "uncommitted"
+        who,
+        [
+            Value::text("alice"),
+            Value::text("bob"),
+            Value::text("alice in txn")
+        ]
     );
 }
 

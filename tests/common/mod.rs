@@ -562,6 +562,16 @@ pub fn spawn_front_logging(
     extra: &[&str],
     rust_log: Option<&str>,
 ) -> (Proc, SocketAddr) {
+    let (p, [_, http]) = spawn_front_listening(db, extra, rust_log);
+    (p, http)
+}
+
+/// [`spawn_front_logging`], with both addresses: frames, then HTTP.
+pub fn spawn_front_listening(
+    db: SocketAddr,
+    extra: &[&str],
+    rust_log: Option<&str>,
+) -> (Proc, [SocketAddr; 2]) {
     let db = db.to_string();
     let mut args = vec![
         "--listen",
@@ -574,6 +584,6 @@ pub fn spawn_front_logging(
     ];
     args.extend_from_slice(extra);
     let mut p = Proc::spawn_logging("test-server", &args, rust_log);
-    let [_, http] = p.listen_addrs();
-    (p, http)
+    let addrs = p.listen_addrs();
+    (p, addrs)
 }

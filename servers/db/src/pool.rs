@@ -106,6 +106,21 @@ pub(crate) fn now_secs() -> i64 {
     i64::try_from(shared::clock::now_secs()).unwrap_or(i64::MAX)
 }
 
+/// Runs `f` on the servers' jobs of `jobs`, then on the clients' (`true`), taking them out;
+/// without a copy when the group has one identity only (the usual case).
+pub(crate) fn for_each_identity(jobs: &mut Vec<Job>, mut f: impl FnMut(bool, &mut Vec<Job>)) {
+    let Some(first) = jobs.first().map(|j| j.caller.sandboxed) else {
+        return;
+    };
+    if jobs.iter().all(|j| j.caller.sandboxed == first) {
+        return f(first, jobs);
+    }
+    let (mut clients, mut servers): (Vec<Job>, Vec<Job>) =
+        jobs.drain(..).partition(|j| j.caller.sandboxed);
+    f(false, &mut servers);
+    f(true, &mut clients);
+}
+
 /// How a backend answers an `AFTER_INDEX` read whose index is not committed yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AfterIndex {

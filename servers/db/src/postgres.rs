@@ -7,21 +7,23 @@
 //! server can read it as the statement needs (`timestamptz`, `numeric`, `uuid`, …). Placeholders
 //! are SQLite's ([`protocol::placeholders`]), so one SQL text runs on both backends.
 
+mod client_role;
+mod txn;
 mod values;
 
+pub use txn::txn_opener;
+
+use client_role::{creates, SET_CLIENT_ROLE};
 use values::{columns, param, rows_of};
 pub use values::{parse_lsn, unhex};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::DbError;
 use super::libpq::{self, oid, Param, PgConn, PgError, PgResult, RowStream, TxnState};
 use super::page::{self, Limit, SizedRow};
-use super::sandbox;
-use super::txn::{Opener, Page, Purpose, TxnConn};
 use protocol::placeholders::{to_dollar, Translated};
 use protocol::proto::{value, Column, ErrorCode, Row, Statement, StatementResult, Value};
 
@@ -307,14 +309,6 @@ impl Pg {
         r
     }
 
-    /// A statement outside the sandbox created something: it may be a server table that the
-    /// schema's default privileges just gave to the sandbox's role.
-    fn after_create(&mut self) {
-        if let Err(e) = self.protect_server_tables() {
-            log::warn!("protecting the server's tables from the client role failed: {e}");
-        }
-    }
-
     /// Runs statements in one round trip: in one transaction (`together`: committed at once,
     /// or not at all if one fails) or each on its own. `then`, a statement without parameters,
     /// runs after them (after the commit); its first value comes back.
@@ -516,101 +510,7 @@ impl Pg {
             todo = again;
         }
     }
-
-    /// Prepares the tables the server keeps for itself, and the client sandbox's role.
-    pub fn create_meta(&mut self) -> Result<(), DbError> {
-        self.exec(
-            "CREATE TABLE IF NOT EXISTS _netmod_idempotency (
-                 key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL,
-                 commit_index BIGINT)",
-        )?;
-        // A user that may not create roles (a managed database, say) still gets a working
-        // db-server; sandboxed statements then fail closed (FORBIDDEN) until the role exists.
-        let sandbox = self
-            .serialized(SANDBOX_ROLE_SETUP)
-            .and_then(|()| self.protect_server_tables());
-        if let Err(e) = sandbox {
-            log::warn!(
-                "the client sandbox's role {} could not be set up ({e}); statements sent through \
-                 test-server will be refused until it is: see docs/protocol.md, \"The client sandbox\"",
-                sandbox::PG_ROLE
-            );
-        }
-        Ok(())
-    }
-
-    /// Takes every right on the server's tables (`_netmod_*`) away from the sandbox's role:
-    /// run at start and after every statement outside the sandbox that creates something,
-    /// since the schema's default privileges give new tables to the role.
-    pub fn protect_server_tables(&mut self) -> Result<(), DbError> {
-        self.serialized(PROTECT_SERVER_TABLES)
-    }
-
-    /// Runs `block` (rights and roles) under a transaction-scoped advisory lock that every
-    /// db-server connection takes for it. PostgreSQL fails a GRANT or REVOKE on an object
-    /// another transaction is changing the rights of ("tuple concurrently updated"): several
-    /// test-servers creating their tables at once through one or more db-servers did that.
-    /// Inside a transaction it runs in a savepoint, so that its failure (logged by the caller)
-    /// does not abort the caller's transaction.
-    fn serialized(&mut self, block: &str) -> Result<(), DbError> {
-        const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('netmod: client role rights'))";
-        let (run, undo) = if self.txn_state() == TxnState::Idle {
-            (format!("BEGIN; {LOCK}; {block}; COMMIT"), "ROLLBACK")
-        } else {
-            (
-                format!("SAVEPOINT netmod_rights; {LOCK}; {block}; RELEASE netmod_rights"),
-                "ROLLBACK TO netmod_rights; RELEASE netmod_rights",
-            )
-        };
-        let r = self.exec(&run);
-        if r.is_err() && self.is_ok() {
-            let _ = self.exec(undo);
-        }
-        r
-    }
 }
-
-/// True for a statement outside the sandbox that creates something (a table, a view, …).
-fn creates(sql: &str, client: bool) -> bool {
-    !client && super::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
-}
-
-/// Switches a connection to the sandbox's role for one statement.
-const SET_CLIENT_ROLE: &str = "SET ROLE netmod_client";
-
-/// The role sandboxed statements run as: it may read and write the tables of the current
-/// schema and create its own there, and holds no right on the server's tables (taken away by
-/// [`PROTECT_SERVER_TABLES`]) and no TRIGGER right on tables it does not own (a trigger
-/// would run with the rights of whoever writes the table, the server included).
-const SANDBOX_ROLE_SETUP: &str = "DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'netmod_client') THEN
-        BEGIN
-            CREATE ROLE netmod_client NOLOGIN;
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL; -- another db-server made it meanwhile
-        END;
-    END IF;
-    IF NOT pg_has_role(current_user, 'netmod_client', 'USAGE') THEN
-        EXECUTE format('GRANT netmod_client TO %I', current_user);
-    END IF;
-    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON TABLES TO netmod_client', current_schema());
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO netmod_client', current_schema());
-END $$";
-
-/// Revokes the sandbox's role's rights on every `_netmod_*` table of the current schema.
-const PROTECT_SERVER_TABLES: &str = "DO $$
-DECLARE t text;
-BEGIN
-    FOR t IN SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-             WHERE schemaname = current_schema() AND tablename LIKE '\\_netmod\\_%'
-    LOOP
-        EXECUTE 'REVOKE ALL ON ' || t || ' FROM netmod_client';
-    END LOOP;
-END $$";
 
 /// Why a statement of a pipeline has no result.
 enum Fail {
@@ -688,118 +588,4 @@ fn read_result(
     }
     out.duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     Ok((out, wrote))
-}
-
-/// A PostgreSQL connection holding an interactive transaction or a cursor, and whether it
-/// runs a client's statements.
-struct PgTxn(Pg, bool);
-
-/// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
-/// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
-pub fn txn_opener(primary: Endpoint) -> Opener {
-    Arc::new(move |purpose: Purpose, client: bool| {
-        let mut pg = primary.connect()?;
-        pg.exec(match purpose {
-            Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-            Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        })?;
-        Ok(Box::new(PgTxn(pg, client)) as Box<dyn TxnConn>)
-    })
-}
-
-impl TxnConn for PgTxn {
-    fn execute(
-        &mut self,
-        st: &Statement,
-        limit: Limit,
-    ) -> Result<(StatementResult, bool), DbError> {
-        self.0.execute(st, limit, self.1)
-    }
-
-    fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
-        if self.0.txn_state() == TxnState::Failed {
-            return Err(DbError::new(
-                ErrorCode::BadRequest,
-                "a statement of this transaction failed, so it can only roll back",
-            ));
-        }
-        self.0.exec("COMMIT")?;
-        if wrote {
-            self.0.current_lsn()
-        } else {
-            Ok(committed.load(Ordering::Acquire))
-        }
-    }
-
-    fn rollback(&mut self) {
-        let _ = self.0.exec("ROLLBACK");
-    }
-
-    fn cursor(
-        &mut self,
-        st: &Statement,
-        page_rows: usize,
-        limit: Limit,
-        page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
-    ) {
-        if self.1 {
-            // The cursor's connection is its own: the role stays for its life.
-            if let Err(e) = self.0.exec(SET_CLIENT_ROLE) {
-                page(Err(e));
-                return;
-            }
-        }
-        let (t, params) = match self.0.bind(st) {
-            Ok(b) => b,
-            Err(e) => {
-                page(Err(e));
-                return;
-            }
-        };
-        let mut stream = match self.0.conn.stream(&t.sql, &params, page_rows.min(4096)) {
-            Ok(s) => s,
-            Err(e) => {
-                page(Err(e.into()));
-                return;
-            }
-        };
-        let mut columns_sent = false;
-        let mut types: Vec<libpq::Oid> = Vec::new();
-        let mut pending: std::vec::IntoIter<SizedRow> = Vec::new().into_iter();
-        let mut carry = None;
-        let mut cols: Vec<Column> = Vec::new();
-        loop {
-            let r = page::fill(page_rows, limit, Some(&mut carry), || loop {
-                if let Some(r) = pending.next() {
-                    return Ok(Some(r));
-                }
-                let Some(res) = stream.next_result()? else {
-                    return Ok(None);
-                };
-                if types.is_empty() && res.columns() > 0 {
-                    cols = columns(&res);
-                    types = (0..res.columns()).map(|c| res.column_type(c)).collect();
-                }
-                pending = rows_of(&res, &types);
-            });
-            let done = !matches!(r, Ok((_, false)));
-            let more = page(r.map(|(rows, done)| Page {
-                columns: if columns_sent {
-                    Vec::new()
-                } else {
-                    columns_sent = true;
-                    std::mem::take(&mut cols)
-                },
-                rows,
-                done,
-            }));
-            if done {
-                return;
-            }
-            if !more {
-                // Closed early: stop the server rather than read the rest.
-                return stream.cancel();
-            }
-        }
-    }
 }

@@ -122,7 +122,6 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 cfg.replicas.iter().map(|_| Arc::default()).collect();
             let readers = (0..cfg.readers.max(1))
                 .map(|_| Reader {
-                    client: false,
                     endpoint: primary.clone(),
                     gate: Arc::clone(&gate),
                     primary: None,
@@ -280,7 +279,7 @@ impl Writer {
     /// position is read (see [`Pg::execute_group`]).
     fn run_together(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
-        let client = jobs.first().is_some_and(|j| j.caller.sandboxed);
+        let client = run_as_client(&jobs);
         let ran = self
             .gate
             .connect(&mut self.pg, &self.primary, "", &mut self.probe)
@@ -465,8 +464,6 @@ struct Replica {
 }
 
 struct Reader {
-    /// The identity of the group being served (clients' reads run as the client role).
-    client: bool,
     /// A replica this reader is to try again once its reads are answered.
     probe: Option<usize>,
     /// The same for the primary (see [`PrimaryGate::pass`]).
@@ -481,6 +478,12 @@ struct Reader {
     writers: Arc<JobQueue>,
     committed: Arc<AtomicU64>,
     monitor: Arc<Monitor>,
+}
+
+/// True when a group's statements run as the client role: a group holds one identity only
+/// (the writers group plain writes per identity; the readers split with `for_each_identity`).
+fn run_as_client(jobs: &[Job]) -> bool {
+    jobs.first().is_some_and(|j| j.caller.sandboxed)
 }
 
 /// A job's statement (groups hold statements only).
@@ -533,8 +536,7 @@ impl Reader {
     /// round trip), the rest, and any the replica could not serve, on the primary. The
     /// servers' reads and the clients' run apart.
     fn run_group(&mut self, mut jobs: Vec<Job>) {
-        crate::sqlite_pool::for_each_identity(&mut jobs, |client, group| {
-            self.client = client;
+        crate::pool::for_each_identity(&mut jobs, |_, group| {
             self.run_identity(std::mem::take(group));
         });
     }
@@ -671,7 +673,7 @@ impl Reader {
         jobs: &[Job],
     ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
         let wait = self.wait;
-        let client = self.client;
+        let client = run_as_client(jobs);
         let rep = &mut self.replicas[i];
         let pg = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?;
         // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
@@ -773,7 +775,7 @@ impl Reader {
             .filter(|j| !stale(j))
             .filter_map(statement)
             .collect();
-        let (ran, _) = pg.execute_group(&sts, None, self.client)?;
+        let (ran, _) = pg.execute_group(&sts, None, run_as_client(jobs))?;
         let mut ran = ran.into_iter();
         Ok(jobs
             .iter()

@@ -196,7 +196,7 @@ impl DbService {
         let reply = self.reply_fn(ctx, conn, id, tables);
         let job = Job {
             work,
-            idempotency_key: caller.scoped_key(&req.idempotency_key),
+            idempotency_key: caller.scoped_key(req.idempotency_key),
             caller,
             limit,
             consistency,

@@ -185,6 +185,18 @@ pub fn open_client_writer(
     busy: Duration,
     memory: SqliteMemory,
 ) -> Result<Conn, DbError> {
+    open_read_write(path, busy, memory, 256, true)
+}
+
+/// A read-write connection to an existing database with durable commits, its statement cache
+/// holding `cache` statements; a client connection when `client`.
+fn open_read_write(
+    path: &Path,
+    busy: Duration,
+    memory: SqliteMemory,
+    cache: usize,
+    client: bool,
+) -> Result<Conn, DbError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -192,8 +204,8 @@ pub fn open_client_writer(
     conn.busy_timeout(busy)?;
     tune(&conn, memory)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.set_prepared_statement_cache_capacity(256);
-    Ok(Conn::new(conn, true))
+    conn.set_prepared_statement_cache_capacity(cache);
+    Ok(Conn::new(conn, client))
 }
 
 /// Opens a read-only connection (a WAL reader never blocks the writer or other readers), a
@@ -234,15 +246,7 @@ pub fn open_txn(
     memory: SqliteMemory,
     client: bool,
 ) -> Result<Conn, DbError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(busy)?;
-    tune(&conn, memory)?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(Conn::new(conn, client))
+    open_read_write(path, busy, memory, 64, client)
 }
 
 /// A request's value as SQLite binds it, borrowed (text and blobs are not copied here).
@@ -373,14 +377,14 @@ fn run(
     // A client's CREATE is prepared afresh, so the authorizer sees (and names) every view it
     // makes; everything else comes from the cache, whose entries were all prepared under this
     // connection's authorizer.
-    let fresh_prepare =
-        sandbox.is_some() && super::workers::first_keyword(&st.sql).eq_ignore_ascii_case("CREATE");
-    if let Some(s) = sandbox {
+    let creating =
+        sandbox.filter(|_| super::workers::first_keyword(&st.sql).eq_ignore_ascii_case("CREATE"));
+    if let Some(s) = creating {
         s.clear_views();
     }
     let mut fresh;
     let mut cached;
-    let stmt: &mut rusqlite::Statement<'_> = if fresh_prepare {
+    let stmt: &mut rusqlite::Statement<'_> = if creating.is_some() {
         fresh = conn.prepare(&st.sql)?;
         &mut fresh
     } else {
@@ -397,7 +401,7 @@ fn run(
     let mut rows = stmt.raw_query();
     let (rows_out, done) = read_rows(&mut rows, ncols, usize::MAX, limit, None)?;
     drop(rows);
-    if let Some(s) = sandbox {
+    if let Some(s) = creating {
         check_views(conn, s)?;
     }
     let mut out = StatementResult {
@@ -431,11 +435,7 @@ fn check_views(conn: &Connection, sandbox: &Sandbox) -> Result<(), DbError> {
         }
         let e = DbError::from(e);
         return Err(DbError::new(
-            if e.code == ErrorCode::Forbidden {
-                ErrorCode::Forbidden
-            } else {
-                e.code
-            },
+            e.code,
             format!(
                 "view {view} refused: its body cannot be read by clients ({})",
                 e.message

@@ -32,7 +32,9 @@ use log::{error, info};
 use prost::Message as _;
 
 use crate::monitor::Monitor;
-use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
+use crate::pool::{
+    for_each_identity, idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers,
+};
 use crate::queue::JobQueue;
 use crate::sqlite::{self, Conn, DbError};
 use crate::turn::WriteTurn;
@@ -179,21 +181,6 @@ impl Worker for Reader {
             }
         });
     }
-}
-
-/// Runs `f` on the servers' jobs of `jobs`, then on the clients' (`true`), taking them out;
-/// without a copy when the group has one identity only (the usual case).
-pub(crate) fn for_each_identity(jobs: &mut Vec<Job>, mut f: impl FnMut(bool, &mut Vec<Job>)) {
-    let Some(first) = jobs.first().map(|j| j.caller.sandboxed) else {
-        return;
-    };
-    if jobs.iter().all(|j| j.caller.sandboxed == first) {
-        return f(first, jobs);
-    }
-    let (mut clients, mut servers): (Vec<Job>, Vec<Job>) =
-        jobs.drain(..).partition(|j| j.caller.sandboxed);
-    f(false, &mut servers);
-    f(true, &mut clients);
 }
 
 fn read(conn: &Conn, writer: &JobQueue, monitor: &Monitor, job: Job, index: u64) {

@@ -37,12 +37,9 @@ impl Caller {
 
     /// `key` in this caller's namespace: the same key from another user is another key. The
     /// user's length comes first, so no (user, key) pair can spell another's.
-    pub fn scoped_key(&self, key: &str) -> String {
-        if key.is_empty() {
-            return String::new();
-        }
-        if self.user.is_empty() && !self.sandboxed {
-            return key.to_string();
+    pub fn scoped_key(&self, key: String) -> String {
+        if key.is_empty() || (self.user.is_empty() && !self.sandboxed) {
+            return key;
         }
         let who = if self.sandboxed { "c" } else { "s" };
         format!("{who}{}:{}:{key}", self.user.len(), self.user)
@@ -183,13 +180,14 @@ mod tests {
             sandboxed: true,
             user: u.into(),
         };
-        assert_eq!(Caller::server().scoped_key("k"), "k");
-        assert_eq!(user("alice").scoped_key(""), "");
-        assert_ne!(user("alice").scoped_key("k"), user("bob").scoped_key("k"));
+        let key = |c: Caller, k: &str| c.scoped_key(k.to_string());
+        assert_eq!(key(Caller::server(), "k"), "k");
+        assert_eq!(key(user("alice"), ""), "");
+        assert_ne!(key(user("alice"), "k"), key(user("bob"), "k"));
         // No pair spells another: the user's length is part of the key.
-        assert_ne!(user("a:1").scoped_key("b"), user("a").scoped_key("1:b"));
+        assert_ne!(key(user("a:1"), "b"), key(user("a"), "1:b"));
         // A client's key never meets a server's.
-        assert_ne!(user("").scoped_key("k"), Caller::server().scoped_key("k"));
+        assert_ne!(key(user(""), "k"), key(Caller::server(), "k"));
     }
 
     #[test]
