@@ -5,7 +5,8 @@
 # answered from the document cache). Servers --threads 1 on core 0, the client on core 1 (B's
 # loadgen for both). Prints the raw lines, then per build and shape the median rps and the
 # servers' CPU µs per request, and B's ratio to A.
-# usage: benches/ab.sh A_BIN_DIR B_BIN_DIR   (env: SECS=5 RUNS=3; needs wrk and curl)
+# usage: benches/ab.sh A_BIN_DIR B_BIN_DIR   (env: SECS=5 RUNS=3; needs wrk and curl;
+#        PG_URL=postgresql://…: db-server on that PostgreSQL instead of a fresh SQLite file)
 #   e.g. a worktree of the old commit built with CARGO_TARGET_DIR=/tmp/old, then
 #        benches/ab.sh /tmp/old/release target/release
 set -euo pipefail
@@ -24,7 +25,9 @@ run_round() { # label bin_dir round
   local label=$1 bin=$2 round=$3 dbp port http db ts
   dbp=$(free_port) port=$(free_port) http=$(free_port)
   rm -f "$work/ab.db"*
-  taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$dbp" --sqlite "$work/ab.db" --threads 1 \
+  local backend=(--sqlite "$work/ab.db")
+  [ -n "${PG_URL:-}" ] && backend=(--postgres "$PG_URL")
+  taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$dbp" "${backend[@]}" --threads 1 \
     >"$work/db.log" 2>&1 &
   db=$!
   wait_port "$dbp"
@@ -60,7 +63,7 @@ run_round() { # label bin_dir round
   kill "$ts" "$db"; wait "$ts" "$db" 2>/dev/null || true
 }
 
-echo "# $(date -u '+%F %T') UTC, $(nproc) cores, secs=$secs, A=$a B=$b (loadgen from B)"
+echo "# $(date -u '+%F %T') UTC, $(nproc) cores, secs=$secs, A=$a B=$b (loadgen from B), db=$([ -n "${PG_URL:-}" ] && echo PostgreSQL || echo SQLite)"
 for round in $(seq "$runs"); do
   run_round A "$a" "$round"
   run_round B "$b" "$round"
