@@ -7,6 +7,10 @@
 //! test here returns at once and `postgres_suite_skipped_without_postgres` says so, unless
 //! `NETMOD_REQUIRE_PG=1` (set by `.ci/run`),
 //! which turns a missing database into a failure. Each test works in its own schema.
+//!
+//! db-server logs in as an ordinary role (`.ci/pg-cluster` makes `netmod`, owner of the
+//! database `netmod`, and the client login `netmod_client`); `DATABASE_ADMIN_URL`, a
+//! superuser's, serves the tests that make roles or cut connections.
 
 mod common;
 
@@ -57,8 +61,10 @@ fn urls(test: &str) -> Option<(String, Option<String>)> {
 
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
-/// A schema of its own for one test, dropped at the end.
+/// A schema of its own for one test (and the clients' schema db-server makes beside it),
+/// dropped at the end.
 struct Schema {
+    /// A superuser's URL (`DATABASE_ADMIN_URL`, else `DATABASE_URL`).
     admin: String,
     name: String,
     primary: String,
@@ -80,30 +86,33 @@ impl Schema {
             std::process::id(),
             SCHEMAS.fetch_add(1, Ordering::Relaxed)
         );
+        // Made by db-server's own login, which owns it.
         let mut c = PgConn::connect(&primary).expect("DATABASE_URL reachable");
         c.exec(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            "DROP SCHEMA IF EXISTS {name}, {name}_client CASCADE; CREATE SCHEMA {name}"
         ))
         .unwrap();
+        let admin = std::env::var("DATABASE_ADMIN_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| primary.clone());
         Some(Schema {
             primary: with_search_path(&primary, &name),
             replica: replica.map(|r| with_search_path(&r, &name)),
-            admin: primary,
+            admin,
             name,
         })
     }
 
     fn config(&self, replicas: Vec<String>) -> PgConfig {
         PgConfig {
-            url: self.primary.clone(),
             replicas,
             readers: 2,
             writers: 4,
-            queue: 10_000,
             max_txns: 16,
             replica_wait: Duration::from_secs(5),
             replica_retry: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
+            ..PgConfig::new(self.primary.clone())
         }
     }
 
@@ -129,7 +138,10 @@ impl Schema {
 impl Drop for Schema {
     fn drop(&mut self) {
         if let Ok(mut c) = PgConn::connect(&self.admin) {
-            let _ = c.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+            let _ = c.exec(&format!(
+                "DROP SCHEMA IF EXISTS {0}, {0}_client CASCADE",
+                self.name
+            ));
         }
     }
 }
@@ -1135,43 +1147,287 @@ fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_the
     assert_eq!(count(&mut c, "_netmod_users"), 2);
 }
 
+/// A client login that may do more than its documented rights (or cannot log in, or does not
+/// exist) is not used: db-server's own work goes on, and client statements are refused
+/// FORBIDDEN saying why.
 #[test]
-fn pg_without_the_right_to_make_the_role_sandboxed_statements_fail_closed() {
-    let Some(schema) = Schema::new("sandbox-closed") else {
+fn pg_a_client_login_with_rights_beyond_its_own_is_not_used() {
+    let Some(schema) = Schema::new("login-refused") else {
         return;
     };
-    // A login that may not create or grant roles, as on many managed databases.
-    let user = format!("{}_plain", schema.name);
     let mut admin = PgConn::connect(&schema.admin).unwrap();
+    let strong = format!("{}_strong", schema.name);
+    let temp = format!("{}_temp", schema.name);
+    let nologin = format!("{}_nologin", schema.name);
     admin
         .exec(&format!(
-            "CREATE ROLE {user} LOGIN; GRANT ALL ON SCHEMA {} TO {user}",
-            schema.name
+            "CREATE ROLE {strong} LOGIN; GRANT pg_read_server_files TO {strong};
+             CREATE ROLE {temp} LOGIN; GRANT TEMP ON DATABASE netmod TO {temp};
+             CREATE ROLE {nologin} NOLOGIN"
         ))
         .unwrap();
-    let url = schema
-        .primary
-        .replacen("://postgres@", &format!("://{user}@"), 1);
-    assert_ne!(url, schema.primary, "DATABASE_URL names the postgres user");
-    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
-        url,
-        ..schema.config(vec![])
-    }));
-    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
-    c.execute("CREATE TABLE notes (id BIGINT PRIMARY KEY)", vec![])
-        .unwrap();
-    // db-server serves its own clients, but a client statement does not run unsandboxed.
-    assert_eq!(
-        code(c.data(&sandboxed(exec("SELECT * FROM notes", vec![])))),
-        ErrorCode::Forbidden
-    );
-    assert_eq!(count(&mut c, "notes"), 0);
-    drop(c);
-    drop(srv);
+    let db_server_user = {
+        let mut c = PgConn::connect(&schema.primary).unwrap();
+        let r = c.query("SELECT current_user", &[]).unwrap();
+        String::from_utf8(r.value(0, 0).unwrap().to_vec()).unwrap()
+    };
+    for (role, why) in [
+        (strong.as_str(), "pg_read_server_files"),
+        (temp.as_str(), "temporary tables"),
+        (nologin.as_str(), "may not log in"),
+        ("no_such_role_here", "does not exist"),
+        (db_server_user.as_str(), "db-server's own login"),
+        ("Bad-Name", "not a name"),
+    ] {
+        let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+            client_role: role.into(),
+            ..schema.config(vec![])
+        }));
+        let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+        c.execute("CREATE TABLE IF NOT EXISTS notes (id BIGINT)", vec![])
+            .unwrap();
+        for r in [
+            sandboxed(exec("SELECT * FROM notes", vec![])),
+            sandboxed(exec("INSERT INTO notes VALUES (1)", vec![])),
+            sandboxed(req(data_request::Kind::Begin(TxnBegin {
+                timeout_ms: 5000,
+                idle_ms: 5000,
+            }))),
+        ] {
+            match c.data(&r) {
+                Err(ClientError::Server { code, message }) => {
+                    assert_eq!(code, ErrorCode::Forbidden, "{role}: {message}");
+                    assert!(message.contains(why), "{role}: {message}");
+                }
+                other => panic!("{role}: {other:?}"),
+            }
+        }
+        assert_eq!(count(&mut c, "notes"), 0);
+    }
     let _ = admin.exec(&format!(
-        "DROP SCHEMA {} CASCADE; DROP OWNED BY {user}; DROP ROLE {user}",
-        schema.name
+        "REVOKE TEMP ON DATABASE netmod FROM {temp}; DROP OWNED BY {strong}, {temp}, {nologin};
+         DROP ROLE {strong}, {temp}, {nologin}"
     ));
+}
+
+/// Issue 23's rights check: what the client login may do, read from PostgreSQL's catalogs,
+/// is exactly what docs/operations.md documents — and nothing beyond it.
+#[test]
+fn pg_the_client_role_holds_exactly_its_documented_rights() {
+    let Some(schema) = Schema::new("rights") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS _netmod_users (name TEXT PRIMARY KEY, secret_hash TEXT)",
+        "CREATE TABLE docs (name TEXT PRIMARY KEY, content TEXT, id BIGSERIAL)",
+    ] {
+        c.execute(sql, vec![]).unwrap();
+    }
+    // The client makes a table of its own: it lands in its schema.
+    c.data(&sandboxed(exec("CREATE TABLE mine (id BIGINT)", vec![])))
+        .unwrap();
+    let mut admin = PgConn::connect(&schema.admin).unwrap();
+    let one = |admin: &mut PgConn, sql: &str| -> String {
+        let r = admin.query(sql, &[]).unwrap();
+        String::from_utf8(r.value(0, 0).unwrap_or_default().to_vec()).unwrap()
+    };
+    let role = "netmod_client";
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT concat_ws(',', rolsuper, rolinherit, rolcreaterole, rolcreatedb,
+                                  rolcanlogin, rolreplication, rolbypassrls)
+                 FROM pg_roles WHERE rolname = '{role}'"
+            )
+        ),
+        "f,t,f,f,t,f,f",
+        "attributes: LOGIN only"
+    );
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                 WHERE r.rolname = '{role}'"
+            )
+        ),
+        "0",
+        "a member of no role"
+    );
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT concat_ws(',',
+                    has_database_privilege('{role}', current_database(), 'CONNECT'),
+                    has_database_privilege('{role}', current_database(), 'TEMP'),
+                    has_database_privilege('{role}', current_database(), 'CREATE'))"
+            )
+        ),
+        "t,f,f",
+        "database: CONNECT only"
+    );
+    let s = &schema.name;
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT concat_ws(',',
+                    has_schema_privilege('{role}', '{s}', 'USAGE'),
+                    has_schema_privilege('{role}', '{s}', 'CREATE'),
+                    has_schema_privilege('{role}', '{s}_client', 'USAGE'),
+                    has_schema_privilege('{role}', '{s}_client', 'CREATE'),
+                    (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = '{s}_client'))"
+            )
+        ),
+        format!("t,f,t,t,{}", one(&mut admin, &format!("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = '{s}'"))),
+        "schemas: the servers' to use, its own to create in (owned by db-server's role)"
+    );
+    // Every relation of the servers' schema, with every right the role holds on it.
+    let rights = one(
+        &mut admin,
+        &format!(
+            "SELECT string_agg(c.relname || ':' || (
+                 SELECT coalesce(string_agg(p, ' ' ORDER BY p), '-')
+                 FROM unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES',
+                                   'TRIGGER']) p
+                 WHERE c.relkind <> 'S' AND has_table_privilege('{role}', c.oid, p)
+                    OR c.relkind = 'S' AND p IN ('SELECT', 'UPDATE')
+                       AND has_sequence_privilege('{role}', c.oid, p)), ';' ORDER BY c.relname)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{s}' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
+        ),
+    );
+    assert_eq!(
+        rights,
+        "_netmod_idempotency:-;_netmod_secret:-;_netmod_users:-;\
+         docs:DELETE INSERT SELECT UPDATE;docs_id_seq:SELECT",
+        "the servers' relations"
+    );
+    // Functions of the servers' schema it may run: the two that need db-server's proof.
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p
+                 JOIN pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = '{s}' AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
+            )
+        ),
+        "_netmod_claim,_netmod_store"
+    );
+    // And the role's own objects live in its schema only.
+    assert_eq!(
+        one(
+            &mut admin,
+            &format!(
+                "SELECT string_agg(n.nspname || '.' || c.relname, ',') FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relowner = '{role}'::regrole"
+            )
+        ),
+        format!("{s}_client.mine")
+    );
+}
+
+/// Issue 23, findings 3 and 6 on PostgreSQL: a client cannot take db-server's identity (a
+/// role switch from inside a query), reach server files or programs, plant a trigger on a
+/// table the servers write, or forge an idempotency record; afterwards the servers'
+/// statements behave as before.
+#[test]
+fn pg_a_client_cannot_act_as_db_server_or_the_database_os_user() {
+    let Some(schema) = Schema::new("identity") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS _netmod_users (name TEXT PRIMARY KEY, secret_hash TEXT)",
+        "INSERT INTO _netmod_users VALUES ('admin', 'argon2-hash')",
+        "CREATE TABLE docs (name TEXT PRIMARY KEY, content TEXT)",
+    ] {
+        c.execute(sql, vec![]).unwrap();
+    }
+    let db_server_user = {
+        let mut pg = PgConn::connect(&schema.primary).unwrap();
+        let r = pg.query("SELECT current_user", &[]).unwrap();
+        String::from_utf8(r.value(0, 0).unwrap().to_vec()).unwrap()
+    };
+    let client = |sql: &str| as_user(exec(sql, vec![]), "mallory");
+    let s = &schema.name;
+    let attacks = [
+        // Finding 6: the role set back from inside a query.
+        format!(
+            "SELECT s, query_to_xml('select name, secret_hash from {s}._netmod_users', true, true, '')
+             FROM (SELECT set_config('role', '{db_server_user}', false) s) x"
+        ),
+        "SELECT set_config('role', 'postgres', false)".to_string(),
+        format!("SET ROLE {db_server_user}"),
+        "SELECT pg_read_file('/etc/passwd')".to_string(),
+        "COPY (SELECT 1) TO PROGRAM 'id'".to_string(),
+        "COPY (SELECT 1) TO '/tmp/netmod-pwned'".to_string(),
+        "SELECT lo_import('/etc/passwd')".to_string(),
+        // Finding 3: a trigger where the servers write, a temporary table to hide theirs.
+        "CREATE FUNCTION grab() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$"
+            .to_string(),
+        format!("CREATE TRIGGER t BEFORE INSERT ON {s}.docs FOR EACH ROW EXECUTE FUNCTION grab()"),
+        "CREATE TEMP TABLE docs (name TEXT, content TEXT)".to_string(),
+        format!("ALTER TABLE {s}.docs RENAME TO docs_real"),
+        format!("CREATE TABLE {s}.sneaky (x INT)"),
+        // Forging or reading an idempotency record without db-server's proof.
+        format!("SELECT {s}._netmod_claim('guess', 'alice-k', 1)"),
+        format!("SELECT {s}._netmod_store('guess', 'alice-k', '\\x00')"),
+        format!("SELECT token FROM {s}._netmod_secret"),
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename <> current_user"
+            .to_string(),
+    ];
+    for sql in &attacks {
+        match c.data(&client(sql)) {
+            // The function a trigger would call may be made (in the client's own schema).
+            Ok(_) if sql.starts_with("CREATE FUNCTION grab") => {}
+            // Terminating others' backends is refused row by row: false, never true.
+            Ok(r) if sql.starts_with("SELECT pg_terminate_backend") => {
+                let Some(data_response::Kind::Result(res)) = r.kind else {
+                    panic!("{sql}: {r:?}")
+                };
+                assert!(
+                    res.rows.iter().all(|row| row.values[0] != Value::int(1)),
+                    "{sql}: {res:?}"
+                );
+            }
+            Err(ClientError::Server { code, message }) => assert!(
+                matches!(code, ErrorCode::Forbidden | ErrorCode::UnknownTable),
+                "{sql}: {code:?} {message}"
+            ),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/netmod-pwned").exists());
+    // The servers' writes and reads as before: no trigger, no shadow, the real rows.
+    c.execute("INSERT INTO docs VALUES ('a', 'x')", vec![])
+        .unwrap();
+    let (r, _) = result(&mut c, &exec("SELECT content FROM docs", vec![]));
+    assert_eq!(r.rows.len(), 1);
+    let mut admin = PgConn::connect(&schema.admin).unwrap();
+    let triggers = admin
+        .query(
+            &format!("SELECT count(*) FROM pg_trigger WHERE tgrelid = '{s}.docs'::regclass"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(triggers.value(0, 0), Some(&b"0"[..]));
+    let (r, _) = result(
+        &mut c,
+        &exec("SELECT secret_hash FROM _netmod_users", vec![]),
+    );
+    assert_eq!(r.rows[0].values[0], Value::text("argon2-hash"));
+    // Clients share docs' rows, as documented.
+    c.data(&client("INSERT INTO docs VALUES ('b', 'client')"))
+        .unwrap();
+    assert_eq!(count(&mut c, "docs"), 2);
 }
 
 /// `host:port` of a `postgresql://user@host:port/db…` URL.
@@ -1493,13 +1749,18 @@ fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
     c.execute("DELETE FROM _netmod_users WHERE name = 'admin'", vec![])
         .unwrap();
     assert_eq!(count(&mut c, "_netmod_users"), 0);
+    // No keyword filter stands in the way any more, and none is needed: the database refuses
+    // a role switch (finding 7's comment tricks included), and DO runs as the client login.
     for sql in [
         "/* /* */ */ SET ROLE postgres",
-        "-- x\rDO $$ BEGIN PERFORM 1; END $$",
-        "/* a /* b */ c */ RESET ROLE",
+        "/* /* */ */ SET ROLE netmod",
+        "SET SESSION AUTHORIZATION postgres",
     ] {
         assert_eq!(code(c.data(&client(sql))), ErrorCode::Forbidden, "{sql}");
     }
+    c.data(&client("-- x\rDO $$ BEGIN PERFORM 1; END $$"))
+        .unwrap();
+    c.data(&client("/* a /* b */ c */ RESET ROLE")).unwrap();
     // The same key from two users: two writes, each user's own answer.
     let keyed = |user: &str| {
         let mut r = as_user(

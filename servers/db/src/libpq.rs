@@ -221,6 +221,11 @@ pub struct PgConn {
     prepared: HashMap<String, Vec<Prepared>>,
     count: usize,
     next_name: u64,
+    /// Statements go unnamed (parsed with each run) rather than prepared and cached: see
+    /// [`PgConn::prepare_nothing`].
+    unnamed: bool,
+    /// Set by [`PgConn::give_up`]: the connection counts as broken.
+    given_up: bool,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -327,6 +332,8 @@ impl PgConn {
             prepared: HashMap::new(),
             count: 0,
             next_name: 0,
+            unnamed: false,
+            given_up: false,
         };
         if !conn.is_ok() {
             return Err(PgError {
@@ -351,7 +358,14 @@ impl PgConn {
     /// True while the connection is usable.
     pub fn is_ok(&self) -> bool {
         // SAFETY: valid connection pointer.
-        unsafe { ffi::PQstatus(self.raw.as_ptr()) == ffi::ConnStatusType::CONNECTION_OK }
+        !self.given_up
+            && unsafe { ffi::PQstatus(self.raw.as_ptr()) == ffi::ConnStatusType::CONNECTION_OK }
+    }
+
+    /// Marks the connection as broken (its session is in a state nobody knows): from now on
+    /// [`PgConn::is_ok`] is false, and its owner replaces it.
+    pub fn give_up(&mut self) {
+        self.given_up = true;
     }
 
     /// The transaction state after the last command.
@@ -457,11 +471,21 @@ impl PgConn {
         })
     }
 
+    /// From now on, statements are sent unnamed, parsed again with each run, and nothing is
+    /// kept prepared on the server: for a connection whose statements may themselves
+    /// `DEALLOCATE` (or `PREPARE` a name), which a statement cache could not survive.
+    /// Statements still go in one round trip each (parse, bind and execute together).
+    pub fn prepare_nothing(&mut self) {
+        self.unnamed = true;
+    }
+
     fn send(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), PgError> {
         let name = self.prepare(sql, params)?;
         self.send_prepared(&name, params)
     }
 
+    /// Sends the statement `name` names: a prepared statement's name, or (unnamed mode, see
+    /// [`PgConn::prepare`]) the SQL text itself.
     fn send_prepared(&mut self, name: &CStr, params: &[Param<'_>]) -> Result<(), PgError> {
         let mut texts: Vec<Option<Vec<u8>>> = Vec::with_capacity(params.len());
         let mut formats: Vec<c_int> = Vec::with_capacity(params.len());
@@ -498,18 +522,36 @@ impl PgConn {
             .iter()
             .map(|t| t.as_ref().map_or(std::ptr::null(), |v| v.as_ptr().cast()))
             .collect();
-        // SAFETY: every pointer array has `params.len()` entries and outlives the call; text
-        // values are NUL-terminated, binary ones have their lengths.
-        let sent = unsafe {
-            ffi::PQsendQueryPrepared(
-                self.raw.as_ptr(),
-                name.as_ptr(),
-                params.len() as c_int,
-                values.as_ptr(),
-                lengths.as_ptr(),
-                formats.as_ptr(),
-                0,
-            )
+        let sent = if self.unnamed {
+            let types: Vec<Oid> = params.iter().map(Param::type_oid).collect();
+            // SAFETY: as below, plus a types array of `params.len()` entries; `name` is the
+            // NUL-terminated SQL text.
+            unsafe {
+                ffi::PQsendQueryParams(
+                    self.raw.as_ptr(),
+                    name.as_ptr(),
+                    params.len() as c_int,
+                    types.as_ptr(),
+                    values.as_ptr(),
+                    lengths.as_ptr(),
+                    formats.as_ptr(),
+                    0,
+                )
+            }
+        } else {
+            // SAFETY: every pointer array has `params.len()` entries and outlives the call;
+            // text values are NUL-terminated, binary ones have their lengths.
+            unsafe {
+                ffi::PQsendQueryPrepared(
+                    self.raw.as_ptr(),
+                    name.as_ptr(),
+                    params.len() as c_int,
+                    values.as_ptr(),
+                    lengths.as_ptr(),
+                    formats.as_ptr(),
+                    0,
+                )
+            }
         };
         if sent == 0 {
             return Err(PgError {
@@ -633,8 +675,12 @@ impl PgConn {
         Ok(())
     }
 
-    /// The name of `sql` prepared for these parameter types, preparing it if needed.
+    /// The name of `sql` prepared for these parameter types, preparing it if needed; in
+    /// unnamed mode the SQL text, to be sent as it is.
     fn prepare(&mut self, sql: &str, params: &[Param<'_>]) -> Result<CString, PgError> {
+        if self.unnamed {
+            return CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"));
+        }
         let same = |p: &Prepared| {
             p.types.len() == params.len()
                 && p.types.iter().zip(params).all(|(t, v)| *t == v.type_oid())

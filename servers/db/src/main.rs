@@ -59,6 +59,11 @@ struct Args {
     /// at once (UNAVAILABLE) meanwhile.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     postgres_timeout_secs: u64,
+    /// PostgreSQL: the login role statements sent through test-server run as, on connections
+    /// of their own (an ordinary LOGIN role an administrator creates; docs/operations.md has
+    /// the lines). Its password, if it needs one, comes from NETMOD_PG_CLIENT_PASSWORD.
+    #[arg(long, default_value = db::sandbox::PG_ROLE, value_name = "ROLE")]
+    pg_client_role: String,
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
@@ -120,6 +125,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 replica_wait: Duration::from_millis(args.replica_wait_ms),
                 replica_retry: Duration::from_secs(5),
                 timeout: Duration::from_secs(args.postgres_timeout_secs),
+                client_role: args.pg_client_role.clone(),
+                client_password: std::env::var("NETMOD_PG_CLIENT_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
             }),
             format!("PostgreSQL with {} replica(s)", args.replica.len()),
         ),

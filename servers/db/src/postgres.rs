@@ -11,9 +11,10 @@ mod client_role;
 mod txn;
 mod values;
 
+pub use client_role::{valid_role_name, ClientLogin};
 pub use txn::txn_opener;
 
-use client_role::{creates, SET_CLIENT_ROLE};
+use client_role::creates;
 use values::{columns, param, rows_of};
 pub use values::{parse_lsn, unhex};
 
@@ -56,14 +57,41 @@ const TRANSLATED_CAPACITY: usize = 512;
 /// Rows fetched from the server at a time while reading a result.
 const CHUNK_ROWS: usize = 256;
 
-/// A connection with the statement caches of the backend.
+/// A connection with the statement caches of the backend: a server connection (db-server's
+/// own login, the servers' schema only on its search path) or a client connection (the client
+/// login, see [`ClientLogin`]).
 #[derive(Debug)]
 pub struct Pg {
     conn: PgConn,
     translated: HashMap<String, Arc<Translated>>,
     /// The session's settings, set again after every client statement (`RESET ALL` then
-    /// these): temporary objects searched last, then what the worker set ([`Pg::set_session`]).
+    /// these): the search path, then what the worker set ([`Pg::set_session`]).
     session: Vec<String>,
+    /// A client connection: every statement is followed by [`CLIENT_RESET`] and the
+    /// session's settings, in the same round trip.
+    client: bool,
+    /// On a server connection, the client role that tables it creates are shared with.
+    share_with: Option<String>,
+    /// Client statements are followed by the resets (see [`Pg::owned_by_one`]).
+    resets: bool,
+}
+
+/// What follows each client statement, in the same round trip: nothing it set or left in the
+/// session outlives it — settings (`SET`, or `set_config` from inside a function), cursors,
+/// prepared statements, `LISTEN`s, session advisory locks, temporary tables. Each runs inside
+/// a transaction block too (a statement of a group). The connection's own settings follow.
+const CLIENT_RESET: &[&str] = &[
+    "RESET ALL",
+    "CLOSE ALL",
+    "DEALLOCATE ALL",
+    "UNLISTEN *",
+    "SELECT pg_advisory_unlock_all()",
+    "DISCARD TEMP",
+];
+
+/// `name` quoted as a PostgreSQL identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Commands that only read.
@@ -93,6 +121,10 @@ fn reads_only(command: &str) -> bool {
 pub struct Endpoint {
     url: String,
     defaults: Vec<(&'static str, String)>,
+    /// Connections log in as the client login instead of the URL's user.
+    client: Option<Arc<ClientLogin>>,
+    /// Server connections share the tables they create with this client role.
+    share_with: Option<String>,
 }
 
 impl Endpoint {
@@ -115,17 +147,57 @@ impl Endpoint {
         Endpoint {
             url: url.into(),
             defaults,
+            client: None,
+            share_with: None,
         }
     }
 
-    /// Opens a connection.
+    /// Server connections to this endpoint share the tables they create with `role` (rows
+    /// only; see [`ClientLogin`]).
+    pub fn sharing_with(self, role: &str) -> Endpoint {
+        Endpoint {
+            share_with: valid_role_name(role).then(|| role.to_string()),
+            ..self
+        }
+    }
+
+    /// The same server, logging in as the client login (its user and password replace the
+    /// URL's): where client statements run.
+    pub fn as_client(&self, login: Arc<ClientLogin>) -> Endpoint {
+        Endpoint {
+            client: Some(login),
+            ..self.clone()
+        }
+    }
+
+    /// Opens a connection. For the client login, refused (`FORBIDDEN`) without connecting
+    /// when db-server found at start that the login may not be used (see [`ClientLogin`]).
     pub fn connect(&self) -> Result<Pg, DbError> {
         let defaults: Vec<(&str, &str)> = self
             .defaults
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
-        Pg::start(PgConn::connect_with(&self.url, &defaults)?)
+        let Some(login) = &self.client else {
+            let mut pg = Pg::start(PgConn::connect_with(&self.url, &defaults)?)?;
+            pg.share_with.clone_from(&self.share_with);
+            return Ok(pg);
+        };
+        login.usable()?;
+        let overrides = [
+            ("user", login.role.as_str()),
+            ("password", login.password.as_deref().unwrap_or("")),
+        ];
+        let conn = PgConn::connect_params(&self.url, &defaults, &overrides).map_err(|e| {
+            DbError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the client login ({}) could not connect: {}",
+                    login.role, e.message
+                ),
+            )
+        })?;
+        Pg::start_client(conn, login)
     }
 
     /// The URL without its password, for logs.
@@ -149,31 +221,73 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Pg {
-    /// Connects to `url` with libpq's defaults (see [`Endpoint`] for bounded waits).
+    /// Connects to `url` with libpq's defaults (see [`Endpoint`] for bounded waits), as a
+    /// server connection.
     pub fn connect(url: &str) -> Result<Pg, DbError> {
         Pg::start(PgConn::connect(url)?)
     }
 
-    /// A new connection's session: the search path it was given, with `pg_temp` named last,
-    /// so that a temporary table (which a client statement may have left behind before the
-    /// reset that follows it) never hides a permanent one from a server statement.
+    /// A server connection's session: the search path fixed to the servers' schema (the
+    /// first schema of the path the URL gave that exists, PostgreSQL's `current_schema()`)
+    /// and `pg_temp`, named last so that no temporary table hides a server table. The client
+    /// login may not create anything in that schema (db-server checks at start), so no
+    /// client object can change what an unqualified name in a server statement means.
     fn start(conn: PgConn) -> Result<Pg, DbError> {
         let mut pg = Pg {
             conn,
             translated: HashMap::new(),
             session: Vec::new(),
+            client: false,
+            share_with: None,
+            resets: false,
         };
-        let path = pg
-            .scalar("SELECT current_setting('search_path')", &[])?
-            .and_then(|p| String::from_utf8(p).ok())
-            .unwrap_or_default();
-        let path = if path.trim().is_empty() {
-            "pg_temp".to_string()
-        } else {
-            format!("{path}, pg_temp")
-        };
-        pg.set_session(&format!("SET search_path = {path}"))?;
+        let schema = pg.schema()?;
+        pg.set_session(&format!(
+            "SET search_path = {}, pg_temp",
+            quote_ident(&schema)
+        ))?;
         Ok(pg)
+    }
+
+    /// A client connection's session: statements unnamed (a client may `DEALLOCATE`), the
+    /// client schema then the servers' on the search path.
+    fn start_client(mut conn: PgConn, login: &ClientLogin) -> Result<Pg, DbError> {
+        conn.prepare_nothing();
+        let mut pg = Pg {
+            conn,
+            translated: HashMap::new(),
+            session: Vec::new(),
+            client: true,
+            share_with: None,
+            resets: true,
+        };
+        pg.set_session(&login.search_path())?;
+        Ok(pg)
+    }
+
+    /// The schema unqualified names are created in (`current_schema()`).
+    pub fn schema(&mut self) -> Result<String, DbError> {
+        self.scalar("SELECT current_schema()", &[])?
+            .and_then(|p| String::from_utf8(p).ok())
+            .ok_or_else(|| {
+                DbError::new(
+                    ErrorCode::BadRequest,
+                    "no schema of the search path exists (set one with the URL's \
+                     options=-csearch_path%3D…, or create a schema named after the user)",
+                )
+            })
+    }
+
+    /// True for a client connection.
+    pub fn is_client(&self) -> bool {
+        self.client
+    }
+
+    /// This client connection serves one caller and is closed after (an interactive
+    /// transaction, a cursor): its statements go without the resets, as nothing they leave
+    /// can reach another caller.
+    pub fn owned_by_one(&mut self) {
+        self.resets = false;
     }
 
     /// Runs a session setting (`SET …`, no parameters) and keeps it: it is set again after
@@ -284,11 +398,10 @@ impl Pg {
         &mut self,
         st: &Statement,
         limit: Limit,
-        client: bool,
     ) -> Result<(StatementResult, bool), DbError> {
-        if client {
-            // As the client role, in the same round trip (see `execute_many`).
-            let (mut out, _) = self.execute_many(&[(st, limit)], false, None, true)?;
+        if self.resets {
+            // With the resets, in the same round trip (see `execute_many`).
+            let (mut out, _) = self.execute_many(&[(st, limit)], false, None)?;
             return out
                 .pop()
                 .flatten()
@@ -303,7 +416,7 @@ impl Pg {
             Err(Fail::Aborted) => Err(DbError::new(ErrorCode::Internal, "statement not run")),
         };
         drop(stream);
-        if r.is_ok() && creates(&st.sql, client) {
+        if r.is_ok() && !self.client && creates(&st.sql) {
             self.after_create();
         }
         r
@@ -321,7 +434,6 @@ impl Pg {
         sts: &[(&Statement, Limit)],
         together: bool,
         then: Option<&str>,
-        client: bool,
     ) -> Result<
         (
             Vec<Option<Result<(StatementResult, bool), DbError>>>,
@@ -331,21 +443,20 @@ impl Pg {
     > {
         let start = Instant::now();
         if let ([(st, limit)], None) = (sts, then) {
-            if client {
-                return self.pipelined(sts, together, then, start, true);
+            if self.resets {
+                return self.pipelined(sts, together, then, start);
             }
             // One statement alone: no pipeline needed.
-            return match self.execute(st, *limit, false) {
+            return match self.execute(st, *limit) {
                 Err(e) if e.code == ErrorCode::Unavailable && !self.is_ok() => Err(e),
                 r => Ok((vec![Some(r)], None)),
             };
         }
-        self.pipelined(sts, together, then, start, client)
+        self.pipelined(sts, together, then, start)
     }
 
-    /// `execute_many` over a pipeline. A sandboxed statement runs between `SET ROLE
-    /// netmod_client` and `RESET ROLE` in its own transaction segment, so the role never
-    /// outlives it: a failure rolls the `SET` back with the statement.
+    /// `execute_many` over a pipeline. On a client connection each statement is followed by
+    /// the resets ([`CLIENT_RESET`], then the session's settings).
     #[allow(clippy::type_complexity)]
     fn pipelined(
         &mut self,
@@ -353,7 +464,6 @@ impl Pg {
         together: bool,
         then: Option<&str>,
         start: Instant,
-        client: bool,
     ) -> Result<
         (
             Vec<Option<Result<(StatementResult, bool), DbError>>>,
@@ -374,38 +484,51 @@ impl Pg {
                 Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
-        // The statements on the wire: each one's index in `sts`, or `None` for the role
-        // changes around a sandboxed one.
+        // The statements on the wire: each one's index in `sts`, or `None` for a reset.
+        // On a client connection, resets follow each statement (isolating it from the next
+        // one of the same transaction), and a last reset segment of its own follows the whole
+        // (a failed transaction skips the resets inside it, but a session advisory lock taken
+        // before the failure, say, is not rolled back).
+        let resets: Vec<&str> = if self.resets {
+            CLIENT_RESET
+                .iter()
+                .copied()
+                .chain(self.session.iter().map(String::as_str))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len());
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
         let mut syncs: Vec<usize> = Vec::new();
-        for ((t, p), &i) in bound.iter().zip(&which) {
-            let sandboxed = client;
-            if sandboxed {
-                stmts.push((SET_CLIENT_ROLE, &[]));
-                slot.push(None);
-            }
+        for (k, ((t, p), &i)) in bound.iter().zip(&which).enumerate() {
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
-            if sandboxed {
-                // Nothing the statement set outlives it: role, settings (a function may have
-                // called set_config), temporary objects; then the connection's own settings.
-                for reset in ["RESET ROLE", "RESET ALL", "DISCARD TEMP"]
-                    .into_iter()
-                    .chain(self.session.iter().map(String::as_str))
-                {
+            if !together {
+                syncs.push(stmts.len() - 1);
+            }
+            let last = k + 1 == bound.len();
+            if !(together && last) {
+                for reset in &resets {
                     stmts.push((reset, &[]));
                     slot.push(None);
                 }
+                if !together && !resets.is_empty() {
+                    syncs.push(stmts.len() - 1);
+                }
             }
-            if !together {
+        }
+        if together && !stmts.is_empty() {
+            syncs.push(stmts.len() - 1);
+            for reset in &resets {
+                stmts.push((reset, &[]));
+                slot.push(None);
+            }
+            if !resets.is_empty() {
                 syncs.push(stmts.len() - 1);
             }
         }
         let n = stmts.len();
-        if together && n > 0 {
-            syncs.push(n - 1);
-        }
         if let Some(sql) = then {
             stmts.push((sql, &[]));
         }
@@ -413,9 +536,9 @@ impl Pg {
             return Ok((outcomes, None));
         }
         let mut then_value = None;
-        // A role change that failed (e.g. the role is missing): the statement it guarded
-        // is told why rather than "not run".
-        let mut role_error: Option<DbError> = None;
+        // A reset that failed (other than skipped in a failed transaction) leaves the session
+        // in a state nobody knows: the connection is given up.
+        let mut reset_failed = false;
         self.conn
             .pipeline(&stmts, &syncs, CHUNK_ROWS, |k, stream| {
                 if k >= n {
@@ -438,11 +561,8 @@ impl Pg {
                         Err(e) => Some(e),
                     };
                     if let Some(Fail::Db(e)) = failed.map(Fail::from) {
-                        // Fail closed: without the role, a sandboxed statement does not run.
-                        role_error.get_or_insert(DbError::new(
-                            ErrorCode::Forbidden,
-                            format!("the client sandbox is not available: {}", e.message),
-                        ));
+                        log::warn!("resetting a client connection failed: {}", e.message);
+                        reset_failed = true;
                     }
                     return;
                 };
@@ -453,13 +573,16 @@ impl Pg {
                 outcomes[i] = match r {
                     Ok(r) => Some(Ok(r)),
                     Err(Fail::Db(e)) => Some(Err(e)),
-                    Err(Fail::Aborted) => role_error.take().map(Err),
+                    Err(Fail::Aborted) => None,
                 };
             })?;
+        if reset_failed {
+            self.conn.give_up();
+        }
         let created = sts
             .iter()
             .zip(&outcomes)
-            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && creates(&st.sql, client));
+            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && !self.client && creates(&st.sql));
         if created {
             self.after_create();
         }
@@ -476,7 +599,6 @@ impl Pg {
         &mut self,
         sts: &[(&Statement, Limit)],
         then: Option<&str>,
-        client: bool,
     ) -> Result<
         (
             Vec<Result<(StatementResult, bool), DbError>>,
@@ -490,7 +612,7 @@ impl Pg {
         let mut todo: Vec<usize> = (0..sts.len()).collect();
         loop {
             let batch: Vec<(&Statement, Limit)> = todo.iter().map(|&i| sts[i]).collect();
-            let (ran, value) = self.execute_many(&batch, true, then, client)?;
+            let (ran, value) = self.execute_many(&batch, true, then)?;
             let failed = ran.iter().any(|r| !matches!(r, Some(Ok(_))));
             let mut again = Vec::new();
             for (&i, r) in todo.iter().zip(ran) {

@@ -13,6 +13,12 @@
 //! a replica that fails ─► skipped for `replica_retry`, the read goes to the primary
 //! ```
 //!
+//! # Identities
+//!
+//! Every worker keeps server connections (db-server's own login, the servers' schema) and,
+//! for the statements of clients (`sandboxed`), client connections that log in as the client
+//! login ([`ClientLogin`]); a statement only ever runs on a connection of its caller's kind.
+//!
 //! # Commits and the commit index
 //!
 //! A write without an idempotency key runs in autocommit: PostgreSQL group-commits concurrent
@@ -20,7 +26,9 @@
 //! primary's WAL position read after the commit; a replica that has replayed that position
 //! sees the write. A write with a key runs in a transaction that first claims the key (a
 //! concurrent retry waits on it), stores the response with the write, and records the commit
-//! index beside it after the commit, so a retry gets the same reply.
+//! index beside it after the commit, so a retry gets the same reply. A client's write claims
+//! and stores its key on its own client connection, through `_netmod_claim`/`_netmod_store`
+//! (see [`ClientLogin::claim`]); the commit index is recorded from a server connection.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +42,7 @@ use super::error::DbError;
 use super::libpq::Param;
 use super::monitor::Monitor;
 use super::page::Limit;
-use super::postgres::{self, Endpoint, Pg};
+use super::postgres::{self, ClientLogin, Endpoint, Pg};
 use super::queue::JobQueue;
 use super::txn::Txns;
 use super::workers::{starts_with_keyword, Job, Work};
@@ -68,6 +76,30 @@ pub struct PgConfig {
     /// A primary that cannot be reached is tried again once a second, and requests that need
     /// it fail fast meanwhile rather than each waiting out this timeout.
     pub timeout: Duration,
+    /// The login role client statements run as (see [`ClientLogin`]).
+    pub client_role: String,
+    /// Its password; `None`: the server trusts it, or libpq's password file has it.
+    pub client_password: Option<String>,
+}
+
+impl PgConfig {
+    /// The defaults for the primary at `url`: no replicas, two readers and two writers, the
+    /// client login `netmod_client`.
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig {
+            url: url.into(),
+            replicas: Vec::new(),
+            readers: 2,
+            writers: 2,
+            queue: 10_000,
+            max_txns: 64,
+            replica_wait: Duration::from_millis(100),
+            replica_retry: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            client_role: crate::sandbox::PG_ROLE.to_string(),
+            client_password: None,
+        }
+    }
 }
 
 /// How often a primary that could not be reached is tried again.
@@ -85,12 +117,23 @@ const MAX_GROUP: usize = 64;
 /// Connects to the primary (failing fast when it cannot), prepares the server's tables, and
 /// starts the writers and readers on a [`Pool`]. Replicas are connected to lazily.
 pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
-    let primary = Endpoint::new(cfg.url.clone(), cfg.timeout);
+    let primary = Endpoint::new(cfg.url.clone(), cfg.timeout).sharing_with(&cfg.client_role);
     let mut first = primary.connect()?;
-    first.create_meta()?;
+    let mut login = Arc::new(first.create_meta(&cfg.client_role, cfg.client_password.clone())?);
+    if login.refused().is_none() {
+        if let Err(e) = primary.as_client(Arc::clone(&login)).connect() {
+            log::error!(
+                "{}; statements sent through test-server are refused until it can: see \
+                 docs/operations.md, \"On PostgreSQL\"",
+                e.message
+            );
+            login = login.refuse(format!("could not log in ({})", e.message));
+        }
+    }
+    let client = primary.as_client(Arc::clone(&login));
     let counters = Counters::starting_at(first.current_lsn()?);
     let txns = Txns::new(
-        postgres::txn_opener(primary.clone()),
+        postgres::txn_opener(primary.clone(), client.clone()),
         cfg.max_txns,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
@@ -113,6 +156,9 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                     gate: Arc::clone(&gate),
                     probe: false,
                     pg: spare.take(),
+                    client_endpoint: client.clone(),
+                    client: None,
+                    login: Arc::clone(&login),
                     counters: Arc::clone(&counters),
                     monitor: Arc::clone(&monitor),
                 })
@@ -125,6 +171,9 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                     endpoint: primary.clone(),
                     gate: Arc::clone(&gate),
                     primary: None,
+                    client_endpoint: client.clone(),
+                    client_primary: None,
+                    login: Arc::clone(&login),
                     replicas: cfg
                         .replicas
                         .iter()
@@ -132,6 +181,9 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                         .map(|(u, h)| Replica {
                             endpoint: Endpoint::new(u.clone(), cfg.timeout),
                             pg: None,
+                            client_endpoint: Endpoint::new(u.clone(), cfg.timeout)
+                                .as_client(Arc::clone(&login)),
+                            client_pg: None,
                             health: Arc::clone(h),
                             replayed: 0,
                         })
@@ -185,13 +237,16 @@ fn ensure<'a>(
     Ok(slot.insert(pg))
 }
 
-/// A writer thread: its connection to the primary.
+/// A writer thread: its connections to the primary, a server one and a client one.
 struct Writer {
     primary: Endpoint,
     gate: Arc<PrimaryGate>,
     /// This writer is to try the primary again once its group is answered.
     probe: bool,
     pg: Option<Pg>,
+    client_endpoint: Endpoint,
+    client: Option<Pg>,
+    login: Arc<ClientLogin>,
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
 }
@@ -248,18 +303,17 @@ impl Writer {
 
     fn run(&mut self, job: Job) {
         let start = Instant::now();
-        let r = match self
-            .gate
-            .connect(&mut self.pg, &self.primary, "", &mut self.probe)
-        {
+        let client = job.caller.sandboxed;
+        let login = Arc::clone(&self.login);
+        let r = match self.connection(client) {
             Ok(pg) => {
-                let r = write(pg, &job);
-                self.gate
-                    .settle(&mut self.pg, r.as_ref().err(), start.elapsed());
+                let r = write(pg, &job, &login);
+                self.settle(client, r.as_ref().err(), start.elapsed());
                 r
             }
             Err(e) => Err(e),
         };
+        let r = r.and_then(|w| self.finish(w, &job.idempotency_key));
         if let Work::Execute(st) = &job.work {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
@@ -267,6 +321,58 @@ impl Writer {
             self.committed(resp.commit_index, 1);
         }
         job.reply.send(r);
+    }
+
+    /// The connection for a caller's kind (`client`: the client login's), connecting if
+    /// needed; a primary known to be down fails at once (see [`PrimaryGate`]).
+    fn connection(&mut self, client: bool) -> Result<&mut Pg, DbError> {
+        if client {
+            self.login.usable()?;
+            self.gate
+                .connect_client(&mut self.client, &self.client_endpoint, "", &mut self.probe)
+        } else {
+            self.gate
+                .connect(&mut self.pg, &self.primary, "", &mut self.probe)
+        }
+    }
+
+    /// After a request on the connection of a caller's kind (see [`PrimaryGate::settle`]).
+    fn settle(&mut self, client: bool, failed: Option<&DbError>, took: Duration) {
+        if client {
+            PrimaryGate::settle_client(&mut self.client);
+        } else {
+            self.gate.settle(&mut self.pg, failed, took);
+        }
+    }
+
+    /// The answer to a write, once the servers' side of its idempotency key is done (on a
+    /// server connection): the commit index recorded beside a fresh key, or the response
+    /// stored with a used one read.
+    fn finish(&mut self, w: Written, key: &str) -> Result<DataResponse, DbError> {
+        match w {
+            Written::Answer(resp) => Ok(resp),
+            Written::Keyed(resp) => {
+                let recorded = self.connection(false).and_then(|pg| {
+                    pg.scalar(
+                        "UPDATE _netmod_idempotency SET commit_index = $2 WHERE key = $1",
+                        &[Param::Text(key), Param::Int(resp.commit_index as i64)],
+                    )
+                });
+                if let Err(e) = recorded {
+                    // A retry then answers with the WAL position at its time, past the commit.
+                    warn!("recording the commit index of an idempotent write failed: {e}");
+                }
+                Ok(resp)
+            }
+            Written::Stored => {
+                let start = Instant::now();
+                let r = self
+                    .connection(false)
+                    .and_then(|pg| stored_response(pg, key));
+                self.settle(false, r.as_ref().err(), start.elapsed());
+                r
+            }
+        }
     }
 
     fn committed(&mut self, index: u64, writes: u64) {
@@ -280,19 +386,15 @@ impl Writer {
     fn run_together(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
         let client = run_as_client(&jobs);
-        let ran = self
-            .gate
-            .connect(&mut self.pg, &self.primary, "", &mut self.probe)
-            .and_then(|pg| {
-                let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
-                let (outcomes, lsn) =
-                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"), client)?;
-                let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
-                    Some(i) => i,
-                    None => pg.current_lsn()?,
-                };
-                Ok((outcomes, index))
-            });
+        let ran = self.connection(client).and_then(|pg| {
+            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                Some(i) => i,
+                None => pg.current_lsn()?,
+            };
+            Ok((outcomes, index))
+        });
         let (outcomes, index) = match ran {
             Ok(r) => {
                 self.gate.answered();
@@ -300,7 +402,7 @@ impl Writer {
             }
             Err(e) => {
                 // The connection failed: whether the group committed is unknown.
-                self.gate.settle(&mut self.pg, Some(&e), start.elapsed());
+                self.settle(client, Some(&e), start.elapsed());
                 for job in jobs {
                     job.reply.send(Err(e.clone()));
                 }
@@ -341,38 +443,72 @@ fn respond(kind: data_response::Kind, index: u64) -> DataResponse {
     }
 }
 
-/// Runs one write on the primary; see the module docs.
-fn write(pg: &mut Pg, job: &Job) -> Result<DataResponse, DbError> {
+/// A write's outcome on its own connection.
+enum Written {
+    /// The answer (a write without a key).
+    Answer(DataResponse),
+    /// A write with a fresh key, committed: its commit index is to be recorded.
+    Keyed(DataResponse),
+    /// The key was used before: the stored response is the answer.
+    Stored,
+}
+
+/// Claims `key` in the open transaction: true for the first write with it. A concurrent
+/// write with the same key makes this wait for its transaction's end.
+fn claim(pg: &mut Pg, login: &ClientLogin, key: &str) -> Result<bool, DbError> {
+    if pg.is_client() {
+        return login.claim(pg, key, now_secs());
+    }
+    Ok(pg
+        .scalar(
+            "INSERT INTO _netmod_idempotency (key, created) VALUES ($1, $2)
+             ON CONFLICT (key) DO NOTHING RETURNING 1",
+            &[Param::Text(key), Param::Int(now_secs())],
+        )?
+        .is_some())
+}
+
+/// Stores the response of the write that claimed `key`, in its transaction.
+fn store(pg: &mut Pg, login: &ClientLogin, key: &str, response: &[u8]) -> Result<(), DbError> {
+    if pg.is_client() {
+        return login.store(pg, key, response);
+    }
+    pg.scalar(
+        "UPDATE _netmod_idempotency SET response = $2 WHERE key = $1",
+        &[Param::Text(key), Param::Blob(response)],
+    )?;
+    Ok(())
+}
+
+/// Runs one write on the primary, on the connection of its caller's kind; see the module
+/// docs. The same sequence for every caller: claim the key, run, store the response, commit,
+/// read the commit index.
+fn write(pg: &mut Pg, job: &Job, login: &ClientLogin) -> Result<Written, DbError> {
     let key = job.idempotency_key.as_str();
-    let client = job.caller.sandboxed;
     if let (Work::Execute(st), true) = (&job.work, key.is_empty()) {
-        let (res, _) = pg.execute(st, job.limit, client)?;
+        let (res, _) = pg.execute(st, job.limit)?;
         let index = pg.current_lsn()?;
-        return Ok(respond(data_response::Kind::Result(res), index));
+        return Ok(Written::Answer(respond(
+            data_response::Kind::Result(res),
+            index,
+        )));
     }
     pg.exec("BEGIN")?;
     let outcome = (|| -> Result<Outcome, DbError> {
-        if !key.is_empty() {
-            let claimed = pg.scalar(
-                "INSERT INTO _netmod_idempotency (key, created) VALUES ($1, $2)
-                 ON CONFLICT (key) DO NOTHING RETURNING 1",
-                &[Param::Text(key), Param::Int(now_secs())],
-            )?;
-            if claimed.is_none() {
-                return Ok(Outcome::Stored);
-            }
+        if !key.is_empty() && !claim(pg, login, key)? {
+            return Ok(Outcome::Stored);
         }
         let kind = match &job.work {
-            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit, client)?.0),
+            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit)?.0),
             Work::Batch(b) => {
                 data_response::Kind::Batch(batch::run(b, job.limit, |st, l, may_fail| {
                     if !may_fail {
-                        return pg.execute(st, l, client).map(|r| r.0);
+                        return pg.execute(st, l).map(|r| r.0);
                     }
                     // A failed statement fails a PostgreSQL transaction: a savepoint keeps a step
                     // that may fail from taking the batch with it.
                     pg.exec("SAVEPOINT step")?;
-                    match pg.execute(st, l, client) {
+                    match pg.execute(st, l) {
                         Ok((r, _)) => {
                             pg.exec("RELEASE step")?;
                             Ok(r)
@@ -386,36 +522,23 @@ fn write(pg: &mut Pg, job: &Job) -> Result<DataResponse, DbError> {
             }
         };
         if !key.is_empty() {
-            let stored = respond(kind.clone(), 0).encode_to_vec();
-            pg.scalar(
-                "UPDATE _netmod_idempotency SET response = $2 WHERE key = $1",
-                &[Param::Text(key), Param::Blob(&stored)],
-            )?;
+            store(pg, login, key, &respond(kind.clone(), 0).encode_to_vec())?;
         }
         Ok(Outcome::Fresh(kind))
     })();
     match outcome {
         Ok(Outcome::Fresh(kind)) => {
             pg.exec("COMMIT")?;
-            let index = if key.is_empty() {
-                pg.current_lsn()?
+            let resp = respond(kind, pg.current_lsn()?);
+            Ok(if key.is_empty() {
+                Written::Answer(resp)
             } else {
-                let stored = pg.scalar(
-                    "UPDATE _netmod_idempotency
-                     SET commit_index = (pg_current_wal_lsn() - '0/0')::bigint
-                     WHERE key = $1 RETURNING commit_index",
-                    &[Param::Text(key)],
-                )?;
-                match stored.as_deref().and_then(|t| std::str::from_utf8(t).ok()) {
-                    Some(t) => t.parse().unwrap_or(0),
-                    None => pg.current_lsn()?,
-                }
-            };
-            Ok(respond(kind, index))
+                Written::Keyed(resp)
+            })
         }
         Ok(Outcome::Stored) => {
             pg.exec("ROLLBACK")?;
-            stored_response(pg, key)
+            Ok(Written::Stored)
         }
         Err(e) => {
             let _ = pg.exec("ROLLBACK");
@@ -458,6 +581,8 @@ fn stored_response(pg: &mut Pg, key: &str) -> Result<DataResponse, DbError> {
 struct Replica {
     endpoint: Endpoint,
     pg: Option<Pg>,
+    client_endpoint: Endpoint,
+    client_pg: Option<Pg>,
     health: Arc<Mutex<ReplicaHealth>>,
     /// The replayed WAL position last seen here: a lower bound for what a read there sees.
     replayed: u64,
@@ -471,6 +596,9 @@ struct Reader {
     endpoint: Endpoint,
     gate: Arc<PrimaryGate>,
     primary: Option<Pg>,
+    client_endpoint: Endpoint,
+    client_primary: Option<Pg>,
+    login: Arc<ClientLogin>,
     replicas: Vec<Replica>,
     rr: Arc<AtomicUsize>,
     wait: Duration,
@@ -543,6 +671,14 @@ impl Reader {
 
     fn run_identity(&mut self, jobs: Vec<Job>) {
         let start = Instant::now();
+        if run_as_client(&jobs) {
+            if let Err(e) = self.login.usable() {
+                for job in jobs {
+                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                }
+                return;
+            }
+        }
         let (to_replica, mut to_primary): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
             .partition(|j| j.consistency != ReadConsistency::Primary && !self.replicas.is_empty());
@@ -559,6 +695,7 @@ impl Reader {
         let retry = self.retry;
         let rep = &mut self.replicas[i];
         rep.pg = None;
+        rep.client_pg = None;
         let r = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION).map(|_| ());
         let mut h = lock(&rep.health);
         h.probing = false;
@@ -596,6 +733,7 @@ impl Reader {
         let retry = self.retry;
         let rep = &mut self.replicas[i];
         rep.pg = None;
+        rep.client_pg = None;
         let mut h = lock(&rep.health);
         if h.down_until.is_none() {
             warn!(
@@ -631,15 +769,22 @@ impl Reader {
             // once; one that fails slowly (a silent host: the timeout ran out) marks the
             // replica down, rather than waiting out a connection attempt too.
             let mut outcome = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+            let client = run_as_client(&jobs);
             for _ in 0..2 {
-                let had = self.replicas[i].pg.is_some();
+                let rep = &self.replicas[i];
+                let had = if client { &rep.client_pg } else { &rep.pg }.is_some();
                 let tried = Instant::now();
                 outcome = self.try_replica(i, &jobs);
                 let quick = tried.elapsed() < Duration::from_millis(500);
                 if outcome.is_ok() || !(had && quick) {
                     break;
                 }
-                self.replicas[i].pg = None;
+                let rep = &mut self.replicas[i];
+                *if client {
+                    &mut rep.client_pg
+                } else {
+                    &mut rep.pg
+                } = None;
             }
             match outcome {
                 Ok((outcomes, replayed)) => {
@@ -673,9 +818,12 @@ impl Reader {
         jobs: &[Job],
     ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
         let wait = self.wait;
-        let client = run_as_client(jobs);
         let rep = &mut self.replicas[i];
-        let pg = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?;
+        let pg = if run_as_client(jobs) {
+            ensure(&mut rep.client_pg, &rep.client_endpoint, READ_ONLY_SESSION)?
+        } else {
+            ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?
+        };
         // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
         // the last one seen, which they are at least as new as.
         let needed = jobs
@@ -705,7 +853,7 @@ impl Reader {
             .filter(|(_, h)| **h)
             .filter_map(|(j, _)| statement(j))
             .collect();
-        let (ran, _) = pg.execute_group(&sts, None, client)?;
+        let (ran, _) = pg.execute_group(&sts, None)?;
         let mut ran = ran.into_iter();
         let outcomes = here
             .iter()
@@ -718,11 +866,16 @@ impl Reader {
         let index = self.committed.load(Ordering::Acquire);
         // Reads are safe to repeat: a connection found broken is replaced once.
         let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        let client = run_as_client(&jobs);
         for _ in 0..2 {
             let tried = Instant::now();
             ran = self.read_primary(&jobs, index);
-            self.gate
-                .settle(&mut self.primary, ran.as_ref().err(), tried.elapsed());
+            if client {
+                PrimaryGate::settle_client(&mut self.client_primary);
+            } else {
+                self.gate
+                    .settle(&mut self.primary, ran.as_ref().err(), tried.elapsed());
+            }
             if ran.is_ok() {
                 break;
             }
@@ -750,12 +903,21 @@ impl Reader {
         jobs: &[Job],
         index: u64,
     ) -> Result<Vec<Result<(StatementResult, bool), DbError>>, DbError> {
-        let pg = self.gate.connect(
-            &mut self.primary,
-            &self.endpoint,
-            READ_ONLY_SESSION,
-            &mut self.probe_primary,
-        )?;
+        let pg = if run_as_client(jobs) {
+            self.gate.connect_client(
+                &mut self.client_primary,
+                &self.client_endpoint,
+                READ_ONLY_SESSION,
+                &mut self.probe_primary,
+            )?
+        } else {
+            self.gate.connect(
+                &mut self.primary,
+                &self.endpoint,
+                READ_ONLY_SESSION,
+                &mut self.probe_primary,
+            )?
+        };
         // An index beyond what this server acknowledged may come from another db-server: ask
         // the primary itself, once.
         let needed = jobs
@@ -775,7 +937,7 @@ impl Reader {
             .filter(|j| !stale(j))
             .filter_map(statement)
             .collect();
-        let (ran, _) = pg.execute_group(&sts, None, run_as_client(jobs))?;
+        let (ran, _) = pg.execute_group(&sts, None)?;
         let mut ran = ran.into_iter();
         Ok(jobs
             .iter()

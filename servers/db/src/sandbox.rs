@@ -22,12 +22,13 @@
 //!   connection (the idempotency record and the commit index, which must commit with the
 //!   client's write) runs in a *server turn* ([`Sandbox::as_server`]), prepared outside the
 //!   statement cache so that no client text can reuse it.
-//! - **PostgreSQL**: a client statement runs as the role [`PG_ROLE`] (no right on a server
-//!   table, no TRIGGER right on tables it does not own) and is followed, in the same round
-//!   trip, by a reset of everything it could have set (role, settings, temporary tables);
-//!   every connection searches `pg_temp` last. Known gap: the connections still log in as
-//!   db-server's user, so a statement that sets the role back from inside a query runs with
-//!   db-server's rights; client connections that log in as a role of their own close it.
+//! - **PostgreSQL**: client connections log in as a role of their own
+//!   ([`crate::postgres::ClientLogin`], [`PG_ROLE`] by default), which the database itself
+//!   keeps from the servers' tables: they live in a schema owned by db-server's role, where the
+//!   client role may use the rows of the shared tables (`docs`) and nothing of `_netmod_*`, and
+//!   may create nothing. db-server checks the role's rights in the catalogs at start and
+//!   refuses client statements when it may do more. Every client statement is followed, in the
+//!   same round trip, by a reset of everything it could have left in the session.
 //!
 //! A refusal is `FORBIDDEN`.
 
@@ -38,11 +39,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
 /// Statement kinds refused to clients before they reach a database: ATTACH/DETACH (SQLite:
-/// another file), SET/RESET/DO (PostgreSQL: the client role's session is reset after each
-/// request anyway; refused so that a client's statement never depends on it).
-pub const REFUSED_STATEMENTS: &[&str] = &["ATTACH", "DETACH", "SET", "RESET", "DO"];
+/// another file; the authorizer refuses them too, this only gives the clearer message).
+pub const REFUSED_STATEMENTS: &[&str] = &["ATTACH", "DETACH"];
 
-/// The PostgreSQL role client statements run as (its own login; see docs/operations.md).
+/// The PostgreSQL login role client statements run as by default (see docs/operations.md).
 pub const PG_ROLE: &str = "netmod_client";
 
 /// Prefix of the servers' own tables: no client ever reads or writes them.

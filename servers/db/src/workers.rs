@@ -158,7 +158,7 @@ pub(crate) fn check_statement(st: &Statement, caller: &Caller) -> Result<(), DbE
         // What the sandbox refuses gets the sandbox's code, however it is first noticed.
         return Err(DbError::new(
             ErrorCode::Forbidden,
-            "not authorized: ATTACH, DETACH, SET, RESET and DO are not for clients",
+            "not authorized: ATTACH and DETACH are not for clients",
         ));
     }
     if starts_with_keyword(&st.sql, FORBIDDEN) {

@@ -1,47 +1,197 @@
-//! The client role (`netmod_client`) on db-server's connections: making it, what it may touch,
-//! and keeping the servers' tables out of its reach as tables are created.
+//! The client login: the PostgreSQL role client statements run as, on connections of their
+//! own; what db-server prepares for it at start, and what it checks the role may not do.
+//!
+//! ```text
+//! servers' schema S (db-server's current_schema(), owned by db-server's role)
+//!   docs, … ............ the client role: SELECT, INSERT, UPDATE, DELETE (rows, not schema)
+//!   _netmod_* .......... no right at all
+//!   _netmod_claim(), _netmod_store() ... SECURITY DEFINER, EXECUTE granted, but useless
+//!                        without the proof (a secret in _netmod_secret) that only db-server reads
+//! clients' schema S_client (owned by db-server's role)
+//!   USAGE, CREATE for the client role: its own tables, views, indexes, functions
+//! ```
 
-use super::Pg;
+use std::sync::Arc;
+
+use super::{quote_ident, Pg};
 use crate::error::DbError;
-use crate::libpq::TxnState;
-use crate::sandbox;
+use crate::libpq::{Param, TxnState};
+use protocol::proto::ErrorCode;
 
-impl Pg {
-    /// A statement outside the sandbox created something: it may be a server table that the
-    /// schema's default privileges just gave to the sandbox's role.
-    pub(super) fn after_create(&mut self) {
-        if let Err(e) = self.protect_server_tables() {
-            log::warn!("protecting the server's tables from the client role failed: {e}");
+/// The login client statements run as, and what db-server found of it at start.
+///
+/// db-server never creates or alters roles: an administrator creates this one (a plain
+/// `LOGIN` role, see docs/operations.md). At start db-server gives it its rights on the
+/// servers' schema and the clients' schema, then reads back what the role may do in the
+/// database; a role that may do more than the documented rights (a superuser, a member of
+/// db-server's role or of a `pg_*` role, one that may create temporary tables or objects in
+/// the servers' schema, …), or that cannot log in, is not used: client statements are
+/// refused with `FORBIDDEN` saying why, and db-server's own work goes on.
+#[derive(Debug, Clone)]
+pub struct ClientLogin {
+    /// The role's name.
+    pub role: String,
+    /// Its password (none: the server trusts it, or libpq's password file has it).
+    pub password: Option<String>,
+    servers: String,
+    clients: String,
+    refused: Option<String>,
+    token: String,
+}
+
+impl ClientLogin {
+    /// `Err(FORBIDDEN)` when the login may not be used (see the type's docs).
+    pub(crate) fn usable(&self) -> Result<(), DbError> {
+        match &self.refused {
+            None => Ok(()),
+            Some(why) => Err(DbError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "client statements are refused: the client login {} {why}",
+                    self.role
+                ),
+            )),
         }
     }
 
-    /// Prepares the tables the server keeps for itself, and the client sandbox's role.
-    pub fn create_meta(&mut self) -> Result<(), DbError> {
-        self.exec(
-            "CREATE TABLE IF NOT EXISTS _netmod_idempotency (
-                 key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL,
-                 commit_index BIGINT)",
+    /// Why the login is not used, if it is not.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// The same login, refused for `why`.
+    pub fn refuse(self: &Arc<Self>, why: String) -> Arc<ClientLogin> {
+        Arc::new(ClientLogin {
+            refused: Some(why),
+            ..ClientLogin::clone(self)
+        })
+    }
+
+    /// A client connection's search path: its own schema, then the servers' (for `docs`).
+    pub(crate) fn search_path(&self) -> String {
+        format!(
+            "SET search_path = {}, {}",
+            quote_ident(&self.clients),
+            quote_ident(&self.servers)
+        )
+    }
+
+    /// The schema client objects are created in.
+    pub fn clients_schema(&self) -> &str {
+        &self.clients
+    }
+
+    /// Claims an idempotency key from inside a client transaction: true when this write
+    /// is the first with it (false: a stored response exists, or a concurrent write with the
+    /// key committed first). Run on a client connection.
+    pub fn claim(&self, pg: &mut Pg, key: &str, now: i64) -> Result<bool, DbError> {
+        let sql = format!(
+            "SELECT {}._netmod_claim($1, $2, $3)",
+            quote_ident(&self.servers)
+        );
+        let got = pg.scalar(
+            &sql,
+            &[Param::Text(&self.token), Param::Text(key), Param::Int(now)],
         )?;
-        // A user that may not create roles (a managed database, say) still gets a working
-        // db-server; sandboxed statements then fail closed (FORBIDDEN) until the role exists.
-        let sandbox = self
-            .serialized(SANDBOX_ROLE_SETUP)
-            .and_then(|()| self.protect_server_tables());
-        if let Err(e) = sandbox {
-            log::warn!(
-                "the client sandbox's role {} could not be set up ({e}); statements sent through \
-                 test-server will be refused until it is: see docs/protocol.md, \"The client sandbox\"",
-                sandbox::PG_ROLE
-            );
-        }
+        Ok(got.as_deref() == Some(b"t"))
+    }
+
+    /// Stores the response of the write that claimed `key`, in its transaction.
+    pub fn store(&self, pg: &mut Pg, key: &str, response: &[u8]) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT {}._netmod_store($1, $2, $3)",
+            quote_ident(&self.servers)
+        );
+        pg.scalar(
+            &sql,
+            &[
+                Param::Text(&self.token),
+                Param::Text(key),
+                Param::Blob(response),
+            ],
+        )?;
         Ok(())
     }
+}
 
-    /// Takes every right on the server's tables (`_netmod_*`) away from the sandbox's role:
-    /// run at start and after every statement outside the sandbox that creates something,
-    /// since the schema's default privileges give new tables to the role.
-    pub fn protect_server_tables(&mut self) -> Result<(), DbError> {
-        self.serialized(PROTECT_SERVER_TABLES)
+/// True for a role name db-server accepts for the client login: lower-case letters, digits
+/// and `_`, not starting with a digit or `pg_`, at most 63 bytes (so it needs no quoting).
+pub fn valid_role_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with("pg_")
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Pg {
+    /// A statement outside the sandbox created something: its rights are set (a table is
+    /// shared with the client role unless it is a server table, `_netmod_*`).
+    pub(super) fn after_create(&mut self) {
+        let Some(role) = self.share_with.clone() else {
+            return;
+        };
+        if let Err(e) = self.serialized(&share(&role)) {
+            log::warn!("giving the client role its rights on a new table failed: {e}");
+        }
+    }
+
+    /// Prepares the servers' own tables and functions, and the client login `role`: its
+    /// schema and its rights; then checks what the role may do. Run once at start, on a
+    /// server connection. An error is db-server's own tables failing; a client login that
+    /// cannot be used comes back refused (and logged).
+    pub fn create_meta(
+        &mut self,
+        role: &str,
+        password: Option<String>,
+    ) -> Result<ClientLogin, DbError> {
+        let servers = self.schema()?;
+        let clients = format!("{servers}_client");
+        self.serialized(SERVER_TABLES)?;
+        let token = self
+            .scalar("SELECT token FROM _netmod_secret WHERE id = 1", &[])?
+            .and_then(|t| String::from_utf8(t).ok())
+            .ok_or_else(|| DbError::new(ErrorCode::Internal, "_netmod_secret is empty"))?;
+        let mut refused = None;
+        if !valid_role_name(role) {
+            refused = Some(format!(
+                "is not a name db-server accepts (lower-case letters, digits and _, \
+                 not pg_…): {role:?}"
+            ));
+        } else {
+            let setup = self
+                .serialized(&client_setup(role))
+                .and_then(|()| self.serialized(&share(role)));
+            if let Err(e) = setup {
+                refused = Some(format!("could not be given its rights ({})", e.message));
+            }
+            if refused.is_none() {
+                let problems = self
+                    .scalar(RIGHTS_PROBLEMS, &[Param::Text(role)])?
+                    .and_then(|t| String::from_utf8(t).ok())
+                    .unwrap_or_default();
+                if !problems.is_empty() {
+                    refused = Some(format!("is not fit for client statements: {problems}"));
+                }
+            }
+        }
+        if let Some(why) = &refused {
+            log::error!(
+                "the client login {role} {why}; statements sent through test-server are \
+                 refused until that is fixed and db-server restarted: see docs/operations.md, \
+                 \"On PostgreSQL\""
+            );
+        }
+        Ok(ClientLogin {
+            role: role.to_string(),
+            password,
+            servers,
+            clients,
+            refused,
+            token,
+        })
     }
 
     /// Runs `block` (rights and roles) under a transaction-scoped advisory lock that every
@@ -68,44 +218,132 @@ impl Pg {
     }
 }
 
-/// True for a statement outside the sandbox that creates something (a table, a view, …).
-pub(super) fn creates(sql: &str, client: bool) -> bool {
-    !client && crate::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
+/// True for a server statement that creates something (a table, a view, …).
+pub(super) fn creates(sql: &str) -> bool {
+    crate::workers::first_keyword(sql).eq_ignore_ascii_case("CREATE")
 }
 
-/// Switches a connection to the sandbox's role for one statement.
-pub(super) const SET_CLIENT_ROLE: &str = "SET ROLE netmod_client";
+/// db-server's own tables, in the servers' schema: idempotency records, and the secret that
+/// proves a call of `_netmod_claim`/`_netmod_store` comes from db-server.
+const SERVER_TABLES: &str = r"
+    CREATE TABLE IF NOT EXISTS _netmod_idempotency (
+        key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL, commit_index BIGINT);
+    CREATE TABLE IF NOT EXISTS _netmod_secret (
+        id INT PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+    INSERT INTO _netmod_secret
+        VALUES (1, md5(gen_random_uuid()::text) || md5(gen_random_uuid()::text))
+        ON CONFLICT (id) DO NOTHING";
 
-/// The role sandboxed statements run as: it may read and write the tables of the current
-/// schema and create its own there, and holds no right on the server's tables (taken away by
-/// [`PROTECT_SERVER_TABLES`]) and no TRIGGER right on tables it does not own (a trigger
-/// would run with the rights of whoever writes the table, the server included).
-const SANDBOX_ROLE_SETUP: &str = "DO $$
+/// The clients' schema (made if missing, owned by db-server's role), the client role's
+/// rights on it and on the servers' schema, and the functions that record an idempotency key
+/// inside a client's transaction. They run as db-server's role (SECURITY DEFINER, a fixed
+/// search path), and only for a caller that gives the secret: the client role may call them
+/// but learns nothing and forges nothing by doing so.
+fn client_setup(role: &str) -> String {
+    format!(
+        r#"DO $do$
+DECLARE
+    s text := current_schema();
+    c text := current_schema() || '_client';
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'netmod_client') THEN
+    IF current_user = '{role}' THEN
+        RETURN; -- refused by the rights check; never revoke db-server's own rights
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = c) THEN
+        EXECUTE format('CREATE SCHEMA %I', c);
+    END IF;
+    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO "{role}"', c);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO "{role}"', s);
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_claim(proof text, k text, now_s bigint)
+        RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
         BEGIN
-            CREATE ROLE netmod_client NOLOGIN;
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL; -- another db-server made it meanwhile
-        END;
-    END IF;
-    IF NOT pg_has_role(current_user, 'netmod_client', 'USAGE') THEN
-        EXECUTE format('GRANT netmod_client TO %I', current_user);
-    END IF;
-    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO netmod_client', current_schema());
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON TABLES TO netmod_client', current_schema());
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO netmod_client', current_schema());
-END $$";
+            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
+                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
+            END IF;
+            INSERT INTO _netmod_idempotency (key, created) VALUES (k, now_s)
+                ON CONFLICT (key) DO NOTHING;
+            RETURN FOUND;
+        END $b$$f$, s, s);
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_store(proof text, k text, resp bytea)
+        RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
+        BEGIN
+            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
+                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
+            END IF;
+            UPDATE _netmod_idempotency SET response = resp WHERE key = k AND response IS NULL;
+        END $b$$f$, s, s);
+    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_claim(text, text, bigint),
+                    %I._netmod_store(text, text, bytea) FROM PUBLIC', s, s);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I._netmod_claim(text, text, bigint),
+                    %I._netmod_store(text, text, bytea) TO "{role}"', s, s);
+END $do$"#
+    )
+}
 
-/// Revokes the sandbox's role's rights on every `_netmod_*` table of the current schema.
-const PROTECT_SERVER_TABLES: &str = "DO $$
-DECLARE t text;
+/// The client role's rights on the servers' schema's relations: rows of every table but the
+/// servers' own (`_netmod_*`: none, not even for PUBLIC), sequences to use. Never DDL
+/// (db-server owns them), `TRUNCATE`, `REFERENCES` (a client foreign key would block the
+/// servers' deletes) or `TRIGGER`. Run at start and after every server statement that creates.
+fn share(role: &str) -> String {
+    format!(
+        r#"DO $do$
+DECLARE
+    s text := current_schema();
+    r record;
 BEGIN
-    FOR t IN SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-             WHERE schemaname = current_schema() AND tablename LIKE '\\_netmod\\_%'
+    IF current_user = '{role}' THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT c.relname, c.relkind FROM pg_class c
+             WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = s)
+               AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
     LOOP
-        EXECUTE 'REVOKE ALL ON ' || t || ' FROM netmod_client';
+        IF r.relname LIKE '\_netmod\_%' THEN
+            EXECUTE format('REVOKE ALL ON TABLE %I.%I FROM PUBLIC, "{role}"', s, r.relname);
+        ELSIF r.relkind = 'S' THEN
+            EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.%I TO "{role}"', s, r.relname);
+        ELSE
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %I.%I TO "{role}"',
+                           s, r.relname);
+        END IF;
     END LOOP;
-END $$";
+END $do$"#
+    )
+}
+
+/// What the client role (`$1`) may do beyond its documented rights, as one line (empty:
+/// nothing). Read from the database's own catalogs, so that an operator's mistake (a
+/// superuser, a member of db-server's role, TEMP left to PUBLIC) is caught before a client
+/// statement runs.
+const RIGHTS_PROBLEMS: &str = r"
+SELECT concat_ws('; ',
+    CASE WHEN r.oid IS NULL THEN 'does not exist' END,
+    CASE WHEN r.rolname = current_user THEN 'is db-server''s own login' END,
+    CASE WHEN r.rolsuper THEN 'is a superuser' END,
+    CASE WHEN r.rolcreaterole THEN 'may create roles' END,
+    CASE WHEN r.rolcreatedb THEN 'may create databases' END,
+    CASE WHEN r.rolbypassrls THEN 'bypasses row-level security' END,
+    CASE WHEN r.rolreplication THEN 'may replicate' END,
+    CASE WHEN NOT r.rolcanlogin THEN 'may not log in' END,
+    (SELECT 'is a member of ' || string_agg(g.rolname, ', ' ORDER BY g.rolname)
+       FROM pg_roles g
+      WHERE g.oid <> r.oid AND pg_has_role(r.oid, g.oid, 'MEMBER')
+        AND (g.rolname = current_user OR g.rolname LIKE 'pg\_%' OR g.rolsuper
+             OR g.rolcreaterole OR g.rolcreatedb OR g.rolbypassrls OR g.rolreplication)),
+    CASE WHEN has_schema_privilege(r.oid, current_schema(), 'CREATE')
+         THEN 'may create objects in the servers'' schema ' || current_schema() END,
+    CASE WHEN has_database_privilege(r.oid, current_database(), 'TEMP')
+         THEN 'may create temporary tables (REVOKE TEMP ON DATABASE ' || current_database()
+              || ' FROM PUBLIC)' END,
+    CASE WHEN has_database_privilege(r.oid, current_database(), 'CREATE')
+         THEN 'may create schemas in the database' END,
+    (SELECT 'has rights on ' || string_agg(c.relname, ', ' ORDER BY c.relname)
+       FROM pg_class c
+      WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+        AND c.relname LIKE '\_netmod\_%' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        AND has_table_privilege(r.oid, c.oid,
+                'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'))
+)
+FROM (SELECT $1::text AS name) n LEFT JOIN pg_roles r ON r.rolname = n.name";

@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::client_role::SET_CLIENT_ROLE;
 use super::values::{columns, rows_of};
 use super::{Endpoint, Pg};
 use crate::error::DbError;
@@ -12,20 +11,27 @@ use crate::page::{self, Limit, SizedRow};
 use crate::txn::{Opener, Page, Purpose, TxnConn};
 use protocol::proto::{Column, ErrorCode, Statement, StatementResult};
 
-/// A PostgreSQL connection holding an interactive transaction or a cursor, and whether it
-/// runs a client's statements.
-struct PgTxn(Pg, bool);
+/// A PostgreSQL connection holding an interactive transaction or a cursor.
+struct PgTxn(Pg);
 
 /// Opens connections for interactive transactions (REPEATABLE READ: one snapshot, and a write
-/// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only).
-pub fn txn_opener(primary: Endpoint) -> Opener {
-    Arc::new(move |purpose: Purpose, client: bool| {
-        let mut pg = primary.connect()?;
+/// that conflicts with a concurrent commit fails BUSY) and cursors (the same, read-only): to
+/// `primary` for db-server's own callers, to `client` (the client login) for clients'. A
+/// client's connection serves that transaction only and is closed with it.
+pub fn txn_opener(primary: Endpoint, client: Endpoint) -> Opener {
+    Arc::new(move |purpose: Purpose, sandboxed: bool| {
+        let mut pg = if sandboxed {
+            let mut pg = client.connect()?;
+            pg.owned_by_one();
+            pg
+        } else {
+            primary.connect()?
+        };
         pg.exec(match purpose {
             Purpose::Transaction => "BEGIN ISOLATION LEVEL REPEATABLE READ",
             Purpose::Cursor => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         })?;
-        Ok(Box::new(PgTxn(pg, client)) as Box<dyn TxnConn>)
+        Ok(Box::new(PgTxn(pg)) as Box<dyn TxnConn>)
     })
 }
 
@@ -35,7 +41,7 @@ impl TxnConn for PgTxn {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
-        self.0.execute(st, limit, self.1)
+        self.0.execute(st, limit)
     }
 
     fn commit(&mut self, wrote: bool, committed: &AtomicU64) -> Result<u64, DbError> {
@@ -64,13 +70,6 @@ impl TxnConn for PgTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
-        if self.1 {
-            // The cursor's connection is its own: the role stays for its life.
-            if let Err(e) = self.0.exec(SET_CLIENT_ROLE) {
-                page(Err(e));
-                return;
-            }
-        }
         let (t, params) = match self.0.bind(st) {
             Ok(b) => b,
             Err(e) => {

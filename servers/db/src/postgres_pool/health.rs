@@ -127,6 +127,30 @@ impl PrimaryGate {
         }
     }
 
+    /// After a request on a client connection: a broken one is dropped (the next request
+    /// connects again). A client connection never closes the gate: a client statement may
+    /// break its own connection (`pg_terminate_backend(pg_backend_pid())`, after as long as
+    /// it likes), which says nothing of the primary.
+    pub(super) fn settle_client(slot: &mut Option<Pg>) {
+        if !slot.as_ref().is_some_and(Pg::is_ok) {
+            *slot = None;
+        }
+    }
+
+    /// A usable client connection to the primary in `slot`, unless the gate is closed. A
+    /// failure to connect does not close the gate either (the client login may be refused
+    /// while the primary serves db-server's own work).
+    pub(super) fn connect_client<'a>(
+        &self,
+        slot: &'a mut Option<Pg>,
+        client: &Endpoint,
+        setup: &str,
+        probe: &mut bool,
+    ) -> Result<&'a mut Pg, DbError> {
+        self.pass(probe)?;
+        ensure(slot, client, setup)
+    }
+
     /// A usable connection to the primary in `slot`, unless the gate is closed (`probe`: see
     /// [`PrimaryGate::pass`]).
     pub(super) fn connect<'a>(
