@@ -1,6 +1,7 @@
 //! An ordinary account, as an attacker would use it, against real db-server and test-server
-//! processes on SQLite: each attack of issue 23 fails, and the servers' behaviour (logins,
-//! user removal, documents over HTTP, other users' writes) is unchanged afterwards.
+//! processes on SQLite (and on PostgreSQL, the last test): each attack of issue 23 fails, and
+//! the servers' behaviour (logins, user removal, documents over HTTP, other users' writes) is
+//! unchanged afterwards.
 
 mod common;
 
@@ -14,11 +15,14 @@ use protocol::proto::{
 use protocol::wire::ErrorCode;
 use tools::client::{ClientError, FrameClient};
 
-/// db-server on a fresh SQLite file and test-server (frames and HTTP) in front of it.
+/// db-server on a fresh SQLite file (or a PostgreSQL schema of its own) and test-server
+/// (frames and HTTP) in front of it.
 struct Stack {
-    _dir: TempDir,
-    _db: Proc,
+    // Dropped in this order: the servers before their database.
     _ts: Proc,
+    _db: Proc,
+    _dir: TempDir,
+    _schema: Option<common::pg::Schema>,
     frames: SocketAddr,
     http: SocketAddr,
 }
@@ -27,6 +31,26 @@ impl Stack {
     fn start(tag: &str) -> Stack {
         let dir = TempDir::new(tag);
         let (db, db_addr) = common::spawn_db(&dir.path("lp.db"));
+        Stack::front(dir, db, db_addr, None)
+    }
+
+    /// On PostgreSQL; `None` (skipped, or failed where `NETMOD_REQUIRE_PG` is set) without it.
+    fn start_pg(tag: &str) -> Option<Stack> {
+        let schema = common::pg::Schema::new(tag)?;
+        let mut db = Proc::spawn(
+            "db-server",
+            &["--listen", "127.0.0.1:0", "--postgres", &schema.primary],
+        );
+        let addr = db.listen_addr();
+        Some(Stack::front(TempDir::new(tag), db, addr, Some(schema)))
+    }
+
+    fn front(
+        dir: TempDir,
+        db: Proc,
+        db_addr: SocketAddr,
+        schema: Option<common::pg::Schema>,
+    ) -> Stack {
         let (ts, [frames, http]) = common::spawn_front_listening(
             db_addr,
             &["--admin-secret", "admin-secret"],
@@ -34,9 +58,10 @@ impl Stack {
         );
         common::wait_front_ready(http);
         Stack {
-            _dir: dir,
-            _db: db,
             _ts: ts,
+            _db: db,
+            _dir: dir,
+            _schema: schema,
             frames,
             http,
         }
@@ -383,4 +408,91 @@ fn before_login_only_small_frames_are_taken() {
         .execute("SELECT length(?1)", vec![Value::text(big)])
         .unwrap();
     assert_eq!(r.rows[0].values[0], Value::int(200_000));
+}
+
+/// Issue 23's PostgreSQL findings (3 to 7) through test-server, as an ordinary account: a
+/// trigger or a temporary table planted where the servers write, session state left on
+/// pooled connections, a role switch from inside a query, server programs and files. Each
+/// fails in the database itself (the client login's rights), and the servers serve as
+/// before.
+#[test]
+fn pg_an_ordinary_account_cannot_act_as_the_servers_or_the_database_os_user() {
+    let Some(s) = Stack::start_pg("lp-pg") else {
+        return;
+    };
+    let mut bob = s.user("bob");
+    assert_eq!(s.put("admin", "public text").status, 201);
+    let db_server_user = s._schema.as_ref().map_or(String::new(), |schema| {
+        let mut pg = db::libpq::PgConn::connect(&schema.primary).unwrap();
+        let r = pg.query("SELECT current_user", &[]).unwrap();
+        String::from_utf8(r.value(0, 0).unwrap().to_vec()).unwrap()
+    });
+    // Finding 3: a function that plants a temporary docs table with a trigger that would run
+    // COPY TO PROGRAM as whoever writes next.
+    bob.execute(
+        "CREATE FUNCTION plant() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+             CREATE TEMP TABLE docs (name TEXT PRIMARY KEY, content TEXT, updated BIGINT);
+             RETURN 1;
+         END $$",
+        vec![],
+    )
+    .unwrap();
+    for _ in 0..6 {
+        assert_eq!(
+            code(bob.execute("SELECT plant()", vec![])),
+            ErrorCode::Forbidden
+        );
+    }
+    let attacks = [
+        "CREATE TRIGGER t BEFORE INSERT ON docs FOR EACH ROW EXECUTE FUNCTION plant()".to_string(),
+        "CREATE TEMP TABLE _netmod_users (name TEXT, secret_hash TEXT, created BIGINT)".to_string(),
+        "ALTER TABLE docs RENAME TO docs_real".to_string(),
+        "DROP TABLE docs".to_string(),
+        "SELECT * FROM _netmod_users".to_string(),
+        // Finding 6.
+        format!(
+            "SELECT s, query_to_xml('select name, secret_hash from _netmod_users', true, true, '')
+             FROM (SELECT set_config('role', '{db_server_user}', false) s) x"
+        ),
+        "COPY (SELECT 1) TO PROGRAM 'touch /tmp/netmod-lp-pwned'".to_string(),
+        "SELECT pg_read_file('/etc/passwd')".to_string(),
+        // Finding 7's comment tricks, now without a filter: the database refuses the role.
+        "/* /* */ */ SET ROLE postgres".to_string(),
+    ];
+    for sql in &attacks {
+        let got = code(bob.execute(sql, vec![]));
+        assert!(
+            matches!(got, ErrorCode::Forbidden | ErrorCode::UnknownTable),
+            "{sql}: {got:?}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/netmod-lp-pwned").exists());
+    // Finding 5: settings left on pooled connections, on readers and writers.
+    bob.execute(
+        "CREATE FUNCTION poison() RETURNS int LANGUAGE sql AS $$
+           SELECT 1 FROM (SELECT set_config('default_transaction_read_only', 'on', false),
+                                 set_config('search_path', 'pg_catalog', false),
+                                 set_config('statement_timeout', '1', false)) x $$",
+        vec![],
+    )
+    .unwrap();
+    bob.execute("CREATE TABLE bobs (id INT)", vec![]).unwrap();
+    for _ in 0..8 {
+        bob.execute("SELECT poison()", vec![]).unwrap();
+        bob.execute("INSERT INTO bobs SELECT poison()", vec![])
+            .unwrap();
+    }
+    // Another user's writes, and the servers' own work, as before.
+    let mut carol = s.user("carol");
+    carol
+        .execute("CREATE TABLE carols (id INT)", vec![])
+        .unwrap();
+    carol
+        .execute("INSERT INTO carols VALUES (1)", vec![])
+        .unwrap();
+    let page = s.get("admin");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("public text"), "{}", page.body);
+    s.still_serves("pgattack");
 }

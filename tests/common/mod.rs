@@ -6,6 +6,7 @@ pub mod backend;
 pub mod browser;
 pub mod http;
 pub mod nginx;
+pub mod pg;
 pub mod relay;
 pub mod tls;
 
