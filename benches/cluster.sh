@@ -149,9 +149,10 @@ pg_start() { # HOST
   ip netns exec "nm-$1" runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/$1" -l "$work/$1.log" \
     -w -t 60 start >/dev/null
 }
-psql_on() { # HOST DB SQL: runs SQL there as postgres (from the host itself), prints the values
-  ip netns exec "nm-$1" runuser -u postgres -- "$pgbin/psql" -h "${ip[$1]}" -U postgres -d "$2" \
-    -AtqX -v ON_ERROR_STOP=1 -c "$3"
+psql_on() { # HOST DB SQL: runs SQL there as postgres (from the host itself), prints the values;
+  # unqualified names: the clients' schema, then the servers' (db-server's), then public
+  ip netns exec "nm-$1" runuser -u postgres -- env PGOPTIONS="-c search_path=netmod_client,netmod,public" \
+    "$pgbin/psql" -h "${ip[$1]}" -U postgres -d "$2" -AtqX -v ON_ERROR_STOP=1 -c "$3"
 }
 pg_conf() { # HOST: where it listens (its address; the Unix socket in its data directory)
   cat >>"$work/$1/postgresql.conf" <<EOF
@@ -176,9 +177,13 @@ host all all 10.77.0.0/24 trust
 host replication all 10.77.0.0/24 trust
 EOF
 pg_start pg1
-# The sample's database and user: the user may make the client sandbox's role.
-psql_on pg1 postgres "CREATE ROLE netmod LOGIN CREATEROLE" >/dev/null
+# The sample's database and roles, as docs/operations.md ("On PostgreSQL") has an operator make
+# them: db-server's ordinary login owning its schema, the client login, no TEMP for PUBLIC.
+psql_on pg1 postgres "CREATE ROLE netmod LOGIN" >/dev/null
+psql_on pg1 postgres "CREATE ROLE netmod_client LOGIN" >/dev/null
 psql_on pg1 postgres "CREATE DATABASE netmod OWNER netmod" >/dev/null
+psql_on pg1 netmod "CREATE SCHEMA netmod AUTHORIZATION netmod" >/dev/null
+psql_on pg1 netmod "REVOKE TEMP ON DATABASE netmod FROM PUBLIC" >/dev/null
 ip netns exec nm-pg2 runuser -u postgres -- "$pgbin/pg_basebackup" -h "${ip[pg1]}" -U postgres \
   -D "$work/pg2" -R -X stream -c fast >>"$work/basebackup.log" 2>&1
 rm -f "$work/pg2/.s.PGSQL.5432.lock" # pg1's socket lock, copied with the data
