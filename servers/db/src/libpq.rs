@@ -288,7 +288,9 @@ impl PgConn {
     }
 
     /// Like [`PgConn::connect_with`], and `overrides` win over the URL's own settings (the
-    /// client login's user and password on a URL that names db-server's).
+    /// client login's user and password on a URL that names db-server's); an override with
+    /// an empty value takes the URL's setting away (libpq then looks where it looks when none
+    /// is given: the environment, the password file).
     pub fn connect_params(
         url: &str,
         defaults: &[(&str, &str)],
@@ -296,20 +298,11 @@ impl PgConn {
     ) -> Result<PgConn, PgError> {
         let c =
             |s: &str| CString::new(s).map_err(|_| PgError::client("connection URL holds a NUL"));
-        // Keywords before the expanded `dbname` are overridden by the URL's own settings, and
-        // those after it override them (libpq processes the arrays in order; the last value
-        // of a keyword wins).
-        let mut keys = Vec::with_capacity(defaults.len() + overrides.len() + 1);
-        let mut values = Vec::with_capacity(defaults.len() + overrides.len() + 1);
-        for (k, v) in defaults {
-            keys.push(c(k)?);
-            values.push(c(v)?);
-        }
-        keys.push(c("dbname")?);
-        values.push(c(url)?);
-        for (k, v) in overrides {
-            keys.push(c(k)?);
-            values.push(c(v)?);
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (k, v) in conn_params(url, defaults, overrides)? {
+            keys.push(c(&k)?);
+            values.push(c(&v)?);
         }
         let key_ptrs: Vec<*const c_char> = keys
             .iter()
@@ -324,7 +317,7 @@ impl PgConn {
         // SAFETY: both arrays are NULL-terminated, of equal length, and point into C strings
         // that outlive the call; libpq returns NULL only when out of memory.
         let raw = NonNull::new(unsafe {
-            ffi::PQconnectdbParams(key_ptrs.as_ptr(), value_ptrs.as_ptr(), 1)
+            ffi::PQconnectdbParams(key_ptrs.as_ptr(), value_ptrs.as_ptr(), 0)
         })
         .ok_or_else(|| PgError::client("libpq: out of memory"))?;
         let conn = PgConn {
@@ -726,6 +719,67 @@ impl PgConn {
     }
 }
 
+/// The keywords and values [`PgConn::connect_params`] hands libpq, in order (the last value
+/// of a keyword wins): the defaults, the URL's own settings but those overridden, then the
+/// overrides that have a value.
+fn conn_params(
+    url: &str,
+    defaults: &[(&str, &str)],
+    overrides: &[(&str, &str)],
+) -> Result<Vec<(String, String)>, PgError> {
+    let own = |(k, v): &(&str, &str)| (k.to_string(), v.to_string());
+    let mut out: Vec<(String, String)> = defaults.iter().map(own).collect();
+    out.extend(
+        parse_conninfo(url)?
+            .into_iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)),
+    );
+    out.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).map(own));
+    Ok(out)
+}
+
+/// The settings a connection URL (or `key=value` string) gives, as libpq reads them.
+fn parse_conninfo(url: &str) -> Result<Vec<(String, String)>, PgError> {
+    let text = CString::new(url).map_err(|_| PgError::client("connection URL holds a NUL"))?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: a C string; libpq allocates the options (or the message) for us to free.
+    let opts = unsafe { ffi::PQconninfoParse(text.as_ptr(), &mut err) };
+    if opts.is_null() {
+        // SAFETY: NULL or a message libpq allocated, freed once read.
+        let message = unsafe { owned(err) };
+        if !err.is_null() {
+            // SAFETY: allocated by libpq, not used after this.
+            unsafe { ffi::PQfreemem(err.cast()) };
+        }
+        return Err(PgError {
+            sqlstate: "08001".into(),
+            message: format!("connection URL not understood: {}", message.trim()),
+        });
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        // SAFETY: an array ended by an entry whose keyword is NULL.
+        let opt = unsafe { &*opts.add(i) };
+        if opt.keyword.is_null() {
+            break;
+        }
+        if !opt.val.is_null() {
+            // SAFETY: NUL-terminated strings owned by the array (values kept as they are: a
+            // password may start or end with a space).
+            let (k, v) = unsafe { (CStr::from_ptr(opt.keyword), CStr::from_ptr(opt.val)) };
+            out.push((
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            ));
+        }
+        i += 1;
+    }
+    // SAFETY: the array PQconninfoParse returned, not used after this.
+    unsafe { ffi::PQconninfoFree(opts) };
+    Ok(out)
+}
+
 /// The results of one statement started by [`PgConn::stream`]: chunks of rows, then a last,
 /// row-less result carrying the command tag. Dropping it early reads and discards the rest,
 /// so the connection is ready for the next statement.
@@ -821,5 +875,40 @@ pub fn type_name(t: Oid) -> &'static str {
         3220 => "pg_lsn",
         3802 => "jsonb",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conn_params;
+
+    fn get<'a>(params: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+        params
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_client_login_replaces_the_urls_user_and_never_sends_its_password() {
+        let url = "postgresql://netmod:db%20secret@10.0.0.5:5433/app?connect_timeout=9";
+        let p = conn_params(
+            url,
+            &[("connect_timeout", "5"), ("keepalives", "1")],
+            &[("user", "netmod_client"), ("password", "")],
+        )
+        .unwrap();
+        assert_eq!(get(&p, "user"), ["netmod_client"]);
+        assert!(get(&p, "password").is_empty(), "{p:?}");
+        assert_eq!(get(&p, "host"), ["10.0.0.5"]);
+        assert_eq!(get(&p, "port"), ["5433"]);
+        assert_eq!(get(&p, "dbname"), ["app"]);
+        // The URL's own setting comes after the default, so it wins.
+        assert_eq!(get(&p, "connect_timeout"), ["5", "9"]);
+        let with = conn_params(url, &[], &[("password", " client secret ")]).unwrap();
+        assert_eq!(get(&with, "password"), [" client secret "]);
+        assert_eq!(get(&with, "user"), ["netmod"]);
+        assert!(conn_params("postgresql://h/db?nonsense=1", &[], &[]).is_err());
     }
 }
