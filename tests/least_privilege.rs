@@ -5,157 +5,20 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{http, Proc, TempDir, WAIT};
+use common::stack::{code, Stack};
+use common::WAIT;
 use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, Statement, TxnBegin, TxnEnd,
     TxnStatement, Value,
 };
 use protocol::wire::ErrorCode;
-use tools::client::{ClientError, FrameClient};
-
-/// db-server on a fresh SQLite file (or a PostgreSQL schema of its own) and test-server
-/// (frames and HTTP) in front of it.
-struct Stack {
-    // Dropped in this order: the servers before their database.
-    _ts: Proc,
-    _db: Proc,
-    _dir: TempDir,
-    _schema: Option<common::pg::Schema>,
-    frames: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Stack {
-    fn start(tag: &str) -> Stack {
-        let dir = TempDir::new(tag);
-        let (db, db_addr) = common::spawn_db(&dir.path("lp.db"));
-        Stack::front(dir, db, db_addr, None)
-    }
-
-    /// On PostgreSQL; `None` (skipped, or failed where `NETMOD_REQUIRE_PG` is set) without it.
-    fn start_pg(tag: &str) -> Option<Stack> {
-        let schema = common::pg::Schema::new(tag)?;
-        let mut db = Proc::spawn(
-            "db-server",
-            &["--listen", "127.0.0.1:0", "--postgres", &schema.primary],
-        );
-        let addr = db.listen_addr();
-        Some(Stack::front(TempDir::new(tag), db, addr, Some(schema)))
-    }
-
-    fn front(
-        dir: TempDir,
-        db: Proc,
-        db_addr: SocketAddr,
-        schema: Option<common::pg::Schema>,
-    ) -> Stack {
-        let (ts, [frames, http]) = common::spawn_front_listening(
-            db_addr,
-            &["--admin-secret", "admin-secret"],
-            Some("info"),
-        );
-        common::wait_front_ready(http);
-        Stack {
-            _ts: ts,
-            _db: db,
-            _dir: dir,
-            _schema: schema,
-            frames,
-            http,
-        }
-    }
-
-    /// A connection logged in as `user`.
-    fn login(&self, user: &str, secret: &str) -> Result<FrameClient, ClientError> {
-        let mut c = FrameClient::connect(self.frames, WAIT).unwrap();
-        c.login(user, secret)?;
-        Ok(c)
-    }
-
-    /// The admin, once the users table exists.
-    fn admin(&self) -> FrameClient {
-        let mut admin = None;
-        common::eventually("admin can log in", || {
-            admin = self.login("admin", "admin-secret").ok();
-            admin.is_some()
-        });
-        admin.unwrap()
-    }
-
-    /// An ordinary account made by the admin, logged in.
-    fn user(&self, name: &str) -> FrameClient {
-        let secret = format!("{name}-secret-1");
-        self.admin().change_user(name, &secret, false).unwrap();
-        self.login(name, &secret).unwrap()
-    }
-
-    fn get(&self, name: &str) -> http::Resp {
-        http::call(
-            self.http,
-            &format!("GET /docs/{name} HTTP/1.1\r\nHost: t\r\n\r\n"),
-        )
-    }
-
-    fn put(&self, name: &str, content: &str) -> http::Resp {
-        let body = format!("{{\"content\":\"{content}\"}}");
-        http::call(
-            self.http,
-            &format!(
-                "PUT /docs/{name} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        )
-    }
-
-    fn delete(&self, name: &str) -> http::Resp {
-        http::call(
-            self.http,
-            &format!("DELETE /docs/{name} HTTP/1.1\r\nHost: t\r\n\r\n"),
-        )
-    }
-
-    /// What the servers must still do after an attack.
-    fn still_serves(&self, tag: &str) {
-        let put = self.put(tag, "after");
-        assert!(put.status == 200 || put.status == 201, "PUT: {put:?}");
-        let got = self.get(tag);
-        assert_eq!(got.status, 200, "{got:?}");
-        assert!(got.body.contains("\"after\""), "{}", got.body);
-        assert!(
-            !got.body.contains("argon2"),
-            "a hash on the page: {}",
-            got.body
-        );
-        let del = self.delete(tag);
-        assert!(del.status < 300, "DELETE: {del:?}");
-        assert_eq!(self.get(tag).status, 404);
-        // Logins, and a user's removal taking effect.
-        let name = format!("{tag}_u");
-        let mut admin = self.admin();
-        admin.change_user(&name, "a-long-secret", false).unwrap();
-        assert!(self.login(&name, "a-long-secret").is_ok());
-        assert!(admin.change_user(&name, "", true).unwrap().removed);
-        assert_eq!(
-            code(self.login(&name, "a-long-secret")),
-            ErrorCode::Unauthenticated
-        );
-    }
-}
+use tools::client::FrameClient;
 
 /// Runs each statement as `c`, which must succeed.
 fn run_all(c: &mut FrameClient, sqls: &[&str]) {
     for sql in sqls {
         c.execute(sql, vec![])
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
-    match r {
-        Err(ClientError::Server { code, .. }) => code,
-        other => panic!("expected a server error, got {other:?}"),
     }
 }
 
@@ -422,7 +285,7 @@ fn pg_an_ordinary_account_cannot_act_as_the_servers_or_the_database_os_user() {
     };
     let mut bob = s.user("bob");
     assert_eq!(s.put("admin", "public text").status, 201);
-    let db_server_user = s._schema.as_ref().map_or(String::new(), |schema| {
+    let db_server_user = s.schema.as_ref().map_or(String::new(), |schema| {
         let mut pg = db::libpq::PgConn::connect(&schema.primary).unwrap();
         let r = pg.query("SELECT current_user", &[]).unwrap();
         String::from_utf8(r.value(0, 0).unwrap().to_vec()).unwrap()

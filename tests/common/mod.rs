@@ -8,6 +8,7 @@ pub mod http;
 pub mod nginx;
 pub mod pg;
 pub mod relay;
+pub mod stack;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};

@@ -16,6 +16,7 @@
 //! - [`monitor`]: per-statement counts, latency and the slow-query log.
 
 pub mod batch;
+pub mod deadline;
 pub mod error;
 pub mod libpq;
 pub mod monitor;

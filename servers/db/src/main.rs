@@ -64,6 +64,11 @@ struct Args {
     /// the lines). Its password, if it needs one, comes from NETMOD_PG_CLIENT_PASSWORD.
     #[arg(long, default_value = db::sandbox::PG_ROLE, value_name = "ROLE")]
     pg_client_role: String,
+    /// The longest a client's statement (one sent through test-server) may run, in
+    /// milliseconds: past it the database stops it and the client gets TIMEOUT; a request
+    /// may ask for less (DataRequest.timeout_ms). 0 = no limit.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    statement_timeout_ms: u64,
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
@@ -172,7 +177,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         pool.committed_index()
     );
     let watchers = Watchers::new();
-    server.run(move |_| DbService::new(Arc::clone(&pool), Arc::clone(&watchers), max))?;
+    let statement_timeout = Duration::from_millis(args.statement_timeout_ms);
+    server.run(move |_| {
+        DbService::new(Arc::clone(&pool), Arc::clone(&watchers), max)
+            .with_statement_timeout(statement_timeout)
+    })?;
     info!("db-server stopped");
     Ok(())
 }

@@ -3,13 +3,15 @@
 use super::error::DbError;
 use protocol::proto::{ErrorCode, Row};
 
-/// Result size limit of one request.
+/// What one request's statements may take: result size, and time.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit {
     /// Bytes of rows (estimated as encoded) a result may carry.
     pub max_bytes: usize,
     /// Over the limit: cut and flag `truncated` instead of failing with TOO_LARGE.
     pub truncate: bool,
+    /// When the statements must have stopped (see [`crate::deadline`]); `None`: no deadline.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// A row and its estimated encoded size.

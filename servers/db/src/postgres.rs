@@ -399,8 +399,8 @@ impl Pg {
         st: &Statement,
         limit: Limit,
     ) -> Result<(StatementResult, bool), DbError> {
-        if self.resets {
-            // With the resets, in the same round trip (see `execute_many`).
+        if self.client {
+            // With its deadline and the resets, in the same round trip (see `execute_many`).
             let (mut out, _) = self.execute_many(&[(st, limit)], false, None)?;
             return out
                 .pop()
@@ -443,7 +443,7 @@ impl Pg {
     > {
         let start = Instant::now();
         if let ([(st, limit)], None) = (sts, then) {
-            if self.resets {
+            if self.client {
                 return self.pipelined(sts, together, then, start);
             }
             // One statement alone: no pipeline needed.
@@ -498,10 +498,26 @@ impl Pg {
         } else {
             Vec::new()
         };
+        // A client statement with a deadline is preceded by its own `statement_timeout`
+        // (PostgreSQL stops it there; the resets after it take the setting back).
+        let timeouts: Vec<Option<String>> = which
+            .iter()
+            .map(|&i| {
+                let at = sts[i].1.deadline.filter(|_| self.client)?;
+                Some(format!(
+                    "SET statement_timeout = {}",
+                    crate::deadline::remaining_ms(at)
+                ))
+            })
+            .collect();
         let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len());
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
         let mut syncs: Vec<usize> = Vec::new();
         for (k, ((t, p), &i)) in bound.iter().zip(&which).enumerate() {
+            if let Some(set) = &timeouts[k] {
+                stmts.push((set.as_str(), &[]));
+                slot.push(None);
+            }
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
             if !together {

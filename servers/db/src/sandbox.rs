@@ -35,8 +35,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
+
+use crate::deadline::Deadline;
+use crate::error::DbError;
+use protocol::proto::ErrorCode;
 
 /// Statement kinds refused to clients before they reach a database: ATTACH/DETACH (SQLite:
 /// another file; the authorizer refuses them too, this only gives the clearer message).
@@ -67,22 +73,63 @@ pub fn is_protected(name: &str) -> bool {
     is_server_table(name) || SHARED_TABLES.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// The client identity of one SQLite client connection: its authorizer and what it noticed.
+/// The longest value (string or blob, SQL text included) a client statement may make on
+/// SQLite, in bytes: a bound on the memory one of its values takes (SQLite's own default is
+/// 1 GB: `zeroblob(900000000)` took that much before failing TOO_LARGE). Above the largest
+/// result a request may carry (10 MB), so no answer a client may get is cut by it.
+pub const CLIENT_MAX_VALUE: i32 = 16 << 20;
+
+/// SQLite virtual-machine instructions between two looks at a client statement's deadline.
+const DEADLINE_CHECK_OPS: i32 = 4096;
+
+/// The client identity of one SQLite client connection: its authorizer, its statements'
+/// deadline, and what it noticed.
 #[derive(Debug, Default)]
 pub struct Sandbox {
     /// Set while db-server runs its own bookkeeping on the connection.
     server_turn: AtomicBool,
     /// Views created by the statement being prepared (checked once it ran).
     created_views: Mutex<Vec<String>>,
+    /// When the running client statement must stop.
+    deadline: Deadline,
 }
 
 impl Sandbox {
-    /// Makes `conn` a client connection: installs the authorizer and returns its state.
+    /// Makes `conn` a client connection: installs the authorizer, the deadline's progress
+    /// handler and the value-size limit, and returns its state.
     pub fn install(conn: &Connection) -> Arc<Sandbox> {
         let sandbox = Arc::new(Sandbox::default());
         let state = Arc::clone(&sandbox);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| state.authorize(ctx)));
+        let state = Arc::clone(&sandbox);
+        conn.progress_handler(DEADLINE_CHECK_OPS, Some(move || state.deadline.passed()));
+        if let Err(e) = conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+            CLIENT_MAX_VALUE,
+        ) {
+            log::warn!("limiting client values on SQLite failed: {e}");
+        }
         sandbox
+    }
+
+    /// Runs a client statement (`f`) that must stop at `at`: past it SQLite interrupts it,
+    /// and its error (`TIMEOUT`) says so.
+    pub fn until<T>(
+        &self,
+        at: Option<Instant>,
+        f: impl FnOnce() -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let r = self.deadline.during(at, f);
+        match r {
+            Err(e) if e.code == ErrorCode::Timeout && at.is_some_and(|t| Instant::now() >= t) => {
+                Err(DbError::new(
+                    ErrorCode::Timeout,
+                    "the statement ran past its deadline and was stopped (DataRequest.timeout_ms, \
+                     at most db-server's --statement-timeout-ms)",
+                ))
+            }
+            r => r,
+        }
     }
 
     /// Runs `f` (db-server's own statements, prepared outside the cache) with the server's

@@ -16,6 +16,7 @@
 //! A connection with requests in flight is "busy", so a graceful shutdown waits for its answers.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use engine::{ConnId, ConnMap, Context, Handler};
 use prost::Message as _;
@@ -44,6 +45,8 @@ pub struct DbService {
     pool: Arc<Pool>,
     watchers: Arc<Watchers<Inbox>>,
     max_message: usize,
+    /// The longest a client statement may run.
+    statement_timeout: Duration,
     inflight: ConnMap<u32>,
     subscriptions: ConnMap<Subscription>,
     /// This pass's jobs, handed to the workers at its end.
@@ -57,10 +60,34 @@ impl DbService {
             pool,
             watchers,
             max_message,
+            statement_timeout: crate::deadline::DEFAULT_STATEMENT_TIMEOUT,
             inflight: ConnMap::default(),
             subscriptions: ConnMap::default(),
             pending: Pending::default(),
         }
+    }
+
+    /// The longest a client statement may run (see [`crate::deadline`]); zero: no maximum.
+    pub fn with_statement_timeout(self, max: Duration) -> Self {
+        DbService {
+            statement_timeout: max,
+            ..self
+        }
+    }
+
+    /// When a client's statements must stop: `req.timeout_ms` capped by (or, when 0, set
+    /// to) the server's maximum. None for db-server's direct callers.
+    fn deadline(&self, req: &DataRequest) -> Option<Instant> {
+        if !req.sandboxed {
+            return None;
+        }
+        let asked = Some(Duration::from_millis(req.timeout_ms.into())).filter(|d| !d.is_zero());
+        let max = Some(self.statement_timeout).filter(|d| !d.is_zero());
+        let time = match (asked, max) {
+            (Some(a), Some(m)) => Some(a.min(m)),
+            (a, m) => a.or(m),
+        };
+        time.map(|t| Instant::now() + t)
     }
 
     /// `WATCH` request: (re)subscribes `conn`, answered with the list it now watches.
@@ -133,6 +160,7 @@ impl DbService {
         let limit = Limit {
             max_bytes,
             truncate: req.allow_truncation,
+            deadline: self.deadline(&req),
         };
         let consistency = req.consistency();
         let watched = self.watchers.any();

@@ -38,6 +38,8 @@ impl From<rusqlite::Error> for DbError {
                     ffi::ErrorCode::AuthorizationForStatementDenied => ErrorCode::Forbidden,
                     ffi::ErrorCode::TypeMismatch => ErrorCode::TypeMismatch,
                     ffi::ErrorCode::TooBig => ErrorCode::TooLarge,
+                    // Stopped at its deadline (see `deadline`).
+                    ffi::ErrorCode::OperationInterrupted => ErrorCode::Timeout,
                     _ if msg.starts_with("no such table") => ErrorCode::UnknownTable,
                     _ => ErrorCode::SqlError,
                 }
@@ -370,6 +372,21 @@ fn run(
     limit: Limit,
     reads_only: bool,
 ) -> Result<Option<StatementResult>, DbError> {
+    match sandbox {
+        Some(s) => s.until(limit.deadline, || {
+            run_now(conn, sandbox, st, limit, reads_only)
+        }),
+        None => run_now(conn, sandbox, st, limit, reads_only),
+    }
+}
+
+fn run_now(
+    conn: &Connection,
+    sandbox: Option<&Sandbox>,
+    st: &Statement,
+    limit: Limit,
+    reads_only: bool,
+) -> Result<Option<StatementResult>, DbError> {
     if st.sql.trim().is_empty() {
         return Err(DbError::new(ErrorCode::BadRequest, "empty SQL text"));
     }
@@ -551,8 +568,13 @@ impl TxnConn for SqliteTxn {
         let ncols = columns.len();
         let mut rows = stmt.raw_query();
         let mut carry = None;
+        let sandbox = self.conn.sandbox.as_deref();
         loop {
-            let r = read_rows(&mut rows, ncols, page_rows, limit, Some(&mut carry));
+            let mut read = || read_rows(&mut rows, ncols, page_rows, limit, Some(&mut carry));
+            let r = match sandbox {
+                Some(s) => s.until(limit.deadline, read),
+                None => read(),
+            };
             let done = !matches!(r, Ok((_, false)));
             let more = page(r.map(|(rows, done)| Page {
                 columns: std::mem::take(&mut columns),

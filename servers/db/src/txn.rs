@@ -449,9 +449,11 @@ fn run_cursor(
     first: ReplyTo,
 ) {
     let start = Instant::now();
-    // Pages are cut at the size limit rather than failing: the next page carries on.
+    // Pages are cut at the size limit rather than failing: the next page carries on. The
+    // statement may run until the cursor's own end, not the open request's deadline.
     let page_limit = Limit {
         truncate: true,
+        deadline: limit.deadline.map(|_| session.deadline),
         ..limit
     };
     let mut reply = Some(first);

@@ -70,6 +70,17 @@ impl TxnConn for PgTxn {
         limit: Limit,
         page: &mut dyn FnMut(Result<Page, DbError>) -> bool,
     ) {
+        if let Some(at) = limit.deadline.filter(|_| self.0.is_client()) {
+            // The cursor's statement stops at the cursor's end (its connection is its own).
+            let set = format!(
+                "SET statement_timeout = {}",
+                crate::deadline::remaining_ms(at)
+            );
+            if let Err(e) = self.0.exec(&set) {
+                page(Err(e));
+                return;
+            }
+        }
         let (t, params) = match self.0.bind(st) {
             Ok(b) => b,
             Err(e) => {
