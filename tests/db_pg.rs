@@ -809,7 +809,8 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
     let Some(schema) = Schema::new("group-commit") else {
         return;
     };
-    // One writer, so that the writes queue behind a lock and then leave as a group.
+    // One writer configured (plus the reserved one), so that the writes queue behind a lock
+    // and then leave in few groups.
     let cfg = PgConfig {
         writers: 1,
         ..schema.config(vec![])
@@ -870,7 +871,10 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
         after.commits - before.commits,
     );
     assert_eq!(writes, 99);
-    assert!(commits <= 3, "{writes} writes in {commits} commits");
+    // Two writers take these (the configured one and the one reserved for db-server's direct
+    // callers' and the servers' work): each commits what it held when the lock went, then
+    // what is left; the one with the duplicate once more without it.
+    assert!(commits <= 6, "{writes} writes in {commits} commits");
 
     // Reads in flight together: the one that fails does not take the others with it.
     let mut reads = Vec::new();

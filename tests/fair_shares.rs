@@ -129,3 +129,91 @@ fn a_client_statement_cannot_make_a_value_that_eats_the_servers_memory() {
     assert_eq!(r.rows.len(), 1);
     s.still_serves("after-big-values");
 }
+
+/// CPU time (ticks) each `db-reader-N` thread of process `pid` has used, by thread name.
+fn reader_ticks(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if !comm.starts_with("db-reader-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // After the ")" that ends the name: state is field 3, utime 14 and stime 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        out.insert(comm.to_string(), ticks);
+    }
+    out
+}
+
+/// Issue 24: the servers' own work never queues behind clients'. Two runaway client
+/// statements per reader worker keep every client reader busy (seen as their threads burning
+/// CPU); meanwhile logins, user management and the front's documents are served (by the
+/// reader reserved for the servers' work), `/health` stays 200, and the runaways are still
+/// running when all that is done.
+#[test]
+fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
+    let s = Stack::start_with(
+        "fs-reserved",
+        &["--statement-timeout-ms", "60000", "--workers", "2"],
+    );
+    s.admin()
+        .change_user("mallory", "mallory-secret-1", false)
+        .unwrap();
+    let pid = s.db.child.id();
+    let before = reader_ticks(pid);
+    // Sent, never read: each holds a client reader until its deadline (a minute).
+    let mut runaways: Vec<FrameClient> = (0..4)
+        .map(|_| {
+            let mut c = FrameClient::connect(s.frames, WAIT).unwrap();
+            c.login("mallory", "mallory-secret-1").unwrap();
+            let id = c.next_id();
+            c.send(&protocol::wire::message(
+                protocol::wire::MessageType::Request,
+                protocol::wire::Operation::Data,
+                id,
+                &exec(RUNAWAY_SQLITE, 0),
+            ))
+            .unwrap();
+            c
+        })
+        .collect();
+    // Both client readers busy: db-reader-1 and db-reader-2 (db-reader-0 is the reserved one).
+    common::eventually("both client readers running a runaway", || {
+        let now = reader_ticks(pid);
+        ["db-reader-1", "db-reader-2"]
+            .iter()
+            .all(|r| now.get(*r).copied().unwrap_or(0) >= before.get(*r).copied().unwrap_or(0) + 30)
+    });
+    for i in 0..20 {
+        let name = format!("u{i}");
+        s.admin()
+            .change_user(&name, "a-long-secret", false)
+            .unwrap();
+        let mut c = FrameClient::connect(s.frames, WAIT).unwrap();
+        let token = c.login(&name, "a-long-secret").unwrap();
+        // The token checked on a connection of its own.
+        let mut d = FrameClient::connect(s.frames, WAIT).unwrap();
+        d.authenticate(&token.token).unwrap();
+    }
+    let health = common::http::call(s.http, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(health.status, 200, "{health:?}");
+    s.still_serves("beside-runaways");
+    // The runaways were running all along: none has been answered.
+    for c in &mut runaways {
+        c.stream().set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let r = std::io::Read::read(&mut c.stream(), &mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a runaway was answered already: {r:?}"
+        );
+    }
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::error::DbError;
 use crate::monitor::Monitor;
-use crate::queue::JobQueue;
+use crate::queue::{JobQueue, Takes};
 use crate::reply;
 use crate::txn::Txns;
 use crate::workers::{check_allowed, starts_with_keyword, Job, Work, READ_KEYWORDS};
@@ -141,6 +141,11 @@ pub(crate) struct Workers<R, W> {
     pub reader_group: usize,
     /// Jobs a writer takes at once.
     pub writer_group: usize,
+    /// How many of the readers (the first ones) take the servers' jobs only: capacity the
+    /// clients' statements cannot take (see [`JobQueue`]).
+    pub reserved_readers: usize,
+    /// The same for the writers.
+    pub reserved_writers: usize,
 }
 
 /// A running backend: its workers, queues and counters, and its interactive transactions.
@@ -169,12 +174,20 @@ impl Pool {
             writers: Arc::new(JobQueue::new(queue)),
         };
         let workers = make(&queues)?;
+        let takes = |i: usize, reserved: usize| {
+            if i < reserved {
+                Takes::ServersOnly
+            } else {
+                Takes::Any
+            }
+        };
         for (i, w) in workers.writers.into_iter().enumerate() {
             serve(
                 format!("db-writer-{i}"),
                 w,
                 &queues.writers,
                 workers.writer_group,
+                takes(i, workers.reserved_writers),
             )?;
         }
         for (i, r) in workers.readers.into_iter().enumerate() {
@@ -183,6 +196,7 @@ impl Pool {
                 r,
                 &queues.readers,
                 workers.reader_group,
+                takes(i, workers.reserved_readers),
             )?;
         }
         Ok(Pool {
@@ -256,6 +270,7 @@ fn serve(
     mut worker: impl Worker,
     jobs: &Arc<JobQueue>,
     group: usize,
+    takes: Takes,
 ) -> Result<(), DbError> {
     let jobs = Arc::clone(jobs);
     let group = group.max(1);
@@ -263,7 +278,7 @@ fn serve(
         .name(name)
         .spawn(move || {
             let mut taken = Vec::with_capacity(group.min(64));
-            while jobs.take(&mut taken, group) {
+            while jobs.take(&mut taken, group, takes) {
                 reply::batched(|| worker.run_group(&mut taken));
                 taken.clear();
                 worker.after_group();

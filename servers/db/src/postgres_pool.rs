@@ -150,7 +150,9 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 PRIMARY_RETRY,
                 cfg.timeout.saturating_mul(2),
             ));
-            let writers = (0..cfg.writers.max(1))
+            // One writer and one reader more than configured, reserved for the servers' own
+            // work (see `JobQueue`).
+            let writers = (0..cfg.writers.max(1) + 1)
                 .map(|_| Writer {
                     primary: primary.clone(),
                     gate: Arc::clone(&gate),
@@ -166,7 +168,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
             let rr = Arc::new(AtomicUsize::new(0));
             let health: Vec<Arc<Mutex<ReplicaHealth>>> =
                 cfg.replicas.iter().map(|_| Arc::default()).collect();
-            let readers = (0..cfg.readers.max(1))
+            let readers = (0..cfg.readers.max(1) + 1)
                 .map(|_| Reader {
                     endpoint: primary.clone(),
                     gate: Arc::clone(&gate),
@@ -203,11 +205,13 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 writers,
                 reader_group: MAX_GROUP,
                 writer_group: MAX_GROUP,
+                reserved_readers: 1,
+                reserved_writers: 1,
             })
         },
     )?;
     info!(
-        "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s), {} reader(s)",
+        "PostgreSQL primary {} connected, {} replica(s){}, {} writer(s) and {} reader(s), plus one of each for the servers' own work",
         primary.redacted(),
         cfg.replicas.len(),
         cfg.replicas

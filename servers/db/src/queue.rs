@@ -12,30 +12,66 @@ use super::error::DbError;
 use super::workers::Job;
 use protocol::proto::ErrorCode;
 
-/// Jobs waiting for one kind of worker.
+/// Jobs waiting for one kind of worker, in two classes: the servers' own (logins, users,
+/// documents: `Caller::sandboxed` false) and the clients'. Each class has its own bound, so
+/// clients filling their queue never make the servers' work OVERLOADED; workers take the
+/// servers' jobs first, and a worker made with [`Takes::ServersOnly`] takes nothing else, so
+/// the servers' work never waits behind clients' statements, however long those run.
 #[derive(Debug)]
 pub(crate) struct JobQueue {
     state: Mutex<State>,
-    ready: Condvar,
-    /// Most jobs waiting at once; past it jobs are answered OVERLOADED.
+    /// Wakes workers that take any job.
+    ready_any: Condvar,
+    /// Wakes workers that take the servers' jobs only.
+    ready_servers: Condvar,
+    /// Most jobs of one class waiting at once; past it jobs are answered OVERLOADED.
     cap: usize,
+}
+
+/// Which jobs a worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Takes {
+    /// The servers' jobs first, then the clients'.
+    Any,
+    /// The servers' jobs only: capacity clients cannot take.
+    ServersOnly,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    jobs: VecDeque<Job>,
-    /// Workers waiting for jobs.
-    idle: usize,
+    servers: VecDeque<Job>,
+    clients: VecDeque<Job>,
+    /// Workers of each kind waiting for jobs.
+    idle_any: usize,
+    idle_servers: usize,
     /// No more jobs are accepted; workers finish what waits, then stop.
     closed: bool,
 }
 
+impl State {
+    fn class(&mut self, job: &Job) -> &mut VecDeque<Job> {
+        if job.caller.sandboxed {
+            &mut self.clients
+        } else {
+            &mut self.servers
+        }
+    }
+}
+
+/// Wakes to send after queuing jobs: (servers-only workers, any-job workers).
+fn wakes(st: &State, servers: usize, clients: usize) -> (usize, usize) {
+    let to_servers_only = servers.min(st.idle_servers);
+    let to_any = (servers - to_servers_only + clients).min(st.idle_any);
+    (to_servers_only, to_any)
+}
+
 impl JobQueue {
-    /// A queue of at most `cap` jobs.
+    /// A queue of at most `cap` jobs per class.
     pub fn new(cap: usize) -> Self {
         JobQueue {
             state: Mutex::new(State::default()),
-            ready: Condvar::new(),
+            ready_any: Condvar::new(),
+            ready_servers: Condvar::new(),
             cap: cap.max(1),
         }
     }
@@ -47,20 +83,30 @@ impl JobQueue {
         }
     }
 
-    /// Queues `job`, answering OVERLOADED when the queue is full.
+    fn wake(&self, (servers_only, any): (usize, usize)) {
+        for _ in 0..servers_only {
+            self.ready_servers.notify_one();
+        }
+        for _ in 0..any {
+            self.ready_any.notify_one();
+        }
+    }
+
+    /// Queues `job`, answering OVERLOADED when its class is full.
     pub fn push(&self, job: Job) {
         let mut st = self.lock();
-        if st.closed || st.jobs.len() >= self.cap {
-            let closed = st.closed;
+        let cap = self.cap;
+        let closed = st.closed;
+        let q = st.class(&job);
+        if closed || q.len() >= cap {
             drop(st);
             return refuse(job, closed);
         }
-        st.jobs.push_back(job);
-        let wake = st.idle > 0;
+        let server = !job.caller.sandboxed;
+        q.push_back(job);
+        let wake = wakes(&st, usize::from(server), usize::from(!server));
         drop(st);
-        if wake {
-            self.ready.notify_one();
-        }
+        self.wake(wake);
     }
 
     /// Queues all of `jobs` (emptied, capacity kept) under one lock and wakes at most one idle
@@ -69,51 +115,87 @@ impl JobQueue {
         if jobs.is_empty() {
             return;
         }
+        let mut refused = Vec::new();
         let (wake, closed) = {
             let mut st = self.lock();
             if st.closed {
-                (0, true)
+                ((0, 0), true)
             } else {
-                let fit = self.cap.saturating_sub(st.jobs.len()).min(jobs.len());
-                st.jobs.extend(jobs.drain(..fit));
-                (fit.min(st.idle), false)
+                let (mut servers, mut clients) = (0, 0);
+                for job in jobs.drain(..) {
+                    let server = !job.caller.sandboxed;
+                    let q = st.class(&job);
+                    if q.len() >= self.cap {
+                        refused.push(job);
+                        continue;
+                    }
+                    q.push_back(job);
+                    if server {
+                        servers += 1;
+                    } else {
+                        clients += 1;
+                    }
+                }
+                (wakes(&st, servers, clients), false)
             }
         };
-        for _ in 0..wake {
-            self.ready.notify_one();
-        }
-        for job in jobs.drain(..) {
+        self.wake(wake);
+        for job in jobs.drain(..).chain(refused) {
             refuse(job, closed);
         }
     }
 
-    /// Waits for jobs and moves this worker's share of them into `into`: what waits divided
-    /// between this worker and those idle (woken to take the rest), at least one, at most
-    /// `max`. False once the queue is closed and empty.
-    pub fn take(&self, into: &mut Vec<Job>, max: usize) -> bool {
+    /// Waits for jobs this worker takes and moves its share of them into `into`: the
+    /// servers' jobs first (then, for [`Takes::Any`], the clients'), what waits of one class
+    /// divided between this worker and those idle (woken to take the rest), at least one, at
+    /// most `max`. False once the queue is closed and holds nothing for this worker.
+    pub fn take(&self, into: &mut Vec<Job>, max: usize, takes: Takes) -> bool {
         let mut st = self.lock();
         loop {
-            if !st.jobs.is_empty() {
-                let n = st.jobs.len().div_ceil(st.idle + 1).clamp(1, max.max(1));
-                into.extend(st.jobs.drain(..n));
+            let idle = st.idle_any + st.idle_servers;
+            if !st.servers.is_empty() {
+                let n = st.servers.len().div_ceil(idle + 1).clamp(1, max.max(1));
+                into.extend(st.servers.drain(..n));
+                return true;
+            }
+            if takes == Takes::Any && !st.clients.is_empty() {
+                let n = st
+                    .clients
+                    .len()
+                    .div_ceil(st.idle_any + 1)
+                    .clamp(1, max.max(1));
+                into.extend(st.clients.drain(..n));
                 return true;
             }
             if st.closed {
                 return false;
             }
-            st.idle += 1;
-            st = match self.ready.wait(st) {
+            let ready = match takes {
+                Takes::Any => {
+                    st.idle_any += 1;
+                    &self.ready_any
+                }
+                Takes::ServersOnly => {
+                    st.idle_servers += 1;
+                    &self.ready_servers
+                }
+            };
+            st = match ready.wait(st) {
                 Ok(s) => s,
                 Err(p) => p.into_inner(),
             };
-            st.idle -= 1;
+            match takes {
+                Takes::Any => st.idle_any -= 1,
+                Takes::ServersOnly => st.idle_servers -= 1,
+            }
         }
     }
 
     /// Accepts no more jobs; workers finish those waiting, then [`JobQueue::take`] says stop.
     pub fn close(&self) {
         self.lock().closed = true;
-        self.ready.notify_all();
+        self.ready_any.notify_all();
+        self.ready_servers.notify_all();
     }
 }
 

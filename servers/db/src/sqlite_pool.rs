@@ -87,7 +87,8 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
     let writer_conn = sqlite::open_writer(&cfg.path, cfg.busy_timeout, cfg.memory)?;
     let counters = Counters::starting_at(sqlite::commit_index(&writer_conn)?);
     let client_writer = sqlite::open_client_writer(&cfg.path, cfg.busy_timeout, cfg.memory)?;
-    let readers = (0..cfg.readers.max(1))
+    // One reader more than configured, reserved for the servers' own reads (see `JobQueue`).
+    let readers = (0..cfg.readers.max(1) + 1)
         .map(|_| {
             let open =
                 |client| sqlite::open_reader(&cfg.path, cfg.busy_timeout, cfg.memory, client);
@@ -140,6 +141,10 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
                 }],
                 reader_group: READ_GROUP,
                 writer_group: cfg.max_group.max(1),
+                reserved_readers: 1,
+                // The one writer takes the servers' writes first; a client's write holds it at
+                // most until its deadline.
+                reserved_writers: 0,
             })
         },
     )?;
