@@ -217,3 +217,110 @@ fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
         );
     }
 }
+
+fn begin(timeout_ms: u32, idle_ms: u32) -> DataRequest {
+    DataRequest {
+        kind: Some(data_request::Kind::Begin(protocol::proto::TxnBegin {
+            timeout_ms,
+            idle_ms,
+        })),
+        ..Default::default()
+    }
+}
+
+fn txn_id(r: protocol::proto::DataResponse) -> u64 {
+    match r.kind {
+        Some(protocol::proto::data_response::Kind::Txn(t)) => t.txn_id,
+        Some(protocol::proto::data_response::Kind::Page(p)) => p.cursor_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn in_txn(txn_id: u64, seq: u64, sql: &str) -> DataRequest {
+    DataRequest {
+        kind: Some(data_request::Kind::TxnExecute(
+            protocol::proto::TxnStatement {
+                txn_id,
+                seq,
+                stmt: Some(Statement {
+                    sql: sql.into(),
+                    ..Default::default()
+                }),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn cursor(sql: &str) -> DataRequest {
+    DataRequest {
+        kind: Some(data_request::Kind::OpenCursor(
+            protocol::proto::CursorOpen {
+                stmt: Some(Statement {
+                    sql: sql.into(),
+                    ..Default::default()
+                }),
+                page_rows: 1,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Issue 24, fair shares: one user at her cap of open transactions and cursors leaves room for
+/// the others, and her transaction holding the write lock while idle is rolled back before
+/// another user's write gives up waiting for it.
+#[test]
+fn one_user_cannot_take_every_transaction_or_hold_the_write_lock() {
+    let s = Stack::start_with("fs-shares", &["--max-txns-per-user", "3"]);
+    let mut alice = s.user("alice");
+    let mut bob = s.user("bob");
+    alice.execute("CREATE TABLE t (id INT)", vec![]).unwrap();
+    alice
+        .execute("INSERT INTO t VALUES (1), (2)", vec![])
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(txn_id(alice.data(&begin(30_000, 30_000)).unwrap()));
+    }
+    held.push(txn_id(alice.data(&cursor("SELECT id FROM t")).unwrap()));
+    assert_eq!(code(alice.data(&begin(0, 0))), ErrorCode::Overloaded);
+    assert_eq!(
+        code(alice.data(&cursor("SELECT id FROM t"))),
+        ErrorCode::Overloaded
+    );
+    // Bob's share is his own.
+    let b = txn_id(bob.data(&begin(0, 0)).unwrap());
+    bob.data(&in_txn(b, 1, "CREATE TABLE bobs (id INT)"))
+        .unwrap();
+    bob.data(&in_txn(b, 2, "INSERT INTO bobs VALUES (1)"))
+        .unwrap();
+    bob.data(&DataRequest {
+        kind: Some(data_request::Kind::Commit(protocol::proto::TxnEnd {
+            txn_id: b,
+            seq: 3,
+        })),
+        ..Default::default()
+    })
+    .unwrap();
+    txn_id(bob.data(&cursor("SELECT id FROM bobs")).unwrap());
+    // Alice takes the write lock in a transaction that asks to idle for 30 s, and goes quiet:
+    // bob's write still goes through (hers is rolled back first), and so do the servers'.
+    let w = held[0];
+    alice
+        .data(&in_txn(w, 1, "INSERT INTO t VALUES (3)"))
+        .unwrap();
+    bob.execute("INSERT INTO bobs VALUES (2)", vec![]).unwrap();
+    s.still_serves("beside-alice");
+    assert_eq!(
+        code(alice.data(&in_txn(w, 2, "SELECT 1"))),
+        ErrorCode::TxnExpired
+    );
+    let n = bob.execute("SELECT count(*) FROM t", vec![]).unwrap();
+    assert_eq!(
+        n.rows[0].values[0],
+        protocol::proto::Value::int(2),
+        "rolled back"
+    );
+}

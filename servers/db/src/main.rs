@@ -69,6 +69,10 @@ struct Args {
     /// may ask for less (DataRequest.timeout_ms). 0 = no limit.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     statement_timeout_ms: u64,
+    /// Interactive transactions and cursors one client user may hold open at once (of the 64
+    /// the server keeps); one more is OVERLOADED until one ends.
+    #[arg(long, default_value_t = db::txn::DEFAULT_PER_USER, value_name = "N")]
+    max_txns_per_user: usize,
     /// Log statements slower than this many milliseconds (0 = never).
     #[arg(long, default_value_t = 100)]
     slow_query_ms: u64,
@@ -127,6 +131,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 writers: args.writers.unwrap_or(2),
                 queue: args.queue,
                 max_txns: 64,
+                max_txns_per_user: args.max_txns_per_user,
                 replica_wait: Duration::from_millis(args.replica_wait_ms),
                 replica_retry: Duration::from_secs(5),
                 timeout: Duration::from_secs(args.postgres_timeout_secs),
@@ -141,6 +146,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             PoolConfig::Sqlite(SqliteConfig {
                 readers,
                 queue: args.queue,
+                max_txns_per_user: args.max_txns_per_user,
                 memory: db::sqlite::SqliteMemory {
                     cache_kib: args.sqlite_cache_mb.saturating_mul(1024),
                     mmap_bytes: args.sqlite_mmap_mb.saturating_mul(1 << 20),

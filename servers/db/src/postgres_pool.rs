@@ -67,6 +67,8 @@ pub struct PgConfig {
     pub queue: usize,
     /// Interactive transactions and cursors open at once.
     pub max_txns: usize,
+    /// Of those, the most one client user may hold.
+    pub max_txns_per_user: usize,
     /// How long an AFTER_INDEX read waits for a replica to catch up before the primary answers.
     pub replica_wait: Duration,
     /// How long a failed replica is left alone before it is tried again.
@@ -93,6 +95,7 @@ impl PgConfig {
             writers: 2,
             queue: 10_000,
             max_txns: 64,
+            max_txns_per_user: crate::txn::DEFAULT_PER_USER,
             replica_wait: Duration::from_millis(100),
             replica_retry: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
@@ -135,6 +138,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
     let txns = Txns::new(
         postgres::txn_opener(primary.clone(), client.clone()),
         cfg.max_txns,
+        cfg.max_txns_per_user,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
     );

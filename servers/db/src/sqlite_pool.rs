@@ -57,6 +57,8 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Interactive transactions open at once (each holds a connection and a thread).
     pub max_txns: usize,
+    /// Of those, the most one client user may hold.
+    pub max_txns_per_user: usize,
     /// Page cache and memory map of each connection.
     pub memory: sqlite::SqliteMemory,
 }
@@ -72,6 +74,7 @@ impl SqliteConfig {
             max_group: 256,
             busy_timeout: Duration::from_secs(5),
             max_txns: 64,
+            max_txns_per_user: crate::txn::DEFAULT_PER_USER,
             memory: sqlite::SqliteMemory::default(),
         }
     }
@@ -104,6 +107,7 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
             Arc::clone(&turn),
         ),
         cfg.max_txns,
+        cfg.max_txns_per_user,
         Arc::clone(&counters.committed),
         Arc::clone(&monitor),
     );

@@ -87,6 +87,12 @@ pub type Opener = Arc<dyn Fn(Purpose, bool) -> Result<Box<dyn TxnConn>, DbError>
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_IDLE: Duration = Duration::from_secs(2);
+/// The longest a client's transaction may sit idle (whatever it asks): a transaction holding
+/// the write lock and sending nothing holds up every other user's writes, so it is rolled
+/// back well before their lock waits (SQLite: 5 s) give up.
+const MAX_CLIENT_IDLE: Duration = Duration::from_secs(2);
+/// Interactive transactions and cursors one user may hold open at once, by default.
+pub const DEFAULT_PER_USER: usize = 8;
 /// How long an expired id is remembered (for TXN_EXPIRED rather than TXN_NOT_FOUND).
 const REMEMBER_EXPIRED: Duration = Duration::from_secs(600);
 
@@ -127,6 +133,8 @@ struct Table {
 pub struct Txns {
     opener: Opener,
     max_open: usize,
+    /// Most open at once for one client user (`Caller::user` of a sandboxed caller).
+    max_per_user: usize,
     prefix: u64,
     counter: AtomicU64,
     table: Arc<Mutex<Table>>,
@@ -160,6 +168,7 @@ impl Txns {
     pub(crate) fn new(
         opener: Opener,
         max_open: usize,
+        max_per_user: usize,
         committed: Arc<AtomicU64>,
         monitor: Arc<Monitor>,
     ) -> Self {
@@ -169,6 +178,7 @@ impl Txns {
         Txns {
             opener,
             max_open,
+            max_per_user: max_per_user.max(1),
             prefix,
             counter: AtomicU64::new(1),
             table: Arc::new(Mutex::new(Table::default())),
@@ -197,7 +207,12 @@ impl Txns {
             0 => DEFAULT_IDLE,
             ms => Duration::from_millis(u64::from(ms)),
         }
-        .min(timeout);
+        .min(timeout)
+        .min(if owner.sandboxed {
+            MAX_CLIENT_IDLE
+        } else {
+            Duration::MAX
+        });
         let id = self.prefix | (self.counter.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
         let (tx, rx) = mpsc::channel::<Cmd>();
         let sandboxed = {
@@ -208,6 +223,23 @@ impl Txns {
                     ErrorCode::Overloaded,
                     "too many open transactions and cursors",
                 )));
+            }
+            if owner.sandboxed {
+                let mine = t
+                    .open
+                    .values()
+                    .filter(|o| o.owner.sandboxed && o.owner.user == owner.user)
+                    .count();
+                if mine >= self.max_per_user {
+                    drop(t);
+                    return reply.send(Err(DbError::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "{mine} transactions and cursors open already, the most one user \
+                             may have (db-server's --max-txns-per-user): end one first"
+                        ),
+                    )));
+                }
             }
             let sandboxed = owner.sandboxed;
             t.open.insert(
