@@ -1054,7 +1054,7 @@ fn admin_changes_need_the_token_and_a_new_backend_is_unknown_until_checked() {
     let wrong = call(
         p.admin,
         &format!(
-            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0kem\r\nContent-Length: {}\r\n\r\n{add}",
+            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0kem\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{add}",
             add.len()
         ),
     );
@@ -1062,7 +1062,7 @@ fn admin_changes_need_the_token_and_a_new_backend_is_unknown_until_checked() {
     let ok = call(
         p.admin,
         &format!(
-            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\nContent-Length: {}\r\n\r\n{add}",
+            "POST /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{add}",
             add.len()
         ),
     );
@@ -1096,4 +1096,55 @@ fn admin_changes_need_the_token_and_a_new_backend_is_unknown_until_checked() {
             page.body.contains("<title>proxy · netmod</title>") && !page.body.contains("/*SHARED")
         );
     }
+}
+
+/// Issue 24: a page of another site open in an operator's browser cannot change the pool
+/// through the admin port, even without a token: browsers send such a page's POST without a
+/// preflight only as text/plain (or a form), and name its site in Origin and Sec-Fetch-Site.
+#[test]
+fn a_web_page_cannot_change_the_pool_through_an_operators_browser() {
+    let a = TestBackend::start("a");
+    let addr_a = a.addr.to_string();
+    let p = proxy(&["--backend", &addr_a, "--check-interval", "3600"]);
+    let b = TestBackend::start("b");
+    let add = format!("{{\"address\":\"{}\"}}", b.addr);
+    let host = p.admin.to_string();
+    for (headers, status) in [
+        ("Content-Type: text/plain\r\n".to_string(), 415),
+        (String::new(), 415),
+        (
+            "Content-Type: application/x-www-form-urlencoded\r\n".to_string(),
+            415,
+        ),
+        (
+            "Content-Type: application/json\r\nOrigin: http://evil.example\r\n".to_string(),
+            403,
+        ),
+        (
+            "Content-Type: application/json\r\nSec-Fetch-Site: cross-site\r\n".to_string(),
+            403,
+        ),
+    ] {
+        let r = call(
+            p.admin,
+            &format!(
+                "POST /backends HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n{add}",
+                add.len()
+            ),
+        );
+        assert_eq!(r.status, status, "{headers}: {}", r.body);
+        assert!(r.body.contains("\"error\""), "{}", r.body);
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&admin(&p, "GET", "/status", "").body).unwrap();
+    assert_eq!(st["backends"].as_array().unwrap().len(), 1, "nothing added");
+    // The dashboard's own requests: same origin, JSON.
+    let ok = call(
+        p.admin,
+        &format!(
+            "POST /backends HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{add}",
+            add.len()
+        ),
+    );
+    assert_eq!(ok.status, 201, "{}", ok.body);
 }

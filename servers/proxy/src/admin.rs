@@ -226,6 +226,41 @@ fn authorized(req: &Request, token: &str) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
 }
 
+/// Refuses a change that a web page could have sent from an operator's browser: a page of
+/// another site may POST to the admin port (a "simple" cross-site request, no preflight) with
+/// `Content-Type: text/plain`, never with `application/json`, and browsers name the page's
+/// site in `Origin` and `Sec-Fetch-Site`. The dashboard, served from this port, is the same
+/// origin and sends JSON.
+fn from_an_operator(req: &Request) -> Result<(), (u16, String)> {
+    let json = req
+        .header("content-type")
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err((415, "a change needs Content-Type: application/json".into()));
+    }
+    if let Some(site) = req.header("sec-fetch-site") {
+        if !matches!(site.trim(), "same-origin" | "none") {
+            return Err((403, format!("refused: a cross-site request ({site})")));
+        }
+    }
+    if let Some(origin) = req.header("origin") {
+        let host = req.header("host").unwrap_or_default().trim();
+        let same = origin
+            .trim()
+            .strip_prefix("http://")
+            .or_else(|| origin.trim().strip_prefix("https://"))
+            .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        if !same {
+            return Err((
+                403,
+                format!("refused: a request from another origin ({origin})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn route<T>(
     pool: &Pool,
     mode: Mode,
@@ -247,6 +282,11 @@ fn route<T>(
         command,
         Command::Add(..) | Command::Drain(_) | Command::SetStrategy(_)
     );
+    if changes {
+        if let Err((status, msg)) = from_an_operator(req) {
+            return bad(status, msg);
+        }
+    }
     if let (true, Some(token)) = (changes, token) {
         if !authorized(req, token) {
             return bad(

@@ -283,6 +283,13 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?,
     );
     engine::signal::shutdown_on_signals(server.handle()).map_err(|e| e.to_string())?;
+    if !args.admin.ip().is_loopback() && cfg.admin_token.is_none() {
+        log::warn!(
+            "the admin API listens on {} without --admin-token: anyone who reaches that address \
+             can add, drain and re-weight backends; give it a token, or keep it on loopback",
+            args.admin
+        );
+    }
     info!(
         "proxy listening on {} ({scheme}) and {} (admin), {} backend(s), strategy {strategy}, {} loop thread(s)",
         server.local_addrs()[0],
