@@ -324,3 +324,72 @@ fn one_user_cannot_take_every_transaction_or_hold_the_write_lock() {
         "rolled back"
     );
 }
+
+/// A connection to `to` from source address `from`.
+fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// Issue 24, before login: 1,000 connections from one address, each holding all but one byte
+/// of the largest frame allowed before login, cost test-server under 64 MiB — past the per-IP
+/// cap (256 by default) they are refused at once — and clients from other addresses are
+/// served meanwhile; the address gets its places back as its connections close.
+#[test]
+fn one_address_cannot_hold_more_than_its_share_of_connections_before_login() {
+    use std::io::{Read, Write};
+    let s = Stack::start("fs-per-ip");
+    s.admin().change_user("bob", "bob-secret-1", false).unwrap();
+    let pid = s.ts.child.id();
+    let before = peak_rss(pid);
+    let attacker: std::net::IpAddr = [127, 0, 0, 7].into();
+    let frame = 60_000u32;
+    let mut body = frame.to_be_bytes().to_vec();
+    body.resize(4 + frame as usize - 1, b'x');
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let mut c = connect_from(attacker, s.frames);
+        // A refused connection may be closed before (or while) this is written.
+        let _ = c.write_all(&body);
+        conns.push(c);
+    }
+    // Another address logs in and reads meanwhile.
+    let other = connect_from([127, 0, 0, 8].into(), s.frames);
+    let mut bob = FrameClient::from_stream(other, WAIT).unwrap();
+    bob.login("bob", "bob-secret-1").unwrap();
+    bob.execute("SELECT 1", vec![]).unwrap();
+    // Held: no answer yet. Refused: answered and closed.
+    let mut held = 0;
+    for c in &mut conns {
+        c.set_read_timeout(Some(std::time::Duration::from_millis(1)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                held += 1
+            }
+            _ => {}
+        }
+    }
+    assert!(held <= 256, "{held} connections held from one address");
+    assert!(held >= 200, "only {held} held: the cap is 256");
+    let grown = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "test-server's peak RSS grew by {} MiB",
+        grown >> 20
+    );
+    // Closed, the address may connect and log in again.
+    drop(conns);
+    common::eventually("the attacker's address gets its places back", || {
+        let mut c = FrameClient::from_stream(connect_from(attacker, s.frames), WAIT).unwrap();
+        c.login("bob", "bob-secret-1").is_ok()
+    });
+}

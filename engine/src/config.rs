@@ -88,6 +88,18 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Per-IP new-connection rate limit; `None` (default) disables it.
     pub rate: Option<RateLimit>,
+    /// Per-IP limit on connections open at once; `None` (default) disables it.
+    pub per_ip: Option<PerIpLimit>,
+}
+
+/// Most connections one source address may hold open at once (as nginx's `limit_conn`): one
+/// client cannot take every place (and the memory each holds before it authenticates).
+#[derive(Debug, Clone)]
+pub struct PerIpLimit {
+    /// Connections open at once per address.
+    pub max: usize,
+    /// Addresses never limited (a proxy in front, which carries many clients' connections).
+    pub allow: Vec<IpAddr>,
 }
 
 /// A token bucket per source address: `burst` new connections at once, refilled at `burst` per

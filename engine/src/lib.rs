@@ -76,8 +76,8 @@ pub mod tls;
 mod tls;
 
 pub use config::{
-    Config, Keepalive, Limits, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE, READ_CHUNK,
-    WRITE_CHUNK,
+    Config, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE,
+    READ_CHUNK, WRITE_CHUNK,
 };
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};

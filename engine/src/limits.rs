@@ -6,20 +6,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::config::RateLimit;
+use crate::config::{PerIpLimit, RateLimit};
 
-/// Counts open connections across loops against a maximum.
+/// Counts open connections across loops against a maximum, and per source address against
+/// a per-IP maximum when one is set.
 #[derive(Debug)]
 pub(crate) struct ConnectionGate {
     open: AtomicUsize,
     max: usize,
+    per_ip: Option<PerIpLimit>,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why [`ConnectionGate::try_acquire`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// Every place is taken.
+    Server,
+    /// This address holds its most.
+    Address(usize),
 }
 
 impl ConnectionGate {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, per_ip: Option<PerIpLimit>) -> Self {
         ConnectionGate {
             open: AtomicUsize::new(0),
             max,
+            per_ip,
+            by_ip: Mutex::new(HashMap::new()),
         }
     }
 
@@ -27,17 +41,57 @@ impl ConnectionGate {
         self.max
     }
 
-    /// Takes a place, or returns false when all are taken.
-    pub(crate) fn try_acquire(&self) -> bool {
-        self.open
+    fn by_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        match self.by_ip.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The per-IP limit that applies to `ip`, if any.
+    fn limit_for(&self, ip: IpAddr) -> Option<usize> {
+        self.per_ip
+            .as_ref()
+            .filter(|l| !l.allow.contains(&ip))
+            .map(|l| l.max)
+    }
+
+    /// Takes a place for a connection from `ip`, or says why not.
+    pub(crate) fn try_acquire(&self, ip: IpAddr) -> Result<(), Full> {
+        if self
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
-            .is_ok()
+            .is_err()
+        {
+            return Err(Full::Server);
+        }
+        if let Some(max) = self.limit_for(ip) {
+            let mut map = self.by_ip();
+            let n = map.entry(ip).or_insert(0);
+            if *n >= max {
+                drop(map);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Full::Address(max));
+            }
+            *n += 1;
+        }
+        Ok(())
     }
 
-    pub(crate) fn release(&self) {
+    /// Gives back the place of a connection from `ip`.
+    pub(crate) fn release(&self, ip: IpAddr) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        if self.limit_for(ip).is_some() {
+            let mut map = self.by_ip();
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -137,10 +191,35 @@ mod tests {
 
     #[test]
     fn gate_counts_places() {
-        let g = ConnectionGate::new(2);
-        assert!(g.try_acquire() && g.try_acquire());
-        assert!(!g.try_acquire());
-        g.release();
-        assert!(g.try_acquire());
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let g = ConnectionGate::new(2, None);
+        assert!(g.try_acquire(ip).is_ok() && g.try_acquire(ip).is_ok());
+        assert_eq!(g.try_acquire(ip), Err(Full::Server));
+        g.release(ip);
+        assert!(g.try_acquire(ip).is_ok());
+    }
+
+    #[test]
+    fn gate_counts_places_per_address_but_the_allowed_ones() {
+        let (a, b, trusted) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let g = ConnectionGate::new(
+            100,
+            Some(PerIpLimit {
+                max: 2,
+                allow: vec![trusted],
+            }),
+        );
+        assert!(g.try_acquire(a).is_ok() && g.try_acquire(a).is_ok());
+        assert_eq!(g.try_acquire(a), Err(Full::Address(2)));
+        assert!(g.try_acquire(b).is_ok(), "another address has its own");
+        assert!((0..10).all(|_| g.try_acquire(trusted).is_ok()));
+        g.release(a);
+        assert!(g.try_acquire(a).is_ok());
+        // A refused address took no place of the server's.
+        assert_eq!(g.open.load(Ordering::Acquire), 2 + 1 + 10);
     }
 }

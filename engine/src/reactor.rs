@@ -403,7 +403,7 @@ impl<M, T> Core<M, T> {
         }
         if s.listener.is_some() {
             // Only accepted connections hold a place under the limit.
-            self.shared.gate.release();
+            self.shared.gate.release(s.peer_ip);
         }
         let c = &self.shared.stats.loops[self.loop_id];
         bump(&c.connections_active, u64::MAX); // wrapping: minus one

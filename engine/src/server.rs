@@ -249,7 +249,7 @@ impl<H: Handler> Server<H> {
         }
         let shared = Arc::new(Shared {
             stats: ServerStats::new(threads),
-            gate: ConnectionGate::new(max),
+            gate: ConnectionGate::new(max, cfg.limits.per_ip.clone()),
             rate: cfg.limits.rate.clone().map(RateLimiter::new),
             shutdown: AtomicBool::new(false),
             stop: AtomicBool::new(false),

@@ -46,7 +46,7 @@ pub(crate) struct Session {
     pub(crate) state: State,
     /// The peer's address, kept as IP and port (a `SocketAddr` would add 12 bytes to every
     /// session for IPv6 flow and scope ids we never use); see [`Session::peer`].
-    peer_ip: IpAddr,
+    pub(crate) peer_ip: IpAddr,
     peer_port: u16,
     /// Read buffer, empty (no allocation) while every received byte is consumed.
     pub(crate) rbuf: Vec<u8>,

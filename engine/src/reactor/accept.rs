@@ -2,6 +2,7 @@
 //! session made for each, TLS started where the listener has it.
 
 use super::*;
+use crate::limits::Full;
 
 impl<H: Handler> Loop<H> {
     pub(super) fn accept(&mut self, li: usize) {
@@ -32,21 +33,20 @@ impl<H: Handler> Loop<H> {
 
     pub(super) fn admit(&mut self, stream: TcpStream, peer: SocketAddr, li: usize) {
         let shared = Arc::clone(&self.core.shared);
-        if !shared.gate.try_acquire() {
+        let ip = peer.ip();
+        if let Err(full) = shared.gate.try_acquire(ip) {
             self.core.counters().error(ErrorKind::RefusedLimit);
-            let max = shared.gate.max();
+            let why = match full {
+                Full::Server => format!("connection limit of {} reached", shared.gate.max()),
+                Full::Address(n) => format!("{n} connections from this address already"),
+            };
             let cfg = Arc::clone(&self.core.cfg);
-            self.refuse(
-                stream,
-                peer,
-                &cfg.refuse_message,
-                &format!("connection limit of {max} reached"),
-            );
+            self.refuse(stream, peer, &cfg.refuse_message, &why);
             return;
         }
         if let Some(rl) = &shared.rate {
-            if !rl.allow(peer.ip(), self.core.now) {
-                shared.gate.release();
+            if !rl.allow(ip, self.core.now) {
+                shared.gate.release(ip);
                 self.core.counters().error(ErrorKind::RefusedRate);
                 let cfg = Arc::clone(&self.core.cfg);
                 self.refuse(
@@ -60,14 +60,14 @@ impl<H: Handler> Loop<H> {
         }
         if let Err(e) = socket::apply_accepted(&stream, &self.core.cfg.socket) {
             debug!("dropping {peer}: setting socket options failed: {e}");
-            shared.gate.release();
+            shared.gate.release(ip);
             return;
         }
         let id = match self.core.insert(stream, peer, State::Open) {
             Ok(id) => id,
             Err(e) => {
                 error!("dropping {peer}: cannot register: {e}");
-                shared.gate.release();
+                shared.gate.release(ip);
                 return;
             }
         };

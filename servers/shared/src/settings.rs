@@ -8,6 +8,8 @@
 //! idle_timeout_secs = 300        # 0 turns it off
 //! rate_limit_per_minute = 10     # new connections per IP; 0 turns it off (the default)
 //! rate_limit_allow = ["127.0.0.1", "::1"]
+//! max_connections_per_ip = 256   # open at once per source address; 0 turns it off
+//! max_connections_per_ip_allow = ["10.0.0.5"]   # never limited (a proxy in front)
 //!
 //! [engine.socket]
 //! send_buffer = 262144         # 0 (the default) leaves it to the kernel's autotuning
@@ -32,6 +34,11 @@ pub struct EngineArgs {
     /// Most connections open at once [default: open-file limit less 64].
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Most connections one source address may hold open at once; 0 = no limit [default:
+    /// test-server 256, the others none]. A proxy in front carries many clients' connections:
+    /// list it in the file's max_connections_per_ip_allow.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// TOML configuration file (docs/operations.md, and docs/proxy.md for the proxy's own
     /// tables); flags override it.
     #[arg(long, value_name = "FILE")]
@@ -44,6 +51,7 @@ impl EngineArgs {
         EngineSettings {
             threads: self.threads,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             ..EngineSettings::default()
         }
     }
@@ -95,6 +103,9 @@ pub struct EngineSettings {
     /// New connections per minute per IP (the bucket size); 0 turns the limit off.
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_allow: Option<Vec<IpAddr>>,
+    /// Connections open at once per source address; 0 turns the limit off.
+    pub max_connections_per_ip: Option<usize>,
+    pub max_connections_per_ip_allow: Option<Vec<IpAddr>>,
     pub backlog: Option<i32>,
     pub socket: Option<SocketSettings>,
 }
@@ -195,6 +206,23 @@ impl EngineSettings {
         if let (Some(allow), Some(rate)) = (&self.rate_limit_allow, cfg.limits.rate.as_mut()) {
             rate.allow.clone_from(allow);
         }
+        if let Some(n) = self.max_connections_per_ip {
+            cfg.limits.per_ip = (n > 0).then(|| engine::PerIpLimit {
+                max: n,
+                allow: cfg
+                    .limits
+                    .per_ip
+                    .as_ref()
+                    .map(|l| l.allow.clone())
+                    .unwrap_or_default(),
+            });
+        }
+        if let (Some(allow), Some(l)) = (
+            &self.max_connections_per_ip_allow,
+            cfg.limits.per_ip.as_mut(),
+        ) {
+            l.allow.clone_from(allow);
+        }
         if let Some(v) = self.backlog {
             cfg.backlog = v;
         }
@@ -216,7 +244,16 @@ pub fn engine_config(
     file: Option<&Path>,
     flags: &EngineSettings,
 ) -> Result<engine::Config, SettingsError> {
-    let mut cfg = engine::Config::default();
+    engine_config_from(engine::Config::default(), file, flags)
+}
+
+/// [`engine_config`] over a program's own defaults (`base`) rather than the engine's.
+pub fn engine_config_from(
+    base: engine::Config,
+    file: Option<&Path>,
+    flags: &EngineSettings,
+) -> Result<engine::Config, SettingsError> {
+    let mut cfg = base;
     if let Some(path) = file {
         load::<File>(path)?.engine.apply(&mut cfg)?;
     }

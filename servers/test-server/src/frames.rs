@@ -57,6 +57,10 @@ pub const USERS_TABLE: &str = "_netmod_users";
 /// unauthenticated requests the same way).
 pub const PRE_LOGIN_MAX_MESSAGE: usize = 64 * 1024;
 
+/// Connections one source address may hold open at once, by default: with frames of at most
+/// [`PRE_LOGIN_MAX_MESSAGE`] before login, 16 MiB of buffers per address at most.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+
 /// Behaviour knobs of the frame service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

@@ -23,7 +23,7 @@ pub mod verifier;
 pub use config::{AuthConfig, Liveness, RttTotals};
 pub use events::{DocOp, Note, Owner};
 pub use frames::{
-    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig, PRE_LOGIN_MAX_MESSAGE,
-    USERS_TABLE,
+    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, PRE_LOGIN_MAX_MESSAGE, USERS_TABLE,
 };
 pub use verifier::Verifier;

@@ -168,7 +168,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_message_size: args.max_message_size,
         ..args.engine.settings()
     };
-    let mut cfg = settings::engine_config(args.engine.config.as_deref(), &flags)?;
+    // On by default here: test-server faces clients directly, and each connection may hold a
+    // frame's worth of memory before it logs in.
+    let mut base = engine::Config::default();
+    base.limits.per_ip = Some(engine::PerIpLimit {
+        max: test_server::DEFAULT_MAX_CONNECTIONS_PER_IP,
+        allow: Vec::new(),
+    });
+    let mut cfg = settings::engine_config_from(base, args.engine.config.as_deref(), &flags)?;
     cfg.refuse_message = test_server::refuse_frame();
     cfg.rate_limited_message = test_server::rate_limited_frame();
     let secret = match args.token_secret {
