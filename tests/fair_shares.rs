@@ -393,3 +393,104 @@ fn one_address_cannot_hold_more_than_its_share_of_connections_before_login() {
         c.login("bob", "bob-secret-1").is_ok()
     });
 }
+
+/// A PUT of `/docs/{name}` with `token`: the status.
+fn put_with(http: std::net::SocketAddr, name: &str, token: &str) -> u16 {
+    let body = "{\"content\":\"x\"}";
+    common::http::call(
+        http,
+        &format!(
+            "PUT /docs/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .status
+}
+
+/// True once `c` was told its session is over (an UNAUTHENTICATED error) or closed.
+fn session_ended(c: &mut FrameClient) -> bool {
+    match c.data(&exec("SELECT 1", 0)) {
+        Err(tools::client::ClientError::Server { code, .. }) => code == ErrorCode::Unauthenticated,
+        Err(_) => true,
+        Ok(_) => false,
+    }
+}
+
+/// Issue 24, revocation: re-keying or removing a user refuses every older token of it on
+/// every instance — its open sessions are told and closed, AUTH_TOKEN and HTTP writes with
+/// it are refused — while a login with the new secret works at once, on any instance.
+#[test]
+fn a_rekeyed_or_removed_user_loses_its_tokens_on_every_instance() {
+    let dir = common::TempDir::new("fs-revoke");
+    let (_db, db) = common::spawn_db(&dir.path("r.db"));
+    // Two instances sharing the token key; HTTP writes need a token (no --insecure-http-writes).
+    let db = db.to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--threads",
+        "1",
+        "--admin-secret",
+        "admin-secret",
+        "--token-secret",
+        "shared-key-1",
+    ];
+    let start = || {
+        let mut p = common::Proc::spawn_logging("test-server", &args, Some("info"));
+        let addrs = p.listen_addrs();
+        (p, addrs)
+    };
+    let (_ts1, [f1, h1]) = start();
+    let (_ts2, [f2, h2]) = start();
+    common::wait_front_ready(h1);
+    common::wait_front_ready(h2);
+    let connect = |addr| FrameClient::connect(addr, WAIT).unwrap();
+    let mut admin = connect(f1);
+    common::eventually("admin can log in", || {
+        admin.login("admin", "admin-secret").is_ok()
+    });
+    admin.change_user("bob", "bob-secret-1", false).unwrap();
+    let mut on1 = connect(f1);
+    let token = on1.login("bob", "bob-secret-1").unwrap().token;
+    let mut on2 = connect(f2);
+    on2.authenticate(&token).unwrap();
+    on2.execute("SELECT 1", vec![]).unwrap();
+    assert_eq!(put_with(h2, "bobs", &token), 201);
+
+    admin.change_user("bob", "bob-secret-2", false).unwrap();
+    // The session on the instance that made the change: told at once.
+    assert!(session_ended(&mut on1));
+    // On the other one, as soon as its watch tells it.
+    common::eventually("bob's session on the other instance ends", || {
+        session_ended(&mut on2)
+    });
+    assert_eq!(
+        code(connect(f2).authenticate(&token)),
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(put_with(h2, "bobs", &token), 401);
+    assert_eq!(put_with(h1, "bobs", &token), 401);
+    // The new secret works right away, on either instance.
+    let mut again = connect(f2);
+    let fresh = again.login("bob", "bob-secret-2").unwrap().token;
+    again.execute("SELECT 1", vec![]).unwrap();
+    connect(f1).authenticate(&fresh).unwrap();
+    assert_eq!(put_with(h1, "bobs", &fresh), 200);
+
+    // Removed, on the second instance: the token goes everywhere.
+    let mut admin2 = connect(f2);
+    admin2.login("admin", "admin-secret").unwrap();
+    assert!(admin2.change_user("bob", "", true).unwrap().removed);
+    common::eventually("bob's token refused on the first instance", || {
+        connect(f1).authenticate(&fresh).is_err()
+    });
+    assert!(session_ended(&mut again));
+    assert_eq!(put_with(h1, "bobs2", &fresh), 401);
+    // Others are untouched.
+    admin.execute("SELECT 1", vec![]).unwrap();
+}

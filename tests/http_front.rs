@@ -48,6 +48,7 @@ fn start_front_with(link: LinkConfig, insecure: bool) -> Front {
         decoy: auth::hash_secret("decoy", auth::HashCost::TEST).unwrap(),
         bootstrap: None,
         hash_cost: auth::HashCost::TEST,
+        revocations: Default::default(),
         login_limit: None,
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -35,6 +35,7 @@ fn service(db: SocketAddr) -> ServiceConfig {
             auth::hash_secret(ADMIN, auth::HashCost::TEST).unwrap(),
         )),
         hash_cost: auth::HashCost::TEST,
+        revocations: Default::default(),
         login_limit: Some(engine::RateLimiter::new(engine::RateLimit {
             burst: 10,
             per: Duration::from_secs(60),

@@ -52,6 +52,9 @@ pub enum AuthError {
     /// The stored secret is not in a format this version reads.
     #[error("stored secret unreadable")]
     BadStoredSecret,
+    /// Issued before its user was removed or re-keyed (see [`Revocations`]).
+    #[error("token revoked: the user was removed or its secret changed")]
+    Revoked,
 }
 
 /// What a valid token says.
@@ -123,10 +126,16 @@ impl TokenSigner {
 
     /// A token for `user`, valid from `now` for the signer's lifetime.
     pub fn issue(&self, user: &str, now: SystemTime) -> Result<Token, AuthError> {
+        self.issue_from(user, secs(now))
+    }
+
+    /// A token for `user` issued as of second `issued` (since the Unix epoch): it expires
+    /// one lifetime later. (See [`Revocations::issue_second`].)
+    pub fn issue_from(&self, user: &str, issued: u64) -> Result<Token, AuthError> {
         if !valid_user(user) {
             return Err(AuthError::BadUser);
         }
-        let expires_at = secs(now).saturating_add(self.lifetime.as_secs());
+        let expires_at = issued.saturating_add(self.lifetime.as_secs());
         let mut payload = Vec::with_capacity(8 + user.len());
         payload.extend_from_slice(&expires_at.to_be_bytes());
         payload.extend_from_slice(user.as_bytes());
@@ -135,6 +144,17 @@ impl TokenSigner {
             token: format!("{PREFIX}{}.{}", B64.encode(&payload), B64.encode(mac)),
             expires_at,
         })
+    }
+
+    /// How long the tokens it issues are valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The second a token expiring at `expires_at` was issued (every instance shares the
+    /// lifetime, as it shares the key).
+    pub fn issued_at(&self, expires_at: u64) -> u64 {
+        expires_at.saturating_sub(self.lifetime.as_secs())
     }
 
     /// Checks `token` at `now`: well-formed, signed with this key, not expired.
@@ -163,6 +183,103 @@ impl TokenSigner {
         }
         let user = String::from_utf8(user.to_vec()).map_err(|_| AuthError::Malformed)?;
         Ok(Claims { user, expires_at })
+    }
+}
+
+/// Users whose tokens issued before a second are refused. Tokens say when they expire, to the
+/// second, so a revocation works in whole seconds: each one (a user removed or re-keyed at
+/// `t`) moves the user's *first good second* past `t`'s second and past the previous first good
+/// second, and a token is good only if issued at or after it. A login right after a change
+/// gets a token issued as of that first good second (so it is good, and any token issued
+/// before the change is not, even within the same second). Every instance folds the same rows
+/// (the table `_netmod_revocations`, which each one watches) the same way, so a token refused
+/// on one is refused on all.
+///
+/// ```
+/// use test_server::auth::Revocations;
+/// let r = Revocations::default();
+/// r.apply("bob", 1_700_000_000_400); // ms
+/// assert!(r.revoked("bob", 1_700_000_000)); // issued that same second, before or after
+/// assert!(!r.revoked("bob", 1_700_000_001));
+/// assert!(!r.revoked("alice", 1_700_000_000));
+/// // A login right after the change gets a token issued from the first good second...
+/// assert_eq!(r.issue_second("bob", 1_700_000_000), 1_700_000_001);
+/// // ...which the next change, even within the same second, revokes too.
+/// r.apply("bob", 1_700_000_000_900);
+/// assert!(r.revoked("bob", 1_700_000_001));
+/// assert_eq!(Revocations::fold([1_700_000_000_400, 1_700_000_000_900]), 1_700_000_002);
+/// ```
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// User → its revocations (ms), and the first second whose tokens are still good.
+    from: std::sync::RwLock<std::collections::HashMap<String, Revoked>>,
+}
+
+#[derive(Debug, Default)]
+struct Revoked {
+    ats: std::collections::BTreeSet<u64>,
+    first_good: u64,
+}
+
+impl Revoked {
+    /// Takes in revocations made at `ats`; true when the first good second moved.
+    fn add(&mut self, ats: impl IntoIterator<Item = u64>) -> bool {
+        let before = self.ats.len();
+        self.ats.extend(ats);
+        if self.ats.len() == before {
+            return false;
+        }
+        let folded = Revocations::fold(self.ats.iter().copied());
+        let moved = folded > self.first_good;
+        self.first_good = self.first_good.max(folded);
+        moved
+    }
+}
+
+impl Revocations {
+    fn step(first_good: u64, at_ms: u64) -> u64 {
+        (at_ms / 1000 + 1).max(first_good + 1)
+    }
+
+    /// The first good second after revocations at `ats` (milliseconds since the Unix epoch,
+    /// in the order they were made).
+    pub fn fold(ats: impl IntoIterator<Item = u64>) -> u64 {
+        ats.into_iter().fold(0, Revocations::step)
+    }
+
+    /// Applies one revocation of `user` made at `at_ms` (this instance's own change; the
+    /// same row read back from the table later changes nothing).
+    pub fn apply(&self, user: &str, at_ms: u64) -> bool {
+        self.merge(user, [at_ms])
+    }
+
+    /// Takes in `user`'s revocations read from the table (ms). True when its first good
+    /// second moved.
+    pub fn merge(&self, user: &str, ats: impl IntoIterator<Item = u64>) -> bool {
+        let mut m = match self.from.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(user.to_string()).or_default().add(ats)
+    }
+
+    /// True when a token of `user` issued at second `issued` is revoked.
+    pub fn revoked(&self, user: &str, issued: u64) -> bool {
+        let m = match self.from.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.get(user).is_some_and(|r| issued < r.first_good)
+    }
+
+    /// The second a token issued now (`now`, in seconds) should say: now, or the first good
+    /// second of a revocation made this very second.
+    pub fn issue_second(&self, user: &str, now: u64) -> u64 {
+        let m = match self.from.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.get(user).map_or(now, |r| now.max(r.first_good))
     }
 }
 

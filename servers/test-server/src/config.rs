@@ -24,6 +24,9 @@ pub struct AuthConfig {
     /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
     /// hashing, so a flood of wrong secrets costs the server next to nothing.
     pub login_limit: Option<engine::RateLimiter>,
+    /// Users whose older tokens are refused (removed or re-keyed), as this instance knows
+    /// them: its own changes at once, the other instances' through db-server's notices.
+    pub revocations: auth::Revocations,
 }
 
 impl AuthConfig {

@@ -44,11 +44,23 @@ pub enum Owner {
     User {
         conn: ConnId,
         id: u32,
-        name: String,
-        remove: bool,
+        change: UserChange,
     },
     /// The service's own setup (users and documents tables, bootstrap user).
     Setup,
+    /// The revoked tokens read again (see `frames::revocation`).
+    Revocations,
+}
+
+/// A user change sent to db-server.
+#[derive(Debug)]
+pub struct UserChange {
+    /// The user.
+    pub name: String,
+    /// Removed (else created or re-keyed).
+    pub remove: bool,
+    /// When its revocation row says it was made (ms since the Unix epoch).
+    pub at_ms: u64,
 }
 
 /// Work coming back to a loop from other threads.

@@ -26,6 +26,9 @@
 
 mod liveness;
 mod login;
+mod revocation;
+
+pub use revocation::REVOCATIONS_TABLE;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -39,7 +42,7 @@ use crate::auth;
 use crate::config::{AuthConfig, Liveness, RttTotals};
 use crate::dblink::LinkConfig;
 use crate::dblink::{DbLink, Event};
-use crate::events::{Note, Owner, Timer};
+use crate::events::{Note, Owner, Timer, UserChange};
 use crate::http_front::HttpConfig;
 use crate::http_front::{self, HttpFront};
 use protocol::proto::{
@@ -206,9 +209,17 @@ impl FrameService {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
         let mut link = cfg.db.clone().map(DbLink::new);
-        if let (Some(link), Some(http)) = (link.as_mut(), cfg.http.as_ref()) {
-            if http.cache_bytes > 0 {
-                link.subscribe(http_front::watch_request());
+        if let Some(link) = link.as_mut() {
+            // Documents for the front's cache; revocations for logins.
+            let mut tables = Vec::new();
+            if cfg.http.as_ref().is_some_and(|h| h.cache_bytes > 0) {
+                tables.push(http_front::DOCS_TABLE.to_string());
+            }
+            if cfg.auth.is_some() {
+                tables.push(REVOCATIONS_TABLE.to_string());
+            }
+            if !tables.is_empty() {
+                link.subscribe(http_front::watch_request(tables));
             }
         }
         let http = cfg.http.clone().map(HttpFront::new);
@@ -274,6 +285,9 @@ impl FrameService {
         let id = msg.message_id;
         let op = Operation::Data;
         let user = self.clients.get(conn).and_then(|c| c.user.as_deref());
+        if user.is_some_and(|(name, exp)| self.is_revoked(name, *exp)) {
+            return Self::refuse_revoked(ctx, conn, id, op);
+        }
         let authed = user.map(|u| u.1 > now_secs());
         match authed {
             None => {
@@ -396,27 +410,40 @@ impl FrameService {
                 } else {
                     self.ready = true;
                     self.setup_backoff.reset();
+                    self.refresh_revocations(ctx);
                 }
             }
-            Event::Reply(
-                Owner::User {
-                    conn,
-                    id,
-                    name,
-                    remove,
-                },
-                m,
-            ) => Self::user_changed(ctx, conn, id, name, remove, m),
+            Event::Reply(Owner::Revocations, m) => self.revocations_read(ctx, m),
+            Event::Failed(Owner::Revocations, _, text) => {
+                debug!("reading {REVOCATIONS_TABLE}: {text}");
+            }
+            Event::Reply(Owner::User { conn, id, change }, m) => {
+                self.user_changed(ctx, conn, id, change, m)
+            }
             Event::Failed(Owner::User { conn, id, .. }, code, text) => {
                 Self::reply_error(ctx, conn, id, Operation::Users, code, text);
             }
             Event::Failed(Owner::Setup, _, text) => self.setup_failed(ctx, &text),
             Event::Notice(m) => {
+                let changed = protocol::proto::TablesChanged::decode(m.data).unwrap_or_default();
+                if self.cfg.auth.is_some()
+                    && (changed.tables.is_empty()
+                        || changed
+                            .tables
+                            .iter()
+                            .any(|t| t == "*" || t.eq_ignore_ascii_case(REVOCATIONS_TABLE)))
+                {
+                    self.refresh_revocations(ctx);
+                }
                 if let Some(h) = self.http.as_mut() {
-                    h.on_db_notice(m);
+                    h.on_db_change(&changed);
                 }
             }
             Event::Watching(yes) => {
+                if yes {
+                    // Changes may have been missed while the watch was down.
+                    self.refresh_revocations(ctx);
+                }
                 if let Some(h) = self.http.as_mut() {
                     h.on_db_watching(yes);
                 }
@@ -454,6 +481,7 @@ impl FrameService {
                 vec![],
             ),
             BatchStep::new(http_front::create_docs_table(), vec![]),
+            BatchStep::new(revocation::create_table(), vec![]),
         ];
         if let Some((user, stored)) = self.cfg.auth.as_ref().and_then(|a| a.bootstrap.clone()) {
             steps.push(BatchStep::new(
@@ -632,12 +660,11 @@ impl Handler for FrameService {
                 };
                 c.in_flight = c.in_flight.saturating_sub(1);
                 let op = Operation::AuthLogin;
-                let issued = self
-                    .cfg
-                    .auth
-                    .as_ref()
-                    .filter(|_| ok)
-                    .and_then(|a| a.signer.issue(&user, SystemTime::now()).ok());
+                let issued = self.cfg.auth.as_ref().filter(|_| ok).and_then(|a| {
+                    // From the first good second of a revocation made this very second.
+                    let from = a.revocations.issue_second(&user, now_secs());
+                    a.signer.issue_from(&user, from).ok()
+                });
                 match issued {
                     Some(t) => {
                         let ip = ctx.peer_addr(conn).map(|p| p.ip());

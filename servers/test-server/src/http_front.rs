@@ -192,9 +192,8 @@ impl HttpFront {
         }
     }
 
-    /// A change notice from db-server.
-    pub fn on_db_notice(&mut self, msg: Message) {
-        let changed = protocol::proto::TablesChanged::decode(msg.data).unwrap_or_default();
+    /// A change notice from db-server (decoded once by the frame service, which reads it too).
+    pub fn on_db_change(&mut self, changed: &protocol::proto::TablesChanged) {
         if changed.tables.is_empty()
             || changed
                 .tables
@@ -580,6 +579,16 @@ impl HttpFront {
             ));
         };
         match auth.signer.verify(token, SystemTime::now()) {
+            Ok(c)
+                if auth
+                    .revocations
+                    .revoked(&c.user, auth.signer.issued_at(c.expires_at)) =>
+            {
+                Some(Answer::error(
+                    401,
+                    &crate::auth::AuthError::Revoked.to_string(),
+                ))
+            }
             Ok(_) => None,
             Err(e) => Some(Answer::error(401, &e.to_string())),
         }

@@ -21,7 +21,7 @@ pub mod http_front;
 pub mod verifier;
 
 pub use config::{AuthConfig, Liveness, RttTotals};
-pub use events::{DocOp, Note, Owner};
+pub use events::{DocOp, Note, Owner, UserChange};
 pub use frames::{
     migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig,
     DEFAULT_MAX_CONNECTIONS_PER_IP, PRE_LOGIN_MAX_MESSAGE, USERS_TABLE,

@@ -206,6 +206,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         decoy,
         bootstrap,
         hash_cost,
+        revocations: Default::default(),
         login_limit: (args.login_rate > 0).then(|| {
             engine::RateLimiter::new(engine::RateLimit {
                 burst: args.login_rate,

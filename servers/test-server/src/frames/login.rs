@@ -80,7 +80,20 @@ impl FrameService {
         let Ok(t) = AuthToken::decode(msg.data.clone()) else {
             return Self::reply_error(ctx, conn, id, op, ErrorCode::BadMessage, "bad AuthToken");
         };
-        match auth.signer.verify(&t.token, SystemTime::now()) {
+        let verified = auth
+            .signer
+            .verify(&t.token, SystemTime::now())
+            .and_then(|claims| {
+                if auth
+                    .revocations
+                    .revoked(&claims.user, auth.signer.issued_at(claims.expires_at))
+                {
+                    Err(auth::AuthError::Revoked)
+                } else {
+                    Ok(claims)
+                }
+            });
+        match verified {
             Ok(claims) => {
                 let reply = wire::message(
                     MessageType::Response,
@@ -128,6 +141,12 @@ impl FrameService {
             .clients
             .get(conn)
             .and_then(|c| c.user.as_deref().cloned());
+        if user
+            .as_ref()
+            .is_some_and(|(name, exp)| self.is_revoked(name, *exp))
+        {
+            return Self::refuse_revoked(ctx, conn, id, op);
+        }
         let refusal = match user {
             None => Some((ErrorCode::Unauthenticated, "log in first")),
             Some((_, exp)) if exp <= now_secs() => {
@@ -152,15 +171,26 @@ impl FrameService {
             return Self::reply_error(ctx, conn, id, op, code, text);
         }
         if change.remove {
-            let req = DataRequest::execute(
+            // The removal and the revocation of the user's tokens, in one transaction.
+            let mut steps = vec![BatchStep::new(
                 format!("DELETE FROM {USERS_TABLE} WHERE name = ?1"),
                 vec![Value::text(change.name.clone())],
-            );
+            )];
+            let at_ms = revocation::now_ms();
+            steps.extend(revocation::revoke_steps(
+                &change.name,
+                at_ms,
+                auth.signer.lifetime(),
+            ));
+            let req = DataRequest::batch(steps);
             let owner = Owner::User {
                 conn,
                 id,
-                name: change.name,
-                remove: true,
+                change: UserChange {
+                    name: change.name,
+                    remove: true,
+                    at_ms,
+                },
             };
             return self.forward(ctx, conn, req_message(&req), owner);
         }
@@ -204,7 +234,12 @@ impl FrameService {
         stored: String,
     ) {
         let now = Value::int(i64::try_from(now_secs()).unwrap_or(0));
-        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user; one transaction.
+        let at_ms = revocation::now_ms();
+        let revoke = self.cfg.auth.as_ref().map_or_else(Vec::new, |a| {
+            revocation::revoke_steps(&name, at_ms, a.signer.lifetime())
+        });
+        // Step 0 creates (1 row: `created`), step 1 re-keys an existing user, then the tokens
+        // issued before are revoked; one transaction.
         let req = DataRequest {
             kind: Some(data_request::Kind::Batch(Batch {
                 steps: vec![
@@ -219,28 +254,41 @@ impl FrameService {
                         format!("UPDATE {USERS_TABLE} SET secret_hash = ?2 WHERE name = ?1"),
                         vec![Value::text(name.clone()), Value::text(stored)],
                     ),
-                ],
+                ]
+                .into_iter()
+                .chain(revoke)
+                .collect(),
             })),
             ..Default::default()
         };
         let owner = Owner::User {
             conn,
             id,
-            name,
-            remove: false,
+            change: UserChange {
+                name,
+                remove: false,
+                at_ms,
+            },
         };
         self.forward(ctx, conn, req_message(&req), owner);
     }
 
-    /// db-server answered a user change.
+    /// db-server answered a user change: the user's older tokens are revoked here at once
+    /// (the other instances read it from the table), and this loop's sessions of the user
+    /// closed.
     pub(super) fn user_changed(
+        &mut self,
         ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,
         id: u32,
-        name: String,
-        remove: bool,
+        change: UserChange,
         m: Message,
     ) {
+        let UserChange {
+            name,
+            remove,
+            at_ms,
+        } = change;
         let op = Operation::Users;
         if m.r#type() == MessageType::Error {
             let e = wire::ErrorBody::decode(m.data).unwrap_or_default();
@@ -248,11 +296,14 @@ impl FrameService {
         }
         let affected = |outcome: Option<&protocol::proto::step_outcome::Outcome>| matches!(outcome, Some(protocol::proto::step_outcome::Outcome::Ok(r)) if r.rows_affected > 0);
         let (created, removed) = match DataResponse::decode(m.data).ok().and_then(|r| r.kind) {
-            Some(data_response::Kind::Result(r)) if remove => (false, r.rows_affected > 0),
-            Some(data_response::Kind::Batch(b)) if !remove => (
-                affected(b.steps.first().and_then(|s| s.outcome.as_ref())),
-                false,
-            ),
+            Some(data_response::Kind::Batch(b)) => {
+                let first = affected(b.steps.first().and_then(|s| s.outcome.as_ref()));
+                if remove {
+                    (false, first)
+                } else {
+                    (first, false)
+                }
+            }
             _ => {
                 return Self::reply_error(
                     ctx,
@@ -264,6 +315,12 @@ impl FrameService {
                 )
             }
         };
+        if let Some(auth) = self.cfg.auth.clone() {
+            // The row just written, folded as every instance folds it.
+            if auth.revocations.apply(&name, at_ms) {
+                self.close_revoked(ctx);
+            }
+        }
         let reply = wire::message(
             MessageType::Response,
             op,

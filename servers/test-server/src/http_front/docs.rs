@@ -13,11 +13,9 @@ pub fn create_docs_table() -> String {
     )
 }
 
-/// The subscription the db link sends for the cache: changes of [`DOCS_TABLE`].
-pub fn watch_request() -> Message {
-    let watch = protocol::proto::Watch {
-        tables: vec![DOCS_TABLE.to_string()],
-    };
+/// The subscription the db link sends: changes of `tables` ([`DOCS_TABLE`] for the cache).
+pub fn watch_request(tables: Vec<String>) -> Message {
+    let watch = protocol::proto::Watch { tables };
     wire::message(MessageType::Request, Operation::Watch, 0, &watch)
 }
 
