@@ -494,3 +494,117 @@ fn a_rekeyed_or_removed_user_loses_its_tokens_on_every_instance() {
     // Others are untouched.
     admin.execute("SELECT 1", vec![]).unwrap();
 }
+
+/// Issue 24: test-server sees a killed db-server at once, every time, also after its link has
+/// reconnected: requests in flight at each kill are answered UNAVAILABLE ("connection to
+/// db-server lost"), never left for the link's silence limit to notice ("nothing heard").
+/// (A link connection closed by db-server was held open while requests were in flight, as if
+/// answers could still come.)
+#[test]
+fn a_killed_db_server_is_noticed_at_once_every_time() {
+    use protocol::wire::{self, MessageType, Operation};
+    let dir = common::TempDir::new("fs-kill");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let db_addr = format!("127.0.0.1:{port}");
+    let file = dir.path("k.db");
+    let file = file.to_str().unwrap().to_string();
+    let start_db = || {
+        let mut p = common::Proc::spawn(
+            "db-server",
+            &["--listen", &db_addr, "--sqlite", &file, "--workers", "2"],
+        );
+        p.listen_addr();
+        p
+    };
+    let mut db = start_db();
+    let mut ts = common::Proc::spawn_logging(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db_addr,
+            "--threads",
+            "1",
+            "--admin-secret",
+            "admin-secret",
+            "--reconnect-base",
+            "0.05",
+            "--reconnect-max",
+            "0.1",
+            // Long, so that only a noticed close can fail the requests in time.
+            "--ping-interval",
+            "30",
+        ],
+        Some("info"),
+    );
+    let [frames, _] = ts.listen_addrs();
+    let login = || {
+        let mut c = FrameClient::connect(frames, WAIT).unwrap();
+        let mut ok = false;
+        common::eventually("the link is up and admin logs in", || {
+            ok = c.login("admin", "admin-secret").is_ok()
+                && c.execute("CREATE TABLE IF NOT EXISTS k (id INT)", vec![])
+                    .is_ok();
+            ok
+        });
+        c
+    };
+    for round in 0..8 {
+        let mut c = login();
+        // A request in flight that db-server has read (a client reader running it), so that
+        // its death closes the link cleanly (FIN) rather than with a reset.
+        let before = reader_ticks(db.child.id());
+        let ids: Vec<u32> = (0..1)
+            .map(|_| {
+                let id = c.next_id();
+                c.send(&wire::message(
+                    MessageType::Request,
+                    Operation::Data,
+                    id,
+                    &exec(RUNAWAY_SQLITE, 0),
+                ))
+                .unwrap();
+                id
+            })
+            .collect();
+        common::eventually("a client reader running it", || {
+            let now = reader_ticks(db.child.id());
+            ["db-reader-1", "db-reader-2"]
+                .iter()
+                .any(|r| now.get(*r).copied().unwrap_or(0) > before.get(*r).copied().unwrap_or(0))
+        });
+        db.signal(libc::SIGKILL);
+        let _ = db.wait_exit();
+        // Answers come in any order: every one must, OK or UNAVAILABLE.
+        let mut due: std::collections::HashSet<u32> = ids.into_iter().collect();
+        while !due.is_empty() {
+            let m = c
+                .next_message()
+                .unwrap_or_else(|e| panic!("round {round}: {} answers missing: {e:?}", due.len()));
+            if !due.remove(&m.message_id) {
+                continue;
+            }
+            if m.r#type() == MessageType::Error {
+                let e = tools::client::server_error(&m);
+                assert!(
+                    matches!(&e, tools::client::ClientError::Server { code, .. } if *code == ErrorCode::Unavailable),
+                    "round {round}: {e:?}"
+                );
+            }
+        }
+        db = start_db();
+    }
+    drop(db);
+    assert!(
+        !ts.seen.iter().any(|l| l.contains("nothing heard")),
+        "a kill was noticed only by the silence limit"
+    );
+    // Drain what test-server logged meanwhile, too.
+    while let Ok(l) = ts.lines.try_recv() {
+        assert!(!l.contains("nothing heard"), "{l}");
+    }
+}

@@ -172,6 +172,8 @@ pub struct FrameService {
     events: Vec<crate::dblink::Event<Owner>>,
     /// What `Client`'s times count from.
     epoch: Instant,
+    /// The server is shutting down: the db link stays open while answers are due.
+    draining: bool,
     /// The liveness sweep timer is set (it stops while the loop has no client).
     sweeping: bool,
     /// Each client's moving average of its last 100 ping round trips, summed (µs) over the
@@ -239,6 +241,7 @@ impl FrameService {
             },
             rtt_averages: (0, 0),
             epoch: Instant::now(),
+            draining: false,
             sweeping: false,
             events: Vec::new(),
         }
@@ -283,6 +286,7 @@ impl FrameService {
 
     fn data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
+
         let op = Operation::Data;
         let user = self.clients.get(conn).and_then(|c| c.user.as_deref());
         if user.is_some_and(|(name, exp)| self.is_revoked(name, *exp)) {
@@ -737,6 +741,7 @@ impl Handler for FrameService {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Context<'_, Note, Timer>) {
+        self.draining = true;
         let notice = wire::message(
             MessageType::Notification,
             Operation::ServerShutdown,
@@ -755,12 +760,17 @@ impl Handler for FrameService {
         }
     }
 
+    /// A client with answers due, the front's own; the db link only while the server drains
+    /// (so that the drain does not close it under requests in flight). A link connection
+    /// db-server closed is never waited for: its answers will not come, and its requests must
+    /// fail at once (they waited for the silence limit when a killed db-server's close was
+    /// held back this way).
     fn is_busy(&self, conn: ConnId) -> bool {
         self.clients.get(conn).is_some_and(|c| c.in_flight > 0)
             || self
                 .link
                 .as_ref()
-                .is_some_and(|l| l.owns(conn) && l.in_flight() > 0)
+                .is_some_and(|l| self.draining && l.owns(conn) && l.in_flight() > 0)
             || self.http.as_ref().is_some_and(|h| h.is_busy(conn))
     }
 }
