@@ -479,7 +479,8 @@ fn a_flood_of_wrong_secrets_is_cut_off_before_hashing_and_others_are_not_slowed(
     let dir = TempDir::new("ts-login-flood");
     let db = start_db(&dir);
     let ts = start_test_server(db.addr);
-    let (_, _) = admin(ts.addr);
+    let (mut root, _) = admin(ts.addr);
+    root.change_user("carol", "carol-secret-1", false).unwrap();
     let mut attacker = common::connect_from("127.0.0.2", ts.addr);
     let codes: Vec<ErrorCode> = (0..15)
         .map(|_| code(login(&mut attacker, "admin", "guess")))
@@ -538,6 +539,11 @@ fn a_flood_of_wrong_secrets_is_cut_off_before_hashing_and_others_are_not_slowed(
         limited, 400,
         "every attempt of the flood refused before hashing"
     );
+    // The lockout is per address *and user* (issue 24): another user of the attacker's
+    // address — behind a proxy, every client shares one — logs in as before.
+    let mut neighbour = common::connect_from("127.0.0.2", ts.addr);
+    login(&mut neighbour, "carol", "carol-secret-1").unwrap();
+    neighbour.execute("SELECT 1", vec![]).unwrap();
 }
 
 #[test]

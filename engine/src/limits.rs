@@ -101,13 +101,14 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token bucket per source IP: the engine's limit on new connections, and any per-address limit
-/// a handler needs (test-server's failed logins). Touched once per event it limits, so one mutex
-/// for all loops is cheap.
+/// Token bucket per source IP (or per source IP and a key of the handler's choosing): the
+/// engine's limit on new connections, and any per-address limit a handler needs (test-server's
+/// failed logins, per address and user). Touched once per event it limits, so one mutex for
+/// all loops is cheap.
 #[derive(Debug)]
 pub struct RateLimiter {
     cfg: RateLimit,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<(IpAddr, u64), Bucket>>,
 }
 
 /// Above this many tracked addresses, full buckets (which carry no information) are pruned.
@@ -124,6 +125,12 @@ impl RateLimiter {
 
     /// Takes a token for `ip` at `now`: true when there was one (the event may go ahead).
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        self.allow_keyed(ip, 0, now)
+    }
+
+    /// Takes a token from the bucket of `ip` and `key` (each pair has its own: e.g. a user
+    /// name's hash, so that one user's failures from an address do not lock out another's).
+    pub fn allow_keyed(&self, ip: IpAddr, key: u64, now: Instant) -> bool {
         if self.cfg.allow.contains(&ip) {
             return true;
         }
@@ -138,7 +145,7 @@ impl RateLimiter {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
             });
         }
-        let b = map.entry(ip).or_insert(Bucket {
+        let b = map.entry((ip, key)).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -155,12 +162,17 @@ impl RateLimiter {
     /// Gives back the token an event took (it turned out not to count, e.g. a login that
     /// succeeded).
     pub fn refund(&self, ip: IpAddr) {
+        self.refund_keyed(ip, 0);
+    }
+
+    /// [`RateLimiter::refund`] for the bucket of `ip` and `key`.
+    pub fn refund_keyed(&self, ip: IpAddr, key: u64) {
         let burst = f64::from(self.cfg.burst);
         let mut map = match self.buckets.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(b) = map.get_mut(&ip) {
+        if let Some(b) = map.get_mut(&(ip, key)) {
             b.tokens = (b.tokens + 1.0).min(burst);
         }
     }

@@ -403,8 +403,8 @@ impl FrameService {
             ) => {
                 self.check_login(ctx, conn, id, user, secret, &m);
             }
-            Event::Failed(Owner::Login { conn, id, .. }, code, text) => {
-                self.refund_login(ctx, conn);
+            Event::Failed(Owner::Login { conn, id, user, .. }, code, text) => {
+                self.refund_login(ctx, conn, &user);
                 Self::reply_error(ctx, conn, id, Operation::AuthLogin, code, text);
             }
             Event::Reply(Owner::Setup, m) => {
@@ -676,7 +676,7 @@ impl Handler for FrameService {
                             self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
                             ip,
                         ) {
-                            limit.refund(ip);
+                            limit.refund_keyed(ip, login::login_key(&user));
                         }
                         info!(
                             "User {} logged in from {}",

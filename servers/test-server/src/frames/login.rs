@@ -20,18 +20,21 @@ impl FrameService {
                 "authentication is not configured",
             );
         };
-        // Every attempt takes a token; only wrong secrets keep it (see `refund_login`).
+        // Every attempt takes a token from the bucket of its address and user; only wrong
+        // secrets keep it (see `refund_login`). Per user: one user's failures (or an
+        // attacker's guesses at one account) never lock another user out of the same address,
+        // which all clients behind a proxy share.
         let ip = ctx.peer_addr(conn).map(|p| p.ip());
         if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
-            if !limit.allow(ip, Instant::now()) {
-                debug!("login from {ip} refused: too many failed logins");
+            if !limit.allow_keyed(ip, login_key(&login.user), Instant::now()) {
+                debug!("login from {ip} refused: too many failed logins for this user");
                 return Self::reply_error(
                     ctx,
                     conn,
                     id,
                     op,
                     ErrorCode::RateLimited,
-                    "too many failed logins from this address; retry later",
+                    "too many failed logins for this user from this address; retry later",
                 );
             }
         }
@@ -350,7 +353,7 @@ impl FrameService {
         };
         if m.r#type() == MessageType::Error {
             let e = wire::ErrorBody::decode(m.data.clone()).unwrap_or_default();
-            self.refund_login(ctx, conn);
+            self.refund_login(ctx, conn, &user);
             return Self::reply_error(
                 ctx,
                 conn,
@@ -375,6 +378,7 @@ impl FrameService {
             None => (auth.decoy.clone(), false),
         };
         let inbox: LoopHandle<Note> = ctx.loop_handle();
+        let who = user.clone();
         let queued = auth.verifier.check(
             stored,
             secret,
@@ -392,7 +396,7 @@ impl FrameService {
                 c.in_flight += 1;
             }
         } else {
-            self.refund_login(ctx, conn);
+            self.refund_login(ctx, conn, &who);
             Self::reply_error(
                 ctx,
                 conn,
@@ -404,12 +408,18 @@ impl FrameService {
         }
     }
 
-    /// A login ended otherwise than with a wrong secret: its token goes back.
-    pub(super) fn refund_login(&self, ctx: &Context<'_, Note, Timer>, conn: ConnId) {
+    /// A login of `user` ended otherwise than with a wrong secret: its token goes back.
+    pub(super) fn refund_login(&self, ctx: &Context<'_, Note, Timer>, conn: ConnId, user: &str) {
         let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
         let ip = ctx.peer_addr(conn).map(|p| p.ip());
         if let (Some(limit), Some(ip)) = (limit, ip) {
-            limit.refund(ip);
+            limit.refund_keyed(ip, login_key(user));
         }
     }
+}
+
+/// The login limiter's key for `user` (with the address: one bucket per address and user).
+pub(super) fn login_key(user: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(user)
 }
