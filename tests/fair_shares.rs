@@ -608,3 +608,73 @@ fn a_killed_db_server_is_noticed_at_once_every_time() {
         assert!(!l.contains("nothing heard"), "{l}");
     }
 }
+
+/// Issue 24: behind the proxy in TCP mode every client shares the proxy's address; with
+/// `--send-proxy-v2` on the proxy and `--trusted-proxy` on test-server, the login lockout sees
+/// each client's own address: one client's failures do not lock another out, even for the
+/// same user.
+#[test]
+fn behind_the_proxy_the_login_limit_sees_each_clients_own_address() {
+    let dir = common::TempDir::new("fs-proxy-v2");
+    let (_db, db) = common::spawn_db(&dir.path("p.db"));
+    let db = db.to_string();
+    let mut ts = common::Proc::spawn_logging(
+        "test-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--threads",
+            "1",
+            "--admin-secret",
+            "admin-secret",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+        Some("info"),
+    );
+    let [frames, http] = ts.listen_addrs();
+    common::wait_front_ready(http);
+    let frames_s = frames.to_string();
+    let mut proxy = common::Proc::spawn(
+        "proxy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--mode",
+            "tcp",
+            "--send-proxy-v2",
+            "--threads",
+            "1",
+            "--metrics-interval",
+            "0",
+            "--backend",
+            &frames_s,
+        ],
+    );
+    let [front, _] = proxy.listen_addrs();
+    let via_proxy =
+        |from: [u8; 4]| FrameClient::from_stream(connect_from(from.into(), front), WAIT).unwrap();
+    common::eventually("admin logs in through the proxy", || {
+        via_proxy([127, 0, 0, 20])
+            .login("admin", "admin-secret")
+            .is_ok()
+    });
+    let mut attacker = via_proxy([127, 0, 0, 21]);
+    let codes: Vec<ErrorCode> = (0..12)
+        .map(|_| code(attacker.login("admin", "wrong-guess")))
+        .collect();
+    assert_eq!(codes[11], ErrorCode::RateLimited, "{codes:?}");
+    // Another client of the same proxy, the same user: its own address, its own bucket.
+    let mut other = via_proxy([127, 0, 0, 22]);
+    other.login("admin", "admin-secret").unwrap();
+    other.execute("SELECT 1", vec![]).unwrap();
+    ts.wait_line("User admin logged in from 127.0.0.22");
+    // A direct connection from the trusted address must send the header: without it,
+    // nothing it sends is believed.
+    let mut direct = FrameClient::connect(frames, WAIT).unwrap();
+    assert!(direct.login("admin", "admin-secret").is_err());
+}

@@ -166,6 +166,16 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
             .map(|s| s.peer())
     }
 
+    /// The local address of `conn` (for an accepted connection: the address the peer
+    /// connected to).
+    pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core
+            .sessions
+            .get(conn.key as usize)
+            .filter(|s| s.gen == conn.gen)
+            .and_then(|s| s.stream.local_addr().ok())
+    }
+
     /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave); `None`
     /// for outbound connections. A server serving two protocols tells them apart by it.
     pub fn listener(&self, conn: ConnId) -> Option<crate::ListenerId> {

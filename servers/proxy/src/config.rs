@@ -50,6 +50,9 @@ pub struct ProxyConfig {
     /// What the admin API's changes (POST, DELETE) must present as `Authorization: Bearer`;
     /// none: the admin API trusts whoever reaches its address.
     pub admin_token: Option<String>,
+    /// TCP mode: open each backend connection with a PROXY protocol v2 header naming the
+    /// client (HAProxy's `send-proxy-v2`), for backends that trust this proxy to say it.
+    pub send_proxy_v2: bool,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +74,7 @@ impl Default for ProxyConfig {
             metrics_interval: Some(Duration::from_secs(10)),
             admin_listener: None,
             admin_token: None,
+            send_proxy_v2: false,
         }
     }
 }

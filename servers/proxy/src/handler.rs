@@ -318,6 +318,15 @@ impl Handler for Proxy {
                         ctx.cancel_timer(t);
                     }
                     if let Some(client) = u.client {
+                        if self.cfg.send_proxy_v2 {
+                            // Before any of the client's bytes: who the connection is for.
+                            if let (Some(src), Some(dst)) =
+                                (ctx.peer_addr(client), ctx.local_addr(client))
+                            {
+                                let header = shared::proxy_protocol::encode_v2(src, dst);
+                                let _ = ctx.send(conn, &header);
+                            }
+                        }
                         ctx.resume_reading(client);
                     }
                 } else {

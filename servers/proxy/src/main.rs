@@ -126,6 +126,12 @@ struct ProxySettings {
     /// `Authorization: Bearer TOKEN` [default: none, anyone who reaches --admin may change the pool].
     #[arg(long, env = "NETMOD_PROXY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// TCP mode: start each backend connection with a PROXY protocol v2 header naming the
+    /// client, so that a backend that trusts this proxy (test-server's --trusted-proxy) sees
+    /// the client's address rather than the proxy's [default: off].
+    #[arg(long)]
+    #[serde(default)]
+    send_proxy_v2: bool,
     /// Backends from the file (the command line's are `--backend`).
     #[arg(skip)]
     #[serde(default)]
@@ -143,6 +149,7 @@ impl ProxySettings {
             check_timeout: self.check_timeout.or(file.check_timeout),
             check_path: self.check_path.or(file.check_path),
             admin_token: self.admin_token.or(file.admin_token),
+            send_proxy_v2: self.send_proxy_v2 || file.send_proxy_v2,
             rise: self.rise.or(file.rise),
             fall: self.fall.or(file.fall),
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
@@ -220,6 +227,11 @@ fn run(args: Args) -> Result<(), String> {
         ModeArg::Http => Mode::Http,
         ModeArg::Tcp => Mode::Tcp,
     };
+    if fp.send_proxy_v2 && mode != Mode::Tcp {
+        log::warn!(
+            "--send-proxy-v2 applies to TCP mode only (HTTP mode sends X-Forwarded-For); ignored"
+        );
+    }
     let metrics = fp.metrics_interval.unwrap_or(10.0);
     let mut cfg = ProxyConfig {
         mode,
@@ -245,6 +257,7 @@ fn run(args: Args) -> Result<(), String> {
             .transpose()?,
         admin_listener: None, // set once the server has it
         admin_token: fp.admin_token.clone().filter(|t| !t.is_empty()),
+        send_proxy_v2: fp.send_proxy_v2,
     };
     let thresholds = Thresholds {
         rise: fp.rise.unwrap_or(2).max(1),

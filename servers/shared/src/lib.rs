@@ -22,6 +22,7 @@ pub mod http1;
 pub mod logging;
 pub mod memory;
 pub mod page;
+pub mod proxy_protocol;
 pub mod settings;
 pub mod tls;
 

@@ -87,6 +87,10 @@ pub struct ServiceConfig {
     pub rtt: Arc<RttTotals>,
     /// Every loop's inbox, so that other threads can reach all clients (see [`migrate`]).
     pub loops: Arc<Mutex<Vec<LoopHandle<Note>>>>,
+    /// Proxies whose frame connections start with a PROXY protocol v2 header naming the
+    /// client (`--trusted-proxy`): the client's address then counts for the login limit and
+    /// the logs. From any other address a header is not expected (nor believed).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServiceConfig {
@@ -101,6 +105,7 @@ impl Default for ServiceConfig {
             liveness: None,
             rtt: Arc::default(),
             loops: Arc::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -174,6 +179,10 @@ pub struct FrameService {
     epoch: Instant,
     /// The server is shutting down: the db link stays open while answers are due.
     draining: bool,
+    /// Connections from a trusted proxy whose PROXY header has not come yet.
+    awaiting_proxy_header: ConnMap<()>,
+    /// The client a trusted proxy named for a connection.
+    proxied: ConnMap<std::net::SocketAddr>,
     /// The liveness sweep timer is set (it stops while the loop has no client).
     sweeping: bool,
     /// Each client's moving average of its last 100 ping round trips, summed (µs) over the
@@ -242,6 +251,8 @@ impl FrameService {
             rtt_averages: (0, 0),
             epoch: Instant::now(),
             draining: false,
+            awaiting_proxy_header: ConnMap::default(),
+            proxied: ConnMap::default(),
             sweeping: false,
             events: Vec::new(),
         }
@@ -532,6 +543,9 @@ impl Handler for FrameService {
                 return h.on_accept(conn, peer);
             }
         }
+        if self.cfg.trusted_proxies.contains(&peer.ip()) {
+            self.awaiting_proxy_header.insert(conn, ());
+        }
         let mut client = Client::default();
         if let Some(live) = self.cfg.liveness {
             let delay = self.first_ping_delay(&live);
@@ -588,6 +602,29 @@ impl Handler for FrameService {
                 return h.on_data(ctx, conn, data, self.link.as_mut(), status);
             }
         }
+        let mut skipped = 0;
+        if self.awaiting_proxy_header.get(conn).is_some() {
+            match shared::proxy_protocol::parse_v2(data) {
+                shared::proxy_protocol::Parsed::Incomplete => return 0,
+                shared::proxy_protocol::Parsed::Invalid(why) => {
+                    warn!(
+                        "Closing a connection from trusted proxy {}: {why}",
+                        ctx.peer_addr(conn)
+                            .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
+                    );
+                    ctx.abort(conn);
+                    return data.len();
+                }
+                shared::proxy_protocol::Parsed::Header { consumed, source } => {
+                    self.awaiting_proxy_header.remove(conn);
+                    if let Some(client) = source {
+                        self.proxied.insert(conn, client);
+                    }
+                    skipped = consumed;
+                }
+            }
+        }
+        let data = &data[skipped..];
         let logged_in = self.clients.get(conn).is_some_and(|c| c.user.is_some());
         // Without logins configured there is no "before login".
         let max = if logged_in || self.cfg.auth.is_none() {
@@ -597,7 +634,7 @@ impl Handler for FrameService {
                 .pre_login_max_message
                 .min(self.cfg.max_message_size)
         };
-        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
+        skipped + wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, timer: Timer) {
@@ -659,6 +696,7 @@ impl Handler for FrameService {
                 }
             }
             Note::Verified { conn, id, user, ok } => {
+                let ip = self.client_ip(ctx, conn);
                 let Some(c) = self.clients.get_mut(conn) else {
                     return;
                 };
@@ -671,7 +709,6 @@ impl Handler for FrameService {
                 });
                 match issued {
                     Some(t) => {
-                        let ip = ctx.peer_addr(conn).map(|p| p.ip());
                         if let (Some(limit), Some(ip)) = (
                             self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
                             ip,
@@ -729,6 +766,8 @@ impl Handler for FrameService {
         if let Some(h) = self.http.as_mut() {
             h.on_close(conn);
         }
+        self.awaiting_proxy_header.remove(conn);
+        self.proxied.remove(conn);
         if let Some(c) = self.clients.remove(conn) {
             if let Some(avg) = c.rtt.average() {
                 self.rtt_averages.0 = self.rtt_averages.0.saturating_sub(micros(avg));

@@ -54,10 +54,17 @@ struct Args {
     /// Largest HTTP request body, in bytes (over it: 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body: usize,
-    /// Failed logins per minute allowed from one client address (then RATE_LIMITED, before any
-    /// hashing; 0: no limit). Successful logins do not count.
+    /// Failed logins per minute allowed for one user from one client address (then
+    /// RATE_LIMITED, before any hashing; 0: no limit). Successful logins do not count.
     #[arg(long, default_value_t = 10)]
     login_rate: u32,
+    /// A proxy whose connections to the frame port start with a PROXY protocol v2 header
+    /// naming the client (the netmod proxy's --send-proxy-v2, HAProxy's send-proxy-v2); repeat
+    /// for several. Its connections must send the header; the client's address then counts
+    /// for the login limit and the logs, and the proxy itself is exempt from the per-IP
+    /// connection cap.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Seconds an HTTP request may take to arrive, from its first byte (then 408; 0: no limit).
     #[arg(long, default_value_t = 30.0)]
     http_request_timeout: f64,
@@ -176,6 +183,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         allow: Vec::new(),
     });
     let mut cfg = settings::engine_config_from(base, args.engine.config.as_deref(), &flags)?;
+    if let Some(per_ip) = cfg.limits.per_ip.as_mut() {
+        // A trusted proxy carries many clients' connections.
+        per_ip.allow.extend(args.trusted_proxies.iter().copied());
+    }
     cfg.refuse_message = test_server::refuse_frame();
     cfg.rate_limited_message = test_server::rate_limited_frame();
     let secret = match args.token_secret {
@@ -281,6 +292,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         auth: Some(auth),
         http: Some(http),
         liveness,
+        trusted_proxies: args.trusted_proxies.clone(),
         ..ServiceConfig::default()
     };
     let scheme = |t: &Option<engine::tls::TlsListener>| if t.is_some() { "TLS" } else { "plain" };

@@ -24,7 +24,7 @@ impl FrameService {
         // secrets keep it (see `refund_login`). Per user: one user's failures (or an
         // attacker's guesses at one account) never lock another user out of the same address,
         // which all clients behind a proxy share.
-        let ip = ctx.peer_addr(conn).map(|p| p.ip());
+        let ip = self.client_ip(ctx, conn);
         if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
             if !limit.allow_keyed(ip, login_key(&login.user), Instant::now()) {
                 debug!("login from {ip} refused: too many failed logins for this user");
@@ -408,10 +408,23 @@ impl FrameService {
         }
     }
 
+    /// The client's address: the one a trusted proxy named for the connection, else the
+    /// connection's own peer.
+    pub(super) fn client_ip(
+        &self,
+        ctx: &Context<'_, Note, Timer>,
+        conn: ConnId,
+    ) -> Option<std::net::IpAddr> {
+        self.proxied
+            .get(conn)
+            .map(|a| a.ip())
+            .or_else(|| ctx.peer_addr(conn).map(|p| p.ip()))
+    }
+
     /// A login of `user` ended otherwise than with a wrong secret: its token goes back.
     pub(super) fn refund_login(&self, ctx: &Context<'_, Note, Timer>, conn: ConnId, user: &str) {
         let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
-        let ip = ctx.peer_addr(conn).map(|p| p.ip());
+        let ip = self.client_ip(ctx, conn);
         if let (Some(limit), Some(ip)) = (limit, ip) {
             limit.refund_keyed(ip, login_key(user));
         }
