@@ -6,7 +6,8 @@
 # loadgen for both). Prints the raw lines, then per build and shape the median rps and the
 # servers' CPU µs per request, and B's ratio to A.
 # usage: benches/ab.sh A_BIN_DIR B_BIN_DIR   (env: SECS=5 RUNS=3; needs wrk and curl;
-#        PG_URL=postgresql://…: db-server on that PostgreSQL instead of a fresh SQLite file)
+#        PG_URL=postgresql://…: db-server on that PostgreSQL instead of a fresh SQLite file;
+#        PG_URL_A=…: build A on another one, when the builds need different set-ups)
 #   e.g. a worktree of the old commit built with CARGO_TARGET_DIR=/tmp/old, then
 #        benches/ab.sh /tmp/old/release target/release
 set -euo pipefail
@@ -25,8 +26,10 @@ run_round() { # label bin_dir round
   local label=$1 bin=$2 round=$3 dbp port http db ts
   dbp=$(free_port) port=$(free_port) http=$(free_port)
   rm -f "$work/ab.db"*
-  local backend=(--sqlite "$work/ab.db")
-  [ -n "${PG_URL:-}" ] && backend=(--postgres "$PG_URL")
+  local backend=(--sqlite "$work/ab.db") url=${PG_URL:-}
+  # PG_URL_A: another database for build A, when the two builds need different set-ups.
+  [ "$label" = A ] && [ -n "${PG_URL_A:-}" ] && url=$PG_URL_A
+  [ -n "$url" ] && backend=(--postgres "$url")
   taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$dbp" "${backend[@]}" --threads 1 \
     >"$work/db.log" 2>&1 &
   db=$!

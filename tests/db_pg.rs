@@ -1243,7 +1243,8 @@ fn pg_the_client_role_holds_exactly_its_documented_rights() {
          docs:DELETE INSERT SELECT UPDATE;docs_id_seq:SELECT",
         "the servers' relations"
     );
-    // Functions of the servers' schema it may run: the two that need db-server's proof.
+    // Functions of the servers' schema it may run: the two that need db-server's proof, and
+    // the reset that runs as its caller after each of its statements.
     assert_eq!(
         one(
             &mut admin,
@@ -1253,7 +1254,7 @@ fn pg_the_client_role_holds_exactly_its_documented_rights() {
                  WHERE n.nspname = '{s}' AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
             )
         ),
-        "_netmod_claim,_netmod_store"
+        "_netmod_claim,_netmod_reset,_netmod_store"
     );
     // And the role's own objects live in its schema only.
     assert_eq!(
@@ -1655,10 +1656,15 @@ fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
                                          set_config('statement_timeout', '1', false)) x $$",
     ))
     .unwrap();
-    // On every reader and writer connection, more than once.
+    // On every reader and writer connection, more than once, each time after another user's
+    // statement there (what mallory sets reaches her own next statements only: the first of
+    // these may run, the next ones may not even find poison() on her search path).
+    let other = |sql: &str| as_user(exec(sql, vec![]), "bob");
     for _ in 0..8 {
-        c.data(&client("SELECT poison()")).unwrap();
-        c.data(&client("INSERT INTO notes SELECT poison(), 'p'"))
+        let _ = c.data(&client("SELECT poison()"));
+        c.data(&other("SELECT count(*) FROM notes")).unwrap();
+        let _ = c.data(&client("INSERT INTO notes SELECT poison(), 'p'"));
+        c.data(&other("INSERT INTO notes VALUES (4, 'bob')"))
             .unwrap();
     }
     let shadow = c.data(&client(
@@ -1669,9 +1675,10 @@ fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
             "INSERT INTO _netmod_users VALUES ('admin', 'planted')",
         ));
     }
-    // Every user's writes and reads work as before, and the servers see their own table.
+    // Every other user's writes and reads work as before, and the servers see their own
+    // table.
     for _ in 0..8 {
-        c.data(&client("INSERT INTO notes VALUES (2, 'after')"))
+        c.data(&other("INSERT INTO notes VALUES (2, 'after')"))
             .unwrap();
         c.execute("INSERT INTO notes VALUES (3, 'server')", vec![])
             .unwrap();

@@ -139,6 +139,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 client_password: std::env::var("NETMOD_PG_CLIENT_PASSWORD")
                     .ok()
                     .filter(|p| !p.is_empty()),
+                statement_timeout: Duration::from_millis(args.statement_timeout_ms),
             }),
             format!("PostgreSQL with {} replica(s)", args.replica.len()),
         ),

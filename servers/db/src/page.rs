@@ -12,6 +12,10 @@ pub struct Limit {
     pub truncate: bool,
     /// When the statements must have stopped (see [`crate::deadline`]); `None`: no deadline.
     pub deadline: Option<std::time::Instant>,
+    /// Whose session state the statements may see, on a PostgreSQL client connection: the
+    /// state one user's statements leave there reaches only that user's next ones (a hash of
+    /// the user; 0: nobody's, always reset first).
+    pub owner: u64,
 }
 
 /// A row and its estimated encoded size.

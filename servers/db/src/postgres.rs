@@ -67,27 +67,38 @@ pub struct Pg {
     /// The session's settings, set again after every client statement (`RESET ALL` then
     /// these): the search path, then what the worker set ([`Pg::set_session`]).
     session: Vec<String>,
-    /// A client connection: every statement is followed by [`CLIENT_RESET`] and the
-    /// session's settings, in the same round trip.
+    /// A client connection: every statement is preceded by a reset (see the comment above
+    /// `LIGHT_RESET`), in the same round trip.
     client: bool,
+    /// On a client connection: the reset call, the `statement_timeout` a statement without a
+    /// deadline gets, and whose statement ran last (see [`crate::page::Limit::owner`]).
+    reset_sql: String,
+    standing_timeout_ms: u64,
+    owner: Option<u64>,
     /// On a server connection, the client role that tables it creates are shared with.
     share_with: Option<String>,
     /// Client statements are followed by the resets (see [`Pg::owned_by_one`]).
     resets: bool,
 }
 
-/// What follows each client statement, in the same round trip: nothing it set or left in the
-/// session outlives it — settings (`SET`, or `set_config` from inside a function), cursors,
-/// prepared statements, `LISTEN`s, session advisory locks, temporary tables. Each runs inside
-/// a transaction block too (a statement of a group). The connection's own settings follow.
-const CLIENT_RESET: &[&str] = &[
-    "RESET ALL",
-    "CLOSE ALL",
-    "DEALLOCATE ALL",
-    "UNLISTEN *",
-    "SELECT pg_advisory_unlock_all()",
-    "DISCARD TEMP",
-];
+// The full reset of a shared client connection is one call of the function `_netmod_reset`
+// (made by `client_role`), sent before a statement whose owner (user) is not the one whose
+// statement ran last there: nothing another user's statement set or left in the session
+// reaches it — settings (`SET`, or `set_config` from inside a function: RESET ALL), cursors
+// (CLOSE ALL), prepared statements (DEALLOCATE ALL), LISTENs (UNLISTEN *), session advisory
+// locks (pg_advisory_unlock_all), temporary tables (DISCARD TEMP); then the connection's own
+// settings and the statement's timeout. It runs inside a transaction block too (a statement
+// of a group). One call rather than a statement each, and only on a change of owner: every
+// statement on a client connection is parsed afresh, and RESET ALL with the search path set
+// again cost as much as the client's statement itself.
+
+/// Before a statement of the same owner as the last on a shared client connection: the
+/// session advisory locks it took are let go, and the statement gets its own timeout ($1, ms).
+const LIGHT_RESET: &str = "SELECT pg_catalog.pg_advisory_unlock_all(), \
+                           pg_catalog.set_config('statement_timeout', $1, false)";
+
+/// Before a statement with a deadline on a client connection of one caller.
+const SET_TIMEOUT: &str = "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 
 /// `name` quoted as a PostgreSQL identifier.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -238,6 +249,9 @@ impl Pg {
             translated: HashMap::new(),
             session: Vec::new(),
             client: false,
+            reset_sql: String::new(),
+            standing_timeout_ms: 0,
+            owner: None,
             share_with: None,
             resets: false,
         };
@@ -258,10 +272,19 @@ impl Pg {
             translated: HashMap::new(),
             session: Vec::new(),
             client: true,
+            reset_sql: login.reset_sql(),
+            standing_timeout_ms: login.standing_timeout_ms,
+            owner: None,
             share_with: None,
             resets: true,
         };
         pg.set_session(&login.search_path())?;
+        if pg.standing_timeout_ms > 0 {
+            pg.exec(&format!(
+                "SET statement_timeout = {}",
+                pg.standing_timeout_ms
+            ))?;
+        }
         Ok(pg)
     }
 
@@ -455,8 +478,8 @@ impl Pg {
         self.pipelined(sts, together, then, start)
     }
 
-    /// `execute_many` over a pipeline. On a client connection each statement is followed by
-    /// the resets ([`CLIENT_RESET`], then the session's settings).
+    /// `execute_many` over a pipeline. On a client connection each statement is preceded by a
+    /// reset, in the same round trip (see the body).
     #[allow(clippy::type_complexity)]
     fn pipelined(
         &mut self,
@@ -485,64 +508,85 @@ impl Pg {
             }
         }
         // The statements on the wire: each one's index in `sts`, or `None` for a reset.
-        // On a client connection, resets follow each statement (isolating it from the next
-        // one of the same transaction), and a last reset segment of its own follows the whole
-        // (a failed transaction skips the resets inside it, but a session advisory lock taken
-        // before the failure, say, is not rolled back).
-        let resets: Vec<&str> = if self.resets {
-            CLIENT_RESET
-                .iter()
-                .copied()
-                .chain(self.session.iter().map(String::as_str))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        // A client statement with a deadline is preceded by its own `statement_timeout`
-        // (PostgreSQL stops it there; the resets after it take the setting back).
-        let timeouts: Vec<Option<String>> = which
+        // On a shared client connection each statement is preceded, in its transaction
+        // segment, by a reset: the full one (`_netmod_reset`) when the statement's owner is not
+        // the one whose statement ran last here (or is unknown), else a light one (session
+        // advisory locks released, its own statement_timeout). So the state one user's
+        // statement leaves reaches only that user's next statements, and a run of one user's
+        // statements pays the full reset once. On a client connection of one caller (a
+        // transaction, a cursor) only the statement_timeout goes first.
+        let session = self.session.join("\n");
+        let reset_sql = self.reset_sql.clone();
+        let standing = self.standing_timeout_ms;
+        let mut owner = self.owner;
+        // Per statement, its prefix if any: the timeout (ms) it sets, and whether it is the
+        // full reset.
+        let mut prefixes: Vec<Option<(u64, bool)>> = Vec::with_capacity(which.len());
+        for &i in &which {
+            let limit = &sts[i].1;
+            let left = limit
+                .deadline
+                .map_or(standing, crate::deadline::remaining_ms);
+            if !self.client {
+                prefixes.push(None);
+            } else if self.resets {
+                let same = limit.owner != 0 && owner == Some(limit.owner);
+                prefixes.push(Some((left, !same)));
+                owner = (limit.owner != 0).then_some(limit.owner);
+            } else {
+                prefixes.push(limit.deadline.map(|_| (left, false)));
+            }
+        }
+        let texts: Vec<String> = prefixes
             .iter()
-            .map(|&i| {
-                let at = sts[i].1.deadline.filter(|_| self.client)?;
-                Some(format!(
-                    "SET statement_timeout = {}",
-                    crate::deadline::remaining_ms(at)
-                ))
+            .map(|p| p.map_or_else(String::new, |(left, _)| left.to_string()))
+            .collect();
+        let params: Vec<Vec<Param<'_>>> = prefixes
+            .iter()
+            .zip(&texts)
+            .map(|(p, text)| match p {
+                Some((left, true)) => vec![
+                    Param::Text(&session),
+                    Param::Int(i64::try_from(*left).unwrap_or(i64::MAX)),
+                ],
+                Some((_, false)) => vec![Param::Text(text)],
+                None => Vec::new(),
             })
             .collect();
-        let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len());
-        let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len());
+        let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len() * 2);
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len() * 2);
         let mut syncs: Vec<usize> = Vec::new();
         for (k, ((t, p), &i)) in bound.iter().zip(&which).enumerate() {
-            if let Some(set) = &timeouts[k] {
-                stmts.push((set.as_str(), &[]));
-                slot.push(None);
+            match prefixes[k] {
+                Some((_, true)) => {
+                    stmts.push((reset_sql.as_str(), &params[k][..]));
+                    slot.push(None);
+                    // In a transaction of its own before the statement's: a transaction takes
+                    // its read-only mode (a setting the reset restores) when it begins. Inside a
+                    // group's transaction (another owner's statement in a group of reads) the
+                    // reset runs inline.
+                    if k == 0 || !together {
+                        syncs.push(stmts.len() - 1);
+                    }
+                }
+                Some((_, false)) if self.resets => {
+                    stmts.push((LIGHT_RESET, &params[k][..]));
+                    slot.push(None);
+                }
+                Some((_, false)) => {
+                    stmts.push((SET_TIMEOUT, &params[k][..]));
+                    slot.push(None);
+                }
+                None => {}
             }
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
             if !together {
                 syncs.push(stmts.len() - 1);
             }
-            let last = k + 1 == bound.len();
-            if !(together && last) {
-                for reset in &resets {
-                    stmts.push((reset, &[]));
-                    slot.push(None);
-                }
-                if !together && !resets.is_empty() {
-                    syncs.push(stmts.len() - 1);
-                }
-            }
         }
         if together && !stmts.is_empty() {
             syncs.push(stmts.len() - 1);
-            for reset in &resets {
-                stmts.push((reset, &[]));
-                slot.push(None);
-            }
-            if !resets.is_empty() {
-                syncs.push(stmts.len() - 1);
-            }
         }
         let n = stmts.len();
         if let Some(sql) = then {
@@ -595,6 +639,13 @@ impl Pg {
         if reset_failed {
             self.conn.give_up();
         }
+        // A statement that failed (its transaction rolled back, the resets in it with it)
+        // leaves the session in a state of no known owner: the next statement resets fully.
+        self.owner = if outcomes.iter().all(|o| matches!(o, Some(Ok(_)))) {
+            owner
+        } else {
+            None
+        };
         let created = sts
             .iter()
             .zip(&outcomes)

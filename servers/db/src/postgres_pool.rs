@@ -82,6 +82,9 @@ pub struct PgConfig {
     pub client_role: String,
     /// Its password; `None`: the server trusts it, or libpq's password file has it.
     pub client_password: Option<String>,
+    /// The longest a client statement may run (db-server's `--statement-timeout-ms`): the
+    /// `statement_timeout` client connections keep between statements.
+    pub statement_timeout: Duration,
 }
 
 impl PgConfig {
@@ -101,6 +104,7 @@ impl PgConfig {
             timeout: Duration::from_secs(5),
             client_role: crate::sandbox::PG_ROLE.to_string(),
             client_password: None,
+            statement_timeout: crate::deadline::DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -122,7 +126,9 @@ const MAX_GROUP: usize = 64;
 pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
     let primary = Endpoint::new(cfg.url.clone(), cfg.timeout).sharing_with(&cfg.client_role);
     let mut first = primary.connect()?;
-    let mut login = Arc::new(first.create_meta(&cfg.client_role, cfg.client_password.clone())?);
+    let mut login = first.create_meta(&cfg.client_role, cfg.client_password.clone())?;
+    login.standing_timeout_ms = u64::try_from(cfg.statement_timeout.as_millis()).unwrap_or(0);
+    let mut login = Arc::new(login);
     if login.refused().is_none() {
         if let Err(e) = primary.as_client(Arc::clone(&login)).connect() {
             log::error!(
@@ -287,10 +293,11 @@ impl Writer {
             let plain = matches!(&job.work, Work::Execute(st)
                 if job.idempotency_key.is_empty()
                     && starts_with_keyword(&st.sql, &["INSERT", "UPDATE", "DELETE"]));
-            // A group commits under one identity.
-            let same = together
-                .first()
-                .is_none_or(|j| j.caller.sandboxed == job.caller.sandboxed);
+            // A group commits under one identity, and one user's: a client's statement may
+            // change its transaction (read-only, say), which must not reach another user's.
+            let same = together.first().is_none_or(|j| {
+                j.caller.sandboxed == job.caller.sandboxed && j.caller.user == job.caller.user
+            });
             if plain && same {
                 together.push(job);
                 continue;

@@ -161,6 +161,11 @@ impl DbService {
             max_bytes,
             truncate: req.allow_truncation,
             deadline: self.deadline(&req),
+            owner: if req.sandboxed {
+                session_owner(&req.user)
+            } else {
+                0
+            },
         };
         let consistency = req.consistency();
         let watched = self.watchers.any();
@@ -353,4 +358,12 @@ impl Handler for DbService {
     fn is_busy(&self, conn: ConnId) -> bool {
         self.inflight.get(conn).is_some_and(|n| *n > 0)
     }
+}
+
+/// A user's session owner (see [`Limit::owner`]): never 0.
+fn session_owner(user: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one(user)
+        .max(1)
 }

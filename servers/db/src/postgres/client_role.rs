@@ -37,6 +37,10 @@ pub struct ClientLogin {
     clients: String,
     refused: Option<String>,
     token: String,
+    /// The `statement_timeout` a client connection keeps between statements (ms; 0: none):
+    /// db-server's maximum for a client statement, so that a statement whose deadline is that
+    /// far off needs no `SET` of its own.
+    pub standing_timeout_ms: u64,
 }
 
 impl ClientLogin {
@@ -72,6 +76,16 @@ impl ClientLogin {
         format!(
             "SET search_path = {}, {}",
             quote_ident(&self.clients),
+            quote_ident(&self.servers)
+        )
+    }
+
+    /// The call that resets a client connection after a statement (`_netmod_reset`, made
+    /// in [`Pg::create_meta`]): `$1` the session's own settings (SET statements, one a line),
+    /// `$2` the `statement_timeout` (ms) for the next statement.
+    pub(crate) fn reset_sql(&self) -> String {
+        format!(
+            "SELECT {}._netmod_reset($1, $2)",
             quote_ident(&self.servers)
         )
     }
@@ -191,6 +205,7 @@ impl Pg {
             clients,
             refused,
             token,
+            standing_timeout_ms: 0,
         })
     }
 
@@ -274,10 +289,35 @@ BEGIN
             END IF;
             UPDATE _netmod_idempotency SET response = resp WHERE key = k AND response IS NULL;
         END $b$$f$, s, s);
+    -- Runs as its caller (the client login), on its own session: everything a client statement
+    -- may have left there, then the connection's own settings. Qualified names only: the
+    -- caller's search path is the client's.
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_reset(session text, next_timeout_ms bigint)
+        RETURNS void LANGUAGE plpgsql AS $b$
+        DECLARE s text;
+        BEGIN
+            EXECUTE 'RESET ALL';
+            EXECUTE 'CLOSE ALL';
+            EXECUTE 'DEALLOCATE ALL';
+            EXECUTE 'UNLISTEN *';
+            PERFORM pg_catalog.pg_advisory_unlock_all();
+            EXECUTE 'DISCARD TEMP';
+            IF session <> '' THEN
+                FOREACH s IN ARRAY pg_catalog.string_to_array(session, E'\n') LOOP
+                    EXECUTE s;
+                END LOOP;
+            END IF;
+            IF next_timeout_ms > 0 THEN
+                PERFORM pg_catalog.set_config('statement_timeout', next_timeout_ms::text, false);
+            END IF;
+        END $b$$f$, s);
     EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_claim(text, text, bigint),
-                    %I._netmod_store(text, text, bytea) FROM PUBLIC', s, s);
+                    %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint)
+                    FROM PUBLIC', s, s, s);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %I._netmod_claim(text, text, bigint),
-                    %I._netmod_store(text, text, bytea) TO "{role}"', s, s);
+                    %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint)
+                    TO "{role}"', s, s, s);
 END $do$"#
     )
 }
