@@ -1675,6 +1675,9 @@ fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
             "INSERT INTO _netmod_users VALUES ('admin', 'planted')",
         ));
     }
+    // A client statement's memory per sort or hash is db-server's bound, whatever mallory set.
+    let (r, _) = result(&mut c, &other("SHOW work_mem"));
+    assert_eq!(r.rows[0].values[0], Value::text("16MB"));
     // Every other user's writes and reads work as before, and the servers see their own
     // table.
     for _ in 0..8 {

@@ -97,6 +97,9 @@ pub struct Pg {
 const LIGHT_RESET: &str = "SELECT pg_catalog.pg_advisory_unlock_all(), \
                            pg_catalog.set_config('statement_timeout', $1, false)";
 
+/// A client connection's memory per sort or hash.
+const CLIENT_WORK_MEM: &str = "SET work_mem = '16MB'";
+
 /// Before a statement with a deadline on a client connection of one caller.
 const SET_TIMEOUT: &str = "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 
@@ -279,6 +282,10 @@ impl Pg {
             resets: true,
         };
         pg.set_session(&login.search_path())?;
+        // Memory per sort or hash of a client statement (the server's default is 4 MB; an
+        // administrator's ALTER ROLE … SET work_mem is overridden here). Disk it may spill to
+        // is temp_file_limit, which only a superuser sets (docs/operations.md).
+        pg.set_session(CLIENT_WORK_MEM)?;
         if pg.standing_timeout_ms > 0 {
             pg.exec(&format!(
                 "SET statement_timeout = {}",
