@@ -1049,6 +1049,11 @@ fn a_second_process_on_a_port_in_use_exits_with_a_clear_error_and_the_first_keep
             "{bin} {args:?}: {want:?} once in:\n{stderr}"
         );
     }
+    // The port is checked before the database is opened: no file was left behind.
+    for suffix in ["", "-wal", "-shm"] {
+        let f = format!("{other_db}{suffix}");
+        assert!(!std::path::Path::new(&f).exists(), "{f} was created");
+    }
     // The servers that were there first still serve, on every port.
     let mut c = FrameClient::connect(frames.parse().unwrap(), WAIT).unwrap();
     assert_eq!(c.ping(b"still").unwrap().data.len(), 7);

@@ -1148,3 +1148,12 @@ fn a_web_page_cannot_change_the_pool_through_an_operators_browser() {
     );
     assert_eq!(ok.status, 201, "{}", ok.body);
 }
+
+/// A proxy started without a backend says so, and answers 503 (issue 25).
+#[test]
+fn a_proxy_without_backends_says_so_at_start_and_answers_503() {
+    let mut p = proxy(&[]);
+    p.p.wait_line("no backend configured");
+    let r = call(p.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 503, "{}", r.body);
+}

@@ -157,10 +157,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             format!("SQLite {}", args.sqlite.display()),
         ),
     };
-    let pool = backend
-        .start(monitor)
-        .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
-    let pool = Arc::new(pool);
     let max = cfg.max_message_size;
     let tls = args
         .tls
@@ -174,9 +170,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), None) => "TLS",
         (Some(_), Some(_)) => "TLS, client certificates required",
     };
+    // The port first: a port in use fails before any database file is created.
     let server = Server::new(cfg)
         .and_then(|s| shared::tls::listen(s, args.listen, tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let pool = backend
+        .start(monitor)
+        .map_err(|e| format!("cannot open the database ({what}): {}", e.message))?;
+    let pool = Arc::new(pool);
     engine::signal::shutdown_on_signals(server.handle())?;
     info!(
         "db-server listening on {} (frames, {scheme}), database {what}, commit index {}",

@@ -266,6 +266,12 @@ fn run(args: Args) -> Result<(), String> {
     let engine_cfg =
         settings::engine_config(args.engine.config.as_deref(), &args.engine.settings())
             .map_err(|e| e.to_string())?;
+    if backends.is_empty() {
+        log::warn!(
+            "no backend configured: every request is refused (HTTP 503, a TCP connection closed) \
+             until one is added with POST /backends on the admin port, or --backend at start"
+        );
+    }
     let pool = Arc::new(Pool::new(&backends, strategy.clone(), thresholds));
     let tls = args
         .tls

@@ -21,7 +21,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr, String> {
     });
     if !has_port {
         return Err(format!(
-            "{text:?} has no port: give HOST:PORT, e.g. 127.0.0.1:7000"
+            "{text:?} has no port: give HOST:PORT (an IP address or a host name, a colon, a port)"
         ));
     }
     match text.to_socket_addrs() {
