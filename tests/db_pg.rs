@@ -863,7 +863,12 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
         .filter(|(_, id)| answers[id] == MessageType::Error)
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(failed, [50], "only the duplicate fails");
+    // Two writers take these (see above), so either of the pair may commit first: the other
+    // one, alone, fails.
+    assert!(
+        failed == [50] || failed == [10],
+        "only one of the duplicates fails: {failed:?}"
+    );
     assert_eq!(count(&mut c, "g"), 99);
     let after = stats(&mut c);
     let (writes, commits) = (
