@@ -49,6 +49,7 @@ fn start_front_with(link: LinkConfig, insecure: bool) -> Front {
         bootstrap: None,
         hash_cost: auth::HashCost::TEST,
         revocations: Default::default(),
+        login_spray_limit: None,
         login_limit: None,
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -36,6 +36,11 @@ fn service(db: SocketAddr) -> ServiceConfig {
         )),
         hash_cost: auth::HashCost::TEST,
         revocations: Default::default(),
+        login_spray_limit: Some(engine::RateLimiter::new(engine::RateLimit {
+            burst: 30,
+            per: Duration::from_secs(60),
+            allow: Vec::new(),
+        })),
         login_limit: Some(engine::RateLimiter::new(engine::RateLimit {
             burst: 10,
             per: Duration::from_secs(60),
@@ -544,6 +549,20 @@ fn a_flood_of_wrong_secrets_is_cut_off_before_hashing_and_others_are_not_slowed(
     let mut neighbour = common::connect_from("127.0.0.2", ts.addr);
     login(&mut neighbour, "carol", "carol-secret-1").unwrap();
     neighbour.execute("SELECT 1", vec![]).unwrap();
+    // But a spray over user names from one address is bounded by the address's own bucket
+    // (30 failures here): each attempt would cost the server a hash.
+    let mut sprayer = common::connect_from("127.0.0.4", ts.addr);
+    let codes: Vec<ErrorCode> = (0..32)
+        .map(|i| code(login(&mut sprayer, &format!("user{i}"), "guess")))
+        .collect();
+    assert!(
+        codes[..30].iter().all(|c| *c == ErrorCode::Unauthenticated),
+        "{codes:?}"
+    );
+    assert!(
+        codes[30..].iter().all(|c| *c == ErrorCode::RateLimited),
+        "{codes:?}"
+    );
 }
 
 #[test]

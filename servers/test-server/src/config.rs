@@ -24,6 +24,9 @@ pub struct AuthConfig {
     /// Failed logins allowed per client address (none: no limit). Checked before any lookup or
     /// hashing, so a flood of wrong secrets costs the server next to nothing.
     pub login_limit: Option<engine::RateLimiter>,
+    /// Failed logins allowed per client address whatever the user (none: no limit): a spray
+    /// over many user names from one address, each costing the server a hash, stops here.
+    pub login_spray_limit: Option<engine::RateLimiter>,
     /// Users whose older tokens are refused (removed or re-keyed), as this instance knows
     /// them: its own changes at once, the other instances' through db-server's notices.
     pub revocations: auth::Revocations,
@@ -34,6 +37,50 @@ impl AuthConfig {
     pub fn admin(&self) -> &str {
         self.bootstrap.as_ref().map_or("admin", |(name, _)| name)
     }
+
+    /// Takes a login attempt of `user` from `ip` (none: unknown, not limited) out of both
+    /// buckets, the address's and the address and user's: false when either is empty (the
+    /// attempt is refused before any lookup or hash).
+    pub fn login_allowed(&self, ip: Option<std::net::IpAddr>, user: &str) -> bool {
+        let Some(ip) = ip else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        if let Some(spray) = &self.login_spray_limit {
+            if !spray.allow(ip, now) {
+                return false;
+            }
+        }
+        match &self.login_limit {
+            Some(l) if !l.allow_keyed(ip, login_key(user), now) => {
+                if let Some(spray) = &self.login_spray_limit {
+                    spray.refund(ip);
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Gives back what [`AuthConfig::login_allowed`] took: the attempt did not fail on a
+    /// wrong secret.
+    pub fn login_refund(&self, ip: Option<std::net::IpAddr>, user: &str) {
+        let Some(ip) = ip else {
+            return;
+        };
+        if let Some(spray) = &self.login_spray_limit {
+            spray.refund(ip);
+        }
+        if let Some(l) = &self.login_limit {
+            l.refund_keyed(ip, login_key(user));
+        }
+    }
+}
+
+/// The login limiter's key for `user` (with the address: one bucket per address and user).
+fn login_key(user: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(user)
 }
 
 /// When the server pings its clients and gives up on them (docs/protocol.md, liveness).

@@ -441,12 +441,14 @@ impl FrameService {
             Event::Failed(Owner::Setup, _, text) => self.setup_failed(ctx, &text),
             Event::Notice(m) => {
                 let changed = protocol::proto::TablesChanged::decode(m.data).unwrap_or_default();
+                // Named only: a user change always names the table, and "*" (a write db-server
+                // cannot name, any interactive commit) comes from clients too, who could
+                // otherwise make every loop of every instance read the table at will.
                 if self.cfg.auth.is_some()
-                    && (changed.tables.is_empty()
-                        || changed
-                            .tables
-                            .iter()
-                            .any(|t| t == "*" || t.eq_ignore_ascii_case(REVOCATIONS_TABLE)))
+                    && changed
+                        .tables
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(REVOCATIONS_TABLE))
                 {
                     self.refresh_revocations(ctx);
                 }
@@ -709,11 +711,8 @@ impl Handler for FrameService {
                 });
                 match issued {
                     Some(t) => {
-                        if let (Some(limit), Some(ip)) = (
-                            self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref()),
-                            ip,
-                        ) {
-                            limit.refund_keyed(ip, login::login_key(&user));
+                        if let Some(auth) = &self.cfg.auth {
+                            auth.login_refund(ip, &user);
                         }
                         info!(
                             "User {} logged in from {}",

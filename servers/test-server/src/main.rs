@@ -225,6 +225,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 allow: Vec::new(),
             })
         }),
+        // Ten users' worth per address: a password spray over user names is bounded too.
+        login_spray_limit: (args.login_rate > 0).then(|| {
+            engine::RateLimiter::new(engine::RateLimit {
+                burst: args.login_rate.saturating_mul(10),
+                per: Duration::from_secs(60),
+                allow: Vec::new(),
+            })
+        }),
     });
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut link = LinkConfig::new(args.db);

@@ -90,11 +90,6 @@ impl ClientLogin {
         )
     }
 
-    /// The schema client objects are created in.
-    pub fn clients_schema(&self) -> &str {
-        &self.clients
-    }
-
     /// Claims an idempotency key from inside a client transaction: true when this write
     /// is the first with it (false: a stored response exists, or a concurrent write with the
     /// key committed first). Run on a client connection.

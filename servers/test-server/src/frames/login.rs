@@ -25,18 +25,19 @@ impl FrameService {
         // attacker's guesses at one account) never lock another user out of the same address,
         // which all clients behind a proxy share.
         let ip = self.client_ip(ctx, conn);
-        if let (Some(limit), Some(ip)) = (auth.login_limit.as_ref(), ip) {
-            if !limit.allow_keyed(ip, login_key(&login.user), Instant::now()) {
-                debug!("login from {ip} refused: too many failed logins for this user");
-                return Self::reply_error(
-                    ctx,
-                    conn,
-                    id,
-                    op,
-                    ErrorCode::RateLimited,
-                    "too many failed logins for this user from this address; retry later",
-                );
-            }
+        if !auth.login_allowed(ip, &login.user) {
+            debug!(
+                "login from {} refused: too many failed logins",
+                ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
+            );
+            return Self::reply_error(
+                ctx,
+                conn,
+                id,
+                op,
+                ErrorCode::RateLimited,
+                "too many failed logins for this user from this address; retry later",
+            );
         }
         if !auth::valid_user(&login.user) {
             return Self::reply_error(
@@ -423,16 +424,8 @@ impl FrameService {
 
     /// A login of `user` ended otherwise than with a wrong secret: its token goes back.
     pub(super) fn refund_login(&self, ctx: &Context<'_, Note, Timer>, conn: ConnId, user: &str) {
-        let limit = self.cfg.auth.as_ref().and_then(|a| a.login_limit.as_ref());
-        let ip = self.client_ip(ctx, conn);
-        if let (Some(limit), Some(ip)) = (limit, ip) {
-            limit.refund_keyed(ip, login_key(user));
+        if let Some(auth) = &self.cfg.auth {
+            auth.login_refund(self.client_ip(ctx, conn), user);
         }
     }
-}
-
-/// The login limiter's key for `user` (with the address: one bucket per address and user).
-pub(super) fn login_key(user: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(user)
 }
