@@ -223,8 +223,16 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "${token:-}" ] || { echo "cannot log in as admin on app1"; exit 1; }
-ip netns exec nm-client curl -s -m 5 -X PUT -H "Authorization: Bearer $token" \
-  -d '{"content":"cluster"}' "http://${ip[app1]}:8000/docs/example" >/dev/null
+# Until it is stored: app1 may still be setting up its tables (503) when the login succeeds
+# (three instances set up at once; the one that loses the race tries again after 2 s).
+stored=
+for _ in $(seq 100); do
+  code=$(ip netns exec nm-client curl -s -m 5 -o /dev/null -w '%{http_code}' -X PUT \
+    -H "Authorization: Bearer $token" -d '{"content":"cluster"}' "http://${ip[app1]}:8000/docs/example")
+  case $code in 200|201) stored=1; break ;; esac
+  sleep 0.1
+done
+[ -n "$stored" ] || { echo "cannot store the example document on app1 (last answer $code)"; exit 1; }
 for a in app1 app2 app3; do
   for _ in $(seq 100); do [ "$(state_of $a)" = healthy ] && break; sleep 0.1; done
 done
