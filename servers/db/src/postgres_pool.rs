@@ -24,18 +24,16 @@
 //! A write without an idempotency key runs in autocommit: PostgreSQL group-commits concurrent
 //! transactions itself, so the writers need no group of their own. The commit index is the
 //! primary's WAL position read after the commit; a replica that has replayed that position
-//! sees the write. A write with a key runs in a transaction that first claims the key (a
-//! concurrent retry waits on it), stores the response with the write, and records the commit
-//! index beside it after the commit, so a retry gets the same reply. A client's write claims
-//! and stores its key on its own client connection, through `_netmod_claim`/`_netmod_store`
-//! (see [`ClientLogin::claim`]); the commit index is recorded from a server connection.
+//! sees the write. A write with a key runs in a transaction that claims the key (a concurrent
+//! retry waits on it), runs, and stores the response before the commit
+//! ([`crate::idempotency`]), on the connection of its caller's kind, through
+//! `_netmod_claim`/`_netmod_store` (see [`ClientLogin::claim`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use prost::Message as _;
 
 use super::batch;
 use super::error::DbError;
@@ -46,6 +44,7 @@ use super::postgres::{self, ClientLogin, Endpoint, Pg};
 use super::queue::JobQueue;
 use super::txn::Txns;
 use super::workers::{starts_with_keyword, Job, Work};
+use crate::idempotency::{self, Keyed, Ledger};
 use crate::pool::{idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers};
 use health::{lock, PrimaryGate, ReplicaHealth, Use};
 use protocol::proto::{
@@ -265,11 +264,6 @@ struct Writer {
     monitor: Arc<Monitor>,
 }
 
-enum Outcome {
-    Fresh(data_response::Kind),
-    Stored,
-}
-
 impl Worker for Writer {
     fn run_group(&mut self, jobs: &mut Vec<Job>) {
         Writer::run_group(self, std::mem::take(jobs));
@@ -328,7 +322,6 @@ impl Writer {
             }
             Err(e) => Err(e),
         };
-        let r = r.and_then(|w| self.finish(w, &job.idempotency_key));
         if let Work::Execute(st) = &job.work {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
@@ -357,36 +350,6 @@ impl Writer {
             PrimaryGate::settle_client(&mut self.client);
         } else {
             self.gate.settle(&mut self.pg, failed, took);
-        }
-    }
-
-    /// The answer to a write, once the servers' side of its idempotency key is done (on a
-    /// server connection): the commit index recorded beside a fresh key, or the response
-    /// stored with a used one read.
-    fn finish(&mut self, w: Written, key: &str) -> Result<DataResponse, DbError> {
-        match w {
-            Written::Answer(resp) => Ok(resp),
-            Written::Keyed(resp) => {
-                let recorded = self.connection(false).and_then(|pg| {
-                    pg.scalar(
-                        "UPDATE _netmod_idempotency SET commit_index = $2 WHERE key = $1",
-                        &[Param::Text(key), Param::Int(resp.commit_index as i64)],
-                    )
-                });
-                if let Err(e) = recorded {
-                    // A retry then answers with the WAL position at its time, past the commit.
-                    warn!("recording the commit index of an idempotent write failed: {e}");
-                }
-                Ok(resp)
-            }
-            Written::Stored => {
-                let start = Instant::now();
-                let r = self
-                    .connection(false)
-                    .and_then(|pg| stored_response(pg, key));
-                self.settle(false, r.as_ref().err(), start.elapsed());
-                r
-            }
         }
     }
 
@@ -458,70 +421,48 @@ fn respond(kind: data_response::Kind, index: u64) -> DataResponse {
     }
 }
 
-/// A write's outcome on its own connection.
-enum Written {
-    /// The answer (a write without a key).
-    Answer(DataResponse),
-    /// A write with a fresh key, committed: its commit index is to be recorded.
-    Keyed(DataResponse),
-    /// The key was used before: the stored response is the answer.
-    Stored,
+/// A write's connection as its idempotency ledger ([`ClientLogin::claim`] on either kind).
+struct Records<'a> {
+    pg: &'a mut Pg,
+    login: &'a ClientLogin,
 }
 
-/// Claims `key` in the open transaction: true for the first write with it. A concurrent
-/// write with the same key makes this wait for its transaction's end.
-fn claim(pg: &mut Pg, login: &ClientLogin, key: &str) -> Result<bool, DbError> {
-    if pg.is_client() {
-        return login.claim(pg, key, now_secs());
+impl Ledger for Records<'_> {
+    fn claim(&mut self, key: &str, now: i64) -> Result<Option<Vec<u8>>, DbError> {
+        self.login.claim(self.pg, key, now)
     }
-    Ok(pg
-        .scalar(
-            "INSERT INTO _netmod_idempotency (key, created) VALUES ($1, $2)
-             ON CONFLICT (key) DO NOTHING RETURNING 1",
-            &[Param::Text(key), Param::Int(now_secs())],
-        )?
-        .is_some())
-}
 
-/// Stores the response of the write that claimed `key`, in its transaction.
-fn store(pg: &mut Pg, login: &ClientLogin, key: &str, response: &[u8]) -> Result<(), DbError> {
-    if pg.is_client() {
-        return login.store(pg, key, response);
+    fn store(&mut self, key: &str, _now: i64, response: &[u8]) -> Result<(), DbError> {
+        self.login.store(self.pg, key, response)
     }
-    pg.scalar(
-        "UPDATE _netmod_idempotency SET response = $2 WHERE key = $1",
-        &[Param::Text(key), Param::Blob(response)],
-    )?;
-    Ok(())
 }
 
 /// Runs one write on the primary, on the connection of its caller's kind; see the module
-/// docs. The same sequence for every caller: claim the key, run, store the response, commit,
-/// read the commit index.
-fn write(pg: &mut Pg, job: &Job, login: &ClientLogin) -> Result<Written, DbError> {
+/// docs: autocommit for a lone statement without a key, else a transaction around claim →
+/// run → store ([`idempotency::run_keyed`]). The commit index is the WAL position after the
+/// commit (after the rollback, for a write answered from its record).
+fn write(pg: &mut Pg, job: &Job, login: &ClientLogin) -> Result<DataResponse, DbError> {
     let key = job.idempotency_key.as_str();
     if let (Work::Execute(st), true) = (&job.work, key.is_empty()) {
         let (res, _) = pg.execute(st, job.limit)?;
         let index = pg.current_lsn()?;
-        return Ok(Written::Answer(respond(
-            data_response::Kind::Result(res),
-            index,
-        )));
+        return Ok(respond(data_response::Kind::Result(res), index));
     }
     pg.exec("BEGIN")?;
-    let outcome = (|| -> Result<Outcome, DbError> {
-        if !key.is_empty() && !claim(pg, login, key)? {
-            return Ok(Outcome::Stored);
-        }
-        let kind = match &job.work {
-            Work::Execute(st) => data_response::Kind::Result(pg.execute(st, job.limit)?.0),
-            Work::Batch(b) => {
-                data_response::Kind::Batch(batch::run(b, job.limit, |st, l, may_fail| {
+    let mut records = Records { pg, login };
+    let done = idempotency::run_keyed(&mut records, key, now_secs(), |r| match &job.work {
+        Work::Execute(st) => Ok(data_response::Kind::Result(r.pg.execute(st, job.limit)?.0)),
+        Work::Batch(b) => {
+            let pg = &mut *r.pg;
+            Ok(data_response::Kind::Batch(batch::run(
+                b,
+                job.limit,
+                |st, l, may_fail| {
                     if !may_fail {
                         return pg.execute(st, l).map(|r| r.0);
                     }
-                    // A failed statement fails a PostgreSQL transaction: a savepoint keeps a step
-                    // that may fail from taking the batch with it.
+                    // A failed statement fails a PostgreSQL transaction: a savepoint keeps a
+                    // step that may fail from taking the batch with it.
                     pg.exec("SAVEPOINT step")?;
                     match pg.execute(st, l) {
                         Ok((r, _)) => {
@@ -533,64 +474,25 @@ fn write(pg: &mut Pg, job: &Job, login: &ClientLogin) -> Result<Written, DbError
                             Err(e)
                         }
                     }
-                })?)
-            }
-        };
-        if !key.is_empty() {
-            store(pg, login, key, &respond(kind.clone(), 0).encode_to_vec())?;
+                },
+            )?))
         }
-        Ok(Outcome::Fresh(kind))
-    })();
-    match outcome {
-        Ok(Outcome::Fresh(kind)) => {
+    });
+    let kind = match done {
+        Ok(Keyed::Ran(kind)) => {
             pg.exec("COMMIT")?;
-            let resp = respond(kind, pg.current_lsn()?);
-            Ok(if key.is_empty() {
-                Written::Answer(resp)
-            } else {
-                Written::Keyed(resp)
-            })
+            kind
         }
-        Ok(Outcome::Stored) => {
+        Ok(Keyed::Stored(kind)) => {
             pg.exec("ROLLBACK")?;
-            Ok(Written::Stored)
+            kind
         }
         Err(e) => {
             let _ = pg.exec("ROLLBACK");
-            Err(e)
+            return Err(e);
         }
-    }
-}
-
-/// The response stored with an idempotency key, with the commit index recorded after its
-/// commit (or, if the server stopped before recording it, the current WAL position, which is
-/// past that commit).
-fn stored_response(pg: &mut Pg, key: &str) -> Result<DataResponse, DbError> {
-    let bytes = pg
-        .scalar(
-            "SELECT response FROM _netmod_idempotency WHERE key = $1",
-            &[Param::Text(key)],
-        )?
-        .and_then(|text| postgres::unhex(&text))
-        .ok_or_else(|| DbError::new(ErrorCode::Internal, "stored response missing"))?;
-    let mut resp = DataResponse::decode(bytes.as_slice()).map_err(|e| {
-        DbError::new(
-            ErrorCode::Internal,
-            format!("stored response unreadable: {e}"),
-        )
-    })?;
-    let index = pg.scalar(
-        "SELECT commit_index FROM _netmod_idempotency WHERE key = $1",
-        &[Param::Text(key)],
-    )?;
-    resp.commit_index = match index
-        .as_deref()
-        .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
-    {
-        Some(i) => i,
-        None => pg.current_lsn()?,
     };
-    Ok(resp)
+    Ok(respond(kind, pg.current_lsn()?))
 }
 
 struct Replica {

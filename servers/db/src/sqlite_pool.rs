@@ -22,15 +22,16 @@
 //! A write with an idempotency key (scoped to its user) stores the key and its response in the
 //! same savepoint, on the write's own connection (on a client connection, in a server turn:
 //! the client can neither read nor forge the record). A retry finds the key and gets the
-//! stored response (byte for byte the same), not a second write.
+//! stored response (the same rows; the commit index of its own time), not a second write: see
+//! [`crate::idempotency`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info};
-use prost::Message as _;
 
+use crate::idempotency::{self, Keyed, Ledger};
 use crate::monitor::Monitor;
 use crate::pool::{
     for_each_identity, idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers,
@@ -315,47 +316,54 @@ impl Writer {
     }
 }
 
-/// Claim → run → store for one write on `c` (the claim and the store are the write's own
-/// transaction, so a write and its record commit together or not at all).
+/// One write on `c`, claim → run → store ([`idempotency::run_keyed`]) in the write's own
+/// savepoint, so a write and its record commit together or not at all.
 fn apply(c: &Conn, job: &Job, index: u64) -> Result<DataResponse, DbError> {
-    let key = job.idempotency_key.as_str();
-    let sandbox = c.sandbox.as_deref();
-    if !key.is_empty() {
-        let stored = sqlite::bookkeeping(
-            &c.conn,
-            sandbox,
+    let done =
+        idempotency::run_keyed(
+            &mut Records(c),
+            &job.idempotency_key,
+            now_secs(),
+            |r| match &job.work {
+                // `Pool::submit` has refused transaction control already.
+                Work::Execute(st) => Ok(data_response::Kind::Result(r.0.execute(st, job.limit)?)),
+                Work::Batch(b) => Ok(data_response::Kind::Batch(sqlite::run_batch(
+                    r.0, b, job.limit,
+                )?)),
+            },
+        )?;
+    let (Keyed::Ran(kind) | Keyed::Stored(kind)) = done;
+    Ok(DataResponse {
+        kind: Some(kind),
+        commit_index: index,
+    })
+}
+
+/// The idempotency records of a SQLite file (`main._netmod_idempotency`), read and written
+/// as the servers even from a client's connection. One writer at a time: a key absent at
+/// the claim is still absent at the store.
+struct Records<'a>(&'a Conn);
+
+impl Ledger for Records<'_> {
+    fn claim(&mut self, key: &str, _now: i64) -> Result<Option<Vec<u8>>, DbError> {
+        sqlite::bookkeeping(
+            &self.0.conn,
+            self.0.sandbox.as_deref(),
             "SELECT response FROM main._netmod_idempotency WHERE key = ?1",
             |q| {
                 let mut rows = q.query([key])?;
                 rows.next()?.map(|row| row.get::<_, Vec<u8>>(0)).transpose()
             },
-        )?;
-        if let Some(bytes) = stored {
-            return DataResponse::decode(bytes.as_slice()).map_err(|e| {
-                DbError::new(
-                    ErrorCode::Internal,
-                    format!("stored response unreadable: {e}"),
-                )
-            });
-        }
+        )
     }
-    let kind = match &job.work {
-        // `Pool::submit` has refused transaction control already.
-        Work::Execute(st) => data_response::Kind::Result(c.execute(st, job.limit)?),
-        Work::Batch(b) => data_response::Kind::Batch(sqlite::run_batch(c, b, job.limit)?),
-    };
-    let resp = DataResponse {
-        kind: Some(kind),
-        commit_index: index,
-    };
-    if !key.is_empty() {
-        let stored = resp.encode_to_vec();
+
+    fn store(&mut self, key: &str, now: i64, response: &[u8]) -> Result<(), DbError> {
         sqlite::bookkeeping(
-            &c.conn,
-            sandbox,
+            &self.0.conn,
+            self.0.sandbox.as_deref(),
             "INSERT INTO main._netmod_idempotency (key, response, created) VALUES (?1, ?2, ?3)",
-            |q| q.execute(rusqlite::params![key, stored, now_secs()]),
+            |q| q.execute(rusqlite::params![key, response, now]),
         )?;
+        Ok(())
     }
-    Ok(resp)
 }

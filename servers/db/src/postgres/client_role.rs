@@ -90,10 +90,16 @@ impl ClientLogin {
         )
     }
 
-    /// Claims an idempotency key from inside a client transaction: true when this write
-    /// is the first with it (false: a stored response exists, or a concurrent write with the
-    /// key committed first). Run on a client connection.
-    pub fn claim(&self, pg: &mut Pg, key: &str, now: i64) -> Result<bool, DbError> {
+    /// Claims an idempotency key inside the open transaction, through `_netmod_claim` (the
+    /// same call on a server connection and on a client one, which may not read the records
+    /// itself): `None` when this write is the first with it, else the stored response. A
+    /// concurrent write with the key makes this wait for its transaction's end.
+    pub(crate) fn claim(
+        &self,
+        pg: &mut Pg,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, DbError> {
         let sql = format!(
             "SELECT {}._netmod_claim($1, $2, $3)",
             quote_ident(&self.servers)
@@ -102,11 +108,16 @@ impl ClientLogin {
             &sql,
             &[Param::Text(&self.token), Param::Text(key), Param::Int(now)],
         )?;
-        Ok(got.as_deref() == Some(b"t"))
+        match got {
+            None => Ok(None),
+            Some(text) => super::unhex(&text)
+                .map(Some)
+                .ok_or_else(|| DbError::new(ErrorCode::Internal, "stored response unreadable")),
+        }
     }
 
     /// Stores the response of the write that claimed `key`, in its transaction.
-    pub fn store(&self, pg: &mut Pg, key: &str, response: &[u8]) -> Result<(), DbError> {
+    pub(crate) fn store(&self, pg: &mut Pg, key: &str, response: &[u8]) -> Result<(), DbError> {
         let sql = format!(
             "SELECT {}._netmod_store($1, $2, $3)",
             quote_ident(&self.servers)
@@ -159,6 +170,7 @@ impl Pg {
         let servers = self.schema()?;
         let clients = format!("{servers}_client");
         self.serialized(SERVER_TABLES)?;
+        self.serialized(SERVER_FUNCTIONS)?;
         let token = self
             .scalar("SELECT token FROM _netmod_secret WHERE id = 1", &[])?
             .and_then(|t| String::from_utf8(t).ok())
@@ -237,18 +249,61 @@ pub(super) fn creates(sql: &str) -> bool {
 /// proves a call of `_netmod_claim`/`_netmod_store` comes from db-server.
 const SERVER_TABLES: &str = r"
     CREATE TABLE IF NOT EXISTS _netmod_idempotency (
-        key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL, commit_index BIGINT);
+        key TEXT PRIMARY KEY, response BYTEA, created BIGINT NOT NULL);
     CREATE TABLE IF NOT EXISTS _netmod_secret (
         id INT PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
     INSERT INTO _netmod_secret
         VALUES (1, md5(gen_random_uuid()::text) || md5(gen_random_uuid()::text))
         ON CONFLICT (id) DO NOTHING";
 
+/// The functions that claim and store an idempotency key inside a write's transaction (see
+/// [`crate::idempotency`]), on server and client connections alike. They run as db-server's
+/// role (SECURITY DEFINER, a fixed search path), and only for a caller that gives the
+/// secret: the client role may call them but learns nothing and forges nothing by doing so.
+/// `_netmod_claim` answers NULL to the first write with a key, else the stored response; its
+/// INSERT waits for a concurrent claim's transaction, and the SELECT after it, a statement of
+/// its own, sees what that transaction committed.
+const SERVER_FUNCTIONS: &str = r#"DO $do$
+DECLARE
+    s text := current_schema();
+BEGIN
+    -- Builds before the records lost their commit index answered a boolean.
+    IF EXISTS (SELECT FROM pg_proc WHERE pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = s)
+               AND proname = '_netmod_claim' AND prorettype = 'boolean'::regtype) THEN
+        EXECUTE format('DROP FUNCTION %I._netmod_claim(text, text, bigint)', s);
+    END IF;
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_claim(proof text, k text, now_s bigint)
+        RETURNS bytea LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
+        DECLARE stored bytea;
+        BEGIN
+            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
+                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
+            END IF;
+            INSERT INTO _netmod_idempotency (key, created) VALUES (k, now_s)
+                ON CONFLICT (key) DO NOTHING;
+            IF FOUND THEN
+                RETURN NULL;
+            END IF;
+            SELECT response INTO stored FROM _netmod_idempotency WHERE key = k;
+            RETURN COALESCE(stored, ''::bytea);
+        END $b$$f$, s, s);
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_store(proof text, k text, resp bytea)
+        RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
+        BEGIN
+            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
+                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
+            END IF;
+            UPDATE _netmod_idempotency SET response = resp WHERE key = k AND response IS NULL;
+        END $b$$f$, s, s);
+    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_claim(text, text, bigint),
+                    %I._netmod_store(text, text, bytea) FROM PUBLIC', s, s);
+END $do$"#;
+
 /// The clients' schema (made if missing, owned by db-server's role), the client role's
-/// rights on it and on the servers' schema, and the functions that record an idempotency key
-/// inside a client's transaction. They run as db-server's role (SECURITY DEFINER, a fixed
-/// search path), and only for a caller that gives the secret: the client role may call them
-/// but learns nothing and forges nothing by doing so.
+/// rights on it and on the servers' schema, its right to call the idempotency functions
+/// ([`SERVER_FUNCTIONS`]) and the reset it runs between users' statements.
 fn client_setup(role: &str) -> String {
     format!(
         r#"DO $do$
@@ -264,26 +319,6 @@ BEGIN
     END IF;
     EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO "{role}"', c);
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO "{role}"', s);
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %I._netmod_claim(proof text, k text, now_s bigint)
-        RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
-        BEGIN
-            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
-                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
-            END IF;
-            INSERT INTO _netmod_idempotency (key, created) VALUES (k, now_s)
-                ON CONFLICT (key) DO NOTHING;
-            RETURN FOUND;
-        END $b$$f$, s, s);
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %I._netmod_store(proof text, k text, resp bytea)
-        RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = %I, pg_temp AS $b$
-        BEGIN
-            IF proof IS DISTINCT FROM (SELECT token FROM _netmod_secret WHERE id = 1) THEN
-                RAISE EXCEPTION 'only db-server records idempotency keys' USING ERRCODE = '42501';
-            END IF;
-            UPDATE _netmod_idempotency SET response = resp WHERE key = k AND response IS NULL;
-        END $b$$f$, s, s);
     -- Runs as its caller (the client login), on its own session: everything a client statement
     -- may have left there, then the connection's own settings. Qualified names only: the
     -- caller's search path is the client's.
@@ -307,9 +342,7 @@ BEGIN
                 PERFORM pg_catalog.set_config('statement_timeout', next_timeout_ms::text, false);
             END IF;
         END $b$$f$, s);
-    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_claim(text, text, bigint),
-                    %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint)
-                    FROM PUBLIC', s, s, s);
+    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_reset(text, bigint) FROM PUBLIC', s);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %I._netmod_claim(text, text, bigint),
                     %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint)
                     TO "{role}"', s, s, s);
