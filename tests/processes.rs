@@ -371,7 +371,48 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
             .any(|l| l.starts_with("rps=") && l.ends_with("errors=0")),
         "{stdout}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("test-server stopped"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("test-server stopped"), "{stderr}");
+    // Without --keep the servers stop after the load: stack says so where it prints the
+    // commands to try, and at the end.
+    assert!(
+        stdout.contains("`stack --keep` leaves them running until Ctrl-C"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("stopped (`stack --keep` leaves the servers running)")
+    );
+    // Stopped in order (the proxy, the test-servers, then db-server): no server logs a
+    // backend vanishing, nothing above INFO on a clean run.
+    for line in stderr.lines() {
+        assert!(
+            !line.contains("[WARN]") && !line.contains("[ERROR]"),
+            "{line}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn stack_keep_ends_with_a_clear_line_when_a_server_dies() {
+    let mut s = Stack::spawn("stack-dies", &["--keep", "--duration", "0.2"], "info");
+    let addrs = s.server_addrs();
+    let pid = s.pid_of("test-server 1");
+    s.wait_line("servers running");
+    // SAFETY: signalling a process stack started for this test.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let st = s.wait_exit();
+    assert_eq!(st.code(), Some(1), "{}", s.stderr());
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "stack: test-server 1 (pid {pid}) exited: exit status: 0; the others were stopped"
+        )),
+        "{stderr}"
+    );
+    all_closed(&addrs);
 }
 
 #[test]
@@ -1095,7 +1136,7 @@ impl Stack {
             .env("RUST_LOG", rust_log)
             .env_remove("NETMOD_ADMIN_SECRET")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path("stderr")).unwrap())
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
@@ -1136,6 +1177,20 @@ impl Stack {
             .flat_map(|l| l.split([' ', ',', '(', ')']))
             .filter_map(|w| w.parse().ok())
             .collect()
+    }
+
+    /// What stack and its servers wrote to standard error so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self._dir.path("stderr")).unwrap_or_default()
+    }
+
+    /// The pid stack printed for a server (`"test-server 1"`, `"proxy"`, …).
+    fn pid_of(&mut self, server: &str) -> i32 {
+        let line = self.wait_line(&format!("{server}: "));
+        line.rsplit("pid ")
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {

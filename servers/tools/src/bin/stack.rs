@@ -52,7 +52,8 @@ struct Args {
     keep: bool,
 }
 
-/// The children running now, so that a signal to `stack` stops them all.
+/// The children running now, in the order they started, so that a signal to `stack` stops
+/// them all, the last started first.
 static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// Set once a signal is being handled: the signal thread decides how the process ends.
@@ -64,13 +65,27 @@ fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A child killed (SIGTERM, then waited for) when dropped.
-struct Managed(Child);
+/// A child killed (SIGTERM, then waited for) when dropped, and what to call it in messages.
+struct Managed(Child, String);
+
+impl Managed {
+    /// `Some(why)` once the child has exited (on its own: `stack` has not stopped it).
+    fn exited(&mut self) -> Option<String> {
+        match self.0.try_wait() {
+            Ok(Some(status)) => Some(format!("{} (pid {}) exited: {status}", self.1, self.0.id())),
+            Ok(None) => None,
+            Err(e) => Some(format!("{} (pid {}) is gone: {e}", self.1, self.0.id())),
+        }
+    }
+}
 
 impl Drop for Managed {
     fn drop(&mut self) {
         let pid = self.0.id();
         children().retain(|&p| p != pid);
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return; // reaped already: its pid may be another process's by now
+        }
         // SAFETY: signalling our own child.
         unsafe {
             libc::kill(pid as i32, libc::SIGTERM);
@@ -100,9 +115,10 @@ fn spawn_child(cmd: &mut Command) -> std::io::Result<Child> {
     Ok(child)
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: SIGTERM to every child, wait for them (each finishes its
-/// in-flight work and exits), then exit — 0 for SIGINT with `--keep` (the documented way to
-/// stop), else 128 + the signal.
+/// On SIGINT, SIGTERM or SIGHUP: SIGTERM to each child, the last started first, waiting for
+/// each to finish its in-flight work and exit before the next (the proxy before the
+/// test-servers behind it, those before db-server, so none sees its backend vanish), then
+/// exit — 0 for SIGINT with `--keep` (the documented way to stop), else 128 + the signal.
 fn stop_children_on_signals(keep: bool) -> Result<(), String> {
     let mut signals =
         signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
@@ -113,16 +129,12 @@ fn stop_children_on_signals(keep: bool) -> Result<(), String> {
         };
         STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
         let pids: Vec<u32> = children().clone();
-        for &pid in &pids {
-            // SAFETY: signalling our own children.
+        for &pid in pids.iter().rev() {
+            let mut status = 0;
+            // SAFETY: signalling and waiting for our own child; `status` is a valid
+            // out-pointer.
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-        for &pid in &pids {
-            let mut status = 0;
-            // SAFETY: waiting for our own child; `status` is a valid out-pointer.
-            unsafe {
                 libc::waitpid(pid as i32, &mut status, 0);
             }
         }
@@ -204,7 +216,7 @@ fn start(
             .stderr(Stdio::inherit()),
     )
     .map_err(|e| format!("cannot start {bin}: {e}"))?;
-    let mut child = Managed(child);
+    let mut child = Managed(child, bin.to_string());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     for &addr in ports {
         loop {
@@ -230,7 +242,7 @@ fn loadgen(args: &[&str]) -> Result<(), String> {
     println!("running: loadgen {}", args.join(" "));
     let child = spawn_child(Command::new(sibling("loadgen")?).args(args))
         .map_err(|e| format!("cannot run loadgen: {e}"))?;
-    let mut child = Managed(child);
+    let mut child = Managed(child, "loadgen".into());
     let status = child.0.wait().map_err(|e| format!("loadgen: {e}"))?;
     if status.success() {
         Ok(())
@@ -306,7 +318,10 @@ fn run(args: Args) -> Result<(), String> {
         &[],
         &[db_addr],
     )?;
-    println!("db-server: frames on {db_addr}, SQLite file {sqlite}");
+    println!(
+        "db-server: frames on {db_addr}, SQLite file {sqlite}, pid {}",
+        db.0.id()
+    );
     let key = match std::env::var("NETMOD_TOKEN_SECRET") {
         Ok(k) if !k.is_empty() => k,
         _ => random_hex(32)?,
@@ -339,8 +354,12 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(n) = &memory_kib {
             ts_args.extend(["--argon2-memory-kib", n.as_str()]);
         }
-        let server = start("test-server", &ts_args, &env, &[frames, http])?;
-        println!("test-server {i}: frames on {frames}, HTTP on {http}");
+        let mut server = start("test-server", &ts_args, &env, &[frames, http])?;
+        server.1 = format!("test-server {i}");
+        println!(
+            "test-server {i}: frames on {frames}, HTTP on {http}, pid {}",
+            server.0.id()
+        );
         servers.push(server);
         addrs.push((frames, http));
     }
@@ -355,8 +374,9 @@ fn run(args: Args) -> Result<(), String> {
     }
     let proxy = start("proxy", &proxy_args, &[], &[http, proxy_admin])?;
     println!(
-        "proxy: HTTP on {http} (admin API on {proxy_admin}), balancing {}",
-        backends.join(" ")
+        "proxy: HTTP on {http} (admin API on {proxy_admin}), balancing {}, pid {}",
+        backends.join(" "),
+        proxy.0.id()
     );
     println!(
         "GET /docs/example through the proxy: {}",
@@ -365,7 +385,14 @@ fn run(args: Args) -> Result<(), String> {
     if generated {
         println!("user admin, secret {admin} (generated; set NETMOD_ADMIN_SECRET to choose one)");
     }
-    println!("try:");
+    if args.keep {
+        println!("try (the servers run until Ctrl-C):");
+    } else {
+        println!(
+            "try, while the servers run (this run stops them after the load; \
+             `stack --keep` leaves them running until Ctrl-C):"
+        );
+    }
     println!("  curl http://{http}/docs/example");
     println!("  curl http://{http}/health");
     println!("  curl http://{proxy_admin}/status");
@@ -405,18 +432,49 @@ fn run(args: Args) -> Result<(), String> {
         "--duration",
         &secs,
     ])?;
+    let mut all = Running(std::iter::once(db).chain(servers).chain([proxy]).collect());
+    if let Some(why) = all.0.iter_mut().find_map(Managed::exited) {
+        return Err(format!("{why} during the run; the others were stopped"));
+    }
     if args.keep {
         println!("servers running; Ctrl-C stops them");
-        // The signal thread stops the children and ends the process.
-        loop {
-            std::thread::park();
+        // The signal thread stops the children and ends the process on Ctrl-C; a server that
+        // exits on its own ends the run.
+        let why = watch(&mut all.0)?;
+        if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            loop {
+                std::thread::park();
+            }
+        }
+        return Err(format!("{why}; the others were stopped"));
+    }
+    drop(all);
+    println!("stopped (`stack --keep` leaves the servers running)");
+    Ok(())
+}
+
+/// The servers, in the order they started: stopped the other way round when dropped.
+struct Running(Vec<Managed>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        while let Some(child) = self.0.pop() {
+            drop(child);
         }
     }
-    drop(proxy);
-    drop(servers);
-    drop(db);
-    println!("stopped");
-    Ok(())
+}
+
+/// Waits until one of `children` exits, woken by SIGCHLD: why it exited.
+fn watch(children: &mut [Managed]) -> Result<String, String> {
+    let mut exits = signal_hook::iterator::Signals::new([libc::SIGCHLD])
+        .map_err(|e| format!("cannot watch the servers: {e}"))?;
+    loop {
+        // Checked after the handler is in place, so an exit before it is not missed.
+        if let Some(why) = children.iter_mut().find_map(Managed::exited) {
+            return Ok(why);
+        }
+        exits.forever().next();
+    }
 }
 
 /// `GET path` on `addr` (retried while the proxy's first health checks run): the status line
