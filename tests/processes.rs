@@ -394,6 +394,82 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
 }
 
 #[test]
+fn loadgen_on_a_closed_port_reconnects_at_a_bounded_rate_and_sums_the_losses_up() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = common::loadgen(&[
+        "ping",
+        "--addr",
+        &closed.to_string(),
+        "--conns",
+        "50",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let last = common::last_line(&out);
+    let errors: u64 = last.rsplit("errors=").next().unwrap().parse().unwrap();
+    // 50 refused at once, then each loop tries at most a few times a second.
+    assert!((50..=2_000).contains(&errors), "{last}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() <= 8, "{stderr}");
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with(&format!(
+            "loadgen: {errors} connection(s) to the server lost or refused"
+        ))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_and_loadgen_end_quietly_when_their_reader_goes_away() {
+    use std::io::BufRead;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    // `loadgen … | head -1`: the reader takes the first line and leaves.
+    let mut child = std::process::Command::new(common::bin_path("loadgen"))
+        .args(["ping", "--addr", &closed.to_string(), "--duration", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("loadgen ping:"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // `client ping --count 1000 | head -1` on a real server.
+    let dir = common::TempDir::new("closed-pipe");
+    let (_db, db) = common::spawn_db(&dir.path("p.db"));
+    let (mut ts, _) = common::spawn_front(db, &[]);
+    let [frames, _] = ts.listen_addrs();
+    let mut child = std::process::Command::new(common::bin_path("client"))
+        .args(["--addr", &frames.to_string(), "ping", "--count", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("pong from"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn stack_keep_ends_with_a_clear_line_when_a_server_dies() {
     let mut s = Stack::spawn("stack-dies", &["--keep", "--duration", "0.2"], "info");
     let addrs = s.server_addrs();

@@ -87,6 +87,7 @@ impl HttpLoad {
         };
         if (200..400).contains(&status) {
             self.report.success(sent, now);
+            self.share.answered();
         } else {
             self.report.errors += 1;
             if self.report.errors <= 3 {
@@ -176,6 +177,12 @@ impl Handler for HttpLoad {
         let open = match tick {
             Tick::End => self.conns.iter().filter(|(c, _)| ctx.is_open(*c)).count() as u64,
             Tick::Publish => 0, // not used
+            Tick::Reopen => {
+                if !self.share.stopping() {
+                    self.open(ctx);
+                }
+                return;
+            }
         };
         self.share.on_tick(ctx, tick, &mut self.report, open);
     }
@@ -187,9 +194,13 @@ impl Handler for HttpLoad {
         if self.share.stopping() {
             return;
         }
-        warn!("connection to {} closed: {reason}", self.cfg.addr);
         let unusable = matches!(reason, CloseReason::ConnectFailed(_));
         self.report.errors += c.inflight.len() as u64 + u64::from(unusable);
-        self.open(ctx);
+        if self
+            .share
+            .lost(ctx, &mut self.report, self.cfg.addr, &reason)
+        {
+            self.open(ctx);
+        }
     }
 }

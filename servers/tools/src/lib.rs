@@ -3,6 +3,7 @@
 //! - [`client`]: a blocking frame client, for people (the `client` binary) and for tests.
 //! - [`loadgen`]: the load generator, itself an engine client (`loadgen` binary).
 //! - [`httpload`]: its HTTP/1.1 mode (`loadgen http`).
+//! - [`output`]: standard output that ends quietly on a closed pipe ([`say!`]).
 //!
 //! The `stack` binary (one machine's whole system: db-server, test-servers, proxy) lives in
 //! `src/bin/stack.rs` and runs the other binaries as child processes.
@@ -14,3 +15,4 @@
 pub mod client;
 pub mod httpload;
 pub mod loadgen;
+pub mod output;

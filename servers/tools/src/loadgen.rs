@@ -76,7 +76,9 @@ impl LoadConfig {
         };
         dialed
             .map_err(|e| {
-                warn!("connect to {} failed: {e}", self.addr);
+                if report.errors < 3 {
+                    warn!("connect to {} failed: {e}", self.addr);
+                }
                 report.errors += 1;
             })
             .ok()
@@ -113,6 +115,10 @@ pub struct Report {
     pub open: u64,
     /// Connections closed after their share of requests (`LoadConfig::requests_per_conn`).
     pub cycles: u64,
+    /// Connections lost before the end of the run (refused, closed by the server, …).
+    pub lost: u64,
+    /// Why the last of them was lost.
+    pub last_loss: String,
 }
 
 impl Report {
@@ -124,6 +130,8 @@ impl Report {
             latency_us: new_histogram(),
             open: 0,
             cycles: 0,
+            lost: 0,
+            last_loss: String::new(),
         }
     }
 
@@ -297,6 +305,7 @@ impl<W: Workload> Handler for LoadHandler<W> {
                     };
                     if self.work.is_success(&reply) {
                         self.report.success(sent, now);
+                        self.share.answered();
                     } else {
                         self.report.errors += 1;
                         if self.report.errors <= 3 {
@@ -325,6 +334,12 @@ impl<W: Workload> Handler for LoadHandler<W> {
                 .filter(|(conn, c)| c.ready && ctx.is_open(*conn))
                 .count() as u64,
             Tick::Publish => 0, // not used
+            Tick::Reopen => {
+                if !self.share.stopping() {
+                    self.open(ctx);
+                }
+                return;
+            }
         };
         self.share.on_tick(ctx, tick, &mut self.report, open);
     }
@@ -341,12 +356,16 @@ impl<W: Workload> Handler for LoadHandler<W> {
             self.open(ctx);
             return;
         }
-        warn!("connection to {} closed: {reason}", self.cfg.addr);
         // A connection that never became usable (refused, or its TLS handshake failed) is an
         // error of its own; one lost later costs the requests it had in flight.
         let unusable = matches!(reason, CloseReason::ConnectFailed(_) | CloseReason::Tls(_));
         self.report.errors += c.inflight.len() as u64 + u64::from(unusable);
-        self.open(ctx);
+        if self
+            .share
+            .lost(ctx, &mut self.report, self.cfg.addr, &reason)
+        {
+            self.open(ctx);
+        }
     }
 }
 

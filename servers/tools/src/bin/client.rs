@@ -203,10 +203,10 @@ fn show(v: &Value) -> String {
 
 fn print_result(r: &StatementResult) {
     if r.columns.is_empty() {
-        println!("{} row(s) affected", r.rows_affected);
+        tools::say!("{} row(s) affected", r.rows_affected);
         return;
     }
-    println!(
+    tools::say!(
         "{}",
         r.columns
             .iter()
@@ -215,7 +215,7 @@ fn print_result(r: &StatementResult) {
             .join("\t")
     );
     for row in &r.rows {
-        println!(
+        tools::say!(
             "{}",
             row.values.iter().map(show).collect::<Vec<_>>().join("\t")
         );
@@ -235,7 +235,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             for _ in 0..(*count).max(1) {
                 let t = Instant::now();
                 c.ping(b"client")?;
-                println!(
+                tools::say!(
                     "pong from {addr} in {:.3} ms",
                     t.elapsed().as_secs_f64() * 1e3
                 );
@@ -253,7 +253,7 @@ fn run(args: &Args) -> Result<(), Fail> {
                 .ok_or_else(|| Fail(2, "login needs a secret (NETMOD_SECRET)".into()))?;
             let mut c = session(args, addr, false)?;
             let t = c.login(user, secret)?;
-            println!("{}", t.token);
+            tools::say!("{}", t.token);
             eprintln!("valid until {} (Unix seconds)", t.expires_at);
             Ok(())
         }
@@ -265,7 +265,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             )?;
             match r.rows.first().and_then(|row| row.values.first()) {
                 Some(v) => {
-                    println!("{}", show(v));
+                    tools::say!("{}", show(v));
                     Ok(())
                 }
                 None => Err(Fail(4, format!("document {name:?} not found"))),
@@ -283,7 +283,7 @@ fn run(args: &Args) -> Result<(), Fail> {
                     Value::int(now),
                 ],
             )?;
-            println!("stored {name:?} ({} row)", r.rows_affected);
+            tools::say!("stored {name:?} ({} row)", r.rows_affected);
             Ok(())
         }
         Cmd::User(cmd) => {
@@ -294,9 +294,9 @@ fn run(args: &Args) -> Result<(), Fail> {
             };
             let done = c.change_user(name, secret, remove)?;
             match (remove, done.created, done.removed) {
-                (false, true, _) => println!("user {name:?} created"),
-                (false, false, _) => println!("user {name:?} has a new secret"),
-                (true, _, true) => println!("user {name:?} removed"),
+                (false, true, _) => tools::say!("user {name:?} created"),
+                (false, false, _) => tools::say!("user {name:?} has a new secret"),
+                (true, _, true) => tools::say!("user {name:?} removed"),
                 (true, _, false) => return Err(Fail(4, format!("no user {name:?}"))),
             }
             Ok(())
@@ -310,7 +310,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             if r.rows_affected == 0 {
                 return Err(Fail(4, format!("document {name:?} not found")));
             }
-            println!("deleted {name:?}");
+            tools::say!("deleted {name:?}");
             Ok(())
         }
         Cmd::Sql {
@@ -374,7 +374,7 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
             }
         };
         backoff.reset();
-        println!("connected to {addr}");
+        tools::say!("connected to {addr}");
         // Reads time out so that a silent server is noticed; the server's own pings are
         // answered inside `recv`.
         let mut moved = None;
@@ -383,25 +383,28 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
                 Ok(Some(m)) if m.r#type() == MessageType::Notification => match m.op() {
                     Operation::ServerShutdown => {
                         let n = wire::ServerShutdown::decode(m.data).unwrap_or_default();
-                        println!(
+                        tools::say!(
                             "server shutting down ({}); reconnect after {} s",
-                            n.reason, n.reconnect_after
+                            n.reason,
+                            n.reconnect_after
                         );
                     }
                     Operation::ServerMigration => {
                         let n = wire::ServerMigration::decode(m.data).unwrap_or_default();
-                        println!(
+                        tools::say!(
                             "server asks to move to {}:{} within {} s",
-                            n.new_host, n.new_port, n.migrate_after
+                            n.new_host,
+                            n.new_port,
+                            n.migrate_after
                         );
                         moved = resolve(&format!("{}:{}", n.new_host, n.new_port)).ok();
                         break;
                     }
-                    other => println!("notification {other:?}"),
+                    other => tools::say!("notification {other:?}"),
                 },
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    println!("connection closed by {addr}");
+                    tools::say!("connection closed by {addr}");
                     break;
                 }
                 Err(ClientError::Io(e))
@@ -412,12 +415,12 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
                 {
                     // Quiet: check the server is still there.
                     if c.ping(b"watch").is_err() {
-                        println!("no answer from {addr}");
+                        tools::say!("no answer from {addr}");
                         break;
                     }
                 }
                 Err(e) => {
-                    println!("connection to {addr} failed: {e}");
+                    tools::say!("connection to {addr} failed: {e}");
                     break;
                 }
             }
@@ -427,7 +430,7 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
             continue;
         }
         let d = backoff.next_delay();
-        println!("reconnecting in {:.1} s", d.as_secs_f64());
+        tools::say!("reconnecting in {:.1} s", d.as_secs_f64());
         std::thread::sleep(d);
     }
 }

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.mode {
         Mode::Ping { load, payload } => load.config(TEST_SERVER).and_then(|cfg| {
-            println!(
+            tools::say!(
                 "loadgen ping: {} connections x pipeline {} -> {} for {:.1} s",
                 cfg.conns,
                 cfg.pipeline,
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
                 ModeArg::Write => DbMode::Write,
                 ModeArg::Mixed => DbMode::Mixed,
             };
-            println!(
+            tools::say!(
                 "loadgen db ({mode:?}): {} connections x pipeline {} -> {} for {:.1} s, {rows} rows",
                 cfg.conns,
                 cfg.pipeline,
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
                 OpArg::Get => FrameOp::Get,
                 OpArg::Put => FrameOp::Put,
             };
-            println!(
+            tools::say!(
                 "loadgen frames ({op:?}): {} connections x pipeline {} -> {} for {:.1} s, as {user}",
                 cfg.conns,
                 cfg.pipeline,
@@ -218,7 +218,7 @@ fn main() -> ExitCode {
             if !path.starts_with('/') {
                 return Err(format!("--path must start with '/': {path:?}"));
             }
-            println!(
+            tools::say!(
                 "loadgen http: {} connections x pipeline {} -> GET {}://{}{path} for {:.1} s",
                 cfg.conns,
                 cfg.pipeline,
@@ -231,7 +231,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(report) => {
-            println!(
+            tools::say!(
                 "requests={} p90_us={:.1} p999_us={:.1} max_us={} elapsed_s={:.2}",
                 report.ok,
                 report.quantile_us(0.90),
@@ -240,12 +240,20 @@ fn main() -> ExitCode {
                 report.elapsed.as_secs_f64()
             );
             if let Some(asked) = holding {
-                println!("held={} of={asked}", report.open);
+                tools::say!("held={} of={asked}", report.open);
+            }
+            if report.lost > 0 {
+                // The first few were logged one by one; this sums them all up.
+                eprintln!(
+                    "loadgen: {} connection(s) to the server lost or refused during the run \
+                     (the last: {}); each loop waited up to 1 s between reconnects",
+                    report.lost, report.last_loss
+                );
             }
             if report.cycles > 0 {
-                println!("connections_cycled={}", report.cycles);
+                tools::say!("connections_cycled={}", report.cycles);
             }
-            println!("{}", report.last_line());
+            tools::say!("{}", report.last_line());
             let ok = match holding {
                 Some(asked) => report.open == asked && report.errors == 0,
                 None => report.ok > 0,
@@ -258,7 +266,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("loadgen: {e}");
-            println!("rps=0.0 p50_us=0.0 p99_us=0.0 errors=1");
+            tools::say!("rps=0.0 p50_us=0.0 p99_us=0.0 errors=1");
             ExitCode::FAILURE
         }
     }

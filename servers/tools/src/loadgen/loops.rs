@@ -18,7 +18,13 @@ pub(crate) enum Tick {
     End,
     /// Publish the totals for the progress line.
     Publish,
+    /// Open a connection in place of one lost (see [`LoopShare::lost`]).
+    Reopen,
 }
+
+/// Lost connections each loop logs one by one; the rest are counted, and summed up once at
+/// the end of the run ([`Report::lost`]).
+const LOSSES_LOGGED: u64 = 3;
 
 /// What each loop of a run shares with the others and with [`run_loops`].
 pub(crate) struct LoopShare {
@@ -32,6 +38,10 @@ pub(crate) struct LoopShare {
     started: Instant,
     /// The run's time is up: answers are no longer followed by new requests.
     stopping: bool,
+    /// How long to wait before replacing a lost connection: from 10 ms after the second loss
+    /// in a row, doubling up to 1 s, back to none after an answer. A server that is down or
+    /// refuses connections is then tried a few times a second, not in a tight loop.
+    reconnect: shared::backoff::Backoff,
 }
 
 impl LoopShare {
@@ -47,6 +57,34 @@ impl LoopShare {
     /// True once the run's time is up.
     pub fn stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// An answer arrived: the server is there, a lost connection is replaced at once again.
+    pub fn answered(&mut self) {
+        self.reconnect.reset();
+    }
+
+    /// A connection to `addr` was lost (`why`) before the end of the run: counted in
+    /// `report`, logged if among the loop's first few, and true when it should be replaced
+    /// now; else a [`Tick::Reopen`] is set for later.
+    pub fn lost(
+        &mut self,
+        ctx: &mut Context<'_, (), Tick>,
+        report: &mut Report,
+        addr: std::net::SocketAddr,
+        why: &dyn std::fmt::Display,
+    ) -> bool {
+        report.lost += 1;
+        if report.lost <= LOSSES_LOGGED {
+            log::warn!("connection to {addr} closed: {why}");
+        }
+        report.last_loss = why.to_string();
+        if self.reconnect.attempts() == 0 {
+            let _ = self.reconnect.next_delay();
+            return true;
+        }
+        ctx.set_timer(self.reconnect.next_delay(), Tick::Reopen);
+        false
     }
 
     /// A timer fired: publishes `report`'s totals for the progress line, or at the end of the
@@ -66,7 +104,7 @@ impl LoopShare {
                     ctx.set_timer(PUBLISH_EVERY, Tick::Publish);
                 }
             }
-            Tick::Publish => {}
+            Tick::Publish | Tick::Reopen => {}
             Tick::End => {
                 self.stopping = true;
                 let mut done = std::mem::replace(report, Report::empty());
@@ -116,6 +154,11 @@ where
                 progress: progress.then(|| Arc::clone(&slots[i])),
                 started: Instant::now(),
                 stopping: false,
+                reconnect: shared::backoff::Backoff::new(
+                    Duration::from_millis(10),
+                    Duration::from_secs(1),
+                    0.2,
+                ),
             },
         )
     });
@@ -132,6 +175,10 @@ where
         total.elapsed = total.elapsed.max(r.elapsed);
         total.open += r.open;
         total.cycles += r.cycles;
+        total.lost += r.lost;
+        if !r.last_loss.is_empty() {
+            total.last_loss = r.last_loss;
+        }
         let _ = total.latency_us.add(&r.latency_us);
     }
     Ok(total)
