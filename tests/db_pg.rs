@@ -4,9 +4,9 @@
 //!
 //! Needs `DATABASE_URL` (the primary) and, for the replica tests, `DATABASE_REPLICA_URL` (a hot
 //! standby of it); `.ci/pg-cluster start DIR PORT` sets both up on loopback. Without them every
-//! test here returns at once and `postgres_suite_skipped_without_postgres` says so, unless
-//! `NETMOD_REQUIRE_PG=1` (set by `.ci/run`),
-//! which turns a missing database into a failure. Each test works in its own schema.
+//! test here is ignored (`build.rs` sets `netmod_pg` and `netmod_pg_replica` only when they are
+//! set), unless `NETMOD_REQUIRE_PG=1` (set by `.ci/run`), which runs them and turns a missing
+//! database into a failure. Each test works in its own schema.
 //!
 //! db-server logs in as an ordinary role (`.ci/pg-cluster` makes `netmod`, owner of the
 //! database `netmod`, and the client login `netmod_client`); `DATABASE_ADMIN_URL`, a
@@ -28,23 +28,6 @@ use protocol::proto::{
 };
 use protocol::wire::ErrorCode;
 use tools::client::{ClientError, FrameClient};
-
-#[test]
-fn postgres_suite_skipped_without_postgres() {
-    let set = |v: &str| std::env::var(v).is_ok_and(|u| !u.is_empty());
-    common::report_skip(
-        "PostgreSQL (DATABASE_URL)",
-        "NETMOD_REQUIRE_PG",
-        set("DATABASE_URL"),
-        "every test of the PostgreSQL suite",
-    );
-    common::report_skip(
-        "a PostgreSQL hot standby (DATABASE_REPLICA_URL)",
-        "NETMOD_REQUIRE_PG",
-        set("DATABASE_REPLICA_URL"),
-        "the replica tests of the PostgreSQL suite",
-    );
-}
 
 impl Schema {
     fn config(&self, replicas: Vec<String>) -> PgConfig {
@@ -123,6 +106,10 @@ fn count(c: &mut FrameClient, table: &str) -> i64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_crud_round_trips_every_value_type_nulls_unicode_and_a_large_blob() {
     let Some(schema) = Schema::new("crud") else {
         return;
@@ -234,6 +221,10 @@ fn step(sql: &str) -> BatchStep {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_batch_is_all_or_nothing_and_a_step_that_may_fail_does_not_take_it_down() {
     let Some(schema) = Schema::new("batch") else {
         return;
@@ -289,6 +280,10 @@ fn pg_a_batch_is_all_or_nothing_and_a_step_that_may_fail_does_not_take_it_down()
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_each_error_has_its_code_and_the_server_keeps_serving() {
     let Some(schema) = Schema::new("errors") else {
         return;
@@ -406,6 +401,10 @@ fn end(
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_transactions_commit_roll_back_isolate_and_expire() {
     let Some(schema) = Schema::new("txn") else {
         return;
@@ -469,6 +468,10 @@ fn pg_transactions_commit_roll_back_isolate_and_expire() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_cursor_pages_through_a_large_result_from_one_snapshot() {
     let Some(schema) = Schema::new("cursor") else {
         return;
@@ -533,6 +536,10 @@ fn pg_a_cursor_pages_through_a_large_result_from_one_snapshot() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_concurrent_writes_fail_alone_and_are_counted() {
     let Some(schema) = Schema::new("group") else {
         return;
@@ -590,6 +597,10 @@ fn pg_concurrent_writes_fail_alone_and_are_counted() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_write_retried_with_its_idempotency_key_is_applied_once_with_the_same_reply() {
     let Some(schema) = Schema::new("idem") else {
         return;
@@ -629,6 +640,10 @@ fn pg_a_write_retried_with_its_idempotency_key_is_applied_once_with_the_same_rep
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_one_key_sent_at_once_on_several_connections_writes_once_and_answers_alike() {
     let Some(schema) = Schema::new("idem_race") else {
         return;
@@ -659,6 +674,10 @@ fn pg_one_key_sent_at_once_on_several_connections_writes_once_and_answers_alike(
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_records_of_a_build_whose_claim_answered_a_boolean_keep_working() {
     let Some(schema) = Schema::new("idem_upgrade") else {
         return;
@@ -697,6 +716,10 @@ fn on_standby(c: &mut FrameClient, consistency: ReadConsistency) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg_replica),
+    ignore = "needs PostgreSQL and a hot standby: set DATABASE_URL and DATABASE_REPLICA_URL (.ci/pg-cluster)"
+)]
 fn pg_reads_go_to_the_replica_and_after_index_reads_see_acknowledged_writes() {
     let Some(schema) = Schema::new("replica") else {
         return;
@@ -754,6 +777,10 @@ fn pg_reads_go_to_the_replica_and_after_index_reads_see_acknowledged_writes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg_replica),
+    ignore = "needs PostgreSQL and a hot standby: set DATABASE_URL and DATABASE_REPLICA_URL (.ci/pg-cluster)"
+)]
 fn pg_a_replica_that_fails_is_skipped() {
     let Some(schema) = Schema::new("replica-down") else {
         return;
@@ -783,6 +810,10 @@ fn pg_a_replica_that_fails_is_skipped() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
     let Some(schema) = Schema::new("kill") else {
         return;
@@ -867,6 +898,10 @@ fn pg_acknowledged_writes_survive_kill_9_of_the_server() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
     use prost::Message as _;
     use protocol::wire::{self, MessageType, Operation};
@@ -986,6 +1021,10 @@ fn pg_queued_writes_commit_together_and_a_failing_one_fails_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_lost_database_connection_answers_unavailable_then_reconnects() {
     let Some(schema) = Schema::new("reconnect") else {
         return;
@@ -1041,6 +1080,10 @@ fn sandboxed(mut r: DataRequest) -> DataRequest {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_them() {
     let Some(schema) = Schema::new("sandbox") else {
         return;
@@ -1156,6 +1199,10 @@ fn pg_sandboxed_statements_cannot_reach_the_servers_tables_however_they_name_the
 /// exist) is not used: db-server's own work goes on, and client statements are refused
 /// FORBIDDEN saying why.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_client_login_with_rights_beyond_its_own_is_not_used() {
     let Some(schema) = Schema::new("login-refused") else {
         return;
@@ -1218,6 +1265,10 @@ fn pg_a_client_login_with_rights_beyond_its_own_is_not_used() {
 /// Issue 23's rights check: what the client login may do, read from PostgreSQL's catalogs,
 /// is exactly what docs/operations.md documents — and nothing beyond it.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_the_client_role_holds_exactly_its_documented_rights() {
     let Some(schema) = Schema::new("rights") else {
         return;
@@ -1344,6 +1395,10 @@ fn pg_the_client_role_holds_exactly_its_documented_rights() {
 /// table the servers write, or forge an idempotency record; afterwards the servers'
 /// statements behave as before.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_client_cannot_act_as_db_server_or_the_database_os_user() {
     let Some(schema) = Schema::new("identity") else {
         return;
@@ -1448,6 +1503,10 @@ fn host_port(url: &str) -> &str {
 /// server cut off by the network is given up within it, not after the kernel's 15-minute
 /// retransmission timeout), and a URL's own settings win.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_connections_carry_the_timeout_as_tcp_user_timeout_and_keepalives() {
     use db::postgres::Endpoint;
     use std::os::fd::BorrowedFd;
@@ -1506,6 +1565,10 @@ fn primary_through_relay(
 /// need the primary then fail at once with UNAVAILABLE (not each after its own timeout),
 /// writes resume after healing, and every acknowledged write is there.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
     let Some(schema) = Schema::new("primary-cut") else {
         return;
@@ -1573,6 +1636,10 @@ fn pg_a_primary_cut_off_fails_requests_fast_and_loses_no_acknowledged_write() {
 /// for an answer, so the write whose turn started the try and every write during it must get
 /// their UNAVAILABLE without waiting for it.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_no_request_waits_on_a_try_of_an_unreachable_primary() {
     let Some(schema) = Schema::new("primary-probe") else {
         return;
@@ -1613,6 +1680,10 @@ fn pg_no_request_waits_on_a_try_of_an_unreachable_primary() {
 /// client role, and PostgreSQL fails concurrent REVOKEs on one table ("tuple concurrently
 /// updated"), which aborted the whole setup batch. Every batch must go through.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_concurrent_table_setups_do_not_fail_each_other() {
     let Some(schema) = Schema::new("setup-race") else {
         return;
@@ -1659,6 +1730,10 @@ fn pg_concurrent_table_setups_do_not_fail_each_other() {
 /// readers go back to it (one reader tries it again at a time, after answering its reads, so
 /// no read waits on a connection attempt to a silent host).
 #[test]
+#[cfg_attr(
+    not(netmod_pg_replica),
+    ignore = "needs PostgreSQL and a hot standby: set DATABASE_URL and DATABASE_REPLICA_URL (.ci/pg-cluster)"
+)]
 fn pg_reads_survive_a_standby_cut_off_and_return_to_it_after_healing() {
     use common::relay::Relay;
     let Some(schema) = Schema::new("standby-cut") else {
@@ -1704,6 +1779,10 @@ fn as_user(mut r: DataRequest, user: &str) -> DataRequest {
 /// gone before the next statement, on readers and writers alike; the comment tricks of the
 /// keyword filter fail; idempotency keys are the user's own.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
     let Some(schema) = Schema::new("no-state") else {
         return;

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{prerequisite, report_skip, Proc, TempDir};
+use common::{prerequisite, Proc, TempDir};
 
 const REQUIRE: &str = "NETMOD_REQUIRE_SYSTEMD_ANALYZE";
 
@@ -21,16 +21,7 @@ fn analyzer() -> bool {
 }
 
 #[test]
-fn units_skipped_without_systemd_analyze() {
-    report_skip(
-        "systemd-analyze",
-        REQUIRE,
-        analyzer(),
-        "the systemd units' verification",
-    );
-}
-
-#[test]
+#[cfg_attr(not(netmod_systemd_analyze), ignore = "needs systemd-analyze")]
 fn the_systemd_units_verify() {
     if !prerequisite("systemd-analyze", REQUIRE, analyzer()) {
         return;

@@ -68,6 +68,10 @@ fn a_runaway_client_statement_stops_at_its_deadline_and_frees_its_worker() {
 }
 
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_a_runaway_client_statement_stops_at_its_deadline_in_the_database() {
     let Some(s) = Stack::start_pg_with(
         "fs-deadline-pg",

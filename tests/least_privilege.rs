@@ -279,6 +279,10 @@ fn before_login_only_small_frames_are_taken() {
 /// fails in the database itself (the client login's rights), and the servers serve as
 /// before.
 #[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
 fn pg_an_ordinary_account_cannot_act_as_the_servers_or_the_database_os_user() {
     let Some(s) = Stack::start_pg("lp-pg") else {
         return;

@@ -733,6 +733,7 @@ fn openssl_handshake(addr: SocketAddr, certs: &Certs, version: &str) -> (bool, S
 }
 
 #[test]
+#[cfg_attr(not(netmod_openssl), ignore = "needs openssl (the command)")]
 fn tls_1_2_clients_are_refused_and_tls_1_3_ones_served() {
     if !common::prerequisite(
         "openssl",
@@ -758,14 +759,4 @@ fn tls_1_2_clients_are_refused_and_tls_1_3_ones_served() {
             "{addr}: refused with an alert:\n{text12}"
         );
     }
-}
-
-#[test]
-fn tls_version_checks_skipped_without_openssl() {
-    common::report_skip(
-        "openssl",
-        "NETMOD_REQUIRE_OPENSSL",
-        common::runs("openssl", "version"),
-        "the TLS 1.2 refusal test",
-    );
 }

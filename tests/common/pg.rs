@@ -10,7 +10,7 @@ pub fn urls(test: &str) -> Option<(String, Option<String>)> {
     match std::env::var("DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some((u, std::env::var("DATABASE_REPLICA_URL").ok())),
         _ => {
-            // Reported once, by postgres_suite_skipped_without_postgres.
+            // The tests are ignored without DATABASE_URL (see build.rs); here when it is empty.
             let _ = test;
             super::prerequisite("PostgreSQL (DATABASE_URL)", "NETMOD_REQUIRE_PG", false);
             None
