@@ -304,6 +304,22 @@ fn by_default_successes_are_not_logged_and_404s_are() {
         call(http, "GET /docs/quiet HTTP/1.1\r\nHost: t\r\n\r\n").status,
         200
     );
+    // A browser's visit asks for an icon: it gets one (so no 404 is logged for it), and the
+    // status page carries it inline.
+    let icon = call(http, "GET /favicon.ico HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
+    let page = call(
+        http,
+        "GET /status HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\n\r\n",
+    );
+    assert!(
+        page.body
+            .contains(r#"<link rel="icon" href="data:image/svg+xml,%3Csvg"#),
+        "{}",
+        &page.body[..page.body.len().min(400)]
+    );
     assert_eq!(
         call(http, "GET /docs/absent HTTP/1.1\r\nHost: t\r\n\r\n").status,
         404

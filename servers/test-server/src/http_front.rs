@@ -423,7 +423,7 @@ impl HttpFront {
     fn refusal(&self, head: &http1::Head) -> Option<Answer> {
         let method = head.method();
         match head.path() {
-            "/health" | "/metrics" | "/status" => {
+            "/health" | "/metrics" | "/status" | "/favicon.ico" => {
                 (!matches!(method, "GET" | "HEAD")).then(|| Answer {
                     allow: Some("GET, HEAD"),
                     ..Answer::error(405, "method not allowed")
@@ -464,6 +464,8 @@ impl HttpFront {
         match path {
             "/health" => return Some(self.health(ctx, status)),
             "/metrics" => return Some(self.metrics(ctx, status)),
+            // What a browser asks for beside any page or document it shows.
+            "/favicon.ico" => return Some(Answer::icon()),
             "/status" => {
                 // The page or the JSON, by `Accept`: said in `Vary` (RFC 9110 §12.5.5).
                 let answer = if status::wants_page(req) {
@@ -677,6 +679,7 @@ impl HttpFront {
             Kind::Json => "application/json",
             Kind::Metrics => "text/plain; version=0.0.4",
             Kind::Html => "text/html; charset=utf-8",
+            Kind::Icon => shared::page::ICON_TYPE,
         };
         let mut headers = [
             ("Server", "netmod"),
@@ -697,6 +700,10 @@ impl HttpFront {
         }
         if let Some(vary) = answer.vary {
             headers[n] = ("Vary", vary);
+            n += 1;
+        }
+        if answer.kind == Kind::Icon {
+            headers[n] = ("Cache-Control", "max-age=86400");
             n += 1;
         }
         let head_only = match c.head_seqs.iter().position(|&s| s == seq) {

@@ -28,6 +28,8 @@ pub(super) enum Kind {
     Metrics,
     /// The status page.
     Html,
+    /// The icon a browser asks for (`/favicon.ico`).
+    Icon,
 }
 
 /// An answer's body: made for this request, or a cached document's (shared, not copied).
@@ -74,5 +76,14 @@ impl Answer {
 
     pub(super) fn error(status: u16, message: &str) -> Self {
         Answer::json(status, http1::error_body(message))
+    }
+
+    /// `/favicon.ico`: the servers' icon, so that a browser's visit logs no 404.
+    pub(super) fn icon() -> Self {
+        Answer {
+            kind: Kind::Icon,
+            body: Body::Owned(shared::page::ICON_SVG.as_bytes().to_vec()),
+            ..Answer::json(200, Vec::new())
+        }
     }
 }
