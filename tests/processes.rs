@@ -373,6 +373,15 @@ fn stack_starts_the_servers_runs_a_load_and_stops_them() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("test-server stopped"), "{stderr}");
+    // The example document was stored as a PUT stores one: `updated` is when, so the
+    // README's `WHERE updated > ?1` 0 lists it.
+    let updated: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT updated FROM docs WHERE name = 'example'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(updated > 1_700_000_000, "{updated}");
     // Without --keep the servers stop after the load: stack says so where it prints the
     // commands to try, and at the end.
     assert!(
@@ -764,6 +773,9 @@ fn the_client_binary_logs_in_and_manages_documents_with_clear_exit_codes() {
         })
         .unwrap_or_else(|| panic!("no commit index in {err:?}"));
     assert!(index > 0, "{err}");
+    // A read says its index is one it is at least as new as.
+    let (_, _, err) = run(&["sql", "SELECT 1"]);
+    assert!(err.contains("(as of commit index "), "{err}");
     let at = index.to_string();
     let (code, out, err) = run(&[
         "sql",
@@ -893,6 +905,16 @@ fn client_watch_follows_a_migration_to_the_new_instance() {
     assert_eq!(
         rx.recv_timeout(WAIT).unwrap(),
         format!("connected to {target}")
+    );
+    // The new instance stops: the notice, said once.
+    let stopping = (0..50).find_map(|_| {
+        b.signal(libc::SIGTERM);
+        rx.recv_timeout(std::time::Duration::from_millis(200)).ok()
+    });
+    let stopping = stopping.unwrap_or_default();
+    assert!(
+        stopping.starts_with("server shutting down; reconnect after "),
+        "{stopping}"
     );
     let _ = watch.kill();
     let _ = watch.wait();

@@ -350,7 +350,12 @@ fn run(args: &Args) -> Result<(), Fail> {
                 return Err(Fail(1, format!("unexpected answer: {:?}", resp.kind)));
             };
             print_result(&r);
-            eprintln!("(commit index {})", resp.commit_index);
+            // A write's index is the one it produced; a read's, one it is at least as new as.
+            if r.columns.is_empty() {
+                eprintln!("(commit index {})", resp.commit_index);
+            } else {
+                eprintln!("(as of commit index {})", resp.commit_index);
+            }
             Ok(())
         }
         Cmd::Watch => watch(args, addr),
@@ -383,9 +388,13 @@ fn watch(args: &Args, first: SocketAddr) -> Result<(), Fail> {
                 Ok(Some(m)) if m.r#type() == MessageType::Notification => match m.op() {
                     Operation::ServerShutdown => {
                         let n = wire::ServerShutdown::decode(m.data).unwrap_or_default();
+                        // The reason, unless it only says what the notice does.
+                        let reason = match n.reason.as_str() {
+                            "" | "server shutting down" => String::new(),
+                            r => format!(": {r}"),
+                        };
                         tools::say!(
-                            "server shutting down ({}); reconnect after {} s",
-                            n.reason,
+                            "server shutting down{reason}; reconnect after {} s",
                             n.reconnect_after
                         );
                     }

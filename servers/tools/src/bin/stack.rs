@@ -277,12 +277,15 @@ fn seed(addr: SocketAddr, admin_secret: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())
             .and_then(|mut c| {
                 c.login("admin", admin_secret).map_err(|e| e.to_string())?;
+                // `updated` as a PUT sets it: seconds since the epoch.
+                let now = i64::try_from(shared::clock::now_secs()).unwrap_or(0);
                 c.execute(
-                    "INSERT INTO docs (name, content, updated) VALUES ('example', ?1, 0) \
+                    "INSERT INTO docs (name, content, updated) VALUES ('example', ?1, ?2) \
                      ON CONFLICT (name) DO NOTHING",
-                    vec![Value::text(
-                        "Hello from netmod: this document lives in db-server.",
-                    )],
+                    vec![
+                        Value::text("Hello from netmod: this document lives in db-server."),
+                        Value::int(now),
+                    ],
                 )
                 .map_err(|e| e.to_string())
             });
