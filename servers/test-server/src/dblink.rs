@@ -114,6 +114,8 @@ struct Slot {
     heard: Instant,
     /// When this connection was last pinged.
     pinged: Instant,
+    /// It has been up before (so coming up is "up again").
+    was_up: bool,
 }
 
 #[derive(Debug)]
@@ -167,6 +169,7 @@ impl<T> DbLink<T> {
                 watched: false,
                 heard: Instant::now(),
                 pinged: Instant::now(),
+                was_up: false,
             })
             .collect();
         DbLink {
@@ -291,7 +294,8 @@ impl<T> DbLink<T> {
         let delay = slot.backoff.next_delay();
         if slot.backoff.attempts() <= 1 || slot.backoff.attempts() % 10 == 0 {
             warn!(
-                "db link {i} to {} down ({why}); reconnecting in {:.1} s (attempt {})",
+                "db link {i} of loop {} to {} down ({why}); reconnecting in {:.1} s (attempt {})",
+                ctx.loop_id(),
                 self.cfg.addr,
                 delay.as_secs_f64(),
                 slot.backoff.attempts()
@@ -310,9 +314,21 @@ impl<T> DbLink<T> {
             return;
         };
         let slot = &mut self.slots[i];
-        if slot.backoff.attempts() > 0 {
-            info!("db link {i} to {} up again", self.cfg.addr);
+        // Each loop has its own links, so each says so: with its loop.
+        match (slot.was_up, slot.backoff.attempts()) {
+            (true, _) => info!(
+                "db link {i} of loop {} to {} up again",
+                ctx.loop_id(),
+                self.cfg.addr
+            ),
+            (false, 0) => {}
+            (false, n) => info!(
+                "db link {i} of loop {} to {} up (after {n} failed attempt(s))",
+                ctx.loop_id(),
+                self.cfg.addr
+            ),
         }
+        slot.was_up = true;
         slot.backoff.reset();
         slot.state = SlotState::Up(conn);
         slot.heard = ctx.now();
@@ -408,7 +424,8 @@ impl<T> DbLink<T> {
             let quiet = now.duration_since(self.slots[i].heard);
             if quiet >= self.cfg.silence_limit {
                 warn!(
-                    "db link {i} to {}: nothing heard for {:.1} s; closing it",
+                    "db link {i} of loop {} to {}: nothing heard for {:.1} s; closing it",
+                    ctx.loop_id(),
                     self.cfg.addr,
                     quiet.as_secs_f64()
                 );

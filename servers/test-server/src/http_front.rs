@@ -54,6 +54,8 @@ pub struct HttpCounters {
     by_class: [AtomicU64; 5],
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Documents current in every loop's cache together.
+    cache_entries: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HttpCounters {
@@ -171,7 +173,7 @@ fn doc_name(path: &str) -> Option<&str> {
 impl HttpFront {
     /// The front of one loop.
     pub fn new(cfg: HttpConfig) -> Self {
-        let cache = DocCache::new(cfg.cache_bytes);
+        let cache = DocCache::new(cfg.cache_bytes, Arc::clone(&cfg.counters.cache_entries));
         HttpFront {
             cfg,
             conns: ConnMap::default(),

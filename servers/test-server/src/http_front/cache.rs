@@ -1,6 +1,7 @@
 //! Documents answered from memory, kept coherent by db-server's change notices.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Documents answered from memory.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 /// (notices may have been missed). Another instance's write is seen here as soon as its notice
 /// arrives (asynchronous, as with Redis' client-side caching); this instance's own writes are
 /// seen at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DocCache {
     /// Name → the last 200 answer's body known, and the epoch it was stored in.
     docs: HashMap<String, Entry>,
@@ -33,6 +34,9 @@ pub(super) struct DocCache {
     cap: usize,
     /// How many of `docs` belong to the current epoch.
     current: usize,
+    /// The current documents of every loop's cache together (for `/status` and `/metrics`):
+    /// each cache adds and takes away its own.
+    total: Arc<AtomicUsize>,
     epoch: u64,
     pub(super) generation: u64,
     /// The subscription was lost: nothing is current (served stale only while db-server cannot
@@ -47,12 +51,29 @@ struct Entry {
 }
 
 impl DocCache {
-    /// An empty cache holding at most `cap` bytes of documents.
-    pub(super) fn new(cap: usize) -> Self {
+    /// An empty cache holding at most `cap` bytes of documents, counting its current ones
+    /// into `total` (shared by every loop's cache).
+    pub(super) fn new(cap: usize, total: Arc<AtomicUsize>) -> Self {
         DocCache {
+            docs: HashMap::new(),
+            bytes: 0,
             cap,
-            ..DocCache::default()
+            current: 0,
+            total,
+            epoch: 0,
+            generation: 0,
+            stale: false,
         }
+    }
+
+    /// `current` becomes `n`, and the total across loops follows.
+    fn set_current(&mut self, n: usize) {
+        if n >= self.current {
+            self.total.fetch_add(n - self.current, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(self.current - n, Ordering::Relaxed);
+        }
+        self.current = n;
     }
 
     /// The document, if it is known to be current (stored since the last change notice).
@@ -68,7 +89,8 @@ impl DocCache {
         self.docs.get(name).map(|e| &e.body)
     }
 
-    /// How many documents are current.
+    /// How many documents are current in this cache.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.current
     }
@@ -78,7 +100,7 @@ impl DocCache {
     pub(super) fn invalidate(&mut self) {
         self.epoch += 1;
         self.generation += 1;
-        self.current = 0;
+        self.set_current(0);
         self.stale = false;
     }
 
@@ -86,7 +108,7 @@ impl DocCache {
     pub(super) fn suspend(&mut self) {
         self.epoch += 1;
         self.generation += 1;
-        self.current = 0;
+        self.set_current(0);
         self.stale = true;
     }
 
@@ -95,7 +117,7 @@ impl DocCache {
         if let Some(e) = self.docs.remove(name) {
             self.bytes -= e.body.len() + name.len();
             if e.epoch == self.epoch {
-                self.current -= 1;
+                self.set_current(self.current - 1);
             }
         }
         self.generation += 1;
@@ -127,7 +149,7 @@ impl DocCache {
             }
         }
         self.bytes += size;
-        self.current += 1;
+        self.set_current(self.current + 1);
         self.docs.insert(
             name.to_string(),
             Entry {
@@ -138,13 +160,36 @@ impl DocCache {
     }
 }
 
+impl Drop for DocCache {
+    fn drop(&mut self) {
+        self.set_current(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn the_total_counts_the_current_documents_of_every_loops_cache() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut a = DocCache::new(1024, Arc::clone(&total));
+        let mut b = DocCache::new(1024, Arc::clone(&total));
+        a.offer(a.generation, "x", b"1");
+        a.offer(a.generation, "y", b"2");
+        b.offer(b.generation, "x", b"1");
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+        a.forget("x");
+        assert_eq!(total.load(Ordering::Relaxed), 2);
+        b.invalidate();
+        assert_eq!(total.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn a_change_notice_keeps_the_last_version_known_but_not_as_current() {
-        let mut c = DocCache::new(1024);
+        let mut c = DocCache::new(1024, Arc::default());
         c.offer(c.generation, "a", b"v1");
         assert_eq!(c.current("a").map(|b| &b[..]), Some(&b"v1"[..]));
         assert_eq!(c.len(), 1);
@@ -164,7 +209,7 @@ mod tests {
 
     #[test]
     fn this_instances_own_write_drops_the_document_outright() {
-        let mut c = DocCache::new(1024);
+        let mut c = DocCache::new(1024, Arc::default());
         c.offer(c.generation, "a", b"v1");
         c.suspend();
         assert!(c.stale && c.current("a").is_none() && c.last_known("a").is_some());
@@ -175,7 +220,7 @@ mod tests {
 
     #[test]
     fn out_of_date_documents_make_room_for_current_ones_and_the_cap_holds() {
-        let mut c = DocCache::new(6);
+        let mut c = DocCache::new(6, Arc::default());
         c.offer(c.generation, "a", b"123");
         c.offer(c.generation, "b", b"123");
         assert!(c.current("b").is_none(), "over the cap: not stored");

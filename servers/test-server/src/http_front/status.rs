@@ -87,8 +87,8 @@ impl HttpFront {
         metric(
             "doc_cache_entries",
             "gauge",
-            "Documents kept in memory (loop serving this request).",
-            self.cache.len() as u64,
+            "Documents kept in memory, current (all loops).",
+            cache.cache_entries.load(Ordering::Relaxed) as u64,
         );
         let (n, sum_us) = (
             status.rtt.count.load(Ordering::Relaxed),
@@ -217,7 +217,7 @@ impl HttpFront {
                 "hits": hits,
                 "misses": misses,
                 "hit_ratio": if hits + misses == 0 { None } else { Some(hits as f64 / (hits + misses) as f64) },
-                "entries": self.cache.len(),
+                "entries": self.cfg.counters.cache_entries.load(Ordering::Relaxed),
             },
             "ping_rtt": {
                 "count": rtt_n,
