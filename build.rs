@@ -40,6 +40,11 @@ fn prerequisites() {
             on_path("chromium"),
         ),
         (
+            "netmod_redis",
+            "NETMOD_REQUIRE_REDIS",
+            on_path("redis-server") && on_path("redis-cli"),
+        ),
+        (
             "netmod_systemd_analyze",
             "NETMOD_REQUIRE_SYSTEMD_ANALYZE",
             on_path("systemd-analyze"),
