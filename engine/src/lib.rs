@@ -25,7 +25,8 @@
 //! ```
 //!
 //! `examples/` has more: `frames.rs` (length-prefixed requests, a worker thread answering
-//! through the loop's waker, a periodic timer) and `http_hello.rs` (keep-alive HTTP/1.1).
+//! through the loop's waker, a periodic timer), `http_hello.rs` (keep-alive HTTP/1.1) and
+//! `mini_redis.rs` (a Redis whose keys every loop shares).
 //! The engine logs through the `log` facade: install a logger (e.g. `env_logger`) to see it.
 //!
 //! - **Loops**: one `mio::Poll` per thread ([`Config::threads`], default: cores), each with its
@@ -47,6 +48,16 @@
 //!   the `tls` module.
 //! - **Shutdown**: [`ServerHandle::shutdown`] (wired to SIGTERM/SIGINT by
 //!   [`signal::shutdown_on_signals`]) closes listeners, lets handlers notify peers, and drains.
+//!
+//! # Panics
+//!
+//! A handler that panics stops the server; it never keeps serving with a dead loop. The panic
+//! is caught on its loop's thread and logged at ERROR (Rust's panic hook prints the message);
+//! that loop's connections close with it; its [`LoopHandle`]s refuse further messages
+//! ([`LoopHandle::send`] gives them back), so worker threads answering into it notice; the
+//! other loops stop at once (no graceful drain: the server's state is suspect); and
+//! [`Server::run`] returns an error naming the loop and the panic message, so `main` returning
+//! it exits non-zero. Programs that would rather abort can set `panic = "abort"` in their profile.
 //!
 //! The engine knows nothing of any protocol; [`frame`] offers length-prefixed framing for those
 //! that want it.

@@ -362,6 +362,11 @@ impl<H: Handler> Server<H> {
 
     /// Runs every loop, each with a handler made by `factory(loop_id)` on its own thread (loop
     /// 0 on the calling thread), until the server stops or a graceful shutdown has drained.
+    ///
+    /// # Errors
+    ///
+    /// A loop's I/O failure (its poll failing), or a handler's panic: either stops every loop
+    /// and comes back here (see the panic policy in the crate docs, "Panics").
     pub fn run<F>(self, factory: F) -> io::Result<()>
     where
         F: Fn(usize) -> H + Send + Sync + 'static,
@@ -395,40 +400,43 @@ impl<H: Handler> Server<H> {
                 thread::Builder::new()
                     .name(format!("loop-{i}"))
                     .spawn(move || {
-                        let r = Loop::new(
-                            i,
-                            p.poll,
-                            factory(i),
-                            p.listeners,
-                            tls.clone(),
-                            cfg,
-                            Arc::clone(&shared),
-                            p.mailbox,
-                        )
-                        .and_then(Loop::run);
-                        if r.is_err() {
-                            shared.stop.store(true, Ordering::Release);
-                            shared.wake_all();
-                        }
-                        r
+                        let mailbox = Arc::clone(&p.mailbox);
+                        let s = Arc::clone(&shared);
+                        run_loop(i, &shared, &mailbox, move || {
+                            Loop::new(
+                                i,
+                                p.poll,
+                                factory(i),
+                                p.listeners,
+                                tls.clone(),
+                                cfg,
+                                s,
+                                p.mailbox,
+                            )
+                            .and_then(Loop::run)
+                        })
                     })?,
             );
         }
-        let mut result = Loop::new(
-            0,
-            first.poll,
-            factory(0),
-            first.listeners,
+        let first_mailbox = Arc::clone(&first.mailbox);
+        let (tls, cfg, shared) = (
             self.tls.clone(),
             Arc::clone(&self.cfg),
             Arc::clone(&self.shared),
-            first.mailbox,
-        )
-        .and_then(Loop::run);
-        if result.is_err() {
-            self.shared.stop.store(true, Ordering::Release);
-            self.shared.wake_all();
-        }
+        );
+        let mut result = run_loop(0, &self.shared, &first_mailbox, move || {
+            Loop::new(
+                0,
+                first.poll,
+                factory(0),
+                first.listeners,
+                tls,
+                cfg,
+                shared,
+                first.mailbox,
+            )
+            .and_then(Loop::run)
+        });
         for t in threads {
             let r = t
                 .join()
@@ -439,4 +447,41 @@ impl<H: Handler> Server<H> {
         }
         result
     }
+}
+
+/// Runs one loop; an error or a panic of its handler stops the whole server.
+///
+/// The engine's panic policy: a panic in a handler (or in the loop) is caught on the loop's
+/// thread, logged at ERROR (the panic message itself is printed by Rust's panic hook, with a
+/// backtrace when `RUST_BACKTRACE` asks), that loop's connections are closed with it, its mailbox
+/// refuses further messages ([`LoopHandle::send`] returns them), and every other loop is told to
+/// stop; [`Server::run`] then returns an error naming the loop and the panic, so a program that
+/// returns that error from `main` exits non-zero. A server never keeps running with a dead loop
+/// whose listening socket would take connections nobody serves.
+fn run_loop<M>(
+    i: usize,
+    shared: &Shared,
+    mailbox: &Mailbox<M>,
+    run: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            mailbox.closed.store(true, Ordering::Release);
+            log::error!("loop {i}: a handler panicked ({what}); stopping the server");
+            Err(io::Error::other(format!(
+                "loop {i}: a handler panicked: {what}"
+            )))
+        }
+    };
+    if r.is_err() {
+        shared.stop.store(true, Ordering::Release);
+        shared.wake_all();
+    }
+    r
 }
