@@ -424,7 +424,8 @@ fn loadgen_on_a_closed_port_reconnects_at_a_bounded_rate_and_sums_the_losses_up(
     assert!((50..=2_000).contains(&errors), "{last}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(lines.len() <= 8, "{stderr}");
+    // A few per loop, then the summary (an unthrottled loop printed tens of thousands).
+    assert!(lines.len() <= 16, "{stderr}");
     assert!(
         lines.last().is_some_and(|l| l.starts_with(&format!(
             "loadgen: {errors} connection(s) to the server lost or refused"
