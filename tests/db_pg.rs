@@ -1774,6 +1774,62 @@ fn as_user(mut r: DataRequest, user: &str) -> DataRequest {
     r
 }
 
+/// Client connections keep their statements prepared between runs (parsed once, not with each
+/// run); what a client does to the session's prepared statements — DEALLOCATE, alone or inside
+/// a function, PREPARE under the names db-server uses — never makes another statement fail or
+/// run something else, for that client or another.
+#[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
+fn pg_a_clients_deallocate_or_prepare_never_changes_what_a_statement_runs() {
+    let Some(schema) = Schema::new("prepared") else {
+        return;
+    };
+    let srv = schema.start();
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let as_ = |user: &str, sql: &str| as_user(exec(sql, vec![]), user);
+    let one = |c: &mut FrameClient, user: &str| {
+        let (r, _) = result(c, &as_(user, "SELECT 40 + 2 AS n"));
+        assert_eq!(r.rows[0].values[0], Value::int(42), "{user}");
+    };
+    c.data(&as_(
+        "mallory",
+        "CREATE FUNCTION forget() RETURNS int LANGUAGE plpgsql AS $$
+           BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN 1; END $$",
+    ))
+    .unwrap();
+    // Names like db-server's, taken in mallory's session with other statements behind them.
+    c.data(&as_(
+        "mallory",
+        "CREATE FUNCTION squat() RETURNS int LANGUAGE plpgsql AS $$
+           BEGIN
+             FOR i IN 1..3000 LOOP
+               BEGIN
+                 EXECUTE format('PREPARE netmod_s%s AS SELECT 666', i);
+               EXCEPTION WHEN duplicate_prepared_statement THEN NULL;
+               END;
+             END LOOP;
+             RETURN 1;
+           END $$",
+    ))
+    .unwrap();
+    for _ in 0..6 {
+        one(&mut c, "mallory");
+        one(&mut c, "mallory");
+        c.data(&as_("mallory", "DEALLOCATE ALL")).unwrap();
+        one(&mut c, "mallory");
+        c.data(&as_("mallory", "SELECT forget()")).unwrap();
+        one(&mut c, "mallory");
+        one(&mut c, "bob");
+        c.data(&as_("mallory", "SELECT squat()")).unwrap();
+        one(&mut c, "mallory");
+        one(&mut c, "bob");
+        one(&mut c, "mallory");
+    }
+}
+
 /// Issue 23, findings 2, 4, 5, 7 and 8 on PostgreSQL: what a client statement sets or creates
 /// (settings through set_config in a function, temporary tables shadowing the servers') is
 /// gone before the next statement, on readers and writers alike; the comment tricks of the

@@ -215,6 +215,27 @@ struct Prepared {
 /// Statements kept prepared per connection before the cache is emptied.
 const CACHE_CAPACITY: usize = 512;
 
+/// How a statement is sent.
+#[derive(Debug)]
+enum How {
+    /// Its text, unnamed: parsed with this run.
+    Text(CString),
+    /// The name it is prepared under.
+    Named(CString),
+    /// Its Parse under a new name, then its run (in a pipeline: no round trip of its own).
+    Parse { name: CString, text: CString },
+}
+
+impl How {
+    /// The prepared statement's name, if it has one.
+    fn name(&self) -> Option<&CString> {
+        match self {
+            How::Text(_) => None,
+            How::Named(n) | How::Parse { name: n, .. } => Some(n),
+        }
+    }
+}
+
 /// One blocking connection. It may move between threads but is used by one at a time.
 pub struct PgConn {
     raw: NonNull<ffi::PGconn>,
@@ -224,6 +245,11 @@ pub struct PgConn {
     /// Statements go unnamed (parsed with each run) rather than prepared and cached: see
     /// [`PgConn::prepare_nothing`].
     unnamed: bool,
+    /// Pipelines prepare their statements inline (see [`PgConn::prepare_inline`]).
+    inline: bool,
+    /// A statement met a prepared statement missing or already there (a client's `DEALLOCATE`
+    /// or `PREPARE`): the cache was emptied; see [`PgConn::take_lost_names`].
+    lost_names: bool,
     /// Set by [`PgConn::give_up`]: the connection counts as broken.
     given_up: bool,
 }
@@ -326,6 +352,8 @@ impl PgConn {
             count: 0,
             next_name: 0,
             unnamed: false,
+            inline: false,
+            lost_names: false,
             given_up: false,
         };
         if !conn.is_ok() {
@@ -472,14 +500,56 @@ impl PgConn {
         self.unnamed = true;
     }
 
-    fn send(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), PgError> {
-        let name = self.prepare(sql, params)?;
-        self.send_prepared(&name, params)
+    /// For a connection whose statements may themselves `DEALLOCATE` or `PREPARE` (a client
+    /// connection): a statement in a [`PgConn::pipeline`] is prepared inside the pipeline
+    /// (its Parse sent with it, no round trip of its own) under a name of ours and kept for the
+    /// next run of the same text; everything else goes unnamed ([`PgConn::prepare_nothing`]).
+    /// The caller empties the cache where the session's prepared statements go (the `forgets`
+    /// of [`PgConn::pipeline_forgetting`]); a statement that finds a name of ours gone, or one
+    /// of ours taken, fails alone and empties the cache ([`PgConn::take_lost_names`]).
+    pub fn prepare_inline(&mut self) {
+        self.unnamed = true;
+        self.inline = true;
     }
 
-    /// Sends the statement `name` names: a prepared statement's name, or (unnamed mode, see
-    /// [`PgConn::prepare`]) the SQL text itself.
-    fn send_prepared(&mut self, name: &CStr, params: &[Param<'_>]) -> Result<(), PgError> {
+    /// Forgets every statement prepared here (the session's were deallocated).
+    fn forget_prepared(&mut self) {
+        self.prepared.clear();
+        self.count = 0;
+    }
+
+    /// True (once) when a statement since the last call met a prepared statement of ours
+    /// missing, or a name of ours already taken: the session's prepared statements are not what
+    /// the cache says (it has been emptied), so the caller should deallocate them all.
+    pub fn take_lost_names(&mut self) -> bool {
+        std::mem::take(&mut self.lost_names)
+    }
+
+    /// The name of `sql` prepared here for these parameter types, if it is.
+    fn cached(&self, sql: &str, params: &[Param<'_>]) -> Option<CString> {
+        let same = |p: &Prepared| {
+            p.types.len() == params.len()
+                && p.types.iter().zip(params).all(|(t, v)| *t == v.type_oid())
+        };
+        self.prepared
+            .get(sql)
+            .and_then(|variants| variants.iter().find(|p| same(p)))
+            .map(|p| p.name.clone())
+    }
+
+    fn send(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), PgError> {
+        let name = self.prepare(sql, params)?;
+        let how = if self.unnamed {
+            How::Text(name)
+        } else {
+            How::Named(name)
+        };
+        self.send_prepared(&how, params)
+    }
+
+    /// Sends a statement as `how` says: its text (unnamed), the name it is prepared under, or
+    /// its Parse under a new name followed by its run.
+    fn send_prepared(&mut self, how: &How, params: &[Param<'_>]) -> Result<(), PgError> {
         let mut texts: Vec<Option<Vec<u8>>> = Vec::with_capacity(params.len());
         let mut formats: Vec<c_int> = Vec::with_capacity(params.len());
         for p in params {
@@ -515,7 +585,23 @@ impl PgConn {
             .iter()
             .map(|t| t.as_ref().map_or(std::ptr::null(), |v| v.as_ptr().cast()))
             .collect();
-        let sent = if self.unnamed {
+        if let How::Parse { name, text } = how {
+            let types: Vec<Oid> = params.iter().map(Param::type_oid).collect();
+            // SAFETY: valid connection, C strings and a types array of `params.len()` entries.
+            let sent = unsafe {
+                ffi::PQsendPrepare(
+                    self.raw.as_ptr(),
+                    name.as_ptr(),
+                    text.as_ptr(),
+                    params.len() as c_int,
+                    types.as_ptr(),
+                )
+            };
+            if sent == 0 {
+                return Err(self.broken());
+            }
+        }
+        let sent = if let How::Text(name) = how {
             let types: Vec<Oid> = params.iter().map(Param::type_oid).collect();
             // SAFETY: as below, plus a types array of `params.len()` entries; `name` is the
             // NUL-terminated SQL text.
@@ -532,6 +618,9 @@ impl PgConn {
                 )
             }
         } else {
+            let name = match how {
+                How::Named(name) | How::Parse { name, .. } | How::Text(name) => name,
+            };
             // SAFETY: every pointer array has `params.len()` entries and outlives the call;
             // text values are NUL-terminated, binary ones have their lengths.
             unsafe {
@@ -569,26 +658,99 @@ impl PgConn {
         stmts: &[(&str, &[Param<'_>])],
         syncs: &[usize],
         chunk: usize,
+        each: impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
+    ) -> Result<(), PgError> {
+        self.pipeline_forgetting(stmts, syncs, &[], chunk, each)
+    }
+
+    /// [`PgConn::pipeline`] where the statements whose indexes are in `forgets` deallocate the
+    /// session's prepared statements (`DEALLOCATE ALL`, or a function doing it): on a connection
+    /// that prepares inline ([`PgConn::prepare_inline`]) they go unnamed, and the statements
+    /// after them are prepared afresh.
+    pub fn pipeline_forgetting(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        syncs: &[usize],
+        forgets: &[usize],
+        chunk: usize,
         mut each: impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
     ) -> Result<(), PgError> {
-        // Preparing needs a round trip of its own, so it happens before, once per statement.
-        let names: Vec<Result<CString, PgError>> = stmts
-            .iter()
-            .map(|(sql, params)| self.prepare(sql, params))
-            .collect();
+        let hows = if self.inline {
+            self.name_inline(stmts, forgets)?
+        } else {
+            // Preparing needs a round trip of its own, so it happens before, once per statement.
+            stmts
+                .iter()
+                .map(|(sql, params)| {
+                    let name = self.prepare(sql, params)?;
+                    Ok(if self.unnamed {
+                        How::Text(name)
+                    } else {
+                        How::Named(name)
+                    })
+                })
+                .collect()
+        };
         if !self.is_ok() {
             return Err(self.broken());
         }
+        // Statements parsed in this pipeline before its last `forgets` are gone after it.
+        let last_forget = forgets.iter().copied().filter(|&f| f < stmts.len()).max();
         // SAFETY: valid, idle connection.
         if unsafe { ffi::PQenterPipelineMode(self.raw.as_ptr()) } == 0 {
             return Err(self.broken());
         }
-        let r = self.run_pipeline(stmts, &names, syncs, chunk, &mut each);
+        let r = self.run_pipeline(stmts, &hows, syncs, last_forget, chunk, &mut each);
         // SAFETY: valid connection; fails (harmlessly) only if results are left unread.
         if unsafe { ffi::PQexitPipelineMode(self.raw.as_ptr()) } == 0 && r.is_ok() {
             return Err(self.broken());
         }
         r
+    }
+
+    /// How each statement of an inline-preparing pipeline goes: a `forgets` statement as text;
+    /// one prepared here before (and not forgotten since) by its name; a new one with its
+    /// Parse, under a new name, which later statements of the same text and types reuse.
+    fn name_inline(
+        &mut self,
+        stmts: &[(&str, &[Param<'_>])],
+        forgets: &[usize],
+    ) -> Result<Vec<Result<How, PgError>>, PgError> {
+        if self.count >= CACHE_CAPACITY {
+            self.exec("DEALLOCATE ALL")?;
+            self.forget_prepared();
+        }
+        let text =
+            |sql: &str| CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"));
+        // Parsed earlier in this pipeline: (text, types) → name.
+        let mut fresh: HashMap<(&str, Vec<Oid>), CString> = HashMap::new();
+        let mut hows = Vec::with_capacity(stmts.len());
+        for (i, (sql, params)) in stmts.iter().enumerate() {
+            if forgets.contains(&i) {
+                hows.push(text(sql).map(How::Text));
+                self.forget_prepared();
+                fresh.clear();
+                continue;
+            }
+            let types: Vec<Oid> = params.iter().map(Param::type_oid).collect();
+            if let Some(name) = self.cached(sql, params) {
+                hows.push(Ok(How::Named(name)));
+            } else if let Some(name) = fresh.get(&(*sql, types.clone())) {
+                hows.push(Ok(How::Named(name.clone())));
+            } else {
+                self.next_name += 1;
+                let name = CString::new(format!("netmod_s{}", self.next_name))
+                    .map_err(|_| PgError::client("statement name"))?;
+                match text(sql) {
+                    Ok(t) => {
+                        fresh.insert((*sql, types), name.clone());
+                        hows.push(Ok(How::Parse { name, text: t }));
+                    }
+                    Err(e) => hows.push(Err(e)),
+                }
+            }
+        }
+        Ok(hows)
     }
 
     fn broken(&self) -> PgError {
@@ -601,22 +763,34 @@ impl PgConn {
     fn run_pipeline(
         &mut self,
         stmts: &[(&str, &[Param<'_>])],
-        names: &[Result<CString, PgError>],
+        hows: &[Result<How, PgError>],
         syncs: &[usize],
+        last_forget: Option<usize>,
         chunk: usize,
         each: &mut impl FnMut(usize, Result<&mut RowStream<'_>, PgError>),
     ) -> Result<(), PgError> {
         let last = stmts.len().saturating_sub(1);
         let sync_after = |i: usize| i == last || syncs.contains(&i);
         let mut pending_sync = false;
-        // A statement refused before it is sent (a bad parameter) fails alone.
+        // A statement refused before it is sent (a bad parameter) fails alone; a Parse of it is
+        // not sent either, so a later statement that meant to reuse its name fails the same way.
         let mut refused: Vec<Option<PgError>> = vec![None; stmts.len()];
-        for (i, ((_, params), name)) in stmts.iter().zip(names).enumerate() {
-            if let Ok(name) = name {
-                match self.send_prepared(name, params) {
-                    Ok(()) => pending_sync = true,
-                    Err(e) if self.is_ok() && !e.sqlstate.starts_with("08") => refused[i] = Some(e),
-                    Err(_) => return Err(self.broken()),
+        let mut unsent: HashMap<CString, PgError> = HashMap::new();
+        for (i, ((_, params), how)) in stmts.iter().zip(hows).enumerate() {
+            if let Ok(how) = how {
+                if let Some(e) = how.name().and_then(|n| unsent.get(n)) {
+                    refused[i] = Some(e.clone());
+                } else {
+                    match self.send_prepared(how, params) {
+                        Ok(()) => pending_sync = true,
+                        Err(e) if self.is_ok() && !e.sqlstate.starts_with("08") => {
+                            if let How::Parse { name, .. } = how {
+                                unsent.insert(name.clone(), e.clone());
+                            }
+                            refused[i] = Some(e);
+                        }
+                        Err(_) => return Err(self.broken()),
+                    }
                 }
             }
             if sync_after(i) && pending_sync {
@@ -631,23 +805,67 @@ impl PgConn {
         if unsafe { ffi::PQflush(self.raw.as_ptr()) } != 0 {
             return Err(self.broken());
         }
+        let chunk = c_int::try_from(chunk.max(1)).unwrap_or(c_int::MAX);
+        // Parses that failed in this pipeline: a later statement naming one gets its error.
+        let mut failed: HashMap<CString, PgError> = HashMap::new();
         let mut synced_segment = false;
-        for (i, name) in names.iter().enumerate() {
-            if let Err(e) = name {
+        for (i, how) in hows.iter().enumerate() {
+            if let Err(e) = how {
                 each(i, Err(e.clone()));
             } else if let Some(e) = refused[i].take() {
                 each(i, Err(e));
             } else {
-                let chunk = c_int::try_from(chunk.max(1)).unwrap_or(c_int::MAX);
+                synced_segment = true;
+                // A Parse sent with the statement answers first.
+                let mut parse_error = None;
+                if let Ok(How::Parse { name, .. }) = how {
+                    let mut parsed = RowStream {
+                        conn: self,
+                        finished: false,
+                    };
+                    let r = parsed.next_result();
+                    drop(parsed);
+                    match r {
+                        Ok(_) if last_forget.is_none_or(|f| f < i) => {
+                            let (sql, params) = stmts[i];
+                            self.remember(sql, params, name.clone());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            if e.sqlstate != ABORTED {
+                                failed.insert(name.clone(), e.clone());
+                                parse_error = Some(e);
+                            }
+                        }
+                    }
+                }
+                if parse_error.is_none() {
+                    if let Some(e) = how
+                        .as_ref()
+                        .ok()
+                        .and_then(How::name)
+                        .and_then(|n| failed.get(n))
+                    {
+                        parse_error = Some(e.clone());
+                    }
+                }
                 // SAFETY: valid connection; this query's results have not been read yet.
                 unsafe { ffi::PQsetChunkedRowsMode(self.raw.as_ptr(), chunk) };
                 let mut stream = RowStream {
                     conn: self,
                     finished: false,
                 };
-                each(i, Ok(&mut stream));
-                drop(stream);
-                synced_segment = true;
+                match parse_error {
+                    // Its run failed too (no such statement): the Parse's error is the one.
+                    Some(e) => {
+                        drop(stream);
+                        each(i, Err(e));
+                    }
+                    None => {
+                        each(i, Ok(&mut stream));
+                        drop(stream);
+                    }
+                }
             }
             if sync_after(i) && synced_segment {
                 // SAFETY: valid connection; the sync's own result comes next.
@@ -668,27 +886,30 @@ impl PgConn {
         Ok(())
     }
 
+    /// `name` is `sql` prepared for these parameter types.
+    fn remember(&mut self, sql: &str, params: &[Param<'_>], name: CString) {
+        self.prepared
+            .entry(sql.to_string())
+            .or_default()
+            .push(Prepared {
+                name,
+                types: params.iter().map(Param::type_oid).collect(),
+            });
+        self.count += 1;
+    }
+
     /// The name of `sql` prepared for these parameter types, preparing it if needed; in
     /// unnamed mode the SQL text, to be sent as it is.
     fn prepare(&mut self, sql: &str, params: &[Param<'_>]) -> Result<CString, PgError> {
         if self.unnamed {
             return CString::new(sql).map_err(|_| PgError::client("SQL text holds a NUL"));
         }
-        let same = |p: &Prepared| {
-            p.types.len() == params.len()
-                && p.types.iter().zip(params).all(|(t, v)| *t == v.type_oid())
-        };
-        if let Some(p) = self
-            .prepared
-            .get(sql)
-            .and_then(|variants| variants.iter().find(|p| same(p)))
-        {
-            return Ok(p.name.clone());
+        if let Some(name) = self.cached(sql, params) {
+            return Ok(name);
         }
         if self.count >= CACHE_CAPACITY {
             self.exec("DEALLOCATE ALL")?;
-            self.prepared.clear();
-            self.count = 0;
+            self.forget_prepared();
         }
         self.next_name += 1;
         let name = CString::new(format!("s{}", self.next_name))
@@ -707,14 +928,7 @@ impl PgConn {
         };
         // SAFETY: a fresh result of this connection, owned by nobody yet.
         unsafe { self.check(res) }?;
-        self.prepared
-            .entry(sql.to_string())
-            .or_default()
-            .push(Prepared {
-                name: name.clone(),
-                types,
-            });
-        self.count += 1;
+        self.remember(sql, params, name.clone());
         Ok(name)
     }
 }
@@ -802,7 +1016,13 @@ impl RowStream<'_> {
         }
         // SAFETY: a fresh result of this connection, owned by nobody yet.
         let r = unsafe { self.conn.check(r) };
-        if r.is_err() {
+        if let Err(e) = &r {
+            // A name of ours gone (a client's DEALLOCATE) or taken (its PREPARE): what the
+            // cache says of the session is wrong.
+            if self.conn.inline && (e.sqlstate == "26000" || e.sqlstate == "42P05") {
+                self.conn.forget_prepared();
+                self.conn.lost_names = true;
+            }
             self.drain();
         }
         r.map(Some)

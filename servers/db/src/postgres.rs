@@ -266,10 +266,11 @@ impl Pg {
         Ok(pg)
     }
 
-    /// A client connection's session: statements unnamed (a client may `DEALLOCATE`), the
-    /// client schema then the servers' on the search path.
+    /// A client connection's session: statements prepared inline and kept until a reset
+    /// deallocates them (a client may `DEALLOCATE` or `PREPARE` too: see
+    /// [`PgConn::prepare_inline`]), the client schema then the servers' on the search path.
     fn start_client(mut conn: PgConn, login: &ClientLogin) -> Result<Pg, DbError> {
-        conn.prepare_nothing();
+        conn.prepare_inline();
         let mut pg = Pg {
             conn,
             translated: HashMap::new(),
@@ -501,6 +502,25 @@ impl Pg {
         ),
         DbError,
     > {
+        self.pipelined_once(sts, together, then, start, false)
+    }
+
+    /// [`Pg::pipelined`]; `retried`: this is the one run again (see the end).
+    #[allow(clippy::type_complexity)]
+    fn pipelined_once(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+        start: Instant,
+        retried: bool,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
         let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
             (0..sts.len()).map(|_| None).collect();
         let mut bound = Vec::with_capacity(sts.len());
@@ -563,9 +583,14 @@ impl Pg {
         let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len() * 2);
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len() * 2);
         let mut syncs: Vec<usize> = Vec::new();
+        // The statements that deallocate the session's prepared statements: the full reset,
+        // and a client's own DEALLOCATE or DISCARD (one hidden in a function is caught by the
+        // connection itself, see `PgConn::take_lost_names`).
+        let mut forgets: Vec<usize> = Vec::new();
         for (k, ((t, p), &i)) in bound.iter().zip(&which).enumerate() {
             match prefixes[k] {
                 Some((_, true)) => {
+                    forgets.push(stmts.len());
                     stmts.push((reset_sql.as_str(), &params[k][..]));
                     slot.push(None);
                     // In a transaction of its own before the statement's: a transaction takes
@@ -585,6 +610,11 @@ impl Pg {
                     slot.push(None);
                 }
                 None => {}
+            }
+            if self.client
+                && crate::workers::starts_with_keyword(&t.sql, &["DEALLOCATE", "DISCARD"])
+            {
+                forgets.push(stmts.len());
             }
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
@@ -607,7 +637,7 @@ impl Pg {
         // in a state nobody knows: the connection is given up.
         let mut reset_failed = false;
         self.conn
-            .pipeline(&stmts, &syncs, CHUNK_ROWS, |k, stream| {
+            .pipeline_forgetting(&stmts, &syncs, &forgets, CHUNK_ROWS, |k, stream| {
                 if k >= n {
                     if let Ok(s) = stream {
                         if let Ok(Some(res)) = s.next_result() {
@@ -646,13 +676,34 @@ impl Pg {
         if reset_failed {
             self.conn.give_up();
         }
+        // A name of ours was missing or taken: what the session holds is unknown, so the next
+        // statement resets it fully (DEALLOCATE ALL among the rest).
+        let lost_names = self.conn.take_lost_names();
         // A statement that failed (its transaction rolled back, the resets in it with it)
         // leaves the session in a state of no known owner: the next statement resets fully.
-        self.owner = if outcomes.iter().all(|o| matches!(o, Some(Ok(_)))) {
+        self.owner = if !lost_names && outcomes.iter().all(|o| matches!(o, Some(Ok(_)))) {
             owner
         } else {
             None
         };
+        // A lone statement that failed only because the session lost a name of ours (the
+        // caller's own DEALLOCATE inside a function, or a PREPARE of a name like ours) did not
+        // run: it goes again, now with the full reset and a fresh Parse.
+        // (Not inside a transaction block: the failure has ended that transaction.)
+        if lost_names
+            && !retried
+            && sts.len() == 1
+            && then.is_none()
+            && self.txn_state() == TxnState::Idle
+        {
+            if let Some(Some(Err(e))) = outcomes.first() {
+                if e.message.ends_with("(SQLSTATE 26000)")
+                    || e.message.ends_with("(SQLSTATE 42P05)")
+                {
+                    return self.pipelined_once(sts, together, then, start, true);
+                }
+            }
+        }
         let created = sts
             .iter()
             .zip(&outcomes)
