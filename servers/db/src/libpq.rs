@@ -716,7 +716,8 @@ impl PgConn {
         stmts: &[(&str, &[Param<'_>])],
         forgets: &[usize],
     ) -> Result<Vec<Result<How, PgError>>, PgError> {
-        if self.count >= CACHE_CAPACITY {
+        // (Outside a transaction block only: in a failed one DEALLOCATE would fail too.)
+        if self.count >= CACHE_CAPACITY && self.txn_state() == TxnState::Idle {
             self.exec("DEALLOCATE ALL")?;
             self.forget_prepared();
         }
