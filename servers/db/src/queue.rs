@@ -58,10 +58,14 @@ impl State {
     }
 }
 
-/// Wakes to send after queuing jobs: (servers-only workers, any-job workers).
+/// Wakes to send after queuing jobs: (servers-only workers, any-job workers). Workers that
+/// take any job are woken first, for either class (they take the servers' jobs first); a
+/// servers-only worker only for servers' jobs no idle any-job worker is left for, that is
+/// when the others are busy, which is what it is kept for. So a load of the servers' jobs
+/// alone wakes no more threads than it would without the reserve.
 fn wakes(st: &State, servers: usize, clients: usize) -> (usize, usize) {
-    let to_servers_only = servers.min(st.idle_servers);
-    let to_any = (servers - to_servers_only + clients).min(st.idle_any);
+    let to_any = (servers + clients).min(st.idle_any);
+    let to_servers_only = servers.saturating_sub(st.idle_any).min(st.idle_servers);
     (to_servers_only, to_any)
 }
 
@@ -152,7 +156,9 @@ impl JobQueue {
     pub fn take(&self, into: &mut Vec<Job>, max: usize, takes: Takes) -> bool {
         let mut st = self.lock();
         loop {
-            let idle = st.idle_any + st.idle_servers;
+            // Shares are kept for the idle workers `wakes` would wake: the any-job ones (the
+            // servers-only ones are woken when those are short, and then take what is left).
+            let idle = st.idle_any;
             if !st.servers.is_empty() {
                 let n = st.servers.len().div_ceil(idle + 1).clamp(1, max.max(1));
                 into.extend(st.servers.drain(..n));
