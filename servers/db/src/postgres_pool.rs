@@ -26,8 +26,8 @@
 //! primary's WAL position read after the commit; a replica that has replayed that position
 //! sees the write. A write with a key runs in a transaction that claims the key (a concurrent
 //! retry waits on it), runs, and stores the response before the commit
-//! ([`crate::idempotency`]), on the connection of its caller's kind, through
-//! `_netmod_claim`/`_netmod_store` (see [`ClientLogin::claim`]).
+//! (the `idempotency` module), on the connection of its caller's kind, through
+//! `_netmod_claim`/`_netmod_store` (see `ClientLogin::claim`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

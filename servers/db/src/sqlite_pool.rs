@@ -23,7 +23,7 @@
 //! same savepoint, on the write's own connection (on a client connection, in a server turn:
 //! the client can neither read nor forge the record). A retry finds the key and gets the
 //! stored response (the same rows; the commit index of its own time), not a second write: see
-//! [`crate::idempotency`].
+//! the `idempotency` module.
 
 use std::path::PathBuf;
 use std::sync::Arc;
