@@ -24,36 +24,98 @@ pub struct Config {
     /// grows past this (plus a small header allowance). Default 1 MiB.
     pub max_message_size: usize,
     /// Output queued for one peer above which reading from that peer pauses (backpressure).
+    /// Default 64 KiB.
     pub write_high_water: usize,
-    /// Reading resumes when the output queue falls to this.
+    /// Reading resumes when the output queue falls to this. Default 32 KiB; at most
+    /// `write_high_water` ([`Config::validate`]).
     pub write_low_water: usize,
     /// Output queued for one peer above which it is disconnected: a peer that never reads cannot
-    /// make the server buffer without bound.
+    /// make the server buffer without bound. Default 16 MiB; at least `write_high_water`.
     pub write_hard_cap: usize,
-    /// A peer whose queued output makes no progress for this long is disconnected.
+    /// A peer whose queued output makes no progress for this long is disconnected. Default
+    /// 60 s; `None`: never.
     pub write_timeout: Option<Duration>,
-    /// Close a session that has received nothing for this long. `None`: never.
+    /// Close a session that has received nothing for this long. Default `None`: never.
     pub idle_timeout: Option<Duration>,
-    /// Give up on an outbound connection that is not established after this long.
+    /// Give up on an outbound connection that is not established after this long. Default 5 s.
     pub connect_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight work before closing everything.
+    /// Default 30 s.
     pub shutdown_grace: Duration,
-    /// Connection limits applied when accepting.
+    /// Connection limits applied when accepting. Default: [`Limits::default`] (the open-file
+    /// limit, no rate or per-address limit).
     pub limits: Limits,
-    /// Options applied to every accepted and outbound socket.
+    /// Options applied to every accepted and outbound socket. Default:
+    /// [`SocketOptions::default`].
     pub socket: SocketOptions,
     /// Bytes written (best effort) to a connection refused at the connection limit before it
-    /// is closed, e.g. an ERROR frame. Empty: just close.
+    /// is closed, e.g. an ERROR frame. Default empty: just close.
     pub refuse_message: Vec<u8>,
-    /// The same for a connection refused by the per-IP rate limit.
+    /// The same for a connection refused by the per-IP rate limit. Default empty.
     pub rate_limited_message: Vec<u8>,
-    /// Listen backlog.
+    /// Listen backlog. Default 1024.
     pub backlog: i32,
     /// Read buffers kept per loop for reuse; beyond this, released buffers are freed.
+    /// Default 1024.
     pub pooled_buffers: usize,
     /// A TLS session whose handshake has not finished this long after it was opened is closed
     /// (a client that opens TLS connections and never completes them holds nothing for long).
+    /// Default 10 s.
     pub tls_handshake_timeout: Duration,
+}
+
+/// A [`Config`] the engine cannot run with: what is wrong, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("engine configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks the invariants [`Server::new`](crate::Server::new) relies on:
+    /// `write_low_water ≤ write_high_water ≤ write_hard_cap`, a `max_message_size` of at least
+    /// one read ([`READ_CHUNK`]), a positive backlog, non-zero durations where zero would mean
+    /// "at once" (the connect and TLS handshake timeouts), and rate limits that refill.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first setting that breaks one.
+    ///
+    /// ```
+    /// let mut cfg = engine::Config::default();
+    /// assert!(cfg.validate().is_ok());
+    /// cfg.write_low_water = cfg.write_high_water + 1;
+    /// assert!(cfg.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |s: &str| Err(ConfigError(s.to_string()));
+        if self.write_low_water > self.write_high_water
+            || self.write_high_water > self.write_hard_cap
+        {
+            return fail("need write_low_water ≤ write_high_water ≤ write_hard_cap");
+        }
+        if self.max_message_size < READ_CHUNK {
+            return fail(&format!(
+                "max_message_size must be at least one read ({READ_CHUNK} bytes)"
+            ));
+        }
+        if self.backlog <= 0 {
+            return fail("backlog must be positive");
+        }
+        if self.connect_timeout.is_zero() || self.tls_handshake_timeout.is_zero() {
+            return fail("connect_timeout and tls_handshake_timeout must be more than zero");
+        }
+        if self.limits.max_connections == Some(0) {
+            return fail("max_connections must be at least 1 (None: the open-file limit)");
+        }
+        if let Some(r) = &self.limits.rate {
+            if r.burst == 0 || r.per.is_zero() {
+                return fail("a rate limit needs a burst of at least 1 and a refill time");
+            }
+        }
+        if self.limits.per_ip.as_ref().is_some_and(|l| l.max == 0) {
+            return fail("a per-address limit must allow at least 1 connection");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -173,5 +235,57 @@ impl Default for SocketOptions {
             user_timeout: Some(Duration::from_secs(60)),
             linger: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_hold_and_each_broken_invariant_is_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        type Breaks = fn(&mut Config);
+        let broken: [(&str, Breaks); 6] = [
+            ("write_low_water", |c| {
+                c.write_low_water = c.write_high_water + 1
+            }),
+            ("write_hard_cap", |c| {
+                c.write_hard_cap = c.write_high_water - 1
+            }),
+            ("max_message_size", |c| c.max_message_size = 100),
+            ("backlog", |c| c.backlog = 0),
+            ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
+            ("max_connections", |c| c.limits.max_connections = Some(0)),
+        ];
+        for (name, breaks) in broken {
+            let mut c = Config::default();
+            breaks(&mut c);
+            let e = c.validate().expect_err(name);
+            assert!(e.to_string().contains(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn server_new_refuses_a_broken_config() {
+        struct Nothing;
+        impl crate::Handler for Nothing {
+            type Message = ();
+            type Timer = ();
+            fn on_data(
+                &mut self,
+                _: &mut crate::Context<'_, ()>,
+                _: crate::ConnId,
+                d: &[u8],
+            ) -> usize {
+                d.len()
+            }
+        }
+        let cfg = Config {
+            backlog: -1,
+            ..Config::default()
+        };
+        let e = crate::Server::<Nothing>::new(cfg).expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     }
 }

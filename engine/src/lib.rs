@@ -87,8 +87,8 @@ pub mod tls;
 mod tls;
 
 pub use config::{
-    Config, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions, DEFAULT_MAX_MESSAGE,
-    READ_CHUNK, WRITE_CHUNK,
+    Config, ConfigError, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions,
+    DEFAULT_MAX_MESSAGE, READ_CHUNK, WRITE_CHUNK,
 };
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};

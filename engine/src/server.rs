@@ -223,7 +223,14 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 impl<H: Handler> Server<H> {
     /// Creates the loops' polls (no thread starts yet). Raises the open-file soft limit to the
     /// hard limit, from which the default connection limit follows.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `cfg` breaks an invariant ([`Config::validate`] says which); an
+    /// I/O error when a poll or its waker cannot be made.
     pub fn new(cfg: Config) -> io::Result<Self> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let threads = cfg.threads.max(1);
         let nofile = socket::raise_nofile_limit();
         let max = cfg

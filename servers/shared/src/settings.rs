@@ -229,12 +229,9 @@ impl EngineSettings {
         if let Some(s) = &self.socket {
             s.apply(&mut cfg.socket)?;
         }
-        if cfg.write_low_water > cfg.write_high_water || cfg.write_high_water > cfg.write_hard_cap {
-            return Err(SettingsError::Invalid(
-                "need write_low_water ≤ write_high_water ≤ write_hard_cap".into(),
-            ));
-        }
-        Ok(())
+        // The engine's own invariants, checked where it keeps them, reported at start-up with
+        // the file's other mistakes.
+        cfg.validate().map_err(|e| SettingsError::Invalid(e.0))
     }
 }
 
