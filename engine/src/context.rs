@@ -49,7 +49,9 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
         self.core.now
     }
 
-    /// Queues `data` as one NORMAL-priority message.
+    /// Queues `data` as one NORMAL-priority message (bytes to the peer; a message to another
+    /// loop goes through [`crate::LoopHandle::send`]). Costs and errors: see
+    /// [`Context::send_with`].
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         self.send_with(conn, Priority::Normal, data.len(), |b| {
             b.extend_from_slice(data)
@@ -67,8 +69,21 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     }
 
     /// Queues one message that `fill` appends straight into the output buffer (no intermediate
-    /// copy). `size_hint` is its expected size. Fails when the connection is closed, or when
-    /// the queue would pass the hard cap — the connection is then closed.
+    /// copy). `size_hint` is its expected size.
+    ///
+    /// Cost: no allocation when the message fits the lane's tail chunk (messages append to
+    /// pooled chunks of 9,999 bytes, or 512 when a small message finds the queue empty; one
+    /// larger than a chunk gets a chunk of its own), and no system call: the connection's
+    /// queue is written with one `writev` at the end of the loop pass, so the replies to a
+    /// burst of pipelined requests leave together. Send each reply as it is made rather than
+    /// gathering them yourself. A `fill` that appends nothing queues nothing to write (it is
+    /// still counted as a message).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] when the connection is closed or closing; [`SendError::Overflow`]
+    /// when the queue would pass [`crate::Config::write_hard_cap`] — the connection is then
+    /// aborted.
     pub fn send_with<R>(
         &mut self,
         conn: ConnId,

@@ -145,6 +145,11 @@ pub trait Handler: 'static {
     /// Bytes arrived. `data` is everything received and not yet consumed; return how many bytes
     /// were consumed. Unconsumed bytes are offered again, with more appended, on the next call;
     /// the buffer grows up to the maximum message size, past which the peer is closed.
+    ///
+    /// `data` is never empty, and after [`Context::close`] or [`Context::abort`] of `conn` (from
+    /// here or elsewhere) `on_data` is not called for it again. Consume every whole message
+    /// `data` holds: the next call comes only when more bytes arrive (or reading resumes after
+    /// backpressure), not for what is left.
     fn on_data(
         &mut self,
         ctx: &mut Context<'_, Self::Message, Self::Timer>,

@@ -15,13 +15,18 @@ use crate::pool::SMALL_CHUNK;
 
 /// Write order of a message on its connection: CRITICAL before HIGH before NORMAL before LOW.
 /// Within one priority, messages keep the order they were sent in.
+///
+/// Replies go at `Normal` (what [`crate::Context::send`] uses), so that they keep their order
+/// with everything else of that connection; a higher priority is for what must overtake
+/// output already queued — liveness (a pong, a shutdown notice) at `Critical`, an answer that
+/// must not wait behind a bulk transfer at `High`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
     /// Liveness and system messages (ping/pong, shutdown notices).
     Critical = 0,
-    /// Replies to commands.
+    /// What must overtake ordinary output already queued.
     High = 1,
-    /// Ordinary messages.
+    /// Ordinary messages and replies.
     #[default]
     Normal = 2,
     /// Logs, statistics.
