@@ -56,10 +56,12 @@ fn round_trips(addr: std::net::SocketAddr, iters: u64, depth: u64) -> Duration {
 }
 
 fn pingpong(c: &mut Criterion) {
-    let server: Server<FrameService> = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
+    let server: Server<FrameService> = Server::new(
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
+    )
     .and_then(|s| s.listen("127.0.0.1:0".parse().expect("addr")))
     .expect("server");
     let addr = server.local_addrs()[0];

@@ -70,10 +70,12 @@ fn main() {
         .expect("database");
     let pool = Arc::new(pool);
     let watchers = db::watch::Watchers::new();
-    let server = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
+    let server = Server::new(
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
+    )
     .and_then(|s| s.listen("127.0.0.1:0".parse().expect("address")))
     .expect("listen");
     let addr = server.local_addrs()[0];

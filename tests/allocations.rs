@@ -214,10 +214,10 @@ fn a_frame_ping_allocates_nothing() {
     let _turn = one_at_a_time();
     use protocol::wire::{self, MessageType, Operation};
     let svc = test_server::ServiceConfig::default();
-    let cfg = engine::Config {
-        threads: 1,
-        ..Default::default()
-    };
+    let cfg = engine::Config::builder()
+        .threads(1)
+        .build()
+        .expect("a valid engine config");
     let server = common::start(cfg, move |_| {
         Counted(test_server::FrameService::new(svc.clone()))
     });
@@ -250,10 +250,12 @@ fn start_front() -> Front {
     let dir = common::TempDir::new("alloc-front");
     let db = common::start_db(&dir);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut server: Server<Counted<test_server::FrameService>> = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
+    let mut server: Server<Counted<test_server::FrameService>> = Server::new(
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
+    )
     .unwrap()
     .listen(any)
     .unwrap();
@@ -368,10 +370,12 @@ fn a_request_through_the_proxy_allocates_nothing() {
     use proxy::pool::{Pool, Thresholds};
     let backend = fixed_backend();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut server: Server<Counted<proxy::Proxy>> = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
+    let mut server: Server<Counted<proxy::Proxy>> = Server::new(
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
+    )
     .unwrap()
     .listen(any)
     .unwrap();
@@ -427,10 +431,10 @@ fn a_point_read_on_db_servers_loop_allocates_a_pinned_number_of_times() {
             .unwrap(),
     );
     let watchers = db::watch::Watchers::new();
-    let cfg = engine::Config {
-        threads: 1,
-        ..Default::default()
-    };
+    let cfg = engine::Config::builder()
+        .threads(1)
+        .build()
+        .expect("a valid engine config");
     let server = common::start(cfg, move |_| {
         Counted(DbService::new(
             Arc::clone(&pool),

@@ -63,11 +63,11 @@ fn a_peer_that_never_reads_hits_the_hard_cap_and_is_closed_while_others_are_serv
     let sends = Arc::new(Mutex::new(None));
     let (r, s) = (reasons.clone(), sends.clone());
     let srv = start(
-        engine::Config {
-            threads: 1,
-            write_hard_cap: 1 << 20,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .write_hard_cap(1 << 20)
+            .build()
+            .expect("a valid engine config"),
         move |_| Flooder {
             reasons: r.clone(),
             sends_before_refusal: s.clone(),
@@ -92,11 +92,13 @@ fn a_peer_that_never_reads_hits_the_hard_cap_and_is_closed_while_others_are_serv
 
 #[test]
 fn a_pipelining_peer_that_never_reads_stalls_reading_then_is_closed_by_the_write_timeout() {
-    let srv = common::start_frame_service(engine::Config {
-        threads: 1,
-        write_timeout: Some(Duration::from_millis(300)),
-        ..Default::default()
-    });
+    let srv = common::start_frame_service(
+        engine::Config::builder()
+            .threads(1)
+            .write_timeout(Some(Duration::from_millis(300)))
+            .build()
+            .expect("a valid engine config"),
+    );
     let addr = srv.addr;
     // Send 32 MiB of pings and never read a byte of the answers.
     let writer = std::thread::spawn(move || {
@@ -162,11 +164,11 @@ fn the_idle_timeout_closes_a_silent_session() {
     let reasons = Reasons::default();
     let r = reasons.clone();
     let srv = start(
-        engine::Config {
-            threads: 1,
-            idle_timeout: Some(Duration::from_millis(100)),
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .idle_timeout(Some(Duration::from_millis(100)))
+            .build()
+            .expect("a valid engine config"),
         move |_| Echo { reasons: r.clone() },
     );
     let s = TcpStream::connect(srv.addr).unwrap();
@@ -210,10 +212,10 @@ fn timers_fire_in_deadline_order_then_insertion_order_and_cancelled_ones_never()
     let fired = Arc::new(Mutex::new(Vec::new()));
     let f = fired.clone();
     let srv = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| Timers { fired: f.clone() },
     );
     srv.join().unwrap();
@@ -237,7 +239,7 @@ impl Handler for Offload {
         let loop_thread = std::thread::current().id();
         std::thread::spawn(move || {
             assert_ne!(std::thread::current().id(), loop_thread);
-            let _ = inbox.send((conn, text));
+            let _ = inbox.post((conn, text));
         });
         data.len()
     }
@@ -295,10 +297,10 @@ fn outbound_connections_run_on_the_loop_and_failures_reach_on_close() {
     let (tx, rx) = mpsc::channel();
     let targets = vec![echo.addr, dead];
     let _dialer = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| Dialer {
             targets: targets.clone(),
             events: tx.clone(),
@@ -329,7 +331,7 @@ impl Handler for SlowWork {
             let release = self.release.lock().unwrap().take().unwrap();
             std::thread::spawn(move || {
                 release.recv().unwrap();
-                let _ = inbox.send(conn);
+                let _ = inbox.post(conn);
             });
             self.received.send(()).unwrap();
         }
@@ -356,10 +358,10 @@ fn graceful_shutdown_notifies_finishes_in_flight_work_refuses_new_peers_and_retu
     let (release_tx, release_rx) = mpsc::channel();
     let release = Arc::new(Mutex::new(Some(release_rx)));
     let srv = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| SlowWork {
             busy: None,
             received: rtx.clone(),
@@ -399,7 +401,7 @@ impl Handler for Owe {
         let release = self.release.lock().unwrap().take().unwrap();
         std::thread::spawn(move || {
             release.recv().unwrap();
-            let _ = inbox.send(conn);
+            let _ = inbox.post(conn);
         });
         self.received.send(()).unwrap();
         data.len()
@@ -425,10 +427,10 @@ fn a_peer_that_leaves_while_the_handler_owes_it_an_answer_is_closed_once_the_wor
     let reasons = Reasons::default();
     let r = reasons.clone();
     let srv = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| Owe {
             owed: Default::default(),
             received: rtx.clone(),

@@ -38,10 +38,12 @@ fn payload_of(m: &Message) -> Vec<u8> {
 
 #[test]
 fn many_concurrent_clients_with_pipelined_pings_get_every_pong_matched_by_id() {
-    let srv = start_frame_service(engine::Config {
-        threads: 2,
-        ..Default::default()
-    });
+    let srv = start_frame_service(
+        engine::Config::builder()
+            .threads(2)
+            .build()
+            .expect("a valid engine config"),
+    );
     let addr = srv.addr;
     let clients: Vec<_> = (0..32)
         .map(|c| {

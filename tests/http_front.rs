@@ -53,10 +53,12 @@ fn start_front_with(link: LinkConfig, insecure: bool) -> Front {
         login_limit: None,
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut server: Server<FrameService> = Server::new(engine::Config {
-        threads: 1,
-        ..Default::default()
-    })
+    let mut server: Server<FrameService> = Server::new(
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
+    )
     .unwrap()
     .listen(any)
     .unwrap();

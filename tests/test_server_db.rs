@@ -61,10 +61,10 @@ fn start_test_server(db: SocketAddr) -> Running {
 /// test-server's frame service in-process on one loop, with `svc`.
 fn start_service(svc: ServiceConfig) -> Running {
     start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| FrameService::new(svc.clone()),
     )
 }
@@ -344,13 +344,13 @@ fn a_pong_overtakes_a_long_queue_of_data_replies() {
     // Backpressure would (rightly) stop reading this client once its replies pile up, and the
     // Ping would then wait in the socket; raise the marks so that the queue can be long.
     let ts = start(
-        engine::Config {
-            threads: 1,
-            write_high_water: 64 << 20,
-            write_low_water: 32 << 20,
-            write_hard_cap: 64 << 20,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .write_high_water(64 << 20)
+            .write_low_water(32 << 20)
+            .write_hard_cap(64 << 20)
+            .build()
+            .expect("a valid engine config"),
         move |_| FrameService::new(svc.clone()),
     );
     let (mut c, _) = admin(ts.addr);

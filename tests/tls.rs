@@ -37,11 +37,11 @@ impl Handler for Echo {
 
 fn echo_server(listener: TlsListener, reasons: &Reasons) -> common::Running {
     let r = Arc::clone(reasons);
-    let cfg = engine::Config {
-        threads: 2,
-        tls_handshake_timeout: Duration::from_millis(300),
-        ..Default::default()
-    };
+    let cfg = engine::Config::builder()
+        .threads(2)
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .build()
+        .expect("a valid engine config");
     start_tls(cfg, listener, move |_| Echo {
         reasons: Arc::clone(&r),
     })
@@ -225,10 +225,10 @@ fn dial(
     let (tx, rx) = mpsc::channel();
     let targets = vec![(addr, config)];
     let running = start(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         move |_| Dialer {
             targets: targets.clone(),
             events: tx.clone(),
@@ -649,10 +649,10 @@ impl Handler for Greeter {
 fn output_queued_before_the_handshake_ends_is_sent_after_it_whole() {
     let certs = Certs::temp("greet");
     let server = start_tls(
-        engine::Config {
-            threads: 1,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(1)
+            .build()
+            .expect("a valid engine config"),
         TlsListener::new(certs.server_config(false)),
         |_| Greeter,
     );

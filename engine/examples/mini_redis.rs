@@ -569,11 +569,11 @@ impl Handler for MiniRedis {
 /// Starts mini_redis on `listen` with `threads` loops: the server, ready to [`Server::run`] with
 /// [`loops`]. (Split from `main` so that the engine's tests run it in-process.)
 pub fn server(listen: std::net::SocketAddr, threads: usize) -> std::io::Result<Server<MiniRedis>> {
-    let config = Config {
-        threads: threads.max(1),
-        max_message_size: MAX_MESSAGE,
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .threads(threads.max(1))
+        .max_message_size(MAX_MESSAGE)
+        .build()
+        .expect("a valid engine config");
     Server::new(config)?.listen(listen)
 }
 

@@ -13,8 +13,27 @@ pub const WRITE_CHUNK: usize = 9999;
 /// Default maximum message size: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 
-/// Everything the reactor needs to know. Build with [`Config::default`] and change fields.
+/// Everything the reactor needs to know. Build one with [`Config::builder`], which checks the
+/// result, or start from [`Config::default`] and change fields (then [`Server::new`] checks
+/// it). Every field's default is in its documentation.
+///
+/// The struct is `#[non_exhaustive]`: new settings can be added without breaking programs,
+/// which therefore cannot write it as a struct literal.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let cfg = engine::Config::builder()
+///     .threads(2)
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .build()?;
+/// assert_eq!(cfg.max_message_size, 1 << 20);
+/// # Ok::<(), engine::ConfigError>(())
+/// ```
+///
+/// [`Server::new`]: crate::Server::new
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of event-loop threads. Each owns a `mio::Poll`, its sessions and its own listening
     /// socket bound with `SO_REUSEPORT`, so the kernel spreads new connections over the loops.
@@ -62,6 +81,79 @@ pub struct Config {
     /// (a client that opens TLS connections and never completes them holds nothing for long).
     /// Default 10 s.
     pub tls_handshake_timeout: Duration,
+    /// Messages a loop's inbox holds before [`LoopHandle::post`](crate::LoopHandle::post)
+    /// waits (on a worker thread) or refuses with `Full` (on a loop thread). Default 65,536.
+    pub mailbox_capacity: usize,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {
+        impl ConfigBuilder {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.0.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+/// Builds a checked [`Config`]: start from [`Config::builder`] (all defaults), set what
+/// differs, then [`ConfigBuilder::build`]. Each setter sets the [`Config`] field of the same
+/// name; see there for meanings and defaults.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+setters! {
+    /// [`Config::threads`].
+    threads: usize,
+    /// [`Config::max_message_size`].
+    max_message_size: usize,
+    /// [`Config::write_high_water`].
+    write_high_water: usize,
+    /// [`Config::write_low_water`].
+    write_low_water: usize,
+    /// [`Config::write_hard_cap`].
+    write_hard_cap: usize,
+    /// [`Config::write_timeout`].
+    write_timeout: Option<Duration>,
+    /// [`Config::idle_timeout`].
+    idle_timeout: Option<Duration>,
+    /// [`Config::connect_timeout`].
+    connect_timeout: Duration,
+    /// [`Config::shutdown_grace`].
+    shutdown_grace: Duration,
+    /// [`Config::limits`].
+    limits: Limits,
+    /// [`Config::socket`].
+    socket: SocketOptions,
+    /// [`Config::refuse_message`].
+    refuse_message: Vec<u8>,
+    /// [`Config::rate_limited_message`].
+    rate_limited_message: Vec<u8>,
+    /// [`Config::backlog`].
+    backlog: i32,
+    /// [`Config::pooled_buffers`].
+    pooled_buffers: usize,
+    /// [`Config::tls_handshake_timeout`].
+    tls_handshake_timeout: Duration,
+    /// [`Config::mailbox_capacity`].
+    mailbox_capacity: usize,
+}
+
+impl ConfigBuilder {
+    /// The configuration, once [`Config::validate`] accepts it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first broken invariant.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
 }
 
 /// A [`Config`] the engine cannot run with: what is wrong, in words.
@@ -70,6 +162,11 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+
     /// Checks the invariants [`Server::new`](crate::Server::new) relies on:
     /// `write_low_water ≤ write_high_water ≤ write_hard_cap`, a `max_message_size` of at least
     /// one read ([`READ_CHUNK`]), a positive backlog, non-zero durations where zero would mean
@@ -102,6 +199,9 @@ impl Config {
         }
         if self.connect_timeout.is_zero() || self.tls_handshake_timeout.is_zero() {
             return fail("connect_timeout and tls_handshake_timeout must be more than zero");
+        }
+        if self.mailbox_capacity == 0 {
+            return fail("mailbox_capacity must be at least 1");
         }
         if self.limits.max_connections == Some(0) {
             return fail("max_connections must be at least 1 (None: the open-file limit)");
@@ -137,6 +237,7 @@ impl Default for Config {
             backlog: 1024,
             pooled_buffers: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            mailbox_capacity: 1 << 16,
         }
     }
 }
@@ -246,7 +347,7 @@ mod tests {
     fn the_defaults_hold_and_each_broken_invariant_is_named() {
         assert_eq!(Config::default().validate(), Ok(()));
         type Breaks = fn(&mut Config);
-        let broken: [(&str, Breaks); 6] = [
+        let broken: [(&str, Breaks); 7] = [
             ("write_low_water", |c| {
                 c.write_low_water = c.write_high_water + 1
             }),
@@ -257,6 +358,7 @@ mod tests {
             ("backlog", |c| c.backlog = 0),
             ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
             ("max_connections", |c| c.limits.max_connections = Some(0)),
+            ("mailbox_capacity", |c| c.mailbox_capacity = 0),
         ];
         for (name, breaks) in broken {
             let mut c = Config::default();
@@ -287,5 +389,24 @@ mod tests {
         };
         let e = crate::Server::<Nothing>::new(cfg).expect_err("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn the_builder_sets_fields_and_refuses_what_validate_refuses() {
+        let c = Config::builder()
+            .threads(3)
+            .write_high_water(1000)
+            .write_low_water(10)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (c.threads, c.write_high_water, c.write_low_water),
+            (3, 1000, 10)
+        );
+        let e = Config::builder()
+            .write_low_water(1 << 20)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("write_low_water"), "{e}");
     }
 }

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::handler::ConnId;
+use crate::mailbox::LoopHandle;
 use crate::queue::Priority;
 use crate::reactor::{Core, SendError};
-use crate::server::{LoopHandle, ServerHandle};
+use crate::server::ServerHandle;
 use crate::session::State;
 use crate::stats::{bump, ErrorKind, SessionStats};
 use crate::timer::TimerKey;
@@ -50,7 +51,7 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     }
 
     /// Queues `data` as one NORMAL-priority message (bytes to the peer; a message to another
-    /// loop goes through [`crate::LoopHandle::send`]). Costs and errors: see
+    /// loop goes through [`crate::LoopHandle::post`]). Costs and errors: see
     /// [`Context::send_with`].
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         self.send_with(conn, Priority::Normal, data.len(), |b| {

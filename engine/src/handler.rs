@@ -94,7 +94,7 @@ impl fmt::Display for CloseReason {
 /// [`ConnId`].
 ///
 /// Every method runs on the loop thread and must not block: hand slow work to a thread and send
-/// the result back through [`crate::LoopHandle::send`], which arrives in [`Handler::on_message`].
+/// the result back through [`crate::LoopHandle::post`], which arrives in [`Handler::on_message`].
 ///
 /// ```no_run
 /// use engine::{Config, Context, ConnId, Handler, Server};

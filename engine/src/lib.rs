@@ -40,7 +40,7 @@
 //!   drains; past the hard cap, or with no write progress for the write timeout, it is closed.
 //! - **Timers**: a hashed timing wheel; one entry per session covers its idle, write and connect
 //!   deadlines, so a busy session does no timer work per read.
-//! - **Cross-thread**: [`LoopHandle::send`] + a `mio::Waker`.
+//! - **Cross-thread**: [`LoopHandle::post`] into a bounded inbox + a `mio::Waker`.
 //! - **Limits**: a connection limit (default from the open-file limit) and optional per-IP rate
 //!   limit; refused connections get [`Config::refuse_message`] and a log line.
 //! - **TLS** (cargo feature `tls`, on by default): per listener (`Server::listen_tls`) and per
@@ -54,7 +54,7 @@
 //! A handler that panics stops the server; it never keeps serving with a dead loop. The panic
 //! is caught on its loop's thread and logged at ERROR (Rust's panic hook prints the message);
 //! that loop's connections close with it; its [`LoopHandle`]s refuse further messages
-//! ([`LoopHandle::send`] gives them back), so worker threads answering into it notice; the
+//! ([`LoopHandle::post`] gives them back as [`PostError::Closed`]), so worker threads answering into it notice; the
 //! other loops stop at once (no graceful drain: the server's state is suspect); and
 //! [`Server::run`] returns an error naming the loop and the panic message, so `main` returning
 //! it exits non-zero. Programs that would rather abort can set `panic = "abort"` in their profile.
@@ -70,6 +70,7 @@ mod context;
 pub mod frame;
 mod handler;
 mod limits;
+mod mailbox;
 mod pool;
 mod queue;
 mod reactor;
@@ -87,14 +88,16 @@ pub mod tls;
 mod tls;
 
 pub use config::{
-    Config, ConfigError, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions,
+    Config, ConfigBuilder, ConfigError, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions,
     DEFAULT_MAX_MESSAGE, READ_CHUNK, WRITE_CHUNK,
 };
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};
 pub use handler::{CloseReason, ConnId, Handler, ListenerId};
 pub use limits::RateLimiter;
+pub use mailbox::{LoopHandle, PostError};
 pub use queue::Priority;
 pub use reactor::SendError;
-pub use server::{LoopHandle, Server, ServerHandle};
+pub use server::{Server, ServerHandle};
+pub use socket::raise_open_file_limit;
 pub use stats::{ErrorKind, RttWindow, ServerStats, SessionStats, StatsSnapshot};

@@ -32,9 +32,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::context::Context;
 use crate::handler::{CloseReason, ConnId, Handler};
+use crate::mailbox::Mailbox;
 use crate::pool::BufferPool;
 use crate::queue::{Flush, Priority, WriteQueue};
-use crate::server::{Mailbox, Shared};
+use crate::server::Shared;
 use crate::session::{Session, State};
 use crate::socket;
 use crate::stats::{bump, Counters, ErrorKind};
@@ -585,13 +586,7 @@ impl<H: Handler> Loop<H> {
     }
 
     fn drain_mailbox(&mut self) {
-        {
-            let mut q = match self.core.mailbox.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
-            mem::swap(&mut *q, &mut self.inbox);
-        }
+        self.core.mailbox.take(&mut self.inbox);
         let mut inbox = mem::take(&mut self.inbox);
         for msg in inbox.drain(..) {
             let (h, mut ctx) = self.ctx();

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 
 use mio::net::TcpListener;
@@ -12,6 +12,7 @@ use mio::{Poll, Waker};
 use crate::config::Config;
 use crate::handler::{Handler, ListenerId};
 use crate::limits::{ConnectionGate, RateLimiter};
+use crate::mailbox::{LoopHandle, Mailbox, OnLoop};
 use crate::reactor::{Loop, WAKER};
 use crate::socket;
 use crate::stats::{ServerStats, StatsSnapshot};
@@ -36,105 +37,6 @@ impl Shared {
         for w in &self.wakers {
             let _ = w.wake();
         }
-    }
-}
-
-/// A loop's inbox for messages from other threads.
-#[derive(Debug)]
-pub(crate) struct Mailbox<M> {
-    pub(crate) queue: Mutex<Vec<M>>,
-    waker: Arc<Waker>,
-    pub(crate) closed: AtomicBool,
-}
-
-/// Sends messages to one loop from any thread (e.g. a database worker handing back a result).
-/// They arrive in [`Handler::on_message`], in the order sent.
-///
-/// ```
-/// use engine::{Config, Context, ConnId, Handler, Server};
-///
-/// struct Count(u32);
-/// impl Handler for Count {
-///     type Message = u32;
-///     type Timer = ();
-///     fn on_data(&mut self, _: &mut Context<'_, u32>, _: ConnId, d: &[u8]) -> usize { d.len() }
-///     fn on_message(&mut self, ctx: &mut Context<'_, u32>, n: u32) {
-///         self.0 += n;
-///         if self.0 == 3 {
-///             ctx.server().stop();
-///         }
-///     }
-/// }
-///
-/// let server = Server::new(Config { threads: 1, ..Config::default() })?;
-/// let inbox = server.loop_handle(0);
-/// std::thread::spawn(move || for _ in 0..3 { let _ = inbox.send(1); });
-/// server.run(|_| Count(0))?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct LoopHandle<M> {
-    pub(crate) mailbox: Arc<Mailbox<M>>,
-}
-
-impl<M> Clone for LoopHandle<M> {
-    fn clone(&self) -> Self {
-        LoopHandle {
-            mailbox: Arc::clone(&self.mailbox),
-        }
-    }
-}
-
-impl<M> LoopHandle<M> {
-    /// Queues `msg` for the loop and wakes it; gives the message back if the loop has ended.
-    pub fn send(&self, msg: M) -> Result<(), M> {
-        if self.mailbox.closed.load(Ordering::Acquire) {
-            return Err(msg);
-        }
-        let was_empty = {
-            let mut q = match self.mailbox.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
-            q.push(msg);
-            q.len() == 1
-        };
-        // One wake per batch: the loop drains the whole queue when it wakes.
-        if was_empty {
-            let _ = self.mailbox.waker.wake();
-        }
-        Ok(())
-    }
-
-    /// Queues all of `msgs` (emptied, its capacity kept for the caller) under one lock and
-    /// with at most one wake: a worker that finished a group of jobs answers them together, so
-    /// the loop is not woken once per answer. False if the loop has ended (the messages are
-    /// left in `msgs`).
-    pub fn send_all(&self, msgs: &mut Vec<M>) -> bool {
-        if self.mailbox.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        if msgs.is_empty() {
-            return true;
-        }
-        let was_empty = {
-            let mut q = match self.mailbox.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
-            let was_empty = q.is_empty();
-            q.append(msgs);
-            was_empty
-        };
-        if was_empty {
-            let _ = self.mailbox.waker.wake();
-        }
-        true
-    }
-
-    /// True when both handles send to the same loop.
-    pub fn same_loop(&self, other: &LoopHandle<M>) -> bool {
-        Arc::ptr_eq(&self.mailbox, &other.mailbox)
     }
 }
 
@@ -221,8 +123,8 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Creates the loops' polls (no thread starts yet). Raises the open-file soft limit to the
-    /// hard limit, from which the default connection limit follows.
+    /// Creates the loops' polls (no thread starts yet). The default connection limit follows the
+    /// open-file soft limit in force now (see [`crate::raise_open_file_limit`]).
     ///
     /// # Errors
     ///
@@ -232,7 +134,7 @@ impl<H: Handler> Server<H> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let threads = cfg.threads.max(1);
-        let nofile = socket::raise_nofile_limit();
+        let nofile = socket::open_file_limit();
         let max = cfg
             .limits
             .max_connections
@@ -246,11 +148,7 @@ impl<H: Handler> Server<H> {
             wakers.push(Arc::clone(&waker));
             loops.push(LoopParts {
                 poll,
-                mailbox: Arc::new(Mailbox {
-                    queue: Mutex::new(Vec::new()),
-                    waker,
-                    closed: AtomicBool::new(false),
-                }),
+                mailbox: Arc::new(Mailbox::new(waker, cfg.mailbox_capacity)),
                 listeners: Vec::new(),
             });
         }
@@ -461,7 +359,7 @@ impl<H: Handler> Server<H> {
 /// The engine's panic policy: a panic in a handler (or in the loop) is caught on the loop's
 /// thread, logged at ERROR (the panic message itself is printed by Rust's panic hook, with a
 /// backtrace when `RUST_BACKTRACE` asks), that loop's connections are closed with it, its mailbox
-/// refuses further messages ([`LoopHandle::send`] returns them), and every other loop is told to
+/// refuses further messages ([`LoopHandle::post`] returns them), and every other loop is told to
 /// stop; [`Server::run`] then returns an error naming the loop and the panic, so a program that
 /// returns that error from `main` exits non-zero. A server never keeps running with a dead loop
 /// whose listening socket would take connections nobody serves.
@@ -471,6 +369,7 @@ fn run_loop<M>(
     mailbox: &Mailbox<M>,
     run: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<()> {
+    let on_loop = OnLoop::enter();
     let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(payload) => {
@@ -479,13 +378,14 @@ fn run_loop<M>(
                 .map(|s| (*s).to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            mailbox.closed.store(true, Ordering::Release);
+            mailbox.close();
             log::error!("loop {i}: a handler panicked ({what}); stopping the server");
             Err(io::Error::other(format!(
                 "loop {i}: a handler panicked: {what}"
             )))
         }
     };
+    drop(on_loop);
     if r.is_err() {
         shared.stop.store(true, Ordering::Release);
         shared.wake_all();

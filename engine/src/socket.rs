@@ -98,9 +98,42 @@ pub(crate) fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio:
     Ok(stream)
 }
 
-/// The soft open-file limit, raised to the hard limit first (as nginx and Redis do), so that the
-/// default connection limit follows what the process may really open.
-pub(crate) fn raise_nofile_limit() -> Option<usize> {
+/// The process's soft open-file limit, if the platform has one.
+pub(crate) fn open_file_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Raises the process's soft open-file limit to its hard limit, as nginx (`worker_rlimit_nofile`)
+/// and Redis do at start, and returns the limit now in force. Call it before
+/// [`Server::new`](crate::Server::new) when a server should take as many connections as the
+/// system allows: the default [`Limits::max_connections`](crate::Limits::max_connections)
+/// follows the soft limit at that moment. The engine never changes the limit by itself.
+///
+/// # Errors
+///
+/// The OS error when the limit cannot be read or set; `Unsupported` on platforms without one.
+///
+/// ```
+/// let n = engine::raise_open_file_limit()?;
+/// assert!(n > 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn raise_open_file_limit() -> std::io::Result<usize> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -110,23 +143,24 @@ pub(crate) fn raise_nofile_limit() -> Option<usize> {
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         unsafe {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return None;
+                return Err(std::io::Error::last_os_error());
             }
             if lim.rlim_cur < lim.rlim_max {
                 let want = libc::rlimit {
                     rlim_cur: lim.rlim_max,
                     rlim_max: lim.rlim_max,
                 };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                lim.rlim_cur = lim.rlim_max;
             }
         }
-        Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+        Ok(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
     }
     #[cfg(not(unix))]
     {
-        None
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 }
 

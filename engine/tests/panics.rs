@@ -24,10 +24,12 @@ impl Handler for Fragile {
 
 #[test]
 fn a_panicking_handler_stops_the_server_with_an_error_and_closes_every_connection() {
-    let server = Server::new(Config {
-        threads: 2,
-        ..Config::default()
-    })
+    let server = Server::new(
+        Config::builder()
+            .threads(2)
+            .build()
+            .expect("a valid engine config"),
+    )
     .unwrap()
     .listen("127.0.0.1:0".parse().unwrap())
     .unwrap();
@@ -68,5 +70,7 @@ fn a_panicking_handler_stops_the_server_with_an_error_and_closes_every_connectio
         }
     }
     // Messages to the loops are refused, not queued for nobody.
-    assert!(mailboxes.iter().all(|m| m.send(()).is_err()));
+    assert!(mailboxes
+        .iter()
+        .all(|m| matches!(m.post(()), Err(engine::PostError::Closed(())))));
 }

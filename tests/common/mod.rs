@@ -76,6 +76,8 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
+    // As the server binaries do: tests with thousands of sockets need the hard limit.
+    let _ = engine::raise_open_file_limit();
     let server = Server::new(cfg).unwrap().listen(any_port()).unwrap();
     run(server, factory)
 }
@@ -477,10 +479,10 @@ pub fn start_db_loops(cfg: db::PoolConfig, threads: usize) -> Running {
     let pool = Arc::new(cfg.start(Arc::new(Monitor::new(None))).unwrap());
     let watchers = db::watch::Watchers::new();
     start(
-        engine::Config {
-            threads,
-            ..Default::default()
-        },
+        engine::Config::builder()
+            .threads(threads)
+            .build()
+            .expect("a valid engine config"),
         move |_| {
             DbService::new(
                 Arc::clone(&pool),

@@ -239,6 +239,6 @@ impl<H: Handler> Loop<H> {
             }
             self.core.release(key);
         }
-        self.core.mailbox.closed.store(true, Ordering::Release);
+        self.core.mailbox.close();
     }
 }

@@ -171,6 +171,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), Some(_)) => "TLS, client certificates required",
     };
     // The port first: a port in use fails before any database file is created.
+    shared::settings::raise_open_file_limit();
     let server = Server::new(cfg)
         .and_then(|s| shared::tls::listen(s, args.listen, tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

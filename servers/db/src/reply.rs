@@ -73,7 +73,7 @@ impl ReplyTo {
             _ => Some(msg),
         });
         if let Some(msg) = msg {
-            let _ = self.inbox.send(msg);
+            let _ = self.inbox.post(msg);
         }
     }
 }
@@ -99,7 +99,7 @@ impl Held {
 
     fn deliver(&mut self) {
         for (inbox, msgs) in &mut self.loops {
-            if !inbox.send_all(msgs) {
+            if inbox.post_all(msgs).is_err() {
                 msgs.clear(); // that loop has ended; nobody is waiting
             }
         }

@@ -65,7 +65,7 @@ impl<M: Send + 'static> Watchers<M> {
             Err(p) => p.into_inner(),
         };
         for (_, handle) in loops.iter().filter(|(id, _)| *id != except) {
-            let _ = handle.send(make());
+            let _ = handle.post(make());
         }
     }
 }

@@ -293,6 +293,7 @@ fn run(args: Args) -> Result<(), String> {
         (Mode::Tcp, false) => "tcp",
         (Mode::Tcp, true) => "tcp over TLS",
     };
+    shared::settings::raise_open_file_limit();
     let mut server = Server::new(engine_cfg)
         .and_then(|s| shared::tls::listen(s, args.listen, tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -235,6 +235,16 @@ impl EngineSettings {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit (as nginx and Redis do at start), so the
+/// default connection limit is what the system allows; a server calls it once before building
+/// its engine. A failure is logged and the server goes on with the limit it has.
+pub fn raise_open_file_limit() {
+    match engine::raise_open_file_limit() {
+        Ok(n) => log::debug!("open-file limit {n}"),
+        Err(e) => log::warn!("cannot raise the open-file limit ({e}); keeping the current one"),
+    }
+}
+
 /// The engine configuration of a program: defaults, then the `[engine]` table of `file` (if
 /// given), then `flags` (the command line), each overriding the one before.
 pub fn engine_config(

@@ -130,7 +130,7 @@ pub fn migrate(
     };
     loops
         .iter()
-        .filter(|l| l.send(Note::Migrate(note.clone())).is_ok())
+        .filter(|l| l.post(Note::Migrate(note.clone())).is_ok())
         .count()
 }
 

@@ -305,6 +305,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let scheme = |t: &Option<engine::tls::TlsListener>| if t.is_some() { "TLS" } else { "plain" };
     let schemes = (scheme(&frames_tls), scheme(&http_tls), link_scheme);
+    shared::settings::raise_open_file_limit();
     let server = Server::new(cfg)
         .and_then(|s| tls::listen(s, args.listen, frames_tls))
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -204,7 +204,7 @@ impl FrameService {
             change.secret,
             auth.hash_cost,
             Box::new(move |stored| {
-                let _ = inbox.send(Note::Hashed {
+                let _ = inbox.post(Note::Hashed {
                     conn,
                     id,
                     name,
@@ -384,7 +384,7 @@ impl FrameService {
             stored,
             secret,
             Box::new(move |ok| {
-                let _ = inbox.send(Note::Verified {
+                let _ = inbox.post(Note::Verified {
                     conn,
                     id,
                     user,

@@ -127,16 +127,20 @@ where
     F: Fn(usize, LoopShare) -> H + Send + Sync + 'static,
 {
     let threads = cfg.threads.clamp(1, cfg.conns.max(1));
-    let engine_cfg = engine::Config {
-        threads,
-        // Client sockets keep the kernel's buffer auto-tuning.
-        socket: engine::SocketOptions {
+    // Client sockets keep the kernel's buffer auto-tuning.
+    let engine_cfg = engine::Config::builder()
+        .threads(threads)
+        .socket(engine::SocketOptions {
             recv_buffer: None,
             send_buffer: None,
             ..engine::SocketOptions::default()
-        },
-        ..engine::Config::default()
-    };
+        })
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // Thousands of connections need more than the usual soft limit of 1024 descriptors.
+    if let Err(e) = engine::raise_open_file_limit() {
+        log::warn!("cannot raise the open-file limit ({e})");
+    }
     let server: Server<H> = Server::new(engine_cfg)?;
     let results = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::clone(&results);
