@@ -1,6 +1,7 @@
 //! The architecture's arrows, checked on what Cargo resolves (`cargo tree`), so that breaking
 //! one fails the suite rather than waiting for a reviewer: the proxy and test-server link no
-//! database client, the engine knows no protocol, only the engine touches mio, and each crate
+//! database client, the engine knows no protocol and the protocol no engine, only the engine
+//! touches mio, and each crate
 //! depends only on the crates its header allows.
 
 use std::collections::BTreeSet;
@@ -90,6 +91,24 @@ fn the_engine_knows_no_protocol_and_no_program() {
         "TLS is the optional `tls` feature",
     );
     assert!(deps.contains("rustls"), "the default build has TLS");
+}
+
+#[test]
+fn the_protocol_crate_is_a_codec_without_an_event_loop() {
+    // The blocking client and any tokio program link the protocol alone.
+    assert_none(
+        "netmod-protocol",
+        &tree("netmod-protocol", &[]),
+        &["netmod-engine", "mio", "slab", "netmod-shared"],
+        "the protocol is a codec; its engine glue is shared::wire",
+    );
+    // shared links it only for the programs that speak frames (feature `frames`).
+    assert_none(
+        "netmod-shared",
+        &tree("netmod-shared", &[]),
+        &["netmod-protocol"],
+        "the proxy uses shared and balances frames as bytes",
+    );
 }
 
 #[test]

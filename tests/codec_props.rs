@@ -2,8 +2,8 @@
 //! (whole or fed in arbitrary chunks) never panic the decoder, which consumes exactly the
 //! declared length.
 
-use engine::frame::{self, Decoded, FrameError};
 use proptest::prelude::*;
+use protocol::frame::{self, Decoded, FrameError};
 use protocol::wire::{self, Message, Next};
 
 const MAX: usize = 64 * 1024;

@@ -160,7 +160,7 @@ fn undecodable_protobuf_gets_bad_message_and_the_server_keeps_serving() {
     let mut bad = FrameClient::connect(srv.addr, WAIT).unwrap();
     let mut other = FrameClient::connect(srv.addr, WAIT).unwrap();
     let mut frame = Vec::new();
-    engine::frame::encode(&mut frame, &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+    protocol::frame::encode(&mut frame, &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
     bad.send_raw(&frame).unwrap();
     let m = bad.next_message().unwrap();
     assert_eq!(error_code(&m), ErrorCode::BadMessage);

@@ -12,11 +12,23 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use engine::frame::{self, Decoded};
 use engine::{Config, ConnId, Context, Handler, LoopHandle, Server};
 
 /// Largest request body accepted; checked before anything is allocated for it.
 const MAX_BODY: usize = 64 * 1024;
+
+/// The request at the front of `data`: its body and the bytes it takes, `Ok(None)` until all of
+/// it is here, `Err(length)` for a length over [`MAX_BODY`] (refused before anything is kept).
+fn next_request(data: &[u8]) -> Result<Option<(&[u8], usize)>, usize> {
+    let Some(head) = data.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*head) as usize;
+    if len > MAX_BODY {
+        return Err(len);
+    }
+    Ok(data.get(4..4 + len).map(|body| (body, 4 + len)))
+}
 
 /// A request on its way to the worker.
 struct Job {
@@ -63,8 +75,8 @@ impl Handler for Frames {
     fn on_data(&mut self, ctx: &mut Context<'_, Done>, conn: ConnId, data: &[u8]) -> usize {
         let mut used = 0;
         loop {
-            match frame::decode(&data[used..], MAX_BODY) {
-                Ok(Decoded::Frame { body, consumed }) => {
+            match next_request(&data[used..]) {
+                Ok(Some((body, consumed))) => {
                     used += consumed;
                     if let Some(jobs) = &self.jobs {
                         let _ = jobs.send(Job {
@@ -73,9 +85,9 @@ impl Handler for Frames {
                         });
                     }
                 }
-                Ok(Decoded::Incomplete { .. }) => return used, // the rest comes later
-                Err(e) => {
-                    eprintln!("closing {conn:?}: {e}");
+                Ok(None) => return used, // the rest comes later
+                Err(len) => {
+                    eprintln!("closing {conn:?}: a request of {len} bytes (over {MAX_BODY})");
                     ctx.close(conn);
                     return data.len();
                 }
@@ -84,10 +96,19 @@ impl Handler for Frames {
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_, Done>, done: Done) {
-        let mut out = Vec::with_capacity(4 + done.reply.len());
-        frame::encode(&mut out, &done.reply);
-        // The peer may have gone meanwhile: sending to a closed ConnId is refused, not a crash.
-        if ctx.send(done.conn, &out).is_ok() {
+        let len = u32::try_from(done.reply.len()).unwrap_or(u32::MAX);
+        // Length and body straight into the connection's output, no buffer of our own. The
+        // peer may have gone meanwhile: sending to a closed ConnId is refused, not a crash.
+        let sent = ctx.send_with(
+            done.conn,
+            engine::Priority::Normal,
+            4 + done.reply.len(),
+            |out| {
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&done.reply);
+            },
+        );
+        if sent.is_ok() {
             self.answered += 1;
         }
     }

@@ -59,15 +59,14 @@
 //! [`Server::run`] returns an error naming the loop and the panic message, so `main` returning
 //! it exits non-zero. Programs that would rather abort can set `panic = "abort"` in their profile.
 //!
-//! The engine knows nothing of any protocol; [`frame`] offers length-prefixed framing for those
-//! that want it.
+//! The engine knows nothing of any protocol: a handler parses its own (see the examples: 4-byte
+//! length prefixes, HTTP/1.1, RESP).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod config;
 mod conn_map;
 mod context;
-pub mod frame;
 mod handler;
 mod limits;
 mod mailbox;

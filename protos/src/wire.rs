@@ -1,11 +1,10 @@
-//! The frame protocol on top of the engine: `Message` encoding, decoding and error replies.
+//! The frame protocol's messages: `Message` encoding, decoding, compression and error replies.
 //!
 //! A frame is a 4-byte big-endian length and one protobuf `Message` (see docs/protocol.md).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use engine::frame::{self, Decoded, FrameError};
-use engine::{ConnId, Context, ErrorKind, SendError};
+use crate::frame::{self, Decoded, FrameError};
 use prost::Message as _;
 
 pub use crate::proto::{
@@ -163,20 +162,6 @@ pub fn error(id: u32, op: Operation, code: ErrorCode, text: impl Into<String>) -
     m
 }
 
-/// The engine priority a message is queued with.
-pub fn engine_priority(msg: &Message) -> engine::Priority {
-    to_engine(Priority::try_from(msg.priority).unwrap_or(Priority::Normal))
-}
-
-fn to_engine(p: Priority) -> engine::Priority {
-    match p {
-        Priority::Critical => engine::Priority::Critical,
-        Priority::High => engine::Priority::High,
-        Priority::Normal => engine::Priority::Normal,
-        Priority::Low => engine::Priority::Low,
-    }
-}
-
 /// Payloads over this many bytes are gzip-compressed when that saves at least 10 % (SPEC §4).
 pub const COMPRESS_OVER: usize = 10 * 1024;
 
@@ -231,21 +216,7 @@ pub fn decompress(msg: &mut Message, max: usize) -> Result<(), WireError> {
     }
 }
 
-/// Queues `msg` on `conn`, encoded straight into the connection's output buffer (a large
-/// payload compressed first).
-pub fn send<M: Send + 'static, T>(
-    ctx: &mut Context<'_, M, T>,
-    conn: ConnId,
-    msg: &Message,
-) -> Result<(), SendError> {
-    let packed = compressed(msg);
-    let msg = packed.as_ref().unwrap_or(msg);
-    ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
-        encode(msg, out)
-    })
-}
-
-/// What [`send_payload`] sends: a message's fields but its payload.
+/// What `send_payload` sends: a message's fields but its payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
     /// REQUEST, RESPONSE, NOTIFICATION or ERROR.
@@ -286,33 +257,10 @@ impl Header {
     }
 }
 
-/// Sends the message `header` + `payload` (uncompressed, timestamped now) with the payload
-/// encoded straight into the connection's output chunk: the same bytes as
-/// `send(ctx, conn, &message(..))` without encoding the payload into a buffer of its own
-/// first. A payload over [`COMPRESS_OVER`] takes that general path (it may be compressed).
-pub fn send_payload<M: Send + 'static, T>(
-    ctx: &mut Context<'_, M, T>,
-    conn: ConnId,
-    header: Header,
-    payload: &impl prost::Message,
-) -> Result<(), SendError> {
-    let data_len = payload.encoded_len();
-    if data_len > COMPRESS_OVER {
-        let mut m = message(header.ty, header.op, header.id, payload);
-        m.priority = header.priority as i32;
-        return send(ctx, conn, &m);
-    }
-    let timestamp = now_micros();
-    ctx.send_with(
-        conn,
-        to_engine(header.priority),
-        header.frame_len(data_len),
-        |out| encode_parts(header, timestamp, payload, data_len, out),
-    )
-}
-
-/// Appends the frame of `header` + `payload` (`data_len` = its encoded length).
-fn encode_parts(
+/// Appends the frame of `header` + `payload` (`data_len` = its encoded length), stamped
+/// `timestamp`: the same bytes as [`encode`] of the whole message, without encoding the payload
+/// into a buffer of its own first.
+pub fn encode_parts(
     header: Header,
     timestamp: u64,
     payload: &impl prost::Message,
@@ -354,92 +302,9 @@ pub fn pong(ping: Message) -> Message {
     }
 }
 
-/// Feeds every whole frame at the front of `data` to `handle` and returns the bytes consumed,
-/// for a handler's `on_data`. Broken framing (a length over `max`) is answered with an ERROR
-/// and the connection is closed. Undecodable frames (and payloads that do not inflate) reach
-/// `handle` as `Err`; compressed payloads arrive inflated.
-pub fn for_each_frame<M: Send + 'static, T>(
-    ctx: &mut Context<'_, M, T>,
-    conn: ConnId,
-    data: &[u8],
-    max: usize,
-    mut handle: impl FnMut(&mut Context<'_, M, T>, Result<Message, WireError>),
-) -> usize {
-    let mut used = 0;
-    loop {
-        match next_frame(&data[used..], max) {
-            Next::Frame(body, n) => {
-                used += n;
-                ctx.count_message_in(conn);
-                let msg = decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m));
-                handle(ctx, msg);
-                if !ctx.is_open(conn) {
-                    return data.len();
-                }
-            }
-            Next::NeedMore => return used,
-            Next::Fatal(_) if looks_like_http(&data[used..]) => {
-                // An HTTP client (curl, a browser) on a frame port: tell it in its own words.
-                ctx.count_error(ErrorKind::Protocol);
-                let _ = ctx.send(conn, &http_on_frame_port_reply());
-                ctx.close(conn);
-                return data.len();
-            }
-            Next::Fatal(e) => {
-                log::info!("Closing {:?}: {e}", ctx.peer_addr(conn));
-                ctx.count_error(ErrorKind::TooLarge);
-                let _ = send(
-                    ctx,
-                    conn,
-                    &error(0, Operation::OpUnspecified, e.code(), e.to_string()),
-                );
-                ctx.close(conn);
-                return data.len();
-            }
-        }
-    }
-}
-
-/// Answers a frame that could not be used: BAD_MESSAGE (id 0: the message could not be read)
-/// or BAD_COMPRESSION (the request's own id and operation). The connection stays usable:
-/// framing is intact.
-pub fn reply_bad_message<M: Send + 'static, T>(
-    ctx: &mut Context<'_, M, T>,
-    conn: ConnId,
-    e: &WireError,
-) {
-    ctx.count_error(ErrorKind::Protocol);
-    let (id, op) = e.answers();
-    let _ = send(ctx, conn, &error(id, op, e.code(), e.to_string()));
-}
-
-/// Answers a message this server does not handle with UNSUPPORTED, naming its id.
-pub fn reply_unsupported<M: Send + 'static, T>(
-    ctx: &mut Context<'_, M, T>,
-    conn: ConnId,
-    msg: &Message,
-) {
-    ctx.count_error(ErrorKind::Protocol);
-    let ty = MessageType::try_from(msg.r#type)
-        .map_or_else(|_| msg.r#type.to_string(), |t| t.as_str_name().to_string());
-    let op = Operation::try_from(msg.op).ok();
-    let op_name = op.map_or_else(|| msg.op.to_string(), |o| o.as_str_name().to_string());
-    let text = format!("unsupported message: type {ty}, operation {op_name}");
-    let _ = send(
-        ctx,
-        conn,
-        &error(
-            msg.message_id,
-            op.unwrap_or_default(),
-            ErrorCode::Unsupported,
-            text,
-        ),
-    );
-}
-
-/// True when `data` starts like an HTTP request (a method and a space). Checked only on a
-/// frame whose length is over the maximum, which every HTTP method read as a length is.
-fn looks_like_http(data: &[u8]) -> bool {
+/// True when `data` starts like an HTTP request (a method and a space). Meant for a frame
+/// whose length is over the maximum, which every HTTP method read as a length is.
+pub fn looks_like_http(data: &[u8]) -> bool {
     const METHODS: &[&[u8]] = &[
         b"GET ",
         b"HEAD ",

@@ -163,7 +163,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .config(args.tls_client_ca.as_deref())?
         .map(|config| engine::tls::TlsListener {
             config,
-            plaintext_reply: protocol::wire::plaintext_on_tls_frame(),
+            plaintext_reply: shared::wire::plaintext_on_tls_frame(),
         });
     let scheme = match (&tls, &args.tls_client_ca) {
         (None, _) => "plain",

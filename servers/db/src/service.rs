@@ -30,7 +30,7 @@ use super::workers::{Caller, Job, Work};
 use protocol::proto::{
     data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
 };
-use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
+use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// Default cap on a result, before the frame size caps it further.
 pub const DEFAULT_RESULT_LIMIT: usize = 10 * 1024 * 1024;

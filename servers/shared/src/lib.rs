@@ -9,8 +9,10 @@
 //! - [`memory`]: the C allocator's settings for a long-running server.
 //! - [`clock`]: seconds since the epoch, the one way every program reads the time of day.
 //! - [`page`]: the style and script helpers of the servers' HTML pages.
+//! - `wire` (feature `frames`): the frame protocol on an engine connection.
 //!
-//! May depend on the engine; never on the frame protocol, a database or a program.
+//! May depend on the engine, and with `frames` on the protocol codec; never on a database or a
+//! program.
 
 #![deny(rust_2018_idioms)]
 
@@ -25,6 +27,8 @@ pub mod page;
 pub mod proxy_protocol;
 pub mod settings;
 pub mod tls;
+#[cfg(feature = "frames")]
+pub mod wire;
 
 /// What `-V` prints after a binary's name: the package version and the commit it was built
 /// from.

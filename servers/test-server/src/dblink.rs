@@ -32,7 +32,7 @@ use prost::Message as _;
 use shared::backoff::Backoff;
 use shared::breaker::Breaker;
 
-use protocol::wire::{self, ErrorCode, Message, MessageType};
+use shared::wire::{self, ErrorCode, Message, MessageType};
 
 /// Link settings.
 #[derive(Debug, Clone)]

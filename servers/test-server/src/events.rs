@@ -3,7 +3,7 @@
 //! and the HTTP front.
 
 use engine::ConnId;
-use protocol::wire;
+use shared::wire;
 
 use crate::dblink::LinkTimer;
 

@@ -49,9 +49,9 @@ use protocol::proto::{
     data_request, data_response, value, AuthLogin, AuthToken, Batch, BatchStep, DataRequest,
     DataResponse, Value,
 };
-use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
 use shared::backoff::Backoff;
 use shared::clock::now_secs;
+use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 /// The table of users and their stored secrets, in db-server's database.
 pub const USERS_TABLE: &str = "_netmod_users";

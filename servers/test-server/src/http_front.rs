@@ -40,9 +40,9 @@ use protocol::proto::{
     data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
     Value,
 };
-use protocol::wire::{self, ErrorCode, Message, MessageType, Operation};
 use shared::clock::now_secs;
 use shared::http1::{self, Limits, Progress, Request};
+use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 use cache::DocCache;
 pub use docs::{create_docs_table, watch_request, DOCS_TABLE};

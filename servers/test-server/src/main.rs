@@ -264,7 +264,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 plaintext_reply: reply,
             })
     };
-    let frames_tls = listener_tls(TlsOn::Frames, protocol::wire::plaintext_on_tls_frame());
+    let frames_tls = listener_tls(TlsOn::Frames, shared::wire::plaintext_on_tls_frame());
     let http_tls = listener_tls(TlsOn::Http, shared::http1::plain_http_on_tls_reply());
     if args.insecure_http_writes {
         warn!(

@@ -166,7 +166,7 @@ impl FrameClient {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                engine::frame::finish(&self.buf, self.max).map_err(WireError::from)?;
+                protocol::frame::finish(&self.buf, self.max).map_err(WireError::from)?;
                 return Ok(None);
             }
             self.buf.extend_from_slice(&chunk[..n]);

@@ -12,7 +12,7 @@ use engine::{CloseReason, ConnId, ConnMap, Context, Handler};
 use hdrhistogram::Histogram;
 use log::warn;
 
-use protocol::wire::{self, Message, MessageType, Next, Operation};
+use shared::wire::{self, Message, MessageType, Next, Operation};
 
 mod loops;
 mod progress;

@@ -1,6 +1,6 @@
 //! What frame loads send: pings, documents through test-server, rows on db-server.
 
-use protocol::wire::{self, Message, MessageType, Operation, Ping};
+use shared::wire::{self, Message, MessageType, Operation, Ping};
 
 use super::{LoadConfig, Workload};
 

@@ -2,10 +2,10 @@
 //!
 //! The length is checked against the maximum *before* anything is allocated or awaited, so a
 //! peer announcing 4 GiB costs nothing but an error. The decoder works on borrowed input (the
-//! session's read buffer) and never copies a frame.
+//! connection's read buffer) and never copies a frame.
 //!
 //! ```
-//! use engine::frame::{self, Decoded};
+//! use protocol::frame::{self, Decoded};
 //!
 //! let mut wire = Vec::new();
 //! frame::encode(&mut wire, b"hello");

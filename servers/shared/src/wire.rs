@@ -1,0 +1,144 @@
+//! The frame protocol on an engine connection: reading frames off a handler's input and
+//! writing messages straight into a connection's output. Everything of `protocol::wire` (the
+//! codec, which knows no event loop) is re-exported here, so a server imports one module.
+//!
+//! Behind the `frames` feature: the proxy, which balances frames as bytes, links no protocol.
+
+use engine::{ConnId, Context, ErrorKind, SendError};
+pub use protocol::wire::*;
+
+/// The engine priority a message is queued with.
+pub fn engine_priority(msg: &Message) -> engine::Priority {
+    to_engine(Priority::try_from(msg.priority).unwrap_or(Priority::Normal))
+}
+
+fn to_engine(p: Priority) -> engine::Priority {
+    match p {
+        Priority::Critical => engine::Priority::Critical,
+        Priority::High => engine::Priority::High,
+        Priority::Normal => engine::Priority::Normal,
+        Priority::Low => engine::Priority::Low,
+    }
+}
+
+/// Queues `msg` on `conn`, encoded straight into the connection's output buffer (a large
+/// payload compressed first).
+pub fn send<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    msg: &Message,
+) -> Result<(), SendError> {
+    let packed = compressed(msg);
+    let msg = packed.as_ref().unwrap_or(msg);
+    ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
+        encode(msg, out)
+    })
+}
+
+/// Sends the message `header` + `payload` (uncompressed, timestamped now) with the payload
+/// encoded straight into the connection's output chunk: the same bytes as
+/// [`send`]`(ctx, conn, &message(..))` without encoding the payload into a buffer of its own
+/// first. A payload over [`COMPRESS_OVER`] takes that general path (it may be compressed).
+pub fn send_payload<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    header: Header,
+    payload: &impl prost::Message,
+) -> Result<(), SendError> {
+    let data_len = payload.encoded_len();
+    if data_len > COMPRESS_OVER {
+        let mut m = message(header.ty, header.op, header.id, payload);
+        m.priority = header.priority as i32;
+        return send(ctx, conn, &m);
+    }
+    let timestamp = now_micros();
+    ctx.send_with(
+        conn,
+        to_engine(header.priority),
+        header.frame_len(data_len),
+        |out| encode_parts(header, timestamp, payload, data_len, out),
+    )
+}
+
+/// Feeds every whole frame at the front of `data` to `handle` and returns the bytes consumed,
+/// for a handler's `on_data`. Broken framing (a length over `max`) is answered with an ERROR
+/// and the connection is closed. Undecodable frames (and payloads that do not inflate) reach
+/// `handle` as `Err`; compressed payloads arrive inflated.
+pub fn for_each_frame<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    data: &[u8],
+    max: usize,
+    mut handle: impl FnMut(&mut Context<'_, M, T>, Result<Message, WireError>),
+) -> usize {
+    let mut used = 0;
+    loop {
+        match next_frame(&data[used..], max) {
+            Next::Frame(body, n) => {
+                used += n;
+                ctx.count_message_in(conn);
+                let msg = decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m));
+                handle(ctx, msg);
+                if !ctx.is_open(conn) {
+                    return data.len();
+                }
+            }
+            Next::NeedMore => return used,
+            Next::Fatal(_) if looks_like_http(&data[used..]) => {
+                // An HTTP client (curl, a browser) on a frame port: tell it in its own words.
+                ctx.count_error(ErrorKind::Protocol);
+                let _ = ctx.send(conn, &http_on_frame_port_reply());
+                ctx.close(conn);
+                return data.len();
+            }
+            Next::Fatal(e) => {
+                log::info!("Closing {:?}: {e}", ctx.peer_addr(conn));
+                ctx.count_error(ErrorKind::TooLarge);
+                let _ = send(
+                    ctx,
+                    conn,
+                    &error(0, Operation::OpUnspecified, e.code(), e.to_string()),
+                );
+                ctx.close(conn);
+                return data.len();
+            }
+        }
+    }
+}
+
+/// Answers a frame that could not be used: BAD_MESSAGE (id 0: the message could not be read)
+/// or BAD_COMPRESSION (the request's own id and operation). The connection stays usable:
+/// framing is intact.
+pub fn reply_bad_message<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    e: &WireError,
+) {
+    ctx.count_error(ErrorKind::Protocol);
+    let (id, op) = e.answers();
+    let _ = send(ctx, conn, &error(id, op, e.code(), e.to_string()));
+}
+
+/// Answers a message this server does not handle with UNSUPPORTED, naming its id.
+pub fn reply_unsupported<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    msg: &Message,
+) {
+    ctx.count_error(ErrorKind::Protocol);
+    let ty = MessageType::try_from(msg.r#type)
+        .map_or_else(|_| msg.r#type.to_string(), |t| t.as_str_name().to_string());
+    let op = Operation::try_from(msg.op).ok();
+    let op_name = op.map_or_else(|| msg.op.to_string(), |o| o.as_str_name().to_string());
+    let text = format!("unsupported message: type {ty}, operation {op_name}");
+    let _ = send(
+        ctx,
+        conn,
+        &error(
+            msg.message_id,
+            op.unwrap_or_default(),
+            ErrorCode::Unsupported,
+            text,
+        ),
+    );
+}
