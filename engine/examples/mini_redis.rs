@@ -92,8 +92,9 @@ fn now_ms() -> u64 {
 enum Parsed<'a> {
     /// A command's arguments and the bytes it took (no arguments: an empty line or `*0`, skipped).
     Command(Vec<Cow<'a, [u8]>>, usize),
-    /// More bytes are needed.
-    Incomplete,
+    /// More bytes are needed: this many in all from the command's start, when a bulk header
+    /// has said so (the engine then waits for them before calling again).
+    Incomplete(Option<usize>),
     /// Redis' message for it (after `-ERR `); the connection closes once it is answered.
     ProtocolError(Cow<'static, str>),
 }
@@ -137,7 +138,7 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
         return if buf.len() > INLINE_MAX {
             Parsed::ProtocolError("Protocol error: too big mbulk count string".into())
         } else {
-            Parsed::Incomplete
+            Parsed::Incomplete(None)
         };
     };
     let count = match parse_int(&head[1..]) {
@@ -155,7 +156,7 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
             return if rest.len() > INLINE_MAX {
                 Parsed::ProtocolError("Protocol error: too big bulk count string".into())
             } else {
-                Parsed::Incomplete
+                Parsed::Incomplete(None)
             };
         };
         if head.first() != Some(&b'$') {
@@ -170,7 +171,7 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
         };
         let start = at + head.len() + 2;
         if buf.len() < start + len + 2 {
-            return Parsed::Incomplete;
+            return Parsed::Incomplete(Some(start + len + 2));
         }
         // Like Redis, the two bytes after the bulk are taken as its CRLF without a look.
         args.push(Cow::Borrowed(&buf[start..start + len]));
@@ -184,7 +185,7 @@ fn parse_inline(buf: &[u8]) -> Parsed<'_> {
         return if buf.len() > INLINE_MAX {
             Parsed::ProtocolError("Protocol error: too big inline request".into())
         } else {
-            Parsed::Incomplete
+            Parsed::Incomplete(None)
         };
     };
     let text = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
@@ -548,7 +549,13 @@ impl Handler for MiniRedis {
                         close = matches!(execute(&self.store, &args, &mut self.out), After::Close);
                     }
                 }
-                Parsed::Incomplete => break,
+                Parsed::Incomplete(need) => {
+                    // A large value arriving in pieces is parsed again only once it is whole.
+                    if let Some(n) = need {
+                        ctx.wait_for(conn, n);
+                    }
+                    break;
+                }
                 Parsed::ProtocolError(message) => {
                     reply::error(&mut self.out, message.as_bytes());
                     used = data.len();
@@ -563,6 +570,14 @@ impl Handler for MiniRedis {
             ctx.close(conn); // once what is queued is written
         }
         used
+    }
+
+    fn on_oversize(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, buffered: usize) {
+        // Redis closes such a client without a reply and logs it; so does this.
+        eprintln!(
+            "closing client {:?} that reached max query buffer length ({buffered} bytes)",
+            ctx.peer_addr(conn)
+        );
     }
 }
 

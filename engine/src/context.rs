@@ -152,6 +152,47 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
         }
     }
 
+    /// Asks for the next [`crate::Handler::on_data`] of `conn` only once at least `bytes`
+    /// unconsumed bytes are buffered (counting what the current call leaves), as tokio-util's
+    /// `Decoder` reserves: a handler that has read a header announcing a large message says so,
+    /// and the message is parsed once, when its last byte is here, rather than on each of its
+    /// pieces; room for it is made in one step instead of by doubling. The hint holds for the
+    /// next call only (each delivery clears it); a `bytes` over the connection's message limit
+    /// ends as that limit does ([`crate::Handler::on_oversize`]).
+    ///
+    /// ```
+    /// # use engine::{ConnId, Context};
+    /// /// A 4-byte length prefix, then the body.
+    /// fn on_data(ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+    ///     let mut used = 0;
+    ///     while let Some(head) = data[used..].first_chunk::<4>() {
+    ///         let len = 4 + u32::from_be_bytes(*head) as usize;
+    ///         if data.len() - used < len {
+    ///             ctx.wait_for(conn, len); // not called again before the body is whole
+    ///             break;
+    ///         }
+    ///         let _ = ctx.send(conn, &data[used..used + len]); // echo the frame
+    ///         used += len;
+    ///     }
+    ///     used
+    /// }
+    /// ```
+    pub fn wait_for(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(s) = self.core.session_mut(conn) {
+            s.want = u32::try_from(bytes).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Replaces the configured [`crate::Config::max_message_size`] for one connection (e.g.
+    /// larger after a login, smaller before it). Input over it that the handler has not
+    /// consumed ends the connection after [`crate::Handler::on_oversize`].
+    pub fn set_max_message(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(s) = self.core.session_mut(conn) {
+            let capped = bytes.clamp(1, u32::MAX as usize - 64 * 1024);
+            s.max_message = std::num::NonZeroU32::new(capped as u32);
+        }
+    }
+
     /// Stops reading from `conn` (its input stays in the kernel, so TCP flow control pushes back
     /// on the sender) until [`Context::resume_reading`].
     pub fn pause_reading(&mut self, conn: ConnId) {
@@ -166,6 +207,7 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     pub fn resume_reading(&mut self, conn: ConnId) {
         if let Some(s) = self.core.session_mut(conn) {
             s.user_paused = false;
+            s.want = 0;
             s.redeliver = s.rstart < s.rend;
             if s.has_input() || s.redeliver {
                 self.core.mark_ready(conn);

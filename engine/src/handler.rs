@@ -143,8 +143,10 @@ pub trait Handler: 'static {
     fn on_connect(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>, _conn: ConnId) {}
 
     /// Bytes arrived. `data` is everything received and not yet consumed; return how many bytes
-    /// were consumed. Unconsumed bytes are offered again, with more appended, on the next call;
-    /// the buffer grows up to the maximum message size, past which the peer is closed.
+    /// were consumed. Unconsumed bytes are offered again, with more appended, on the next call
+    /// (or, after [`Context::wait_for`], once that many are here); the buffer grows up to the
+    /// connection's message limit, past which [`Handler::on_oversize`] is called and the peer
+    /// closed.
     ///
     /// `data` is never empty, and after [`Context::close`] or [`Context::abort`] of `conn` (from
     /// here or elsewhere) `on_data` is not called for it again. Consume every whole message
@@ -157,6 +159,18 @@ pub trait Handler: 'static {
         data: &[u8],
     ) -> usize;
 
+    /// `conn` sent more than its message limit ([`crate::Config::max_message_size`] or
+    /// [`Context::set_max_message`]) without the handler consuming it; `buffered` bytes are
+    /// held. Reading from it has stopped; queue an answer here if the protocol has one (Redis
+    /// would say `-ERR`, HTTP `413`, the frame protocol `FRAME_TOO_LARGE`). The connection then
+    /// closes with [`CloseReason::TooLarge`] once that answer is written.
+    fn on_oversize(
+        &mut self,
+        _ctx: &mut Context<'_, Self::Message, Self::Timer>,
+        _conn: ConnId,
+        _buffered: usize,
+    ) {
+    }
     /// A connection's output queue fell to the low-water mark after passing the high-water mark
     /// (reading from it resumes by itself); a proxy resumes the connection feeding this one here.
     fn on_drain(&mut self, _ctx: &mut Context<'_, Self::Message, Self::Timer>, _conn: ConnId) {}

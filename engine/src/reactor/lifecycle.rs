@@ -161,6 +161,9 @@ impl<H: Handler> Loop<H> {
         }
         self.core.return_queue(key);
         let s = &mut self.core.sessions[key];
+        // Unconsumed input is dropped: lingering only discards (and may need the room).
+        s.rstart = 0;
+        s.rend = 0;
         let _ = s.stream.shutdown(std::net::Shutdown::Write);
         s.last_read = self.core.tick;
         let readable = s.readable;

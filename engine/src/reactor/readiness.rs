@@ -99,6 +99,7 @@ impl<H: Handler> Loop<H> {
                 return;
             }
             if !core.read_room(id) {
+                self.too_large(id);
                 return;
             }
             let step = if tls {
@@ -263,11 +264,35 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    /// Offers the unconsumed input to the handler and keeps what it leaves.
+    /// The peer sent more than the connection's message limit without it being consumed: the
+    /// handler may answer ([`crate::Handler::on_oversize`]), then the connection closes once
+    /// that answer is written (reading stops while it is: the session is closing), and lingers
+    /// discarding input, so the answer is not lost to a reset.
+    fn too_large(&mut self, id: ConnId) {
+        let limit = self.core.message_limit(id);
+        let Some(s) = self.core.session_mut(id).filter(|s| s.state == State::Open) else {
+            return;
+        };
+        let buffered = (s.rend - s.rstart) as usize;
+        warn!("Closing {}: message over {limit} bytes", s.peer());
+        self.core.counters().error(ErrorKind::TooLarge);
+        {
+            let (h, mut ctx) = self.ctx();
+            h.on_oversize(&mut ctx, id, buffered);
+        }
+        self.core.begin_close(id, CloseReason::TooLarge, false);
+    }
+
+    /// Offers the unconsumed input to the handler, unless it waits for more than is here
+    /// ([`crate::Context::wait_for`]), and keeps what it leaves.
     pub(super) fn deliver(&mut self, id: ConnId) {
         let s = &mut self.core.sessions[id.key as usize];
-        let buf = mem::take(&mut s.rbuf);
         let (a, b) = (s.rstart as usize, s.rend as usize);
+        if (b - a) < s.want as usize {
+            return;
+        }
+        s.want = 0;
+        let buf = mem::take(&mut s.rbuf);
         let consumed = {
             let (h, mut ctx) = self.ctx();
             h.on_data(&mut ctx, id, &buf[a..b]).min(b - a)
@@ -275,12 +300,18 @@ impl<H: Handler> Loop<H> {
         // Removal from the slab is deferred to the end of the pass, so the session is still here.
         let s = &mut self.core.sessions[id.key as usize];
         s.rstart = (a + consumed) as u32;
+        let want = s.want as usize;
         if s.rstart == s.rend {
             s.rstart = 0;
             s.rend = 0;
             self.core.pool.put_read(buf);
         } else {
             s.rbuf = buf;
+        }
+        // Waiting for a message over the limit would only delay the same end.
+        let open = |s: &Session| s.state == State::Open && !s.read_closed;
+        if want > self.core.message_limit(id) && self.core.session(id).is_some_and(open) {
+            self.too_large(id);
         }
     }
 

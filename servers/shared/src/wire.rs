@@ -83,7 +83,14 @@ pub fn for_each_frame<M: Send + 'static, T>(
                     return data.len();
                 }
             }
-            Next::NeedMore => return used,
+            Next::NeedMore => {
+                // A frame whose length is known is not parsed again before it is whole.
+                if let Some(head) = data[used..].first_chunk::<4>() {
+                    let len = u32::from_be_bytes(*head) as usize;
+                    ctx.wait_for(conn, protocol::frame::HEADER + len);
+                }
+                return used;
+            }
             Next::Fatal(_) if looks_like_http(&data[used..]) => {
                 // An HTTP client (curl, a browser) on a frame port: tell it in its own words.
                 ctx.count_error(ErrorKind::Protocol);

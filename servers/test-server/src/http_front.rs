@@ -114,9 +114,6 @@ struct HttpConn {
     expect_seen: Option<u64>,
     /// A `100 Continue` owed to this request, written when the answers before it are out.
     continue_owed: Option<u64>,
-    /// Bytes the request being received takes in all (its head gave a Content-Length): not
-    /// parsed again before that many are buffered. 0: unknown, parse on every read.
-    awaiting: usize,
 }
 
 impl HttpConn {
@@ -297,16 +294,13 @@ impl HttpFront {
                 return used;
             }
             let seq = c.next_seq;
-            // A body still arriving (its length known): nothing to parse until it is all here.
-            let parsed = if c.awaiting > data.len() - used && c.expect_seen == Some(seq) {
-                Ok(Progress::AwaitingBody {
-                    needed: Some(c.awaiting),
-                })
-            } else {
-                http1::parse_request_into(req, &data[used..], self.cfg.limits)
-            };
+            let parsed = http1::parse_request_into(req, &data[used..], self.cfg.limits);
             if let Ok(Progress::AwaitingBody { needed }) = &parsed {
-                c.awaiting = needed.unwrap_or(0);
+                // A body still arriving (its length known): not parsed again until it is all
+                // here.
+                if let Some(n) = needed {
+                    ctx.wait_for(conn, *n);
+                }
                 if c.expect_seen != Some(seq) {
                     c.expect_seen = Some(seq);
                     if let Some(refused) = self.answer_expectation(ctx, conn, seq, &req.head) {
@@ -355,7 +349,6 @@ impl HttpFront {
                 }
                 Ok(Progress::Request(n)) => {
                     used += n;
-                    c.awaiting = 0;
                     c.next_seq += 1;
                     let keep = req.keep_alive();
                     if !keep {
