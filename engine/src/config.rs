@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Size of one read from a socket (from the original design).
-pub const READ_CHUNK: usize = 8192;
+pub(crate) const READ_CHUNK: usize = 8192;
 /// Size of one pooled output chunk (from the original design).
-pub const WRITE_CHUNK: usize = 9999;
+pub(crate) const WRITE_CHUNK: usize = 9999;
 /// Default maximum message size: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 
@@ -169,7 +169,7 @@ impl Config {
 
     /// Checks the invariants [`Server::new`](crate::Server::new) relies on:
     /// `write_low_water ≤ write_high_water ≤ write_hard_cap`, a `max_message_size` of at least
-    /// one read ([`READ_CHUNK`]), a positive backlog, non-zero durations where zero would mean
+    /// one read (8,192 bytes), a positive backlog, non-zero durations where zero would mean
     /// "at once" (the connect and TLS handshake timeouts), and rate limits that refill.
     ///
     /// # Errors

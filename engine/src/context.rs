@@ -51,8 +51,12 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     }
 
     /// Queues `data` as one NORMAL-priority message (bytes to the peer; a message to another
-    /// loop goes through [`crate::LoopHandle::post`]). Costs and errors: see
-    /// [`Context::send_with`].
+    /// loop goes through [`crate::LoopHandle::post`]). Costs: see [`Context::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send_with`]: [`SendError`] when `conn` is closed or closing, or its
+    /// output is over the hard cap.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         self.send_with(conn, Priority::Normal, data.len(), |b| {
             b.extend_from_slice(data)
@@ -60,6 +64,10 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     }
 
     /// Queues `data` as one message of the given priority.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send_with`].
     pub fn send_priority(
         &mut self,
         conn: ConnId,
@@ -109,6 +117,11 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
 
     /// Opens a connection to `addr` on this loop. [`crate::Handler::on_connect`] follows when it
     /// is established; messages sent before then are queued and written at that point.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the socket cannot be made or the connect is refused at once (a
+    /// connect that fails later arrives as [`crate::CloseReason::ConnectFailed`]).
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
         self.core.connect(addr)
     }
@@ -118,7 +131,12 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// [`Context::connect`]; [`crate::Handler::on_connect`] comes once the handshake is done.
     /// A failed handshake (e.g. an untrusted certificate) closes the connection with
     /// [`crate::CloseReason::Tls`]. (Cargo feature `tls`, on by default.)
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::connect`], and when rustls refuses `config` for `name`.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn connect_tls(
         &mut self,
         addr: SocketAddr,

@@ -63,6 +63,8 @@
 //! length prefixes, HTTP/1.1, RESP).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 mod config;
 mod conn_map;
@@ -78,9 +80,14 @@ mod session;
 pub mod signal;
 mod socket;
 mod stats;
-#[doc(hidden)] // public for benches/timer.rs only; not part of the API
+// Public only with the `bench-internals` feature, for benches/timer.rs; not part of the API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
 pub mod timer;
+#[cfg(not(feature = "bench-internals"))]
+mod timer;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 #[cfg(not(feature = "tls"))]
 #[path = "tls_off.rs"]
@@ -88,7 +95,7 @@ mod tls;
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions,
-    DEFAULT_MAX_MESSAGE, READ_CHUNK, WRITE_CHUNK,
+    DEFAULT_MAX_MESSAGE,
 };
 pub use conn_map::ConnMap;
 pub use context::{Context, TimerId};
@@ -99,4 +106,4 @@ pub use queue::Priority;
 pub use reactor::SendError;
 pub use server::{Server, ServerHandle};
 pub use socket::raise_open_file_limit;
-pub use stats::{ErrorKind, RttWindow, ServerStats, SessionStats, StatsSnapshot};
+pub use stats::{ErrorKind, SessionStats, StatsSnapshot};

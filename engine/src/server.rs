@@ -173,6 +173,11 @@ impl<H: Handler> Server<H> {
     /// it; [`Server::local_addrs`] tells which. The loops of this server share the port; an
     /// address another process listens on is refused (`ErrorKind::AddrInUse`, "address … is
     /// already in use") rather than shared.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of binding or listening (`AddrInUse`, `PermissionDenied` for a port under
+    /// 1024, `AddrNotAvailable` for an address this host does not have), with the address.
     pub fn listen(mut self, addr: SocketAddr) -> io::Result<Self> {
         self.add_listener(addr)?;
         Ok(self)
@@ -199,6 +204,10 @@ impl<H: Handler> Server<H> {
     /// server.run(move |_| Two { admin })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::listen`]; also past 65,535 listeners.
     pub fn add_listener(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
         let id = u16::try_from(self.addrs.len())
             .map(ListenerId)
@@ -220,14 +229,24 @@ impl<H: Handler> Server<H> {
     /// Like [`Server::listen`], with TLS: every connection accepted there does a TLS handshake
     /// first and the handler sees only plaintext. [`crate::Context::listener`] tells which
     /// listener a connection came from. (Cargo feature `tls`, on by default.)
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::listen`].
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn listen_tls(mut self, addr: SocketAddr, tls: TlsListener) -> io::Result<Self> {
         self.add_tls_listener(addr, tls)?;
         Ok(self)
     }
 
     /// [`Server::add_listener`] with TLS. (Cargo feature `tls`, on by default.)
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::add_listener`].
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn add_tls_listener(
         &mut self,
         addr: SocketAddr,

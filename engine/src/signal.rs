@@ -11,6 +11,10 @@ use crate::server::ServerHandle;
 
 /// Starts a thread that turns the first SIGTERM or SIGINT into [`ServerHandle::shutdown`] and a
 /// second one into [`ServerHandle::stop`].
+///
+/// # Errors
+///
+/// When the signal handlers cannot be installed or the thread cannot be started.
 pub fn shutdown_on_signals(handle: ServerHandle) -> io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     thread::Builder::new()

@@ -76,11 +76,13 @@ impl<T> TimerWheel<T> {
     }
 
     /// Number of live timers.
+    #[cfg(feature = "bench-internals")]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when no timer is scheduled.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -57,12 +57,20 @@ impl TlsListener {
 pub static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 /// A server config builder with the engine's crypto provider (ring) and TLS 1.3 only.
+///
+/// # Errors
+///
+/// When the provider does not support TLS 1.3 (ring does; the error is rustls').
 pub fn server_config_builder(
 ) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, rustls::Error> {
     rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)
 }
 
 /// A client config builder with the engine's crypto provider (ring) and TLS 1.3 only.
+///
+/// # Errors
+///
+/// As [`server_config_builder`].
 pub fn client_config_builder(
 ) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
     rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)

@@ -34,7 +34,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle, RttWindow};
+use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle};
+
+use crate::rtt::RttWindow;
 use log::{debug, info, warn};
 use prost::Message as _;
 

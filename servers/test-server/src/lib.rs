@@ -18,6 +18,7 @@ pub mod dblink;
 pub mod events;
 pub mod frames;
 pub mod http_front;
+pub mod rtt;
 pub mod verifier;
 
 pub use config::{AuthConfig, Liveness, RttTotals};
