@@ -9,6 +9,7 @@ use crate::mailbox::LoopHandle;
 use crate::queue::Priority;
 use crate::reactor::{Core, SendError};
 use crate::server::ServerHandle;
+use crate::session::Route;
 use crate::session::State;
 use crate::stats::{bump, ErrorKind, SessionStats};
 use crate::timer::TimerKey;
@@ -255,10 +256,32 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave); `None`
     /// for outbound connections. A server serving two protocols tells them apart by it.
     pub fn listener(&self, conn: ConnId) -> Option<crate::ListenerId> {
-        self.core
-            .session(conn)
-            .and_then(|s| s.listener)
-            .map(crate::ListenerId)
+        match self.core.session(conn)?.route {
+            Route::Listener(l) => Some(crate::ListenerId(l)),
+            _ => None,
+        }
+    }
+
+    /// The kind given to the outbound connection `conn` with [`Context::set_kind`]; `None` for
+    /// accepted connections and outbound ones without a kind.
+    pub fn kind(&self, conn: ConnId) -> Option<crate::Kind> {
+        match self.core.session(conn)?.route {
+            Route::Kind(k) => Some(crate::Kind(k)),
+            _ => None,
+        }
+    }
+
+    /// Names what the outbound connection `conn` is for (a database link, an upstream, a
+    /// health check), so that a [`crate::compose::Composed`] loop gives its events to the
+    /// service registered for that kind. Call it right after [`Context::connect`]; no event of
+    /// the connection comes before. Accepted connections keep their listener: for them this
+    /// does nothing.
+    pub fn set_kind(&mut self, conn: ConnId, kind: crate::Kind) {
+        if let Some(s) = self.core.session_mut(conn) {
+            if !matches!(s.route, Route::Listener(_)) {
+                s.route = Route::Kind(kind.0);
+            }
+        }
     }
 
     /// Bytes queued for `conn` and not yet written.

@@ -66,6 +66,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
+pub mod compose;
 mod config;
 mod conn_map;
 mod context;
@@ -93,6 +94,7 @@ pub mod tls;
 #[path = "tls_off.rs"]
 mod tls;
 
+pub use compose::Kind;
 pub use config::{
     Config, ConfigBuilder, ConfigError, Keepalive, Limits, PerIpLimit, RateLimit, SocketOptions,
     DEFAULT_MAX_MESSAGE,

@@ -36,7 +36,7 @@ use crate::mailbox::Mailbox;
 use crate::pool::BufferPool;
 use crate::queue::{Flush, Priority, WriteQueue};
 use crate::server::Shared;
-use crate::session::{Session, State};
+use crate::session::{Route, Session, State};
 use crate::socket;
 use crate::stats::{bump, Counters, ErrorKind};
 use crate::timer::{TimerKey, TimerWheel};
@@ -413,7 +413,7 @@ impl<M, T> Core<M, T> {
         if !s.rbuf.is_empty() {
             self.pool.put_read(mem::take(&mut s.rbuf));
         }
-        if s.listener.is_some() {
+        if matches!(s.route, Route::Listener(_)) {
             // Only accepted connections hold a place under the limit.
             self.shared.gate.release(s.peer_ip);
         }

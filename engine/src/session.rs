@@ -39,6 +39,15 @@ pub(crate) enum State {
     Lingering,
 }
 
+/// Where a connection came from: the listener that accepted it (index in `Server::listen`
+/// order), or the kind its handler gave an outbound one ([`crate::Context::set_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    None,
+    Listener(u16),
+    Kind(u16),
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) stream: TcpStream,
@@ -87,8 +96,8 @@ pub(crate) struct Session {
     /// (Its due tick is kept by the wheel: [`crate::timer::TimerWheel::due`].)
     pub(crate) timer: Option<TimerKey>,
     pub(crate) stats: SessionStats,
-    /// Which listener accepted it (index in `Server::listen` order); `None` when outbound.
-    pub(crate) listener: Option<u16>,
+    /// Which listener accepted it, or which kind of outbound connection it is.
+    pub(crate) route: Route,
     /// TLS state; `None` for plain TCP.
     pub(crate) tls: Option<Box<Tls>>,
 }
@@ -127,7 +136,7 @@ impl Session {
             last_write: now,
             timer: None,
             stats: SessionStats::default(),
-            listener: None,
+            route: Route::None,
             tls: None,
         }
     }

@@ -72,7 +72,9 @@ impl<H: Handler> Loop<H> {
             }
         };
         if let Some(s) = self.core.sessions.get_mut(id.key as usize) {
-            s.listener = u16::try_from(li).ok();
+            if let Ok(li) = u16::try_from(li) {
+                s.route = Route::Listener(li);
+            }
         }
         if let Some(Some(listener)) = self.tls.get(li) {
             match Tls::server(listener, self.core.tick) {
