@@ -66,7 +66,8 @@ fn pingpong(c: &mut Criterion) {
     .expect("server");
     let addr = server.local_addrs()[0];
     let handle = server.handle();
-    let t = std::thread::spawn(move || server.run(|_| FrameService::new(ServiceConfig::default())));
+    let t =
+        std::thread::spawn(move || server.run(|_| test_server::service(ServiceConfig::default())));
 
     let mut g = c.benchmark_group("pingpong");
     g.throughput(Throughput::Elements(1));

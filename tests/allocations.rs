@@ -218,9 +218,7 @@ fn a_frame_ping_allocates_nothing() {
         .threads(1)
         .build()
         .expect("a valid engine config");
-    let server = common::start(cfg, move |_| {
-        Counted(test_server::FrameService::new(svc.clone()))
-    });
+    let server = common::start(cfg, move |_| Counted(test_server::service(svc.clone())));
     let mut s = connect(server.addr);
     let ping = wire::to_frame(&wire::message(
         MessageType::Request,
@@ -272,9 +270,8 @@ fn start_front() -> Front {
     };
     let http = server.local_addrs()[1];
     let handle = server.handle();
-    let thread = std::thread::spawn(move || {
-        server.run(move |_| Counted(test_server::FrameService::new(svc.clone())))
-    });
+    let thread =
+        std::thread::spawn(move || server.run(move |_| Counted(test_server::service(svc.clone()))));
     common::eventually("HTTP front ready", || {
         common::http::call(http, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status == 200
     });

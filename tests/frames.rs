@@ -341,7 +341,7 @@ fn start_with_liveness() -> common::Running {
         ..Default::default()
     };
     common::start(engine::Config::default(), move |_| {
-        test_server::FrameService::new(svc.clone())
+        test_server::service(svc.clone())
     })
 }
 

@@ -82,7 +82,7 @@ fn start_front_with(link: LinkConfig, insecure: bool) -> Front {
     };
     let http = server.local_addrs()[1];
     let handle = server.handle();
-    let thread = std::thread::spawn(move || server.run(move |_| FrameService::new(svc.clone())));
+    let thread = std::thread::spawn(move || server.run(move |_| test_server::service(svc.clone())));
     Front {
         http,
         handle,

@@ -15,7 +15,7 @@ use protocol::proto::{value, AuthLogin, AuthToken, Value};
 use protocol::wire::{self, ErrorCode, MessageType, Operation};
 use test_server::auth::{self, TokenSigner};
 use test_server::dblink::LinkConfig;
-use test_server::{AuthConfig, FrameService, ServiceConfig, Verifier};
+use test_server::{AuthConfig, ServiceConfig, Verifier};
 use tools::client::{ClientError, FrameClient};
 
 const KEY: &[u8] = b"test key shared by the instances";
@@ -65,7 +65,7 @@ fn start_service(svc: ServiceConfig) -> Running {
             .threads(1)
             .build()
             .expect("a valid engine config"),
-        move |_| FrameService::new(svc.clone()),
+        move |_| test_server::service(svc.clone()),
     )
 }
 
@@ -351,7 +351,7 @@ fn a_pong_overtakes_a_long_queue_of_data_replies() {
             .write_hard_cap(64 << 20)
             .build()
             .expect("a valid engine config"),
-        move |_| FrameService::new(svc.clone()),
+        move |_| test_server::service(svc.clone()),
     );
     let (mut c, _) = admin(ts.addr);
     const REPLIES: u32 = 120;

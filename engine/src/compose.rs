@@ -254,6 +254,8 @@ pub struct Composed<H: Hub> {
     /// Per listener index, per kind number: the service's place in `services`.
     by_listener: Vec<u16>,
     by_kind: Vec<u16>,
+    /// The service of listeners not named in `by_listener`.
+    other_listeners: u16,
 }
 
 impl<H: Hub> fmt::Debug for Composed<H> {
@@ -281,7 +283,16 @@ impl<H: Hub> Composed<H> {
             services: Services { list: Vec::new() },
             by_listener: Vec::new(),
             by_kind: Vec::new(),
+            other_listeners: NONE,
         }
+    }
+
+    /// Serves the connections of every listener not given a service of its own with
+    /// `service` (a server whose main port is set up elsewhere, e.g. plain or TLS by a flag).
+    #[must_use]
+    pub fn other_listeners<S: Service<H>>(mut self, service: S) -> Self {
+        self.other_listeners = self.place(service);
+        self
     }
 
     /// Serves the connections accepted on `listener` with `service`. A service of a type
@@ -331,7 +342,10 @@ impl<H: Hub> Composed<H> {
     /// The place of the service serving `conn`.
     fn route(&self, ctx: &Context<'_, H::Message, H::Timer>, conn: ConnId) -> Option<usize> {
         let i = match (ctx.listener(conn), ctx.kind(conn)) {
-            (Some(l), _) => self.by_listener.get(l.index()).copied(),
+            (Some(l), _) => match self.by_listener.get(l.index()).copied() {
+                Some(NONE) | None => Some(self.other_listeners),
+                named => named,
+            },
             (None, Some(k)) => self.by_kind.get(usize::from(k.0)).copied(),
             (None, None) => None,
         };

@@ -253,10 +253,10 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
             .and_then(|s| s.stream.local_addr().ok())
     }
 
-    /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave); `None`
-    /// for outbound connections. A server serving two protocols tells them apart by it.
+    /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave; still
+    /// known inside [`crate::Handler::on_close`]); `None` for outbound connections. A server serving two protocols tells them apart by it.
     pub fn listener(&self, conn: ConnId) -> Option<crate::ListenerId> {
-        match self.core.session(conn)?.route {
+        match self.route(conn)? {
             Route::Listener(l) => Some(crate::ListenerId(l)),
             _ => None,
         }
@@ -265,10 +265,20 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// The kind given to the outbound connection `conn` with [`Context::set_kind`]; `None` for
     /// accepted connections and outbound ones without a kind.
     pub fn kind(&self, conn: ConnId) -> Option<crate::Kind> {
-        match self.core.session(conn)?.route {
+        match self.route(conn)? {
             Route::Kind(k) => Some(crate::Kind(k)),
             _ => None,
         }
+    }
+
+    /// Where `conn` came from; still known inside [`crate::Handler::on_close`], so that a
+    /// composed loop gives the close to the right service.
+    fn route(&self, conn: ConnId) -> Option<Route> {
+        self.core
+            .sessions
+            .get(conn.key as usize)
+            .filter(|s| s.gen == conn.gen)
+            .map(|s| s.route)
     }
 
     /// Names what the outbound connection `conn` is for (a database link, an upstream, a

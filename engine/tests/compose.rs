@@ -20,6 +20,8 @@ struct Shared {
     answered: u64,
     /// Timers that fired (loop-wide events go to the hub).
     ticks: u64,
+    /// Public connections closed (the close reaches the connection's own service).
+    closed: u64,
 }
 
 type Ctx<'a> = Context<'a, (), Tick>;
@@ -58,6 +60,17 @@ impl Public {
 }
 
 impl Service<Shared> for Public {
+    fn on_close(
+        &mut self,
+        parts: &mut Parts<'_, Shared>,
+        _ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _reason: engine::CloseReason,
+    ) {
+        self.waiting.retain(|&c| c != conn);
+        parts.hub.closed += 1;
+    }
+
     fn on_data(
         &mut self,
         parts: &mut Parts<'_, Shared>,
@@ -141,9 +154,10 @@ impl Service<Shared> for Admin {
         } else {
             "no tick"
         };
+        let (answered, closed) = (parts.hub.answered, parts.hub.closed);
         let _ = ctx.send(
             conn,
-            format!("answered {} {ticks}\n", parts.hub.answered).as_bytes(),
+            format!("answered {answered} {ticks} closed {closed}\n").as_bytes(),
         );
         data.len()
     }
@@ -188,6 +202,7 @@ fn each_listener_and_outbound_kind_has_its_own_service_sharing_a_hub() {
                 upstream: up_addr,
                 answered: 0,
                 ticks: 0,
+                closed: 0,
             })
             .listener(public, Public::default())
             .listener(admin, Admin)
@@ -210,7 +225,7 @@ fn each_listener_and_outbound_kind_has_its_own_service_sharing_a_hub() {
     // The hub's timer (loop-wide events go to the hub) fires within the wait.
     running::eventually("the hub's timer fired", || {
         (&a).write_all(b"?\n").unwrap();
-        line(&mut ra) == "answered 2 ticked\n"
+        line(&mut ra) == "answered 2 ticked closed 0\n"
     });
 
     // A listener no service serves: its connections are closed, the loop goes on.
@@ -221,6 +236,12 @@ fn each_listener_and_outbound_kind_has_its_own_service_sharing_a_hub() {
     assert!(matches!(u.read(&mut buf), Ok(0) | Err(_)));
     (&c).write_all(b"again\n").unwrap();
     assert_eq!(line(&mut r), "AGAIN\n");
+    drop(r);
+    drop(c);
+    running::eventually("the public service saw its connection close", || {
+        (&a).write_all(b"?\n").unwrap();
+        line(&mut ra).ends_with("closed 1\n")
+    });
 
     handle.stop();
     thread.join().unwrap().unwrap();

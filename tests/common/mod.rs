@@ -140,7 +140,7 @@ pub fn start_frame_service(mut cfg: engine::Config) -> Running {
         max_message_size: cfg.max_message_size,
         ..Default::default()
     };
-    start(cfg, move |_| test_server::FrameService::new(svc.clone()))
+    start(cfg, move |_| test_server::service(svc.clone()))
 }
 
 /// The path of one of the workspace's binaries, by name, built up to date.

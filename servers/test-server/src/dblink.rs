@@ -34,6 +34,10 @@ use shared::breaker::Breaker;
 
 use shared::wire::{self, ErrorCode, Message, MessageType};
 
+/// The kind of the link's connections ([`engine::Context::set_kind`]): the loop's
+/// composition gives their events to the link's service.
+pub const KIND: engine::Kind = engine::Kind(1);
+
 /// Link settings.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -266,6 +270,7 @@ impl<T> DbLink<T> {
         };
         match dialed {
             Ok(conn) => {
+                ctx.set_kind(conn, KIND);
                 self.slots[i].state = SlotState::Connecting;
                 self.by_conn.push((conn, i));
             }

@@ -24,17 +24,19 @@
 //! No client state outlives a connection: a client that reconnects (to this instance or any
 //! other sharing `--token-secret`) presents its token again.
 
+mod hub;
 mod liveness;
 mod login;
 mod revocation;
 
+pub use hub::{FrameClients, LinkConn};
+
 pub use revocation::REVOCATIONS_TABLE;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use engine::{CloseReason, ConnId, ConnMap, Context, Handler, LoopHandle};
+use engine::{ConnId, ConnMap, Context, LoopHandle};
 
 use crate::rtt::RttWindow;
 use log::{debug, info, warn};
@@ -158,13 +160,15 @@ struct Client {
     ping_sent_us: u32,
 }
 
-/// The handler of one loop.
+/// The frame side of one loop, and what the loop's services share: the db link and whether
+/// db-server is set up. The hub of the loop's composition ([`crate::service`]): its frame
+/// clients' events come through [`crate::service::FrameClients`], the link's through
+/// [`crate::service::LinkConn`], and the HTTP front is a service of its own.
 #[derive(Debug)]
-pub struct FrameService {
+pub struct Frames {
     cfg: ServiceConfig,
     clients: ConnMap<Client>,
-    link: Option<DbLink<Owner>>,
-    http: Option<HttpFront>,
+    pub(crate) link: Option<DbLink<Owner>>,
     /// db-server answered the setup (tables exist).
     ready: bool,
     /// Delays between setups that failed (while db-server answers, but refuses it).
@@ -218,7 +222,7 @@ fn sandboxed(data: &[u8], user: &str) -> Vec<u8> {
     out
 }
 
-impl FrameService {
+impl Frames {
     /// A handler for one loop.
     pub fn new(cfg: ServiceConfig) -> Self {
         let mut link = cfg.db.clone().map(DbLink::new);
@@ -235,12 +239,10 @@ impl FrameService {
                 link.subscribe(http_front::watch_request(tables));
             }
         }
-        let http = cfg.http.clone().map(HttpFront::new);
-        FrameService {
+        Frames {
             cfg,
             clients: ConnMap::default(),
             link,
-            http,
             ready: false,
             setup_backoff: Backoff::standard(),
             setup_due: false,
@@ -345,6 +347,7 @@ impl FrameService {
     ) {
         let Some(link) = self.link.as_mut() else {
             return self.settle(
+                None,
                 ctx,
                 Event::Failed(
                     owner,
@@ -361,13 +364,18 @@ impl FrameService {
             }
             Err((owner, code, text)) => {
                 // Not counted in flight: settle answers without the decrement.
-                self.settle_now(ctx, Event::Failed(owner, code, text));
+                self.settle_now(None, ctx, Event::Failed(owner, code, text));
             }
         }
     }
 
     /// An answer (or failure) for a forwarded request.
-    fn settle(&mut self, ctx: &mut Context<'_, Note, Timer>, ev: Event<Owner>) {
+    pub(crate) fn settle(
+        &mut self,
+        http: Option<&mut HttpFront>,
+        ctx: &mut Context<'_, Note, Timer>,
+        ev: Event<Owner>,
+    ) {
         let conn = match &ev {
             Event::Reply(
                 Owner::Data { conn, .. } | Owner::Login { conn, .. } | Owner::User { conn, .. },
@@ -383,18 +391,23 @@ impl FrameService {
         if let Some(c) = conn.and_then(|conn| self.clients.get_mut(conn)) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
-        self.settle_now(ctx, ev);
+        self.settle_now(http, ctx, ev);
     }
 
-    fn settle_now(&mut self, ctx: &mut Context<'_, Note, Timer>, ev: Event<Owner>) {
+    fn settle_now(
+        &mut self,
+        http: Option<&mut HttpFront>,
+        ctx: &mut Context<'_, Note, Timer>,
+        ev: Event<Owner>,
+    ) {
         match ev {
             Event::Reply(Owner::Http { conn, seq, op }, m) => {
-                if let Some(h) = self.http.as_mut() {
+                if let Some(h) = http {
                     h.on_reply(ctx, conn, seq, op, Ok(m));
                 }
             }
             Event::Failed(Owner::Http { conn, seq, op }, code, text) => {
-                if let Some(h) = self.http.as_mut() {
+                if let Some(h) = http {
                     h.on_reply(ctx, conn, seq, op, Err((code, text)));
                 }
             }
@@ -454,7 +467,7 @@ impl FrameService {
                 {
                     self.refresh_revocations(ctx);
                 }
-                if let Some(h) = self.http.as_mut() {
+                if let Some(h) = http {
                     h.on_db_change(&changed);
                 }
             }
@@ -463,7 +476,7 @@ impl FrameService {
                     // Changes may have been missed while the watch was down.
                     self.refresh_revocations(ctx);
                 }
-                if let Some(h) = self.http.as_mut() {
+                if let Some(h) = http {
                     h.on_db_watching(yes);
                 }
             }
@@ -524,295 +537,6 @@ impl FrameService {
 
 fn req_message(req: &DataRequest) -> Message {
     wire::message(MessageType::Request, Operation::Data, 0, req)
-}
-
-impl Handler for FrameService {
-    type Message = Note;
-    type Timer = Timer;
-
-    fn on_start(&mut self, ctx: &mut Context<'_, Note, Timer>) {
-        match self.cfg.loops.lock() {
-            Ok(mut l) => l.push(ctx.loop_handle()),
-            Err(p) => p.into_inner().push(ctx.loop_handle()),
-        }
-        if let Some(link) = self.link.as_mut() {
-            link.start(ctx);
-        }
-    }
-
-    fn on_accept(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, peer: SocketAddr) {
-        debug!("New connection from {}", peer.ip());
-        if let Some(h) = self.http.as_mut() {
-            if ctx.listener(conn).is_some() && ctx.listener(conn) == h.listener() {
-                return h.on_accept(conn, peer);
-            }
-        }
-        if self.cfg.trusted_proxies.contains(&peer.ip()) {
-            self.awaiting_proxy_header.insert(conn, ());
-        }
-        let mut client = Client::default();
-        if let Some(live) = self.cfg.liveness {
-            let delay = self.first_ping_delay(&live);
-            client.ping_due = self.now_ms().wrapping_add(liveness::ms(delay));
-            self.start_sweep(ctx, &live);
-        }
-        self.clients.insert(conn, client);
-    }
-
-    fn on_connect(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId) {
-        if let Some(link) = self.link.as_mut() {
-            if link.owns(conn) {
-                link.on_connect(ctx, conn);
-                self.setup(ctx);
-            }
-        }
-    }
-
-    fn on_data(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, data: &[u8]) -> usize {
-        if let Some(link) = self.link.as_mut() {
-            if link.owns(conn) {
-                let mut events = std::mem::take(&mut self.events);
-                let used = link.on_data(ctx, conn, data, &mut events);
-                for ev in events.drain(..) {
-                    self.settle(ctx, ev);
-                }
-                self.events = events;
-                return used;
-            }
-        }
-        if let Some(h) = self.http.as_mut() {
-            if h.owns(conn) {
-                let rtt = &*self.cfg.rtt;
-                let status = match self.link.as_mut() {
-                    Some(l) => http_front::Status {
-                        db_up: l.up(),
-                        db_breaker_closed: l.breaker() == shared::breaker::State::Closed,
-                        db_in_flight: l.in_flight(),
-                        ready: self.ready,
-                        rtt,
-                        rtt_averages: self.rtt_averages,
-                        db_watching: l.watching(),
-                    },
-                    None => http_front::Status {
-                        db_up: 0,
-                        db_breaker_closed: false,
-                        db_in_flight: 0,
-                        ready: false,
-                        rtt,
-                        rtt_averages: self.rtt_averages,
-                        db_watching: false,
-                    },
-                };
-                return h.on_data(ctx, conn, data, self.link.as_mut(), status);
-            }
-        }
-        let mut skipped = 0;
-        if self.awaiting_proxy_header.get(conn).is_some() {
-            match shared::proxy_protocol::parse_v2(data) {
-                shared::proxy_protocol::Parsed::Incomplete => return 0,
-                shared::proxy_protocol::Parsed::Invalid(why) => {
-                    warn!(
-                        "Closing a connection from trusted proxy {}: {why}",
-                        ctx.peer_addr(conn)
-                            .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
-                    );
-                    ctx.abort(conn);
-                    return data.len();
-                }
-                shared::proxy_protocol::Parsed::Header { consumed, source } => {
-                    self.awaiting_proxy_header.remove(conn);
-                    if let Some(client) = source {
-                        self.proxied.insert(conn, client);
-                    }
-                    skipped = consumed;
-                }
-            }
-        }
-        let data = &data[skipped..];
-        let logged_in = self.clients.get(conn).is_some_and(|c| c.user.is_some());
-        // Without logins configured there is no "before login".
-        let max = if logged_in || self.cfg.auth.is_none() {
-            self.cfg.max_message_size
-        } else {
-            self.cfg
-                .pre_login_max_message
-                .min(self.cfg.max_message_size)
-        };
-        skipped + wire::for_each_frame(ctx, conn, data, max, |ctx, msg| self.handle(ctx, conn, msg))
-    }
-
-    fn on_timer(&mut self, ctx: &mut Context<'_, Note, Timer>, timer: Timer) {
-        match timer {
-            Timer::Liveness => self.sweep(ctx),
-            Timer::Setup => {
-                self.setup_due = false;
-                if !self.ready {
-                    self.setup(ctx);
-                }
-            }
-            Timer::Http(conn) => {
-                if let Some(h) = self.http.as_mut() {
-                    h.on_timer(ctx, conn);
-                }
-            }
-            Timer::Link(t) => {
-                let events = match self.link.as_mut() {
-                    Some(l) => l.on_timer(ctx, t),
-                    None => Vec::new(),
-                };
-                for ev in events {
-                    self.settle(ctx, ev);
-                }
-            }
-        }
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, Note, Timer>, note: Note) {
-        match note {
-            Note::Migrate(m) => {
-                let mut notice =
-                    wire::message(MessageType::Notification, Operation::ServerMigration, 0, &m);
-                notice.priority = wire::Priority::Critical as i32;
-                for conn in self.clients.ids() {
-                    let _ = wire::send(ctx, conn, &notice);
-                }
-            }
-            Note::Hashed {
-                conn,
-                id,
-                name,
-                stored,
-            } => {
-                let Some(c) = self.clients.get_mut(conn) else {
-                    return;
-                };
-                c.in_flight = c.in_flight.saturating_sub(1);
-                match stored {
-                    Some(stored) => self.store_user(ctx, conn, id, name, stored),
-                    None => Self::reply_error(
-                        ctx,
-                        conn,
-                        id,
-                        Operation::Users,
-                        ErrorCode::Internal,
-                        "could not hash the secret",
-                    ),
-                }
-            }
-            Note::Verified { conn, id, user, ok } => {
-                let ip = self.client_ip(ctx, conn);
-                let Some(c) = self.clients.get_mut(conn) else {
-                    return;
-                };
-                c.in_flight = c.in_flight.saturating_sub(1);
-                let op = Operation::AuthLogin;
-                let issued = self.cfg.auth.as_ref().filter(|_| ok).and_then(|a| {
-                    // From the first good second of a revocation made this very second.
-                    let from = a.revocations.issue_second(&user, now_secs());
-                    a.signer.issue_from(&user, from).ok()
-                });
-                match issued {
-                    Some(t) => {
-                        if let Some(auth) = &self.cfg.auth {
-                            auth.login_refund(ip, &user);
-                        }
-                        info!(
-                            "User {} logged in from {}",
-                            shared::logging::Printable::new(user.as_bytes(), 64),
-                            ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
-                        );
-                        c.user = Some(Box::new((user, t.expires_at)));
-                        let reply = wire::message(
-                            MessageType::Response,
-                            op,
-                            id,
-                            &AuthToken {
-                                token: t.token,
-                                expires_at: t.expires_at,
-                            },
-                        );
-                        let _ = wire::send(ctx, conn, &reply);
-                    }
-                    None => {
-                        info!(
-                            "Failed login for {} from {}",
-                            shared::logging::Printable::new(user.as_bytes(), 64),
-                            ctx.peer_addr(conn)
-                                .map_or_else(|| "-".to_string(), |p| p.ip().to_string())
-                        );
-                        Self::reply_error(
-                            ctx,
-                            conn,
-                            id,
-                            op,
-                            ErrorCode::Unauthenticated,
-                            "wrong user or secret",
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_close(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, reason: CloseReason) {
-        if let Some(link) = self.link.as_mut() {
-            if link.owns(conn) {
-                let events = link.on_close(ctx, conn, reason);
-                for ev in events {
-                    self.settle(ctx, ev);
-                }
-                return;
-            }
-        }
-        if let Some(h) = self.http.as_mut() {
-            h.on_close(conn);
-        }
-        self.awaiting_proxy_header.remove(conn);
-        self.proxied.remove(conn);
-        if let Some(c) = self.clients.remove(conn) {
-            if let Some(avg) = c.rtt.average() {
-                self.rtt_averages.0 = self.rtt_averages.0.saturating_sub(micros(avg));
-                self.rtt_averages.1 = self.rtt_averages.1.saturating_sub(1);
-            }
-            if let Some(peer) = ctx.peer_addr(conn) {
-                debug!("Connection from {peer} closed: {reason}");
-            }
-        }
-    }
-
-    fn on_shutdown(&mut self, ctx: &mut Context<'_, Note, Timer>) {
-        self.draining = true;
-        let notice = wire::message(
-            MessageType::Notification,
-            Operation::ServerShutdown,
-            0,
-            &wire::ServerShutdown {
-                reason: "server shutting down".into(),
-                reconnect_after: self.cfg.reconnect_after,
-            },
-        );
-        let notice = Message {
-            priority: wire::Priority::Critical as i32,
-            ..notice
-        };
-        for conn in self.clients.ids() {
-            let _ = wire::send(ctx, conn, &notice);
-        }
-    }
-
-    /// A client with answers due, the front's own; the db link only while the server drains
-    /// (so that the drain does not close it under requests in flight). A link connection
-    /// db-server closed is never waited for: its answers will not come, and its requests must
-    /// fail at once (they waited for the silence limit when a killed db-server's close was
-    /// held back this way).
-    fn is_busy(&self, conn: ConnId) -> bool {
-        self.clients.get(conn).is_some_and(|c| c.in_flight > 0)
-            || self
-                .link
-                .as_ref()
-                .is_some_and(|l| self.draining && l.owns(conn) && l.in_flight() > 0)
-            || self.http.as_ref().is_some_and(|h| h.is_busy(conn))
-    }
 }
 
 /// The frame sent to a connection refused at the connection limit.

@@ -204,7 +204,7 @@ impl HttpFront {
     }
 
     /// A client connected to the HTTP listener.
-    pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr) {
+    pub fn accept(&mut self, conn: ConnId, peer: SocketAddr) {
         self.conns.insert(
             conn,
             HttpConn {
@@ -214,18 +214,8 @@ impl HttpFront {
         );
     }
 
-    /// The listener the front is served on.
-    pub fn listener(&self) -> Option<engine::ListenerId> {
-        self.cfg.listener
-    }
-
-    /// True when `conn` is an HTTP client of this front.
-    pub fn owns(&self, conn: ConnId) -> bool {
-        self.conns.get(conn).is_some()
-    }
-
     /// The connection closed.
-    pub fn on_close(&mut self, conn: ConnId) {
+    pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(conn);
     }
 
@@ -246,12 +236,12 @@ impl HttpFront {
     }
 
     /// Answers owed to `conn`.
-    pub fn is_busy(&self, conn: ConnId) -> bool {
+    pub fn owes(&self, conn: ConnId) -> bool {
         self.conns.get(conn).is_some_and(|c| c.waiting > 0)
     }
 
     /// Bytes from a client: every whole request is answered (or sent on to db-server).
-    pub fn on_data(
+    pub fn requests(
         &mut self,
         ctx: &mut Context<'_, Note, Timer>,
         conn: ConnId,

@@ -1,5 +1,7 @@
 //! test-server: the client-facing logic server.
 //!
+//! - [`service`]: one loop assembled from a service per kind of connection (frame clients,
+//!   the HTTP front, the db link) around the frame side's hub.
 //! - [`frames`]: the frame service — login, tokens, data requests forwarded to db-server,
 //!   liveness pings, shutdown and migration notices.
 //! - [`config`]: settings every loop shares; [`events`]: what the loops wait for.
@@ -19,12 +21,14 @@ pub mod events;
 pub mod frames;
 pub mod http_front;
 pub mod rtt;
+pub mod service;
 pub mod verifier;
 
 pub use config::{AuthConfig, Liveness, RttTotals};
 pub use events::{DocOp, Note, Owner, UserChange};
 pub use frames::{
-    migrate, rate_limited_frame, refuse_frame, FrameService, ServiceConfig,
-    DEFAULT_MAX_CONNECTIONS_PER_IP, PRE_LOGIN_MAX_MESSAGE, USERS_TABLE,
+    migrate, rate_limited_frame, refuse_frame, ServiceConfig, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    PRE_LOGIN_MAX_MESSAGE, USERS_TABLE,
 };
+pub use service::{service, FrameService};
 pub use verifier::Verifier;

@@ -16,7 +16,7 @@ use shared::{settings, tls};
 use test_server::auth::{self, TokenSigner};
 use test_server::dblink::LinkConfig;
 use test_server::http_front::HttpConfig;
-use test_server::{self, AuthConfig, FrameService, ServiceConfig, Verifier};
+use test_server::{self, AuthConfig, ServiceConfig, Verifier};
 
 /// Client-facing server of the netmod system (frame protocol, and an HTTP/1.1 front).
 ///
@@ -343,7 +343,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.db,
         schemes.2
     );
-    server.run(move |_| FrameService::new(service.clone()))?;
+    server.run(move |_| test_server::service(service.clone()))?;
     info!("test-server stopped");
     Ok(())
 }

@@ -29,7 +29,7 @@ impl Liveness {
     }
 }
 
-impl FrameService {
+impl Frames {
     /// Ms since the service's epoch, wrapping (every ~49 days).
     pub(super) fn now_ms(&self) -> u32 {
         self.epoch.elapsed().as_millis() as u32

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl FrameService {
+impl Frames {
     pub(super) fn login(&mut self, ctx: &mut Context<'_, Note, Timer>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let op = Operation::AuthLogin;

@@ -61,7 +61,7 @@ pub(super) fn revoke_steps(
     ]
 }
 
-impl FrameService {
+impl Frames {
     /// Reads the revocations again (see the module docs).
     pub(super) fn refresh_revocations(&mut self, ctx: &mut Context<'_, Note, Timer>) {
         let (Some(link), Some(_)) = (self.link.as_mut(), self.cfg.auth.as_ref()) else {
@@ -76,7 +76,7 @@ impl FrameService {
         }
     }
 
-    /// db-server answered [`FrameService::refresh_revocations`].
+    /// db-server answered [`Frames::refresh_revocations`].
     pub(super) fn revocations_read(&mut self, ctx: &mut Context<'_, Note, Timer>, m: Message) {
         let Some(auth) = self.cfg.auth.clone() else {
             return;
