@@ -161,9 +161,9 @@ struct Client {
 }
 
 /// The frame side of one loop, and what the loop's services share: the db link and whether
-/// db-server is set up. The hub of the loop's composition ([`crate::service`]): its frame
-/// clients' events come through [`crate::service::FrameClients`], the link's through
-/// [`crate::service::LinkConn`], and the HTTP front is a service of its own.
+/// db-server is set up. The hub of the loop's composition ([`crate::service`](mod@crate::service)): its frame
+/// clients' events come through [`FrameClients`], the link's through
+/// [`LinkConn`], and the HTTP front is a service of its own.
 #[derive(Debug)]
 pub struct Frames {
     cfg: ServiceConfig,

@@ -1,6 +1,6 @@
 //! test-server: the client-facing logic server.
 //!
-//! - [`service`]: one loop assembled from a service per kind of connection (frame clients,
+//! - [`service`](mod@service): one loop assembled from a service per kind of connection (frame clients,
 //!   the HTTP front, the db link) around the frame side's hub.
 //! - [`frames`]: the frame service — login, tokens, data requests forwarded to db-server,
 //!   liveness pings, shutdown and migration notices.
