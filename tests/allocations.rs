@@ -367,7 +367,7 @@ fn a_request_through_the_proxy_allocates_nothing() {
     use proxy::pool::{Pool, Thresholds};
     let backend = fixed_backend();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut server: Server<Counted<proxy::Proxy>> = Server::new(
+    let mut server: Server<Counted<engine::compose::Composed<proxy::Proxy>>> = Server::new(
         engine::Config::builder()
             .threads(1)
             .build()
@@ -394,7 +394,7 @@ fn a_request_through_the_proxy_allocates_nothing() {
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || {
-        server.run(move |_| Counted(proxy::Proxy::new(Arc::clone(&cfg), Arc::clone(&pool))))
+        server.run(move |_| Counted(proxy::assemble(Arc::clone(&cfg), Arc::clone(&pool))))
     });
     let _proxy = common::Running::adopt(addr, handle, thread);
     let mut s = connect(addr);

@@ -2,8 +2,8 @@
 //! the events that move them. The HTTP exchange, the TCP tunnel, health checks and the periodic
 //! metrics lines are in the submodules.
 
+mod checks;
 mod exchange;
-mod health;
 mod metrics;
 mod tunnel;
 
@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{CloseReason, ConnId, ConnMap, Context, Handler, TimerId};
+use engine::compose::{Composed, Hub, Parts, Service, Services};
+use engine::{CloseReason, ConnId, ConnMap, Context, Kind, TimerId};
+
+pub use checks::Checks;
 use log::{info, warn};
 
 use crate::config::{Mode, ProxyConfig};
@@ -124,17 +127,9 @@ struct Upstream {
 }
 
 #[derive(Debug)]
-struct Check {
-    backend: Arc<Backend>,
-    timer: Option<TimerId>,
-}
-
-#[derive(Debug)]
 enum Conn {
     Client(Client),
     Upstream(Upstream),
-    Admin,
-    Check(Check),
 }
 
 /// What a timer of the proxy is for; given back to `on_timer`.
@@ -152,14 +147,22 @@ pub enum Timer {
     MetricsTick,
 }
 
-/// The handler of one proxy loop.
+/// The kind of the connections to backends that carry clients' requests and tunnels.
+pub const UPSTREAM: Kind = Kind(1);
+/// The kind of health-check connections.
+pub const CHECK: Kind = Kind(2);
+
+type Ctx<'a> = Context<'a, (), Timer>;
+
+/// What one proxy loop's services share: the clients' and backend connections' state (an
+/// exchange spans both), idle backend connections, the pool. The hub of the loop's
+/// composition ([`assemble`]).
 #[derive(Debug)]
 pub struct Proxy {
     cfg: Arc<ProxyConfig>,
     pool: Arc<Pool>,
     conns: ConnMap<Conn>,
     idle: HashMap<SocketAddr, Vec<ConnId>>,
-    checking: HashMap<SocketAddr, ConnId>,
     is_first_loop: bool,
     ids: headers::RequestIds,
     /// Finished exchanges, kept with their buffers for the next requests (no allocation per
@@ -183,7 +186,6 @@ impl Proxy {
             pool,
             conns: ConnMap::default(),
             idle: HashMap::new(),
-            checking: HashMap::new(),
             is_first_loop: false,
             ids: headers::RequestIds::new(),
             spare: Vec::new(),
@@ -273,11 +275,11 @@ impl Client {
     }
 }
 
-impl Handler for Proxy {
+impl Hub for Proxy {
     type Message = ();
     type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Context<'_, (), Timer>) {
+    fn on_start(&mut self, _services: &mut Services<Self>, ctx: &mut Ctx<'_>) {
         self.is_first_loop = ctx.loop_id() == 0;
         if self.is_first_loop {
             ctx.set_timer(Duration::from_millis(10), Timer::HealthTick);
@@ -287,11 +289,164 @@ impl Handler for Proxy {
         }
     }
 
-    fn on_accept(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, peer: SocketAddr) {
-        if ctx.listener(conn).is_some() && ctx.listener(conn) == self.cfg.admin_listener {
-            self.conns.insert(conn, Conn::Admin);
-            return;
+    fn on_timer(&mut self, services: &mut Services<Self>, ctx: &mut Ctx<'_>, timer: Timer) {
+        match timer {
+            Timer::HealthTick => {
+                self.reap(ctx);
+                if let Some(checks) = services.get::<Checks>() {
+                    checks.tick(self, ctx);
+                }
+                ctx.set_timer(self.cfg.check.interval, Timer::HealthTick);
+            }
+            Timer::MetricsTick => self.metrics_tick(ctx),
+            Timer::Check(conn) => {
+                if let Some(checks) = services.get::<Checks>() {
+                    checks.timed_out(self, ctx, conn);
+                }
+            }
+            Timer::Client(conn) => self.client_timer(ctx, conn),
+            Timer::Upstream(conn) => {
+                if let Some(Conn::Upstream(_)) = self.conns.get(conn) {
+                    self.upstream_timeout(ctx, conn);
+                }
+            }
         }
+    }
+}
+
+/// The clients: connections of the proxied listener.
+#[derive(Debug)]
+pub struct Clients;
+
+impl Service<Proxy> for Clients {
+    fn on_accept(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        peer: SocketAddr,
+    ) {
+        parts.hub.accept(ctx, conn, peer);
+    }
+
+    fn on_data(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
+        parts.hub.client_data(ctx, conn, data);
+        data.len()
+    }
+
+    /// A client caught up: read its backend again.
+    fn on_drain(&mut self, parts: &mut Parts<'_, Proxy>, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let Some(Conn::Client(c)) = parts.hub.conns.get(conn) else {
+            return;
+        };
+        match &c.state {
+            ClientState::Tunnel(up) => ctx.resume_reading(*up),
+            ClientState::Busy(ex) => {
+                if let Some(up) = ex.up {
+                    ctx.resume_reading(up);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _reason: CloseReason,
+    ) {
+        parts.hub.client_closed(ctx, conn);
+    }
+}
+
+/// The backend connections: requests forwarded and tunnels (kind [`UPSTREAM`]).
+#[derive(Debug)]
+pub struct Upstreams;
+
+impl Service<Proxy> for Upstreams {
+    fn on_connect(&mut self, parts: &mut Parts<'_, Proxy>, ctx: &mut Ctx<'_>, conn: ConnId) {
+        parts.hub.upstream_connected(ctx, conn);
+    }
+
+    fn on_data(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
+        parts.hub.upstream_data(ctx, conn, data)
+    }
+
+    /// A backend caught up: read its client again and send what is buffered.
+    fn on_drain(&mut self, parts: &mut Parts<'_, Proxy>, ctx: &mut Ctx<'_>, conn: ConnId) {
+        if let Some(Conn::Upstream(Upstream {
+            client: Some(client),
+            ..
+        })) = parts.hub.conns.get(conn)
+        {
+            let client = *client;
+            ctx.resume_reading(client);
+            parts.hub.pump(ctx, client);
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        reason: CloseReason,
+    ) {
+        if let Some(Conn::Upstream(_)) = parts.hub.conns.get(conn) {
+            parts.hub.upstream_closed(ctx, conn, &reason);
+        }
+    }
+}
+
+/// The admin API, on its own listener.
+#[derive(Debug)]
+pub struct Admin;
+
+impl Service<Proxy> for Admin {
+    fn on_data(
+        &mut self,
+        parts: &mut Parts<'_, Proxy>,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
+        let hub = &*parts.hub;
+        let token = hub.cfg.admin_token.as_deref();
+        admin::on_data(&hub.pool, hub.cfg.mode, token, ctx, conn, data)
+    }
+}
+
+/// One proxy loop: clients on the proxied listener, the admin API on its own, backend
+/// connections and health checks as outbound kinds, around the loop's [`Proxy`] hub.
+pub fn assemble(cfg: Arc<ProxyConfig>, pool: Arc<Pool>) -> Composed<Proxy> {
+    let admin = cfg.admin_listener;
+    let assembled = Composed::new(Proxy::new(cfg, pool))
+        .other_listeners(Clients)
+        .outbound(UPSTREAM, Upstreams)
+        .outbound(CHECK, Checks::default());
+    match admin {
+        Some(listener) => assembled.listener(listener, Admin),
+        None => assembled,
+    }
+}
+
+impl Proxy {
+    /// A client connected.
+    fn accept(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
         info!(target: ACCESS, "New connection from {}", peer.ip());
         if self.cfg.mode == Mode::Tcp {
             return self.tcp_accept(ctx, conn, peer);
@@ -309,177 +464,98 @@ impl Handler for Proxy {
         self.arm_client(ctx, conn);
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
-        match self.conns.get_mut(conn) {
-            Some(Conn::Upstream(u)) => {
-                u.connected = true;
-                if u.tunnel {
-                    if let Some(t) = u.timer.take() {
-                        ctx.cancel_timer(t);
+    /// A backend connection is established.
+    fn upstream_connected(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(conn) else {
+            return;
+        };
+        u.connected = true;
+        if u.tunnel {
+            if let Some(t) = u.timer.take() {
+                ctx.cancel_timer(t);
+            }
+            if let Some(client) = u.client {
+                if self.cfg.send_proxy_v2 {
+                    // Before any of the client's bytes: who the connection is for.
+                    if let (Some(src), Some(dst)) = (ctx.peer_addr(client), ctx.local_addr(client))
+                    {
+                        let header = shared::proxy_protocol::encode_v2(src, dst);
+                        let _ = ctx.send(conn, &header);
                     }
-                    if let Some(client) = u.client {
-                        if self.cfg.send_proxy_v2 {
-                            // Before any of the client's bytes: who the connection is for.
-                            if let (Some(src), Some(dst)) =
-                                (ctx.peer_addr(client), ctx.local_addr(client))
-                            {
-                                let header = shared::proxy_protocol::encode_v2(src, dst);
-                                let _ = ctx.send(conn, &header);
-                            }
+                }
+                ctx.resume_reading(client);
+            }
+        } else {
+            self.arm_upstream(ctx, conn);
+        }
+    }
+
+    /// A client's timer fired.
+    fn client_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let Some(Conn::Client(c)) = self.conns.get(conn) else {
+            return;
+        };
+        let partial = match &c.state {
+            ClientState::Idle => !c.buf.is_empty(),
+            ClientState::Busy(ex) => !ex.req.is_done(),
+            ClientState::Tunnel(_) | ClientState::Done => false,
+        };
+        let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
+        let kind = c.timer.map(|(_, k)| k);
+        if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
+            c.timer = None;
+        }
+        match kind {
+            Some(ClientTimer::Deadline) if partial => {
+                self.abandon(ctx, conn);
+                self.refuse(ctx, conn, 408, "the request did not arrive in time");
+            }
+            Some(ClientTimer::Idle) if idle => ctx.close(conn),
+            // The state moved on since the timer was set: set the right one.
+            _ => self.arm_client(ctx, conn),
+        }
+    }
+
+    /// A client's connection closed: its backend connection goes with it.
+    fn client_closed(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        if let Some(Conn::Client(c)) = self.conns.remove(conn) {
+            if let Some((t, _)) = c.timer {
+                ctx.cancel_timer(t);
+            }
+            match c.state {
+                ClientState::Tunnel(up) => {
+                    if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                        u.client = None;
+                        if std::mem::take(&mut u.counted) {
+                            u.backend.end(None);
                         }
-                        ctx.resume_reading(client);
                     }
-                } else {
-                    self.arm_upstream(ctx, conn);
+                    ctx.close(up);
                 }
-            }
-            Some(Conn::Check(c)) => {
-                if self.cfg.mode == Mode::Tcp {
-                    return self.check_done(ctx, conn, true, true, "connected");
-                }
-                let req = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmod-proxy\r\nConnection: close\r\n\r\n",
-                    self.cfg.check.path, c.backend.addr
-                );
-                let _ = ctx.send(conn, req.as_bytes());
-            }
-            _ => {}
-        }
-    }
-
-    fn on_data(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, data: &[u8]) -> usize {
-        match self.conns.get(conn) {
-            Some(Conn::Client(_)) => {
-                self.client_data(ctx, conn, data);
-                data.len()
-            }
-            Some(Conn::Upstream(_)) => self.upstream_data(ctx, conn, data),
-            Some(Conn::Admin) => {
-                let token = self.cfg.admin_token.as_deref();
-                admin::on_data(&self.pool, self.cfg.mode, token, ctx, conn, data)
-            }
-            Some(Conn::Check(_)) => match http1::parse_response_head(data, 16 * 1024, "GET") {
-                Ok(None) => 0,
-                Ok(Some((head, _))) => {
-                    let ok = (200..400).contains(&head.status);
-                    self.check_done(
-                        ctx,
-                        conn,
-                        ok,
-                        true,
-                        &format!("health check answered {}", head.status),
-                    );
-                    data.len()
-                }
-                Err(e) => {
-                    self.check_done(ctx, conn, false, false, &format!("health check: {e}"));
-                    data.len()
-                }
-            },
-            None => data.len(),
-        }
-    }
-
-    fn on_drain(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
-        match self.conns.get(conn) {
-            // A client caught up: read its backend again.
-            Some(Conn::Client(c)) => match &c.state {
-                ClientState::Tunnel(up) => ctx.resume_reading(*up),
                 ClientState::Busy(ex) => {
                     if let Some(up) = ex.up {
-                        ctx.resume_reading(up);
+                        if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                            u.client = None;
+                        }
+                        ctx.abort(up);
+                        if let Some(b) = ex.backend {
+                            b.end(None);
+                        }
                     }
                 }
                 _ => {}
-            },
-            // A backend caught up: read its client again and send what is buffered.
-            Some(Conn::Upstream(u)) => {
-                if let Some(client) = u.client {
-                    ctx.resume_reading(client);
-                    self.pump(ctx, client);
-                }
             }
-            _ => {}
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, (), Timer>, timer: Timer) {
-        let conn = match timer {
-            Timer::HealthTick => return self.health_tick(ctx),
-            Timer::MetricsTick => return self.metrics_tick(ctx),
-            Timer::Client(c) | Timer::Upstream(c) | Timer::Check(c) => c,
-        };
-        match (timer, self.conns.get(conn)) {
-            (Timer::Client(_), Some(Conn::Client(c))) => {
-                let partial = match &c.state {
-                    ClientState::Idle => !c.buf.is_empty(),
-                    ClientState::Busy(ex) => !ex.req.is_done(),
-                    ClientState::Tunnel(_) | ClientState::Done => false,
-                };
-                let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
-                let kind = c.timer.map(|(_, k)| k);
-                if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
-                    c.timer = None;
-                }
-                match kind {
-                    Some(ClientTimer::Deadline) if partial => {
-                        self.abandon(ctx, conn);
-                        self.refuse(ctx, conn, 408, "the request did not arrive in time");
-                    }
-                    Some(ClientTimer::Idle) if idle => ctx.close(conn),
-                    // The state moved on since the timer was set: set the right one.
-                    _ => self.arm_client(ctx, conn),
+    /// Backends removed from the pool: their idle connections close.
+    fn reap(&mut self, ctx: &mut Ctx<'_>) {
+        for addr in self.pool.reap() {
+            if let Some(list) = self.idle.remove(&addr) {
+                for up in list {
+                    ctx.close(up);
                 }
             }
-            (Timer::Upstream(_), Some(Conn::Upstream(_))) => self.upstream_timeout(ctx, conn),
-            (Timer::Check(_), Some(Conn::Check(_))) => {
-                self.check_done(ctx, conn, false, false, "health check timed out")
-            }
-            _ => {}
-        }
-    }
-
-    fn on_close(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, reason: CloseReason) {
-        match self.conns.get(conn) {
-            Some(Conn::Upstream(_)) => self.upstream_closed(ctx, conn, &reason),
-            Some(Conn::Check(_)) => {
-                let why = format!("health check connection closed ({reason})");
-                self.check_done(ctx, conn, false, false, &why);
-            }
-            Some(Conn::Client(_)) => {
-                if let Some(Conn::Client(c)) = self.conns.remove(conn) {
-                    if let Some((t, _)) = c.timer {
-                        ctx.cancel_timer(t);
-                    }
-                    match c.state {
-                        ClientState::Tunnel(up) => {
-                            if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
-                                u.client = None;
-                                if std::mem::take(&mut u.counted) {
-                                    u.backend.end(None);
-                                }
-                            }
-                            ctx.close(up);
-                        }
-                        ClientState::Busy(ex) => {
-                            if let Some(up) = ex.up {
-                                if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
-                                    u.client = None;
-                                }
-                                ctx.abort(up);
-                                if let Some(b) = ex.backend {
-                                    b.end(None);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Some(Conn::Admin) => {
-                self.conns.remove(conn);
-            }
-            None => {}
         }
     }
 }

@@ -30,4 +30,4 @@ pub mod pool;
 pub mod strategy;
 
 pub use config::{CheckConfig, Mode, ProxyConfig};
-pub use handler::{Proxy, Timer};
+pub use handler::{assemble, Admin, Checks, Clients, Proxy, Timer, Upstreams, CHECK, UPSTREAM};

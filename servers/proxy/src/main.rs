@@ -11,7 +11,7 @@ use engine::Server;
 use log::info;
 use proxy::pool::{Pool, Thresholds};
 use proxy::strategy::Strategy;
-use proxy::{CheckConfig, Mode, Proxy, ProxyConfig};
+use proxy::{CheckConfig, Mode, ProxyConfig};
 use serde::Deserialize;
 use shared::settings;
 
@@ -319,7 +319,7 @@ fn run(args: Args) -> Result<(), String> {
     );
     let cfg = Arc::new(cfg);
     server
-        .run(move |_| Proxy::new(Arc::clone(&cfg), Arc::clone(&pool)))
+        .run(move |_| proxy::assemble(Arc::clone(&cfg), Arc::clone(&pool)))
         .map_err(|e| e.to_string())?;
     info!("proxy stopped");
     Ok(())

@@ -186,7 +186,10 @@ impl Proxy {
             let up = match reused {
                 Some(up) => up,
                 None => match ctx.connect(backend.addr) {
-                    Ok(up) => up,
+                    Ok(up) => {
+                        ctx.set_kind(up, UPSTREAM);
+                        up
+                    }
                     Err(e) => {
                         self.pool
                             .traffic_result(&backend, false, &format!("connect: {e}"));

@@ -47,6 +47,7 @@ impl Proxy {
             c.tried.push(backend.addr);
             match ctx.connect(backend.addr) {
                 Ok(up) => {
+                    ctx.set_kind(up, UPSTREAM);
                     backend.begin();
                     c.state = ClientState::Tunnel(up);
                     self.conns.insert(
