@@ -215,3 +215,28 @@ fn bench_scripts_need_nothing_outside_the_repository() {
     }
     assert!(checked >= 10, "only {checked} scripts found");
 }
+
+/// Small modules stay readable: no source file of a server is over 600 lines (a file that
+/// grows past it is split by concept, as `libpq/pipeline.rs` or `http_front/route.rs` were).
+#[test]
+fn no_server_source_file_is_over_600_lines() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(usize, String)>) {
+        for entry in std::fs::read_dir(dir).expect("a readable directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a readable file");
+                out.push((text.lines().count(), path.display().to_string()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers"),
+        &mut files,
+    );
+    let long: Vec<_> = files.iter().filter(|(n, _)| *n > 600).collect();
+    assert!(files.len() > 50, "found the servers' sources");
+    assert!(long.is_empty(), "files over 600 lines: {long:?}");
+}

@@ -6,6 +6,7 @@ mod checks;
 mod exchange;
 mod metrics;
 mod tunnel;
+mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,233 @@
+//! execute_many over libpq's pipeline mode: statements back to back in one round trip, with a reset before each on a client connection.
+
+use super::*;
+
+impl Pg {
+    /// `execute_many` over a pipeline. On a client connection each statement is preceded by a
+    /// reset, in the same round trip (see the body).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn pipelined(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+        start: Instant,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        self.pipelined_once(sts, together, then, start, false)
+    }
+
+    /// [`Pg::pipelined`]; `retried`: this is the one run again (see the end).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn pipelined_once(
+        &mut self,
+        sts: &[(&Statement, Limit)],
+        together: bool,
+        then: Option<&str>,
+        start: Instant,
+        retried: bool,
+    ) -> Result<
+        (
+            Vec<Option<Result<(StatementResult, bool), DbError>>>,
+            Option<Vec<u8>>,
+        ),
+        DbError,
+    > {
+        let mut outcomes: Vec<Option<Result<(StatementResult, bool), DbError>>> =
+            (0..sts.len()).map(|_| None).collect();
+        let mut bound = Vec::with_capacity(sts.len());
+        let mut which = Vec::with_capacity(sts.len());
+        for (i, (st, _)) in sts.iter().enumerate() {
+            match self.bind(st) {
+                Ok(b) => {
+                    bound.push(b);
+                    which.push(i);
+                }
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        // The statements on the wire: each one's index in `sts`, or `None` for a reset.
+        // On a shared client connection each statement is preceded, in its transaction
+        // segment, by a reset: the full one (`_netmod_reset`) when the statement's owner is not
+        // the one whose statement ran last here (or is unknown), else a light one (session
+        // advisory locks released, its own statement_timeout). So the state one user's
+        // statement leaves reaches only that user's next statements, and a run of one user's
+        // statements pays the full reset once. On a client connection of one caller (a
+        // transaction, a cursor) only the statement_timeout goes first.
+        let session = self.session.join("\n");
+        let reset_sql = self.reset_sql.clone();
+        let standing = self.standing_timeout_ms;
+        let mut owner = self.owner;
+        // Per statement, its prefix if any: the timeout (ms) it sets, and whether it is the
+        // full reset.
+        let mut prefixes: Vec<Option<(u64, bool)>> = Vec::with_capacity(which.len());
+        for &i in &which {
+            let limit = &sts[i].1;
+            let left = limit
+                .deadline
+                .map_or(standing, crate::deadline::remaining_ms);
+            if !self.client {
+                prefixes.push(None);
+            } else if self.resets {
+                let same = limit.owner != 0 && owner == Some(limit.owner);
+                prefixes.push(Some((left, !same)));
+                owner = (limit.owner != 0).then_some(limit.owner);
+            } else {
+                prefixes.push(limit.deadline.map(|_| (left, false)));
+            }
+        }
+        let texts: Vec<String> = prefixes
+            .iter()
+            .map(|p| p.map_or_else(String::new, |(left, _)| left.to_string()))
+            .collect();
+        let params: Vec<Vec<Param<'_>>> = prefixes
+            .iter()
+            .zip(&texts)
+            .map(|(p, text)| match p {
+                Some((left, true)) => vec![
+                    Param::Text(&session),
+                    Param::Int(i64::try_from(*left).unwrap_or(i64::MAX)),
+                ],
+                Some((_, false)) => vec![Param::Text(text)],
+                None => Vec::new(),
+            })
+            .collect();
+        let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len() * 2);
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len() * 2);
+        let mut syncs: Vec<usize> = Vec::new();
+        // The statements that deallocate the session's prepared statements: the full reset,
+        // and a client's own DEALLOCATE or DISCARD (one hidden in a function is caught by the
+        // connection itself, see `PgConn::take_lost_names`).
+        let mut forgets: Vec<usize> = Vec::new();
+        for (k, ((t, p), &i)) in bound.iter().zip(&which).enumerate() {
+            match prefixes[k] {
+                Some((_, true)) => {
+                    forgets.push(stmts.len());
+                    stmts.push((reset_sql.as_str(), &params[k][..]));
+                    slot.push(None);
+                    // In a transaction of its own before the statement's: a transaction takes
+                    // its read-only mode (a setting the reset restores) when it begins. Inside a
+                    // group's transaction (another owner's statement in a group of reads) the
+                    // reset runs inline.
+                    if k == 0 || !together {
+                        syncs.push(stmts.len() - 1);
+                    }
+                }
+                Some((_, false)) if self.resets => {
+                    stmts.push((LIGHT_RESET, &params[k][..]));
+                    slot.push(None);
+                }
+                Some((_, false)) => {
+                    stmts.push((SET_TIMEOUT, &params[k][..]));
+                    slot.push(None);
+                }
+                None => {}
+            }
+            if self.client
+                && crate::workers::starts_with_keyword(&t.sql, &["DEALLOCATE", "DISCARD"])
+            {
+                forgets.push(stmts.len());
+            }
+            stmts.push((t.sql.as_str(), p.as_slice()));
+            slot.push(Some(i));
+            if !together {
+                syncs.push(stmts.len() - 1);
+            }
+        }
+        if together && !stmts.is_empty() {
+            syncs.push(stmts.len() - 1);
+        }
+        let n = stmts.len();
+        if let Some(sql) = then {
+            stmts.push((sql, &[]));
+        }
+        if stmts.is_empty() {
+            return Ok((outcomes, None));
+        }
+        let mut then_value = None;
+        // A reset that failed (other than skipped in a failed transaction) leaves the session
+        // in a state nobody knows: the connection is given up.
+        let mut reset_failed = false;
+        self.conn
+            .pipeline_forgetting(&stmts, &syncs, &forgets, CHUNK_ROWS, |k, stream| {
+                if k >= n {
+                    if let Ok(s) = stream {
+                        if let Ok(Some(res)) = s.next_result() {
+                            then_value = res.value(0, 0).map(<[u8]>::to_vec);
+                        }
+                    }
+                    return;
+                }
+                let Some(i) = slot[k] else {
+                    let failed = match stream {
+                        Ok(s) => loop {
+                            match s.next_result() {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break None,
+                                Err(e) => break Some(e),
+                            }
+                        },
+                        Err(e) => Some(e),
+                    };
+                    if let Some(Fail::Db(e)) = failed.map(Fail::from) {
+                        log::warn!("resetting a client connection failed: {}", e.message);
+                        reset_failed = true;
+                    }
+                    return;
+                };
+                let r = match stream {
+                    Ok(s) => read_result(s, sts[i].1, start),
+                    Err(e) => Err(Fail::from(e)),
+                };
+                outcomes[i] = match r {
+                    Ok(r) => Some(Ok(r)),
+                    Err(Fail::Db(e)) => Some(Err(e)),
+                    Err(Fail::Aborted) => None,
+                };
+            })?;
+        if reset_failed {
+            self.conn.give_up();
+        }
+        // A name of ours was missing or taken: what the session holds is unknown, so the next
+        // statement resets it fully (DEALLOCATE ALL among the rest).
+        let lost_names = self.conn.take_lost_names();
+        // A statement that failed (its transaction rolled back, the resets in it with it)
+        // leaves the session in a state of no known owner: the next statement resets fully.
+        self.owner = if !lost_names && outcomes.iter().all(|o| matches!(o, Some(Ok(_)))) {
+            owner
+        } else {
+            None
+        };
+        // A lone statement that failed only because the session lost a name of ours (the
+        // caller's own DEALLOCATE inside a function, or a PREPARE of a name like ours) did not
+        // run: it goes again, now with the full reset and a fresh Parse.
+        // (Not inside a transaction block: the failure has ended that transaction.)
+        if lost_names
+            && !retried
+            && sts.len() == 1
+            && then.is_none()
+            && self.txn_state() == TxnState::Idle
+        {
+            if let Some(Some(Err(e))) = outcomes.first() {
+                if e.message.ends_with("(SQLSTATE 26000)")
+                    || e.message.ends_with("(SQLSTATE 42P05)")
+                {
+                    return self.pipelined_once(sts, together, then, start, true);
+                }
+            }
+        }
+        let created = sts
+            .iter()
+            .zip(&outcomes)
+            .any(|((st, _), o)| matches!(o, Some(Ok(_))) && !self.client && creates(&st.sql));
+        if created {
+            self.after_create();
+        }
+        Ok((outcomes, then_value))
+    }
+}
