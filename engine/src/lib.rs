@@ -33,7 +33,10 @@
 //!   own `SO_REUSEPORT` listening socket; sessions live in a `slab::Slab` whose key is the
 //!   `mio::Token`.
 //! - **Handlers**: protocol logic implements [`Handler`] (accept, data, drain, timer, message,
-//!   close, shutdown) and acts through a [`Context`] (send, close, connect, timers).
+//!   close, shutdown) and acts through a [`Context`] (send, close, connect, timers). A server
+//!   with several kinds of connection is assembled from one [`compose::Service`] per kind
+//!   around a [`compose::Hub`] ([`compose`]). A handler can say how many bytes it waits for
+//!   ([`Context::wait_for`]) and answer input over its limit ([`Handler::on_oversize`]).
 //! - **Buffers**: reads of 8192 bytes, output in pooled 9999-byte chunks written with `writev`;
 //!   idle sessions hold no buffer. Messages up to [`Config::max_message_size`] (1 MiB).
 //! - **Backpressure**: past the high-water mark reading from a peer pauses until its output
@@ -58,6 +61,36 @@
 //! other loops stop at once (no graceful drain: the server's state is suspect); and
 //! [`Server::run`] returns an error naming the loop and the panic message, so `main` returning
 //! it exits non-zero. Programs that would rather abort can set `panic = "abort"` in their profile.
+//!
+//! # State shared across loops
+//!
+//! Each loop owns its connections; what every loop must see (a key space, a pool of backends,
+//! counters) goes in an `Arc` the factory clones into each loop's handler. Keep the lock short
+//! and sharded, as `examples/mini_redis.rs` does (64 shards of a `Mutex<HashMap>`, one lock
+//! per command, never held across a send); for counters use atomics; and for work that must
+//! happen on another loop, post it to that loop's [`LoopHandle`] rather than sharing its state.
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use engine::{Config, ConnId, Context, Handler, Server};
+//!
+//! struct Counting { served: Arc<AtomicU64> }
+//! impl Handler for Counting {
+//!     type Message = ();
+//!     type Timer = ();
+//!     fn on_data(&mut self, ctx: &mut Context<'_, ()>, conn: ConnId, data: &[u8]) -> usize {
+//!         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+//!         let _ = ctx.send(conn, format!("{n}\n").as_bytes());
+//!         data.len()
+//!     }
+//! }
+//!
+//! let served = Arc::new(AtomicU64::new(0)); // one counter, every loop
+//! let server = Server::new(Config::default())?.listen("127.0.0.1:7009".parse()?)?;
+//! server.run(move |_| Counting { served: Arc::clone(&served) })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! The engine knows nothing of any protocol: a handler parses its own (see the examples: 4-byte
 //! length prefixes, HTTP/1.1, RESP).
