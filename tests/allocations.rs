@@ -104,6 +104,9 @@ impl<H: Handler> Handler for Counted<H> {
     ) -> usize {
         self.0.on_data(ctx, c, d)
     }
+    fn on_oversize(&mut self, ctx: &mut Context<'_, H::Message, H::Timer>, c: ConnId, n: usize) {
+        self.0.on_oversize(ctx, c, n)
+    }
     fn on_drain(&mut self, ctx: &mut Context<'_, H::Message, H::Timer>, c: ConnId) {
         self.0.on_drain(ctx, c)
     }

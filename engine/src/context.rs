@@ -175,8 +175,9 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// unconsumed bytes are buffered (counting what the current call leaves), as tokio-util's
     /// `Decoder` reserves: a handler that has read a header announcing a large message says so,
     /// and the message is parsed once, when its last byte is here, rather than on each of its
-    /// pieces; room for it is made in one step instead of by doubling. The hint holds for the
-    /// next call only (each delivery clears it); a `bytes` over the connection's message limit
+    /// pieces; the buffer grows toward it in as few steps as it can (never more than 1 MiB past
+    /// what has arrived, so an announced size costs nothing until its bytes come). The hint
+    /// holds for the next call only (each delivery clears it); a `bytes` over the connection's message limit
     /// ends as that limit does ([`crate::Handler::on_oversize`]).
     ///
     /// ```
@@ -204,7 +205,8 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
 
     /// Replaces the configured [`crate::Config::max_message_size`] for one connection (e.g.
     /// larger after a login, smaller before it). Input over it that the handler has not
-    /// consumed ends the connection after [`crate::Handler::on_oversize`].
+    /// consumed ends the connection after [`crate::Handler::on_oversize`]. One read (8 KiB) is
+    /// always taken whatever the limit, so a limit under that acts at the next read's end.
     pub fn set_max_message(&mut self, conn: ConnId, bytes: usize) {
         if let Some(s) = self.core.session_mut(conn) {
             let capped = bytes.clamp(1, u32::MAX as usize - 64 * 1024);
@@ -254,7 +256,8 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     }
 
     /// Which listener accepted `conn` (the id [`crate::Server::add_listener`] gave; still
-    /// known inside [`crate::Handler::on_close`]); `None` for outbound connections. A server serving two protocols tells them apart by it.
+    /// known inside [`crate::Handler::on_close`]); `None` for outbound connections. A server
+    /// serving two protocols tells them apart by it.
     pub fn listener(&self, conn: ConnId) -> Option<crate::ListenerId> {
         match self.route(conn)? {
             Route::Listener(l) => Some(crate::ListenerId(l)),

@@ -127,6 +127,34 @@ impl<M> Mailbox<M> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Queues one message (no allocation of its own), waiting for room when `wait`.
+    fn push_one(&self, msg: M, wait: bool) -> Result<(), PostError<M>> {
+        let mut q = self.lock();
+        let mut woke = false;
+        loop {
+            if self.is_closed() {
+                return Err(PostError::Closed(msg));
+            }
+            if q.len() < self.capacity {
+                break;
+            }
+            if !wait {
+                return Err(PostError::Full(msg));
+            }
+            if !woke {
+                let _ = self.waker.wake();
+                woke = true;
+            }
+            q = self.room.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.push(msg);
+        // One wake per batch: the loop takes the whole queue when it wakes.
+        if q.len() == 1 {
+            let _ = self.waker.wake();
+        }
+        Ok(())
+    }
+
     /// Queues as much of `msgs` (drained from the front) as fits, waiting for room when `wait`.
     fn push(&self, msgs: &mut Vec<M>, wait: bool) -> Result<(), PostError<()>> {
         let mut q = self.lock();
@@ -226,19 +254,7 @@ impl<M> LoopHandle<M> {
     }
 
     fn post_one(&self, msg: M, wait: bool) -> Result<(), PostError<M>> {
-        let mut one = vec![msg];
-        match self.mailbox.push(&mut one, wait) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let msg = one
-                    .pop()
-                    .expect("an unposted message is still in the batch");
-                Err(match e {
-                    PostError::Full(()) => PostError::Full(msg),
-                    PostError::Closed(()) => PostError::Closed(msg),
-                })
-            }
-        }
+        self.mailbox.push_one(msg, wait)
     }
 
     /// Queues all of `msgs` (emptied, its capacity kept for the caller) under one lock and with

@@ -451,3 +451,50 @@ fn a_peer_that_leaves_while_the_handler_owes_it_an_answer_is_closed_once_the_wor
     srv.handle.shutdown();
     srv.join().unwrap();
 }
+
+#[test]
+fn connections_over_the_limit_get_the_refusal_message_and_a_close_while_others_are_served() {
+    let reasons = Reasons::default();
+    let r = reasons.clone();
+    let srv = start(
+        engine::Config::builder()
+            .threads(1)
+            .limits(engine::Limits {
+                max_connections: Some(2),
+                ..engine::Limits::default()
+            })
+            .refuse_message(b"busy\n".to_vec())
+            .build()
+            .unwrap(),
+        move |_| Echo { reasons: r.clone() },
+    );
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            // Each is accepted and served before the next connects.
+            s.write_all(b"hi").unwrap();
+            let mut back = [0u8; 2];
+            s.read_exact(&mut back).unwrap();
+            s
+        })
+        .collect();
+    let refused = TcpStream::connect(srv.addr).unwrap();
+    assert_eq!(read_all(&refused), b"busy\n");
+    eventually("the refusal is counted", || {
+        srv.handle.stats().error(ErrorKind::RefusedLimit) == 1
+    });
+    // The two held connections are still served; a place freed is taken again.
+    let mut first = &held[0];
+    first.write_all(b"again").unwrap();
+    let mut back = [0u8; 5];
+    first.read_exact(&mut back).unwrap();
+    drop(held);
+    eventually("both closes seen", || reasons.lock().unwrap().len() == 2);
+    let mut next = TcpStream::connect(srv.addr).unwrap();
+    next.set_read_timeout(Some(WAIT)).unwrap();
+    next.write_all(b"ok").unwrap();
+    let mut back = [0u8; 2];
+    next.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ok");
+}
