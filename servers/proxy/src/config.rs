@@ -37,8 +37,9 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// A request (head and body) must be whole this long after its first byte (else 408).
     pub client_timeout: Duration,
-    /// Idle keep-alive connections (client and backend) close after this.
-    pub idle_timeout: Duration,
+    /// Idle keep-alive connections (client and backend) close after this long between
+    /// requests.
+    pub keepalive_timeout: Duration,
     /// Idle connections kept per backend and loop; more are closed as they come back.
     pub idle_per_backend: usize,
     /// Health checks.
@@ -64,7 +65,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
             idle_per_backend: 512,
             check: CheckConfig {
                 interval: Duration::from_secs(2),

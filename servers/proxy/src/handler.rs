@@ -220,7 +220,7 @@ impl Proxy {
         }
         let timer = want.map(|kind| {
             let after = match kind {
-                ClientTimer::Idle => self.cfg.idle_timeout,
+                ClientTimer::Idle => self.cfg.keepalive_timeout,
                 ClientTimer::Deadline => self.cfg.client_timeout,
             };
             (ctx.set_timer(after, Timer::Client(conn)), kind)

@@ -108,10 +108,12 @@ struct ProxySettings {
     #[arg(long)]
     #[serde(rename = "client_timeout_secs")]
     client_timeout: Option<f64>,
-    /// Seconds an idle keep-alive connection stays open [default: 60].
-    #[arg(long)]
-    #[serde(rename = "idle_timeout_secs")]
-    idle_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection (client or backend) stays open between requests
+    /// [default: 60]. (`--idle-timeout`, its name before, still works; `[engine]
+    /// idle_timeout_secs` is the engine's, which closes a connection silent even mid-request.)
+    #[arg(long, alias = "idle-timeout")]
+    #[serde(rename = "keepalive_timeout_secs", alias = "idle_timeout_secs")]
+    keepalive_timeout: Option<f64>,
     /// Idle keep-alive connections kept per backend and loop thread [default: 512].
     #[arg(long)]
     backend_idle: Option<usize>,
@@ -155,7 +157,7 @@ impl ProxySettings {
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
             response_timeout: self.response_timeout.or(file.response_timeout),
             client_timeout: self.client_timeout.or(file.client_timeout),
-            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            keepalive_timeout: self.keepalive_timeout.or(file.keepalive_timeout),
             backend_idle: self.backend_idle.or(file.backend_idle),
             metrics_interval: self.metrics_interval.or(file.metrics_interval),
             max_body: self.max_body.or(file.max_body),
@@ -244,7 +246,11 @@ fn run(args: Args) -> Result<(), String> {
             "--response-timeout",
         )?,
         client_timeout: pick(fp.client_timeout, d.client_timeout, "--client-timeout")?,
-        idle_timeout: pick(fp.idle_timeout, d.idle_timeout, "--idle-timeout")?,
+        keepalive_timeout: pick(
+            fp.keepalive_timeout,
+            d.keepalive_timeout,
+            "--keepalive-timeout",
+        )?,
         idle_per_backend: fp.backend_idle.unwrap_or(d.idle_per_backend),
         check: CheckConfig {
             interval: pick(fp.check_interval, d.check.interval, "--check-interval")?
@@ -323,4 +329,25 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     info!("proxy stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepalive_timeout_keeps_its_former_names() {
+        for flag in ["--keepalive-timeout", "--idle-timeout"] {
+            let args = Args::try_parse_from(["proxy", flag, "5"]).expect(flag);
+            assert_eq!(args.proxy.keepalive_timeout, Some(5.0), "{flag}");
+        }
+        let path =
+            std::env::temp_dir().join(format!("proxy-keepalive-{}.toml", std::process::id()));
+        for key in ["keepalive_timeout_secs", "idle_timeout_secs"] {
+            std::fs::write(&path, format!("[proxy]\n{key} = 7\n")).unwrap();
+            let file: File = settings::load(&path).expect(key);
+            assert_eq!(file.proxy.keepalive_timeout, Some(7.0), "{key}");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 }

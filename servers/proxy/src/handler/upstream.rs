@@ -211,7 +211,7 @@ impl Proxy {
                 let idle = self.idle.entry(u.backend.addr).or_default();
                 if reusable && idle.len() < self.cfg.idle_per_backend {
                     idle.push(up);
-                    ctx.set_idle_timeout(up, Some(self.cfg.idle_timeout));
+                    ctx.set_idle_timeout(up, Some(self.cfg.keepalive_timeout));
                     ctx.resume_reading(up);
                 } else {
                     ctx.close(up);
