@@ -54,6 +54,15 @@ where
         .unwrap()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .unwrap();
+    run(server, factory)
+}
+
+/// Runs `server` on a thread of its own until the `Running` is dropped.
+pub fn run<H, F>(server: Server<H>, factory: F) -> Running
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run(factory));
