@@ -3,7 +3,7 @@
 //! length for each frame, and must ask for more than it has when it needs more.
 #![no_main]
 
-use engine::frame::{decode, Decoded};
+use protocol::frame::{decode, Decoded};
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 1 << 20;
