@@ -63,106 +63,100 @@ struct File {
     #[serde(default)]
     proxy: ProxySettings,
 }
-/// Every proxy setting a flag or the configuration file's `[proxy]` table can give, declared
-/// once: clap reads it from the command line, serde from the file (durations there end in
-/// `_secs`). A flag overrides the file; what neither gives takes `ProxyConfig`'s default.
-#[derive(Debug, Default, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProxySettings {
-    /// round_robin, weighted_round_robin, least_connections, power_of_two or consistent_hash
-    /// [default: round_robin].
-    #[arg(long)]
-    strategy: Option<String>,
-    /// What consistent_hash hashes: client_ip (default) or header:NAME.
-    #[arg(long)]
-    hash_key: Option<String>,
-    /// What is balanced [default: http].
-    #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
-    /// Seconds between health checks of each backend [default: 2].
-    #[arg(long)]
-    #[serde(rename = "check_interval_secs")]
-    check_interval: Option<f64>,
-    /// Seconds a health check may take [default: 1].
-    #[arg(long)]
-    #[serde(rename = "check_timeout_secs")]
-    check_timeout: Option<f64>,
-    /// Path health checks GET [default: /health].
-    #[arg(long)]
-    check_path: Option<String>,
-    /// Passed checks that bring a backend back [default: 2].
-    #[arg(long)]
-    rise: Option<u32>,
-    /// Failed checks (or failed requests in a row) that take a backend out [default: 3].
-    #[arg(long)]
-    fall: Option<u32>,
-    /// Seconds to open a backend connection [default: 3].
-    #[arg(long)]
-    #[serde(rename = "connect_timeout_secs")]
-    connect_timeout: Option<f64>,
-    /// Seconds a backend may stay silent once it has the request: then 504 [default: 30].
-    #[arg(long)]
-    #[serde(rename = "response_timeout_secs")]
-    response_timeout: Option<f64>,
-    /// Seconds a request may take to arrive whole, from its first byte: then 408 [default: 30].
-    #[arg(long)]
-    #[serde(rename = "client_timeout_secs")]
-    client_timeout: Option<f64>,
-    /// Seconds an idle keep-alive connection (client or backend) stays open between requests
-    /// [default: 60]. (`--idle-timeout`, its name before, still works; `[engine]
-    /// idle_timeout_secs` is the engine's, which closes a connection silent even mid-request.)
-    #[arg(long, alias = "idle-timeout")]
-    #[serde(rename = "keepalive_timeout_secs", alias = "idle_timeout_secs")]
-    keepalive_timeout: Option<f64>,
-    /// Idle keep-alive connections kept per backend and loop thread [default: 512].
-    #[arg(long)]
-    backend_idle: Option<usize>,
-    /// Seconds between the periodic METRIC log lines, 0 for none [default: 10].
-    #[arg(long)]
-    #[serde(rename = "metrics_interval_secs")]
-    metrics_interval: Option<f64>,
-    /// Largest request body in bytes (over it: 413) [default: 1 GiB].
-    #[arg(long)]
-    max_body: Option<u64>,
-    /// Token the admin API's changes (POST, DELETE; the dashboard's buttons) must present as
-    /// `Authorization: Bearer TOKEN` [default: none, anyone who reaches --admin may change the pool].
-    #[arg(long, env = "NETMOD_PROXY_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// TCP mode: start each backend connection with a PROXY protocol v2 header naming the
-    /// client, so that a backend that trusts this proxy (test-server's --trusted-proxy) sees
-    /// the client's address rather than the proxy's [default: off].
-    #[arg(long)]
-    #[serde(default)]
-    send_proxy_v2: bool,
-    /// Backends from the file (the command line's are `--backend`).
-    #[arg(skip)]
-    #[serde(default)]
-    backends: Vec<FileBackend>,
+/// The strategy used when none is given.
+const STRATEGY: &str = "round_robin";
+
+/// The defaults every setting falls back on, and that `--help` shows.
+fn d() -> ProxyConfig {
+    ProxyConfig::default()
 }
 
-impl ProxySettings {
-    /// These settings (the flags) over `file`'s.
-    fn over(self, file: ProxySettings) -> ProxySettings {
-        ProxySettings {
-            strategy: self.strategy.or(file.strategy),
-            hash_key: self.hash_key.or(file.hash_key),
-            mode: self.mode.or(file.mode),
-            check_interval: self.check_interval.or(file.check_interval),
-            check_timeout: self.check_timeout.or(file.check_timeout),
-            check_path: self.check_path.or(file.check_path),
-            admin_token: self.admin_token.or(file.admin_token),
-            send_proxy_v2: self.send_proxy_v2 || file.send_proxy_v2,
-            rise: self.rise.or(file.rise),
-            fall: self.fall.or(file.fall),
-            connect_timeout: self.connect_timeout.or(file.connect_timeout),
-            response_timeout: self.response_timeout.or(file.response_timeout),
-            client_timeout: self.client_timeout.or(file.client_timeout),
-            keepalive_timeout: self.keepalive_timeout.or(file.keepalive_timeout),
-            backend_idle: self.backend_idle.or(file.backend_idle),
-            metrics_interval: self.metrics_interval.or(file.metrics_interval),
-            max_body: self.max_body.or(file.max_body),
-            backends: file.backends,
-        }
+/// Seconds of a duration, as flags and the file give them.
+fn s(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+shared::layered! {
+    /// Every proxy setting a flag or the configuration file's `[proxy]` table can give, declared
+    /// once: clap reads it from the command line, serde from the file (durations there end in
+    /// `_secs`), `over` lays the flags over the file, and what neither gives takes
+    /// `ProxyConfig::default()` — which `--help` shows.
+    #[derive(Debug, Default, clap::Args, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ProxySettings {
+        #[arg(long, help = settings::with_default(
+            "round_robin, weighted_round_robin, least_connections, power_of_two or consistent_hash",
+            STRATEGY))]
+        strategy: Option<String>,
+        /// What consistent_hash hashes: client_ip (default) or header:NAME.
+        #[arg(long)]
+        hash_key: Option<String>,
+        /// What is balanced [default: http].
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        #[arg(long, help = settings::with_default(
+            "Seconds between health checks of each backend", s(d().check.interval)))]
+        #[serde(rename = "check_interval_secs")]
+        check_interval: Option<f64>,
+        #[arg(long, help = settings::with_default(
+            "Seconds a health check may take", s(d().check.timeout)))]
+        #[serde(rename = "check_timeout_secs")]
+        check_timeout: Option<f64>,
+        #[arg(long, help = settings::with_default("Path health checks GET", d().check.path))]
+        check_path: Option<String>,
+        #[arg(long, help = settings::with_default(
+            "Passed checks that bring a backend back", Thresholds::default().rise))]
+        rise: Option<u32>,
+        #[arg(long, help = settings::with_default(
+            "Failed checks (or failed requests in a row) that take a backend out",
+            Thresholds::default().fall))]
+        fall: Option<u32>,
+        #[arg(long, help = settings::with_default(
+            "Seconds to open a backend connection", s(d().connect_timeout)))]
+        #[serde(rename = "connect_timeout_secs")]
+        connect_timeout: Option<f64>,
+        #[arg(long, help = settings::with_default(
+            "Seconds a backend may stay silent once it has the request: then 504",
+            s(d().response_timeout)))]
+        #[serde(rename = "response_timeout_secs")]
+        response_timeout: Option<f64>,
+        #[arg(long, help = settings::with_default(
+            "Seconds a request may take to arrive whole, from its first byte: then 408",
+            s(d().client_timeout)))]
+        #[serde(rename = "client_timeout_secs")]
+        client_timeout: Option<f64>,
+        /// (`--idle-timeout`, its name before, still works; `[engine] idle_timeout_secs` is
+        /// the engine's, which closes a connection silent even mid-request.)
+        #[arg(long, alias = "idle-timeout", help = settings::with_default(
+            "Seconds an idle keep-alive connection (client or backend) stays open between \
+             requests", s(d().keepalive_timeout)))]
+        #[serde(rename = "keepalive_timeout_secs", alias = "idle_timeout_secs")]
+        keepalive_timeout: Option<f64>,
+        #[arg(long, help = settings::with_default(
+            "Idle keep-alive connections kept per backend and loop thread",
+            d().idle_per_backend))]
+        backend_idle: Option<usize>,
+        #[arg(long, help = settings::with_default(
+            "Seconds between the periodic METRIC log lines, 0 for none",
+            d().metrics_interval.map_or(0.0, s)))]
+        #[serde(rename = "metrics_interval_secs")]
+        metrics_interval: Option<f64>,
+        #[arg(long, help = settings::with_default(
+            "Largest request body in bytes (over it: 413)", d().max_body))]
+        max_body: Option<u64>,
+        /// Token the admin API's changes (POST, DELETE; the dashboard's buttons) must present as
+        /// `Authorization: Bearer TOKEN` [default: none, anyone who reaches --admin may change
+        /// the pool].
+        #[arg(long, env = "NETMOD_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// TCP mode: start each backend connection with a PROXY protocol v2 header naming the
+        /// client, so that a backend that trusts this proxy (test-server's --trusted-proxy) sees
+        /// the client's address rather than the proxy's [default: off].
+        #[arg(long, num_args = 0, default_missing_value = "true")]
+        send_proxy_v2: Option<bool>,
+        /// Backends from the file (the command line's are `--backend`).
+        #[arg(skip)]
+        backends: Option<Vec<FileBackend>>,
     }
 }
 
@@ -206,7 +200,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let fp = args.proxy.over(file.proxy);
     let mut backends = Vec::new();
-    for b in &fp.backends {
+    for b in fp.backends.iter().flatten() {
         backends.push(match b {
             FileBackend::Plain(s) => backend(s)?,
             FileBackend::Weighted { address, weight } => {
@@ -218,7 +212,7 @@ fn run(args: Args) -> Result<(), String> {
         backends.push(backend(b)?);
     }
     let strategy = Strategy::parse(
-        fp.strategy.as_deref().unwrap_or("round_robin"),
+        fp.strategy.as_deref().unwrap_or(STRATEGY),
         fp.hash_key.as_deref(),
     )?;
     let d = ProxyConfig::default();
@@ -229,12 +223,15 @@ fn run(args: Args) -> Result<(), String> {
         ModeArg::Http => Mode::Http,
         ModeArg::Tcp => Mode::Tcp,
     };
-    if fp.send_proxy_v2 && mode != Mode::Tcp {
+    let send_proxy_v2 = fp.send_proxy_v2.unwrap_or(false);
+    if send_proxy_v2 && mode != Mode::Tcp {
         log::warn!(
             "--send-proxy-v2 applies to TCP mode only (HTTP mode sends X-Forwarded-For); ignored"
         );
     }
-    let metrics = fp.metrics_interval.unwrap_or(10.0);
+    let metrics = fp
+        .metrics_interval
+        .unwrap_or_else(|| d.metrics_interval.map_or(0.0, s));
     let mut cfg = ProxyConfig {
         mode,
         max_head: d.max_head,
@@ -263,11 +260,11 @@ fn run(args: Args) -> Result<(), String> {
             .transpose()?,
         admin_listener: None, // set once the server has it
         admin_token: fp.admin_token.clone().filter(|t| !t.is_empty()),
-        send_proxy_v2: fp.send_proxy_v2,
+        send_proxy_v2,
     };
     let thresholds = Thresholds {
-        rise: fp.rise.unwrap_or(2).max(1),
-        fall: fp.fall.unwrap_or(3).max(1),
+        rise: fp.rise.unwrap_or(Thresholds::default().rise).max(1),
+        fall: fp.fall.unwrap_or(Thresholds::default().fall).max(1),
     };
     let engine_cfg =
         settings::engine_config(args.engine.config.as_deref(), &args.engine.settings())
@@ -349,5 +346,21 @@ mod tests {
             assert_eq!(file.proxy.keepalive_timeout, Some(7.0), "{key}");
         }
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn flags_lie_over_the_file_and_a_bare_switch_is_true() {
+        let flags = Args::try_parse_from(["proxy", "--rise", "5", "--send-proxy-v2"]).unwrap();
+        assert_eq!(flags.proxy.send_proxy_v2, Some(true));
+        let file = ProxySettings {
+            rise: Some(9),
+            fall: Some(7),
+            ..ProxySettings::default()
+        };
+        let both = flags.proxy.over(file);
+        assert_eq!(
+            (both.rise, both.fall, both.strategy),
+            (Some(5), Some(7), None)
+        );
     }
 }

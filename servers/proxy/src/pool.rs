@@ -242,6 +242,13 @@ pub struct Thresholds {
     pub fall: u32,
 }
 
+impl Default for Thresholds {
+    /// 2 passed checks bring a backend back, 3 failures take it out.
+    fn default() -> Self {
+        Thresholds { rise: 2, fall: 3 }
+    }
+}
+
 /// The members at one moment: who they are, and the ring over them.
 #[derive(Debug, Default)]
 pub struct Members {

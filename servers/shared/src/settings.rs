@@ -57,6 +57,61 @@ impl EngineArgs {
     }
 }
 
+/// A flag's help with its default appended, `"… [default: 60]"`, so `--help` shows the value the
+/// program really uses (taken from its default configuration, not written a second time).
+pub fn with_default(help: &str, default: impl std::fmt::Display) -> String {
+    format!("{help} [default: {default}]")
+}
+
+/// Declares a program's settings once: one struct of `Option` fields that clap reads from the
+/// command line and serde from the configuration file (each field's attributes say how), and
+/// its `over` method, which lays one source over another (a flag given wins over the file's
+/// value; what neither gives stays `None`, for the program's default).
+///
+/// ```
+/// shared::layered! {
+///     #[derive(Debug, Default, PartialEq)]
+///     pub struct Knobs {
+///         pub threads: Option<usize>,
+///         pub name: Option<String>,
+///     }
+/// }
+/// let flags = Knobs { threads: Some(2), name: None };
+/// let file = Knobs { threads: Some(8), name: Some("x".into()) };
+/// assert_eq!(flags.over(file), Knobs { threads: Some(2), name: Some("x".into()) });
+/// ```
+#[macro_export]
+macro_rules! layered {
+    (
+        $(#[$smeta:meta])*
+        $svis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $fvis:vis $field:ident : Option<$ty:ty>,
+            )*
+        }
+    ) => {
+        $(#[$smeta])*
+        $svis struct $name {
+            $(
+                $(#[$fmeta])*
+                $fvis $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// These settings over `below`'s: each one given here wins; the others come from
+            /// `below`.
+            #[allow(dead_code)]
+            $svis fn over(self, below: Self) -> Self {
+                Self {
+                    $( $field: self.$field.or(below.$field), )*
+                }
+            }
+        }
+    };
+}
+
 /// Why a configuration file was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
