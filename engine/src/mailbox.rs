@@ -3,7 +3,9 @@
 //! The inbox is bounded ([`crate::Config::mailbox_capacity`]): a worker pool that answers faster
 //! than the loop can take the answers waits in [`LoopHandle::post`] instead of growing the
 //! loop's memory without end, and code on a loop thread, which must never wait, gets
-//! [`PostError::Full`] back.
+//! [`PostError::Full`] back — except from its own loop: a loop posting to itself is bounded by
+//! its own work, so that post is always taken (an answer a loop gives itself, e.g. "overloaded",
+//! is never dropped for room).
 
 use std::cell::Cell;
 use std::fmt;
@@ -14,17 +16,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use mio::Waker;
 
 thread_local! {
-    /// Set on a loop's thread while it runs: a post from there never waits (the loop it might
-    /// wait for could be itself).
-    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+    /// The address of the inbox of the loop running on this thread (0: not a loop thread). A
+    /// post from a loop thread never waits (the loop it might wait for could be itself).
+    static ON_LOOP: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Marks the current thread as a loop thread for as long as the guard lives.
-pub(crate) struct OnLoop(bool);
+/// Marks the current thread as the thread of the loop owning `mailbox` for as long as the guard
+/// lives.
+pub(crate) struct OnLoop(usize);
 
 impl OnLoop {
-    pub(crate) fn enter() -> Self {
-        OnLoop(ON_LOOP.with(|f| f.replace(true)))
+    pub(crate) fn enter<M>(mailbox: &Mailbox<M>) -> Self {
+        let me = std::ptr::from_ref(mailbox) as usize;
+        OnLoop(ON_LOOP.with(|f| f.replace(me)))
     }
 }
 
@@ -32,6 +36,17 @@ impl Drop for OnLoop {
     fn drop(&mut self) {
         ON_LOOP.with(|f| f.set(self.0));
     }
+}
+
+/// How a post may treat a full inbox.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Wait for the loop to take what is queued (a worker thread's `post`).
+    Wait,
+    /// Give the message back (`try_post`, or `post` from another loop's thread).
+    Refuse,
+    /// Take it past the bound (the inbox's own loop posting to itself).
+    Take,
 }
 
 /// Why [`LoopHandle::post`] (or [`LoopHandle::try_post`]) gave a message back.
@@ -127,26 +142,47 @@ impl<M> Mailbox<M> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Queues one message (no allocation of its own), waiting for room when `wait`.
-    fn push_one(&self, msg: M, wait: bool) -> Result<(), PostError<M>> {
+    /// How a post from this thread treats a full inbox, `wait` being what the caller asked.
+    fn room_policy(&self, wait: bool) -> Room {
+        match ON_LOOP.with(Cell::get) {
+            0 if wait => Room::Wait,
+            0 => Room::Refuse,
+            me if me == std::ptr::from_ref(self) as usize => Room::Take,
+            _ => Room::Refuse,
+        }
+    }
+
+    /// Locks the queue once it has room for at least one message (or at once under
+    /// [`Room::Take`]); the error says why not.
+    fn lock_with_room(&self, policy: Room) -> Result<MutexGuard<'_, Vec<M>>, PostError<()>> {
         let mut q = self.lock();
         let mut woke = false;
         loop {
             if self.is_closed() {
-                return Err(PostError::Closed(msg));
+                return Err(PostError::Closed(()));
             }
-            if q.len() < self.capacity {
-                break;
+            if q.len() < self.capacity || policy == Room::Take {
+                return Ok(q);
             }
-            if !wait {
-                return Err(PostError::Full(msg));
+            if policy == Room::Refuse {
+                return Err(PostError::Full(()));
             }
+            // The loop drains when woken; make sure it was.
             if !woke {
                 let _ = self.waker.wake();
                 woke = true;
             }
             q = self.room.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Queues one message (no allocation of its own).
+    fn push_one(&self, msg: M, wait: bool) -> Result<(), PostError<M>> {
+        let mut q = match self.lock_with_room(self.room_policy(wait)) {
+            Ok(q) => q,
+            Err(PostError::Full(())) => return Err(PostError::Full(msg)),
+            Err(PostError::Closed(())) => return Err(PostError::Closed(msg)),
+        };
         q.push(msg);
         // One wake per batch: the loop takes the whole queue when it wakes.
         if q.len() == 1 {
@@ -155,34 +191,20 @@ impl<M> Mailbox<M> {
         Ok(())
     }
 
-    /// Queues as much of `msgs` (drained from the front) as fits, waiting for room when `wait`.
+    /// Queues as much of `msgs` (drained from the front) as fits, waiting for room as
+    /// [`Mailbox::push_one`] does.
     fn push(&self, msgs: &mut Vec<M>, wait: bool) -> Result<(), PostError<()>> {
-        let mut q = self.lock();
-        let mut woke = false;
+        let policy = self.room_policy(wait);
         while !msgs.is_empty() {
-            if self.is_closed() {
-                return Err(PostError::Closed(()));
-            }
-            let room = self.capacity.saturating_sub(q.len());
-            if room == 0 {
-                if !wait {
-                    return Err(PostError::Full(()));
-                }
-                // The loop drains when woken; make sure it was.
-                if !woke {
-                    let _ = self.waker.wake();
-                    woke = true;
-                }
-                q = self.room.wait(q).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
+            let mut q = self.lock_with_room(policy)?;
+            let room = match policy {
+                Room::Take => msgs.len(),
+                _ => self.capacity - q.len(),
+            };
             let was_empty = q.is_empty();
-            let n = room.min(msgs.len());
-            q.extend(msgs.drain(..n));
-            // One wake per batch: the loop takes the whole queue when it wakes.
+            q.extend(msgs.drain(..room.min(msgs.len())));
             if was_empty {
                 let _ = self.waker.wake();
-                woke = true;
             }
         }
         Ok(())
@@ -233,15 +255,15 @@ impl<M> Clone for LoopHandle<M> {
 
 impl<M> LoopHandle<M> {
     /// Queues `msg` for the loop and wakes it. On a worker thread, waits while the inbox is
-    /// full (the loop's pace limits its workers', as a bounded channel does); on a loop thread
-    /// it never waits.
+    /// full (the loop's pace limits its workers', as a bounded channel does); on another loop's
+    /// thread it never waits; from the loop itself it is always taken.
     ///
     /// # Errors
     ///
     /// [`PostError::Closed`] with the message when the loop has ended;
-    /// [`PostError::Full`] when the inbox is full and this is a loop thread.
+    /// [`PostError::Full`] when the inbox is full and this is another loop's thread.
     pub fn post(&self, msg: M) -> Result<(), PostError<M>> {
-        self.post_one(msg, !ON_LOOP.with(Cell::get))
+        self.mailbox.push_one(msg, true)
     }
 
     /// Like [`LoopHandle::post`] but never waits.
@@ -250,11 +272,7 @@ impl<M> LoopHandle<M> {
     ///
     /// [`PostError::Full`] or [`PostError::Closed`], with the message.
     pub fn try_post(&self, msg: M) -> Result<(), PostError<M>> {
-        self.post_one(msg, false)
-    }
-
-    fn post_one(&self, msg: M, wait: bool) -> Result<(), PostError<M>> {
-        self.mailbox.push_one(msg, wait)
+        self.mailbox.push_one(msg, false)
     }
 
     /// Queues all of `msgs` (emptied, its capacity kept for the caller) under one lock and with
@@ -265,7 +283,7 @@ impl<M> LoopHandle<M> {
     ///
     /// As [`LoopHandle::post`]; the messages not posted are left in `msgs`.
     pub fn post_all(&self, msgs: &mut Vec<M>) -> Result<(), PostError<()>> {
-        self.mailbox.push(msgs, !ON_LOOP.with(Cell::get))
+        self.mailbox.push(msgs, true)
     }
 
     /// True when both handles post to the same loop.
@@ -335,13 +353,25 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_thread_never_waits() {
+    fn another_loops_thread_never_waits_and_a_loop_posting_to_itself_is_never_refused() {
         let (_poll, mb) = mailbox(1);
-        let h = LoopHandle { mailbox: mb };
-        let _on = OnLoop::enter();
-        h.post(1).unwrap();
-        assert_eq!(h.post(2), Err(PostError::Full(2)));
-        let mut batch = vec![3];
-        assert_eq!(h.post_all(&mut batch), Err(PostError::Full(())));
+        let (_other_poll, other) = mailbox(1);
+        let h = LoopHandle {
+            mailbox: Arc::clone(&mb),
+        };
+        {
+            let _on = OnLoop::enter(&*other);
+            h.post(1).unwrap();
+            assert_eq!(h.post(2), Err(PostError::Full(2)));
+            let mut batch = vec![3];
+            assert_eq!(h.post_all(&mut batch), Err(PostError::Full(())));
+        }
+        let _on = OnLoop::enter(&*mb);
+        h.post(2).unwrap();
+        let mut batch = vec![3, 4];
+        h.post_all(&mut batch).unwrap();
+        let mut got = Vec::new();
+        mb.take(&mut got);
+        assert_eq!(got, [1, 2, 3, 4]);
     }
 }

@@ -388,7 +388,7 @@ fn run_loop<M>(
     mailbox: &Mailbox<M>,
     run: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<()> {
-    let on_loop = OnLoop::enter();
+    let on_loop = OnLoop::enter(mailbox);
     let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(payload) => {
