@@ -64,6 +64,7 @@ use log::error;
 
 use crate::context::Context;
 use crate::handler::{CloseReason, ConnId, Handler, ListenerId};
+use crate::session::Route;
 
 /// Names a kind of outbound connection (a database link, an upstream, a health check) for
 /// routing: given to a connection with [`Context::set_kind`], and to its service with
@@ -321,11 +322,6 @@ impl<H: Hub> Composed<H> {
         self
     }
 
-    /// The hub (e.g. to inspect it in a test).
-    pub fn hub(&self) -> &H {
-        &self.hub
-    }
-
     fn place<S: Service<H>>(&mut self, service: S) -> u16 {
         if let Some(i) = self
             .services
@@ -341,13 +337,13 @@ impl<H: Hub> Composed<H> {
 
     /// The place of the service serving `conn`.
     fn route(&self, ctx: &Context<'_, H::Message, H::Timer>, conn: ConnId) -> Option<usize> {
-        let i = match (ctx.listener(conn), ctx.kind(conn)) {
-            (Some(l), _) => match self.by_listener.get(l.index()).copied() {
+        let i = match ctx.route(conn)? {
+            Route::Listener(l) => match self.by_listener.get(usize::from(l)).copied() {
                 Some(NONE) | None => Some(self.other_listeners),
                 named => named,
             },
-            (None, Some(k)) => self.by_kind.get(usize::from(k.0)).copied(),
-            (None, None) => None,
+            Route::Kind(k) => self.by_kind.get(usize::from(k)).copied(),
+            Route::None => None,
         };
         i.filter(|&i| i != NONE).map(usize::from)
     }

@@ -175,7 +175,7 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
     /// unconsumed bytes are buffered (counting what the current call leaves), as tokio-util's
     /// `Decoder` reserves: a handler that has read a header announcing a large message says so,
     /// and the message is parsed once, when its last byte is here, rather than on each of its
-    /// pieces; the buffer grows toward it in as few steps as it can (never more than 1 MiB past
+    /// pieces; the buffer grows toward it in as few steps as it can (never more than 64 KiB past
     /// what has arrived, so an announced size costs nothing until its bytes come). The hint
     /// holds for the next call only (each delivery clears it); a `bytes` over the connection's message limit
     /// ends as that limit does ([`crate::Handler::on_oversize`]).
@@ -276,7 +276,7 @@ impl<M: Send + 'static, T> Context<'_, M, T> {
 
     /// Where `conn` came from; still known inside [`crate::Handler::on_close`], so that a
     /// composed loop gives the close to the right service.
-    fn route(&self, conn: ConnId) -> Option<Route> {
+    pub(crate) fn route(&self, conn: ConnId) -> Option<Route> {
         self.core
             .sessions
             .get(conn.key as usize)

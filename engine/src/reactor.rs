@@ -54,8 +54,9 @@ const LINGER_MS: u64 = 2000;
 const READ_SLACK: usize = 1024;
 
 /// How far past the bytes received a read buffer may grow for a message the handler waits for
-/// ([`Context::wait_for`]).
-const RESERVE_AHEAD: usize = 1 << 20;
+/// ([`Context::wait_for`]): a peer that announces a large message without sending it makes the
+/// server hold no more than this beyond what it sent.
+const RESERVE_AHEAD: usize = 64 * 1024;
 
 /// What a wheel entry stands for.
 #[derive(Debug)]
@@ -259,46 +260,6 @@ impl<M, T> Core<M, T> {
         let id = self.connect(addr)?;
         self.sessions[id.key as usize].tls = Some(Box::new(tls));
         Ok(id)
-    }
-
-    /// Makes room in the session's read buffer for at least one byte: takes a pooled buffer,
-    /// compacts, or grows it up to the connection's message limit. When the handler said how
-    /// many bytes it waits for, the buffer grows toward that in few steps, but never more than
-    /// [`RESERVE_AHEAD`] past what has arrived: a header announcing a large message costs
-    /// nothing until its bytes come. False when the peer sent the limit without it being
-    /// consumed; the caller reports it.
-    fn read_room(&mut self, id: ConnId) -> bool {
-        let s = &mut self.sessions[id.key as usize];
-        let max = s
-            .max_message
-            .map_or(self.cfg.max_message_size, |m| m.get() as usize);
-        let limit = (max + READ_SLACK).min(u32::MAX as usize);
-        if s.rbuf.is_empty() {
-            s.rbuf = self.pool.take_read();
-            s.rstart = 0;
-            s.rend = 0;
-        }
-        if s.rend as usize == s.rbuf.len() {
-            if s.rstart > 0 {
-                s.rbuf.copy_within(s.rstart as usize..s.rend as usize, 0);
-                s.rend -= s.rstart;
-                s.rstart = 0;
-            } else if s.rbuf.len() < limit {
-                let wanted = (s.want as usize).min(s.rend as usize + RESERVE_AHEAD);
-                let n = (s.rbuf.len() * 2).max(wanted).min(limit);
-                s.rbuf.resize(n, 0);
-            } else {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The limit on unconsumed input `id` may hold.
-    pub(crate) fn message_limit(&self, id: ConnId) -> usize {
-        self.session(id)
-            .and_then(|s| s.max_message)
-            .map_or(self.cfg.max_message_size, |m| m.get() as usize)
     }
 
     /// Registers a stream and puts a session for it in the slab.

@@ -310,7 +310,8 @@ impl<H: Handler> Loop<H> {
         }
         // Waiting for a message over the limit would only delay the same end.
         let open = |s: &Session| s.state == State::Open && !s.read_closed;
-        if want > self.core.message_limit(id) && self.core.session(id).is_some_and(open) {
+        if want > 0 && want > self.core.message_limit(id) && self.core.session(id).is_some_and(open)
+        {
             self.too_large(id);
         }
     }
@@ -420,4 +421,47 @@ enum Step {
     Close(CloseReason),
     /// A lingering session ended and is gone.
     Released,
+}
+
+/// The read buffer's room: what the handler's input limits and hints allow.
+impl<M, T> Core<M, T> {
+    /// Makes room in the session's read buffer for at least one byte: takes a pooled buffer,
+    /// compacts, or grows it up to the connection's message limit. When the handler said how
+    /// many bytes it waits for, the buffer grows toward that in few steps, but never more than
+    /// [`RESERVE_AHEAD`] past what has arrived: a header announcing a large message costs
+    /// nothing until its bytes come. False when the peer sent the limit without it being
+    /// consumed; the caller reports it.
+    pub(super) fn read_room(&mut self, id: ConnId) -> bool {
+        let s = &mut self.sessions[id.key as usize];
+        let max = s
+            .max_message
+            .map_or(self.cfg.max_message_size, |m| m.get() as usize);
+        let limit = (max + READ_SLACK).min(u32::MAX as usize);
+        if s.rbuf.is_empty() {
+            s.rbuf = self.pool.take_read();
+            s.rstart = 0;
+            s.rend = 0;
+        }
+        if s.rend as usize == s.rbuf.len() {
+            if s.rstart > 0 {
+                s.rbuf.copy_within(s.rstart as usize..s.rend as usize, 0);
+                s.rend -= s.rstart;
+                s.rstart = 0;
+            } else if s.rbuf.len() < limit {
+                let wanted = (s.want as usize).min(s.rend as usize + RESERVE_AHEAD);
+                let n = (s.rbuf.len() * 2).max(wanted).min(limit);
+                s.rbuf.resize(n, 0);
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The limit on unconsumed input `id` may hold.
+    pub(crate) fn message_limit(&self, id: ConnId) -> usize {
+        self.session(id)
+            .and_then(|s| s.max_message)
+            .map_or(self.cfg.max_message_size, |m| m.get() as usize)
+    }
 }
