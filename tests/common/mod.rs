@@ -11,76 +11,19 @@ pub mod relay;
 pub mod stack;
 pub mod tls;
 
+// The in-process server and the waiting helpers are the engine's tests' own.
+#[path = "../../engine/tests/support/running.rs"]
+mod running;
+pub use running::{eventually, run, start, Running, WAIT};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use engine::{Handler, Server, ServerHandle};
-
-/// How long any single wait in a test may take before it counts as a failure.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// An engine server running on its own thread, stopped when dropped.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub handle: ServerHandle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Running {
-    /// Takes charge of a server already running on `thread`.
-    pub fn adopt(
-        addr: SocketAddr,
-        handle: ServerHandle,
-        thread: JoinHandle<std::io::Result<()>>,
-    ) -> Running {
-        Running {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits for `run` to return (after a shutdown) and gives its result.
-    pub fn join(mut self) -> std::io::Result<()> {
-        let t = self.thread.take().expect("joined once");
-        t.join().expect("server thread panicked")
-    }
-}
-
-impl Drop for Running {
-    /// Stops the server; a panic in any of its loop threads fails the test that ran it.
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.handle.stop();
-            let result = t.join();
-            if std::thread::panicking() {
-                return;
-            }
-            match result {
-                Err(_) => panic!("the server's loop thread panicked"),
-                Ok(Err(e)) => panic!("the server stopped with an error: {e}"),
-                Ok(Ok(())) => {}
-            }
-        }
-    }
-}
-
-/// Starts `factory`'s handler on 127.0.0.1:0 with `cfg`.
-pub fn start<H, F>(cfg: engine::Config, factory: F) -> Running
-where
-    H: Handler,
-    F: Fn(usize) -> H + Send + Sync + 'static,
-{
-    // As the server binaries do: tests with thousands of sockets need the hard limit.
-    let _ = engine::raise_open_file_limit();
-    let server = Server::new(cfg).unwrap().listen(any_port()).unwrap();
-    run(server, factory)
-}
+use engine::{Handler, Server};
 
 /// Starts `factory`'s handler on 127.0.0.1:0 with TLS.
 pub fn start_tls<H, F>(cfg: engine::Config, tls: engine::tls::TlsListener, factory: F) -> Running
@@ -97,22 +40,6 @@ where
 
 fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Runs `server` on a thread of its own until the `Running` is dropped.
-fn run<H, F>(server: Server<H>, factory: F) -> Running
-where
-    H: Handler,
-    F: Fn(usize) -> H + Send + Sync + 'static,
-{
-    let addr = server.local_addrs()[0];
-    let handle = server.handle();
-    let thread = std::thread::spawn(move || server.run(factory));
-    Running {
-        addr,
-        handle,
-        thread: Some(thread),
-    }
 }
 
 /// Runs loadgen with `args` to its end.
@@ -411,15 +338,6 @@ pub fn runs(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Polls `cond` until it holds or [`WAIT`] passes.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.

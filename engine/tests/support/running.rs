@@ -1,5 +1,5 @@
-//! A server on its own thread for the engine's tests, and waiting on events instead of
-//! sleeping.
+//! A server on its own thread for the engine's tests (and the workspace's, which include this
+//! file), and waiting on events instead of sleeping.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -20,6 +20,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// Takes charge of a server already running on `thread`.
+    pub fn adopt(
+        addr: SocketAddr,
+        handle: ServerHandle,
+        thread: JoinHandle<std::io::Result<()>>,
+    ) -> Running {
+        Running {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
     /// Waits for `run` to return (after a shutdown) and gives its result.
     pub fn join(mut self) -> std::io::Result<()> {
         let t = self.thread.take().expect("joined once");
@@ -50,6 +63,8 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
+    // As the server binaries do: tests with thousands of sockets need the hard limit.
+    let _ = engine::raise_open_file_limit();
     let server = Server::new(cfg)
         .unwrap()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
