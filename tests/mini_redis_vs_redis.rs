@@ -24,7 +24,14 @@ fn exchange(addr: SocketAddr, case: &cases::Case) -> Vec<u8> {
         s.write_all(b"QUIT\r\n").unwrap();
     }
     let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
+    // A server that closes with bytes of ours still unread (redis-server after a protocol
+    // error or QUIT, when the rest arrived after its read) makes the kernel answer with a
+    // reset; what it wrote before is still read first, and the comparison below judges it.
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{}: reading the reply from {addr}: {e}", case.name),
+    }
     if !case.closes && got.ends_with(b"+OK\r\n") {
         got.truncate(got.len() - 5);
     }
