@@ -29,9 +29,9 @@ start_proxy() { # port admin_port log strategy backend_ports... -> pid
   local port=$1 admin=$2 log=$3 strategy=$4; shift 4
   local args=()
   for b in "$@"; do args+=(--backend "127.0.0.1:$b"); done
-  local log=(env RUST_LOG="${PROXY_LOG:-warn}")
-  [ "${PROXY_LOG:-}" = - ] && log=(env -u RUST_LOG)
-  "${log[@]}" taskset -c 0 "$bin/proxy" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+  local run=(env RUST_LOG="${PROXY_LOG:-warn}")
+  [ "${PROXY_LOG:-}" = - ] && run=(env -u RUST_LOG)
+  "${run[@]}" taskset -c 0 "$bin/proxy" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
     --threads 1 --strategy "$strategy" --metrics-interval 0 --check-interval 1 --fall 2 --rise 2 \
     "${args[@]}" >"$log" 2>&1 &
   local pid=$!
