@@ -195,17 +195,28 @@ fn an_upgraded_connection_is_tunnelled_both_ways() {
     let a = TestBackend::start("a");
     let p = proxy(&["--backend", &addr_arg(&a)]);
     let mut s = connect(p.addr);
+    // Bytes sent right behind the handshake, before the 101, go through the tunnel too.
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly",
     )
     .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = s.read(&mut chunk).unwrap();
         assert!(n > 0, "closed before the 101");
         buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut early = buf.split_off(end);
+    while early.len() < 5 {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the early bytes came back");
+        early.extend_from_slice(&chunk[..n]);
     }
+    assert_eq!(early, b"early");
     let head = String::from_utf8_lossy(&buf).to_string();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(

@@ -108,7 +108,9 @@ enum ClientTimer {
 #[derive(Debug)]
 struct Client {
     peer: SocketAddr,
-    buf: Vec<u8>,
+    /// Input bytes left in the engine's buffer at the last delivery (a partial head, or
+    /// requests behind the one being served).
+    held: usize,
     state: ClientState,
     timer: Option<(TimerId, ClientTimer)>,
     /// TCP mode: backends tried for this connection.
@@ -204,7 +206,7 @@ impl Proxy {
             return;
         };
         let want = match &c.state {
-            ClientState::Idle if c.buf.is_empty() => Some(ClientTimer::Idle),
+            ClientState::Idle if c.held == 0 => Some(ClientTimer::Idle),
             ClientState::Idle => Some(ClientTimer::Deadline),
             ClientState::Busy(ex) if !ex.req.is_done() => Some(ClientTimer::Deadline),
             _ => None,
@@ -337,8 +339,7 @@ impl Service<Proxy> for Clients {
         conn: ConnId,
         data: &[u8],
     ) -> usize {
-        parts.hub.client_data(ctx, conn, data);
-        data.len()
+        parts.hub.client_data(ctx, conn, data)
     }
 
     /// A client caught up: read its backend again.
@@ -395,8 +396,8 @@ impl Service<Proxy> for Upstreams {
         })) = parts.hub.conns.get(conn)
         {
             let client = *client;
+            // The rest of a request body waits in the client's buffer: offered again.
             ctx.resume_reading(client);
-            parts.hub.pump(ctx, client);
         }
     }
 
@@ -456,7 +457,7 @@ impl Proxy {
             conn,
             Conn::Client(Client {
                 peer,
-                buf: Vec::new(),
+                held: 0,
                 state: ClientState::Idle,
                 timer: None,
                 tried: Vec::new(),
@@ -497,11 +498,11 @@ impl Proxy {
             return;
         };
         let partial = match &c.state {
-            ClientState::Idle => !c.buf.is_empty(),
+            ClientState::Idle => c.held > 0,
             ClientState::Busy(ex) => !ex.req.is_done(),
             ClientState::Tunnel(_) | ClientState::Done => false,
         };
-        let idle = matches!(c.state, ClientState::Idle) && c.buf.is_empty();
+        let idle = matches!(c.state, ClientState::Idle) && c.held == 0;
         let kind = c.timer.map(|(_, k)| k);
         if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
             c.timer = None;

@@ -5,58 +5,65 @@ use super::*;
 use crate::headers;
 
 impl Proxy {
+    /// Takes what it can of a client's input and leaves the rest in the engine's buffer
+    /// (returning how much it took): a request head once it is whole, the body of the request
+    /// being sent as far as the backend's queue allows, nothing of a pipelined request while
+    /// the one before it is answered. What is left is offered again when reading resumes
+    /// ([`Context::resume_reading`] after the answer, a retry or a backend catching up), so
+    /// forwarded bytes are copied once, into the backend's queue.
     pub(super) fn client_data(
         &mut self,
         ctx: &mut Context<'_, (), Timer>,
         conn: ConnId,
         data: &[u8],
-    ) {
-        let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
-            return;
-        };
-        match c.state {
-            ClientState::Tunnel(up) => {
-                let _ = ctx.send(up, data);
-                if ctx.queued(up) > HIGH_WATER {
-                    ctx.pause_reading(conn);
-                }
-                return;
-            }
-            ClientState::Done => return,
-            _ => c.buf.extend_from_slice(data),
+    ) -> usize {
+        let used = self.take_input(ctx, conn, data);
+        if let Some(Conn::Client(c)) = self.conns.get_mut(conn) {
+            c.held = data.len() - used;
         }
-        self.pump(ctx, conn);
         self.arm_client(ctx, conn);
+        used
     }
 
-    /// Moves the client's buffered bytes along: a new request's head, or the body of the one
-    /// being sent.
-    pub(super) fn pump(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId) {
+    fn take_input(&mut self, ctx: &mut Context<'_, (), Timer>, conn: ConnId, data: &[u8]) -> usize {
+        let mut used = 0;
         loop {
             let Some(Conn::Client(c)) = self.conns.get_mut(conn) else {
-                return;
+                return data.len();
             };
+            let rest = &data[used..];
             match &mut c.state {
-                ClientState::Done | ClientState::Tunnel(_) => return,
+                ClientState::Done => return data.len(),
+                ClientState::Tunnel(up) => {
+                    let up = *up;
+                    let _ = ctx.send(up, rest);
+                    if ctx.queued(up) > HIGH_WATER {
+                        ctx.pause_reading(conn);
+                    }
+                    return data.len();
+                }
                 ClientState::Idle => {
-                    if c.buf.is_empty() {
-                        return;
+                    if rest.is_empty() {
+                        return used;
                     }
                     let mut ex = self.spare.pop().unwrap_or_else(Exchange::boxed);
-                    match http1::parse_request_head_into(&mut ex.head, &c.buf, self.cfg.max_head) {
+                    match http1::parse_request_head_into(&mut ex.head, rest, self.cfg.max_head) {
                         Ok(None) => {
                             self.spare.push(ex);
-                            return;
+                            return used;
                         }
                         Err(e) => {
                             self.spare.push(ex);
                             let msg = e.to_string();
-                            return self.refuse(ctx, conn, e.status(), &msg);
+                            self.refuse(ctx, conn, e.status(), &msg);
+                            return data.len();
                         }
                         Ok(Some(n)) => {
-                            c.buf.drain(..n);
+                            used += n;
                             if !self.begin(ctx, conn, ex) {
-                                return;
+                                // Answered already; a kept-alive client's next request is
+                                // offered again by the resumed read.
+                                return used;
                             }
                         }
                     }
@@ -64,40 +71,42 @@ impl Proxy {
                 ClientState::Busy(ex) => {
                     if ex.req.is_done() {
                         // Waiting for the answer: what follows is the next request.
-                        if c.buf.len() > PIPELINE_MAX {
+                        if rest.len() > PIPELINE_MAX {
                             ctx.pause_reading(conn);
                         }
-                        return;
+                        return used;
                     }
                     let Some(up) = ex.up else {
-                        return;
+                        return used;
                     };
-                    if c.buf.is_empty() {
-                        return;
+                    if rest.is_empty() {
+                        return used;
                     }
-                    match ex.req.advance(&c.buf, None) {
+                    match ex.req.advance(rest, None) {
                         Err(e) => {
                             let msg = e.to_string();
                             let status = e.status();
                             self.abandon(ctx, conn);
-                            return self.refuse(ctx, conn, status, &msg);
+                            self.refuse(ctx, conn, status, &msg);
+                            return data.len();
                         }
                         Ok(n) => {
-                            let _ = ctx.send(up, &c.buf[..n]);
+                            let body = &rest[..n];
+                            let _ = ctx.send(up, body);
                             if ex.replayable {
                                 if ex.replay.len() + n <= REPLAY_MAX {
-                                    ex.replay.extend_from_slice(&c.buf[..n]);
+                                    ex.replay.extend_from_slice(body);
                                 } else {
                                     ex.replayable = false;
                                 }
                             }
-                            c.buf.drain(..n);
+                            used += n;
                             if ctx.queued(up) > HIGH_WATER {
                                 ctx.pause_reading(conn);
-                                return;
+                                return used;
                             }
                             if !ex.req.is_done() {
-                                return;
+                                return used;
                             }
                         }
                     }
@@ -263,8 +272,9 @@ impl Proxy {
         send_error(ctx, conn, peer, status, msg, keep, head_only);
         if keep {
             c.state = ClientState::Idle;
+            // The next request, if already here, is offered again; else the idle timeout runs.
             ctx.resume_reading(conn);
-            self.pump(ctx, conn);
+            self.arm_client(ctx, conn);
         } else {
             c.state = ClientState::Done;
             ctx.close(conn);
@@ -300,7 +310,7 @@ impl Proxy {
             return;
         };
         c.state = ClientState::Done;
-        c.buf.clear();
+        c.held = 0;
         send_error(ctx, conn, c.peer, status, msg, false, head_only);
         ctx.close(conn);
     }

@@ -13,7 +13,7 @@ impl Proxy {
             conn,
             Conn::Client(Client {
                 peer,
-                buf: Vec::new(),
+                held: 0,
                 state: ClientState::Done,
                 timer: None,
                 tried: Vec::new(),

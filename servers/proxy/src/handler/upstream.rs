@@ -72,13 +72,12 @@ impl Proxy {
                         }
                     }
                     if let Some(Conn::Client(c)) = self.conns.get_mut(client) {
-                        // Bytes the client sent after its handshake go through too.
-                        let early = std::mem::take(&mut c.buf);
                         if let Some((t, _)) = c.timer.take() {
                             ctx.cancel_timer(t);
                         }
-                        let _ = ctx.send(up, &early);
                     }
+                    // Bytes the client sent after its handshake go through too.
+                    ctx.resume_reading(client);
                     return data.len();
                 }
                 if (100..200).contains(&head.status) {
@@ -225,8 +224,8 @@ impl Proxy {
             ctx.close(client);
             return;
         }
+        // A pipelined request already here is offered again.
         ctx.resume_reading(client);
-        self.pump(ctx, client);
         self.arm_client(ctx, client);
     }
 
@@ -284,9 +283,10 @@ impl Proxy {
                     self.pool.traffic_result(b, false, &why);
                 }
                 if safe && self.pool.take_retry() {
-                    self.dispatch(ctx, client);
-                    // The rest of the body, if any, follows from the client's buffer.
-                    self.pump(ctx, client);
+                    if self.dispatch(ctx, client) {
+                        // The rest of the body, if any, follows from the client's buffer.
+                        ctx.resume_reading(client);
+                    }
                 } else {
                     self.fail(
                         ctx,
