@@ -130,10 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7008".into());
-    let config = Config::builder()
-        .max_message_size(4 + MAX_BODY)
-        .build()
-        .expect("a valid engine config");
+    let config = Config::builder().max_message_size(4 + MAX_BODY).build()?;
     let server = Server::new(config)?.listen(addr.parse()?)?;
     println!("frames listening on {}", server.local_addrs()[0]);
     engine::signal::shutdown_on_signals(server.handle())?;

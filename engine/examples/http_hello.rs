@@ -71,8 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:8088".into());
     let config = Config::builder()
         .max_message_size(16 * 1024) // the largest request head we keep
-        .build()
-        .expect("a valid engine config");
+        .build()?;
     let server = Server::new(config)?.listen(addr.parse()?)?;
     println!("http_hello listening on http://{}", server.local_addrs()[0]);
     engine::signal::shutdown_on_signals(server.handle())?;

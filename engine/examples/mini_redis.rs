@@ -588,7 +588,7 @@ pub fn server(listen: std::net::SocketAddr, threads: usize) -> std::io::Result<S
         .threads(threads.max(1))
         .max_message_size(MAX_MESSAGE)
         .build()
-        .expect("a valid engine config");
+        .map_err(std::io::Error::other)?;
     Server::new(config)?.listen(listen)
 }
 

@@ -266,9 +266,8 @@ fn run(args: Args) -> Result<(), String> {
         rise: fp.rise.unwrap_or(Thresholds::default().rise).max(1),
         fall: fp.fall.unwrap_or(Thresholds::default().fall).max(1),
     };
-    let engine_cfg =
-        settings::engine_config(args.engine.config.as_deref(), &args.engine.settings())
-            .map_err(|e| e.to_string())?;
+    let engine_cfg = settings::engine_config(args.engine.config.as_deref(), &args.engine.settings)
+        .map_err(|e| e.to_string())?;
     if backends.is_empty() {
         log::warn!(
             "no backend configured: every request is refused (HTTP 503, a TCP connection closed) \

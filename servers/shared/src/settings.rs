@@ -23,38 +23,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The command-line flags every server shares, declared once and flattened into each binary
-/// (`#[command(flatten)]`). What they leave unset comes from the configuration file, then the
-/// engine's defaults.
+/// The flags every server shares, flattened into each binary (`#[command(flatten)]`): the
+/// engine's own ([`EngineSettings`], declared once for the command line and the file) and the
+/// configuration file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct EngineArgs {
-    /// Event-loop threads [default: number of cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Most connections open at once [default: open-file limit less 64].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Most connections one source address may hold open at once; 0 = no limit [default:
-    /// test-server 256, the others none]. A proxy in front carries many clients' connections:
-    /// list it in the file's max_connections_per_ip_allow.
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
+    #[command(flatten)]
+    pub settings: EngineSettings,
     /// TOML configuration file (docs/operations.md, and docs/proxy.md for the proxy's own
     /// tables); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-}
-
-impl EngineArgs {
-    /// The flags as engine settings, to lay over the file's.
-    pub fn settings(&self) -> EngineSettings {
-        EngineSettings {
-            threads: self.threads,
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            ..EngineSettings::default()
-        }
-    }
 }
 
 /// A flag's help with its default appended, `"… [default: 60]"`, so `--help` shows the value the
@@ -138,31 +117,57 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-/// The `[engine]` table; every key is optional and defaults to [`engine::Config::default`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EngineSettings {
-    pub threads: Option<usize>,
-    pub max_message_size: Option<usize>,
-    pub write_high_water: Option<usize>,
-    pub write_low_water: Option<usize>,
-    pub write_hard_cap: Option<usize>,
-    /// 0 turns it off.
-    pub write_timeout_secs: Option<f64>,
-    /// 0 turns it off.
-    pub idle_timeout_secs: Option<f64>,
-    pub connect_timeout_secs: Option<f64>,
-    pub shutdown_grace_secs: Option<f64>,
-    pub tls_handshake_timeout_secs: Option<f64>,
-    pub max_connections: Option<usize>,
-    /// New connections per minute per IP (the bucket size); 0 turns the limit off.
-    pub rate_limit_per_minute: Option<u32>,
-    pub rate_limit_allow: Option<Vec<IpAddr>>,
-    /// Connections open at once per source address; 0 turns the limit off.
-    pub max_connections_per_ip: Option<usize>,
-    pub max_connections_per_ip_allow: Option<Vec<IpAddr>>,
-    pub backlog: Option<i32>,
-    pub socket: Option<SocketSettings>,
+layered! {
+    /// The engine's settings, declared once: the `[engine]` table of a configuration file
+    /// (serde) and, for the few marked `#[arg(long)]`, the command line (clap). Every key is
+    /// optional; what neither gives keeps the program's default (the engine's, see
+    /// [`engine::Config`], unless the program sets its own).
+    #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct EngineSettings {
+        /// Event-loop threads [default: the number of cores; db-server: 1].
+        #[arg(long)]
+        pub threads: Option<usize>,
+        #[arg(skip)]
+        pub max_message_size: Option<usize>,
+        #[arg(skip)]
+        pub write_high_water: Option<usize>,
+        #[arg(skip)]
+        pub write_low_water: Option<usize>,
+        #[arg(skip)]
+        pub write_hard_cap: Option<usize>,
+        /// 0 turns it off.
+        #[arg(skip)]
+        pub write_timeout_secs: Option<f64>,
+        /// 0 turns it off.
+        #[arg(skip)]
+        pub idle_timeout_secs: Option<f64>,
+        #[arg(skip)]
+        pub connect_timeout_secs: Option<f64>,
+        #[arg(skip)]
+        pub shutdown_grace_secs: Option<f64>,
+        #[arg(skip)]
+        pub tls_handshake_timeout_secs: Option<f64>,
+        /// Most connections open at once [default: open-file limit less 64].
+        #[arg(long)]
+        pub max_connections: Option<usize>,
+        /// New connections per minute per IP (the bucket size); 0 turns the limit off.
+        #[arg(skip)]
+        pub rate_limit_per_minute: Option<u32>,
+        #[arg(skip)]
+        pub rate_limit_allow: Option<Vec<IpAddr>>,
+        /// Most connections one source address may hold open at once; 0 = no limit [default:
+        /// test-server 256, the others none]. A proxy in front carries many clients'
+        /// connections: list it in the file's max_connections_per_ip_allow.
+        #[arg(long, value_name = "N")]
+        pub max_connections_per_ip: Option<usize>,
+        #[arg(skip)]
+        pub max_connections_per_ip_allow: Option<Vec<IpAddr>>,
+        #[arg(skip)]
+        pub backlog: Option<i32>,
+        #[arg(skip)]
+        pub socket: Option<SocketSettings>,
+    }
 }
 
 /// The `[engine.socket]` table.
@@ -309,17 +314,20 @@ pub fn engine_config(
     engine_config_from(engine::Config::default(), file, flags)
 }
 
-/// [`engine_config`] over a program's own defaults (`base`) rather than the engine's.
+/// [`engine_config`] over a program's own defaults (`base`) rather than the engine's: the
+/// flags laid over the file's table, applied once (so a program's default, e.g. db-server's
+/// one thread, gives way to the file as it does to a flag).
 pub fn engine_config_from(
     base: engine::Config,
     file: Option<&Path>,
     flags: &EngineSettings,
 ) -> Result<engine::Config, SettingsError> {
+    let from_file = match file {
+        Some(path) => load::<File>(path)?.engine,
+        None => EngineSettings::default(),
+    };
     let mut cfg = base;
-    if let Some(path) = file {
-        load::<File>(path)?.engine.apply(&mut cfg)?;
-    }
-    flags.apply(&mut cfg)?;
+    flags.clone().over(from_file).apply(&mut cfg)?;
     Ok(cfg)
 }
 
@@ -407,6 +415,32 @@ mod tests {
         );
         assert!(cfg.socket.keepalive.is_none());
         assert_eq!(cfg.socket.send_buffer, None);
+    }
+
+    #[test]
+    fn a_programs_default_gives_way_to_the_file_and_flags_win_over_both() {
+        let dir = std::env::temp_dir().join(format!("netmod-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[engine]\nthreads = 4\nmax_connections = 50\n").unwrap();
+        let mut base = engine::Config::default();
+        base.threads = 1;
+        let cfg =
+            engine_config_from(base.clone(), Some(&path), &EngineSettings::default()).unwrap();
+        assert_eq!((cfg.threads, cfg.limits.max_connections), (4, Some(50)));
+        let flags = EngineSettings {
+            threads: Some(2),
+            ..EngineSettings::default()
+        };
+        let cfg = engine_config_from(base.clone(), Some(&path), &flags).unwrap();
+        assert_eq!((cfg.threads, cfg.limits.max_connections), (2, Some(50)));
+        assert_eq!(
+            engine_config_from(base, None, &EngineSettings::default())
+                .unwrap()
+                .threads,
+            1
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
