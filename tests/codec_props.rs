@@ -132,3 +132,30 @@ fn boundary_lengths_zero_max_plus_one_and_all_ones() {
     // An empty body is a valid (all-default) Message.
     assert_eq!(wire::decode(&[]).unwrap(), Message::default());
 }
+
+proptest! {
+    /// The in-place reading of a change notice agrees with prost's on every notice, and on
+    /// arbitrary bytes it never panics: it reads what prost reads, or refuses.
+    #[test]
+    fn change_notices_read_in_place_agree_with_prost(
+        tables in proptest::collection::vec("[a-z*]{0,8}", 0..4),
+        keys in proptest::collection::vec("\\PC{0,12}", 0..4),
+        index in any::<u64>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        use prost::Message as _;
+        use protocol::proto::{ChangeNotice, TablesChanged};
+        let notice = TablesChanged { tables, commit_index: index, keys };
+        let bytes = notice.encode_to_vec();
+        let view = ChangeNotice::new(&bytes).unwrap();
+        prop_assert_eq!(view.tables().collect::<Vec<_>>(), notice.tables.iter().map(String::as_str).collect::<Vec<_>>());
+        prop_assert_eq!(view.keys().collect::<Vec<_>>(), notice.keys.iter().map(String::as_str).collect::<Vec<_>>());
+        prop_assert_eq!(view.commit_index(), index);
+        if let Ok(view) = ChangeNotice::new(&junk) {
+            if let Ok(decoded) = TablesChanged::decode(&junk[..]) {
+                prop_assert_eq!(view.keys().collect::<Vec<_>>(), decoded.keys.iter().map(String::as_str).collect::<Vec<_>>());
+                prop_assert_eq!(view.commit_index(), decoded.commit_index);
+            }
+        }
+    }
+}

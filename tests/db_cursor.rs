@@ -31,6 +31,7 @@ fn open(
 ) -> Result<CursorPage, ClientError> {
     page(c.data(&req(data_request::Kind::OpenCursor(CursorOpen {
         stmt: Some(Statement {
+            keys: Vec::new(),
             sql: sql.into(),
             args: vec![],
             named_args: vec![],

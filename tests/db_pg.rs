@@ -63,6 +63,7 @@ impl Schema {
 
 fn stmt(sql: &str, args: Vec<Value>) -> Statement {
     Statement {
+        keys: Vec::new(),
         sql: sql.into(),
         args,
         named_args: vec![],
@@ -178,6 +179,7 @@ fn pg_crud_round_trips_every_value_type_nulls_unicode_and_a_large_blob() {
     );
     // Named parameters, as SQLite spells them, and a NULL through a named one.
     let named = Statement {
+        keys: Vec::new(),
         sql: "UPDATE t SET s = :s, n = :n WHERE id = :id".into(),
         args: vec![],
         named_args: vec![

@@ -40,6 +40,7 @@ fn run(
     args: Vec<Value>,
 ) -> Result<StatementResult, ClientError> {
     let stmt = Statement {
+        keys: Vec::new(),
         sql: sql.into(),
         args,
         named_args: vec![],
@@ -238,6 +239,7 @@ fn a_writer_blocked_past_the_busy_timeout_gets_busy_and_a_full_queue_gets_overlo
     for i in 0..5i64 {
         let req = DataRequest {
             kind: Some(data_request::Kind::Execute(Statement {
+                keys: Vec::new(),
                 sql: "INSERT INTO a VALUES (?1)".into(),
                 args: vec![Value::int(100 + i)],
                 named_args: vec![],

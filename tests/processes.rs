@@ -559,6 +559,7 @@ fn sigterm_right_after_a_burst_of_db_writes_answers_every_one_and_keeps_them() {
     for i in 0..200i64 {
         let req = DataRequest {
             kind: Some(data_request::Kind::Execute(Statement {
+                keys: Vec::new(),
                 sql: "INSERT INTO t VALUES (?1)".into(),
                 args: vec![Value::int(i)],
                 named_args: vec![],
@@ -993,6 +994,7 @@ fn sigterm_lets_forwarded_requests_finish_then_exits_zero() {
     let slow = protocol::proto::DataRequest {
         kind: Some(protocol::proto::data_request::Kind::Execute(
             protocol::proto::Statement {
+                keys: Vec::new(),
                 sql: "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
                       WHERE x < 200000) SELECT count(*) FROM n"
                     .into(),

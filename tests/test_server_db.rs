@@ -215,6 +215,7 @@ fn many_clients_with_pipelined_requests_get_every_answer_under_its_own_id() {
                     let req = protocol::proto::DataRequest {
                         kind: Some(protocol::proto::data_request::Kind::Execute(
                             protocol::proto::Statement {
+                                keys: Vec::new(),
                                 sql: "INSERT INTO kv VALUES (?1, ?2)".into(),
                                 args: vec![Value::int(k), Value::text(format!("v{k}"))],
                                 named_args: vec![],
@@ -358,6 +359,7 @@ fn a_pong_overtakes_a_long_queue_of_data_replies() {
     let select = protocol::proto::DataRequest {
         kind: Some(protocol::proto::data_request::Kind::Execute(
             protocol::proto::Statement {
+                keys: Vec::new(),
                 sql: "SELECT randomblob(100000)".into(),
                 args: vec![],
                 named_args: vec![],

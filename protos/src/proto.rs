@@ -42,8 +42,16 @@ impl Statement {
         Statement {
             sql: sql.into(),
             args,
-            named_args: Vec::new(),
+            ..Default::default()
         }
+    }
+
+    /// The same statement naming the keys of the rows it writes, for change notices (see
+    /// `Statement.keys` in data.proto).
+    #[must_use]
+    pub fn with_keys(mut self, keys: Vec<String>) -> Self {
+        self.keys = keys;
+        self
     }
 }
 
@@ -74,3 +82,127 @@ impl DataRequest {
         }
     }
 }
+
+/// A `TablesChanged` notice read in place: its tables and keys borrowed from the frame, nothing
+/// allocated (a cache hears one per write).
+///
+/// ```
+/// use prost::Message as _;
+/// let notice = protocol::proto::TablesChanged {
+///     tables: vec!["docs".into()],
+///     commit_index: 7,
+///     keys: vec!["a".into(), "b".into()],
+/// };
+/// let bytes = notice.encode_to_vec();
+/// let view = protocol::proto::ChangeNotice::new(&bytes).unwrap();
+/// assert_eq!(view.tables().collect::<Vec<_>>(), ["docs"]);
+/// assert_eq!(view.keys().collect::<Vec<_>>(), ["a", "b"]);
+/// assert_eq!(view.commit_index(), 7);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeNotice<'a> {
+    buf: &'a [u8],
+    commit_index: u64,
+}
+
+impl<'a> ChangeNotice<'a> {
+    /// Checks `buf` (an encoded `TablesChanged`) once; the iterators then read it again.
+    ///
+    /// # Errors
+    /// The bytes are not a `TablesChanged` (a malformed field, a name that is not UTF-8).
+    pub fn new(buf: &'a [u8]) -> Result<Self, NoticeError> {
+        let mut commit_index = 0;
+        for field in Fields(buf) {
+            match field? {
+                (1 | 3, Field::Bytes(b)) => {
+                    std::str::from_utf8(b).map_err(|_| NoticeError("a name that is not UTF-8"))?;
+                }
+                (2, Field::Varint(v)) => commit_index = v,
+                _ => {}
+            }
+        }
+        Ok(ChangeNotice { buf, commit_index })
+    }
+
+    /// The tables the write changed (`"*"`: any).
+    pub fn tables(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.strings(1)
+    }
+
+    /// The keys of the rows changed; none: any row of the tables.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.strings(3)
+    }
+
+    /// The commit index of the write.
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
+    }
+
+    fn strings(&self, tag: u32) -> impl Iterator<Item = &'a str> + 'a {
+        Fields(self.buf).filter_map(move |f| match f {
+            // Checked in `new`.
+            Ok((t, Field::Bytes(b))) if t == tag => std::str::from_utf8(b).ok(),
+            _ => None,
+        })
+    }
+}
+
+/// One field of an encoded message.
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// The fields of an encoded message, in order.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Field<'a>), NoticeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use prost::encoding::{decode_key, decode_varint, WireType};
+        if self.0.is_empty() {
+            return None;
+        }
+        let step = |buf: &mut &'a [u8]| -> Result<(u32, Field<'a>), NoticeError> {
+            let (tag, wire) = decode_key(buf).map_err(|_| NoticeError("a bad field key"))?;
+            let field = match wire {
+                WireType::Varint => {
+                    Field::Varint(decode_varint(buf).map_err(|_| NoticeError("a bad varint"))?)
+                }
+                WireType::LengthDelimited => {
+                    let len = decode_varint(buf).map_err(|_| NoticeError("a bad length"))?;
+                    let len = usize::try_from(len).map_err(|_| NoticeError("length too large"))?;
+                    if len > buf.len() {
+                        return Err(NoticeError("buffer underflow"));
+                    }
+                    let (b, rest) = buf.split_at(len);
+                    *buf = rest;
+                    Field::Bytes(b)
+                }
+                WireType::ThirtyTwoBit | WireType::SixtyFourBit => {
+                    let n = if wire == WireType::ThirtyTwoBit { 4 } else { 8 };
+                    if n > buf.len() {
+                        return Err(NoticeError("buffer underflow"));
+                    }
+                    *buf = &buf[n..];
+                    Field::Fixed
+                }
+                _ => return Err(NoticeError("groups are not used")),
+            };
+            Ok((tag, field))
+        };
+        let r = step(&mut self.0);
+        if r.is_err() {
+            self.0 = &[]; // one error, then the end
+        }
+        Some(r)
+    }
+}
+
+/// Why a change notice could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed change notice: {0}")]
+pub struct NoticeError(&'static str);

@@ -123,6 +123,19 @@ pub fn to_frame(msg: &Message) -> Vec<u8> {
     out
 }
 
+/// Builds a message of `ty`/`op` carrying `payload`, encoded already (the buffer becomes the
+/// message's data without a copy).
+pub fn message_encoded(ty: MessageType, op: Operation, id: u32, payload: Vec<u8>) -> Message {
+    Message {
+        r#type: ty as i32,
+        message_id: id,
+        timestamp: now_micros(),
+        data: payload.into(),
+        op: op as i32,
+        ..Message::default()
+    }
+}
+
 /// Builds a message of `ty`/`op` carrying `payload` encoded.
 pub fn message(ty: MessageType, op: Operation, id: u32, payload: &impl prost::Message) -> Message {
     Message {

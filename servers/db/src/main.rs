@@ -33,7 +33,9 @@ struct Args {
     /// SQLite database file, created if missing (the default backend).
     #[arg(long, default_value = "netmod.db", conflicts_with = "postgres")]
     sqlite: PathBuf,
-    /// Use PostgreSQL: the primary's URL, e.g. postgresql://user:pass@127.0.0.1:5432/db.
+    /// Use PostgreSQL: the primary's URL, e.g. postgresql://user:pass@127.0.0.1:5432/db; or
+    /// every node's, postgresql://user:pass@pg1,pg2/db?target_session_attrs=read-write, to
+    /// follow the primary across a failover (docs/operations.md).
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
     /// A PostgreSQL read replica (hot standby) URL; repeat for several.
@@ -87,6 +89,11 @@ struct Args {
     /// Requests queued for the workers before new ones get OVERLOADED.
     #[arg(long, default_value_t = 10_000)]
     queue: usize,
+    /// Which answers over 10 KiB are gzip-compressed: those to peers on another host (remote),
+    /// always, or never. On a loopback connection compression costs this server's loop far
+    /// more than it saves.
+    #[arg(long, value_enum, default_value_t = shared::wire::Compress::Remote)]
+    compress: shared::wire::Compress,
     #[command(flatten)]
     engine: settings::EngineArgs,
     #[command(flatten)]
@@ -111,11 +118,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let flags = settings::EngineSettings {
-        threads: Some(args.engine.threads.unwrap_or(1)),
-        ..args.engine.settings()
-    };
-    let cfg = settings::engine_config(args.engine.config.as_deref(), &flags)?;
+    // One loop thread unless the file or a flag says otherwise: the statements run on the
+    // workers.
+    let mut base = engine::Config::default();
+    base.threads = 1;
+    let cfg =
+        settings::engine_config_from(base, args.engine.config.as_deref(), &args.engine.settings)?;
     let readers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -190,6 +198,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     server.run(move |_| {
         DbService::new(Arc::clone(&pool), Arc::clone(&watchers), max)
             .with_statement_timeout(statement_timeout)
+            .with_compression(args.compress)
     })?;
     info!("db-server stopped");
     Ok(())

@@ -23,8 +23,9 @@ pub struct Reply {
     pub(crate) conn: ConnId,
     pub(crate) id: u32,
     pub(crate) result: Result<DataResponse, DbError>,
-    /// Tables the work writes, when somebody watches (see [`crate::watch`]).
-    pub(crate) tables: Vec<String>,
+    /// What the work writes, when somebody watches (see [`crate::watch`]): no tables for a
+    /// read or when nobody does; the commit index is filled in once it committed.
+    pub(crate) changed: TablesChanged,
 }
 
 /// What a loop's mailbox carries.
@@ -42,18 +43,18 @@ pub struct ReplyTo {
     inbox: LoopHandle<Inbox>,
     conn: ConnId,
     id: u32,
-    tables: Vec<String>,
+    changed: TablesChanged,
 }
 
 impl ReplyTo {
-    /// The answer to request `id` of `conn`, delivered to the loop behind `inbox`; `tables`
-    /// are those the work writes, for watchers (empty when nobody watches).
-    pub fn new(inbox: LoopHandle<Inbox>, conn: ConnId, id: u32, tables: Vec<String>) -> Self {
+    /// The answer to request `id` of `conn`, delivered to the loop behind `inbox`; `changed`
+    /// says what the work writes, for watchers (no tables when nobody watches).
+    pub fn new(inbox: LoopHandle<Inbox>, conn: ConnId, id: u32, changed: TablesChanged) -> Self {
         ReplyTo {
             inbox,
             conn,
             id,
-            tables,
+            changed,
         }
     }
 
@@ -63,7 +64,7 @@ impl ReplyTo {
             conn: self.conn,
             id: self.id,
             result,
-            tables: self.tables,
+            changed: self.changed,
         });
         let msg = HELD.with(|held| match held.try_borrow_mut() {
             Ok(mut h) if h.active => {

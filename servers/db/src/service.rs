@@ -51,6 +51,8 @@ pub struct DbService {
     subscriptions: ConnMap<Subscription>,
     /// This pass's jobs, handed to the workers at its end.
     pending: Pending,
+    /// Which large answers are compressed.
+    compress: wire::Compress,
 }
 
 impl DbService {
@@ -64,7 +66,14 @@ impl DbService {
             inflight: ConnMap::default(),
             subscriptions: ConnMap::default(),
             pending: Pending::default(),
+            compress: wire::Compress::default(),
         }
+    }
+
+    /// Which answers over [`wire::COMPRESS_OVER`] are gzip-compressed (by default: those to
+    /// peers on another host).
+    pub fn with_compression(self, compress: wire::Compress) -> Self {
+        DbService { compress, ..self }
     }
 
     /// The longest a client statement may run (see [`crate::deadline`]); zero: no maximum.
@@ -177,11 +186,11 @@ impl DbService {
             Some(data_request::Kind::Execute(st)) => Work::Execute(st),
             Some(data_request::Kind::Batch(b)) => Work::Batch(b),
             Some(data_request::Kind::Begin(b)) => {
-                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().begin(&b, caller, reply);
             }
             Some(data_request::Kind::TxnExecute(t)) => {
-                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 let st = t.stmt.unwrap_or_default();
                 return self
                     .pool
@@ -189,24 +198,27 @@ impl DbService {
                     .execute(t.txn_id, t.seq, &caller, st, limit, reply);
             }
             Some(data_request::Kind::Commit(t)) => {
-                let tables = if watched {
-                    vec!["*".into()]
-                } else {
-                    Vec::new()
+                let changed = TablesChanged {
+                    tables: if watched {
+                        vec!["*".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    ..TablesChanged::default()
                 };
-                let reply = self.reply_fn(ctx, conn, id, tables);
+                let reply = self.reply_fn(ctx, conn, id, changed);
                 return self.pool.txns().commit(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::Rollback(t) | data_request::Kind::CloseCursor(t)) => {
-                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().rollback(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::OpenCursor(c)) => {
-                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().open_cursor(c, limit, caller, reply);
             }
             Some(data_request::Kind::Fetch(t)) => {
-                let reply = self.reply_fn(ctx, conn, id, Vec::new());
+                let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().fetch(t.txn_id, t.seq, &caller, reply);
             }
             Some(data_request::Kind::Stats(_)) => {
@@ -221,12 +233,12 @@ impl DbService {
                 return self.answer(ctx, conn, id, Err(e));
             }
         };
-        let tables = if watched {
-            watch::written_tables(&work)
+        let changed = if watched {
+            watch::changes(&work)
         } else {
-            Vec::new()
+            TablesChanged::default()
         };
-        let reply = self.reply_fn(ctx, conn, id, tables);
+        let reply = self.reply_fn(ctx, conn, id, changed);
         let job = Job {
             work,
             idempotency_key: caller.scoped_key(req.idempotency_key),
@@ -245,7 +257,7 @@ impl DbService {
         ctx: &mut Context<'_, Inbox>,
         conn: ConnId,
         id: u32,
-        tables: Vec<String>,
+        changed: TablesChanged,
     ) -> ReplyTo {
         match self.inflight.get_mut(conn) {
             Some(n) => *n += 1,
@@ -253,7 +265,7 @@ impl DbService {
                 self.inflight.insert(conn, 1);
             }
         }
-        ReplyTo::new(ctx.loop_handle(), conn, id, tables)
+        ReplyTo::new(ctx.loop_handle(), conn, id, changed)
     }
 
     fn answer(
@@ -273,7 +285,7 @@ impl DbService {
                 };
                 // Encoded once, straight into the output (an over-long answer is refused whole).
                 if header.frame_len(resp.encoded_len()) <= self.max_message {
-                    let _ = wire::send_payload(ctx, conn, header, &resp);
+                    let _ = wire::send_payload_as(ctx, conn, header, &resp, self.compress);
                     return;
                 }
                 wire::error(
@@ -330,11 +342,11 @@ impl Handler for DbService {
         if let Some(n) = self.inflight.get_mut(reply.conn) {
             *n = n.saturating_sub(1);
         }
-        if let (Ok(resp), false) = (&reply.result, reply.tables.is_empty()) {
+        if let (Ok(resp), false) = (&reply.result, reply.changed.tables.is_empty()) {
             // Committed: subscribers hear of it before the writer hears back.
             let changed = Arc::new(TablesChanged {
-                tables: reply.tables,
                 commit_index: resp.commit_index,
+                ..reply.changed
             });
             self.watchers
                 .broadcast(ctx.loop_id(), || Inbox::Changed(Arc::clone(&changed)));

@@ -7,6 +7,10 @@
 //! Redis' client-side caching invalidations: a subscriber may serve its old copy for the time the
 //! notice takes to arrive.
 //!
+//! A writer may name the keys of the rows it changes (`Statement.keys`); when every write of a
+//! request does, the notice carries them, so that a cache keyed by row (test-server's
+//! documents) drops those rows only instead of the whole table.
+//!
 //! Which tables a write touched is read from its SQL (`INSERT INTO t`, `REPLACE INTO t`,
 //! `UPDATE t`, `DELETE FROM t`); anything else that writes (DDL, a transaction's commit,
 //! `WITH … INSERT`) is reported as `"*"`, "any table". Rows changed by triggers in other tables
@@ -105,19 +109,44 @@ impl Subscription {
     }
 }
 
-/// Tables a piece of work writes when it succeeds: empty for reads, `"*"` when unknown.
-pub fn written_tables(work: &Work) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// Tables or keys a notice names one by one; past that a write's tables are `"*"` and its keys
+/// none (any row): a client's batch of thousands of steps or keys costs the loop no quadratic
+/// work and every subscriber no long notice.
+const NAMED_MAX: usize = 64;
+
+/// What a piece of work writes when it succeeds: the tables (none for reads, `"*"` when
+/// unknown) and, when every write names the keys of its rows (`Statement.keys`), those keys;
+/// the commit index is left for the commit to fill in.
+pub fn changes(work: &Work) -> TablesChanged {
+    let mut out = TablesChanged::default();
+    let mut keyed = true;
     let mut add = |st: &Statement| {
-        if let Some(t) = written_table(&st.sql) {
-            if !out.contains(&t) {
-                out.push(t);
+        let Some(t) = written_table(&st.sql) else {
+            return;
+        };
+        if out.tables.first().is_some_and(|f| f == "*") || out.tables.contains(&t) {
+            // Already "any table", or named.
+        } else if out.tables.len() < NAMED_MAX {
+            out.tables.push(t);
+        } else {
+            // More tables than a notice names one by one: "any table".
+            out.tables = vec!["*".to_string()];
+        }
+        keyed &= !st.keys.is_empty() && out.keys.len() + st.keys.len() <= NAMED_MAX;
+        if keyed {
+            for k in &st.keys {
+                if !out.keys.contains(k) {
+                    out.keys.push(k.clone());
+                }
             }
         }
     };
     match work {
         Work::Execute(st) => add(st),
         Work::Batch(b) => b.steps.iter().filter_map(|s| s.stmt.as_ref()).for_each(add),
+    }
+    if !keyed {
+        out.keys.clear();
     }
     out
 }
@@ -281,10 +310,62 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_carried_only_when_every_write_names_its_own() {
+        let keyed = |sql: &str, keys: &[&str]| {
+            Statement::new(sql, Vec::new()).with_keys(keys.iter().map(|k| k.to_string()).collect())
+        };
+        let batch = |stmts: Vec<Statement>| {
+            Work::Batch(protocol::proto::Batch {
+                steps: stmts
+                    .into_iter()
+                    .map(|st| protocol::proto::BatchStep {
+                        stmt: Some(st),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        };
+        let c = changes(&batch(vec![
+            keyed("INSERT INTO docs VALUES (1)", &["a"]),
+            keyed("UPDATE docs SET x = 1", &["a", "b"]),
+            keyed("SELECT 1", &[]),
+        ]));
+        assert_eq!(
+            (c.tables, c.keys),
+            (vec!["docs".to_string()], vec!["a".into(), "b".into()])
+        );
+        let c = changes(&batch(vec![
+            keyed("UPDATE docs SET x = 1", &["a"]),
+            keyed("DELETE FROM docs", &[]),
+        ]));
+        assert_eq!(
+            (c.tables, c.keys),
+            (vec!["docs".to_string()], Vec::<String>::new())
+        );
+        let c = changes(&Work::Execute(keyed("SELECT * FROM docs", &["a"])));
+        assert!(c.tables.is_empty() && c.keys.is_empty());
+        // Past the limit: every key, and any table.
+        let many: Vec<String> = (0..NAMED_MAX + 1).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let c = changes(&Work::Execute(keyed("UPDATE docs SET x = 1", &refs)));
+        assert_eq!(
+            (c.tables, c.keys),
+            (vec!["docs".to_string()], Vec::<String>::new())
+        );
+        let c = changes(&batch(
+            (0..NAMED_MAX + 1)
+                .map(|i| keyed(&format!("DELETE FROM t{i}"), &["a"]))
+                .collect(),
+        ));
+        assert_eq!(c.tables, vec!["*".to_string()]);
+    }
+
+    #[test]
     fn subscriptions_match_names_and_everything() {
         let changed = |names: &[&str]| TablesChanged {
             tables: names.iter().map(|s| s.to_string()).collect(),
             commit_index: 1,
+            keys: Vec::new(),
         };
         let docs = Subscription::new(&["Docs".into()]).unwrap();
         assert!(docs.wants(&changed(&["docs"])));

@@ -21,6 +21,31 @@ fn to_engine(p: Priority) -> engine::Priority {
     }
 }
 
+/// Where a payload over [`COMPRESS_OVER`] is gzip-compressed before it is sent: compression
+/// costs the sender's loop far more CPU than it saves on a loopback connection, and pays across
+/// a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compress {
+    /// To peers on another host; never on a loopback connection (the default).
+    #[default]
+    Remote,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Compress {
+    /// Whether a large payload to `conn` is compressed.
+    pub fn applies<M: Send + 'static, T>(self, ctx: &Context<'_, M, T>, conn: ConnId) -> bool {
+        match self {
+            Compress::Always => true,
+            Compress::Never => false,
+            Compress::Remote => !ctx.peer_addr(conn).is_some_and(|a| a.ip().is_loopback()),
+        }
+    }
+}
+
 /// Queues `msg` on `conn`, encoded straight into the connection's output buffer (a large
 /// payload compressed first).
 pub fn send<M: Send + 'static, T>(
@@ -28,7 +53,23 @@ pub fn send<M: Send + 'static, T>(
     conn: ConnId,
     msg: &Message,
 ) -> Result<(), SendError> {
-    let packed = compressed(msg);
+    send_as(ctx, conn, msg, Compress::Always)
+}
+
+/// [`send`], a large payload compressed only where `compress` says (asked only for a payload
+/// over [`COMPRESS_OVER`]: small ones cost no lookup).
+pub fn send_as<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    msg: &Message,
+    compress: Compress,
+) -> Result<(), SendError> {
+    let large = msg.data.len() > COMPRESS_OVER;
+    let packed = if large && compress.applies(ctx, conn) {
+        compressed(msg)
+    } else {
+        None
+    };
     let msg = packed.as_ref().unwrap_or(msg);
     ctx.send_with(conn, engine_priority(msg), frame_len(msg), |out| {
         encode(msg, out)
@@ -45,8 +86,20 @@ pub fn send_payload<M: Send + 'static, T>(
     header: Header,
     payload: &impl prost::Message,
 ) -> Result<(), SendError> {
+    send_payload_as(ctx, conn, header, payload, Compress::Always)
+}
+
+/// [`send_payload`], a large payload compressed only where `compress` says (otherwise any
+/// payload is encoded straight into the output).
+pub fn send_payload_as<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    header: Header,
+    payload: &impl prost::Message,
+    compress: Compress,
+) -> Result<(), SendError> {
     let data_len = payload.encoded_len();
-    if data_len > COMPRESS_OVER {
+    if data_len > COMPRESS_OVER && compress.applies(ctx, conn) {
         let mut m = message(header.ty, header.op, header.id, payload);
         m.priority = header.priority as i32;
         return send(ctx, conn, &m);

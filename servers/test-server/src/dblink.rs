@@ -35,6 +35,7 @@ use shared::breaker::Breaker;
 use shared::wire::{self, ErrorCode, Message, MessageType};
 
 mod config;
+mod requests;
 #[allow(unused_imports)]
 pub use config::*;
 
@@ -101,6 +102,10 @@ pub struct DbLink<T> {
     subscription: Option<Message>,
     /// Subscriptions sent and not yet answered: message id → slot.
     subscribing: HashMap<u32, usize>,
+    /// The subscribed connection whose notices are passed on. Every subscribed connection
+    /// carries every notice; one stream, in db-server's order, is what a cache keeping its own
+    /// writes needs (the same notice twice would look like a second writer's).
+    notices_from: Option<usize>,
     /// Liveness pings not answered yet (their ids are not given to requests).
     pings: Vec<u32>,
 }
@@ -142,6 +147,7 @@ impl<T> DbLink<T> {
             sweeping: false,
             subscription: None,
             subscribing: HashMap::new(),
+            notices_from: None,
             pings: Vec::new(),
         }
     }
@@ -158,18 +164,6 @@ impl<T> DbLink<T> {
         self.slots
             .iter()
             .any(|s| s.watched && matches!(s.state, SlotState::Up(_)))
-    }
-
-    fn fresh_id(&mut self) -> u32 {
-        loop {
-            self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.pending.contains_key(&self.next_id)
-                && !self.subscribing.contains_key(&self.next_id)
-                && !self.pings.contains(&self.next_id)
-            {
-                return self.next_id;
-            }
-        }
     }
 
     /// Opens the connections.
@@ -324,6 +318,10 @@ impl<T> DbLink<T> {
         let (_, i) = self.by_conn.swap_remove(at);
         self.subscribing.retain(|_, slot| *slot != i);
         let was_watched = std::mem::replace(&mut self.slots[i].watched, false);
+        if self.notices_from == Some(i) {
+            // Another subscribed connection, if any, has carried the same notices all along.
+            self.notices_from = self.slots.iter().position(|s| s.watched);
+        }
         let ids: Vec<u32> = self
             .pending
             .iter()
@@ -415,93 +413,6 @@ impl<T> DbLink<T> {
         }
     }
 
-    fn sweep<M: Send + 'static, Tm: From<LinkTimer>>(
-        &mut self,
-        ctx: &mut Context<'_, M, Tm>,
-    ) -> Vec<Event<T>> {
-        let now = Instant::now();
-        let limit = self.cfg.request_timeout;
-        let late: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.sent) >= limit)
-            .map(|(id, _)| *id)
-            .collect();
-        if !late.is_empty() {
-            self.breaker.failure(now);
-        }
-        let out = late
-            .into_iter()
-            .filter_map(|id| self.pending.remove(&id))
-            .map(|p| {
-                Event::Failed(
-                    p.owner,
-                    ErrorCode::Timeout,
-                    format!("db-server did not answer within {limit:?}"),
-                )
-            })
-            .collect();
-        self.sweeping = !self.pending.is_empty();
-        if self.sweeping {
-            ctx.set_timer(limit / 4, Tm::from(LinkTimer::Sweep));
-        }
-        out
-    }
-
-    /// Sends `msg` (its `message_id` is replaced by the link's) to db-server. On failure the
-    /// owner comes back with the code and reason to answer its caller with, at once.
-    pub fn request<M: Send + 'static, Tm: From<LinkTimer>>(
-        &mut self,
-        ctx: &mut Context<'_, M, Tm>,
-        mut msg: Message,
-        owner: T,
-    ) -> Result<(), (T, ErrorCode, String)> {
-        let now = Instant::now();
-        if !self.breaker.allow(now) {
-            return Err((
-                owner,
-                ErrorCode::Unavailable,
-                "db-server unreachable (circuit open); retry later".into(),
-            ));
-        }
-        let n = self.slots.len();
-        let up = (0..n)
-            .map(|k| (self.rr + k) % n)
-            .find_map(|i| match self.slots[i].state {
-                SlotState::Up(conn) => Some((i, conn)),
-                _ => None,
-            });
-        let Some((i, conn)) = up else {
-            return Err((
-                owner,
-                ErrorCode::Unavailable,
-                "no connection to db-server (reconnecting); retry later".into(),
-            ));
-        };
-        self.rr = i + 1;
-        msg.message_id = self.fresh_id();
-        if let Err(e) = wire::send(ctx, conn, &msg) {
-            return Err((
-                owner,
-                ErrorCode::Unavailable,
-                format!("cannot send to db-server: {e}"),
-            ));
-        }
-        self.pending.insert(
-            self.next_id,
-            Pending {
-                owner,
-                slot: i,
-                sent: now,
-            },
-        );
-        if !self.sweeping {
-            self.sweeping = true;
-            ctx.set_timer(self.cfg.request_timeout / 4, Tm::from(LinkTimer::Sweep));
-        }
-        Ok(())
-    }
-
     /// Bytes from one of the link's connections: the answers they complete, appended to `out`.
     pub fn on_data<M: Send + 'static, Tm: From<LinkTimer>>(
         &mut self,
@@ -512,7 +423,8 @@ impl<T> DbLink<T> {
     ) -> usize {
         let max = self.cfg.max_message;
         // The loop's clock of this pass: no clock read per arrival.
-        if let Some(i) = self.slot_of(conn) {
+        let slot = self.slot_of(conn);
+        if let Some(i) = slot {
             self.slots[i].heard = ctx.now();
         }
         let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
@@ -530,6 +442,7 @@ impl<T> DbLink<T> {
                     warn!("db link {i}: subscription refused: {}", e.message);
                 } else {
                     self.slots[i].watched = true;
+                    self.notices_from.get_or_insert(i);
                     out.push(Event::Watching(true));
                 }
                 return;
@@ -548,7 +461,9 @@ impl<T> DbLink<T> {
                 Ok(MessageType::Notification)
                     if self.subscription.as_ref().is_some_and(|s| s.op == msg.op) =>
                 {
-                    out.push(Event::Notice(msg));
+                    if slot.is_some() && slot == self.notices_from {
+                        out.push(Event::Notice(msg));
+                    }
                 }
                 // db-server's shutdown notice: the close that follows reconnects.
                 _ => info!("db link: notification from db-server (op {})", msg.op),

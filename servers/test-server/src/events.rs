@@ -87,10 +87,11 @@ pub enum Note {
 /// A document operation waiting for db-server.
 #[derive(Debug, Clone)]
 pub enum DocOp {
-    /// GET, with the cache generation it was sent in (`None`: not to be cached).
+    /// GET, with the cache's mark when it was sent (`None`: not to be cached).
     Get(String, Option<u64>),
-    /// PUT.
-    Put(String),
+    /// PUT, with the cache's mark when it was sent and the document's answer, kept once the
+    /// write is acknowledged (`None`: not to be cached).
+    Put(String, Option<(u64, std::sync::Arc<[u8]>)>),
     /// DELETE.
     Delete(String),
 }

@@ -455,14 +455,19 @@ impl Frames {
             }
             Event::Failed(Owner::Setup, _, text) => self.setup_failed(ctx, &text),
             Event::Notice(m) => {
-                let changed = protocol::proto::TablesChanged::decode(m.data).unwrap_or_default();
+                let Ok(changed) = protocol::proto::ChangeNotice::new(&m.data) else {
+                    warn!("db link: an unreadable change notice: every cached document dropped");
+                    if let Some(h) = http {
+                        h.on_db_watching(true);
+                    }
+                    return;
+                };
                 // Named only: a user change always names the table, and "*" (a write db-server
                 // cannot name, any interactive commit) comes from clients too, who could
                 // otherwise make every loop of every instance read the table at will.
                 if self.cfg.auth.is_some()
                     && changed
-                        .tables
-                        .iter()
+                        .tables()
                         .any(|t| t.eq_ignore_ascii_case(REVOCATIONS_TABLE))
                 {
                     self.refresh_revocations(ctx);

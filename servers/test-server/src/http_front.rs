@@ -42,17 +42,17 @@ use shared::logging::ACCESS;
 use crate::config::AuthConfig;
 use crate::dblink::DbLink;
 use crate::events::{DocOp, Note, Owner, Timer};
-use protocol::proto::{
-    data_request, data_response, step_outcome, value, Batch, BatchStep, DataRequest, DataResponse,
-    Value,
-};
+use protocol::proto::{data_response, step_outcome, value, DataResponse};
 use shared::clock::now_secs;
 use shared::http1::{self, Limits, Progress, Request};
 use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
 
 use cache::DocCache;
 pub use docs::{create_docs_table, watch_request, DOCS_TABLE};
-use docs::{db_failure, doc_answer, put_batch};
+use docs::{
+    db_failure, doc_answer, doc_json_into, Arg, DocRequest, Stmt, DELETE_SQL, GET_SQL, PUT_INSERT,
+    PUT_UPDATE,
+};
 
 /// Counters shared by every loop's front.
 #[derive(Debug, Default)]
@@ -198,14 +198,23 @@ impl HttpFront {
     }
 
     /// A change notice from db-server (decoded once by the frame service, which reads it too).
-    pub fn on_db_change(&mut self, changed: &protocol::proto::TablesChanged) {
-        if changed.tables.is_empty()
-            || changed
-                .tables
-                .iter()
-                .any(|t| t == "*" || t.eq_ignore_ascii_case(DOCS_TABLE))
-        {
-            self.cache.invalidate();
+    /// A notice naming documents makes those out of date; one naming none, every one.
+    pub fn on_db_change(&mut self, changed: &protocol::proto::ChangeNotice<'_>) {
+        let mut tables = changed.tables().peekable();
+        let mut all = tables.peek().is_none();
+        let mut docs = false;
+        for t in tables {
+            all |= t == "*";
+            docs |= t.eq_ignore_ascii_case(DOCS_TABLE);
+        }
+        if !all && !docs {
+            return;
+        }
+        if all || changed.keys().next().is_none() {
+            return self.cache.invalidate();
+        }
+        for name in changed.keys() {
+            self.cache.changed(name, changed.commit_index());
         }
     }
 

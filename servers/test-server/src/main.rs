@@ -80,6 +80,10 @@ struct Args {
     /// Connections to db-server per loop thread (requests are multiplexed on them).
     #[arg(long, default_value_t = 2)]
     db_conns: usize,
+    /// Which requests to db-server over 10 KiB are gzip-compressed: to a db-server on another
+    /// host (remote), always, or never.
+    #[arg(long, value_enum, default_value_t = shared::wire::Compress::Remote)]
+    db_compress: shared::wire::Compress,
     /// Seconds db-server may stay silent on a link connection before it is closed (and its
     /// requests fail at once): a partition sends no FIN. It is pinged after a third of this.
     #[arg(long, default_value_t = 6.0)]
@@ -173,7 +177,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         idle_timeout_secs: args.idle_timeout,
         rate_limit_per_minute: args.rate_limit,
         max_message_size: args.max_message_size,
-        ..args.engine.settings()
+        ..args.engine.settings.clone()
     };
     // On by default here: test-server faces clients directly, and each connection may hold a
     // frame's worth of memory before it logs in.
@@ -237,6 +241,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut link = LinkConfig::new(args.db);
     link.conns = args.db_conns;
+    link.compress = args.db_compress;
     link.silence_limit = secs(args.db_silence_limit).max(Duration::from_millis(300));
     link.ping_interval = link.silence_limit / 3;
     link.breaker_failures = args.breaker_failures;

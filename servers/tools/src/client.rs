@@ -236,6 +236,7 @@ impl FrameClient {
         let req = protocol::proto::DataRequest {
             kind: Some(protocol::proto::data_request::Kind::Execute(
                 protocol::proto::Statement {
+                    keys: Vec::new(),
                     sql: sql.into(),
                     args,
                     named_args: Vec::new(),

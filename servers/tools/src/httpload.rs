@@ -1,8 +1,8 @@
 //! HTTP/1.1 load on the same engine as the frame load: keep-alive connections, each with
-//! `pipeline` GETs of one path in flight (answers come back in order, so the oldest request
-//! is the one answered). A 2xx or 3xx answer is a success; anything else, an unparsable
-//! answer or a request lost with its connection is an error. Same report and last line as
-//! [`crate::loadgen`].
+//! `pipeline` requests in flight (answers come back in order, so the oldest request is the one
+//! answered): GETs of one path, or ([`Mix`]) GETs and PUTs spread over many documents. A 2xx or
+//! 3xx answer is a success; anything else, an unparsable answer or a request lost with its
+//! connection is an error. Same report and last line as [`crate::loadgen`].
 //!
 //! ```no_run
 //! use tools::loadgen::LoadConfig;
@@ -13,6 +13,8 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use engine::{CloseReason, ConnId, ConnMap, Context, Handler};
@@ -26,20 +28,134 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Runs GETs of `path` against `cfg.addr` and sums what every loop measured.
 pub fn run(cfg: LoadConfig, path: &str) -> std::io::Result<Report> {
+    run_mix(
+        cfg,
+        Mix {
+            path: path.to_string(),
+            docs: 0,
+            put_percent: 0,
+        },
+    )
+}
+
+/// What an HTTP load asks for.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    /// The path to GET; with `docs`, the prefix of the documents' paths (`{path}{i}`).
+    pub path: String,
+    /// Spread the requests uniformly over this many documents, `{path}0` … `{path}{docs-1}`,
+    /// each written first (one PUT apiece, so no GET meets a 404); 0: `path` alone.
+    pub docs: u32,
+    /// Of the requests, this percentage are PUTs (`{"content":"…"}`) of the chosen document.
+    pub put_percent: u8,
+}
+
+/// Runs `mix` against `cfg.addr` (the documents written first) and sums what every loop
+/// measured.
+pub fn run_mix(cfg: LoadConfig, mix: Mix) -> std::io::Result<Report> {
+    if mix.docs > 0 {
+        if cfg.tls.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "--docs writes its documents over plain HTTP: not with --tls",
+            ));
+        }
+        store_documents(&cfg, &mix)?;
+    }
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmod-loadgen\r\n\r\n",
-        cfg.addr
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmod-loadgen\r\n\r\n",
+        mix.path, cfg.addr
     )
     .into_bytes();
     let c = cfg.clone();
-    run_loops(&cfg, move |_, share| HttpLoad {
+    run_loops(&cfg, move |id, share| HttpLoad {
         cfg: c.clone(),
         request: request.clone(),
+        mix: mix.clone(),
+        rng: 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        puts: 0,
         conns: ConnMap::default(),
         report: Report::empty(),
         head: Head::default(),
         share,
     })
+}
+
+/// A request of the mix into `out`: a GET or a PUT of one of the documents.
+fn mixed_request(out: &mut Vec<u8>, mix: &Mix, host: SocketAddr, doc: u32, put: Option<u64>) {
+    out.clear();
+    let method = if put.is_some() { "PUT" } else { "GET" };
+    let _ = write!(
+        out,
+        "{method} {}{doc} HTTP/1.1\r\nHost: {host}\r\n",
+        mix.path
+    );
+    match put {
+        Some(n) => {
+            let body_len = r#"{"content":"v"}"#.len() + decimal_len(n);
+            let _ = write!(
+                out,
+                "Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"content\":\"v{n}\"}}"
+            );
+        }
+        None => out.extend_from_slice(b"\r\n"),
+    }
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+/// Writes every document of the mix once, pipelined on one blocking connection.
+fn store_documents(cfg: &LoadConfig, mix: &Mix) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let stream = std::net::TcpStream::connect(cfg.addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut req = Vec::new();
+    for chunk in (0..mix.docs).collect::<Vec<_>>().chunks(64) {
+        let mut batch = Vec::new();
+        for &doc in chunk {
+            mixed_request(&mut req, mix, cfg.addr, doc, Some(0));
+            batch.extend_from_slice(&req);
+        }
+        writer.write_all(&batch)?;
+        for _ in chunk {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let status = line.split(' ').nth(1).unwrap_or("");
+            if !matches!(status, "200" | "201") {
+                return Err(bad(format!("storing the documents: {}", line.trim_end())));
+            }
+            let mut length = 0usize;
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v
+                            .trim()
+                            .parse()
+                            .map_err(|_| bad(format!("bad length {v}")))?;
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +168,13 @@ struct Conn {
 
 struct HttpLoad {
     cfg: LoadConfig,
+    /// The one request when the mix has no documents; else the scratch a request is made in.
     request: Vec<u8>,
+    mix: Mix,
+    /// xorshift64 state: which document, and whether a PUT.
+    rng: u64,
+    /// PUTs sent by this loop (their contents differ).
+    puts: u64,
     conns: ConnMap<Conn>,
     report: Report,
     head: Head,
@@ -67,11 +189,32 @@ impl HttpLoad {
     }
 
     fn send_one(&mut self, ctx: &mut Context<'_, (), Tick>, conn: ConnId) {
+        if self.mix.docs > 0 {
+            let r = self.next_random();
+            let doc = (r >> 32) as u32 % self.mix.docs;
+            let put = ((r & 0xffff) % 100) < u64::from(self.mix.put_percent);
+            let n = if put {
+                self.puts += 1;
+                Some(self.puts)
+            } else {
+                None
+            };
+            mixed_request(&mut self.request, &self.mix, self.cfg.addr, doc, n);
+        }
         if let Some(c) = self.conns.get_mut(conn) {
             if ctx.send(conn, &self.request).is_ok() {
                 c.inflight.push_back(ctx.now());
             }
         }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
     }
 
     /// One whole answer with `status` arrived on `conn`.

@@ -23,6 +23,9 @@ pub struct LinkConfig {
     pub silence_limit: Duration,
     /// Largest frame accepted from db-server.
     pub max_message: usize,
+    /// Which requests over 10 KiB are gzip-compressed (by default: only to a db-server on
+    /// another host).
+    pub compress: shared::wire::Compress,
     /// TLS to db-server: the client config (trusted CA, optional client certificate for mutual
     /// TLS) and the name its certificate must carry. `None`: plain TCP.
     pub tls: Option<(
@@ -46,6 +49,7 @@ impl LinkConfig {
             ping_interval: Duration::from_secs(2),
             silence_limit: Duration::from_secs(6),
             max_message: engine::DEFAULT_MAX_MESSAGE,
+            compress: shared::wire::Compress::default(),
             tls: None,
         }
     }

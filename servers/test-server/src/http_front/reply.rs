@@ -16,7 +16,7 @@ impl HttpFront {
             return;
         };
         c.waiting = c.waiting.saturating_sub(1);
-        if matches!(op, DocOp::Put(_) | DocOp::Delete(_)) {
+        if matches!(op, DocOp::Put(..) | DocOp::Delete(_)) {
             c.unsafe_waiting = c.unsafe_waiting.saturating_sub(1);
         }
         if c.held && c.unsafe_waiting == 0 {
@@ -40,12 +40,16 @@ impl HttpFront {
             }
             Ok(m) => match DataResponse::decode(m.data) {
                 Ok(resp) => {
+                    let index = resp.commit_index;
                     let answer = doc_answer(&op, resp);
                     match &op {
-                        DocOp::Get(name, Some(generation)) if answer.status == 200 => {
-                            self.cache.offer(*generation, name, &answer.body)
+                        DocOp::Get(name, Some(mark)) if answer.status == 200 => {
+                            self.cache.offer(*mark, name, &answer.body)
                         }
-                        DocOp::Put(name) | DocOp::Delete(name) => self.cache.forget(name),
+                        DocOp::Put(name, Some((mark, body))) if answer.status < 300 => {
+                            self.cache.written(*mark, name, Arc::clone(body), index)
+                        }
+                        DocOp::Put(name, _) | DocOp::Delete(name) => self.cache.forget(name),
                         DocOp::Get(..) => {}
                     }
                     answer

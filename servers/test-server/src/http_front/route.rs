@@ -52,7 +52,26 @@ impl HttpFront {
             ));
         }
         let cached = self.cfg.cache_bytes > 0 && link.as_ref().is_some_and(|l| l.watching());
-        let (op, data) = match method {
+        // What is sent, encoded from borrowed parts straight into the link's output.
+        let send = |link: Option<&mut DbLink<Owner>>,
+                    ctx: &mut Context<'_, Note, Timer>,
+                    op: DocOp,
+                    request: DocRequest<'_>| {
+            let Some(link) = link else {
+                return Some(Answer::error(503, "no db-server configured"));
+            };
+            match link.request_payload(
+                ctx,
+                Operation::Data,
+                &request,
+                Owner::Http { conn, seq, op },
+            ) {
+                Ok(()) => None,
+                Err((_, code, text)) => Some(db_failure(code, &text)),
+            }
+        };
+        let name_arg = [Arg::Text(name)];
+        match method {
             "GET" => {
                 if !cached && self.cache.stale && unreachable(link.as_deref()) {
                     if let Some(answer) = stale(&self.cache, &self.cfg.counters.cache_hits, name) {
@@ -69,58 +88,77 @@ impl HttpFront {
                         .cache_misses
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                let generation = cached.then_some(self.cache.generation);
-                (
-                    DocOp::Get(name.to_string(), generation),
-                    DataRequest::execute(
-                        format!("SELECT content FROM {DOCS_TABLE} WHERE name = ?1"),
-                        vec![Value::text(name)],
-                    ),
+                let mark = cached.then_some(self.cache.mark());
+                let stmt = [Stmt {
+                    sql: GET_SQL,
+                    args: &name_arg,
+                    key: None,
+                }];
+                send(
+                    link,
+                    ctx,
+                    DocOp::Get(name.to_string(), mark),
+                    DocRequest::one(&stmt),
                 )
             }
-            "PUT" | "DELETE" => {
+            "DELETE" => {
                 // Reads sent from now on until the answer may see either version.
                 self.cache.forget(name);
-                if method == "DELETE" {
-                    (
-                        DocOp::Delete(name.to_string()),
-                        DataRequest::execute(
-                            format!("DELETE FROM {DOCS_TABLE} WHERE name = ?1"),
-                            vec![Value::text(name)],
-                        ),
-                    )
-                } else {
-                    let content = match serde_json::from_slice::<serde_json::Value>(&req.body) {
-                        Ok(v) => match v.get("content").and_then(|c| c.as_str()) {
-                            Some(c) => c.to_string(),
-                            None => {
-                                return Some(Answer::error(
-                                    400,
-                                    "body must be a JSON object with a string \"content\"",
-                                ))
-                            }
-                        },
-                        Err(e) => {
-                            return Some(Answer::error(400, &format!("body is not JSON: {e}")))
-                        }
-                    };
-                    (DocOp::Put(name.to_string()), put_batch(name, content))
+                let stmt = [Stmt {
+                    sql: DELETE_SQL,
+                    args: &name_arg,
+                    key: Some(name),
+                }];
+                send(
+                    link,
+                    ctx,
+                    DocOp::Delete(name.to_string()),
+                    DocRequest::one(&stmt),
+                )
+            }
+            "PUT" => {
+                // Borrowed from the request's body unless it holds escapes.
+                #[derive(serde::Deserialize)]
+                struct PutBody<'a> {
+                    #[serde(borrow)]
+                    content: std::borrow::Cow<'a, str>,
                 }
+                let content = match serde_json::from_slice::<PutBody<'_>>(&req.body) {
+                    Ok(b) => b.content,
+                    Err(e) if e.is_data() => {
+                        return Some(Answer::error(
+                            400,
+                            "body must be a JSON object with a string \"content\"",
+                        ))
+                    }
+                    Err(e) => return Some(Answer::error(400, &format!("body is not JSON: {e}"))),
+                };
+                // Reads sent from now on until the answer may see either version.
+                self.cache.forget(name);
+                // Kept once acknowledged (write-through): the answer a GET would give.
+                let keep = cached.then(|| {
+                    doc_json_into(&mut self.scratch, name, &content);
+                    (self.cache.mark(), Arc::from(&self.scratch[..]))
+                });
+                let now = i64::try_from(now_secs()).unwrap_or(0);
+                // Step 0 creates (1 row affected: 201), step 1 replaces; one transaction. Each
+                // names the document, so db-server's notice makes only it out of date elsewhere.
+                let args = [Arg::Text(name), Arg::Text(&content), Arg::Int(now)];
+                let step = |sql| Stmt {
+                    sql,
+                    args: &args,
+                    key: Some(name),
+                };
+                let request = DocRequest {
+                    batch: true,
+                    stmts: &[step(PUT_INSERT), step(PUT_UPDATE)],
+                };
+                send(link, ctx, DocOp::Put(name.to_string(), keep), request)
             }
-            _ => {
-                return Some(Answer {
-                    allow: Some("GET, HEAD, PUT, DELETE"),
-                    ..Answer::error(405, "method not allowed")
-                })
-            }
-        };
-        let Some(link) = link else {
-            return Some(Answer::error(503, "no db-server configured"));
-        };
-        let msg = wire::message(MessageType::Request, Operation::Data, 0, &data);
-        match link.request(ctx, msg, Owner::Http { conn, seq, op }) {
-            Ok(()) => None,
-            Err((_, code, text)) => Some(db_failure(code, &text)),
+            _ => Some(Answer {
+                allow: Some("GET, HEAD, PUT, DELETE"),
+                ..Answer::error(405, "method not allowed")
+            }),
         }
     }
 

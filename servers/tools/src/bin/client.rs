@@ -336,6 +336,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             };
             let req = DataRequest {
                 kind: Some(data_request::Kind::Execute(Statement {
+                    keys: Vec::new(),
                     sql: sql.clone(),
                     args: sql_args.iter().map(|a| arg_value(a)).collect(),
                     named_args: Vec::new(),

@@ -70,9 +70,17 @@ enum Mode {
     Http {
         #[command(flatten)]
         load: LoadArgs,
-        /// The path to GET.
+        /// The path to GET; with --docs, the prefix of the documents' paths.
         #[arg(long, default_value = "/docs/example")]
         path: String,
+        /// Spread the requests over this many documents, PATH0 to PATH(N-1), each written once
+        /// first (one PUT apiece; test-server needs --insecure-http-writes). 0: PATH alone.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        docs: u32,
+        /// With --docs: this percentage of the requests are PUTs of the chosen document
+        /// (0–100).
+        #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        put_percent: u8,
     },
 }
 
@@ -214,19 +222,40 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("logging in / storing documents: {e}"))?;
             loadgen::run(cfg, work).map_err(|e| e.to_string())
         }),
-        Mode::Http { load, path } => load.config(PROXY).and_then(|cfg| {
+        Mode::Http {
+            load,
+            path,
+            docs,
+            put_percent,
+        } => load.config(PROXY).and_then(|cfg| {
             if !path.starts_with('/') {
                 return Err(format!("--path must start with '/': {path:?}"));
             }
+            if *docs == 0 && *put_percent > 0 {
+                return Err("--put-percent needs --docs".into());
+            }
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            let what = if *docs > 0 {
+                format!(
+                    "{put_percent}% PUT, the rest GET, of {scheme}://{}{path}0…{path}{}",
+                    cfg.addr,
+                    docs - 1
+                )
+            } else {
+                format!("GET {scheme}://{}{path}", cfg.addr)
+            };
             tools::say!(
-                "loadgen http: {} connections x pipeline {} -> GET {}://{}{path} for {:.1} s",
+                "loadgen http: {} connections x pipeline {} -> {what} for {:.1} s",
                 cfg.conns,
                 cfg.pipeline,
-                if cfg.tls.is_some() { "https" } else { "http" },
-                cfg.addr,
                 cfg.duration.as_secs_f64()
             );
-            tools::httpload::run(cfg, path).map_err(|e| e.to_string())
+            let mix = tools::httpload::Mix {
+                path: path.clone(),
+                docs: *docs,
+                put_percent: *put_percent,
+            };
+            tools::httpload::run_mix(cfg, mix).map_err(|e| e.to_string())
         }),
     };
     match result {

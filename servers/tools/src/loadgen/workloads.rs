@@ -127,6 +127,7 @@ impl Workload for FramesWorkload {
         };
         let req = DataRequest {
             kind: Some(data_request::Kind::Execute(Statement {
+                keys: Vec::new(),
                 sql: sql.into(),
                 args,
                 named_args: Vec::new(),
@@ -252,6 +253,7 @@ impl Workload for DbWorkload {
         };
         let req = DataRequest {
             kind: Some(data_request::Kind::Execute(Statement {
+                keys: Vec::new(),
                 sql,
                 args: vec![arg],
                 named_args: Vec::new(),
