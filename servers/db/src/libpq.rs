@@ -273,6 +273,19 @@ impl PgConn {
             && unsafe { ffi::PQstatus(self.raw.as_ptr()) == ffi::ConnStatusType::CONNECTION_OK }
     }
 
+    /// The server this connection reached, `host:port` (of a multi-host URL, the one that
+    /// was kept: after a failover, the new primary).
+    pub fn server(&self) -> String {
+        // SAFETY: valid connection pointer; the strings belong to it.
+        let (host, port) = unsafe {
+            (
+                owned(ffi::PQhost(self.raw.as_ptr())),
+                owned(ffi::PQport(self.raw.as_ptr())),
+            )
+        };
+        format!("{host}:{port}")
+    }
+
     /// Marks the connection as broken (its session is in a state nobody knows): from now on
     /// [`PgConn::is_ok`] is false, and its owner replaces it.
     pub fn give_up(&mut self) {

@@ -85,6 +85,9 @@ pub struct Pg {
     share_with: Option<String>,
     /// Client statements are followed by the resets (see [`Pg::owned_by_one`]).
     resets: bool,
+    /// How many outages of the primary had begun when this connection was made (see
+    /// `PrimaryGate`): one made before the latest may be to a host that is gone.
+    pub(crate) outages_before: u64,
 }
 
 // The full reset of a shared client connection is one call of the function `_netmod_reset`
@@ -263,6 +266,7 @@ impl Pg {
             owner: None,
             share_with: None,
             resets: false,
+            outages_before: 0,
         };
         let schema = pg.schema()?;
         pg.set_session(&format!(
@@ -287,6 +291,7 @@ impl Pg {
             owner: None,
             share_with: None,
             resets: true,
+            outages_before: 0,
         };
         pg.set_session(&login.search_path())?;
         // Memory per sort or hash of a client statement (the server's default is 4 MB; an
@@ -346,6 +351,11 @@ impl Pg {
     /// True while the connection is usable.
     pub fn is_ok(&self) -> bool {
         self.conn.is_ok()
+    }
+
+    /// The server reached, `host:port` (see [`PgConn::server`]).
+    pub fn server(&self) -> String {
+        self.conn.server()
     }
 
     /// Where the connection stands with respect to transactions.

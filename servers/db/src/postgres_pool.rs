@@ -10,7 +10,7 @@
 //!      AFTER_INDEX: the replica must have replayed that WAL position within `replica_wait`,
 //!      else the primary answers
 //! a "read" that writes (the session is read-only, so it fails READ_ONLY) ─► writers
-//! a replica that fails ─► skipped for `replica_retry`, the read goes to the primary
+//! a replica that fails ─► skipped until a probe (at once, then every `replica_retry`) reaches it; the read goes to the primary
 //! ```
 //!
 //! # Identities

@@ -2,7 +2,7 @@
 //! gate (requests fail at once while it is unreachable; one worker at a time tries it again)
 //! and each replica's health (skipped by every reader while down; one probe at a time).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,15 @@ use protocol::proto::ErrorCode;
 /// one worker tries again — after answering its own requests, so that no request waits on
 /// that try (the others keep answering at once until it ends, bounded by `probe`). A
 /// success opens the gate.
+///
+/// Every connection made before the gate last closed is dropped at its next use: after a
+/// failover (a multi-host URL, docs/operations.md) it may lead to the old primary's host,
+/// gone without a word, where a request would wait out the whole timeout and close the gate
+/// again just as the new primary answers.
 pub(super) struct PrimaryGate {
     closed: AtomicBool,
+    /// How many times the gate has closed.
+    outages: AtomicU64,
     retry: Duration,
     probe: Duration,
     state: Mutex<Option<Closed>>,
@@ -37,6 +44,7 @@ impl PrimaryGate {
     pub(super) fn new(retry: Duration, probe: Duration) -> PrimaryGate {
         PrimaryGate {
             closed: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
             retry,
             probe,
             state: Mutex::new(None),
@@ -71,11 +79,32 @@ impl PrimaryGate {
         Err(refused)
     }
 
+    /// A usable connection in `slot` made since the gate last closed, connecting if needed.
+    fn ensure<'a>(
+        &self,
+        slot: &'a mut Option<Pg>,
+        server: &Endpoint,
+        setup: &str,
+    ) -> Result<&'a mut Pg, DbError> {
+        let outages = self.outages.load(Ordering::Acquire);
+        if slot.as_ref().is_some_and(|pg| pg.outages_before < outages) {
+            *slot = None;
+        }
+        let pg = ensure(slot, server, setup)?;
+        pg.outages_before = pg.outages_before.max(outages);
+        Ok(pg)
+    }
+
     /// Tries the primary again (see [`PrimaryGate::pass`]): a new connection in `slot`.
     pub(super) fn probe(&self, slot: &mut Option<Pg>, server: &Endpoint, setup: &str) {
         *slot = None;
-        match ensure(slot, server, setup) {
-            Ok(_) => self.answered(),
+        match self.ensure(slot, server, setup) {
+            Ok(pg) => {
+                let at = pg.server();
+                if self.opened() {
+                    info!("the PostgreSQL primary answers again, at {at}");
+                }
+            }
             Err(e) => self.failed(&e),
         }
     }
@@ -84,6 +113,7 @@ impl PrimaryGate {
     pub(super) fn failed(&self, e: &DbError) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.is_none() {
+            self.outages.fetch_add(1, Ordering::AcqRel);
             warn!(
                 "the PostgreSQL primary is unreachable ({}): requests that need it fail at once, retrying every {:?}",
                 e.message, self.retry
@@ -98,14 +128,20 @@ impl PrimaryGate {
 
     /// The primary answered.
     pub(super) fn answered(&self) {
-        if !self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.take().is_some() {
+        if self.opened() {
             info!("the PostgreSQL primary answers again");
         }
+    }
+
+    /// Opens the gate; true if it was closed.
+    fn opened(&self) -> bool {
+        if !self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let was = state.take().is_some();
         self.closed.store(false, Ordering::Release);
+        was
     }
 
     /// The connection in `slot` after a request, which failed with `failed` after `took` if
@@ -148,7 +184,7 @@ impl PrimaryGate {
         probe: &mut bool,
     ) -> Result<&'a mut Pg, DbError> {
         self.pass(probe)?;
-        ensure(slot, client, setup)
+        self.ensure(slot, client, setup)
     }
 
     /// A usable connection to the primary in `slot`, unless the gate is closed (`probe`: see
@@ -161,7 +197,7 @@ impl PrimaryGate {
         probe: &mut bool,
     ) -> Result<&'a mut Pg, DbError> {
         self.pass(probe)?;
-        match ensure(slot, server, setup) {
+        match self.ensure(slot, server, setup) {
             Ok(pg) => Ok(pg),
             Err(e) => {
                 self.failed(&e);
@@ -178,12 +214,15 @@ impl PrimaryGate {
 pub(super) struct ReplicaHealth {
     pub(super) down_until: Option<Instant>,
     pub(super) probing: bool,
+    /// How many times it went down: each reader drops its connections made before the
+    /// latest (a multi-host URL may lead elsewhere now; see [`PrimaryGate`]).
+    pub(super) outages: u64,
 }
 
 /// Where a replica stands for a reader about to use it.
 pub(super) enum Use {
-    /// Up: read there.
-    Read,
+    /// Up: read there, on a connection made since its latest outage (the count).
+    Read(u64),
     /// Down: skip it.
     Skip,
     /// Down and due a try, which this reader makes after its reads.

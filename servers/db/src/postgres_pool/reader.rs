@@ -123,10 +123,14 @@ impl Reader {
         let r = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION).map(|_| ());
         let mut h = lock(&rep.health);
         h.probing = false;
+        if let Some(pg) = rep.pg.as_mut() {
+            pg.outages_before = h.outages;
+        }
         match r {
             Ok(()) => {
                 h.down_until = None;
-                info!("Replica {} answers again", rep.endpoint.redacted());
+                let at = rep.pg.as_ref().map(Pg::server).unwrap_or_default();
+                info!("Replica {} answers again, at {at}", rep.endpoint.redacted());
             }
             Err(e) => {
                 h.down_until = Some(Instant::now() + retry);
@@ -143,7 +147,7 @@ impl Reader {
     pub(super) fn replica_use(&self, i: usize, now: Instant) -> Use {
         let mut h = lock(&self.replicas[i].health);
         match h.down_until {
-            None => Use::Read,
+            None => Use::Read(h.outages),
             Some(t) if now < t || h.probing => Use::Skip,
             Some(_) => {
                 h.probing = true;
@@ -152,7 +156,9 @@ impl Reader {
         }
     }
 
-    /// Replica `i` failed a read: down for `retry` (others readers skip it too).
+    /// Replica `i` failed a read: skipped by every reader until a probe reaches it again. The
+    /// first probe is due at once: a multi-host URL may reach another node (the standby left
+    /// after a failover); the next ones every `retry`.
     pub(super) fn replica_failed(&mut self, i: usize, e: &DbError) {
         let retry = self.retry;
         let rep = &mut self.replicas[i];
@@ -160,14 +166,15 @@ impl Reader {
         rep.client_pg = None;
         let mut h = lock(&rep.health);
         if h.down_until.is_none() {
+            h.outages += 1;
+            h.down_until = Some(Instant::now());
             warn!(
-                "Replica {} failed ({}); skipped for {:?}",
+                "Replica {} failed ({}); skipped until a new connection answers (tried at once, then every {:?})",
                 rep.endpoint.redacted(),
                 e.message,
                 retry
             );
         }
-        h.down_until = Some(Instant::now() + retry);
     }
 
     /// Runs `jobs` on a replica; returns those the primary must serve.
@@ -177,8 +184,8 @@ impl Reader {
         let now = Instant::now();
         for k in 0..n {
             let i = (first + k) % n;
-            match self.replica_use(i, now) {
-                Use::Read => {}
+            let outages = match self.replica_use(i, now) {
+                Use::Read(outages) => outages,
                 Use::Skip => continue,
                 Use::Probe => {
                     if self.probe.is_none() {
@@ -188,7 +195,7 @@ impl Reader {
                     }
                     continue;
                 }
-            }
+            };
             // A connection that fails at once (closed by a restarted server) is replaced at
             // once; one that fails slowly (a silent host: the timeout ran out) marks the
             // replica down, rather than waiting out a connection attempt too.
@@ -198,7 +205,7 @@ impl Reader {
                 let rep = &self.replicas[i];
                 let had = if client { &rep.client_pg } else { &rep.pg }.is_some();
                 let tried = Instant::now();
-                outcome = self.try_replica(i, &jobs);
+                outcome = self.try_replica(i, &jobs, outages);
                 let quick = tried.elapsed() < Duration::from_millis(500);
                 if outcome.is_ok() || !(had && quick) {
                     break;
@@ -240,14 +247,20 @@ impl Reader {
         &mut self,
         i: usize,
         jobs: &[Job],
+        outages: u64,
     ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
         let wait = self.wait;
         let rep = &mut self.replicas[i];
-        let pg = if run_as_client(jobs) {
-            ensure(&mut rep.client_pg, &rep.client_endpoint, READ_ONLY_SESSION)?
+        let (slot, endpoint) = if run_as_client(jobs) {
+            (&mut rep.client_pg, &rep.client_endpoint)
         } else {
-            ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION)?
+            (&mut rep.pg, &rep.endpoint)
         };
+        if slot.as_ref().is_some_and(|pg| pg.outages_before < outages) {
+            *slot = None;
+        }
+        let pg = ensure(slot, endpoint, READ_ONLY_SESSION)?;
+        pg.outages_before = outages;
         // Only AFTER_INDEX pays a round trip for the replica's position; other reads report
         // the last one seen, which they are at least as new as.
         let needed = jobs
