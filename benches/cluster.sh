@@ -33,6 +33,8 @@
 #   promotion          the documented switchover (docs/operations.md): db-server stopped, pg1
 #                      stopped cleanly, pg2 promoted once it has replayed everything, db-server
 #                      started on pg2; every write acknowledged in the whole run is on pg2
+# Then benches/failover.sh (its own hosts, pg_auto_failover): primary_crash, rejoin,
+# primary_partition_auto, monitor_partition (--short: the first three).
 #
 # The programs run with the sample deployment files (deploy/config/: flags and configuration
 # of this 10.77.0.0/24 layout), so those are exercised, not only shipped.
@@ -60,11 +62,9 @@ hosts=(client proxy app1 app2 app3 db pg1 pg2)
 declare -A ip=([client]=10.77.0.2 [proxy]=10.77.0.10 [app1]=10.77.0.11 [app2]=10.77.0.12
   [app3]=10.77.0.13 [db]=10.77.0.20 [pg1]=10.77.0.30 [pg2]=10.77.0.31)
 pids=()
+ns=nm-
+. benches/netns.sh
 
-remove_net() {
-  for h in "${hosts[@]}"; do ip netns del "nm-$h" 2>/dev/null || true; done
-  ip netns del "$net" 2>/dev/null || true
-}
 pg_stop() { # HOST [MODE]
   [ -e "$work/$1/postmaster.pid" ] || return 0
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/$1" -m "${2:-immediate}" -w stop >/dev/null 2>&1 || true
@@ -86,37 +86,8 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT TERM HUP
 remove_net # what a run killed with -9 left behind
+make_net
 
-# The network: a bridge in its own namespace, one veth pair per host.
-ip netns add "$net"
-ip -n "$net" link add br0 type bridge
-ip -n "$net" link set br0 up
-for h in "${hosts[@]}"; do
-  ip netns add "nm-$h"
-  ip link add "v-$h" type veth peer name eth0 netns "nm-$h"
-  ip link set "v-$h" netns "$net"
-  ip -n "$net" link set "v-$h" master br0 up
-  ip -n "nm-$h" addr add "${ip[$h]}/24" dev eth0
-  ip -n "nm-$h" link set eth0 up
-  ip -n "nm-$h" link set lo up
-done
-
-# Runs a program in host $1's namespace, in the background; its output goes to $work/$1.log.
-run_in() {
-  local h=$1; shift
-  ip netns exec "nm-$h" "$@" >>"$work/$h.log" 2>&1 &
-  pids+=($!)
-  last_pid=$!
-}
-wait_for() { # HOST PORT
-  for _ in $(seq 200); do
-    ip netns exec "nm-client" bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on $1:$2"; exit 1
-}
-# The link of host $1 down (a partition: packets vanish) or up.
-link() { ip -n "$net" link set "v-$1" "$2"; }
 # A backend's state in the proxy's /status (from the client namespace).
 state_of() { # APP
   ip netns exec nm-client curl -s -m 2 "http://${ip[proxy]}:8081/status" | python3 -c '
@@ -125,17 +96,6 @@ want = sys.argv[1]
 for b in json.load(sys.stdin)["backends"]:
     if b["address"] == want:
         print(b["state"])' "${ip[$1]}:8000" 2>/dev/null || echo "?"
-}
-# Seconds (0.1 s steps, at most LIMIT) until `CMD ARGS…` prints WANT; "never" if it does not.
-seconds_until() { # LIMIT WANT CMD ARGS…
-  local limit=$1 want=$2 t0 n=0
-  shift 2
-  t0=$(date +%s.%N)
-  while [ "$("$@")" != "$want" ]; do
-    n=$((n + 1)); [ "$n" -gt $((limit * 10)) ] && { echo "never"; return; }
-    sleep 0.1
-  done
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"
 }
 until_state() { seconds_until "$3" "$2" state_of "$1"; } # APP STATE LIMIT_S (in the proxy)
 # Sleeps out the rest of a $cut-second cut that was noticed after DETECT seconds ("never": 0).
@@ -193,13 +153,6 @@ pg_start pg2
 
 # The programs start as the deploy/ files say (deploy/config/*.env: the flags, *.toml: the
 # configuration), with the layout's addresses; only the database path moves into $work.
-env_file() { # FILE: exports its KEY=VALUE lines (systemd's EnvironmentFile format)
-  local k v
-  while IFS='=' read -r k v; do
-    [[ -z $k || $k == \#* ]] && continue
-    export "$k=$v"
-  done <"$1"
-}
 cfg=$PWD/deploy/config
 env_file "$cfg/db-server.env"
 env_file "$cfg/test-server.env"
@@ -217,22 +170,8 @@ for a in app1 app2 app3; do wait_for "${ip[$a]}" 8000; done
 run_in proxy "$bin/proxy" --config "$cfg/proxy.toml" $PROXY_ARGS
 wait_for "${ip[proxy]}" 8080
 # Writes need a token (the sample configuration does not allow unauthenticated ones).
-for _ in $(seq 100); do
-  token=$(ip netns exec nm-client env NETMOD_SECRET="$NETMOD_ADMIN_SECRET" "$bin/client" \
-    --addr "${ip[app1]}:7000" --user admin login 2>/dev/null) && break
-  sleep 0.1
-done
-[ -n "${token:-}" ] || { echo "cannot log in as admin on app1"; exit 1; }
-# Until it is stored: app1 may still be setting up its tables (503) when the login succeeds
-# (three instances set up at once; the one that loses the race tries again after 2 s).
-stored=
-for _ in $(seq 100); do
-  code=$(ip netns exec nm-client curl -s -m 5 -o /dev/null -w '%{http_code}' -X PUT \
-    -H "Authorization: Bearer $token" -d '{"content":"cluster"}' "http://${ip[app1]}:8000/docs/example")
-  case $code in 200|201) stored=1; break ;; esac
-  sleep 0.1
-done
-[ -n "$stored" ] || { echo "cannot store the example document on app1 (last answer $code)"; exit 1; }
+admin_token "${ip[app1]}"
+store_example "${ip[app1]}"
 for a in app1 app2 app3; do
   for _ in $(seq 100); do [ "$(state_of $a)" = healthy ] && break; sleep 0.1; done
 done
@@ -242,7 +181,6 @@ load() {
   ip netns exec nm-client "$bin/loadgen" http --addr "${ip[proxy]}:8080" --path /docs/example \
     --conns "$conns" --duration "$1" 2>>"$work/loadgen.log" | tail -2
 }
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
 
 # Scenario: app1 cut off for $cut s, 3 s into the load, then healed.
 total=$((cut + 12))
@@ -286,70 +224,6 @@ echo "scenario=flapping requests=$requests failed=$failed acked_writes=0 acked_m
 
 # The writers: every acknowledged write is recorded, and all of them must be on the primary.
 touch "$work/acked-all"
-now() { date +%s.%N; }
-# SECONDS HOST TIMEOUT TAG: PUTs /docs/w-TAG-N on HOST:8000 about 20 times a second (each write
-# empties the apps' document caches: a table-wide change notice); one line per write:
-# `w START END STATUS NAME` (STATUS 0: no answer within TIMEOUT seconds).
-writer() {
-  ip netns exec nm-client python3 - "$@" "$token" <<'PY'
-import http.client, sys, time
-secs, host, timeout, tag, token = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
-end, n = time.time() + secs, 0
-while time.time() < end:
-    n += 1
-    name = f"w-{tag}-{n}"
-    t0 = time.time()
-    try:
-        c = http.client.HTTPConnection(host, 8000, timeout=timeout)
-        c.request("PUT", f"/docs/{name}", body=b'{"content":"acked"}',
-                  headers={"Authorization": f"Bearer {token}"})
-        status = c.getresponse().status
-        c.close()
-    except OSError:
-        status = 0
-    print(f"w {t0:.3f} {time.time():.3f} {status} {name}", flush=True)
-    time.sleep(0.05)
-PY
-}
-# FILE CUT HEAL (epoch seconds): a writer's lines summed up; its acknowledged names are added
-# to $work/acked-all. detect_s: the cut to the first failed write's answer; first_ok_s: the
-# heal to the first acknowledged write; recovery_s: the heal to the first acknowledged write
-# after the last failure (each event-loop thread of an app has its own db link, reconnecting
-# on its own backoff, so a write can still fail after another loop's first success);
-# slowest_failure_s; after_detect_s: the slowest failure that started after the first one (how
-# fast writes fail once the cut is known); failed_outside: failures before the cut.
-writes_summary() {
-  python3 - "$@" "$work/acked-all" <<'PY'
-import sys
-path, cut, heal, acked_all = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-rows = [(float(s), float(e), st, name) for _, s, e, st, name in
-        (l.split() for l in open(path) if l.startswith("w "))]
-ok = [r for r in rows if r[2] in ("200", "201")]
-bad = [r for r in rows if r[2] not in ("200", "201")]
-with open(acked_all, "a") as f:
-    f.writelines(r[3] + "\n" for r in ok)
-first_fail = min((e for s, e, _, _ in bad if e >= cut), default=None)
-first_ok = min((e for s, e, _, _ in ok if s >= heal), default=None)
-last_bad = max((e for s, e, _, _ in bad), default=heal)
-settled = min((e for s, e, _, _ in ok if s >= max(heal, last_bad)), default=None)
-since = lambda t, t0: f"{t - t0:.1f}" if t is not None else "never"
-slowest = max((e - s for s, e, _, _ in bad), default=0.0)
-after = max((e - s for s, e, _, _ in bad if first_fail is not None and s >= first_fail), default=0.0)
-outside = sum(1 for s, e, _, _ in bad if e < cut)
-print(f"writes={len(rows)} write_failed={len(bad)} acked_writes={len(ok)} "
-      f"detect_s={since(first_fail, cut)} first_ok_s={since(first_ok, heal)} "
-      f"recovery_s={since(settled, heal)} slowest_failure_s={slowest:.2f} "
-      f"after_detect_s={after:.2f} failed_outside={outside}")
-PY
-}
-# HOST FILE: how many of the document names in FILE (one a line) HOST's `docs` table lacks.
-missing_on() {
-  local total found
-  total=$(sort -u "$2" | grep -c . || true)
-  [ "$total" -eq 0 ] && { echo 0; return; }
-  found=$(psql_on "$1" netmod "SELECT count(*) FROM docs WHERE name IN ($(sort -u "$2" | sed "s/.*/'&'/" | paste -sd,))")
-  echo $((total - found))
-}
 # TAG: a scenario's writer ($work/TAG.w, cut at $t_cut, healed at $t_heal) and reads
 # ($work/TAG.out, loadgen's last two lines) summed up into $summary, $missing (acknowledged
 # writes absent on pg1), $reads and $read_failed.
@@ -559,3 +433,9 @@ check_probe "$work/s.c"
 missing=$(missing_on pg2 "$work/acked-all")
 echo "scenario=promotion requests=$(echo "$summary" | field writes) failed=$(echo "$summary" | field write_failed) acked_writes=$(sort -u "$work/acked-all" | grep -c .) acked_missing=$missing recovery_s=$(echo "$summary" | sed -n 's/.*recovery_s=\([^ ]*\).*/\1/p') caught_up_s=$caught_up"
 [ "$missing" -eq 0 ] || { echo "acknowledged writes are missing on the promoted standby"; exit 1; }
+
+# The automatic failover scenarios, on hosts and a cluster of their own (pg_auto_failover),
+# once these are gone.
+trap - EXIT
+teardown
+exec benches/failover.sh ${short:+--short}
