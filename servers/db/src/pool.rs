@@ -13,7 +13,7 @@
 //!
 //! A loop stages its pass's jobs in a [`Pending`] and flushes it at the end of the pass: one
 //! lock and at most one wake per worker for the pass; workers answer a group's jobs together
-//! (`reply::batched`). On a busy core this saves two context switches per request.
+//! ([`Replies`]). On a busy core this saves two context switches per request.
 //!
 //! A reader that finds a job is a write after all (SQLite: not read-only; PostgreSQL: the
 //! read-only session refused it) hands it to the writers queue.
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::error::DbError;
 use crate::monitor::Monitor;
 use crate::queue::{JobQueue, Takes};
-use crate::reply;
+use crate::reply::Replies;
 use crate::txn::Txns;
 use crate::workers::{check_allowed, starts_with_keyword, Job, Work, READ_KEYWORDS};
 use protocol::proto::{ErrorCode, ReadConsistency, StatsResult};
@@ -38,8 +38,9 @@ const PRUNE_EVERY_WRITES: u64 = 1000;
 /// One worker thread's share of a backend: it owns its connections and runs the groups of jobs
 /// the pool takes from its queue (one job, or up to the group size when several wait).
 pub(crate) trait Worker: Send + 'static {
-    /// Runs `jobs` (taking them out) and answers each through its reply.
-    fn run_group(&mut self, jobs: &mut Vec<Job>);
+    /// Runs `jobs` (taking them out) and answers each through its reply, held in `out`
+    /// ([`crate::reply::ReplyTo::hold`]) until the group ends.
+    fn run_group(&mut self, jobs: &mut Vec<Job>, out: &mut Replies);
 
     /// Slow work due after a group, run once its answers are out (they are held until the
     /// group ends): trying a server known to be down again, which can take a connect timeout.
@@ -278,8 +279,10 @@ fn serve(
         .name(name)
         .spawn(move || {
             let mut taken = Vec::with_capacity(group.min(64));
+            let mut out = Replies::default();
             while jobs.take(&mut taken, group, takes) {
-                reply::batched(|| worker.run_group(&mut taken));
+                worker.run_group(&mut taken, &mut out);
+                out.deliver();
                 taken.clear();
                 worker.after_group();
             }

@@ -42,6 +42,7 @@ use super::monitor::Monitor;
 use super::page::Limit;
 use super::postgres::{self, ClientLogin, Endpoint, Pg};
 use super::queue::JobQueue;
+use super::reply::Replies;
 use super::txn::Txns;
 use super::workers::{starts_with_keyword, Job, Work};
 use crate::idempotency::{self, Keyed, Ledger};
@@ -268,8 +269,8 @@ struct Writer {
 }
 
 impl Worker for Writer {
-    fn run_group(&mut self, jobs: &mut Vec<Job>) {
-        Writer::run_group(self, std::mem::take(jobs));
+    fn run_group(&mut self, jobs: &mut Vec<Job>, out: &mut Replies) {
+        Writer::run_group(self, std::mem::take(jobs), out);
     }
 
     /// The primary's probe, when this worker claimed it (see [`PrimaryGate::pass`]).
@@ -284,7 +285,7 @@ impl Writer {
     /// Plain writes (no key, INSERT/UPDATE/DELETE) go together in one transaction and one
     /// round trip (with the WAL position read after the commit); the rest one by one, in the
     /// order they were queued.
-    fn run_group(&mut self, jobs: Vec<Job>) {
+    fn run_group(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let mut together: Vec<Job> = Vec::new();
         for job in jobs {
             let plain = matches!(&job.work, Work::Execute(st)
@@ -300,20 +301,20 @@ impl Writer {
                 continue;
             }
             if !together.is_empty() {
-                self.run_together(std::mem::take(&mut together));
+                self.run_together(std::mem::take(&mut together), out);
             }
             if plain {
                 together.push(job);
                 continue;
             }
-            self.run(job);
+            self.run(job, out);
         }
         if !together.is_empty() {
-            self.run_together(together);
+            self.run_together(together, out);
         }
     }
 
-    fn run(&mut self, job: Job) {
+    fn run(&mut self, job: Job, out: &mut Replies) {
         let start = Instant::now();
         let client = job.caller.sandboxed;
         let login = Arc::clone(&self.login);
@@ -331,7 +332,7 @@ impl Writer {
         if let Ok(resp) = &r {
             self.committed(resp.commit_index, 1);
         }
-        job.reply.send(r);
+        job.reply.hold(r, out);
     }
 
     /// The connection for a caller's kind (`client`: the client login's), connecting if
@@ -364,7 +365,7 @@ impl Writer {
 
     /// Group commit: the writes run in one implicit transaction, pipelined, then the WAL
     /// position is read (see [`Pg::execute_group`]).
-    fn run_together(&mut self, jobs: Vec<Job>) {
+    fn run_together(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let start = Instant::now();
         let client = run_as_client(&jobs);
         let ran = self.connection(client).and_then(|pg| {
@@ -385,7 +386,7 @@ impl Writer {
                 // The connection failed: whether the group committed is unknown.
                 self.settle(client, Some(&e), start.elapsed());
                 for job in jobs {
-                    job.reply.send(Err(e.clone()));
+                    job.reply.hold(Err(e.clone()), out);
                 }
                 return;
             }
@@ -396,8 +397,8 @@ impl Writer {
                 self.monitor
                     .record(&st.sql, start.elapsed(), outcome.is_ok());
             }
-            job.reply
-                .send(outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index)));
+            let r = outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
+            job.reply.hold(r, out);
         }
         if wrote > 0 {
             self.committed(index, wrote);

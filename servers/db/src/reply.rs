@@ -1,15 +1,15 @@
 //! How a worker's answer gets back to the loop that owns the connection.
 //!
 //! A [`ReplyTo`] names the loop, the connection and the request; whoever runs the work
-//! (a pool worker, a transaction's thread) calls [`ReplyTo::send`] once with the outcome.
+//! (a pool worker, a transaction's thread) hands it the outcome once.
 //!
-//! Inside `batched` (the pool runs each group of jobs in it) answers are held and handed to
-//! each loop together when the group ends: one lock and at most one wake per loop and group
-//! instead of one per answer. On a busy core this matters more than the lock: every wake of
-//! the loop may preempt the worker, so answering one by one costs two context switches per
-//! request.
+//! A pool worker holds the answers of a group of jobs in its [`Replies`] ([`ReplyTo::hold`])
+//! and hands them to each loop together when the group ends ([`Replies::deliver`]): one lock
+//! and at most one wake per loop and group instead of one per answer. On a busy core this
+//! matters more than the lock: every wake of the loop may preempt the worker, so answering
+//! one by one costs two context switches per request. Elsewhere (a refusal on the loop, a
+//! transaction's thread) [`ReplyTo::send`] delivers at once.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use engine::{ConnId, LoopHandle};
@@ -58,31 +58,35 @@ impl ReplyTo {
         }
     }
 
-    /// Delivers the outcome (held until the end of the group inside `batched`).
+    /// Delivers the outcome now.
     pub fn send(self, result: Result<DataResponse, DbError>) {
+        let (inbox, msg) = self.into_message(result);
+        let _ = inbox.post(msg);
+    }
+
+    /// Holds the outcome in `out` until the worker's group of jobs ends.
+    pub fn hold(self, result: Result<DataResponse, DbError>, out: &mut Replies) {
+        let (inbox, msg) = self.into_message(result);
+        match out.loops.iter_mut().find(|(h, _)| h.same_loop(&inbox)) {
+            Some((_, msgs)) => msgs.push(msg),
+            None => out.loops.push((inbox, vec![msg])),
+        }
+    }
+
+    fn into_message(self, result: Result<DataResponse, DbError>) -> (LoopHandle<Inbox>, Inbox) {
         let msg = Inbox::Reply(Reply {
             conn: self.conn,
             id: self.id,
             result,
             changed: self.changed,
         });
-        let msg = HELD.with(|held| match held.try_borrow_mut() {
-            Ok(mut h) if h.active => {
-                h.hold(&self.inbox, msg);
-                None
-            }
-            _ => Some(msg),
-        });
-        if let Some(msg) = msg {
-            let _ = self.inbox.post(msg);
-        }
+        (self.inbox, msg)
     }
 }
 
-/// Answers held on this thread, by loop.
+/// A worker's answers held until its group of jobs ends, by loop (see the module's doc).
 #[derive(Default)]
-struct Held {
-    active: bool,
+pub struct Replies {
     /// One entry per loop answered so far; the vectors keep their capacity between groups.
     loops: Vec<(LoopHandle<Inbox>, Vec<Inbox>)>,
 }
@@ -90,15 +94,9 @@ struct Held {
 /// More loops than any server runs: past this the handles of gone servers are dropped.
 const MAX_LOOPS: usize = 256;
 
-impl Held {
-    fn hold(&mut self, inbox: &LoopHandle<Inbox>, msg: Inbox) {
-        match self.loops.iter_mut().find(|(h, _)| h.same_loop(inbox)) {
-            Some((_, msgs)) => msgs.push(msg),
-            None => self.loops.push((inbox.clone(), vec![msg])),
-        }
-    }
-
-    fn deliver(&mut self) {
+impl Replies {
+    /// Hands every held answer to its loop, one batch per loop.
+    pub fn deliver(&mut self) {
         for (inbox, msgs) in &mut self.loops {
             if inbox.post_all(msgs).is_err() {
                 msgs.clear(); // that loop has ended; nobody is waiting
@@ -110,26 +108,9 @@ impl Held {
     }
 }
 
-thread_local! {
-    static HELD: RefCell<Held> = RefCell::new(Held::default());
-}
-
-/// Runs `group` with this thread's answers held, then delivers them, one batch per loop (also
-/// when `group` panics). Nested calls deliver at the end of the outermost.
-pub(crate) fn batched<T>(group: impl FnOnce() -> T) -> T {
-    struct Deliver(bool);
-    impl Drop for Deliver {
-        fn drop(&mut self) {
-            if self.0 {
-                HELD.with(|held| {
-                    let mut h = held.borrow_mut();
-                    h.active = false;
-                    h.deliver();
-                });
-            }
-        }
+impl Drop for Replies {
+    /// A worker that panics mid-group still delivers what it answered.
+    fn drop(&mut self) {
+        self.deliver();
     }
-    let outermost = HELD.with(|held| !std::mem::replace(&mut held.borrow_mut().active, true));
-    let _deliver = Deliver(outermost);
-    group()
 }

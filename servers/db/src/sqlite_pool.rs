@@ -37,6 +37,7 @@ use crate::pool::{
     for_each_identity, idempotency_cutoff, now_secs, AfterIndex, Counters, Pool, Worker, Workers,
 };
 use crate::queue::JobQueue;
+use crate::reply::Replies;
 use crate::sqlite::{self, Conn, DbError};
 use crate::turn::WriteTurn;
 use crate::txn::Txns;
@@ -172,7 +173,7 @@ struct Reader {
 }
 
 impl Worker for Reader {
-    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+    fn run_group(&mut self, jobs: &mut Vec<Job>, out: &mut Replies) {
         // The snapshot the group's reads see starts after this load (at their first step), so
         // it includes at least this index.
         let index = self.counters.committed_index();
@@ -183,7 +184,7 @@ impl Worker for Reader {
             // starts, so each still sees every write acknowledged before it was sent.
             let shared = group.len() > 1 && conn.conn.execute_batch("BEGIN").is_ok();
             for job in group.drain(..) {
-                read(conn, &self.writer, &self.monitor, job, index);
+                read(conn, &self.writer, &self.monitor, job, index, out);
             }
             // An I/O error may have ended the transaction already.
             if shared && !conn.conn.is_autocommit() {
@@ -193,7 +194,14 @@ impl Worker for Reader {
     }
 }
 
-fn read(conn: &Conn, writer: &JobQueue, monitor: &Monitor, job: Job, index: u64) {
+fn read(
+    conn: &Conn,
+    writer: &JobQueue,
+    monitor: &Monitor,
+    job: Job,
+    index: u64,
+    out: &mut Replies,
+) {
     let Work::Execute(st) = &job.work else {
         return writer.push(job);
     };
@@ -204,10 +212,11 @@ fn read(conn: &Conn, writer: &JobQueue, monitor: &Monitor, job: Job, index: u64)
         Err(e) => Err(e),
     };
     monitor.record(&st.sql, start.elapsed(), r.is_ok());
-    job.reply.send(r.map(|res| DataResponse {
+    let r = r.map(|res| DataResponse {
         kind: Some(data_response::Kind::Result(res)),
         commit_index: index,
-    }));
+    });
+    job.reply.hold(r, out);
 }
 
 /// The writer thread's connections, the server's and the client's: group commits.
@@ -221,16 +230,16 @@ struct Writer {
 }
 
 impl Worker for Writer {
-    fn run_group(&mut self, jobs: &mut Vec<Job>) {
+    fn run_group(&mut self, jobs: &mut Vec<Job>, out: &mut Replies) {
         // The servers' writes, then the clients': each identity's on its own connection.
         for_each_identity(jobs, |client, group| {
-            self.commit_group(usize::from(client), group)
+            self.commit_group(usize::from(client), group, out)
         });
     }
 }
 
 impl Writer {
-    fn commit_group(&mut self, which: usize, group: &mut Vec<Job>) {
+    fn commit_group(&mut self, which: usize, group: &mut Vec<Job>, out: &mut Replies) {
         // Held to the end of the group (None: the wait ran out; SQLite decides, BUSY or not).
         let _turn = self.turn.take(self.busy);
         let c = &self.conns[which];
@@ -245,7 +254,7 @@ impl Writer {
             Err(e) => {
                 let _ = c.conn.execute_batch("ROLLBACK");
                 for job in group.drain(..) {
-                    job.reply.send(Err(e.clone()));
+                    job.reply.hold(Err(e.clone()), out);
                 }
                 return;
             }
@@ -278,7 +287,7 @@ impl Writer {
             }
         }
         for (job, r) in group.drain(..).zip(results) {
-            job.reply.send(r);
+            job.reply.hold(r, out);
         }
     }
 

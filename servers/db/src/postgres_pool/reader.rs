@@ -53,6 +53,7 @@ pub(super) fn answer(
     job: Job,
     r: Result<DataResponse, DbError>,
     start: Instant,
+    out: &mut Replies,
 ) {
     if matches!(&r, Err(e) if e.code == ErrorCode::ReadOnly) {
         return writers.push(job);
@@ -60,15 +61,15 @@ pub(super) fn answer(
     if let Work::Execute(st) = &job.work {
         monitor.record(&st.sql, start.elapsed(), r.is_ok());
     }
-    job.reply.send(r);
+    job.reply.hold(r, out);
 }
 
 /// A read-only session: a statement that writes fails READ_ONLY and goes to the writers.
 pub(super) const READ_ONLY_SESSION: &str = "SET default_transaction_read_only = on";
 
 impl Worker for Reader {
-    fn run_group(&mut self, jobs: &mut Vec<Job>) {
-        Reader::run_group(self, std::mem::take(jobs));
+    fn run_group(&mut self, jobs: &mut Vec<Job>, out: &mut Replies) {
+        Reader::run_group(self, std::mem::take(jobs), out);
     }
 
     /// The probes this worker claimed (a replica's, the primary's), once its answers are out.
@@ -87,18 +88,25 @@ impl Reader {
     /// Serves a group of reads: those that may go to a replica on the next healthy one (in one
     /// round trip), the rest, and any the replica could not serve, on the primary. The
     /// servers' reads and the clients' run apart.
-    pub(super) fn run_group(&mut self, mut jobs: Vec<Job>) {
+    pub(super) fn run_group(&mut self, mut jobs: Vec<Job>, out: &mut Replies) {
         crate::pool::for_each_identity(&mut jobs, |_, group| {
-            self.run_identity(std::mem::take(group));
+            self.run_identity(std::mem::take(group), out);
         });
     }
 
-    pub(super) fn run_identity(&mut self, jobs: Vec<Job>) {
+    pub(super) fn run_identity(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let start = Instant::now();
         if run_as_client(&jobs) {
             if let Err(e) = self.login.usable() {
                 for job in jobs {
-                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                    answer(
+                        &self.writers,
+                        &self.monitor,
+                        job,
+                        Err(e.clone()),
+                        start,
+                        out,
+                    );
                 }
                 return;
             }
@@ -107,10 +115,10 @@ impl Reader {
             .into_iter()
             .partition(|j| j.consistency != ReadConsistency::Primary && !self.replicas.is_empty());
         if !to_replica.is_empty() {
-            to_primary.extend(self.on_replica(to_replica, start));
+            to_primary.extend(self.on_replica(to_replica, start, out));
         }
         if !to_primary.is_empty() {
-            self.on_primary(to_primary, start);
+            self.on_primary(to_primary, start, out);
         }
     }
 
@@ -178,7 +186,12 @@ impl Reader {
     }
 
     /// Runs `jobs` on a replica; returns those the primary must serve.
-    pub(super) fn on_replica(&mut self, jobs: Vec<Job>, start: Instant) -> Vec<Job> {
+    pub(super) fn on_replica(
+        &mut self,
+        jobs: Vec<Job>,
+        start: Instant,
+        out: &mut Replies,
+    ) -> Vec<Job> {
         let n = self.replicas.len();
         let first = self.rr.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -227,7 +240,7 @@ impl Reader {
                                 let r = r.map(|(res, _)| {
                                     respond(data_response::Kind::Result(res), replayed)
                                 });
-                                answer(&self.writers, &self.monitor, job, r, start);
+                                answer(&self.writers, &self.monitor, job, r, start, out);
                             }
                         }
                     }
@@ -299,7 +312,7 @@ impl Reader {
         Ok((outcomes, replayed))
     }
 
-    pub(super) fn on_primary(&mut self, jobs: Vec<Job>, start: Instant) {
+    pub(super) fn on_primary(&mut self, jobs: Vec<Job>, start: Instant, out: &mut Replies) {
         let index = self.committed.load(Ordering::Acquire);
         // Reads are safe to repeat: a connection found broken is replaced once.
         let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
@@ -322,12 +335,19 @@ impl Reader {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let r =
                         outcome.map(|(res, _)| respond(data_response::Kind::Result(res), index));
-                    answer(&self.writers, &self.monitor, job, r, start);
+                    answer(&self.writers, &self.monitor, job, r, start, out);
                 }
             }
             Err(e) => {
                 for job in jobs {
-                    answer(&self.writers, &self.monitor, job, Err(e.clone()), start);
+                    answer(
+                        &self.writers,
+                        &self.monitor,
+                        job,
+                        Err(e.clone()),
+                        start,
+                        out,
+                    );
                 }
             }
         }
