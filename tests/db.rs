@@ -386,7 +386,7 @@ fn concurrent_writes_are_group_committed_and_a_failing_write_fails_alone() {
     assert_eq!(count(&mut c, "g"), WRITERS * 50 - 1);
     let stats = match c
         .data(&DataRequest {
-            kind: Some(data_request::Kind::Stats(StatsRequest {})),
+            kind: Some(data_request::Kind::Stats(StatsRequest::default())),
             ..Default::default()
         })
         .unwrap()

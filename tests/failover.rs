@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, TempDir, WAIT};
-use protocol::proto::{data_request, DataRequest, Statement, Value};
+use protocol::proto::{data_request, DataRequest, Statement, StatsRequest, Value};
 use protocol::wire::ErrorCode;
 use tools::client::{ClientError, FrameClient};
 
@@ -74,6 +74,23 @@ fn keyed_insert(key: &str, id: i64) -> DataRequest {
     }
 }
 
+/// Where db-server says its writes go (`StatsResult.primary`, asked briefly).
+fn primary(c: &mut FrameClient) -> String {
+    let r = c
+        .data(&DataRequest {
+            kind: Some(data_request::Kind::Stats(StatsRequest { brief: true })),
+            ..Default::default()
+        })
+        .unwrap();
+    match r.kind {
+        Some(protocol::proto::data_response::Kind::Stats(s)) => {
+            assert!(s.statements.is_empty(), "a brief answer has no statements");
+            s.primary
+        }
+        other => panic!("not statistics: {other:?}"),
+    }
+}
+
 fn count(c: &mut FrameClient, sql: &str) -> i64 {
     let r = c.execute(sql, vec![]).unwrap();
     match r.rows[0].values[0].kind {
@@ -123,6 +140,11 @@ fn db_server_follows_a_promoted_standby_and_loses_no_acknowledged_write() {
     c.execute("CREATE TABLE acked (id BIGINT PRIMARY KEY)", vec![])
         .unwrap();
 
+    assert_eq!(
+        primary(&mut c),
+        format!("127.0.0.1:{port}"),
+        "where db-server says writes go"
+    );
     // Keyed writes acknowledged before the failover (synchronously replicated).
     let mut acked = Vec::new();
     for id in 0..200 {
@@ -161,6 +183,9 @@ fn db_server_follows_a_promoted_standby_and_loses_no_acknowledged_write() {
             Err(e) => panic!("after the promotion: {e}"),
         }
     }
+    // db-server says so: its statistics name the new primary (test-server's status page
+    // shows it).
+    assert_eq!(primary(&mut c), format!("127.0.0.1:{}", port + 1));
     // Every write acknowledged before is there; a keyed write retried across the failover is
     // answered from its record, not applied again.
     c.data(&keyed_insert("k7", 7)).unwrap();

@@ -19,7 +19,7 @@
 //! read-only session refused it) hands it to the writers queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::DbError;
 use crate::monitor::Monitor;
@@ -147,6 +147,9 @@ pub(crate) struct Workers<R, W> {
     pub reserved_readers: usize,
     /// The same for the writers.
     pub reserved_writers: usize,
+    /// Where the writes go now (PostgreSQL's primary, `host:port`, empty while none
+    /// answers); `None` for a backend with one place (SQLite).
+    pub primary: Option<Arc<Mutex<String>>>,
 }
 
 /// A running backend: its workers, queues and counters, and its interactive transactions.
@@ -157,6 +160,7 @@ pub struct Pool {
     counters: Arc<Counters>,
     monitor: Arc<Monitor>,
     after_index: AfterIndex,
+    primary: Option<Arc<Mutex<String>>>,
 }
 
 impl Pool {
@@ -175,6 +179,7 @@ impl Pool {
             writers: Arc::new(JobQueue::new(queue)),
         };
         let workers = make(&queues)?;
+        let primary = workers.primary.clone();
         let takes = |i: usize, reserved: usize| {
             if i < reserved {
                 Takes::ServersOnly
@@ -206,6 +211,7 @@ impl Pool {
             counters,
             monitor,
             after_index,
+            primary,
         })
     }
 
@@ -254,12 +260,22 @@ impl Pool {
     /// Query statistics and commit counters. `grouped_writes` counts writes acknowledged by
     /// the commits (SQLite groups them in one transaction; PostgreSQL pipelines plain writes in
     /// one and shares WAL flushes between concurrent commits).
-    pub fn stats(&self) -> StatsResult {
+    /// `brief`: without the per-statement figures.
+    pub fn stats(&self, brief: bool) -> StatsResult {
         StatsResult {
-            statements: self.monitor.snapshot(),
+            statements: if brief {
+                Vec::new()
+            } else {
+                self.monitor.snapshot()
+            },
             commits: self.counters.commits.load(Ordering::Relaxed),
             grouped_writes: self.counters.writes.load(Ordering::Relaxed),
             commit_index: self.committed_index(),
+            primary: self
+                .primary
+                .as_ref()
+                .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .unwrap_or_default(),
         }
     }
 }

@@ -158,11 +158,12 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
         txns,
         AfterIndex::Readers,
         |queues| {
-            let mut spare = Some(first);
             let gate = Arc::new(PrimaryGate::new(
                 PRIMARY_RETRY,
                 cfg.timeout.saturating_mul(2),
             ));
+            *health::lock(&gate.at()) = first.server();
+            let mut spare = Some(first);
             // One writer and one reader more than configured, reserved for the servers' own
             // work (see `JobQueue`).
             let writers = (0..cfg.writers.max(1) + 1)
@@ -220,6 +221,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
                 writer_group: MAX_GROUP,
                 reserved_readers: 1,
                 reserved_writers: 1,
+                primary: Some(gate.at()),
             })
         },
     )?;

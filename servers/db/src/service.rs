@@ -221,9 +221,9 @@ impl DbService {
                 let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().fetch(t.txn_id, t.seq, &caller, reply);
             }
-            Some(data_request::Kind::Stats(_)) => {
+            Some(data_request::Kind::Stats(s)) => {
                 let resp = DataResponse {
-                    kind: Some(data_response::Kind::Stats(self.pool.stats())),
+                    kind: Some(data_response::Kind::Stats(self.pool.stats(s.brief))),
                     commit_index: self.pool.committed_index(),
                 };
                 return self.answer(ctx, conn, id, Ok(resp));

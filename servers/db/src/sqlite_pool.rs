@@ -147,6 +147,7 @@ pub fn start(cfg: SqliteConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> 
                 }],
                 reader_group: READ_GROUP,
                 writer_group: cfg.max_group.max(1),
+                primary: None,
                 reserved_readers: 1,
                 // The one writer takes the servers' writes first; a client's write holds it at
                 // most until its deadline.

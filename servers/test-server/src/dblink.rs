@@ -18,7 +18,8 @@
 //! liveness: a connection db-server has sent nothing on for `ping_interval` gets a Ping; one
 //!          silent for `silence_limit` is closed (its requests fail UNAVAILABLE, the slot
 //!          reconnects). A partition — no FIN, no RST, packets just vanish — is noticed in
-//!          seconds, not after TCP's retransmission timeout.
+//!          seconds, not after TCP's retransmission timeout. Each `ping_interval` one brief
+//!          STATS request also asks where db-server's writes go ([`DbLink::primary`]).
 //! ```
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use prost::Message as _;
 use shared::backoff::Backoff;
 use shared::breaker::Breaker;
 
+use protocol::proto::{data_request, data_response, DataRequest, DataResponse, StatsRequest};
 use shared::wire::{self, ErrorCode, Message, MessageType};
 
 mod config;
@@ -108,6 +110,8 @@ pub struct DbLink<T> {
     notices_from: Option<usize>,
     /// Liveness pings not answered yet (their ids are not given to requests).
     pings: Vec<u32>,
+    /// The brief STATS request in flight, and when it was sent.
+    asking: Option<(u32, Instant)>,
 }
 
 /// The link's timers, carried inside the handler's own timer type (`Tm: From<LinkTimer>`) and
@@ -149,7 +153,20 @@ impl<T> DbLink<T> {
             subscribing: HashMap::new(),
             notices_from: None,
             pings: Vec::new(),
+            asking: None,
         }
+    }
+
+    /// Where db-server's writes go, as it last said (asked every ping interval): the
+    /// PostgreSQL primary's `host:port` — after a failover, the new one; empty when none
+    /// answers, on SQLite, or before db-server has said. Shared by every loop's link
+    /// ([`LinkConfig::primary`]).
+    pub fn primary(&self) -> String {
+        self.cfg
+            .primary
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Sends `request` (e.g. a WATCH) on every connection when it comes up, so that db-server's
@@ -408,6 +425,7 @@ impl<T> DbLink<T> {
         if self.pings.len() > 4 * self.slots.len() {
             self.pings.drain(..self.slots.len());
         }
+        self.ask_where_writes_go(ctx, now);
         if !ctx.is_shutting_down() {
             ctx.set_timer(self.cfg.ping_interval, Tm::from(LinkTimer::Liveness));
         }
@@ -427,6 +445,7 @@ impl<T> DbLink<T> {
         if let Some(i) = slot {
             self.slots[i].heard = ctx.now();
         }
+        let ctx_loop = ctx.loop_id();
         let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
             let Ok(msg) = msg else {
                 warn!("db link: undecodable frame from db-server");
@@ -446,6 +465,10 @@ impl<T> DbLink<T> {
                     out.push(Event::Watching(true));
                 }
                 return;
+            }
+            if self.asking.is_some_and(|(id, _)| id == msg.message_id) {
+                self.asking = None;
+                return self.heard_where_writes_go(ctx_loop, &msg);
             }
             if let Some(at) = self.pings.iter().position(|id| *id == msg.message_id) {
                 self.pings.swap_remove(at);
@@ -470,5 +493,58 @@ impl<T> DbLink<T> {
             }
         });
         used
+    }
+
+    /// Sends one brief STATS request on an open connection, unless one is in flight (for less
+    /// than a ping interval: its connection may have gone without an answer).
+    fn ask_where_writes_go<M: Send + 'static, Tm: From<LinkTimer>>(
+        &mut self,
+        ctx: &mut Context<'_, M, Tm>,
+        now: Instant,
+    ) {
+        if self
+            .asking
+            .is_some_and(|(_, sent)| now.duration_since(sent) < self.cfg.ping_interval)
+        {
+            return;
+        }
+        let Some(conn) = self.slots.iter().find_map(|s| match s.state {
+            SlotState::Up(c) => Some(c),
+            _ => None,
+        }) else {
+            return;
+        };
+        let id = self.fresh_id();
+        let req = DataRequest {
+            kind: Some(data_request::Kind::Stats(StatsRequest { brief: true })),
+            ..DataRequest::default()
+        };
+        let msg = wire::message(MessageType::Request, wire::Operation::Data, id, &req);
+        if wire::send(ctx, conn, &msg).is_ok() {
+            self.asking = Some((id, now));
+        }
+    }
+
+    /// db-server's answer to [`DbLink::ask_where_writes_go`]. The primary is known by the
+    /// loop that heard it first; the others find it already there.
+    fn heard_where_writes_go(&mut self, loop_id: usize, msg: &Message) {
+        let Ok(resp) = DataResponse::decode(msg.data.clone()) else {
+            return;
+        };
+        let Some(data_response::Kind::Stats(stats)) = resp.kind else {
+            return;
+        };
+        let Ok(mut primary) = self.cfg.primary.lock() else {
+            return;
+        };
+        if *primary != stats.primary {
+            if !stats.primary.is_empty() {
+                info!(
+                    "db link of loop {loop_id}: db-server writes to PostgreSQL at {}",
+                    stats.primary
+                );
+            }
+            *primary = stats.primary;
+        }
     }
 }

@@ -165,6 +165,9 @@ pub struct Status<'a> {
     pub rtt_averages: (u64, u64),
     /// The link's change subscription is up, so the document cache is in use.
     pub db_watching: bool,
+    /// Where db-server's writes go: the PostgreSQL primary's `host:port`, empty when none
+    /// answers (see [`crate::dblink::DbLink::primary`]); read by `/status` only.
+    pub db_primary: Option<&'a std::sync::Mutex<String>>,
 }
 
 /// A document name from the path: one non-empty segment of at most 255 bytes.

@@ -3,7 +3,7 @@
 //! and each replica's health (skipped by every reader while down; one probe at a time).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -30,6 +30,9 @@ pub(super) struct PrimaryGate {
     closed: AtomicBool,
     /// How many times the gate has closed.
     outages: AtomicU64,
+    /// The server the latest connection reached, `host:port`; empty while the gate is closed
+    /// (reported in db-server's statistics: after a failover, the new primary).
+    at: Arc<Mutex<String>>,
     retry: Duration,
     probe: Duration,
     state: Mutex<Option<Closed>>,
@@ -45,6 +48,7 @@ impl PrimaryGate {
         PrimaryGate {
             closed: AtomicBool::new(false),
             outages: AtomicU64::new(0),
+            at: Arc::default(),
             retry,
             probe,
             state: Mutex::new(None),
@@ -90,9 +94,23 @@ impl PrimaryGate {
         if slot.as_ref().is_some_and(|pg| pg.outages_before < outages) {
             *slot = None;
         }
+        let fresh = !slot.as_ref().is_some_and(Pg::is_ok);
         let pg = ensure(slot, server, setup)?;
         pg.outages_before = pg.outages_before.max(outages);
+        if fresh {
+            let at = pg.server();
+            let mut now = lock(&self.at);
+            if *now != at {
+                *now = at;
+            }
+        }
         Ok(pg)
+    }
+
+    /// Where the latest connection to the primary went, `host:port` (empty while the gate is
+    /// closed), shared with the pool's statistics.
+    pub(super) fn at(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.at)
     }
 
     /// Tries the primary again (see [`PrimaryGate::pass`]): a new connection in `slot`.
@@ -114,6 +132,7 @@ impl PrimaryGate {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.is_none() {
             self.outages.fetch_add(1, Ordering::AcqRel);
+            lock(&self.at).clear();
             warn!(
                 "the PostgreSQL primary is unreachable ({}): requests that need it fail at once, retrying every {:?}",
                 e.message, self.retry

@@ -32,6 +32,10 @@ pub struct LinkConfig {
         std::sync::Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// Where db-server's writes go, as it last said (the PostgreSQL primary's `host:port`;
+    /// empty when none answers, or on SQLite): kept by every loop's link, shared by clones
+    /// of this config, shown on the status page.
+    pub primary: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl LinkConfig {
@@ -51,6 +55,7 @@ impl LinkConfig {
             max_message: engine::DEFAULT_MAX_MESSAGE,
             compress: shared::wire::Compress::default(),
             tls: None,
+            primary: std::sync::Arc::default(),
         }
     }
 }

@@ -280,6 +280,7 @@ impl Frames {
                 rtt,
                 rtt_averages: self.rtt_averages,
                 db_watching: l.watching(),
+                db_primary: self.cfg.db.as_ref().map(|d| &*d.primary),
             },
             None => http_front::Status {
                 db_up: 0,
@@ -289,6 +290,7 @@ impl Frames {
                 rtt,
                 rtt_averages: self.rtt_averages,
                 db_watching: false,
+                db_primary: None,
             },
         };
         (self.link.as_mut(), status)

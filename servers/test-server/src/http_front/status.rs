@@ -211,6 +211,10 @@ impl HttpFront {
                 "in_flight": status.db_in_flight,
                 "circuit": if status.db_breaker_closed { "closed" } else { "open" },
                 "watching": status.db_watching,
+                "primary": status
+                    .db_primary
+                    .and_then(|p| p.lock().ok().map(|p| p.clone()))
+                    .filter(|p| !p.is_empty()),
             },
             "doc_cache": {
                 "on": self.cfg.cache_bytes > 0 && status.db_watching,
