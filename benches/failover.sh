@@ -19,7 +19,8 @@
 # a fault, or no failover where one is due):
 #   primary_crash          kill -9 of everything on the primary's host and its link down, under
 #                          writes (HTTP PUT through test-server) and reads (loadgen db): the
-#                          standby is promoted, writes resume, reads go on meanwhile
+#                          standby is promoted, writes resume, reads go on meanwhile, and
+#                          test-server's status page names the new primary
 #   rejoin                 the old primary's host back: its keeper rejoins it as the standby
 #                          (pg_rewind) and it catches up; synchronous replication again
 #   primary_partition_auto the primary's link down, its processes alive: the standby is
@@ -70,6 +71,10 @@ teardown() {
       [ -s "$f" ] && { echo "--- the end of $(basename "$f")"; tail -n 25 "$f"; }
     done
   fi
+  # This script's own background loops (checkpoints_until_standby, loads) end with it.
+  local j
+  j=$(jobs -p)
+  [ -n "$j" ] && kill $j 2>/dev/null || true
   for h in "${hosts[@]}"; do kill_host "$h"; done
   remove_net
   if [ -n "${KEEP:-}" ]; then echo "logs and data kept in $work"; else rm -rf "$work"; fi
@@ -203,6 +208,13 @@ db_reads() { # SECONDS: point reads on db-server (a standby's while one answers)
     --conns "$conns" --duration "$1" 2>>"$work/loadgen.log" | tail -2
 }
 other() { [ "$1" = pg1 ] && echo pg2 || echo pg1; }
+# Where test-server's status page says db-server's writes go ("none" while none answers).
+status_primary() {
+  ip netns exec nm-f-client curl -s -m 2 "http://${ip[app]}:8000/status" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["db"]["primary"] or "none")' 2>/dev/null || echo "?"
+}
+# Seconds until the status page names NODE as where the writes go (it asks every 2 s).
+shown_on_status() { seconds_until 10 "${ip[$1]}:${port[$1]}" status_primary; }
 # A scenario's writes ($work/TAG.w, fault at $t_cut) and reads ($work/TAG.out) summed up:
 # $line (the fields every scenario prints) and $missing (acknowledged writes, of the whole run,
 # absent on the primary $1).
@@ -247,7 +259,9 @@ kill_host "$old"
 promoted=$(seconds_until 60 "$new" primary_node)
 wait "$lp" "$wp"
 tally "$new" crash
-echo "scenario=primary_crash $line promoted_s=$promoted"
+shown=$(shown_on_status "$new")
+echo "scenario=primary_crash $line promoted_s=$promoted status_page_primary_s=$shown"
+[ "$shown" != never ] || { echo "primary_crash: test-server's status page does not name the new primary ($(status_primary))"; exit 1; }
 [ "$promoted" != never ] || { echo "primary_crash: the standby was not promoted"; exit 1; }
 check primary_crash crash
 
@@ -282,8 +296,10 @@ ip netns exec "nm-f-$old" timeout 5 runuser -u postgres -- "$pgbin/psql" -h /var
   -p "${port[$old]}" -U postgres -d netmod -AtqX -c "INSERT INTO public.split_probe DEFAULT VALUES" >/dev/null 2>&1 && split=acknowledged
 wait "$lp" "$wp"
 tally "$new" partition
+shown=$(shown_on_status "$new")
 link "$old" up
-echo "scenario=primary_partition_auto $line promoted_s=$promoted old_primary_write=$split"
+echo "scenario=primary_partition_auto $line promoted_s=$promoted old_primary_write=$split status_page_primary_s=$shown"
+[ "$shown" != never ] || { echo "primary_partition_auto: test-server's status page does not name the new primary ($(status_primary))"; exit 1; }
 [ "$promoted" != never ] || { echo "primary_partition_auto: the standby was not promoted"; exit 1; }
 [ "$split" = refused ] || { echo "primary_partition_auto: the old primary acknowledged a write after the promotion (split brain)"; exit 1; }
 check primary_partition_auto partition
