@@ -25,7 +25,7 @@ use values::{columns, param, rows_of};
 pub use values::{parse_lsn, unhex};
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::DbError;
@@ -148,6 +148,9 @@ pub struct Endpoint {
     client: Option<Arc<ClientLogin>>,
     /// Server connections share the tables they create with this client role.
     share_with: Option<String>,
+    /// Of a URL naming several hosts, the one to try last (`host:port`): the one that just
+    /// went silent (see [`Endpoint::try_last`]). Shared by the clones.
+    last: Arc<Mutex<Option<String>>>,
 }
 
 impl Endpoint {
@@ -172,7 +175,25 @@ impl Endpoint {
             defaults,
             client: None,
             share_with: None,
+            last: Arc::default(),
         }
+    }
+
+    /// From now on, of the URL's hosts, `server` (`host:port`) is tried last: it went silent,
+    /// and libpq, trying the hosts in order, would wait a whole connect timeout on it each time
+    /// before reaching the others (after a failover, the new primary). No effect on a URL with
+    /// one host.
+    pub fn try_last(&self, server: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(server.to_string());
+        }
+    }
+
+    /// libpq settings that reorder the URL's hosts (see [`Endpoint::try_last`]).
+    fn host_order(&self) -> Vec<(&'static str, String)> {
+        let last: Option<String> = self.last.lock().ok().and_then(|l| l.clone());
+        last.and_then(|l| crate::libpq::hosts_with_last(&self.url, &l))
+            .unwrap_or_default()
     }
 
     /// Server connections to this endpoint share the tables they create with `role` (rows
@@ -201,16 +222,20 @@ impl Endpoint {
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
+        let order = self.host_order();
+        let mut overrides: Vec<(&str, &str)> =
+            order.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let Some(login) = &self.client else {
-            let mut pg = Pg::start(PgConn::connect_with(&self.url, &defaults)?)?;
+            let conn = PgConn::connect_params(&self.url, &defaults, &overrides)?;
+            let mut pg = Pg::start(conn)?;
             pg.share_with.clone_from(&self.share_with);
             return Ok(pg);
         };
         login.usable()?;
-        let overrides = [
+        overrides.extend([
             ("user", login.role.as_str()),
             ("password", login.password.as_deref().unwrap_or("")),
-        ];
+        ]);
         let conn = PgConn::connect_params(&self.url, &defaults, &overrides).map_err(|e| {
             DbError::new(
                 ErrorCode::Unavailable,

@@ -161,6 +161,7 @@ pub fn start(cfg: PgConfig, monitor: Arc<Monitor>) -> Result<Pool, DbError> {
             let gate = Arc::new(PrimaryGate::new(
                 PRIMARY_RETRY,
                 cfg.timeout.saturating_mul(2),
+                primary.clone(),
             ));
             *health::lock(&gate.at()) = first.server();
             let mut spare = Some(first);

@@ -33,6 +33,8 @@ pub(super) struct PrimaryGate {
     /// The server the latest connection reached, `host:port`; empty while the gate is closed
     /// (reported in db-server's statistics: after a failover, the new primary).
     at: Arc<Mutex<String>>,
+    /// The primary's URL: when the gate closes, the host that went silent is tried last.
+    endpoint: Endpoint,
     retry: Duration,
     probe: Duration,
     state: Mutex<Option<Closed>>,
@@ -44,11 +46,12 @@ struct Closed {
 }
 
 impl PrimaryGate {
-    pub(super) fn new(retry: Duration, probe: Duration) -> PrimaryGate {
+    pub(super) fn new(retry: Duration, probe: Duration, endpoint: Endpoint) -> PrimaryGate {
         PrimaryGate {
             closed: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             at: Arc::default(),
+            endpoint,
             retry,
             probe,
             state: Mutex::new(None),
@@ -129,10 +132,22 @@ impl PrimaryGate {
 
     /// The primary failed a connection: closed for `retry`.
     pub(super) fn failed(&self, e: &DbError) {
+        self.close(e, false);
+    }
+
+    /// Closes the gate for `retry`. `silent`: an open connection went silent (the timeout ran
+    /// out), so its host is tried last from now on; a refused connection (a standby still
+    /// read-only while it is promoted, say) moves nothing.
+    fn close(&self, e: &DbError, silent: bool) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.is_none() {
             self.outages.fetch_add(1, Ordering::AcqRel);
-            lock(&self.at).clear();
+            let mut at = lock(&self.at);
+            if silent && !at.is_empty() {
+                self.endpoint.try_last(&at);
+            }
+            at.clear();
+            drop(at);
             warn!(
                 "the PostgreSQL primary is unreachable ({}): requests that need it fail at once, retrying every {:?}",
                 e.message, self.retry
@@ -178,7 +193,7 @@ impl PrimaryGate {
         }
         *slot = None;
         if let Some(e) = failed.filter(|_| took >= SLOW_FAILURE) {
-            self.failed(e);
+            self.close(e, true);
         }
     }
 

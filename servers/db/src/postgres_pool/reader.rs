@@ -170,6 +170,10 @@ impl Reader {
     pub(super) fn replica_failed(&mut self, i: usize, e: &DbError) {
         let retry = self.retry;
         let rep = &mut self.replicas[i];
+        // Of a URL naming several nodes, the one that failed is tried last from now on.
+        if let Some(pg) = rep.pg.as_ref().or(rep.client_pg.as_ref()) {
+            rep.endpoint.try_last(&pg.server());
+        }
         rep.pg = None;
         rep.client_pg = None;
         let mut h = lock(&rep.health);
