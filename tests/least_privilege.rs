@@ -8,8 +8,8 @@ mod common;
 use common::stack::{code, Stack};
 use common::WAIT;
 use protocol::proto::{
-    data_request, data_response, DataRequest, DataResponse, Statement, TxnBegin, TxnEnd,
-    TxnStatement, Value,
+    data_request, data_response, DataRequest, DataResponse, Statement, StatsRequest, TxnBegin,
+    TxnEnd, TxnStatement, Value,
 };
 use protocol::wire::ErrorCode;
 use tools::client::FrameClient;
@@ -105,6 +105,25 @@ fn a_client_cannot_shadow_the_servers_tables_with_temporary_objects() {
     }
     // Finding 2's symptom: PUT answered 201 and the document never appeared.
     s.still_serves("tempshadow");
+}
+
+#[test]
+fn a_client_reads_no_statistics_of_db_server() {
+    // They hold every statement's text, the servers' and other users' (literals included).
+    let s = Stack::start("lp-stats");
+    let mut alice = s.user("alice");
+    run_all(
+        &mut alice,
+        &[
+            "CREATE TABLE notes (body TEXT)",
+            "INSERT INTO notes VALUES ('alice secret')",
+        ],
+    );
+    let mut bob = s.user("bob");
+    for brief in [false, true] {
+        let asked = bob.data(&req(data_request::Kind::Stats(StatsRequest { brief })));
+        assert_eq!(code(asked), ErrorCode::Forbidden, "brief: {brief}");
+    }
 }
 
 #[test]

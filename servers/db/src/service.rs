@@ -221,6 +221,16 @@ impl DbService {
                 let reply = self.reply_fn(ctx, conn, id, TablesChanged::default());
                 return self.pool.txns().fetch(t.txn_id, t.seq, &caller, reply);
             }
+            // The monitor holds every statement's text (the servers' and every user's, literals
+            // included) and the primary's address: db-server's direct callers' business, not
+            // a client's.
+            Some(data_request::Kind::Stats(_)) if req.sandboxed => {
+                let e = DbError::new(
+                    ErrorCode::Forbidden,
+                    "statistics are for db-server's operators, not for clients' requests",
+                );
+                return self.answer(ctx, conn, id, Err(e));
+            }
             Some(data_request::Kind::Stats(s)) => {
                 let resp = DataResponse {
                     kind: Some(data_response::Kind::Stats(self.pool.stats(s.brief))),
