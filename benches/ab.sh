@@ -16,7 +16,6 @@ a=${1:?A_BIN_DIR} b=${2:?B_BIN_DIR}
 secs=${SECS:-5} runs=${RUNS:-3}
 export NETMOD_SECRET=bench-secret RUST_LOG=warn
 . benches/common.sh
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

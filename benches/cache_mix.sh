@@ -16,7 +16,6 @@ secs=${SECS:-5} runs=${RUNS:-3} docs=${DOCS:-1000} puts=${PUTS:-10} conns=${CONN
 pcts=${PCTS:-0 $puts}
 export NETMOD_SECRET=bench-secret RUST_LOG=warn
 . benches/common.sh
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -27,20 +26,8 @@ counter() { # http_port name -> value
 }
 
 run_round() { # label bin_dir round
-  local label=$1 bin=$2 round=$3 dbp port http db ts
-  dbp=$(free_port) port=$(free_port) http=$(free_port)
-  rm -f "$work/mix.db"*
-  taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$dbp" --sqlite "$work/mix.db" --threads 1 \
-    >"$work/db.log" 2>&1 &
-  db=$!
-  wait_port "$dbp"
-  NETMOD_ADMIN_SECRET=$NETMOD_SECRET taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$port" \
-    --http-listen "127.0.0.1:$http" --db "127.0.0.1:$dbp" --threads 1 --argon2-memory-kib 64 \
-    --insecure-http-writes >"$work/ts.log" 2>&1 &
-  ts=$!
-  pids+=("$ts" "$db")
-  wait_port "$port"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http/health" >/dev/null && break; sleep 0.05; done
+  local label=$1 bin=$2 round=$3 port http db ts
+  start_sqlite_stack "$bin" mix --argon2-memory-kib 64 --insecure-http-writes
   for pct in $pcts; do
     local h0 m0 h1 m1 t0 t1 out n gets
     h0=$(counter "$http" netmod_doc_cache_hits_total) m0=$(counter "$http" netmod_doc_cache_misses_total)

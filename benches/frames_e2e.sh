@@ -15,27 +15,12 @@ export NETMOD_SECRET=bench-secret RUST_LOG=warn
 
 . benches/common.sh
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-start_stack() { # extra test-server flags...; sets ts db port http
-  local dbp
-  dbp=$(free_port) port=$(free_port) http=$(free_port)
-  rm -f "$work/frames.db"*
-  taskset -c 0 "$bin/db-server" --listen "127.0.0.1:$dbp" --sqlite "$work/frames.db" --threads 1 \
-    >"$work/db.log" 2>&1 &
-  db=$!
-  wait_port "$dbp"
-  NETMOD_ADMIN_SECRET=$NETMOD_SECRET taskset -c 0 "$bin/test-server" --listen "127.0.0.1:$port" \
-    --http-listen "127.0.0.1:$http" --db "127.0.0.1:$dbp" --threads 1 "$@" >"$work/ts.log" 2>&1 &
-  ts=$!
-  pids+=("$ts" "$db")
-  wait_port "$port"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http/health" >/dev/null && break; sleep 0.05; done
-}
+start_stack() { start_sqlite_stack "$bin" frames "$@"; } # extra test-server flags…
 stop_stack() { kill "$ts" "$db"; wait "$ts" "$db" 2>/dev/null || true; }
 
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), secs=$secs"
