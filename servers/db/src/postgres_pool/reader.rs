@@ -94,21 +94,25 @@ impl Reader {
         });
     }
 
+    /// Answers every job with `e`.
+    fn fail_all(&self, jobs: Vec<Job>, e: &DbError, start: Instant, out: &mut Replies) {
+        for job in jobs {
+            answer(
+                &self.writers,
+                &self.monitor,
+                job,
+                Err(e.clone()),
+                start,
+                out,
+            );
+        }
+    }
+
     pub(super) fn run_identity(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let start = Instant::now();
         if run_as_client(&jobs) {
             if let Err(e) = self.login.usable() {
-                for job in jobs {
-                    answer(
-                        &self.writers,
-                        &self.monitor,
-                        job,
-                        Err(e.clone()),
-                        start,
-                        out,
-                    );
-                }
-                return;
+                return self.fail_all(jobs, &e, start, out);
             }
         }
         let (to_replica, mut to_primary): (Vec<Job>, Vec<Job>) = jobs
@@ -342,18 +346,7 @@ impl Reader {
                     answer(&self.writers, &self.monitor, job, r, start, out);
                 }
             }
-            Err(e) => {
-                for job in jobs {
-                    answer(
-                        &self.writers,
-                        &self.monitor,
-                        job,
-                        Err(e.clone()),
-                        start,
-                        out,
-                    );
-                }
-            }
+            Err(e) => self.fail_all(jobs, &e, start, out),
         }
     }
 
