@@ -1780,6 +1780,45 @@ fn pg_reads_survive_a_standby_cut_off_and_return_to_it_after_healing() {
     });
 }
 
+/// A client's read that ends its own session on the replica, at once or after a while, fails
+/// for that client alone: the replica stays in service for db-server's reads and every other
+/// user's (a client connection that fails says nothing of the replica).
+#[test]
+#[cfg_attr(
+    not(netmod_pg_replica),
+    ignore = "needs PostgreSQL and a hot standby: set DATABASE_URL and DATABASE_REPLICA_URL (.ci/pg-cluster)"
+)]
+fn pg_a_client_ending_its_own_replica_session_leaves_the_replica_in_service() {
+    let Some(schema) = Schema::new("replica-self-kill") else {
+        return;
+    };
+    let Some(srv) = schema.start_with_replica() else {
+        return;
+    };
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    assert!(on_standby(&mut c, ReadConsistency::AnyReplica));
+    let on_replica = |sql: &str, user: &str| DataRequest {
+        consistency: ReadConsistency::AnyReplica as i32,
+        ..as_user(exec(sql, vec![]), user)
+    };
+    for sql in [
+        "SELECT pg_terminate_backend(pg_backend_pid())",
+        "SELECT pg_sleep(0.6), pg_terminate_backend(pg_backend_pid())",
+    ] {
+        for _ in 0..3 {
+            assert_eq!(
+                code(c.data(&on_replica(sql, "mallory"))),
+                ErrorCode::Unavailable,
+                "{sql}"
+            );
+            // The servers' next read, and another user's, still on the standby.
+            assert!(on_standby(&mut c, ReadConsistency::AnyReplica), "{sql}");
+            let (r, _) = result(&mut c, &on_replica("SELECT pg_is_in_recovery()", "alice"));
+            assert_eq!(r.rows[0].values, [Value::int(1)], "{sql}");
+        }
+    }
+}
+
 /// `r` as test-server sends it for `user`.
 fn as_user(mut r: DataRequest, user: &str) -> DataRequest {
     r.sandboxed = true;

@@ -254,10 +254,43 @@ impl Reader {
                     }
                     return rest;
                 }
+                // A client connection that failed says nothing of the replica (a client
+                // statement may end its own session, after as long as it likes): it is
+                // down only if db-server's own connection fails too. The client's reads go
+                // to the primary, like any the replica could not serve.
+                Err(_) if client && self.replica_answers(i, outages) => return jobs,
                 Err(e) => self.replica_failed(i, &e),
             }
         }
         jobs
+    }
+
+    /// Whether replica `i` answers db-server's own connection (one made since outage
+    /// `outages`): one round trip, on a new connection if the one there is found broken.
+    fn replica_answers(&mut self, i: usize, outages: u64) -> bool {
+        let rep = &mut self.replicas[i];
+        for _ in 0..2 {
+            if rep
+                .pg
+                .as_ref()
+                .is_some_and(|pg| pg.outages_before < outages)
+            {
+                rep.pg = None;
+            }
+            let had = rep.pg.is_some();
+            let answered = ensure(&mut rep.pg, &rep.endpoint, READ_ONLY_SESSION).and_then(|pg| {
+                pg.outages_before = outages;
+                pg.scalar("SELECT 1", &[])
+            });
+            if answered.is_ok() {
+                return true;
+            }
+            rep.pg = None;
+            if !had {
+                break;
+            }
+        }
+        false
     }
 
     /// Runs on replica `i` the jobs it can serve: `None` for a job that must go to the primary
