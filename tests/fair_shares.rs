@@ -157,27 +157,14 @@ fn reader_ticks(pid: u32) -> std::collections::HashMap<String, u64> {
     out
 }
 
-/// Issue 24: the servers' own work never queues behind clients'. Two runaway client
-/// statements per reader worker keep every client reader busy (seen as their threads burning
-/// CPU); meanwhile logins, user management and the front's documents are served (by the
-/// reader reserved for the servers' work), `/health` stays 200, and the runaways are still
-/// running when all that is done.
-#[test]
-fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
-    let s = Stack::start_with(
-        "fs-reserved",
-        &["--statement-timeout-ms", "60000", "--workers", "2"],
-    );
-    s.admin()
-        .change_user("mallory", "mallory-secret-1", false)
-        .unwrap();
-    let pid = s.db.child.id();
-    let before = reader_ticks(pid);
-    // Sent, never read: each holds a client reader until its deadline (a minute).
-    let mut runaways: Vec<FrameClient> = (0..4)
+/// Sends `n` runaway statements as `user` (made with `secret`), one per connection, never
+/// read: each holds a client reader until its deadline.
+fn send_runaways(s: &Stack, user: &str, secret: &str, n: usize) -> Vec<FrameClient> {
+    s.admin().change_user(user, secret, false).unwrap();
+    (0..n)
         .map(|_| {
             let mut c = FrameClient::connect(s.frames, WAIT).unwrap();
-            c.login("mallory", "mallory-secret-1").unwrap();
+            c.login(user, secret).unwrap();
             let id = c.next_id();
             c.send(&protocol::wire::message(
                 protocol::wire::MessageType::Request,
@@ -188,13 +175,88 @@ fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
             .unwrap();
             c
         })
-        .collect();
-    // Both client readers busy: db-reader-1 and db-reader-2 (db-reader-0 is the reserved one).
+        .collect()
+}
+
+/// How many of `readers` burned CPU (30 ticks) since `before`.
+fn busy(pid: u32, before: &std::collections::HashMap<String, u64>, readers: &[&str]) -> usize {
+    let now = reader_ticks(pid);
+    readers
+        .iter()
+        .filter(|r| {
+            now.get(**r).copied().unwrap_or(0) >= before.get(**r).copied().unwrap_or(0) + 30
+        })
+        .count()
+}
+
+/// None of `runaways` has been answered: they are all still running (or waiting to).
+fn none_answered(runaways: &mut [FrameClient]) {
+    for c in runaways {
+        c.stream().set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let r = std::io::Read::read(&mut c.stream(), &mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a runaway was answered already: {r:?}"
+        );
+    }
+}
+
+/// The client readers: db-reader-1 and db-reader-2 (db-reader-0 is the servers' own).
+const CLIENT_READERS: [&str; 2] = ["db-reader-1", "db-reader-2"];
+
+/// One user's statements run on at most all the clients' workers but one, and users are
+/// served in turns: however many runaways mallory sends, bob's statements are answered
+/// beside them, while all of hers are still running or waiting.
+#[test]
+fn one_users_statements_never_take_every_worker_from_the_others() {
+    let s = Stack::start_with(
+        "fs-turns",
+        &["--statement-timeout-ms", "60000", "--workers", "2"],
+    );
+    let pid = s.db.child.id();
+    let before = reader_ticks(pid);
+    let mut runaways = send_runaways(&s, "mallory", "mallory-secret-1", 6);
+    common::eventually("a client reader running mallory's runaway", || {
+        busy(pid, &before, &CLIENT_READERS) >= 1
+    });
+    let mut bob = s.user("bob");
+    for i in 0..5 {
+        let r = bob
+            .execute(&format!("SELECT {i} + 1 AS n"), vec![])
+            .unwrap();
+        assert_eq!(r.rows.len(), 1);
+    }
+    bob.execute("CREATE TABLE bobs (id INT)", vec![]).unwrap();
+    bob.execute("INSERT INTO bobs VALUES (1)", vec![]).unwrap();
+    assert_eq!(
+        bob.execute("SELECT id FROM bobs", vec![])
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    none_answered(&mut runaways);
+}
+
+/// Issue 24: the servers' own work never queues behind clients'. Runaway client statements
+/// of two users keep every client reader busy (seen as their threads burning CPU);
+/// meanwhile logins, user management and the front's documents are served (by the reader
+/// reserved for the servers' work), `/health` stays 200, and the runaways are still running
+/// when all that is done.
+#[test]
+fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
+    let s = Stack::start_with(
+        "fs-reserved",
+        &["--statement-timeout-ms", "60000", "--workers", "2"],
+    );
+    let pid = s.db.child.id();
+    let before = reader_ticks(pid);
+    // One user's take at most one of the two client readers: two users take both.
+    let mut runaways = send_runaways(&s, "mallory", "mallory-secret-1", 2);
+    runaways.extend(send_runaways(&s, "oscar", "oscar-secret-1", 2));
     common::eventually("both client readers running a runaway", || {
-        let now = reader_ticks(pid);
-        ["db-reader-1", "db-reader-2"]
-            .iter()
-            .all(|r| now.get(*r).copied().unwrap_or(0) >= before.get(*r).copied().unwrap_or(0) + 30)
+        busy(pid, &before, &CLIENT_READERS) == 2
     });
     for i in 0..20 {
         let name = format!("u{i}");
@@ -211,15 +273,7 @@ fn the_servers_own_work_never_waits_behind_runaway_client_statements() {
     assert_eq!(health.status, 200, "{health:?}");
     s.still_serves("beside-runaways");
     // The runaways were running all along: none has been answered.
-    for c in &mut runaways {
-        c.stream().set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 1];
-        let r = std::io::Read::read(&mut c.stream(), &mut buf);
-        assert!(
-            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "a runaway was answered already: {r:?}"
-        );
-    }
+    none_answered(&mut runaways);
 }
 
 fn begin(timeout_ms: u32, idle_ms: u32) -> DataRequest {

@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod deadline;
 pub mod error;
+pub(crate) mod fair;
 pub(crate) mod idempotency;
 pub mod libpq;
 pub mod monitor;

@@ -180,6 +180,18 @@ impl Pool {
         };
         let workers = make(&queues)?;
         let primary = workers.primary.clone();
+        queues.readers.set_client_workers(
+            workers
+                .readers
+                .len()
+                .saturating_sub(workers.reserved_readers),
+        );
+        queues.writers.set_client_workers(
+            workers
+                .writers
+                .len()
+                .saturating_sub(workers.reserved_writers),
+        );
         let takes = |i: usize, reserved: usize| {
             if i < reserved {
                 Takes::ServersOnly
@@ -295,8 +307,9 @@ fn serve(
         .name(name)
         .spawn(move || {
             let mut taken = Vec::with_capacity(group.min(64));
+            let mut held = Vec::new();
             let mut out = Replies::default();
-            while jobs.take(&mut taken, group, takes) {
+            while jobs.take(&mut taken, &mut held, group, takes) {
                 worker.run_group(&mut taken, &mut out);
                 out.deliver();
                 taken.clear();

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::error::DbError;
+use super::fair::{FairQueue, OfUser, Pushed};
 use super::workers::Job;
 use protocol::proto::ErrorCode;
 
@@ -16,7 +17,9 @@ use protocol::proto::ErrorCode;
 /// documents: `Caller::sandboxed` false) and the clients'. Each class has its own bound, so
 /// clients filling their queue never make the servers' work OVERLOADED; workers take the
 /// servers' jobs first, and a worker made with [`Takes::ServersOnly`] takes nothing else, so
-/// the servers' work never waits behind clients' statements, however long those run.
+/// the servers' work never waits behind clients' statements, however long those run. The
+/// clients' jobs wait per user and are served in turns, one user's on at most all the
+/// clients' workers but one ([`FairQueue`]), so that no user waits behind another's.
 #[derive(Debug)]
 pub(crate) struct JobQueue {
     state: Mutex<State>,
@@ -37,10 +40,10 @@ pub(crate) enum Takes {
     ServersOnly,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     servers: VecDeque<Job>,
-    clients: VecDeque<Job>,
+    clients: FairQueue<Job>,
     /// Workers of each kind waiting for jobs.
     idle_any: usize,
     idle_servers: usize,
@@ -49,12 +52,46 @@ struct State {
 }
 
 impl State {
-    fn class(&mut self, job: &Job) -> &mut VecDeque<Job> {
-        if job.caller.sandboxed {
-            &mut self.clients
-        } else {
-            &mut self.servers
+    fn new() -> State {
+        State {
+            servers: VecDeque::new(),
+            clients: FairQueue::new(1),
+            idle_any: 0,
+            idle_servers: 0,
+            closed: false,
         }
+    }
+
+    /// Queues `job` in its class, at most `cap` per class; what cannot stay goes to
+    /// `refused` (the job, or a client's job it displaced). True when a worker may take
+    /// `job` now (a client's user may be at its share of workers).
+    fn push(&mut self, job: Job, cap: usize, refused: &mut Vec<Job>) -> bool {
+        if !job.caller.sandboxed {
+            if self.servers.len() >= cap {
+                refused.push(job);
+                return false;
+            }
+            self.servers.push_back(job);
+            return true;
+        }
+        let (pushed, takeable) = self.clients.push(job, cap);
+        match pushed {
+            Pushed::Queued => takeable,
+            Pushed::Refused(job) => {
+                refused.push(job);
+                false
+            }
+            Pushed::Displaced(old) => {
+                refused.push(old);
+                takeable
+            }
+        }
+    }
+}
+
+impl OfUser for Job {
+    fn user(&self) -> &str {
+        &self.caller.user
     }
 }
 
@@ -73,7 +110,7 @@ impl JobQueue {
     /// A queue of at most `cap` jobs per class.
     pub fn new(cap: usize) -> Self {
         JobQueue {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new()),
             ready_any: Condvar::new(),
             ready_servers: Condvar::new(),
             cap: cap.max(1),
@@ -96,25 +133,38 @@ impl JobQueue {
         }
     }
 
+    /// The most workers one user's jobs may occupy at once, of the `workers` that take the
+    /// clients' jobs: all but one, so that another user always finds one.
+    pub fn set_client_workers(&self, workers: usize) {
+        self.lock()
+            .clients
+            .set_share(workers.saturating_sub(1).max(1));
+    }
+
     /// Queues `job`, answering OVERLOADED when its class is full.
     pub fn push(&self, job: Job) {
         let mut st = self.lock();
-        let cap = self.cap;
-        let closed = st.closed;
-        let q = st.class(&job);
-        if closed || q.len() >= cap {
+        if st.closed {
             drop(st);
-            return refuse(job, closed);
+            return refuse(job, true);
         }
         let server = !job.caller.sandboxed;
-        q.push_back(job);
-        let wake = wakes(&st, usize::from(server), usize::from(!server));
+        let mut refused = Vec::new();
+        let wake = if st.push(job, self.cap, &mut refused) {
+            wakes(&st, usize::from(server), usize::from(!server))
+        } else {
+            (0, 0)
+        };
         drop(st);
         self.wake(wake);
+        for job in refused {
+            refuse(job, false);
+        }
     }
 
     /// Queues all of `jobs` (emptied, capacity kept) under one lock and wakes at most one idle
-    /// worker per job; those that do not fit are answered OVERLOADED.
+    /// worker per job a worker may take now; those that do not fit are answered OVERLOADED
+    /// (of the clients', the newest of the user with the most waiting: see [`FairQueue`]).
     pub fn push_all(&self, jobs: &mut Vec<Job>) {
         if jobs.is_empty() {
             return;
@@ -128,16 +178,12 @@ impl JobQueue {
                 let (mut servers, mut clients) = (0, 0);
                 for job in jobs.drain(..) {
                     let server = !job.caller.sandboxed;
-                    let q = st.class(&job);
-                    if q.len() >= self.cap {
-                        refused.push(job);
-                        continue;
-                    }
-                    q.push_back(job);
-                    if server {
-                        servers += 1;
-                    } else {
-                        clients += 1;
+                    if st.push(job, self.cap, &mut refused) {
+                        if server {
+                            servers += 1;
+                        } else {
+                            clients += 1;
+                        }
                     }
                 }
                 (wakes(&st, servers, clients), false)
@@ -150,28 +196,41 @@ impl JobQueue {
     }
 
     /// Waits for jobs this worker takes and moves its share of them into `into`: the
-    /// servers' jobs first (then, for [`Takes::Any`], the clients'), what waits of one class
-    /// divided between this worker and those idle (woken to take the rest), at least one, at
-    /// most `max`. False once the queue is closed and holds nothing for this worker.
-    pub fn take(&self, into: &mut Vec<Job>, max: usize, takes: Takes) -> bool {
+    /// servers' jobs first (then, for [`Takes::Any`], the clients', users in turn), what
+    /// waits of one class divided between this worker and those idle (woken to take the
+    /// rest), at least one, at most `max`. `held` names the users whose jobs this worker
+    /// holds: those it took last time are released first, those it takes now are added. False
+    /// once the queue is closed and holds nothing for this worker.
+    pub fn take(
+        &self,
+        into: &mut Vec<Job>,
+        held: &mut Vec<usize>,
+        max: usize,
+        takes: Takes,
+    ) -> bool {
         let mut st = self.lock();
+        st.clients.release(held);
+        let max = max.max(1);
         loop {
             // Shares are kept for the idle workers `wakes` would wake: the any-job ones (the
             // servers-only ones are woken when those are short, and then take what is left).
             let idle = st.idle_any;
             if !st.servers.is_empty() {
-                let n = st.servers.len().div_ceil(idle + 1).clamp(1, max.max(1));
+                let n = st.servers.len().div_ceil(idle + 1).clamp(1, max);
                 into.extend(st.servers.drain(..n));
                 return true;
             }
             if takes == Takes::Any && !st.clients.is_empty() {
-                let n = st
-                    .clients
-                    .len()
-                    .div_ceil(st.idle_any + 1)
-                    .clamp(1, max.max(1));
-                into.extend(st.clients.drain(..n));
-                return true;
+                let n = st.clients.len().div_ceil(idle + 1).clamp(1, max);
+                if st.clients.take(n, into, held) > 0 {
+                    // Another user's jobs may wait for a worker this one did not wake.
+                    let more = idle > 0 && st.clients.any_takeable();
+                    drop(st);
+                    if more {
+                        self.ready_any.notify_one();
+                    }
+                    return true;
+                }
             }
             if st.closed {
                 return false;
