@@ -298,6 +298,25 @@ fn each_error_has_its_code_and_the_server_keeps_serving() {
         ))),
         ErrorCode::Unsupported
     );
+    // A read whose text is fine but whose argument is not a Value (the loop routes a read on
+    // its text alone; the worker decodes the rest): BAD_MESSAGE under the request's id.
+    // Statement { sql = "SELECT ?1" (field 1), args = [field 1 of 5 bytes, cut short] }.
+    let sql = b"SELECT ?1";
+    let mut st = vec![0x0a, sql.len() as u8];
+    st.extend_from_slice(sql);
+    st.extend_from_slice(&[0x12, 0x02, 0x0a, 0x05]);
+    let mut payload = vec![0x0a, st.len() as u8];
+    payload.extend_from_slice(&st);
+    let mut m = wire::message(MessageType::Request, Operation::Data, 80, &exec("SELECT 1"));
+    m.data = payload.into();
+    c.send(&m).unwrap();
+    let answer = c.next_message().unwrap();
+    assert_eq!(answer.message_id, 80, "answered by its id");
+    assert_eq!(
+        code(Err::<(), _>(tools::client::server_error(&answer))),
+        ErrorCode::BadMessage
+    );
+    assert_eq!(count(&mut c, "s"), 1, "still serving");
     // A DATA payload flagged GZIP that does not inflate: BAD_COMPRESSION under the request's
     // own id, so a client waiting on that id gets its answer.
     let mut m = wire::message(MessageType::Request, Operation::Data, 79, &exec("SELECT 1"));

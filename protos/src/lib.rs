@@ -7,6 +7,7 @@
 //! - [`proto`]: the generated messages, and constructors for values.
 //! - [`wire`]: operations, error codes, message encoding and decoding, compression, and the
 //!   frame-by-frame reading of a byte stream ([`wire::next_frame`]).
+//! - [`view`]: the hottest messages read in place, nothing allocated, for routing.
 //! - [`placeholders`]: the one parameter syntax (`?`, `?N`, `$N`) statements use on every backend.
 //!
 //! A codec and nothing more: it depends on no event loop (neither the engine nor any other), so
@@ -18,4 +19,5 @@
 pub mod frame;
 pub mod placeholders;
 pub mod proto;
+pub mod view;
 pub mod wire;

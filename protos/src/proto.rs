@@ -83,6 +83,8 @@ impl DataRequest {
     }
 }
 
+use crate::view::{Field, Fields};
+
 /// A `TablesChanged` notice read in place: its tables and keys borrowed from the frame, nothing
 /// allocated (a cache hears one per write).
 ///
@@ -113,7 +115,7 @@ impl<'a> ChangeNotice<'a> {
     pub fn new(buf: &'a [u8]) -> Result<Self, NoticeError> {
         let mut commit_index = 0;
         for field in Fields(buf) {
-            match field? {
+            match field.map_err(|e| NoticeError(e.0))? {
                 (1 | 3, Field::Bytes(b)) => {
                     std::str::from_utf8(b).map_err(|_| NoticeError("a name that is not UTF-8"))?;
                 }
@@ -145,60 +147,6 @@ impl<'a> ChangeNotice<'a> {
             Ok((t, Field::Bytes(b))) if t == tag => std::str::from_utf8(b).ok(),
             _ => None,
         })
-    }
-}
-
-/// One field of an encoded message.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-/// The fields of an encoded message, in order.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u32, Field<'a>), NoticeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        use prost::encoding::{decode_key, decode_varint, WireType};
-        if self.0.is_empty() {
-            return None;
-        }
-        let step = |buf: &mut &'a [u8]| -> Result<(u32, Field<'a>), NoticeError> {
-            let (tag, wire) = decode_key(buf).map_err(|_| NoticeError("a bad field key"))?;
-            let field = match wire {
-                WireType::Varint => {
-                    Field::Varint(decode_varint(buf).map_err(|_| NoticeError("a bad varint"))?)
-                }
-                WireType::LengthDelimited => {
-                    let len = decode_varint(buf).map_err(|_| NoticeError("a bad length"))?;
-                    let len = usize::try_from(len).map_err(|_| NoticeError("length too large"))?;
-                    if len > buf.len() {
-                        return Err(NoticeError("buffer underflow"));
-                    }
-                    let (b, rest) = buf.split_at(len);
-                    *buf = rest;
-                    Field::Bytes(b)
-                }
-                WireType::ThirtyTwoBit | WireType::SixtyFourBit => {
-                    let n = if wire == WireType::ThirtyTwoBit { 4 } else { 8 };
-                    if n > buf.len() {
-                        return Err(NoticeError("buffer underflow"));
-                    }
-                    *buf = &buf[n..];
-                    Field::Fixed
-                }
-                _ => return Err(NoticeError("groups are not used")),
-            };
-            Ok((tag, field))
-        };
-        let r = step(&mut self.0);
-        if r.is_err() {
-            self.0 = &[]; // one error, then the end
-        }
-        Some(r)
     }
 }
 

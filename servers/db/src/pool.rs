@@ -234,15 +234,7 @@ impl Pool {
         if let Err(e) = check_allowed(&job.work, &job.caller) {
             return job.reply.send(Err(e));
         }
-        let now = self.committed_index();
-        if self.after_index == AfterIndex::Stale
-            && job.consistency == ReadConsistency::AfterIndex
-            && job.after_index > now
-        {
-            let e = DbError::new(
-                ErrorCode::Stale,
-                format!("commit index {} not reached (at {now})", job.after_index),
-            );
+        if let Err(e) = self.stale(&job) {
             return job.reply.send(Err(e));
         }
         match &job.work {
@@ -251,6 +243,32 @@ impl Pool {
             }
             _ => pending.writes.push(job),
         }
+    }
+
+    /// Stages a read the loop routed from a view of the request (its statement still
+    /// encoded, [`Job::encoded`], and checked with [`crate::workers::check_sql`]) for the
+    /// readers.
+    pub fn submit_read(&self, job: Job, pending: &mut Pending) {
+        if let Err(e) = self.stale(&job) {
+            return job.reply.send(Err(e));
+        }
+        pending.reads.push(job);
+    }
+
+    /// `STALE` for an `AFTER_INDEX` read beyond every commit, on a backend where no replica
+    /// may catch up later.
+    fn stale(&self, job: &Job) -> Result<(), DbError> {
+        let now = self.committed_index();
+        if self.after_index == AfterIndex::Stale
+            && job.consistency == ReadConsistency::AfterIndex
+            && job.after_index > now
+        {
+            return Err(DbError::new(
+                ErrorCode::Stale,
+                format!("commit index {} not reached (at {now})", job.after_index),
+            ));
+        }
+        Ok(())
     }
 
     /// Hands the staged jobs to the workers: one lock per queue, and no more wakes than jobs.
@@ -310,6 +328,7 @@ fn serve(
             let mut held = Vec::new();
             let mut out = Replies::default();
             while jobs.take(&mut taken, &mut held, group, takes) {
+                decode_all(&mut taken, &mut out);
                 worker.run_group(&mut taken, &mut out);
                 out.deliver();
                 taken.clear();
@@ -318,6 +337,18 @@ fn serve(
         })
         .map(|_| ())
         .map_err(|e| DbError::new(ErrorCode::Internal, format!("cannot start a thread: {e}")))
+}
+
+/// Decodes the statements the loops left encoded ([`Job::decode`]); a job whose statement
+/// does not decode is answered and taken out.
+fn decode_all(jobs: &mut Vec<Job>, out: &mut Replies) {
+    let mut i = 0;
+    while i < jobs.len() {
+        match jobs[i].decode() {
+            Ok(()) => i += 1,
+            Err(e) => jobs.remove(i).reply.hold(Err(e), out),
+        }
+    }
 }
 
 impl Drop for Pool {

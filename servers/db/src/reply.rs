@@ -26,6 +26,9 @@ pub struct Reply {
     /// What the work writes, when somebody watches (see [`crate::watch`]): no tables for a
     /// read or when nobody does; the commit index is filled in once it committed.
     pub(crate) changed: TablesChanged,
+    /// The buffer that carried the request to the worker, emptied, for the loop to reuse
+    /// (see [`crate::workers::Job::encoded`]); empty when there was none.
+    pub(crate) spare: Vec<u8>,
 }
 
 /// What a loop's mailbox carries.
@@ -44,6 +47,7 @@ pub struct ReplyTo {
     conn: ConnId,
     id: u32,
     changed: TablesChanged,
+    spare: Vec<u8>,
 }
 
 impl ReplyTo {
@@ -55,7 +59,13 @@ impl ReplyTo {
             conn,
             id,
             changed,
+            spare: Vec::new(),
         }
+    }
+
+    /// Sends `buf` (emptied) back to the loop with the answer, for it to reuse.
+    pub fn give_back(&mut self, buf: Vec<u8>) {
+        self.spare = buf;
     }
 
     /// Delivers the outcome now.
@@ -79,6 +89,7 @@ impl ReplyTo {
             id: self.id,
             result,
             changed: self.changed,
+            spare: self.spare,
         });
         (self.inbox, msg)
     }

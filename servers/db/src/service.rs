@@ -26,11 +26,13 @@ use super::page::Limit;
 use super::pool::{Pending, Pool};
 use super::reply::ReplyTo;
 use super::watch::{self, Subscription, Watchers};
-use super::workers::{Caller, Job, Work};
+use super::workers::{check_sql, starts_with_keyword, Caller, Job, Work, READ_KEYWORDS};
 use protocol::proto::{
-    data_request, data_response, DataRequest, DataResponse, TablesChanged, Watch,
+    data_request, data_response, DataRequest, DataResponse, ReadConsistency, Statement,
+    TablesChanged, Watch,
 };
-use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
+use protocol::view::{DataRequestView, MessageView};
+use shared::wire::{self, Compression, ErrorCode, Message, MessageType, Operation};
 
 /// Default cap on a result, before the frame size caps it further.
 pub const DEFAULT_RESULT_LIMIT: usize = 10 * 1024 * 1024;
@@ -53,7 +55,14 @@ pub struct DbService {
     pending: Pending,
     /// Which large answers are compressed.
     compress: wire::Compress,
+    /// Buffers the workers gave back, to carry the next point reads' statements.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare buffers a loop keeps: about as many as reads in flight at once.
+const SPARE_BUFFERS: usize = 1024;
+/// The largest spare buffer kept (a point read's statement is far smaller).
+const SPARE_BYTES: usize = 16 * 1024;
 
 impl DbService {
     /// A handler for one loop, sharing `pool` and `watchers` with the others.
@@ -67,6 +76,7 @@ impl DbService {
             subscriptions: ConnMap::default(),
             pending: Pending::default(),
             compress: wire::Compress::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -84,13 +94,32 @@ impl DbService {
         }
     }
 
-    /// When a client's statements must stop: `req.timeout_ms` capped by (or, when 0, set
-    /// to) the server's maximum. None for db-server's direct callers.
-    fn deadline(&self, req: &DataRequest) -> Option<Instant> {
-        if !req.sandboxed {
-            return None;
+    /// What a request's statements may take: `max_result_bytes` (0: the default) within the
+    /// frame size; for a client's (`sandboxed`: its user), a deadline and a session owner.
+    fn limit(
+        &self,
+        max_result_bytes: u64,
+        truncate: bool,
+        sandboxed: Option<&str>,
+        timeout_ms: u32,
+    ) -> Limit {
+        let max_bytes = match max_result_bytes {
+            0 => DEFAULT_RESULT_LIMIT,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
         }
-        let asked = Some(Duration::from_millis(req.timeout_ms.into())).filter(|d| !d.is_zero());
+        .min(self.max_message.saturating_sub(RESPONSE_OVERHEAD));
+        Limit {
+            max_bytes,
+            truncate,
+            deadline: sandboxed.and_then(|_| self.deadline(timeout_ms)),
+            owner: sandboxed.map_or(0, session_owner),
+        }
+    }
+
+    /// When a client's statements must stop: `timeout_ms` capped by (or, when 0, set to) the
+    /// server's maximum.
+    fn deadline(&self, timeout_ms: u32) -> Option<Instant> {
+        let asked = Some(Duration::from_millis(timeout_ms.into())).filter(|d| !d.is_zero());
         let max = Some(self.statement_timeout).filter(|d| !d.is_zero());
         let time = match (asked, max) {
             (Some(a), Some(m)) => Some(a.min(m)),
@@ -146,6 +175,60 @@ impl DbService {
         }
     }
 
+    /// A point read — an `execute` of a statement that reads — routed from a view of the
+    /// request (`data`, a `DataRequest` still encoded) and handed to the readers with its
+    /// statement still encoded, in a buffer a worker gave back: nothing allocated on the loop
+    /// (but the user's name, for a client's read). False when the request is anything else,
+    /// or not readable in place: it is then decoded whole.
+    fn read_in_place(
+        &mut self,
+        ctx: &mut Context<'_, Inbox>,
+        conn: ConnId,
+        id: u32,
+        data: &[u8],
+    ) -> bool {
+        let Ok(req) = DataRequestView::new(data) else {
+            return false;
+        };
+        let Some(st) = req.execute else {
+            return false;
+        };
+        if !req.idempotency_key.is_empty()
+            || !starts_with_keyword(st.sql, READ_KEYWORDS)
+            || (self.watchers.any() && watch::written_table(st.sql).is_some())
+        {
+            return false;
+        }
+        let caller = Caller {
+            sandboxed: req.sandboxed,
+            user: req.user.to_string(),
+        };
+        if let Err(e) = check_sql(st.sql, &caller) {
+            self.answer(ctx, conn, id, Err(e));
+            return true;
+        }
+        let limit = self.limit(
+            req.max_result_bytes,
+            req.allow_truncation,
+            req.sandboxed.then_some(req.user),
+            req.timeout_ms,
+        );
+        let mut encoded = self.spare.pop().unwrap_or_default();
+        encoded.extend_from_slice(st.encoded);
+        let job = Job {
+            work: Work::Execute(Statement::default()),
+            encoded,
+            idempotency_key: String::new(),
+            caller,
+            limit,
+            consistency: ReadConsistency::try_from(req.consistency).unwrap_or_default(),
+            after_index: req.after_index,
+            reply: self.reply_fn(ctx, conn, id, TablesChanged::default()),
+        };
+        self.pool.submit_read(job, &mut self.pending);
+        true
+    }
+
     fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
         let id = msg.message_id;
         let mut req = match DataRequest::decode(msg.data) {
@@ -161,21 +244,12 @@ impl DbService {
                 return;
             }
         };
-        let max_bytes = match req.max_result_bytes {
-            0 => DEFAULT_RESULT_LIMIT,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        }
-        .min(self.max_message.saturating_sub(RESPONSE_OVERHEAD));
-        let limit = Limit {
-            max_bytes,
-            truncate: req.allow_truncation,
-            deadline: self.deadline(&req),
-            owner: if req.sandboxed {
-                session_owner(&req.user)
-            } else {
-                0
-            },
-        };
+        let limit = self.limit(
+            req.max_result_bytes,
+            req.allow_truncation,
+            req.sandboxed.then_some(&req.user),
+            req.timeout_ms,
+        );
         let consistency = req.consistency();
         let watched = self.watchers.any();
         let caller = Caller {
@@ -251,6 +325,7 @@ impl DbService {
         let reply = self.reply_fn(ctx, conn, id, changed);
         let job = Job {
             work,
+            encoded: Vec::new(),
             idempotency_key: caller.scoped_key(req.idempotency_key),
             caller,
             limit,
@@ -321,8 +396,17 @@ impl Handler for DbService {
 
     fn on_data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, data: &[u8]) -> usize {
         let max = self.max_message;
-        wire::for_each_frame(ctx, conn, data, max, |ctx, msg| {
-            let msg = match msg {
+        wire::for_each_frame_body(ctx, conn, data, max, |ctx, body| {
+            if let Ok(m) = MessageView::new(body) {
+                if m.r#type == MessageType::Request as i32
+                    && m.op == Operation::Data as i32
+                    && m.compression == Compression::None as i32
+                    && self.read_in_place(ctx, conn, m.message_id, m.data)
+                {
+                    return;
+                }
+            }
+            let msg = match wire::decode_body(body, max) {
                 Ok(m) => m,
                 Err(e) => return wire::reply_bad_message(ctx, conn, &e),
             };
@@ -351,6 +435,14 @@ impl Handler for DbService {
         };
         if let Some(n) = self.inflight.get_mut(reply.conn) {
             *n = n.saturating_sub(1);
+        }
+        let mut reply = reply;
+        let spare = std::mem::take(&mut reply.spare);
+        if spare.capacity() != 0
+            && spare.capacity() <= SPARE_BYTES
+            && self.spare.len() < SPARE_BUFFERS
+        {
+            self.spare.push(spare);
         }
         if let (Ok(resp), false) = (&reply.result, reply.changed.tables.is_empty()) {
             // Committed: subscribers hear of it before the writer hears back.

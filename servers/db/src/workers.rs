@@ -4,6 +4,7 @@
 use super::error::DbError;
 use super::page::Limit;
 use super::reply::ReplyTo;
+use prost::Message as _;
 use protocol::proto::{Batch, ErrorCode, ReadConsistency, Statement};
 
 /// What a job asks for.
@@ -50,6 +51,9 @@ impl Caller {
 pub struct Job {
     /// The work.
     pub work: Work,
+    /// A statement the loop only looked at (a point read, routed from a view of the request):
+    /// still encoded, decoded into `work` by the worker ([`Job::decode`]). Empty otherwise.
+    pub encoded: Vec<u8>,
     /// On whose behalf it runs.
     pub caller: Caller,
     /// Writes: the idempotency key, already scoped to the caller ([`Caller::scoped_key`]; ""
@@ -63,6 +67,26 @@ pub struct Job {
     pub after_index: u64,
     /// Where the outcome goes.
     pub reply: ReplyTo,
+}
+
+impl Job {
+    /// Decodes the statement the loop left encoded (see [`Job::encoded`]) into `work`; its
+    /// buffer, emptied, goes back to the loop with the answer, to carry another request.
+    ///
+    /// # Errors
+    /// `BAD_MESSAGE` when the statement does not decode (the loop read only its text).
+    pub(crate) fn decode(&mut self) -> Result<(), DbError> {
+        if self.encoded.is_empty() {
+            return Ok(());
+        }
+        let decoded = Statement::decode(&self.encoded[..]);
+        self.encoded.clear();
+        self.reply.give_back(std::mem::take(&mut self.encoded));
+        let st = decoded
+            .map_err(|e| DbError::new(ErrorCode::BadMessage, format!("bad DataRequest: {e}")))?;
+        self.work = Work::Execute(st);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -143,6 +167,11 @@ pub(crate) fn check_allowed(work: &Work, caller: &Caller) -> Result<(), DbError>
 
 /// Refuses a statement that would break the server's own transaction handling.
 pub(crate) fn check_statement(st: &Statement, caller: &Caller) -> Result<(), DbError> {
+    check_sql(&st.sql, caller)
+}
+
+/// [`check_statement`] of a statement's text.
+pub(crate) fn check_sql(sql: &str, caller: &Caller) -> Result<(), DbError> {
     const FORBIDDEN: &[&str] = &[
         "BEGIN",
         "COMMIT",
@@ -154,14 +183,14 @@ pub(crate) fn check_statement(st: &Statement, caller: &Caller) -> Result<(), DbE
         "DETACH",
         "VACUUM",
     ];
-    if caller.sandboxed && starts_with_keyword(&st.sql, super::sandbox::REFUSED_STATEMENTS) {
+    if caller.sandboxed && starts_with_keyword(sql, super::sandbox::REFUSED_STATEMENTS) {
         // What the sandbox refuses gets the sandbox's code, however it is first noticed.
         return Err(DbError::new(
             ErrorCode::Forbidden,
             "not authorized: ATTACH and DETACH are not for clients",
         ));
     }
-    if starts_with_keyword(&st.sql, FORBIDDEN) {
+    if starts_with_keyword(sql, FORBIDDEN) {
         return Err(DbError::new(
             ErrorCode::BadRequest,
             "transaction control and ATTACH/DETACH/VACUUM are not allowed in statements; use a batch",

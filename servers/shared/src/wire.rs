@@ -124,14 +124,36 @@ pub fn for_each_frame<M: Send + 'static, T>(
     max: usize,
     mut handle: impl FnMut(&mut Context<'_, M, T>, Result<Message, WireError>),
 ) -> usize {
+    for_each_frame_body(ctx, conn, data, max, |ctx, body| {
+        handle(ctx, decode_body(body, max));
+    })
+}
+
+/// A frame's body decoded, its payload inflated when it came compressed.
+///
+/// # Errors
+/// The body is not a `Message`, or its payload does not inflate within `max`.
+pub fn decode_body(body: &[u8], max: usize) -> Result<Message, WireError> {
+    decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m))
+}
+
+/// As [`for_each_frame`], handing `handle` each frame's body still encoded, borrowed from
+/// the input: a handler that reads its hottest messages in place
+/// ([`protocol::view::MessageView`]) and decodes the rest with [`decode_body`].
+pub fn for_each_frame_body<M: Send + 'static, T>(
+    ctx: &mut Context<'_, M, T>,
+    conn: ConnId,
+    data: &[u8],
+    max: usize,
+    mut handle: impl FnMut(&mut Context<'_, M, T>, &[u8]),
+) -> usize {
     let mut used = 0;
     loop {
         match next_frame(&data[used..], max) {
             Next::Frame(body, n) => {
                 used += n;
                 ctx.count_message_in(conn);
-                let msg = decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m));
-                handle(ctx, msg);
+                handle(ctx, body);
                 if !ctx.is_open(conn) {
                     return data.len();
                 }
