@@ -306,14 +306,16 @@ fn the_front_serves_a_cached_document_without_allocating() {
     assert_none("HTTP front GET (cache hit)", n);
 }
 
-/// Not yet issue 27's 4: the JSON body is read borrowed and the batch for db-server is encoded
-/// from borrowed parts straight into the link's output (no message built), but per PUT there
-/// remain the document kept once acknowledged (write-through), its name in the pending request,
-/// the copies of db-server's answer and change notice into owned messages (`Bytes` of each
-/// frame's payload), the answer's decoding and the JSON answer's body. Getting to 4 needs a
-/// borrowed view of the frames the link reads. This pins the count so it can only go down (29
-/// at the start of issue 14, 25 before issue 27).
-const PUT_ALLOCATIONS_AT_MOST: u64 = 7;
+/// Issue 27's goal was 4. The JSON body is read borrowed, the batch for db-server is encoded
+/// from borrowed parts straight into the link's output (no message built), the link decodes
+/// db-server's answer and change notice into one reused buffer, and the answer is read in
+/// place (`protocol::view::DataResponseView`). What remains per PUT: the document kept once
+/// acknowledged (write-through, shared with the cache), its name in the pending request, and
+/// the JSON answer's body. Pinned so it can only go down (29 at the start of issue 14, 25
+/// before issue 27, 7 at its first stop). Besides, a few per thousand requests that no request
+/// makes: the link's liveness pings, and a new decoding buffer when the old one filled while an
+/// answer decoded from it was still held.
+const PUT_ALLOCATIONS_AT_MOST: u64 = 3;
 
 #[test]
 fn the_front_forwards_a_put_with_a_pinned_number_of_allocations_on_its_loop() {
@@ -329,7 +331,7 @@ fn the_front_forwards_a_put_with_a_pinned_number_of_allocations_on_its_loop() {
     });
     eprintln!("HTTP front PUT: {n} allocations over {COUNTED} requests");
     assert!(
-        n / COUNTED as u64 <= PUT_ALLOCATIONS_AT_MOST,
+        n <= PUT_ALLOCATIONS_AT_MOST * COUNTED as u64 + COUNTED as u64 / 100,
         "HTTP front PUT: {n} allocations over {COUNTED} requests, over {PUT_ALLOCATIONS_AT_MOST} each"
     );
 }

@@ -155,6 +155,89 @@ impl<'a> StatementView<'a> {
     }
 }
 
+/// A `DataResponse`: its commit index, and of its kinds what a writer reads of a batch's
+/// answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataResponseView<'a> {
+    pub commit_index: u64,
+    /// The `batch` answer, still encoded; `None` for any other kind.
+    batch: Option<&'a [u8]>,
+}
+
+impl<'a> DataResponseView<'a> {
+    /// Reads an encoded `DataResponse`.
+    ///
+    /// # Errors
+    /// A malformed field, or the `kind` set more than once (see the module's doc).
+    pub fn new(buf: &'a [u8]) -> Result<Self, ViewError> {
+        let mut r = DataResponseView::default();
+        let mut kinds = 0;
+        for field in Fields(buf) {
+            match field? {
+                (2, Field::Bytes(b)) => {
+                    kinds += 1;
+                    r.batch = Some(b);
+                }
+                (1 | 3..=6, Field::Bytes(_)) => {
+                    kinds += 1;
+                    r.batch = None;
+                }
+                (10, Field::Varint(v)) => r.commit_index = v,
+                (1..=6 | 10, _) => return Err(ViewError("a field of the wrong wire type")),
+                _ => {}
+            }
+        }
+        if kinds > 1 {
+            return Err(ViewError("the kind is set more than once"));
+        }
+        Ok(r)
+    }
+
+    /// Whether it is a batch's answer.
+    pub fn is_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// For a batch's answer, its first step: `Some(rows_affected)` when it ran, `None` when it
+    /// failed or was skipped. `Ok(None)` too for an answer that is not a batch's or has no step.
+    ///
+    /// # Errors
+    /// A malformed step (see the module's doc).
+    pub fn first_step_rows_affected(&self) -> Result<Option<u64>, ViewError> {
+        let Some(batch) = self.batch else {
+            return Ok(None);
+        };
+        // BatchResult { repeated StepOutcome steps = 1 }: the first one only.
+        let Some(step) = Fields(batch).find_map(|f| match f {
+            Ok((1, Field::Bytes(b))) => Some(Ok(b)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }) else {
+            return Ok(None);
+        };
+        // StepOutcome { oneof { StatementResult ok = 1; Error error = 2; bool skipped = 3 } }:
+        // the last of the oneof's fields wins.
+        let mut ok = None;
+        for field in Fields(step?) {
+            match field? {
+                (1, Field::Bytes(result)) => {
+                    // StatementResult.rows_affected = 3 (the last one wins).
+                    let mut rows = 0;
+                    for f in Fields(result) {
+                        if let (3, Field::Varint(v)) = f? {
+                            rows = v;
+                        }
+                    }
+                    ok = Some(rows);
+                }
+                (2 | 3, _) => ok = None,
+                _ => {}
+            }
+        }
+        Ok(ok)
+    }
+}
+
 fn text(b: &[u8]) -> Result<&str, ViewError> {
     std::str::from_utf8(b).map_err(|_| ViewError("a string that is not UTF-8"))
 }
@@ -251,6 +334,48 @@ mod tests {
         assert_eq!((m.r#type, m.op), (msg.r#type, msg.op));
         assert_eq!((m.message_id, m.timestamp), (9, msg.timestamp));
         assert_eq!(m.data, &msg.data[..]);
+    }
+
+    #[test]
+    fn a_batch_answer_is_read_in_place() {
+        use crate::proto::{
+            data_response, step_outcome, BatchResult, DataResponse, StatementResult, StepOutcome,
+        };
+        let answer = |steps: Vec<Option<step_outcome::Outcome>>| {
+            DataResponse {
+                kind: Some(data_response::Kind::Batch(BatchResult {
+                    steps: steps
+                        .into_iter()
+                        .map(|outcome| StepOutcome { outcome })
+                        .collect(),
+                })),
+                commit_index: 17,
+            }
+            .encode_to_vec()
+        };
+        let ran = |n| {
+            Some(step_outcome::Outcome::Ok(StatementResult {
+                rows_affected: n,
+                ..Default::default()
+            }))
+        };
+        let read = |b: &[u8]| {
+            let v = DataResponseView::new(b).unwrap();
+            (v.commit_index, v.first_step_rows_affected().unwrap())
+        };
+        assert_eq!(read(&answer(vec![ran(1), ran(0)])), (17, Some(1)));
+        assert_eq!(read(&answer(vec![ran(0), ran(1)])), (17, Some(0)));
+        assert_eq!(
+            read(&answer(vec![Some(step_outcome::Outcome::Skipped(true))])),
+            (17, None)
+        );
+        assert_eq!(read(&answer(vec![])), (17, None));
+        let other = DataResponse {
+            kind: Some(data_response::Kind::Result(StatementResult::default())),
+            commit_index: 3,
+        }
+        .encode_to_vec();
+        assert_eq!(read(&other), (3, None));
     }
 
     #[test]

@@ -105,6 +105,15 @@ pub fn decode(body: &[u8]) -> Result<Message, WireError> {
     Ok(Message::decode(body)?)
 }
 
+/// As [`decode`], the payload kept in `pool`'s buffer instead of an allocation of its own per
+/// message: once the messages decoded from it are dropped, the buffer is reused whole, so a
+/// reader that decodes message after message and drops each soon allocates nothing.
+pub fn decode_in(body: &[u8], pool: &mut prost::bytes::BytesMut) -> Result<Message, WireError> {
+    pool.reserve(body.len());
+    pool.extend_from_slice(body);
+    Ok(Message::decode(pool.split().freeze())?)
+}
+
 /// Bytes `msg` takes on the wire, header included.
 pub fn frame_len(msg: &Message) -> usize {
     frame::HEADER + msg.encoded_len()

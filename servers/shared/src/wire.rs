@@ -137,6 +137,18 @@ pub fn decode_body(body: &[u8], max: usize) -> Result<Message, WireError> {
     decode(body).and_then(|mut m| decompress(&mut m, max).map(|()| m))
 }
 
+/// [`decode_body`] through `pool` ([`decode_in`]): the payloads share its buffer.
+///
+/// # Errors
+/// As [`decode_body`].
+pub fn decode_body_in(
+    body: &[u8],
+    max: usize,
+    pool: &mut prost::bytes::BytesMut,
+) -> Result<Message, WireError> {
+    decode_in(body, pool).and_then(|mut m| decompress(&mut m, max).map(|()| m))
+}
+
 /// As [`for_each_frame`], handing `handle` each frame's body still encoded, borrowed from
 /// the input: a handler that reads its hottest messages in place
 /// ([`protocol::view::MessageView`]) and decodes the rest with [`decode_body`].

@@ -112,7 +112,14 @@ pub struct DbLink<T> {
     pings: Vec<u32>,
     /// The brief STATS request in flight, and when it was sent.
     asking: Option<(u32, Instant)>,
+    /// Where db-server's messages are decoded: their payloads share this buffer, reused once
+    /// they are handled ([`wire::decode_in`]).
+    decoded: prost::bytes::BytesMut,
 }
+
+/// The buffer db-server's messages are decoded into (its size is kept when it is reused):
+/// room for a pass's worth of small answers, so that the next pass finds it free again.
+const DECODE_BUFFER: usize = 64 * 1024;
 
 /// The link's timers, carried inside the handler's own timer type (`Tm: From<LinkTimer>`) and
 /// given back to [`DbLink::on_timer`].
@@ -154,6 +161,7 @@ impl<T> DbLink<T> {
             notices_from: None,
             pings: Vec::new(),
             asking: None,
+            decoded: prost::bytes::BytesMut::with_capacity(DECODE_BUFFER),
         }
     }
 
@@ -446,8 +454,9 @@ impl<T> DbLink<T> {
             self.slots[i].heard = ctx.now();
         }
         let ctx_loop = ctx.loop_id();
-        let used = wire::for_each_frame(ctx, conn, data, max, |_ctx, msg| {
-            let Ok(msg) = msg else {
+        let mut pool = std::mem::take(&mut self.decoded);
+        let used = wire::for_each_frame_body(ctx, conn, data, max, |_ctx, body| {
+            let Ok(msg) = wire::decode_body_in(body, max, &mut pool) else {
                 warn!("db link: undecodable frame from db-server");
                 return;
             };
@@ -492,6 +501,7 @@ impl<T> DbLink<T> {
                 _ => info!("db link: notification from db-server (op {})", msg.op),
             }
         });
+        self.decoded = pool;
         used
     }
 

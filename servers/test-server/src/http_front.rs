@@ -42,7 +42,8 @@ use shared::logging::ACCESS;
 use crate::config::AuthConfig;
 use crate::dblink::DbLink;
 use crate::events::{DocOp, Note, Owner, Timer};
-use protocol::proto::{data_response, step_outcome, value, DataResponse};
+use protocol::proto::{data_response, value, DataResponse};
+use protocol::view::DataResponseView;
 use shared::clock::now_secs;
 use shared::http1::{self, Limits, Progress, Request};
 use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
@@ -50,8 +51,8 @@ use shared::wire::{self, ErrorCode, Message, MessageType, Operation};
 use cache::DocCache;
 pub use docs::{create_docs_table, watch_request, DOCS_TABLE};
 use docs::{
-    db_failure, doc_answer, doc_json_into, Arg, DocRequest, Stmt, DELETE_SQL, GET_SQL, PUT_INSERT,
-    PUT_UPDATE,
+    db_failure, doc_answer, doc_json_into, put_answer, Arg, DocRequest, Stmt, DELETE_SQL, GET_SQL,
+    PUT_INSERT, PUT_UPDATE,
 };
 
 /// Counters shared by every loop's front.

@@ -230,21 +230,6 @@ pub(super) fn doc_answer(op: &DocOp, resp: DataResponse) -> Answer {
                 None => not_found(),
             }
         }
-        (DocOp::Put(name, _), Some(data_response::Kind::Batch(b))) => {
-            let created = matches!(
-                b.steps.first().and_then(|s| s.outcome.as_ref()),
-                Some(step_outcome::Outcome::Ok(r)) if r.rows_affected == 1
-            );
-            let mut body = Vec::with_capacity(32 + name.len());
-            body.extend_from_slice(b"{\"docName\":");
-            json_string(&mut body, name);
-            body.extend_from_slice(if created {
-                b",\"created\":true}"
-            } else {
-                b",\"created\":false}"
-            });
-            Answer::json(if created { 201 } else { 200 }, body)
-        }
         (DocOp::Delete(_), Some(data_response::Kind::Result(r))) => {
             if r.rows_affected > 0 {
                 Answer::json(204, Vec::new())
@@ -254,6 +239,19 @@ pub(super) fn doc_answer(op: &DocOp, resp: DataResponse) -> Answer {
         }
         _ => Answer::error(502, "unexpected answer from db-server"),
     }
+}
+
+/// The answer to a PUT of `name`: 201 when it `created` the document, else 200.
+pub(super) fn put_answer(name: &str, created: bool) -> Answer {
+    let mut body = Vec::with_capacity(32 + name.len());
+    body.extend_from_slice(b"{\"docName\":");
+    json_string(&mut body, name);
+    body.extend_from_slice(if created {
+        b",\"created\":true}"
+    } else {
+        b",\"created\":false}"
+    });
+    Answer::json(if created { 201 } else { 200 }, body)
 }
 
 /// The status for a request db-server could not serve.

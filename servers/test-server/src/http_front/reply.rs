@@ -3,6 +3,33 @@
 use super::*;
 
 impl HttpFront {
+    /// The answer to a PUT (`op`) from db-server's answer `data`, read in place; the cache
+    /// keeps the document written (write-through) or forgets it.
+    fn put_reply(cache: &mut DocCache, op: &DocOp, data: &[u8]) -> Answer {
+        let DocOp::Put(name, keep) = op else {
+            return Answer::error(500, "not a PUT");
+        };
+        match DataResponseView::new(data) {
+            Ok(v) if v.is_batch() => match v.first_step_rows_affected() {
+                Ok(rows) => {
+                    match keep {
+                        Some((mark, body)) => {
+                            cache.written(*mark, name, Arc::clone(body), v.commit_index);
+                        }
+                        None => cache.forget(name),
+                    }
+                    put_answer(name, rows == Some(1))
+                }
+                Err(_) => Answer::error(502, "unreadable answer from db-server"),
+            },
+            Ok(_) => {
+                cache.forget(name);
+                Answer::error(502, "unexpected answer from db-server")
+            }
+            Err(_) => Answer::error(502, "unreadable answer from db-server"),
+        }
+    }
+
     /// db-server answered (or failed) request `seq` of `conn`.
     pub fn on_reply(
         &mut self,
@@ -38,16 +65,14 @@ impl HttpFront {
                 error!("db-server refused a document request: {}", e.message);
                 db_failure(e.code(), &e.message)
             }
+            // A PUT's answer is read in place: its first step's count and the commit index.
+            Ok(m) if matches!(op, DocOp::Put(..)) => Self::put_reply(&mut self.cache, &op, &m.data),
             Ok(m) => match DataResponse::decode(m.data) {
                 Ok(resp) => {
-                    let index = resp.commit_index;
                     let answer = doc_answer(&op, resp);
                     match &op {
                         DocOp::Get(name, Some(mark)) if answer.status == 200 => {
                             self.cache.offer(*mark, name, &answer.body)
-                        }
-                        DocOp::Put(name, Some((mark, body))) if answer.status < 300 => {
-                            self.cache.written(*mark, name, Arc::clone(body), index)
                         }
                         DocOp::Put(name, _) | DocOp::Delete(name) => self.cache.forget(name),
                         DocOp::Get(..) => {}
