@@ -189,6 +189,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether a connection made now would try another host first: the URL names several
+    /// and one of them is to be tried last ([`Endpoint::try_last`]).
+    pub fn leads_elsewhere(&self) -> bool {
+        !self.host_order().is_empty()
+    }
+
     /// libpq settings that reorder the URL's hosts (see [`Endpoint::try_last`]).
     fn host_order(&self) -> Vec<(&'static str, String)> {
         let last: Option<String> = self.last.lock().ok().and_then(|l| l.clone());

@@ -217,52 +217,90 @@ impl Reader {
                     continue;
                 }
             };
-            // A connection that fails at once (closed by a restarted server) is replaced at
-            // once; one that fails slowly (a silent host: the timeout ran out) marks the
-            // replica down, rather than waiting out a connection attempt too.
-            let mut outcome = Err(DbError::new(ErrorCode::Unavailable, "not run"));
             let client = run_as_client(&jobs);
-            for _ in 0..2 {
-                let rep = &self.replicas[i];
-                let had = if client { &rep.client_pg } else { &rep.pg }.is_some();
-                let tried = Instant::now();
-                outcome = self.try_replica(i, &jobs, outages);
-                let quick = tried.elapsed() < Duration::from_millis(500);
-                if outcome.is_ok() || !(had && quick) {
-                    break;
-                }
-                let rep = &mut self.replicas[i];
-                *if client {
-                    &mut rep.client_pg
-                } else {
-                    &mut rep.pg
-                } = None;
-            }
-            match outcome {
-                Ok((outcomes, replayed)) => {
-                    let mut rest = Vec::new();
-                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                        match outcome {
-                            None => rest.push(job),
-                            Some(r) => {
-                                let r = r.map(|(res, _)| {
-                                    respond(data_response::Kind::Result(res), replayed)
-                                });
-                                answer(&self.writers, &self.monitor, job, r, start, out);
+            let mut outages = outages;
+            for last_try in [false, true] {
+                match self.read_replica(i, &jobs, outages) {
+                    Ok((outcomes, replayed)) => {
+                        let mut rest = Vec::new();
+                        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                            match outcome {
+                                None => rest.push(job),
+                                Some(r) => {
+                                    let r = r.map(|(res, _)| {
+                                        respond(data_response::Kind::Result(res), replayed)
+                                    });
+                                    answer(&self.writers, &self.monitor, job, r, start, out);
+                                }
                             }
                         }
+                        return rest;
                     }
-                    return rest;
+                    // A client connection that failed says nothing of the replica (a client
+                    // statement may end its own session, after as long as it likes): it is
+                    // down only if db-server's own connection fails too. The client's reads
+                    // go to the primary, like any the replica could not serve.
+                    Err(_) if client && self.replica_answers(i, outages) => return jobs,
+                    Err(e) => {
+                        self.replica_failed(i, &e);
+                        // Of a URL naming several hosts, another may answer now (after a
+                        // failover, the node that survived): it is tried at once, rather
+                        // than sending these reads to a primary that may have gone silent
+                        // with the host that failed.
+                        if last_try
+                            || !self.replicas[i].endpoint.leads_elsewhere()
+                            || !self.claim_probe(i)
+                        {
+                            break;
+                        }
+                        self.probe_replica(i);
+                        match self.replica_use(i, Instant::now()) {
+                            Use::Read(now) => outages = now,
+                            _ => break,
+                        }
+                    }
                 }
-                // A client connection that failed says nothing of the replica (a client
-                // statement may end its own session, after as long as it likes): it is
-                // down only if db-server's own connection fails too. The client's reads go
-                // to the primary, like any the replica could not serve.
-                Err(_) if client && self.replica_answers(i, outages) => return jobs,
-                Err(e) => self.replica_failed(i, &e),
             }
         }
         jobs
+    }
+
+    /// Runs `jobs` on replica `i` ([`Reader::try_replica`]). A connection that fails at once
+    /// (closed by a restarted server) is replaced at once; one that fails slowly (a silent
+    /// host: the timeout ran out) is the replica's failure, rather than waiting out a
+    /// connection attempt too.
+    #[allow(clippy::type_complexity)]
+    fn read_replica(
+        &mut self,
+        i: usize,
+        jobs: &[Job],
+        outages: u64,
+    ) -> Result<(Vec<Option<Result<(StatementResult, bool), DbError>>>, u64), DbError> {
+        let client = run_as_client(jobs);
+        let mut outcome = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        for _ in 0..2 {
+            let rep = &self.replicas[i];
+            let had = if client { &rep.client_pg } else { &rep.pg }.is_some();
+            let tried = Instant::now();
+            outcome = self.try_replica(i, jobs, outages);
+            let quick = tried.elapsed() < Duration::from_millis(500);
+            if outcome.is_ok() || !(had && quick) {
+                break;
+            }
+            let rep = &mut self.replicas[i];
+            *if client {
+                &mut rep.client_pg
+            } else {
+                &mut rep.pg
+            } = None;
+        }
+        outcome
+    }
+
+    /// Claims replica `i`'s probe (it is down): false when another reader is making it.
+    fn claim_probe(&self, i: usize) -> bool {
+        let mut h = lock(&self.replicas[i].health);
+        !std::mem::replace(&mut h.probing, true)
     }
 
     /// Whether replica `i` answers db-server's own connection (one made since outage
