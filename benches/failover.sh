@@ -92,7 +92,9 @@ env_file "$PWD/deploy/config/pg_auto_failover.env"
 autoctl() {
   local h=$1; shift
   mkdir -p "$work/$h/run"
-  chown -R postgres: "$work/$h"
+  # Files PostgreSQL renames while this runs (postgresql.auto.conf.tmp) are its own already:
+  # chown's complaint that one vanished is not a failure.
+  chown -R postgres: "$work/$h" 2>/dev/null || true
   ip netns exec "nm-f-$h" runuser -u postgres -- env PATH="$pgbin:/usr/bin:/bin" \
     XDG_CONFIG_HOME="$work/$h/config" XDG_DATA_HOME="$work/$h/share" \
     XDG_RUNTIME_DIR="$work/$h/run" pg_autoctl "$@"
