@@ -1376,8 +1376,9 @@ fn pg_the_client_role_holds_exactly_its_documented_rights() {
          docs:DELETE INSERT SELECT UPDATE;docs_id_seq:SELECT",
         "the servers' relations"
     );
-    // Functions of the servers' schema it may run: the two that need db-server's proof, and
-    // the reset that runs as its caller after each of its statements.
+    // Functions of the servers' schema it may run: the two that need db-server's proof, the
+    // reset that runs as its caller after each of its statements, and the check that the
+    // reset ran to its end.
     assert_eq!(
         one(
             &mut admin,
@@ -1387,7 +1388,7 @@ fn pg_the_client_role_holds_exactly_its_documented_rights() {
                  WHERE n.nspname = '{s}' AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
             )
         ),
-        "_netmod_claim,_netmod_reset,_netmod_store"
+        "_netmod_claim,_netmod_reset,_netmod_reset_done,_netmod_store"
     );
     // And the role's own objects live in its schema only.
     assert_eq!(
@@ -1986,4 +1987,58 @@ fn pg_nothing_a_client_statement_sets_or_creates_outlives_it() {
         &exec("SELECT count(*) FROM notes WHERE id = 9", vec![]),
     );
     assert_eq!(n.rows[0].values[0], Value::int(2));
+}
+
+/// A client that makes the reset of its session slow (thousands of prepared statements to
+/// deallocate) after setting a 1 ms statement timeout, so that the reset before another
+/// user's statement is cancelled part way: the other user's statement never runs in what is
+/// left of that session — it runs on a clean one, with db-server's settings.
+#[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
+fn pg_a_reset_cut_short_never_lets_another_users_statement_run_in_the_old_session() {
+    let Some(schema) = Schema::new("reset-cut") else {
+        return;
+    };
+    // One client reader and one writer: every statement of both users on the same sessions.
+    let srv = start_db_pool(PoolConfig::Postgres(PgConfig {
+        readers: 1,
+        writers: 1,
+        ..schema.config(vec![])
+    }));
+    let mut c = FrameClient::connect(srv.addr, WAIT).unwrap();
+    let mallory = |sql: &str| as_user(exec(sql, vec![]), "mallory");
+    c.data(&mallory(
+        "CREATE FUNCTION slow_reset() RETURNS bigint LANGUAGE plpgsql AS $$
+           BEGIN
+             FOR i IN 1..20000 LOOP
+               EXECUTE format('PREPARE mallory_p%s AS SELECT %s', i, i);
+             END LOOP;
+             PERFORM set_config('statement_timeout', '1', false);
+             PERFORM set_config('mallory.mark', 'left by mallory', false);
+             RETURN 1;
+           END $$",
+    ))
+    .unwrap();
+    let bob = |sql: &str| as_user(exec(sql, vec![]), "bob");
+    c.data(&bob("CREATE TABLE bobs (id INT)")).unwrap();
+    for round in 0..6 {
+        // On a reader's connection, then on a writer's.
+        let _ = c.data(&mallory("SELECT slow_reset()"));
+        let (r, _) = result(
+            &mut c,
+            &bob("SELECT current_setting('statement_timeout'), current_setting('mallory.mark', true)"),
+        );
+        assert_ne!(r.rows[0].values[0], Value::text("1ms"), "round {round}");
+        assert_ne!(
+            r.rows[0].values[1],
+            Value::text("left by mallory"),
+            "round {round}"
+        );
+        let _ = c.data(&mallory("INSERT INTO bobs SELECT slow_reset()"));
+        c.data(&bob(&format!("INSERT INTO bobs VALUES ({round})")))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+    }
 }

@@ -79,8 +79,13 @@ pub struct Pg {
     /// On a client connection: the reset call, the `statement_timeout` a statement without a
     /// deadline gets, and whose statement ran last (see [`crate::page::Limit::owner`]).
     reset_sql: String,
+    /// The check that a reset ran to its end (see `_netmod_reset` in `client_role`).
+    reset_done_sql: String,
     standing_timeout_ms: u64,
     owner: Option<u64>,
+    /// A reset of this client connection was cut short: the connection is given up, and
+    /// none of the statements after the reset ran (see [`Pg::reset_failed`]).
+    reset_failed: bool,
     /// On a server connection, the client role that tables it creates are shared with.
     share_with: Option<String>,
     /// Client statements are followed by the resets (see [`Pg::owned_by_one`]).
@@ -293,8 +298,10 @@ impl Pg {
             session: Vec::new(),
             client: false,
             reset_sql: String::new(),
+            reset_done_sql: String::new(),
             standing_timeout_ms: 0,
             owner: None,
+            reset_failed: false,
             share_with: None,
             resets: false,
             outages_before: 0,
@@ -318,8 +325,10 @@ impl Pg {
             session: Vec::new(),
             client: true,
             reset_sql: login.reset_sql(),
+            reset_done_sql: login.reset_done_sql(),
             standing_timeout_ms: login.standing_timeout_ms,
             owner: None,
+            reset_failed: false,
             share_with: None,
             resets: true,
             outages_before: 0,
@@ -382,6 +391,14 @@ impl Pg {
     /// True while the connection is usable.
     pub fn is_ok(&self) -> bool {
         self.conn.is_ok()
+    }
+
+    /// A reset of this client connection before another user's statement was cut short (the
+    /// last user's own `statement_timeout` can cancel it): the connection is given up, and
+    /// the statements sent behind the reset did not run (their transaction was refused by
+    /// the check that follows every reset) — writes among them may be sent again elsewhere.
+    pub fn reset_failed(&self) -> bool {
+        self.reset_failed
     }
 
     /// The server reached, `host:port` (see [`PgConn::server`]).

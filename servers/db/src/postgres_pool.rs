@@ -321,14 +321,21 @@ impl Writer {
         let start = Instant::now();
         let client = job.caller.sandboxed;
         let login = Arc::clone(&self.login);
-        let r = match self.connection(client) {
-            Ok(pg) => {
-                let r = write(pg, &job, &login);
-                self.settle(client, r.as_ref().err(), start.elapsed());
-                r
+        let mut r = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        // Whether the write reached a connection (not refused by the gate).
+        let mut sent = false;
+        for _ in 0..2 {
+            (sent, r) = match self.connection(client) {
+                Ok(pg) => (true, write(pg, &job, &login)),
+                Err(e) => (false, Err(e)),
+            };
+            if !self.reset_failed(client, &r) {
+                break;
             }
-            Err(e) => Err(e),
-        };
+        }
+        if sent {
+            self.settle(client, r.as_ref().err(), start.elapsed());
+        }
         if let Work::Execute(st) = &job.work {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
@@ -351,6 +358,17 @@ impl Writer {
         }
     }
 
+    /// True when `r` failed because the client connection's reset was cut short (see
+    /// [`Pg::reset_failed`]): nothing of the request ran, and the connection is dropped, so
+    /// it may go again on a new one.
+    fn reset_failed<T>(&mut self, client: bool, r: &Result<T, DbError>) -> bool {
+        if !client || r.is_ok() || !self.client.as_ref().is_some_and(Pg::reset_failed) {
+            return false;
+        }
+        self.client = None;
+        true
+    }
+
     /// After a request on the connection of a caller's kind (see [`PrimaryGate::settle`]).
     fn settle(&mut self, client: bool, failed: Option<&DbError>, took: Duration) {
         if client {
@@ -371,15 +389,22 @@ impl Writer {
     fn run_together(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let start = Instant::now();
         let client = run_as_client(&jobs);
-        let ran = self.connection(client).and_then(|pg| {
-            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
-            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
-            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
-                Some(i) => i,
-                None => pg.current_lsn()?,
-            };
-            Ok((outcomes, index))
-        });
+        let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
+        for _ in 0..2 {
+            ran = self.connection(client).and_then(|pg| {
+                let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+                let (outcomes, lsn) =
+                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+                let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                    Some(i) => i,
+                    None => pg.current_lsn()?,
+                };
+                Ok((outcomes, index))
+            });
+            if !self.reset_failed(client, &ran) {
+                break;
+            }
+        }
         let (outcomes, index) = match ran {
             Ok(r) => {
                 self.gate.answered();

@@ -82,10 +82,20 @@ impl ClientLogin {
 
     /// The call that resets a client connection after a statement (`_netmod_reset`, made
     /// in [`Pg::create_meta`]): `$1` the session's own settings (SET statements, one a line),
-    /// `$2` the `statement_timeout` (ms) for the next statement.
+    /// `$2` the `statement_timeout` (ms) for the next statement, `$3` the value it leaves for
+    /// [`ClientLogin::reset_done_sql`] to find.
     pub(crate) fn reset_sql(&self) -> String {
         format!(
-            "SELECT {}._netmod_reset($1, $2)",
+            "SELECT {}._netmod_reset($1, $2, $3)",
+            quote_ident(&self.servers)
+        )
+    }
+
+    /// The check, first in the transaction of a statement after a reset, that the reset ran
+    /// to its end (`$1`: the value given to it): fails otherwise.
+    pub(crate) fn reset_done_sql(&self) -> String {
+        format!(
+            "SELECT {}._netmod_reset_done($1)",
             quote_ident(&self.servers)
         )
     }
@@ -322,8 +332,13 @@ BEGIN
     -- Runs as its caller (the client login), on its own session: everything a client statement
     -- may have left there, then the connection's own settings. Qualified names only: the
     -- caller's search path is the client's.
+    -- It ends by writing `done`, a value the caller cannot guess, into netmod.reset, which
+    -- _netmod_reset_done checks first thing in the next statement's transaction: a reset cut
+    -- short (the session's own statement_timeout, set by the last user, cancelling it part
+    -- way) makes that statement fail rather than run in what is left of the session.
     EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %I._netmod_reset(session text, next_timeout_ms bigint)
+        CREATE OR REPLACE FUNCTION %I._netmod_reset(session text, next_timeout_ms bigint,
+                                                    done text)
         RETURNS void LANGUAGE plpgsql AS $b$
         DECLARE s text;
         BEGIN
@@ -341,11 +356,22 @@ BEGIN
             IF next_timeout_ms > 0 THEN
                 PERFORM pg_catalog.set_config('statement_timeout', next_timeout_ms::text, false);
             END IF;
+            PERFORM pg_catalog.set_config('netmod.reset', done, false);
         END $b$$f$, s);
-    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_reset(text, bigint) FROM PUBLIC', s);
+    -- Its own search path: no operator or function the session's path names can stand in.
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %I._netmod_reset_done(done text)
+        RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $b$
+        BEGIN
+            IF pg_catalog.current_setting('netmod.reset', true) IS DISTINCT FROM done THEN
+                RAISE EXCEPTION 'the session was not reset after another user''s statement';
+            END IF;
+        END $b$$f$, s);
+    EXECUTE format('REVOKE ALL ON FUNCTION %I._netmod_reset(text, bigint, text),
+                    %I._netmod_reset_done(text) FROM PUBLIC', s, s);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %I._netmod_claim(text, text, bigint),
-                    %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint)
-                    TO "{role}"', s, s, s);
+                    %I._netmod_store(text, text, bytea), %I._netmod_reset(text, bigint, text),
+                    %I._netmod_reset_done(text) TO "{role}"', s, s, s, s);
 END $do$"#
     )
 }

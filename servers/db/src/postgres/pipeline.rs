@@ -81,9 +81,14 @@ impl Pg {
                 prefixes.push(limit.deadline.map(|_| (left, false)));
             }
         }
+        // For a full reset, the value it leaves for the check after it; else the timeout.
         let texts: Vec<String> = prefixes
             .iter()
-            .map(|p| p.map_or_else(String::new, |(left, _)| left.to_string()))
+            .map(|p| match p {
+                Some((_, true)) => reset_token(),
+                Some((left, false)) => left.to_string(),
+                None => String::new(),
+            })
             .collect();
         let params: Vec<Vec<Param<'_>>> = prefixes
             .iter()
@@ -92,11 +97,14 @@ impl Pg {
                 Some((left, true)) => vec![
                     Param::Text(&session),
                     Param::Int(i64::try_from(*left).unwrap_or(i64::MAX)),
+                    Param::Text(text),
                 ],
                 Some((_, false)) => vec![Param::Text(text)],
                 None => Vec::new(),
             })
             .collect();
+        let checks: Vec<[Param<'_>; 1]> = texts.iter().map(|t| [Param::Text(t)]).collect();
+        let reset_done_sql = self.reset_done_sql.clone();
         let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len() * 2);
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len() * 2);
         let mut syncs: Vec<usize> = Vec::new();
@@ -111,11 +119,16 @@ impl Pg {
                     stmts.push((reset_sql.as_str(), &params[k][..]));
                     slot.push(None);
                     // In a transaction of its own before the statement's: a transaction takes
-                    // its read-only mode (a setting the reset restores) when it begins. Inside a
+                    // its read-only mode (a setting the reset restores) when it begins. Its
+                    // end is checked first thing in the statement's transaction: a reset cut
+                    // short (by the last user's statement_timeout) fails that transaction
+                    // instead of letting the statement run in the old session. Inside a
                     // group's transaction (another owner's statement in a group of reads) the
-                    // reset runs inline.
+                    // reset runs inline: cut short, it fails the transaction itself.
                     if k == 0 || !together {
                         syncs.push(stmts.len() - 1);
+                        stmts.push((reset_done_sql.as_str(), &checks[k][..]));
+                        slot.push(None);
                     }
                 }
                 Some((_, false)) if self.resets => {
@@ -191,7 +204,15 @@ impl Pg {
                 };
             })?;
         if reset_failed {
+            // What ran before the reset is dropped with what did not: reads (run again
+            // elsewhere), or a write of a group of one user, whose transaction the check
+            // refused.
             self.conn.give_up();
+            self.reset_failed = true;
+            return Err(DbError::new(
+                ErrorCode::Unavailable,
+                "a client session could not be reset after another user's statement",
+            ));
         }
         // A name of ours was missing or taken: what the session holds is unknown, so the next
         // statement resets it fully (DEALLOCATE ALL among the rest).
@@ -230,4 +251,18 @@ impl Pg {
         }
         Ok((outcomes, then_value))
     }
+}
+
+/// A value nobody can guess before a reset leaves it (see `_netmod_reset`): keyed hashes
+/// (SipHash, with the keys std draws at random once per process) of a counter.
+fn reset_token() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<(std::hash::RandomState, std::hash::RandomState)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (a, b) =
+        KEYS.get_or_init(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{:016x}", a.hash_one(n), b.hash_one(n))
 }
