@@ -246,8 +246,7 @@ impl Pool {
     }
 
     /// Stages a read the loop routed from a view of the request (its statement still
-    /// encoded, [`Job::encoded`], and checked with [`crate::workers::check_sql`]) for the
-    /// readers.
+    /// encoded, [`Job::encoded`], and checked like any statement) for the readers.
     pub fn submit_read(&self, job: Job, pending: &mut Pending) {
         if let Err(e) = self.stale(&job) {
             return job.reply.send(Err(e));

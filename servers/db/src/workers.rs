@@ -52,7 +52,7 @@ pub struct Job {
     /// The work.
     pub work: Work,
     /// A statement the loop only looked at (a point read, routed from a view of the request):
-    /// still encoded, decoded into `work` by the worker ([`Job::decode`]). Empty otherwise.
+    /// still encoded, decoded into `work` by the worker. Empty otherwise.
     pub encoded: Vec<u8>,
     /// On whose behalf it runs.
     pub caller: Caller,
