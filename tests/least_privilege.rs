@@ -386,3 +386,87 @@ fn pg_an_ordinary_account_cannot_act_as_the_servers_or_the_database_os_user() {
     assert!(page.body.contains("public text"), "{}", page.body);
     s.still_serves("pgattack");
 }
+
+/// On PostgreSQL a statement's text does not say what it writes (a function, a trigger on
+/// the client's own table): a client's write to the documents that way reaches the front's
+/// document cache like any other write, so nobody is served the old version.
+#[test]
+#[cfg_attr(
+    not(netmod_pg),
+    ignore = "needs PostgreSQL: set DATABASE_URL (.ci/pg-cluster makes one)"
+)]
+fn pg_a_clients_write_through_a_function_or_trigger_reaches_the_document_cache() {
+    let Some(s) = Stack::start_pg("lp-pg-cache") else {
+        return;
+    };
+    assert_eq!(s.put("page", "v1").status, 201);
+    assert_eq!(s.put("other", "o1").status, 201);
+    let mut bob = s.user("bob");
+    run_all(
+        &mut bob,
+        &[
+            "CREATE FUNCTION w(v text) RETURNS int LANGUAGE sql AS
+               $$ UPDATE docs SET content = v WHERE name = 'page' RETURNING 1 $$",
+            "CREATE TABLE log (v text)",
+            "CREATE FUNCTION on_log() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN UPDATE docs SET content = NEW.v WHERE name = 'other'; RETURN NEW; END $$",
+            "CREATE TRIGGER t AFTER INSERT ON log FOR EACH ROW EXECUTE FUNCTION on_log()",
+        ],
+    );
+    // Cached from now on (bob's DDL above made every document held out of date).
+    let hits = || {
+        let m = common::http::call(s.http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for (name, content) in [("page", "v1"), ("other", "o1")] {
+        common::eventually("the document answered from the cache", || {
+            let before = hits();
+            s.get(name).body.contains(content) && hits() > before
+        });
+    }
+    bob.execute("SELECT w('v2')", vec![]).unwrap();
+    common::eventually("the page's new version served", || {
+        s.get("page").body.contains("v2")
+    });
+    bob.execute("INSERT INTO log VALUES ('o2')", vec![])
+        .unwrap();
+    common::eventually("the other page's new version served", || {
+        s.get("other").body.contains("o2")
+    });
+}
+
+/// Keys narrow a change notice to the rows they name, and caches trust them: a client's
+/// (through test-server) are not taken. Bob updates one document naming another as its key;
+/// the front serves the new version of the one he wrote.
+#[test]
+fn a_clients_keys_cannot_keep_a_changed_document_in_the_cache() {
+    let s = Stack::start("lp-keys");
+    assert_eq!(s.put("a", "a1").status, 201);
+    assert_eq!(s.put("b", "b1").status, 201);
+    let mut bob = s.user("bob");
+    let hits = || {
+        let m = common::http::call(s.http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for (name, content) in [("a", "a1"), ("b", "b1")] {
+        common::eventually("the document answered from the cache", || {
+            let before = hits();
+            s.get(name).body.contains(content) && hits() > before
+        });
+    }
+    let lie = Statement {
+        sql: "UPDATE docs SET content = 'b2' WHERE name = 'b'".into(),
+        keys: vec!["a".into()],
+        ..Default::default()
+    };
+    bob.data(&req(data_request::Kind::Execute(lie))).unwrap();
+    common::eventually("b's new version served", || s.get("b").body.contains("b2"));
+}

@@ -83,6 +83,10 @@ pub struct Pg {
     reset_done_sql: String,
     standing_timeout_ms: u64,
     owner: Option<u64>,
+    /// Ask, in each write transaction, which tables it wrote rows of, into `written` (a
+    /// writer's client connection while somebody watches: see [`Pg::track_written`]).
+    track_written: bool,
+    written: Vec<String>,
     /// A reset of this client connection was cut short: the connection is given up, and
     /// none of the statements after the reset ran (see [`Pg::reset_failed`]).
     reset_failed: bool,
@@ -301,6 +305,8 @@ impl Pg {
             reset_done_sql: String::new(),
             standing_timeout_ms: 0,
             owner: None,
+            track_written: false,
+            written: Vec::new(),
             reset_failed: false,
             share_with: None,
             resets: false,
@@ -328,6 +334,8 @@ impl Pg {
             reset_done_sql: login.reset_done_sql(),
             standing_timeout_ms: login.standing_timeout_ms,
             owner: None,
+            track_written: false,
+            written: Vec::new(),
             reset_failed: false,
             share_with: None,
             resets: true,
@@ -391,6 +399,20 @@ impl Pg {
     /// True while the connection is usable.
     pub fn is_ok(&self) -> bool {
         self.conn.is_ok()
+    }
+
+    /// From now on (`on`), every transaction of this connection's statements also asks
+    /// PostgreSQL which tables it wrote rows of (`pg_stat_xact_user_tables`), in the same round
+    /// trip; [`Pg::take_written`] gives them. For a client's writes, whose text does not say
+    /// (a function, a trigger on the client's own table may write anywhere the client may):
+    /// change notices must name what was written.
+    pub fn track_written(&mut self, on: bool) {
+        self.track_written = on;
+    }
+
+    /// The tables written since the last call (see [`Pg::track_written`]).
+    pub fn take_written(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.written)
     }
 
     /// A reset of this client connection before another user's statement was cut short (the

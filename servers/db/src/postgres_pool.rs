@@ -336,6 +336,10 @@ impl Writer {
         if sent {
             self.settle(client, r.as_ref().err(), start.elapsed());
         }
+        let mut job = job;
+        if let Some(pg) = self.client.as_mut().filter(|_| client) {
+            job.reply.wrote(&pg.take_written());
+        }
         if let Work::Execute(st) = &job.work {
             self.monitor.record(&st.sql, start.elapsed(), r.is_ok());
         }
@@ -350,8 +354,17 @@ impl Writer {
     fn connection(&mut self, client: bool) -> Result<&mut Pg, DbError> {
         if client {
             self.login.usable()?;
-            self.gate
-                .connect_client(&mut self.client, &self.client_endpoint, "", &mut self.probe)
+            let pg = self.gate.connect_client(
+                &mut self.client,
+                &self.client_endpoint,
+                "",
+                &mut self.probe,
+            )?;
+            // A client's write may write more than its text says (a function, a trigger):
+            // its notice names what PostgreSQL says it wrote.
+            pg.track_written(true);
+            pg.take_written(); // what an attempt that failed left
+            Ok(pg)
         } else {
             self.gate
                 .connect(&mut self.pg, &self.primary, "", &mut self.probe)
@@ -420,7 +433,12 @@ impl Writer {
             }
         };
         let wrote = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
-        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let written = match self.client.as_mut().filter(|_| client) {
+            Some(pg) => pg.take_written(),
+            None => Vec::new(),
+        };
+        for (mut job, outcome) in jobs.into_iter().zip(outcomes) {
+            job.reply.wrote(&written);
             if let Work::Execute(st) = &job.work {
                 self.monitor
                     .record(&st.sql, start.elapsed(), outcome.is_ok());

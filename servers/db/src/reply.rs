@@ -47,6 +47,8 @@ pub struct ReplyTo {
     conn: ConnId,
     id: u32,
     changed: TablesChanged,
+    /// Somebody watched for changes when the request came.
+    watched: bool,
     spare: Vec<u8>,
 }
 
@@ -59,7 +61,22 @@ impl ReplyTo {
             conn,
             id,
             changed,
+            watched: false,
             spare: Vec::new(),
+        }
+    }
+
+    /// The same, saying whether anybody watched for changes when the request came (see
+    /// [`ReplyTo::wrote`]).
+    pub fn watched(self, watched: bool) -> Self {
+        ReplyTo { watched, ..self }
+    }
+
+    /// The work wrote rows of `tables` (as the database reports them): the notice names them
+    /// too, when anybody watches.
+    pub fn wrote(&mut self, tables: &[String]) {
+        if self.watched {
+            crate::watch::add_written(&mut self.changed, tables);
         }
     }
 

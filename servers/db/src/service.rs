@@ -317,10 +317,15 @@ impl DbService {
                 return self.answer(ctx, conn, id, Err(e));
             }
         };
-        let changed = if watched {
-            watch::changes(&work)
-        } else {
-            TablesChanged::default()
+        let changed = match watched {
+            // Keys narrow a notice to the rows named, which caches trust: only the servers'
+            // own writes name them; a client's notice covers its tables whole.
+            true if caller.sandboxed => TablesChanged {
+                keys: Vec::new(),
+                ..watch::changes(&work)
+            },
+            true => watch::changes(&work),
+            false => TablesChanged::default(),
         };
         let reply = self.reply_fn(ctx, conn, id, changed);
         let job = Job {
@@ -350,7 +355,7 @@ impl DbService {
                 self.inflight.insert(conn, 1);
             }
         }
-        ReplyTo::new(ctx.loop_handle(), conn, id, changed)
+        ReplyTo::new(ctx.loop_handle(), conn, id, changed).watched(self.watchers.any())
     }
 
     fn answer(

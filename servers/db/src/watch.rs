@@ -151,6 +151,27 @@ pub fn changes(work: &Work) -> TablesChanged {
     out
 }
 
+/// Adds to a write's notice `tables` it wrote rows of, as the database reported them (a
+/// client's write, whose text does not say all it writes: see `Pg::track_written`). The keys
+/// the text named are dropped: they no longer cover all that changed.
+pub fn add_written(changed: &mut TablesChanged, tables: &[String]) {
+    if tables.is_empty() {
+        return;
+    }
+    changed.keys.clear();
+    if changed.tables.first().is_some_and(|f| f == "*") {
+        return;
+    }
+    for t in tables {
+        if !changed.tables.contains(t) {
+            changed.tables.push(t.clone());
+        }
+    }
+    if changed.tables.len() > NAMED_MAX {
+        changed.tables = vec!["*".to_string()];
+    }
+}
+
 /// The table one statement writes: `None` for a read, `"*"` for a write it cannot name.
 pub fn written_table(sql: &str) -> Option<String> {
     let keyword = first_keyword(sql);

@@ -107,6 +107,8 @@ impl Pg {
         let reset_done_sql = self.reset_done_sql.clone();
         let mut stmts: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(bound.len() * 2);
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(bound.len() * 2);
+        // Where the question of what the transaction wrote goes (see `track_written`).
+        let mut written_at: Vec<usize> = Vec::new();
         let mut syncs: Vec<usize> = Vec::new();
         // The statements that deallocate the session's prepared statements: the full reset,
         // and a client's own DEALLOCATE or DISCARD (one hidden in a function is caught by the
@@ -149,10 +151,20 @@ impl Pg {
             stmts.push((t.sql.as_str(), p.as_slice()));
             slot.push(Some(i));
             if !together {
+                if self.track_written {
+                    written_at.push(stmts.len());
+                    stmts.push((WRITTEN, &[]));
+                    slot.push(None);
+                }
                 syncs.push(stmts.len() - 1);
             }
         }
         if together && !stmts.is_empty() {
+            if self.track_written {
+                written_at.push(stmts.len());
+                stmts.push((WRITTEN, &[]));
+                slot.push(None);
+            }
             syncs.push(stmts.len() - 1);
         }
         let n = stmts.len();
@@ -163,6 +175,7 @@ impl Pg {
             return Ok((outcomes, None));
         }
         let mut then_value = None;
+        let written = &mut self.written;
         // A reset that failed (other than skipped in a failed transaction) leaves the session
         // in a state nobody knows: the connection is given up.
         let mut reset_failed = false;
@@ -172,6 +185,22 @@ impl Pg {
                     if let Ok(s) = stream {
                         if let Ok(Some(res)) = s.next_result() {
                             then_value = res.value(0, 0).map(<[u8]>::to_vec);
+                        }
+                    }
+                    return;
+                }
+                if written_at.contains(&k) {
+                    // Aborted with its statement's transaction, it is not asked: nothing was
+                    // written.
+                    if let Ok(s) = stream {
+                        if let Ok(Some(res)) = s.next_result() {
+                            if let Some(tables) = res.value(0, 0) {
+                                for t in String::from_utf8_lossy(tables).split(',') {
+                                    if !written.iter().any(|w| w == t) {
+                                        written.push(t.to_string());
+                                    }
+                                }
+                            }
                         }
                     }
                     return;
@@ -252,6 +281,15 @@ impl Pg {
         Ok((outcomes, then_value))
     }
 }
+
+/// The tables the current transaction wrote rows of, comma-separated (NULL: none): asked
+/// last in a client's write transaction, since its text does not say (a function, a trigger
+/// on the client's own table may write elsewhere). Every name qualified, operators too: the
+/// session's search path is the client's.
+const WRITTEN: &str = "SELECT pg_catalog.string_agg(relname::pg_catalog.text, ',') \
+    FROM pg_catalog.pg_stat_xact_user_tables \
+    WHERE (n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd OPERATOR(pg_catalog.+) n_tup_del) \
+    OPERATOR(pg_catalog.>) 0";
 
 /// A value nobody can guess before a reset leaves it (see `_netmod_reset`): keyed hashes
 /// (SipHash, with the keys std draws at random once per process) of a counter.
