@@ -5,14 +5,15 @@
 # single-row writes at pipeline 1 by default (RUNS="read:1 write:1" to choose). db-server on
 # core 0, loadgen on core 1, 3 rounds of 5 s.
 # usage: benches/db_ab.sh OLD_DB_SERVER   (then benches/server-medians.sh LOG before)
+#        env ROUNDS=3, SERVERS="before after after_sqlite_defaults" to choose
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
 runs=${RUNS:-read:1 read:16 write:1}
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
-for round in 1 2 3; do
-  for who in before after after_sqlite_defaults; do
+for round in $(seq "${ROUNDS:-3}"); do
+  for who in ${SERVERS:-before after after_sqlite_defaults}; do
     case $who in
       before) b=$1; extra=() ;;
       after) b=target/release/db-server; extra=() ;;
