@@ -331,6 +331,9 @@ fn serve(
                 worker.run_group(&mut taken, &mut out);
                 out.deliver();
                 taken.clear();
+                // Before the slow work after a group (a probe may wait a connect timeout):
+                // this worker's users' next jobs need not wait for it.
+                jobs.release(&mut held);
                 worker.after_group();
             }
         })

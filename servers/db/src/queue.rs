@@ -141,6 +141,21 @@ impl JobQueue {
             .set_share(workers.saturating_sub(1).max(1));
     }
 
+    /// The worker that took for `held` is done with those jobs (see [`JobQueue::take`]): its
+    /// users' next jobs may go to any worker, one waiting is woken for them.
+    pub fn release(&self, held: &mut Vec<usize>) {
+        if held.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        st.clients.release(held);
+        let wake = st.idle_any > 0 && st.clients.any_takeable();
+        drop(st);
+        if wake {
+            self.ready_any.notify_one();
+        }
+    }
+
     /// Queues `job`, answering OVERLOADED when its class is full.
     pub fn push(&self, job: Job) {
         let mut st = self.lock();
