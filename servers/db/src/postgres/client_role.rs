@@ -358,6 +358,8 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('netmod.reset', done, false);
         END $b$$f$, s);
+    -- The two-argument reset of releases before the check that follows it.
+    EXECUTE format('DROP FUNCTION IF EXISTS %I._netmod_reset(text, bigint)', s);
     -- Its own search path: no operator or function the session's path names can stand in.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION %I._netmod_reset_done(done text)
