@@ -176,6 +176,8 @@ impl Pg {
         }
         let mut then_value = None;
         let written = &mut self.written;
+        // The questions of what a transaction wrote that failed, with why.
+        let mut rolled_back: Vec<(usize, DbError)> = Vec::new();
         // A reset that failed (other than skipped in a failed transaction) leaves the session
         // in a state nobody knows: the connection is given up.
         let mut reset_failed = false;
@@ -191,9 +193,11 @@ impl Pg {
                 }
                 if written_at.contains(&k) {
                     // Aborted with its statement's transaction, it is not asked: nothing was
-                    // written.
-                    if let Ok(s) = stream {
-                        if let Ok(Some(res)) = s.next_result() {
+                    // written. Failed itself (the client's own statement_timeout, say), it
+                    // took the transaction with it: its statements did not commit.
+                    let r = stream.and_then(|s| s.next_result());
+                    match r.map_err(Fail::from) {
+                        Ok(Some(res)) => {
                             if let Some(tables) = res.value(0, 0) {
                                 for t in String::from_utf8_lossy(tables).split(',') {
                                     if !written.iter().any(|w| w == t) {
@@ -202,6 +206,8 @@ impl Pg {
                                 }
                             }
                         }
+                        Err(Fail::Db(e)) => rolled_back.push((k, e)),
+                        Ok(None) | Err(Fail::Aborted) => {}
                     }
                     return;
                 }
@@ -232,6 +238,20 @@ impl Pg {
                     Err(Fail::Aborted) => None,
                 };
             })?;
+        // A transaction that failed after its statements answered: none of them committed.
+        for (k, e) in rolled_back {
+            let e = DbError::new(
+                e.code,
+                format!("the write's transaction failed after it ran: {}", e.message),
+            );
+            if together {
+                for o in outcomes.iter_mut().filter(|o| matches!(o, Some(Ok(_)))) {
+                    *o = Some(Err(e.clone()));
+                }
+            } else if let Some(i) = k.checked_sub(1).and_then(|j| slot[j]) {
+                outcomes[i] = Some(Err(e));
+            }
+        }
         if reset_failed {
             // What ran before the reset is dropped with what did not: reads (run again
             // elsewhere), or a write of a group of one user, whose transaction the check
