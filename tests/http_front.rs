@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::http::{call, connect, read_resp};
+use common::http::{cache_hits, call, connect, read_resp};
 use common::{start_db, TempDir, WAIT};
 use engine::Server;
 use shared::http1::Limits;
@@ -389,16 +389,6 @@ fn the_binary_logs_each_request_in_the_original_format_and_curl_works() {
             "{text}"
         );
     }
-}
-
-/// `netmod_doc_cache_hits_total` of the front at `addr`.
-fn cache_hits(addr: SocketAddr) -> u64 {
-    let m = call(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    m.body
-        .lines()
-        .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("the hit counter in /metrics")
 }
 
 fn get_body(addr: SocketAddr, name: &str) -> String {

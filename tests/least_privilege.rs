@@ -414,20 +414,8 @@ fn pg_a_clients_write_through_a_function_or_trigger_reaches_the_document_cache()
         ],
     );
     // Cached from now on (bob's DDL above made every document held out of date).
-    let hits = || {
-        let m = common::http::call(s.http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-        m.body
-            .lines()
-            .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    for (name, content) in [("page", "v1"), ("other", "o1")] {
-        common::eventually("the document answered from the cache", || {
-            let before = hits();
-            s.get(name).body.contains(content) && hits() > before
-        });
-    }
+    s.cached("page", "v1");
+    s.cached("other", "o1");
     bob.execute("SELECT w('v2')", vec![]).unwrap();
     common::eventually("the page's new version served", || {
         s.get("page").body.contains("v2")
@@ -448,20 +436,8 @@ fn a_clients_keys_cannot_keep_a_changed_document_in_the_cache() {
     assert_eq!(s.put("a", "a1").status, 201);
     assert_eq!(s.put("b", "b1").status, 201);
     let mut bob = s.user("bob");
-    let hits = || {
-        let m = common::http::call(s.http, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-        m.body
-            .lines()
-            .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    for (name, content) in [("a", "a1"), ("b", "b1")] {
-        common::eventually("the document answered from the cache", || {
-            let before = hits();
-            s.get(name).body.contains(content) && hits() > before
-        });
-    }
+    s.cached("a", "a1");
+    s.cached("b", "b1");
     let lie = Statement {
         sql: "UPDATE docs SET content = 'b2' WHERE name = 'b'".into(),
         keys: vec!["a".into()],

@@ -84,3 +84,13 @@ pub fn call(addr: SocketAddr, raw: &str) -> Resp {
     s.write_all(raw.as_bytes()).unwrap();
     read_resp(&mut s, &mut Vec::new()).expect("a response")
 }
+
+/// `netmod_doc_cache_hits_total` of the front at `addr`: GETs answered from its document cache.
+pub fn cache_hits(addr: SocketAddr) -> u64 {
+    let m = call(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix("netmod_doc_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the hit counter in /metrics")
+}

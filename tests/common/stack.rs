@@ -124,6 +124,14 @@ impl Stack {
         )
     }
 
+    /// Waits until a GET of `name` is answered from the front's cache with `content`.
+    pub fn cached(&self, name: &str, content: &str) {
+        super::eventually("the document answered from the cache", || {
+            let before = http::cache_hits(self.http);
+            self.get(name).body.contains(content) && http::cache_hits(self.http) > before
+        });
+    }
+
     pub fn delete(&self, name: &str) -> http::Resp {
         http::call(
             self.http,
