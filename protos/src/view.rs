@@ -119,14 +119,12 @@ impl<'a> DataRequestView<'a> {
     }
 }
 
-/// A `Statement`'s text, borrowed (its arguments are left where they are).
+/// A `Statement`'s text, borrowed (its arguments and keys are left where they are).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatementView<'a> {
     /// The whole statement, encoded (to decode where it runs).
     pub encoded: &'a [u8],
     pub sql: &'a str,
-    /// Whether it names the keys of the rows it writes (`Statement.keys`).
-    pub keyed: bool,
 }
 
 impl<'a> StatementView<'a> {
@@ -142,11 +140,7 @@ impl<'a> StatementView<'a> {
         for field in Fields(buf) {
             match field? {
                 (1, Field::Bytes(b)) => s.sql = text(b)?,
-                (4, Field::Bytes(b)) => {
-                    text(b)?;
-                    s.keyed = true;
-                }
-                (2 | 3, Field::Bytes(_)) => {}
+                (2..=4, Field::Bytes(_)) => {}
                 (1..=4, _) => return Err(ViewError("a field of the wrong wire type")),
                 _ => {}
             }
@@ -321,7 +315,7 @@ mod tests {
         let bytes = req.encode_to_vec();
         let v = DataRequestView::new(&bytes).unwrap();
         let st = v.execute.unwrap();
-        assert_eq!((st.sql, st.keyed), ("SELECT 1", true));
+        assert_eq!(st.sql, "SELECT 1");
         assert_eq!(v.idempotency_key, "key");
         assert_eq!(v.consistency, ReadConsistency::AfterIndex as i32);
         assert_eq!((v.after_index, v.max_result_bytes), (42, 1000));
