@@ -321,18 +321,7 @@ impl Writer {
         let start = Instant::now();
         let client = job.caller.sandboxed;
         let login = Arc::clone(&self.login);
-        let mut r = Err(DbError::new(ErrorCode::Unavailable, "not run"));
-        // Whether the write reached a connection (not refused by the gate).
-        let mut sent = false;
-        for _ in 0..2 {
-            (sent, r) = match self.connection(client) {
-                Ok(pg) => (true, write(pg, &job, &login)),
-                Err(e) => (false, Err(e)),
-            };
-            if !self.reset_failed(client, &r) {
-                break;
-            }
-        }
+        let (sent, r) = self.on_connection(client, |pg| write(pg, &job, &login));
         if sent {
             self.settle(client, r.as_ref().err(), start.elapsed());
         }
@@ -371,6 +360,27 @@ impl Writer {
         }
     }
 
+    /// Runs `f` on the connection for a caller's kind, and once more on a new one when the
+    /// client connection's reset was cut short (then nothing of `f`'s work ran). The flag
+    /// says whether `f` ran at all (false: the gate refused the connection).
+    fn on_connection<T>(
+        &mut self,
+        client: bool,
+        mut f: impl FnMut(&mut Pg) -> Result<T, DbError>,
+    ) -> (bool, Result<T, DbError>) {
+        let mut out = (false, Err(DbError::new(ErrorCode::Unavailable, "not run")));
+        for _ in 0..2 {
+            out = match self.connection(client) {
+                Ok(pg) => (true, f(pg)),
+                Err(e) => (false, Err(e)),
+            };
+            if !self.reset_failed(client, &out.1) {
+                break;
+            }
+        }
+        out
+    }
+
     /// True when `r` failed because the client connection's reset was cut short (see
     /// [`Pg::reset_failed`]): nothing of the request ran, and the connection is dropped, so
     /// it may go again on a new one.
@@ -402,22 +412,15 @@ impl Writer {
     fn run_together(&mut self, jobs: Vec<Job>, out: &mut Replies) {
         let start = Instant::now();
         let client = run_as_client(&jobs);
-        let mut ran = Err(DbError::new(ErrorCode::Unavailable, "not run"));
-        for _ in 0..2 {
-            ran = self.connection(client).and_then(|pg| {
-                let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
-                let (outcomes, lsn) =
-                    pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
-                let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
-                    Some(i) => i,
-                    None => pg.current_lsn()?,
-                };
-                Ok((outcomes, index))
-            });
-            if !self.reset_failed(client, &ran) {
-                break;
-            }
-        }
+        let (_, ran) = self.on_connection(client, |pg| {
+            let sts: Vec<(&Statement, Limit)> = jobs.iter().filter_map(statement).collect();
+            let (outcomes, lsn) = pg.execute_group(&sts, Some("SELECT pg_current_wal_lsn()"))?;
+            let index = match lsn.as_deref().and_then(postgres::parse_lsn) {
+                Some(i) => i,
+                None => pg.current_lsn()?,
+            };
+            Ok((outcomes, index))
+        });
         let (outcomes, index) = match ran {
             Ok(r) => {
                 self.gate.answered();
