@@ -61,8 +61,9 @@ pub struct DbService {
 
 /// Spare buffers a loop keeps: about as many as reads in flight at once.
 const SPARE_BUFFERS: usize = 1024;
-/// The largest spare buffer kept (a point read's statement is far smaller).
-const SPARE_BYTES: usize = 16 * 1024;
+/// The largest spare buffer kept (a point read's statement is far smaller): at most
+/// `SPARE_BUFFERS` × this (4 MiB) stays with a loop whatever clients send.
+const SPARE_BYTES: usize = 4 * 1024;
 
 impl DbService {
     /// A handler for one loop, sharing `pool` and `watchers` with the others.

@@ -455,7 +455,9 @@ impl<T> DbLink<T> {
         }
         let ctx_loop = ctx.loop_id();
         let mut pool = std::mem::take(&mut self.decoded);
+        let mut big = false;
         let used = wire::for_each_frame_body(ctx, conn, data, max, |_ctx, body| {
+            big |= body.len() > DECODE_BUFFER;
             let Ok(msg) = wire::decode_body_in(body, max, &mut pool) else {
                 warn!("db link: undecodable frame from db-server");
                 return;
@@ -501,7 +503,13 @@ impl<T> DbLink<T> {
                 _ => info!("db link: notification from db-server (op {})", msg.op),
             }
         });
-        self.decoded = pool;
+        // A large answer grew the buffer: not kept at that size for ever (it goes when that
+        // answer does).
+        self.decoded = if big {
+            prost::bytes::BytesMut::with_capacity(DECODE_BUFFER)
+        } else {
+            pool
+        };
         used
     }
 
