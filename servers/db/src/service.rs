@@ -230,9 +230,9 @@ impl DbService {
         true
     }
 
-    fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, msg: Message) {
-        let id = msg.message_id;
-        let mut req = match DataRequest::decode(msg.data) {
+    /// A DATA request `id` whose payload (a `DataRequest`, inflated) is `data`.
+    fn data(&mut self, ctx: &mut Context<'_, Inbox>, conn: ConnId, id: u32, data: &[u8]) {
+        let mut req = match DataRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
                 let reply = wire::error(
@@ -404,11 +404,15 @@ impl Handler for DbService {
         let max = self.max_message;
         wire::for_each_frame_body(ctx, conn, data, max, |ctx, body| {
             if let Ok(m) = MessageView::new(body) {
+                // An uncompressed DATA request is read from the frame itself: a point read
+                // in place, anything else decoded from the payload (no `Message` built).
                 if m.r#type == MessageType::Request as i32
                     && m.op == Operation::Data as i32
                     && m.compression == Compression::None as i32
-                    && self.read_in_place(ctx, conn, m.message_id, m.data)
                 {
+                    if !self.read_in_place(ctx, conn, m.message_id, m.data) {
+                        self.data(ctx, conn, m.message_id, m.data);
+                    }
                     return;
                 }
             }
@@ -423,7 +427,9 @@ impl Handler for DbService {
                 (Ok(MessageType::Request), Ok(Operation::Ping)) => {
                     let _ = wire::send(ctx, conn, &wire::pong(msg));
                 }
-                (Ok(MessageType::Request), Ok(Operation::Data)) => self.data(ctx, conn, msg),
+                (Ok(MessageType::Request), Ok(Operation::Data)) => {
+                    self.data(ctx, conn, msg.message_id, &msg.data)
+                }
                 (Ok(MessageType::Request), Ok(Operation::Watch)) => self.watch(ctx, conn, msg),
                 _ => wire::reply_unsupported(ctx, conn, &msg),
             }
